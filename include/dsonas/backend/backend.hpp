@@ -1,0 +1,167 @@
+// backend.hpp — the compute interface the model is written against.
+//
+// One virtual method per primitive (DESIGN.md §4).  CpuBackend (OpenBLAS GEMMs,
+// own OpenMP kernels) and CudaBackend (cuDNN, cuBLAS, own kernels) implement it;
+// Supergraph and Network are written once on top.  Nothing above backend/
+// includes a vendor header.
+//
+// Conventions every implementation follows:
+//  * Activations are 4-D tensors with shape {C, N, H, W} stored channel-major
+//    ("CNHW": element (c,n,h,w) at ((c*N + n)*H + h)*W + w).  With this layout a
+//    1×1 convolution of the whole batch is one GEMM [Cout,Cin]×[Cin,N·H·W] and a
+//    per-channel reduction (BN) is a contiguous run.  act_from_nchw/act_to_nchw
+//    convert at the model's edges.
+//  * Conv weights are OIHW ([Cout, Cin/groups, K, K]); linear weights [out, in];
+//    "matrix" tensors ([N, features]) are row-major.
+//  * alpha/beta follow cuDNN: out = alpha·result + beta·out (beta = 0 overwrites,
+//    and out may then hold garbage or NaN beforehand).
+//  * Results are deterministic for a given thread count: reductions use fixed
+//    partitions and fixed summation order, never atomics.
+//  * λ values are host floats (they are few and every rank holds them); their
+//    gradients are accumulated into device memory (the flat gradient buffer).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dsonas/core/tensor.hpp"
+
+namespace dsonas {
+
+/// A 2-D convolution, square kernel.  groups is 1 (dense) or Cin == Cout
+/// (depthwise).  Output size: (in + 2·pad − k)/stride + 1.
+struct ConvDesc {
+  int cin = 0, cout = 0, k = 1, stride = 1, pad = 0, groups = 1;
+  int out_size(int in) const { return (in + 2 * pad - k) / stride + 1; }
+  bool depthwise() const { return groups > 1; }
+  Shape weight_shape() const { return {cout, cin / groups, k, k}; }
+};
+
+enum class PoolKind { Max, Avg };
+
+/// Pooling, square window.  Max ignores padded cells; Avg counts them in the
+/// divisor (always k², count_include_pad, as MXNet 1.2.1).
+struct PoolDesc {
+  PoolKind kind = PoolKind::Max;
+  int k = 3, stride = 1, pad = 1;
+  int out_size(int in) const { return (in + 2 * pad - k) / stride + 1; }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  virtual int threads() const = 0;
+
+  // ---- memory ---------------------------------------------------------------
+  Tensor alloc(const Shape& s) { return Tensor::empty(s, device()); }
+  virtual void fill(Tensor& t, float v) = 0;
+  /// dst = src, same element count, both on this device.
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  /// Raw element copies between host memory and a tensor of this device.
+  virtual void upload(const float* host, Tensor& dst) = 0;
+  virtual void download(const Tensor& src, float* host) = 0;
+  /// Activations from/to host NCHW.
+  virtual Tensor act_from_nchw(const float* host, int n, int c, int h, int w) = 0;
+  virtual void act_to_nchw(const Tensor& act, float* host) = 0;
+  virtual void synchronize() {}
+
+  // ---- convolution ----------------------------------------------------------
+  /// y = alpha·conv(x, w) + beta·y.  x {Cin,N,H,W}, y {Cout,N,Ho,Wo}.
+  virtual void conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y,
+                            float alpha = 1.f, float beta = 0.f) = 0;
+  /// dx = alpha·conv_transpose(dy, w) + beta·dx.
+  virtual void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx,
+                                  float alpha = 1.f, float beta = 0.f) = 0;
+  /// dw = alpha·(∂/∂w of <dy, conv(x,w)>) + beta·dw.
+  virtual void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw,
+                                    float alpha = 1.f, float beta = 0.f) = 0;
+
+  // ---- pooling --------------------------------------------------------------
+  virtual void pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) = 0;
+  /// dx = grad + beta·dx.  Max pooling routes each output's gradient to the
+  /// first (lowest h, then w) maximal input of its window; y is the forward output.
+  virtual void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy,
+                             Tensor& dx, float beta = 0.f) = 0;
+
+  // ---- batch-norm fused with ReLU ------------------------------------------
+  /// Training mode: per channel, batch mean m and biased variance v over
+  /// (N,H,W); y = relu(gamma·(x − m)/sqrt(v + eps) + beta).  Saves m and
+  /// 1/sqrt(v+eps) in save_mean/save_invstd {C}.  Running statistics:
+  /// run = momentum·run + (1 − momentum)·batch, with the unbiased variance
+  /// v·M/(M−1) (M = N·H·W) going into run_var.  With relu = false, no ReLU.
+  virtual void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                Tensor& run_mean, Tensor& run_var, float momentum, float eps,
+                                Tensor& y, Tensor& save_mean, Tensor& save_invstd, bool relu = true) = 0;
+  /// Inference mode with running statistics.
+  virtual void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                const Tensor& run_mean, const Tensor& run_var, float eps, Tensor& y,
+                                bool relu = true) = 0;
+  /// Backward of bn_forward_train.  y is its output (the ReLU mask is y > 0).
+  /// dx = grad + beta_dx·dx.  dgamma/dbeta (each may be null) are overwritten.
+  virtual void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                           const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
+                           Tensor* dgamma, Tensor* dbeta, bool relu = true, float beta_dx = 0.f) = 0;
+
+  // ---- λ-weighted sums (the supergraph's edges) ------------------------------
+  /// For j < J: ys[j] = Σ_k lam[j·K + k]·xs[k] over the k with live[j·K + k] != 0.
+  /// All tensors have the same shape.  A row with no live entry gives zeros.
+  /// Every input is read once for all J outputs.  xs[k] may be null when
+  /// column k has no live entry, ys[j] may be null when row j has none (dead
+  /// ops and nodes of a pruned block have no tensors at all).
+  virtual void wsum_forward(int J, int K, const float* lam, const uint8_t* live,
+                            const std::vector<const Tensor*>& xs,
+                            const std::vector<Tensor*>& ys) = 0;
+  /// Backward of wsum_forward over the live entries:
+  ///   dlam[j·K + k] += <dys[j], xs[k]>     (dlam: device memory, J·K floats;
+  ///                                          may be null: no λ gradient wanted)
+  ///   dxs[k]        += Σ_j lam[j·K + k]·dys[j]   (dxs[k] may be null: skipped)
+  /// Null xs/dys entries are allowed for columns/rows without live entries.
+  virtual void wsum_backward(int J, int K, const float* lam, const uint8_t* live,
+                             const std::vector<const Tensor*>& xs,
+                             const std::vector<const Tensor*>& dys,
+                             const std::vector<Tensor*>& dxs, float* dlam) = 0;
+
+  // ---- elementwise ------------------------------------------------------------
+  /// y += alpha·x
+  virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;
+  /// y = a + b
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
+  /// *out += <a, b> (out: one float of device memory).
+  virtual void dot_accumulate(const Tensor& a, const Tensor& b, float* out) = 0;
+  /// g = min(hi, max(lo, g))
+  virtual void clip(Tensor& g, float lo, float hi) = 0;
+  /// False if any element is NaN or ±Inf.
+  virtual bool all_finite(const Tensor& t) = 0;
+  /// Sum of squares (for logging norms).
+  virtual double sum_squares(const Tensor& t) = 0;
+
+  // ---- head ---------------------------------------------------------------
+  /// x {C,N,H,W} -> y [N,C] (mean over H·W).
+  virtual void global_avg_pool_forward(const Tensor& x, Tensor& y) = 0;
+  /// dx = broadcast(dy / (H·W)) + beta·dx.
+  virtual void global_avg_pool_backward(const Tensor& dy, Tensor& dx, float beta = 0.f) = 0;
+  /// y[N,O] = x[N,I]·wᵀ + b.
+  virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) = 0;
+  /// dx (= , may be null), dw (=, may be null), db (=, may be null).
+  virtual void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                               Tensor* dw, Tensor* db) = 0;
+  /// Softmax cross-entropy over logits [N,K] with host labels (each in [0,K)).
+  /// dlogits = grad_scale·(softmax − onehot).  Adds Σ CE to *loss_sum and the
+  /// number of top-1 hits to *correct (both host).
+  virtual void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale,
+                            Tensor& dlogits, double* loss_sum, int64_t* correct) = 0;
+
+  // ---- optimiser ------------------------------------------------------------
+  /// MXNet NAG (ALGORITHM.md §4.2): g ← g + wd·w; m ← μ·m + g; w ← w − lr·(g + μ·m).
+  /// g is not modified.
+  virtual void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
+                          float wd) = 0;
+};
+
+/// The backend for a device. threads ≤ 0 means "all cores" (CPU only).
+std::unique_ptr<Backend> make_backend(Device dev, int threads);
+
+}  // namespace dsonas

@@ -1,0 +1,72 @@
+// config.hpp — every option of every command, in one registry.
+//
+// Options come from the command line or an INI config file (Boost.Program_options,
+// `[section]` groups: `[space] preset = fmnist` is the option `--space.preset`);
+// the command line wins.  An unknown option, a malformed value or a value out of
+// range fails with exit 2 and one line naming the option (and the file).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dsonas/model/search_space.hpp"
+
+namespace dsonas {
+
+struct RunConfig {
+  std::string command;      // pretrain | search | bench
+  std::string config_file;  // --config
+  std::string out;          // --out
+  std::string init;         // --init (search: a pretrain run folder or model file)
+  std::string device = "cpu";
+  uint64_t seed = 1;
+  int threads = 0;          // 0: all cores
+  int64_t max_steps = 0;    // 0: no limit (epochs decide)
+  double epochs = 1;
+  int log_every = 20;
+  bool progress = true;     // live line on a TTY
+  std::string recompute = "auto";  // none | blocks | auto (blocks when activations > 2 GiB)
+
+  SearchSpace space;
+
+  // [data]
+  std::string dataset = "fmnist";  // fmnist | synthetic
+  std::string data_dir;            // default: Debian's dataset-fashion-mnist folder
+  int batch = 64;                  // per rank
+  double split = 0.5;              // W-half fraction of the training set
+  int pad = 2;                     // pad-crop augmentation (0 = off)
+  bool flip = true;
+  int synthetic_train = 2048, synthetic_test = 512;
+  bool prefetch = true;
+  int eval_batches = 0;            // 0: whole validation set
+
+  // [optim]
+  double lr = 0.1;
+  double momentum = 0.9;
+  double wd = 1e-4;
+  std::string lr_schedule = "constant";
+  double clip = 2.0;               // search only (ALGORITHM.md §4.1); 0 = off
+
+  // [search]
+  double gamma = 0.001;
+  double lambda_lr_mult = 1.0;
+  std::string penalty = "none";    // none | adaptive-flops | adaptive-flops-exact | adaptive-mac
+  int w_steps = 1, lambda_steps = 1;
+  double target_zero_frac = 0;     // 0 = off: stop when this fraction of λ is zero
+  int64_t stable_steps = 0;        // 0 = off: stop when the live mask has not changed for this many λ-steps
+  int bn_reestimate = 512;         // images for BN re-estimation before evaluations (0 = off)
+
+  // [bench]
+  int bench_steps = 7;
+  std::string bench_json;
+
+  /// The resolved configuration as INI text (printed by rank 0, stored in files).
+  std::string resolved;
+};
+
+/// Parses argv after the command word.  `--help` prints the options and exits 0.
+RunConfig parse_config(const std::string& command, int argc, char** argv);
+/// Help text for a command.
+std::string config_help(const std::string& command);
+
+}  // namespace dsonas

@@ -1,0 +1,172 @@
+// cpu_backend.hpp — private to src/backend/cpu: the CPU implementation of
+// Backend (OpenBLAS sgemm for the GEMM-shaped convolutions, own OpenMP kernels
+// for everything else) and the small helpers its .cpp files share.
+//
+// Determinism: every reduction is cut into chunks whose boundaries depend only
+// on the problem size (never on the thread count or on timing); per-chunk
+// partial results are combined in chunk order.  So results are bit-identical
+// between runs and also between thread counts.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dsonas/backend/backend.hpp"
+
+namespace dsonas {
+
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads);
+  Device device() const override { return Device::CPU; }
+  std::string name() const override;
+  int threads() const override { return nt_; }
+
+  void fill(Tensor& t, float v) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void upload(const float* host, Tensor& dst) override;
+  void download(const Tensor& src, float* host) override;
+  Tensor act_from_nchw(const float* host, int n, int c, int h, int w) override;
+  void act_to_nchw(const Tensor& act, float* host) override;
+
+  void conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha,
+                    float beta) override;
+  void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx,
+                          float alpha, float beta) override;
+  void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw,
+                            float alpha, float beta) override;
+
+  void pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) override;
+  void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy,
+                     Tensor& dx, float beta) override;
+
+  void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean,
+                        Tensor& run_var, float momentum, float eps, Tensor& y, Tensor& save_mean,
+                        Tensor& save_invstd, bool relu) override;
+  void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                        const Tensor& run_mean, const Tensor& run_var, float eps, Tensor& y,
+                        bool relu) override;
+  void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                   const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
+                   Tensor* dbeta, bool relu, float beta_dx) override;
+
+  void wsum_forward(int J, int K, const float* lam, const uint8_t* live,
+                    const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys) override;
+  void wsum_backward(int J, int K, const float* lam, const uint8_t* live,
+                     const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& dys,
+                     const std::vector<Tensor*>& dxs, float* dlam) override;
+
+  void axpy(float alpha, const Tensor& x, Tensor& y) override;
+  void add(const Tensor& a, const Tensor& b, Tensor& y) override;
+  void dot_accumulate(const Tensor& a, const Tensor& b, float* out) override;
+  void clip(Tensor& g, float lo, float hi) override;
+  bool all_finite(const Tensor& t) override;
+  double sum_squares(const Tensor& t) override;
+
+  void global_avg_pool_forward(const Tensor& x, Tensor& y) override;
+  void global_avg_pool_backward(const Tensor& dy, Tensor& dx, float beta) override;
+  void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                       Tensor* db) override;
+  void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits,
+                    double* loss_sum, int64_t* correct) override;
+
+  void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
+                  float wd) override;
+
+ private:
+  int nt_;
+};
+
+namespace cpu {
+
+// v8f values are passed between inline helpers of these .cpp files only;
+// the ABI note GCC gives for builds without AVX is irrelevant here.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+/// 8 floats (one AVX register with -march=x86-64-v3; GCC lowers it to two
+/// SSE registers on plainer targets).  Unaligned loads/stores via memcpy.
+typedef float v8f __attribute__((vector_size(32)));
+inline v8f ld8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void st8(float* p, const v8f& v) { std::memcpy(p, &v, sizeof(v)); }
+inline v8f splat8(float f) { return v8f{f, f, f, f, f, f, f, f}; }
+
+/// Elements per reduction chunk (fixed: independent of the thread count).
+constexpr int64_t kRedChunk = 4096;
+/// Below this many elements an elementwise loop runs on one thread.
+constexpr int64_t kParMin = 1 << 15;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// Σ a[i] in double with 8 independent lanes (vectorisable; fixed order).
+inline double sum_d(const float* __restrict a, int64_t n) {
+  double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) l[j] += static_cast<double>(a[i + j]);
+  double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  for (; i < n; ++i) s += static_cast<double>(a[i]);
+  return s;
+}
+
+/// Σ a[i]·b[i] in double lanes.
+inline double dot_d(const float* __restrict a, const float* __restrict b, int64_t n) {
+  double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j)
+      l[j] += static_cast<double>(a[i + j]) * static_cast<double>(b[i + j]);
+  double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  for (; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  return s;
+}
+
+/// Σ a[i]·b[i] for a short run (≤ a few thousand): 16 float lanes, combined
+/// in double.  Faster than dot_d; used inside already-chunked reductions.
+inline double dot_f(const float* __restrict a, const float* __restrict b, int64_t n) {
+  float l[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) l[j] += a[i + j] * b[i + j];
+  double s = 0;
+  for (int j = 0; j < 16; ++j) s += static_cast<double>(l[j]);
+  for (; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  return s;
+}
+
+/// Output columns ow whose input column ow·s − p + kw lies in [0, W):
+/// [lo, hi).  Lets kernels run a branch-free inner loop per tap.
+inline void tap_range(int kw, int s, int p, int W, int Wo, int& lo, int& hi) {
+  int a = p - kw;
+  lo = a <= 0 ? 0 : (a + s - 1) / s;
+  int b = W - 1 + p - kw;
+  hi = b < 0 ? 0 : b / s + 1;
+  hi = std::min(hi, Wo);
+  lo = std::min(lo, hi);
+}
+
+/// out = alpha·v + beta·out (beta == 0: out is not read).
+inline void store_scaled(float* __restrict out, const float* __restrict v, int64_t n, float alpha,
+                         float beta) {
+  if (beta == 0.f) {
+    if (alpha == 1.f)
+      for (int64_t i = 0; i < n; ++i) out[i] = v[i];
+    else
+      for (int64_t i = 0; i < n; ++i) out[i] = alpha * v[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = alpha * v[i] + beta * out[i];
+  }
+}
+
+}  // namespace cpu
+}  // namespace dsonas

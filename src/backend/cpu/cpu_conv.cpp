@@ -1,0 +1,919 @@
+// cpu_conv.cpp — convolution and pooling kernels of CpuBackend.
+//
+//  * depthwise: a direct kernel per (c,n) plane.  For each output row and each
+//    kernel tap the valid output-column range is precomputed (tap_range), so
+//    the inner loop is branch-free and contiguous for stride 1 (vectorised);
+//    the borders are handled by the clipped ranges and the clipped tap rows.
+//  * 1×1 stride 1 pad 0 dense: one GEMM [Cout,Cin]×[Cin,N·H·W] split into fixed
+//    column blocks across threads.
+//  * other dense convs: im2col per image + GEMM (images across threads).
+//  * filter gradients: fixed chunks of columns/images, one partial per chunk,
+//    partials summed in chunk order (deterministic, thread-count independent).
+#include <cblas.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "cpu_backend.hpp"
+#include "dsonas/core/error.hpp"
+
+namespace dsonas {
+using namespace cpu;
+
+namespace {
+
+struct Geom {
+  int Cin, Cout, N, H, W, Ho, Wo, k, s, p;
+};
+
+void check_conv_desc(const ConvDesc& d) {
+  DSO_CHECK(d.k >= 1 && d.stride >= 1 && d.pad >= 0, "bad conv desc k=", d.k, " s=", d.stride,
+            " p=", d.pad);
+  DSO_CHECK(d.groups == 1 || (d.groups == d.cin && d.cin == d.cout),
+            "conv: groups must be 1 or cin==cout (depthwise), got groups=", d.groups,
+            " cin=", d.cin, " cout=", d.cout);
+}
+
+Geom conv_geom(const ConvDesc& d, const Tensor& x, const Tensor& y, const Tensor& w) {
+  check_conv_desc(d);
+  DSO_CHECK(x.ndim() == 4 && y.ndim() == 4, "conv: activations must be 4-D, got ",
+            shape_str(x.shape()), " and ", shape_str(y.shape()));
+  Geom g;
+  g.Cin = static_cast<int>(x.dim(0));
+  g.N = static_cast<int>(x.dim(1));
+  g.H = static_cast<int>(x.dim(2));
+  g.W = static_cast<int>(x.dim(3));
+  g.Cout = static_cast<int>(y.dim(0));
+  g.Ho = static_cast<int>(y.dim(2));
+  g.Wo = static_cast<int>(y.dim(3));
+  g.k = d.k;
+  g.s = d.stride;
+  g.p = d.pad;
+  DSO_CHECK(g.Cin == d.cin && g.Cout == d.cout && y.dim(1) == g.N && g.Ho == d.out_size(g.H) &&
+                g.Wo == d.out_size(g.W) && g.Ho > 0 && g.Wo > 0,
+            "conv shapes: x ", shape_str(x.shape()), " y ", shape_str(y.shape()), " desc cin=",
+            d.cin, " cout=", d.cout, " k=", d.k, " s=", d.stride, " p=", d.pad);
+  DSO_CHECK(w.numel() == shape_numel(d.weight_shape()), "conv weight ", shape_str(w.shape()),
+            " expected ", shape_str(d.weight_shape()));
+  return g;
+}
+
+/// Valid [lo,hi) output-column range per kernel column kw.
+struct TapRanges {
+  std::vector<int> lo, hi;
+  TapRanges(int k, int s, int p, int W, int Wo) : lo(static_cast<size_t>(k)), hi(static_cast<size_t>(k)) {
+    for (int kw = 0; kw < k; ++kw) tap_range(kw, s, p, W, Wo, lo[static_cast<size_t>(kw)], hi[static_cast<size_t>(kw)]);
+  }
+};
+
+inline void kh_range(int oh, int s, int p, int H, int k, int& kh0, int& kh1) {
+  int base = oh * s - p;
+  kh0 = std::max(0, -base);
+  kh1 = std::min(k, H - base);
+}
+
+// ---- depthwise ---------------------------------------------------------------
+
+void dw_fwd_plane(const float* __restrict x, const float* __restrict w, float* __restrict y,
+                  const Geom& g, const TapRanges& tr, float alpha, float beta, float* __restrict acc) {
+  const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
+  for (int oh = 0; oh < g.Ho; ++oh) {
+    for (int ow = 0; ow < Wo; ++ow) acc[ow] = 0.f;
+    int kh0, kh1;
+    kh_range(oh, s, p, g.H, k, kh0, kh1);
+    for (int kh = kh0; kh < kh1; ++kh) {
+      const float* __restrict xr = x + static_cast<int64_t>(oh * s - p + kh) * W;
+      for (int kw = 0; kw < k; ++kw) {
+        const float wv = w[kh * k + kw];
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        if (s == 1) {
+          const float* __restrict xs = xr + off;
+          for (int ow = lo; ow < hi; ++ow) acc[ow] += wv * xs[ow];
+        } else {
+          for (int ow = lo; ow < hi; ++ow) acc[ow] += wv * xr[ow * s + off];
+        }
+      }
+    }
+    store_scaled(y + static_cast<int64_t>(oh) * Wo, acc, Wo, alpha, beta);
+  }
+}
+
+void dw_bwd_data_plane(const float* __restrict dy, const float* __restrict w, float* __restrict dx,
+                       const Geom& g, const TapRanges& tr, float alpha, float beta,
+                       float* __restrict buf) {
+  const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
+  const int64_t HW = static_cast<int64_t>(g.H) * W;
+  for (int64_t i = 0; i < HW; ++i) buf[i] = 0.f;
+  for (int oh = 0; oh < g.Ho; ++oh) {
+    int kh0, kh1;
+    kh_range(oh, s, p, g.H, k, kh0, kh1);
+    const float* __restrict dyr = dy + static_cast<int64_t>(oh) * Wo;
+    for (int kh = kh0; kh < kh1; ++kh) {
+      float* __restrict br = buf + static_cast<int64_t>(oh * s - p + kh) * W;
+      for (int kw = 0; kw < k; ++kw) {
+        const float wv = w[kh * k + kw];
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        if (s == 1) {
+          float* __restrict bs = br + off;
+          for (int ow = lo; ow < hi; ++ow) bs[ow] += wv * dyr[ow];
+        } else {
+          for (int ow = lo; ow < hi; ++ow) br[ow * s + off] += wv * dyr[ow];
+        }
+      }
+    }
+  }
+  store_scaled(dx, buf, HW, alpha, beta);
+}
+
+/// Adds the k·k tap gradients of one plane into dacc (double).
+void dw_bwd_filter_plane(const float* __restrict x, const float* __restrict dy, const Geom& g,
+                         const TapRanges& tr, double* __restrict dacc, float* __restrict tmp) {
+  const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
+  const int taps = k * k;
+  for (int64_t i = 0; i < static_cast<int64_t>(taps) * Wo; ++i) tmp[i] = 0.f;
+  for (int oh = 0; oh < g.Ho; ++oh) {
+    int kh0, kh1;
+    kh_range(oh, s, p, g.H, k, kh0, kh1);
+    const float* __restrict dyr = dy + static_cast<int64_t>(oh) * Wo;
+    for (int kh = kh0; kh < kh1; ++kh) {
+      const float* __restrict xr = x + static_cast<int64_t>(oh * s - p + kh) * W;
+      for (int kw = 0; kw < k; ++kw) {
+        float* __restrict t = tmp + static_cast<int64_t>(kh * k + kw) * Wo;
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        if (s == 1) {
+          const float* __restrict xs = xr + off;
+          for (int ow = lo; ow < hi; ++ow) t[ow] += dyr[ow] * xs[ow];
+        } else {
+          for (int ow = lo; ow < hi; ++ow) t[ow] += dyr[ow] * xr[ow * s + off];
+        }
+      }
+    }
+  }
+  for (int t = 0; t < taps; ++t) dacc[t] += sum_d(tmp + static_cast<int64_t>(t) * Wo, Wo);
+}
+
+
+// ---- stride-1 fast path: padded planes + register-blocked 8-wide vectors ---------
+//
+// The plane is copied once into a padded buffer (zeros, or −inf for max
+// pooling), so the inner loops have no borders at all; each output vector of 8
+// columns keeps its accumulator in a register across all k·k taps.  A
+// transposed stride-1 conv is the same correlation on dy with the kernel
+// flipped and pad k−1−p, so backward-data reuses the forward kernel.
+
+inline int round8(int v) { return (v + 7) / 8 * 8; }
+
+/// Max kernel size with a compiled fast path.
+constexpr int kFastMaxK = 7;
+
+/// Padded-plane geometry for a stride-1 correlation with kernel k producing
+/// Ho×Wo from an h×w plane padded by `pad` (rows Ho+k−1, row stride Wp).
+struct PadGeom {
+  int Hp, Wp, pad;
+  PadGeom(int Ho, int Wo, int k, int pad_) : Hp(Ho + k - 1), Wp(round8(Wo) + 8 + k - 1), pad(pad_) {}
+  size_t size() const { return static_cast<size_t>(Hp) * static_cast<size_t>(Wp); }
+};
+
+void pad_plane(const float* __restrict src, int h, int w, const PadGeom& pg, float fillv,
+               float* __restrict dst) {
+  for (int r = 0; r < pg.Hp; ++r) {
+    float* __restrict d = dst + static_cast<int64_t>(r) * pg.Wp;
+    const int sr = r - pg.pad;
+    if (sr < 0 || sr >= h) {
+      for (int c = 0; c < pg.Wp; ++c) d[c] = fillv;
+      continue;
+    }
+    const int c0 = std::min(pg.pad, pg.Wp), c1 = std::min(pg.pad + w, pg.Wp);
+    for (int c = 0; c < c0; ++c) d[c] = fillv;
+    std::memcpy(d + c0, src + static_cast<int64_t>(sr) * w, static_cast<size_t>(c1 - c0) * sizeof(float));
+    for (int c = c1; c < pg.Wp; ++c) d[c] = fillv;
+  }
+}
+
+/// out[0..n) = alpha·v + beta·out (n ≤ 8 lanes).
+inline void store_lanes(float* out, const v8f& v, int n, float alpha, float beta) {
+  if (n >= 8) {
+    if (beta == 0.f)
+      st8(out, alpha == 1.f ? v : v * alpha);
+    else
+      st8(out, v * alpha + ld8(out) * beta);
+    return;
+  }
+  float t[8];
+  st8(t, v);
+  for (int i = 0; i < n; ++i) out[i] = beta == 0.f ? alpha * t[i] : alpha * t[i] + beta * out[i];
+}
+
+enum class CorrOp { Fma, Max };
+
+/// NV output vectors of row oh starting at column ob.
+template <int K, int NV, CorrOp OP>
+inline void corr_block(const float* __restrict P, int Wp, int oh, int ob, const float* __restrict wt,
+                       v8f* acc) {
+  for (int v = 0; v < NV; ++v)
+    acc[v] = OP == CorrOp::Max ? splat8(-std::numeric_limits<float>::infinity()) : splat8(0.f);
+  for (int kh = 0; kh < K; ++kh) {
+    const float* row = P + static_cast<int64_t>(oh + kh) * Wp + ob;
+    for (int kw = 0; kw < K; ++kw) {
+      if (OP == CorrOp::Max) {
+        for (int v = 0; v < NV; ++v) {
+          const v8f x = ld8(row + kw + 8 * v);
+          acc[v] = x > acc[v] ? x : acc[v];
+        }
+      } else {
+        const v8f wv = splat8(wt[kh * K + kw]);
+        for (int v = 0; v < NV; ++v) acc[v] += wv * ld8(row + kw + 8 * v);
+      }
+    }
+  }
+}
+
+/// out (Ho×Wo) = alpha·corr(P, wt) + beta·out, P padded as PadGeom(Ho,Wo,K,·).
+template <int K, CorrOp OP>
+void corr_plane(const float* __restrict P, int Wp, const float* __restrict wt, float* __restrict out,
+                int Ho, int Wo, float alpha, float beta) {
+  v8f acc[4];
+  for (int oh = 0; oh < Ho; ++oh) {
+    float* orow = out + static_cast<int64_t>(oh) * Wo;
+    int ob = 0;
+    for (; ob + 24 < Wo; ob += 32) {
+      corr_block<K, 4, OP>(P, Wp, oh, ob, wt, acc);
+      for (int v = 0; v < 4; ++v) store_lanes(orow + ob + 8 * v, acc[v], Wo - ob - 8 * v, alpha, beta);
+    }
+    for (; ob < Wo; ob += 8) {
+      corr_block<K, 1, OP>(P, Wp, oh, ob, wt, acc);
+      store_lanes(orow + ob, acc[0], Wo - ob, alpha, beta);
+    }
+  }
+}
+
+template <CorrOp OP>
+void corr_plane_k(int k, const float* P, int Wp, const float* wt, float* out, int Ho, int Wo,
+                  float alpha, float beta) {
+  switch (k) {
+    case 1: corr_plane<1, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;
+    case 2: corr_plane<2, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;
+    case 3: corr_plane<3, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;
+    case 4: corr_plane<4, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;
+    case 5: corr_plane<5, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;
+    case 6: corr_plane<6, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;
+    case 7: corr_plane<7, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;
+    default: DSO_CHECK(false, "corr_plane: k=", k, " has no fast path");
+  }
+}
+
+/// acc[tap] += Σ_{oh,ow} dy[oh][ow]·P[oh+kh][ow+kw]; dy padded to row stride
+/// Wr = round8(Wo) with zero tail lanes.
+template <int K>
+void corr_grad_plane(const float* __restrict P, int Wp, const float* __restrict dyp, int Wr, int Ho,
+                     double* __restrict dacc) {
+  v8f acc[K * K];
+  for (int t = 0; t < K * K; ++t) acc[t] = splat8(0.f);
+  for (int oh = 0; oh < Ho; ++oh)
+    for (int ob = 0; ob < Wr; ob += 8) {
+      const v8f dv = ld8(dyp + static_cast<int64_t>(oh) * Wr + ob);
+      for (int kh = 0; kh < K; ++kh) {
+        const float* row = P + static_cast<int64_t>(oh + kh) * Wp + ob;
+        for (int kw = 0; kw < K; ++kw) acc[kh * K + kw] += dv * ld8(row + kw);
+      }
+    }
+  for (int t = 0; t < K * K; ++t) {
+    float l[8];
+    st8(l, acc[t]);
+    dacc[t] += ((static_cast<double>(l[0]) + l[1]) + (static_cast<double>(l[2]) + l[3])) +
+               ((static_cast<double>(l[4]) + l[5]) + (static_cast<double>(l[6]) + l[7]));
+  }
+}
+
+void corr_grad_plane_k(int k, const float* P, int Wp, const float* dyp, int Wr, int Ho, double* dacc) {
+  switch (k) {
+    case 1: corr_grad_plane<1>(P, Wp, dyp, Wr, Ho, dacc); break;
+    case 2: corr_grad_plane<2>(P, Wp, dyp, Wr, Ho, dacc); break;
+    case 3: corr_grad_plane<3>(P, Wp, dyp, Wr, Ho, dacc); break;
+    case 4: corr_grad_plane<4>(P, Wp, dyp, Wr, Ho, dacc); break;
+    case 5: corr_grad_plane<5>(P, Wp, dyp, Wr, Ho, dacc); break;
+    case 6: corr_grad_plane<6>(P, Wp, dyp, Wr, Ho, dacc); break;
+    case 7: corr_grad_plane<7>(P, Wp, dyp, Wr, Ho, dacc); break;
+    default: DSO_CHECK(false, "corr_grad_plane: k=", k, " has no fast path");
+  }
+}
+
+/// Fast path applies: stride 1, k ≤ kFastMaxK, pad ≤ k−1 (so the flipped
+/// transposed conv has a non-negative pad).
+inline bool fast_s1(int k, int s, int p) { return s == 1 && k <= kFastMaxK && p <= k - 1; }
+
+/// Copy an h×w plane into rows of stride Wr = round8(w) with zero tails.
+void pad_rows(const float* __restrict src, int h, int w, float* __restrict dst) {
+  const int Wr = round8(w);
+  for (int r = 0; r < h; ++r) {
+    std::memcpy(dst + static_cast<int64_t>(r) * Wr, src + static_cast<int64_t>(r) * w, static_cast<size_t>(w) * sizeof(float));
+    for (int c = w; c < Wr; ++c) dst[static_cast<int64_t>(r) * Wr + c] = 0.f;
+  }
+}
+
+/// Max-pool backward for one plane, stride 1: codes of the first max per
+/// output (recomputed from x; max is exact so they match y), then a gather:
+/// dx(ih,iw) = Σ_taps [code(o) == tap]·dy(o), o = (ih+p−kh, iw+p−kw).
+template <int K>
+void maxpool_bwd_plane_s1(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
+                          int H, int W, int Ho, int Wo, int p, float beta, float* __restrict P,
+                          float* __restrict Cp, float* __restrict Dp) {
+  const PadGeom pg(Ho, Wo, K, p);
+  pad_plane(x, H, W, pg, -std::numeric_limits<float>::infinity(), P);
+  const int q = K - 1 - p;
+  const PadGeom cg(H, W, K, q);  // code/dy planes padded for the gather
+  for (size_t i = 0; i < cg.size(); ++i) Cp[i] = -1.f;
+  pad_plane(dy, Ho, Wo, cg, 0.f, Dp);
+  for (int oh = 0; oh < Ho; ++oh)
+    for (int ob = 0; ob < Wo; ob += 8) {
+      v8f m;
+      corr_block<K, 1, CorrOp::Max>(P, pg.Wp, oh, ob, nullptr, &m);
+      v8f code = splat8(-1.f);
+      for (int kh = K - 1; kh >= 0; --kh) {
+        const float* row = P + static_cast<int64_t>(oh + kh) * pg.Wp + ob;
+        for (int kw = K - 1; kw >= 0; --kw)
+          code = ld8(row + kw) == m ? splat8(static_cast<float>(kh * K + kw)) : code;
+      }
+      float l[8];
+      st8(l, code);
+      float* crow = Cp + static_cast<int64_t>(oh + q) * cg.Wp + q + ob;
+      const int n = std::min(8, Wo - ob);
+      for (int i = 0; i < n; ++i) crow[i] = l[i];
+    }
+  for (int ih = 0; ih < H; ++ih)
+    for (int ib = 0; ib < W; ib += 8) {
+      v8f acc = splat8(0.f);
+      for (int a = 0; a < K; ++a) {  // a = K−1−kh
+        const int64_t off = static_cast<int64_t>(ih + a) * cg.Wp + ib;
+        for (int b = 0; b < K; ++b) {  // b = K−1−kw
+          const v8f want = splat8(static_cast<float>((K - 1 - a) * K + (K - 1 - b)));
+          acc += ld8(Cp + off + b) == want ? ld8(Dp + off + b) : splat8(0.f);
+        }
+      }
+      store_lanes(dx + static_cast<int64_t>(ih) * W + ib, acc, W - ib, 1.f, beta);
+    }
+}
+
+void maxpool_bwd_plane_s1_k(int k, const float* x, const float* dy, float* dx, int H, int W, int Ho,
+                            int Wo, int p, float beta, float* P, float* Cp, float* Dp) {
+  switch (k) {
+    case 1: maxpool_bwd_plane_s1<1>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
+    case 2: maxpool_bwd_plane_s1<2>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
+    case 3: maxpool_bwd_plane_s1<3>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
+    case 4: maxpool_bwd_plane_s1<4>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
+    case 5: maxpool_bwd_plane_s1<5>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
+    case 6: maxpool_bwd_plane_s1<6>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
+    case 7: maxpool_bwd_plane_s1<7>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
+    default: DSO_CHECK(false, "maxpool_bwd_plane_s1: k=", k, " has no fast path");
+  }
+}
+
+// ---- im2col ------------------------------------------------------------------
+
+/// col[(ci·k+kh)·k+kw][oh·Wo+ow] for image n.
+void im2col(const float* __restrict x, int n, const Geom& g, const TapRanges& tr,
+            float* __restrict col) {
+  const int k = g.k, s = g.s, p = g.p, Wo = g.Wo;
+  const int64_t HoWo = static_cast<int64_t>(g.Ho) * Wo;
+  for (int ci = 0; ci < g.Cin; ++ci) {
+    const float* xp = x + (static_cast<int64_t>(ci) * g.N + n) * g.H * g.W;
+    for (int kh = 0; kh < k; ++kh)
+      for (int kw = 0; kw < k; ++kw) {
+        float* __restrict dst = col + ((static_cast<int64_t>(ci) * k + kh) * k + kw) * HoWo;
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        for (int oh = 0; oh < g.Ho; ++oh) {
+          float* __restrict drow = dst + static_cast<int64_t>(oh) * Wo;
+          const int ih = oh * s - p + kh;
+          if (ih < 0 || ih >= g.H) {
+            for (int ow = 0; ow < Wo; ++ow) drow[ow] = 0.f;
+            continue;
+          }
+          const float* __restrict xr = xp + static_cast<int64_t>(ih) * g.W;
+          for (int ow = 0; ow < lo; ++ow) drow[ow] = 0.f;
+          if (s == 1) {
+            for (int ow = lo; ow < hi; ++ow) drow[ow] = xr[ow + off];
+          } else {
+            for (int ow = lo; ow < hi; ++ow) drow[ow] = xr[ow * s + off];
+          }
+          for (int ow = hi; ow < Wo; ++ow) drow[ow] = 0.f;
+        }
+      }
+  }
+}
+
+/// img[ci][ih][iw] += col (img zeroed by the caller).
+void col2im(const float* __restrict col, const Geom& g, const TapRanges& tr, float* __restrict img) {
+  const int k = g.k, s = g.s, p = g.p, Wo = g.Wo;
+  const int64_t HoWo = static_cast<int64_t>(g.Ho) * Wo;
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
+  for (int ci = 0; ci < g.Cin; ++ci) {
+    float* ip = img + ci * HW;
+    for (int kh = 0; kh < k; ++kh)
+      for (int kw = 0; kw < k; ++kw) {
+        const float* __restrict src = col + ((static_cast<int64_t>(ci) * k + kh) * k + kw) * HoWo;
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        for (int oh = 0; oh < g.Ho; ++oh) {
+          const int ih = oh * s - p + kh;
+          if (ih < 0 || ih >= g.H) continue;
+          const float* __restrict srow = src + static_cast<int64_t>(oh) * Wo;
+          float* __restrict ir = ip + static_cast<int64_t>(ih) * g.W;
+          if (s == 1) {
+            float* __restrict is = ir + off;
+            for (int ow = lo; ow < hi; ++ow) is[ow] += srow[ow];
+          } else {
+            for (int ow = lo; ow < hi; ++ow) ir[ow * s + off] += srow[ow];
+          }
+        }
+      }
+  }
+}
+
+/// Column block for the 1×1 GEMMs (fixed, so results do not depend on threads).
+constexpr int64_t kColBlock = 2048;
+
+void sum_partials(const std::vector<float>& parts, int64_t nparts, int64_t len, float alpha,
+                  float beta, float* out) {
+  for (int64_t i = 0; i < len; ++i) {
+    float s = 0.f;
+    for (int64_t c = 0; c < nparts; ++c) s += parts[static_cast<size_t>(c * len + i)];
+    out[i] = beta == 0.f ? alpha * s : alpha * s + beta * out[i];
+  }
+}
+
+}  // namespace
+
+// ---- convolution ---------------------------------------------------------------
+
+void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y,
+                              float alpha, float beta) {
+  const Geom g = conv_geom(d, x, y, w);
+  const bool par = std::max(x.numel(), y.numel()) >= kParMin;
+  const float* xp = x.data();
+  const float* wp = w.data();
+  float* yp = y.data();
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W, HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
+  if (d.depthwise() && fast_s1(g.k, g.s, g.p)) {
+    const PadGeom pg(g.Ho, g.Wo, g.k, g.p);
+    const int64_t planes = static_cast<int64_t>(g.Cin) * g.N;
+#pragma omp parallel num_threads(nt_) if (par)
+    {
+      std::vector<float> P(pg.size());
+#pragma omp for schedule(static)
+      for (int64_t pl = 0; pl < planes; ++pl) {
+        const int c = static_cast<int>(pl / g.N);
+        pad_plane(xp + pl * HW, g.H, g.W, pg, 0.f, P.data());
+        corr_plane_k<CorrOp::Fma>(g.k, P.data(), pg.Wp, wp + static_cast<int64_t>(c) * g.k * g.k,
+                                  yp + pl * HoWo, g.Ho, g.Wo, alpha, beta);
+      }
+    }
+    return;
+  }
+  if (d.depthwise()) {
+    const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
+    const int64_t planes = static_cast<int64_t>(g.Cin) * g.N;
+#pragma omp parallel num_threads(nt_) if (par)
+    {
+      std::vector<float> acc(static_cast<size_t>(g.Wo));
+#pragma omp for schedule(static)
+      for (int64_t pl = 0; pl < planes; ++pl) {
+        const int c = static_cast<int>(pl / g.N);
+        dw_fwd_plane(xp + pl * HW, wp + static_cast<int64_t>(c) * g.k * g.k, yp + pl * HoWo, g, tr,
+                     alpha, beta, acc.data());
+      }
+    }
+    return;
+  }
+  if (g.k == 1 && g.s == 1 && g.p == 0) {
+    const int64_t cols = static_cast<int64_t>(g.N) * HW;
+    const int64_t nb = ceil_div(cols, kColBlock);
+#pragma omp parallel for schedule(static) num_threads(nt_) if (par)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j0 = b * kColBlock, nc = std::min(kColBlock, cols - j0);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.Cout, static_cast<int>(nc), g.Cin,
+                  alpha, wp, g.Cin, xp + j0, static_cast<int>(cols), beta, yp + j0,
+                  static_cast<int>(cols));
+    }
+    return;
+  }
+  const int CKK = g.Cin * g.k * g.k;
+  const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
+  const int ldy = static_cast<int>(static_cast<int64_t>(g.N) * HoWo);
+#pragma omp parallel num_threads(nt_) if (par)
+  {
+    std::vector<float> col(static_cast<size_t>(CKK * HoWo));
+#pragma omp for schedule(static)
+    for (int n = 0; n < g.N; ++n) {
+      im2col(xp, n, g, tr, col.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.Cout, static_cast<int>(HoWo), CKK,
+                  alpha, wp, CKK, col.data(), static_cast<int>(HoWo), beta, yp + n * HoWo, ldy);
+    }
+  }
+}
+
+void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w,
+                                    Tensor& dx, float alpha, float beta) {
+  const Geom g = conv_geom(d, dx, dy, w);
+  const bool par = std::max(dx.numel(), dy.numel()) >= kParMin;
+  const float* dyp = dy.data();
+  const float* wp = w.data();
+  float* dxp = dx.data();
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W, HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
+  if (d.depthwise() && fast_s1(g.k, g.s, g.p)) {
+    // Transposed stride-1 conv = correlation of dy with the flipped kernel, pad k−1−p.
+    const int kk = g.k * g.k;
+    std::vector<float> wf(static_cast<size_t>(g.Cin * kk));
+    for (int c = 0; c < g.Cin; ++c)
+      for (int t = 0; t < kk; ++t) wf[static_cast<size_t>(c * kk + t)] = wp[c * kk + kk - 1 - t];
+    const PadGeom pg(g.H, g.W, g.k, g.k - 1 - g.p);
+    const int64_t planes = static_cast<int64_t>(g.Cin) * g.N;
+#pragma omp parallel num_threads(nt_) if (par)
+    {
+      std::vector<float> P(pg.size());
+#pragma omp for schedule(static)
+      for (int64_t pl = 0; pl < planes; ++pl) {
+        const int c = static_cast<int>(pl / g.N);
+        pad_plane(dyp + pl * HoWo, g.Ho, g.Wo, pg, 0.f, P.data());
+        corr_plane_k<CorrOp::Fma>(g.k, P.data(), pg.Wp, wf.data() + static_cast<int64_t>(c) * kk,
+                                  dxp + pl * HW, g.H, g.W, alpha, beta);
+      }
+    }
+    return;
+  }
+  if (d.depthwise()) {
+    const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
+    const int64_t planes = static_cast<int64_t>(g.Cin) * g.N;
+#pragma omp parallel num_threads(nt_) if (par)
+    {
+      std::vector<float> buf(static_cast<size_t>(HW));
+#pragma omp for schedule(static)
+      for (int64_t pl = 0; pl < planes; ++pl) {
+        const int c = static_cast<int>(pl / g.N);
+        dw_bwd_data_plane(dyp + pl * HoWo, wp + static_cast<int64_t>(c) * g.k * g.k, dxp + pl * HW,
+                          g, tr, alpha, beta, buf.data());
+      }
+    }
+    return;
+  }
+  if (g.k == 1 && g.s == 1 && g.p == 0) {
+    const int64_t cols = static_cast<int64_t>(g.N) * HW;
+    const int64_t nb = ceil_div(cols, kColBlock);
+#pragma omp parallel for schedule(static) num_threads(nt_) if (par)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j0 = b * kColBlock, nc = std::min(kColBlock, cols - j0);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.Cin, static_cast<int>(nc), g.Cout,
+                  alpha, wp, g.Cin, dyp + j0, static_cast<int>(cols), beta, dxp + j0,
+                  static_cast<int>(cols));
+    }
+    return;
+  }
+  const int CKK = g.Cin * g.k * g.k;
+  const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
+  const int ldy = static_cast<int>(static_cast<int64_t>(g.N) * HoWo);
+#pragma omp parallel num_threads(nt_) if (par)
+  {
+    std::vector<float> col(static_cast<size_t>(CKK * HoWo));
+    std::vector<float> img(static_cast<size_t>(g.Cin * HW));
+#pragma omp for schedule(static)
+    for (int n = 0; n < g.N; ++n) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, static_cast<int>(HoWo), g.Cout, 1.f,
+                  wp, CKK, dyp + n * HoWo, ldy, 0.f, col.data(), static_cast<int>(HoWo));
+      std::fill(img.begin(), img.end(), 0.f);
+      col2im(col.data(), g, tr, img.data());
+      for (int ci = 0; ci < g.Cin; ++ci)
+        store_scaled(dxp + (static_cast<int64_t>(ci) * g.N + n) * HW, img.data() + ci * HW, HW,
+                     alpha, beta);
+    }
+  }
+}
+
+void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy,
+                                      Tensor& dw, float alpha, float beta) {
+  const Geom g = conv_geom(d, x, dy, dw);
+  const bool par = std::max(x.numel(), dy.numel()) >= kParMin;
+  const float* xp = x.data();
+  const float* dyp = dy.data();
+  float* dwp = dw.data();
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W, HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
+  if (d.depthwise() && fast_s1(g.k, g.s, g.p)) {
+    // Each channel's k·k taps belong to one thread; sum over n in order.
+    const PadGeom pg(g.Ho, g.Wo, g.k, g.p);
+    const int taps = g.k * g.k, Wr = round8(g.Wo);
+#pragma omp parallel num_threads(nt_) if (par)
+    {
+      std::vector<float> P(pg.size()), D(static_cast<size_t>(g.Ho * Wr));
+      std::vector<double> dacc(static_cast<size_t>(taps));
+      std::vector<float> res(static_cast<size_t>(taps));
+#pragma omp for schedule(static)
+      for (int c = 0; c < g.Cin; ++c) {
+        std::fill(dacc.begin(), dacc.end(), 0.0);
+        for (int n = 0; n < g.N; ++n) {
+          const int64_t pl = static_cast<int64_t>(c) * g.N + n;
+          pad_plane(xp + pl * HW, g.H, g.W, pg, 0.f, P.data());
+          pad_rows(dyp + pl * HoWo, g.Ho, g.Wo, D.data());
+          corr_grad_plane_k(g.k, P.data(), pg.Wp, D.data(), Wr, g.Ho, dacc.data());
+        }
+        for (int t = 0; t < taps; ++t) res[static_cast<size_t>(t)] = static_cast<float>(dacc[static_cast<size_t>(t)]);
+        store_scaled(dwp + static_cast<int64_t>(c) * taps, res.data(), taps, alpha, beta);
+      }
+    }
+    return;
+  }
+  if (d.depthwise()) {
+    // Each channel's k·k taps belong to one thread; sum over n in order.
+    const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
+    const int taps = g.k * g.k;
+#pragma omp parallel num_threads(nt_) if (par)
+    {
+      std::vector<float> tmp(static_cast<size_t>(taps * g.Wo));
+      std::vector<double> dacc(static_cast<size_t>(taps));
+      std::vector<float> res(static_cast<size_t>(taps));
+#pragma omp for schedule(static)
+      for (int c = 0; c < g.Cin; ++c) {
+        std::fill(dacc.begin(), dacc.end(), 0.0);
+        for (int n = 0; n < g.N; ++n) {
+          const int64_t pl = static_cast<int64_t>(c) * g.N + n;
+          dw_bwd_filter_plane(xp + pl * HW, dyp + pl * HoWo, g, tr, dacc.data(), tmp.data());
+        }
+        for (int t = 0; t < taps; ++t) res[static_cast<size_t>(t)] = static_cast<float>(dacc[static_cast<size_t>(t)]);
+        store_scaled(dwp + static_cast<int64_t>(c) * taps, res.data(), taps, alpha, beta);
+      }
+    }
+    return;
+  }
+  if (g.k == 1 && g.s == 1 && g.p == 0) {
+    // dW[Cout,Cin] = dY[Cout,cols]·X[Cin,cols]ᵀ, cols cut into fixed chunks.
+    const int64_t cols = static_cast<int64_t>(g.N) * HW;
+    const int64_t chunk = 4 * kColBlock;
+    const int64_t nch = ceil_div(cols, chunk);
+    const int64_t len = static_cast<int64_t>(g.Cout) * g.Cin;
+    std::vector<float> parts(static_cast<size_t>(nch * len));
+#pragma omp parallel for schedule(static) num_threads(nt_) if (par)
+    for (int64_t b = 0; b < nch; ++b) {
+      const int64_t j0 = b * chunk, nc = std::min(chunk, cols - j0);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.Cout, g.Cin, static_cast<int>(nc), 1.f,
+                  dyp + j0, static_cast<int>(cols), xp + j0, static_cast<int>(cols), 0.f,
+                  parts.data() + b * len, g.Cin);
+    }
+    sum_partials(parts, nch, len, alpha, beta, dwp);
+    return;
+  }
+  // im2col path: chunks of whole images.
+  const int CKK = g.Cin * g.k * g.k;
+  const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
+  const int ldy = static_cast<int>(static_cast<int64_t>(g.N) * HoWo);
+  const int64_t per = std::max<int64_t>(1, (4 * kColBlock) / HoWo);
+  const int64_t nch = ceil_div(g.N, per);
+  const int64_t len = static_cast<int64_t>(g.Cout) * CKK;
+  std::vector<float> parts(static_cast<size_t>(nch * len));
+#pragma omp parallel num_threads(nt_) if (par)
+  {
+    std::vector<float> col(static_cast<size_t>(CKK * HoWo));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < nch; ++b) {
+      const int n0 = static_cast<int>(b * per), n1 = static_cast<int>(std::min<int64_t>(g.N, (b + 1) * per));
+      for (int n = n0; n < n1; ++n) {
+        im2col(xp, n, g, tr, col.data());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.Cout, CKK, static_cast<int>(HoWo),
+                    1.f, dyp + n * HoWo, ldy, col.data(), static_cast<int>(HoWo),
+                    n == n0 ? 0.f : 1.f, parts.data() + b * len, CKK);
+      }
+    }
+  }
+  sum_partials(parts, nch, len, alpha, beta, dwp);
+}
+
+// ---- pooling -----------------------------------------------------------------
+
+namespace {
+
+struct PoolGeom {
+  int H, W, Ho, Wo, k, s, p;
+  int64_t planes;
+};
+
+PoolGeom pool_geom(const PoolDesc& d, const Tensor& x, const Tensor& y) {
+  DSO_CHECK(d.k >= 1 && d.stride >= 1 && d.pad >= 0 && d.pad < d.k, "bad pool desc k=", d.k,
+            " s=", d.stride, " p=", d.pad);
+  DSO_CHECK(x.ndim() == 4 && y.ndim() == 4 && x.dim(0) == y.dim(0) && x.dim(1) == y.dim(1) &&
+                y.dim(2) == d.out_size(static_cast<int>(x.dim(2))) &&
+                y.dim(3) == d.out_size(static_cast<int>(x.dim(3))),
+            "pool shapes: x ", shape_str(x.shape()), " y ", shape_str(y.shape()));
+  PoolGeom g;
+  g.H = static_cast<int>(x.dim(2));
+  g.W = static_cast<int>(x.dim(3));
+  g.Ho = static_cast<int>(y.dim(2));
+  g.Wo = static_cast<int>(y.dim(3));
+  g.k = d.k;
+  g.s = d.stride;
+  g.p = d.pad;
+  g.planes = x.dim(0) * x.dim(1);
+  return g;
+}
+
+void maxpool_fwd_plane(const float* __restrict x, float* __restrict y, const PoolGeom& g,
+                       const TapRanges& tr) {
+  const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
+  for (int oh = 0; oh < g.Ho; ++oh) {
+    float* __restrict yr = y + static_cast<int64_t>(oh) * Wo;
+    for (int ow = 0; ow < Wo; ++ow) yr[ow] = -std::numeric_limits<float>::infinity();
+    int kh0, kh1;
+    kh_range(oh, s, p, g.H, k, kh0, kh1);
+    for (int kh = kh0; kh < kh1; ++kh) {
+      const float* __restrict xr = x + static_cast<int64_t>(oh * s - p + kh) * W;
+      for (int kw = 0; kw < k; ++kw) {
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        if (s == 1) {
+          const float* __restrict xs = xr + off;
+          for (int ow = lo; ow < hi; ++ow) yr[ow] = xs[ow] > yr[ow] ? xs[ow] : yr[ow];
+        } else {
+          for (int ow = lo; ow < hi; ++ow) {
+            const float v = xr[ow * s + off];
+            yr[ow] = v > yr[ow] ? v : yr[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+void avgpool_fwd_plane(const float* __restrict x, float* __restrict y, const PoolGeom& g,
+                       const TapRanges& tr) {
+  const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
+  const float inv = 1.f / static_cast<float>(k * k);
+  for (int oh = 0; oh < g.Ho; ++oh) {
+    float* __restrict yr = y + static_cast<int64_t>(oh) * Wo;
+    for (int ow = 0; ow < Wo; ++ow) yr[ow] = 0.f;
+    int kh0, kh1;
+    kh_range(oh, s, p, g.H, k, kh0, kh1);
+    for (int kh = kh0; kh < kh1; ++kh) {
+      const float* __restrict xr = x + static_cast<int64_t>(oh * s - p + kh) * W;
+      for (int kw = 0; kw < k; ++kw) {
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        if (s == 1) {
+          const float* __restrict xs = xr + off;
+          for (int ow = lo; ow < hi; ++ow) yr[ow] += xs[ow];
+        } else {
+          for (int ow = lo; ow < hi; ++ow) yr[ow] += xr[ow * s + off];
+        }
+      }
+    }
+    for (int ow = 0; ow < Wo; ++ow) yr[ow] *= inv;
+  }
+}
+
+void maxpool_bwd_plane(const float* __restrict x, const float* __restrict y,
+                       const float* __restrict dy, float* __restrict buf, const PoolGeom& g,
+                       const TapRanges& tr, int* __restrict code) {
+  const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
+  for (int oh = 0; oh < g.Ho; ++oh) {
+    const float* __restrict yr = y + static_cast<int64_t>(oh) * Wo;
+    const float* __restrict dyr = dy + static_cast<int64_t>(oh) * Wo;
+    for (int ow = 0; ow < Wo; ++ow) code[ow] = -1;
+    int kh0, kh1;
+    kh_range(oh, s, p, g.H, k, kh0, kh1);
+    // Walk the window backwards so the last match written is the first max.
+    for (int kh = kh1 - 1; kh >= kh0; --kh) {
+      const float* __restrict xr = x + static_cast<int64_t>(oh * s - p + kh) * W;
+      for (int kw = k - 1; kw >= 0; --kw) {
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        const int c = kh * k + kw;
+        if (s == 1) {
+          const float* __restrict xs = xr + off;
+          for (int ow = lo; ow < hi; ++ow) code[ow] = xs[ow] == yr[ow] ? c : code[ow];
+        } else {
+          for (int ow = lo; ow < hi; ++ow) code[ow] = xr[ow * s + off] == yr[ow] ? c : code[ow];
+        }
+      }
+    }
+    for (int ow = 0; ow < Wo; ++ow) {
+      const int c = code[ow];
+      if (c < 0) continue;
+      const int kh = c / k, kw = c - kh * k;
+      buf[static_cast<int64_t>(oh * s - p + kh) * W + ow * s - p + kw] += dyr[ow];
+    }
+  }
+}
+
+void avgpool_bwd_plane(const float* __restrict dy, float* __restrict buf, const PoolGeom& g,
+                       const TapRanges& tr) {
+  const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
+  const float inv = 1.f / static_cast<float>(k * k);
+  for (int oh = 0; oh < g.Ho; ++oh) {
+    int kh0, kh1;
+    kh_range(oh, s, p, g.H, k, kh0, kh1);
+    const float* __restrict dyr = dy + static_cast<int64_t>(oh) * Wo;
+    for (int kh = kh0; kh < kh1; ++kh) {
+      float* __restrict br = buf + static_cast<int64_t>(oh * s - p + kh) * W;
+      for (int kw = 0; kw < k; ++kw) {
+        const int lo = tr.lo[static_cast<size_t>(kw)], hi = tr.hi[static_cast<size_t>(kw)];
+        const int off = kw - p;
+        if (s == 1) {
+          float* __restrict bs = br + off;
+          for (int ow = lo; ow < hi; ++ow) bs[ow] += inv * dyr[ow];
+        } else {
+          for (int ow = lo; ow < hi; ++ow) br[ow * s + off] += inv * dyr[ow];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) {
+  const PoolGeom g = pool_geom(d, x, y);
+  const bool par = x.numel() >= kParMin;
+  const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
+  const float* xp = x.data();
+  float* yp = y.data();
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W, HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
+  const bool mx = d.kind == PoolKind::Max;
+  if (fast_s1(g.k, g.s, g.p)) {
+    const PadGeom pg(g.Ho, g.Wo, g.k, g.p);
+    const std::vector<float> wt(static_cast<size_t>(g.k * g.k), 1.f / static_cast<float>(g.k * g.k));
+#pragma omp parallel num_threads(nt_) if (par)
+    {
+      std::vector<float> P(pg.size());
+#pragma omp for schedule(static)
+      for (int64_t pl = 0; pl < g.planes; ++pl) {
+        if (mx) {
+          pad_plane(xp + pl * HW, g.H, g.W, pg, -std::numeric_limits<float>::infinity(), P.data());
+          corr_plane_k<CorrOp::Max>(g.k, P.data(), pg.Wp, nullptr, yp + pl * HoWo, g.Ho, g.Wo, 1.f, 0.f);
+        } else {
+          pad_plane(xp + pl * HW, g.H, g.W, pg, 0.f, P.data());
+          corr_plane_k<CorrOp::Fma>(g.k, P.data(), pg.Wp, wt.data(), yp + pl * HoWo, g.Ho, g.Wo, 1.f, 0.f);
+        }
+      }
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(nt_) if (par)
+  for (int64_t pl = 0; pl < g.planes; ++pl) {
+    if (mx)
+      maxpool_fwd_plane(xp + pl * HW, yp + pl * HoWo, g, tr);
+    else
+      avgpool_fwd_plane(xp + pl * HW, yp + pl * HoWo, g, tr);
+  }
+}
+
+void CpuBackend::pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y,
+                               const Tensor& dy, Tensor& dx, float beta) {
+  const PoolGeom g = pool_geom(d, x, y);
+  const bool par = x.numel() >= kParMin;
+  DSO_CHECK(dy.numel() == y.numel() && dx.numel() == x.numel(), "pool_backward shapes: dy ",
+            shape_str(dy.shape()), " dx ", shape_str(dx.shape()));
+  const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
+  const float* xp = x.data();
+  const float* yp = y.data();
+  const float* dyp = dy.data();
+  float* dxp = dx.data();
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W, HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
+  const bool mx = d.kind == PoolKind::Max;
+  if (fast_s1(g.k, g.s, g.p)) {
+    // Max: argmax codes recomputed from x (max is exact, so they match y).
+    const PadGeom pg(g.Ho, g.Wo, g.k, g.p), cg(g.H, g.W, g.k, g.k - 1 - g.p);
+    const std::vector<float> wt(static_cast<size_t>(g.k * g.k), 1.f / static_cast<float>(g.k * g.k));
+#pragma omp parallel num_threads(nt_) if (par)
+    {
+      std::vector<float> P(pg.size()), Cp(cg.size()), Dp(cg.size());
+#pragma omp for schedule(static)
+      for (int64_t pl = 0; pl < g.planes; ++pl) {
+        if (mx) {
+          maxpool_bwd_plane_s1_k(g.k, xp + pl * HW, dyp + pl * HoWo, dxp + pl * HW, g.H, g.W, g.Ho,
+                                 g.Wo, g.p, beta, P.data(), Cp.data(), Dp.data());
+        } else {
+          pad_plane(dyp + pl * HoWo, g.Ho, g.Wo, cg, 0.f, Dp.data());
+          corr_plane_k<CorrOp::Fma>(g.k, Dp.data(), cg.Wp, wt.data(), dxp + pl * HW, g.H, g.W, 1.f, beta);
+        }
+      }
+    }
+    return;
+  }
+#pragma omp parallel num_threads(nt_) if (par)
+  {
+    std::vector<float> buf(static_cast<size_t>(HW));
+    std::vector<int> code(static_cast<size_t>(g.Wo));
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < g.planes; ++pl) {
+      std::fill(buf.begin(), buf.end(), 0.f);
+      if (mx)
+        maxpool_bwd_plane(xp + pl * HW, yp + pl * HoWo, dyp + pl * HoWo, buf.data(), g, tr,
+                          code.data());
+      else
+        avgpool_bwd_plane(dyp + pl * HoWo, buf.data(), g, tr);
+      store_scaled(dxp + pl * HW, buf.data(), HW, 1.f, beta);
+    }
+  }
+}
+
+}  // namespace dsonas

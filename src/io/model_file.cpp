@@ -1,0 +1,227 @@
+// model_file.cpp — HDF5 model files (see model_file.hpp).  HDF5 C API.
+#include "dsonas/io/model_file.hpp"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "dsonas/core/error.hpp"
+#include "dsonas/model/supergraph.hpp"
+
+#define HDF5_CHECK(call, what)                                              \
+  do {                                                                      \
+    if ((call) < 0) ::dsonas::fail_lib("HDF5", what, __FILE__, __LINE__);   \
+  } while (0)
+
+namespace dsonas {
+namespace {
+
+/// RAII for HDF5 ids.
+struct H5Id {
+  hid_t id = -1;
+  herr_t (*closer)(hid_t) = nullptr;
+  H5Id(hid_t i, herr_t (*c)(hid_t)) : id(i), closer(c) {}
+  ~H5Id() {
+    if (id >= 0 && closer) closer(id);
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  operator hid_t() const { return id; }
+};
+
+void silence_hdf5() {
+  static bool done = false;
+  if (!done) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    done = true;
+  }
+}
+
+void write_attr_str(hid_t obj, const char* name, const std::string& v) {
+  H5Id type(H5Tcopy(H5T_C_S1), H5Tclose);
+  HDF5_CHECK(H5Tset_size(type, v.empty() ? 1 : v.size()), "set string size");
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id a(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
+  std::string buf = v.empty() ? std::string(1, '\0') : v;
+  HDF5_CHECK(H5Awrite(a, type, buf.data()), str("write attribute ", name));
+}
+
+void write_attr_i64(hid_t obj, const char* name, int64_t v) {
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id a(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
+  HDF5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, &v), str("write attribute ", name));
+}
+
+bool read_attr_str(hid_t obj, const char* name, std::string* out) {
+  if (H5Aexists(obj, name) <= 0) return false;
+  H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+  if (a.id < 0) return false;
+  H5Id type(H5Aget_type(a), H5Tclose);
+  size_t n = H5Tget_size(type);
+  std::vector<char> buf(n + 1, '\0');
+  H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(mem, n);
+  if (H5Aread(a, mem, buf.data()) < 0) return false;
+  *out = std::string(buf.data(), strnlen(buf.data(), n));
+  return true;
+}
+
+void write_dataset(hid_t file, hid_t lcpl, const std::string& name, const Shape& shape,
+                   const float* data) {
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  if (dims.empty()) dims.push_back(1);
+  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  H5Id ds(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT),
+          H5Dclose);
+  if (ds.id < 0) fail_lib("HDF5", str("create dataset ", name), __FILE__, __LINE__);
+  HDF5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), str("write ", name));
+}
+
+void read_dataset(hid_t file, const std::string& path, const std::string& name, int64_t numel,
+                  float* out) {
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0)
+    throw Error(kExitCheckpoint, str(path, ": missing dataset ", name));
+  H5Id ds(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
+  H5Id space(H5Dget_space(ds), H5Sclose);
+  hssize_t n = H5Sget_simple_extent_npoints(space);
+  if (ds.id < 0 || n != numel)
+    throw Error(kExitCheckpoint, str(path, ": dataset ", name, " has ", n, " elements, expected ", numel));
+  if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+    throw Error(kExitCheckpoint, str(path, ": cannot read dataset ", name));
+}
+
+std::vector<float> to_host(Backend& be, const Tensor& t) {
+  std::vector<float> h(static_cast<size_t>(t.numel()));
+  be.download(t, h.data());
+  return h;
+}
+
+void fsync_path(const std::string& path, bool dir) {
+  int fd = ::open(path.c_str(), dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) throw Error(kExitInternal, str("cannot open ", path, " for fsync: ", std::strerror(errno)));
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw Error(kExitInternal, str("fsync ", path, ": ", std::strerror(e)));
+  }
+  ::close(fd);
+}
+
+std::string dirname_of(const std::string& p) {
+  size_t k = p.find_last_of('/');
+  return k == std::string::npos ? "." : (k == 0 ? "/" : p.substr(0, k));
+}
+
+}  // namespace
+
+void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo& info) {
+  silence_hdf5();
+  Backend& be = g.backend();
+  const std::string tmp = path + ".tmp";
+  {
+    H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    if (file.id < 0) throw Error(kExitInternal, str("cannot create ", tmp, ": ", std::strerror(errno)));
+    H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    HDF5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
+    write_attr_str(file, "format", "dsonas-model");
+    write_attr_i64(file, "format_version", 1);
+    write_attr_str(file, "space", g.space().to_json());
+    write_attr_str(file, "stage", info.stage);
+    write_attr_i64(file, "step", info.step);
+    write_attr_i64(file, "seed", static_cast<int64_t>(info.seed));
+    write_attr_str(file, "config", info.config);
+    for (Param& p : g.params()) {
+      std::vector<float> h = to_host(be, p.value);
+      write_dataset(file, lcpl, "params/" + p.name, p.value.shape(), h.data());
+    }
+    for (BnStats& b : g.bn_stats()) {
+      std::vector<float> m = to_host(be, b.mean), v = to_host(be, b.var);
+      write_dataset(file, lcpl, "bn/" + b.prefix + "/mean", b.mean.shape(), m.data());
+      write_dataset(file, lcpl, "bn/" + b.prefix + "/var", b.var.shape(), v.data());
+    }
+    for (const LambdaGroup& grp : g.lambda_groups()) {
+      write_dataset(file, lcpl, "lambda/" + grp.name, {grp.size}, g.lambda().data() + grp.offset);
+      std::vector<float> mk(static_cast<size_t>(grp.size));
+      for (int i = 0; i < grp.size; ++i) mk[static_cast<size_t>(i)] = g.mask()[static_cast<size_t>(grp.offset + i)];
+      write_dataset(file, lcpl, "mask/" + grp.name, {grp.size}, mk.data());
+    }
+    HDF5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), str("flush ", tmp));
+  }
+  fsync_path(tmp, false);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw Error(kExitInternal, str("rename ", tmp, " -> ", path, ": ", std::strerror(errno)));
+  fsync_path(dirname_of(path), true);
+}
+
+std::string read_model_space(const std::string& path) {
+  silence_hdf5();
+  if (::access(path.c_str(), R_OK) != 0)
+    throw Error(kExitCheckpoint, str(path, ": cannot read: ", std::strerror(errno)));
+  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
+  std::string fmt, space;
+  if (!read_attr_str(file, "format", &fmt) || fmt != "dsonas-model")
+    throw Error(kExitCheckpoint, str(path, ": not a dsonas model file (attribute format=", fmt, ")"));
+  if (!read_attr_str(file, "space", &space)) throw Error(kExitCheckpoint, str(path, ": no space attribute"));
+  return space;
+}
+
+void load_model_file(const std::string& path, Supergraph& g, bool with_lambda) {
+  const std::string space = read_model_space(path);
+  const std::string now = g.space().to_json();
+  if (space != now) {
+    // name the first differing field
+    auto field = [](const std::string& js, const std::string& key) {
+      size_t k = js.find("\"" + key + "\":");
+      if (k == std::string::npos) return std::string("?");
+      k += key.size() + 3;
+      size_t e = k;
+      int depth = 0;
+      for (; e < js.size(); ++e) {
+        char ch = js[e];
+        if (ch == '[') ++depth;
+        if (ch == ']') --depth;
+        if (depth == 0 && (ch == ',' || ch == '}')) break;
+      }
+      return js.substr(k, e - k);
+    };
+    for (const char* key : {"levels", "ops", "input", "classes", "stem", "stem_channels", "normal_units",
+                            "widths", "share"}) {
+      if (field(space, key) != field(now, key))
+        throw Error(kExitCheckpoint, str(path, ": space.", key, ": file=", field(space, key), " now=", field(now, key)));
+    }
+  }
+  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
+  Backend& be = g.backend();
+  for (Param& p : g.params()) {
+    std::vector<float> h(static_cast<size_t>(p.value.numel()));
+    read_dataset(file, path, "params/" + p.name, p.value.numel(), h.data());
+    be.upload(h.data(), p.value);
+  }
+  for (BnStats& b : g.bn_stats()) {
+    std::vector<float> h(static_cast<size_t>(b.mean.numel()));
+    read_dataset(file, path, "bn/" + b.prefix + "/mean", b.mean.numel(), h.data());
+    be.upload(h.data(), b.mean);
+    read_dataset(file, path, "bn/" + b.prefix + "/var", b.var.numel(), h.data());
+    be.upload(h.data(), b.var);
+  }
+  if (with_lambda) {
+    for (const LambdaGroup& grp : g.lambda_groups()) {
+      read_dataset(file, path, "lambda/" + grp.name, grp.size, g.lambda().data() + grp.offset);
+      std::vector<float> mk(static_cast<size_t>(grp.size));
+      read_dataset(file, path, "mask/" + grp.name, grp.size, mk.data());
+      for (int i = 0; i < grp.size; ++i) g.mask()[static_cast<size_t>(grp.offset + i)] = mk[static_cast<size_t>(i)] != 0.f;
+    }
+    g.rebuild_plan();
+  }
+}
+
+}  // namespace dsonas

@@ -1,0 +1,242 @@
+// config.cpp — the option registry (Boost.Program_options) and validation.
+#include "dsonas/run/config.hpp"
+
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "dsonas/core/error.hpp"
+#include "dsonas/optim/lr_schedule.hpp"
+#include "dsonas/optim/penalty.hpp"
+
+namespace po = boost::program_options;
+
+namespace dsonas {
+namespace {
+
+std::vector<int> parse_int_list(const std::string& s, const std::string& field) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    try {
+      size_t used = 0;
+      int v = std::stoi(tok, &used);
+      if (used != tok.size()) throw std::invalid_argument(tok);
+      out.push_back(v);
+    } catch (const std::exception&) {
+      fail_usage(str(field, ": '", s, "' is not a comma-separated list of integers"));
+    }
+  }
+  if (out.empty()) fail_usage(str(field, ": empty list"));
+  return out;
+}
+
+std::string join(const std::vector<int>& v) {
+  std::string r;
+  for (size_t i = 0; i < v.size(); ++i) r += (i ? "," : "") + std::to_string(v[i]);
+  return r;
+}
+
+struct Registry {
+  po::options_description all{"dsonas options"};
+  po::options_description general{"General"}, space{"[space] search space"}, data{"[data]"},
+      optim{"[optim]"}, pretrain{"[pretrain]"}, search{"[search]"}, bench{"[bench]"};
+
+  explicit Registry(RunConfig& c) {
+    general.add_options()
+      ("help,h", "print this help and exit")
+      ("config", po::value<std::string>(&c.config_file), "INI config file (e.g. jobs/fmnist.cfg); the command line wins")
+      ("out", po::value<std::string>(&c.out), "output folder (created; metrics.jsonl, model.h5, log.rank0)")
+      ("init", po::value<std::string>(&c.init), "search: start from this pretrain run folder (or its model.h5)")
+      ("device", po::value<std::string>(&c.device)->default_value("cpu"), "cpu | cuda")
+      ("seed", po::value<uint64_t>(&c.seed)->default_value(1), "random seed (weights, data order, augmentation)")
+      ("threads", po::value<int>(&c.threads)->default_value(0), "CPU threads per rank (0 = all cores)")
+      ("max-steps", po::value<int64_t>(&c.max_steps)->default_value(0), "stop after this many steps (0 = no limit)")
+      ("epochs", po::value<double>(&c.epochs)->default_value(1), "epochs over the W-half (fractions allowed)")
+      ("log-every", po::value<int>(&c.log_every)->default_value(20), "steps between metrics lines")
+      ("progress", po::value<bool>(&c.progress)->default_value(true), "live progress line when stderr is a TTY")
+      ("recompute", po::value<std::string>(&c.recompute)->default_value("auto"),
+       "none | blocks (keep only block inputs, recompute in backward) | auto (blocks when activations would exceed 2 GiB)");
+    space.add_options()
+      ("space.preset", po::value<std::string>()->default_value("fmnist"), "fmnist | bench_fmnist | cifar10 | imagenet | tiny")
+      ("space.levels", po::value<int>(), "L: levels per block (preset: 4)")
+      ("space.ops", po::value<std::string>(), "ops per level, comma-separated from sep3,sep5,max3,avg3")
+      ("space.input", po::value<std::string>(), "input CxHxW, e.g. 1x28x28")
+      ("space.classes", po::value<int>(), "number of classes")
+      ("space.stem-channels", po::value<int>(), "C: stem output channels (= stage-1 width)")
+      ("space.units", po::value<std::string>(), "normal units per stage, e.g. 2,2,2")
+      ("space.widths", po::value<std::string>(), "width per stage, e.g. 16,32,64")
+      ("space.share", po::value<bool>(), "share λ across all normal blocks (ALGORITHM.md §3)");
+    data.add_options()
+      ("data.dataset", po::value<std::string>(&c.dataset)->default_value("fmnist"), "fmnist | synthetic")
+      ("data.dir", po::value<std::string>(&c.data_dir)->default_value("/usr/share/datasets/fashion-mnist"), "folder of the gzipped IDX files")
+      ("data.batch", po::value<int>(&c.batch)->default_value(64), "batch per rank")
+      ("data.split", po::value<double>(&c.split)->default_value(0.5), "fraction of the training set in the W-half")
+      ("data.pad", po::value<int>(&c.pad)->default_value(2), "pad-and-random-crop pixels (0 = off)")
+      ("data.flip", po::value<bool>(&c.flip)->default_value(true), "random horizontal flip")
+      ("data.synthetic-train", po::value<int>(&c.synthetic_train)->default_value(2048), "synthetic: training images")
+      ("data.synthetic-test", po::value<int>(&c.synthetic_test)->default_value(512), "synthetic: test images")
+      ("data.prefetch", po::value<bool>(&c.prefetch)->default_value(true), "prepare batches in a background thread")
+      ("data.eval-batches", po::value<int>(&c.eval_batches)->default_value(0), "batches per validation (0 = all)");
+    optim.add_options()
+      ("optim.lr", po::value<double>(&c.lr)->default_value(0.1), "base learning rate")
+      ("optim.momentum", po::value<double>(&c.momentum)->default_value(0.9), "NAG momentum (weights and λ)")
+      ("optim.wd", po::value<double>(&c.wd)->default_value(1e-4), "weight decay (ALGORITHM.md §4.2 rules)")
+      ("optim.lr-schedule", po::value<std::string>(&c.lr_schedule)->default_value("constant"), "constant | step:E1,E2,... (×0.1 at these epochs) | cosine[:T0[,Tmult]] | warmup-linear[:W]")
+      ("optim.clip", po::value<double>(&c.clip)->default_value(2.0), "search: clip gradients to [-clip, clip] (0 = off)");
+    pretrain.add_options()
+      ("pretrain.epochs", po::value<double>(), "pretrain: epochs (when --epochs is not given)")
+      ("pretrain.max-steps", po::value<int64_t>(), "pretrain: step limit (when --max-steps is not given)");
+    search.add_options()
+      ("search.epochs", po::value<double>(), "search: epochs (when --epochs is not given)")
+      ("search.max-steps", po::value<int64_t>(), "search: step limit (when --max-steps is not given)")
+      ("search.gamma", po::value<double>(&c.gamma)->default_value(0.001), "γ: L1 strength on λ")
+      ("search.lambda-lr-mult", po::value<double>(&c.lambda_lr_mult)->default_value(1.0), "λ lr = lr × this")
+      ("search.penalty", po::value<std::string>(&c.penalty)->default_value("none"), "none | adaptive-flops | adaptive-flops-exact | adaptive-mac (ALGORITHM.md §5)")
+      ("search.w-steps", po::value<int>(&c.w_steps)->default_value(1), "weight steps per cycle")
+      ("search.lambda-steps", po::value<int>(&c.lambda_steps)->default_value(1), "λ steps per cycle")
+      ("search.target-zero-frac", po::value<double>(&c.target_zero_frac)->default_value(0), "stop once this fraction of λ is exactly 0 (0 = off)")
+      ("search.stable-steps", po::value<int64_t>(&c.stable_steps)->default_value(0), "stop once the live mask is unchanged for this many λ-steps (0 = off)")
+      ("search.bn-reestimate", po::value<int>(&c.bn_reestimate)->default_value(512), "images used to re-estimate BN statistics before each evaluation (0 = off)");
+    bench.add_options()
+      ("bench.steps", po::value<int>(&c.bench_steps)->default_value(7), "timed search steps (after 2 warm-up steps)")
+      ("bench.json", po::value<std::string>(&c.bench_json), "write the results as JSON here");
+    all.add(general).add(space).add(data).add(optim).add(pretrain).add(search).add(bench);
+  }
+};
+
+void check(bool ok, const std::string& field, const std::string& why) {
+  if (!ok) fail_usage(str(field, ": ", why));
+}
+
+}  // namespace
+
+std::string config_help(const std::string& command) {
+  RunConfig c;
+  Registry r(c);
+  std::ostringstream os;
+  os << "usage: dsonas " << command << " [--config FILE] [options]\n" << r.all;
+  return os.str();
+}
+
+RunConfig parse_config(const std::string& command, int argc, char** argv) {
+  RunConfig c;
+  c.command = command;
+  Registry r(c);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(r.all).run(), vm);
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream in(path);
+      if (!in) fail_usage(str("--config: cannot open ", path));
+      try {
+        po::store(po::parse_config_file(in, r.all, false), vm);
+      } catch (const po::error& e) {
+        fail_usage(str(path, ": ", e.what()));
+      }
+    }
+    if (vm.count("help")) {
+      std::cout << config_help(command);
+      std::exit(0);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    fail_usage(e.what());
+  }
+
+  // per-stage budgets: [pretrain]/[search] epochs and max-steps, unless given directly
+  if (command == "pretrain" || command == "search") {
+    if (vm["epochs"].defaulted() && vm.count(command + ".epochs")) c.epochs = vm[command + ".epochs"].as<double>();
+    if (vm["max-steps"].defaulted() && vm.count(command + ".max-steps"))
+      c.max_steps = vm[command + ".max-steps"].as<int64_t>();
+  }
+
+  // search space: preset, then overrides
+  c.space = SearchSpace::preset_named(vm["space.preset"].as<std::string>());
+  SearchSpace& s = c.space;
+  if (vm.count("space.levels")) s.levels = vm["space.levels"].as<int>();
+  if (vm.count("space.ops")) {
+    s.ops.clear();
+    std::stringstream ss(vm["space.ops"].as<std::string>());
+    std::string tok;
+    while (std::getline(ss, tok, ',')) s.ops.push_back(parse_op(tok, "space.ops"));
+  }
+  if (vm.count("space.input")) {
+    const std::string v = vm["space.input"].as<std::string>();
+    int a = 0, b = 0, d = 0;
+    char x1 = 0, x2 = 0;
+    std::stringstream ss(v);
+    if (!(ss >> a >> x1 >> b >> x2 >> d) || x1 != 'x' || x2 != 'x')
+      fail_usage(str("space.input: '", v, "' is not CxHxW"));
+    s.in_channels = a; s.in_height = b; s.in_width = d;
+  }
+  if (vm.count("space.classes")) s.classes = vm["space.classes"].as<int>();
+  if (vm.count("space.stem-channels")) s.stem_channels = vm["space.stem-channels"].as<int>();
+  if (vm.count("space.units")) s.normal_units = parse_int_list(vm["space.units"].as<std::string>(), "space.units");
+  if (vm.count("space.widths")) s.widths = parse_int_list(vm["space.widths"].as<std::string>(), "space.widths");
+  if (vm.count("space.share")) s.share = vm["space.share"].as<bool>();
+  s.validate();
+  if (s.widths[0] != s.stem_channels)
+    fail_usage(str("space.widths: stage-1 width ", s.widths[0], " must equal space.stem-channels ", s.stem_channels));
+
+  // values
+  check(c.device == "cpu" || c.device == "cuda", "--device", str("'", c.device, "' (expected cpu or cuda)"));
+  check(c.threads >= 0, "--threads", "must be >= 0");
+  check(c.recompute == "none" || c.recompute == "blocks" || c.recompute == "auto", "--recompute",
+        str("'", c.recompute, "' (expected none, blocks or auto)"));
+  check(c.max_steps >= 0, "--max-steps", "must be >= 0");
+  check(c.epochs > 0 && std::isfinite(c.epochs), "--epochs", str("must be > 0 (got ", c.epochs, ")"));
+  check(c.log_every >= 1, "--log-every", "must be >= 1");
+  check(c.dataset == "fmnist" || c.dataset == "synthetic", "data.dataset",
+        str("'", c.dataset, "' (expected fmnist or synthetic)"));
+  check(c.batch >= 1, "data.batch", str("must be >= 1 (got ", c.batch, ")"));
+  check(c.split > 0 && c.split < 1, "data.split", str("must be in (0,1) (got ", c.split, ")"));
+  check(c.pad >= 0 && c.pad < s.in_height, "data.pad", str("must be in [0, H) (got ", c.pad, ")"));
+  check(c.synthetic_train >= 2 && c.synthetic_test >= 1, "data.synthetic-train", "too small");
+  check(c.eval_batches >= 0, "data.eval-batches", "must be >= 0");
+  check(c.lr > 0 && std::isfinite(c.lr), "optim.lr", str("must be > 0 (got ", c.lr, ")"));
+  check(c.momentum >= 0 && c.momentum < 1, "optim.momentum", str("must be in [0,1) (got ", c.momentum, ")"));
+  check(c.wd >= 0, "optim.wd", str("must be >= 0 (got ", c.wd, ")"));
+  check(c.clip >= 0, "optim.clip", str("must be >= 0 (got ", c.clip, ")"));
+  check(c.gamma >= 0, "search.gamma", str("must be >= 0 (got ", c.gamma, ")"));
+  check(c.lambda_lr_mult > 0, "search.lambda-lr-mult", str("must be > 0 (got ", c.lambda_lr_mult, ")"));
+  parse_penalty_mode(c.penalty, "search.penalty");
+  check(c.w_steps >= 1, "search.w-steps", "must be >= 1");
+  check(c.lambda_steps >= 1, "search.lambda-steps", "must be >= 1");
+  check(c.target_zero_frac >= 0 && c.target_zero_frac < 1, "search.target-zero-frac", "must be in [0,1)");
+  check(c.stable_steps >= 0, "search.stable-steps", "must be >= 0");
+  check(c.bn_reestimate >= 0, "search.bn-reestimate", "must be >= 0");
+  {
+    LrParams lp;
+    lp.base_lr = c.lr;
+    make_lr_schedule(c.lr_schedule, lp);  // validates optim.lr-schedule
+  }
+  check(c.bench_steps >= 1, "bench.steps", "must be >= 1");
+  if (command != "bench") check(!c.out.empty(), "--out", "an output folder is required");
+
+  std::ostringstream os;
+  os << "# resolved configuration (dsonas " << command << ")\n"
+     << "seed = " << c.seed << "\ndevice = " << c.device << "\nthreads = " << c.threads
+     << "\nrecompute = " << c.recompute << "\nmax-steps = " << c.max_steps << "\nepochs = " << c.epochs << "\nlog-every = " << c.log_every
+     << "\n\n[space]\npreset = " << s.preset << "\nlevels = " << s.levels << "\nops = ";
+  for (size_t i = 0; i < s.ops.size(); ++i) os << (i ? "," : "") << op_name(s.ops[i]);
+  os << "\ninput = " << s.in_channels << "x" << s.in_height << "x" << s.in_width << "\nclasses = " << s.classes
+     << "\nstem-channels = " << s.stem_channels << "\nunits = " << join(s.normal_units)
+     << "\nwidths = " << join(s.widths) << "\nshare = " << (s.share ? "true" : "false")
+     << "\n\n[data]\ndataset = " << c.dataset << "\ndir = " << c.data_dir << "\nbatch = " << c.batch
+     << "\nsplit = " << c.split << "\npad = " << c.pad << "\nflip = " << (c.flip ? "true" : "false")
+     << "\n\n[optim]\nlr = " << c.lr << "\nmomentum = " << c.momentum << "\nwd = " << c.wd
+     << "\nlr-schedule = " << c.lr_schedule << "\nclip = " << c.clip
+     << "\n\n[search]\ngamma = " << c.gamma << "\nlambda-lr-mult = " << c.lambda_lr_mult
+     << "\npenalty = " << c.penalty << "\nw-steps = " << c.w_steps << "\nlambda-steps = " << c.lambda_steps
+     << "\ntarget-zero-frac = " << c.target_zero_frac << "\nstable-steps = " << c.stable_steps
+     << "\nbn-reestimate = " << c.bn_reestimate << "\n";
+  c.resolved = os.str();
+  return c;
+}
+
+}  // namespace dsonas

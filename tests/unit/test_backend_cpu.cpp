@@ -1,0 +1,709 @@
+// test_backend_cpu.cpp — CpuBackend against naive references (naive_ref.hpp),
+// finite differences (gradcheck.hpp), alpha/beta semantics and determinism.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "dsonas/backend/backend.hpp"
+#include "dsonas/core/error.hpp"
+#include "gradcheck.hpp"
+#include "naive_ref.hpp"
+
+namespace dsonas {
+namespace {
+
+using Vec = std::vector<float>;
+using test::check_gradient;
+using test::GradCheckOptions;
+
+Vec rand_vec(size_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  Vec v(n);
+  for (auto& e : v) e = u(g);
+  return v;
+}
+
+Tensor make(Backend& be, const Shape& s, const Vec& v) {
+  Tensor t = be.alloc(s);
+  EXPECT_EQ(static_cast<size_t>(t.numel()), v.size());
+  be.upload(v.data(), t);
+  return t;
+}
+
+Vec get(Backend& be, const Tensor& t) {
+  Vec v(static_cast<size_t>(t.numel()));
+  be.download(t, v.data());
+  return v;
+}
+
+Vec get_nchw(Backend& be, const Tensor& t) {
+  Vec v(static_cast<size_t>(t.numel()));
+  be.act_to_nchw(t, v.data());
+  return v;
+}
+
+void fill_nan(Backend& be, Tensor& t) { be.fill(t, std::numeric_limits<float>::quiet_NaN()); }
+
+void expect_close(const Vec& got, const Vec& want, double atol, double rtol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = atol + rtol * std::fabs(static_cast<double>(want[i]));
+    if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= tol)) {
+      if (bad++ < 5) ADD_FAILURE() << what << ": [" << i << "] got " << got[i] << " want " << want[i];
+    }
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+Vec lin(float a, const Vec& x, float b, const Vec& y) {
+  Vec r(x.size());
+  for (size_t i = 0; i < x.size(); ++i) r[i] = a * x[i] + b * y[i];
+  return r;
+}
+
+bool same_bits(const Vec& a, const Vec& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+class CpuBackendTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Backend> be = make_backend(Device::CPU, 2);
+};
+
+// ---- basics -------------------------------------------------------------------------------
+
+TEST_F(CpuBackendTest, Identity) {
+  EXPECT_EQ(be->device(), Device::CPU);
+  EXPECT_EQ(be->threads(), 2);
+  EXPECT_FALSE(be->name().empty());
+  auto be0 = make_backend(Device::CPU, 0);
+  EXPECT_GE(be0->threads(), 1);
+}
+
+TEST_F(CpuBackendTest, CudaWithoutCudaFailsAsUsage) {
+#if !(defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA)
+  try {
+    make_backend(Device::CUDA, 1);
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitUsage);
+    EXPECT_NE(std::string(e.what()).find("without CUDA"), std::string::npos);
+  }
+#endif
+}
+
+TEST_F(CpuBackendTest, MemoryAndLayout) {
+  const int N = 2, C = 3, H = 5, W = 7;
+  Vec x = rand_vec(static_cast<size_t>(N) * C * H * W, 1);
+  Tensor t = be->act_from_nchw(x.data(), N, C, H, W);
+  ASSERT_EQ(t.shape(), (Shape{C, N, H, W}));
+  // element (c,n,h,w) at ((c*N+n)*H+h)*W+w
+  Vec raw = get(*be, t);
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c)
+      for (int h = 0; h < H; ++h)
+        for (int w = 0; w < W; ++w)
+          ASSERT_EQ(raw[static_cast<size_t>(((c * N + n) * H + h) * W + w)],
+                    x[static_cast<size_t>(((n * C + c) * H + h) * W + w)]);
+  EXPECT_TRUE(same_bits(get_nchw(*be, t), x));
+  Tensor u = be->alloc(t.shape());
+  be->copy(t, u);
+  EXPECT_TRUE(same_bits(get(*be, u), raw));
+  be->fill(u, 2.5f);
+  for (float v : get(*be, u)) ASSERT_EQ(v, 2.5f);
+  Tensor big = be->alloc({100000});
+  be->fill(big, -1.f);
+  for (float v : get(*be, big)) ASSERT_EQ(v, -1.f);
+}
+
+TEST_F(CpuBackendTest, Elementwise) {
+  for (size_t n : {size_t(37), size_t(70001)}) {
+    Vec a = rand_vec(n, 2), b = rand_vec(n, 3);
+    Tensor ta = make(*be, {static_cast<int64_t>(n)}, a), tb = make(*be, {static_cast<int64_t>(n)}, b);
+    Tensor ty = be->alloc({static_cast<int64_t>(n)});
+    be->add(ta, tb, ty);
+    expect_close(get(*be, ty), lin(1, a, 1, b), 0, 0, "add");
+    be->axpy(-0.5f, ta, tb);
+    expect_close(get(*be, tb), lin(-0.5f, a, 1, b), 1e-7, 1e-6, "axpy");
+    be->upload(b.data(), tb);
+    float acc = 1.5f;
+    be->dot_accumulate(ta, tb, &acc);
+    EXPECT_NEAR(acc, 1.5 + test::dot(a, b), 1e-4 * (1 + std::sqrt(static_cast<double>(n))));
+    EXPECT_NEAR(be->sum_squares(ta), test::dot(a, a), 1e-9 * static_cast<double>(n));
+    be->copy(ta, ty);
+    be->clip(ty, -0.25f, 0.5f);
+    Vec c = get(*be, ty);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(c[i], std::min(0.5f, std::max(-0.25f, a[i])));
+    EXPECT_TRUE(be->all_finite(ta));
+    Vec bad = a;
+    bad[n - 1] = std::numeric_limits<float>::infinity();
+    be->upload(bad.data(), ty);
+    EXPECT_FALSE(be->all_finite(ty));
+    bad[n - 1] = 0.f;
+    bad[n / 2] = std::numeric_limits<float>::quiet_NaN();
+    be->upload(bad.data(), ty);
+    EXPECT_FALSE(be->all_finite(ty));
+    bad[n / 2] = -std::numeric_limits<float>::infinity();
+    be->upload(bad.data(), ty);
+    EXPECT_FALSE(be->all_finite(ty));
+  }
+}
+
+// ---- convolution ------------------------------------------------------------------------------
+
+struct ConvCase {
+  int cin, cout, k, s, p, groups, N, H, W;
+};
+
+std::string conv_name(const ConvCase& c) {
+  return str("cin", c.cin, " cout", c.cout, " k", c.k, " s", c.s, " p", c.p, " g", c.groups, " N",
+             c.N, " H", c.H, " W", c.W);
+}
+
+void PrintTo(const ConvCase& c, std::ostream* os) { *os << conv_name(c); }
+
+class ConvTest : public CpuBackendTest, public ::testing::WithParamInterface<ConvCase> {};
+
+TEST_P(ConvTest, MatchesNaiveAndFiniteDifferences) {
+  const ConvCase cc = GetParam();
+  SCOPED_TRACE(conv_name(cc));
+  ConvDesc d;
+  d.cin = cc.cin;
+  d.cout = cc.cout;
+  d.k = cc.k;
+  d.stride = cc.s;
+  d.pad = cc.p;
+  d.groups = cc.groups;
+  const ref::Conv rd{cc.cin, cc.cout, cc.k, cc.s, cc.p, cc.groups};
+  const int N = cc.N, H = cc.H, W = cc.W, Ho = d.out_size(H), Wo = d.out_size(W);
+  Vec x = rand_vec(static_cast<size_t>(N) * cc.cin * H * W, 11);
+  Vec w = rand_vec(static_cast<size_t>(shape_numel(d.weight_shape())), 12);
+  Vec dy = rand_vec(static_cast<size_t>(N) * cc.cout * Ho * Wo, 13);
+  Tensor tx = be->act_from_nchw(x.data(), N, cc.cin, H, W);
+  Tensor tw = make(*be, d.weight_shape(), w);
+  Tensor tdy = be->act_from_nchw(dy.data(), N, cc.cout, Ho, Wo);
+  const double atol = 1e-5, rtol = 1e-4;
+
+  // forward, beta = 0 overwrites NaN garbage
+  Tensor ty = be->alloc({cc.cout, N, Ho, Wo});
+  fill_nan(*be, ty);
+  be->conv_forward(d, tx, tw, ty);
+  const Vec yref = ref::conv_fwd(rd, x, w, N, H, W);
+  expect_close(get_nchw(*be, ty), yref, atol, rtol, "conv_forward");
+  // alpha/beta
+  Vec y0 = rand_vec(yref.size(), 14);
+  Tensor ty2 = be->act_from_nchw(y0.data(), N, cc.cout, Ho, Wo);
+  be->conv_forward(d, tx, tw, ty2, 0.5f, 2.f);
+  expect_close(get_nchw(*be, ty2), lin(0.5f, yref, 2.f, y0), atol, rtol, "conv_forward alpha/beta");
+
+  // backward data
+  Tensor tdx = be->alloc(tx.shape());
+  fill_nan(*be, tdx);
+  be->conv_backward_data(d, tdy, tw, tdx);
+  const Vec dxref = ref::conv_bwd_data(rd, dy, w, N, H, W);
+  expect_close(get_nchw(*be, tdx), dxref, atol, rtol, "conv_backward_data");
+  Vec dx0 = rand_vec(dxref.size(), 15);
+  Tensor tdx2 = be->act_from_nchw(dx0.data(), N, cc.cin, H, W);
+  be->conv_backward_data(d, tdy, tw, tdx2, 1.f, 1.f);
+  expect_close(get_nchw(*be, tdx2), lin(1.f, dxref, 1.f, dx0), atol, rtol, "conv_backward_data beta=1");
+  be->conv_backward_data(d, tdy, tw, tdx2, -2.f, 0.5f);
+  expect_close(get_nchw(*be, tdx2), lin(-2.f, dxref, 0.5f, lin(1.f, dxref, 1.f, dx0)), 1e-4, rtol,
+               "conv_backward_data alpha/beta");
+
+  // backward filter
+  Tensor tdw = be->alloc(tw.shape());
+  fill_nan(*be, tdw);
+  be->conv_backward_filter(d, tx, tdy, tdw);
+  const Vec dwref = ref::conv_bwd_filter(rd, x, dy, N, H, W);
+  expect_close(get(*be, tdw), dwref, 1e-4, rtol, "conv_backward_filter");
+  Vec dw0 = rand_vec(dwref.size(), 16);
+  Tensor tdw2 = make(*be, tw.shape(), dw0);
+  be->conv_backward_filter(d, tx, tdy, tdw2, 2.f, 1.f);
+  expect_close(get(*be, tdw2), lin(2.f, dwref, 1.f, dw0), 1e-4, rtol, "conv_backward_filter alpha/beta");
+
+  // finite differences of L = <dy, conv(x, w)> (small cases only)
+  if (x.size() <= 2000) {
+    Tensor tyf = be->alloc({cc.cout, N, Ho, Wo});
+    auto loss = [&] {
+      be->conv_forward(d, tx, tw, tyf);
+      return test::dot(dy, get_nchw(*be, tyf));
+    };
+    GradCheckOptions o;
+    o.max_coords = 60;
+    // gradient wrt x, in CNHW order like tx's storage
+    Vec gx = get(*be, tdx);
+    auto rx = check_gradient(tx.data(), gx.size(), gx.data(), loss, o);
+    EXPECT_TRUE(rx.ok()) << "dx: " << rx.summary();
+    Vec gw = get(*be, tdw);
+    auto rw = check_gradient(tw.data(), gw.size(), gw.data(), loss, o);
+    EXPECT_TRUE(rw.ok()) << "dw: " << rw.summary();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ConvTest,
+    ::testing::Values(ConvCase{3, 3, 3, 1, 1, 3, 2, 5, 7},    // depthwise 3x3
+                      ConvCase{3, 3, 5, 1, 2, 3, 2, 5, 7},    // depthwise 5x5
+                      ConvCase{3, 3, 3, 2, 1, 3, 2, 7, 9},    // depthwise 3x3 stride 2
+                      ConvCase{4, 4, 5, 2, 2, 4, 2, 5, 7},    // depthwise 5x5 stride 2
+                      ConvCase{3, 3, 3, 1, 0, 3, 1, 4, 6},    // depthwise, no pad
+                      ConvCase{3, 3, 3, 1, 2, 3, 2, 5, 7},    // depthwise, pad k-1
+                      ConvCase{2, 2, 7, 1, 3, 2, 2, 9, 17},   // depthwise 7x7
+                      ConvCase{2, 2, 1, 1, 0, 2, 2, 5, 7},    // depthwise 1x1
+                      ConvCase{3, 4, 1, 1, 0, 1, 2, 5, 7},    // pointwise
+                      ConvCase{3, 4, 1, 2, 0, 1, 2, 5, 7},    // 1x1 stride 2
+                      ConvCase{3, 4, 3, 1, 1, 1, 2, 5, 7},    // 3x3 dense
+                      ConvCase{3, 4, 3, 2, 1, 1, 2, 5, 7},    // 3x3 stride 2 odd
+                      ConvCase{2, 5, 3, 2, 1, 1, 3, 8, 6},    // 3x3 stride 2 even
+                      ConvCase{5, 6, 1, 1, 0, 1, 6, 28, 28},  // pointwise, several column blocks/chunks
+                      ConvCase{4, 3, 3, 2, 1, 1, 13, 12, 12}, // dense, several image chunks
+                      ConvCase{4, 6, 1, 2, 0, 1, 13, 9, 9},   // 1x1 s2, several chunks
+                      ConvCase{6, 6, 5, 1, 2, 6, 5, 28, 28}));// depthwise, bench-like
+
+TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
+  auto be1 = make_backend(Device::CPU, 1);
+  struct C {
+    ConvDesc d;
+    int N, H, W;
+  };
+  std::vector<C> cases;
+  ConvDesc dw{16, 16, 3, 1, 1, 16}, pw{16, 16, 1, 1, 0, 1}, dn{8, 16, 3, 2, 1, 1};
+  cases.push_back({dw, 16, 28, 28});
+  cases.push_back({pw, 16, 28, 28});
+  cases.push_back({dn, 16, 16, 16});
+  for (const C& c : cases) {
+    const int Ho = c.d.out_size(c.H), Wo = c.d.out_size(c.W);
+    Tensor x = make(*be, {c.d.cin, c.N, c.H, c.W}, rand_vec(static_cast<size_t>(c.d.cin) * c.N * c.H * c.W, 21));
+    Tensor dy = make(*be, {c.d.cout, c.N, Ho, Wo}, rand_vec(static_cast<size_t>(c.d.cout) * c.N * Ho * Wo, 22));
+    Tensor w = make(*be, c.d.weight_shape(), rand_vec(static_cast<size_t>(shape_numel(c.d.weight_shape())), 23));
+    Tensor dw1 = be->alloc(w.shape()), dw2 = be->alloc(w.shape()), dw3 = be->alloc(w.shape());
+    be->conv_backward_filter(c.d, x, dy, dw1);
+    be->conv_backward_filter(c.d, x, dy, dw2);
+    be1->conv_backward_filter(c.d, x, dy, dw3);
+    EXPECT_TRUE(same_bits(get(*be, dw1), get(*be, dw2)));
+    EXPECT_TRUE(same_bits(get(*be, dw1), get(*be, dw3))) << "1 vs 2 threads";
+    Tensor y1 = be->alloc(dy.shape()), y2 = be->alloc(dy.shape());
+    be->conv_forward(c.d, x, w, y1);
+    be1->conv_forward(c.d, x, w, y2);
+    EXPECT_TRUE(same_bits(get(*be, y1), get(*be, y2))) << "forward, 1 vs 2 threads";
+  }
+}
+
+TEST_F(CpuBackendTest, ConvRejectsBadShapes) {
+  ConvDesc d{3, 4, 3, 1, 1, 1};
+  Tensor x = be->alloc({3, 2, 5, 5}), w = be->alloc({4, 3, 3, 3}), y = be->alloc({4, 2, 4, 5});
+  EXPECT_THROW(be->conv_forward(d, x, w, y), Error);
+  ConvDesc g{4, 4, 3, 1, 1, 2};
+  Tensor x4 = be->alloc({4, 2, 5, 5}), w4 = be->alloc({4, 2, 3, 3}), y4 = be->alloc({4, 2, 5, 5});
+  EXPECT_THROW(be->conv_forward(g, x4, w4, y4), Error);
+}
+
+// ---- pooling ----------------------------------------------------------------------------------
+
+struct PoolCase {
+  bool max;
+  int k, s, p, H, W;
+};
+
+void PrintTo(const PoolCase& c, std::ostream* os) {
+  *os << (c.max ? "max" : "avg") << " k" << c.k << " s" << c.s << " p" << c.p << " H" << c.H << " W" << c.W;
+}
+
+class PoolTest : public CpuBackendTest, public ::testing::WithParamInterface<PoolCase> {};
+
+TEST_P(PoolTest, MatchesNaiveAndFiniteDifferences) {
+  const PoolCase pc = GetParam();
+  SCOPED_TRACE(str(pc.max ? "max" : "avg", " k", pc.k, " s", pc.s, " p", pc.p, " H", pc.H, " W", pc.W));
+  PoolDesc d;
+  d.kind = pc.max ? PoolKind::Max : PoolKind::Avg;
+  d.k = pc.k;
+  d.stride = pc.s;
+  d.pad = pc.p;
+  const ref::Pool rd{pc.max, pc.k, pc.s, pc.p};
+  const int N = 2, C = 3, H = pc.H, W = pc.W, Ho = d.out_size(H), Wo = d.out_size(W), P = N * C;
+  Vec x = rand_vec(static_cast<size_t>(P) * H * W, 31);
+  Vec dy = rand_vec(static_cast<size_t>(P) * Ho * Wo, 32);
+  Tensor tx = be->act_from_nchw(x.data(), N, C, H, W);
+  Tensor ty = be->alloc({C, N, Ho, Wo});
+  fill_nan(*be, ty);
+  be->pool_forward(d, tx, ty);
+  expect_close(get_nchw(*be, ty), ref::pool_fwd(rd, x, P, H, W), 1e-6, 1e-5, "pool_forward");
+  Tensor tdy = be->act_from_nchw(dy.data(), N, C, Ho, Wo);
+  Tensor tdx = be->alloc(tx.shape());
+  fill_nan(*be, tdx);
+  be->pool_backward(d, tx, ty, tdy, tdx);
+  const Vec dxref = ref::pool_bwd(rd, x, dy, P, H, W);
+  expect_close(get_nchw(*be, tdx), dxref, 1e-6, 1e-5, "pool_backward");
+  Vec dx0 = rand_vec(dxref.size(), 33);
+  Tensor tdx2 = be->act_from_nchw(dx0.data(), N, C, H, W);
+  be->pool_backward(d, tx, ty, tdy, tdx2, 1.f);
+  expect_close(get_nchw(*be, tdx2), lin(1, dxref, 1, dx0), 1e-6, 1e-5, "pool_backward beta=1");
+
+  // Ties: values from {0,1,2} make many; gradient goes to the first max (h, then w).
+  Vec xt(x.size());
+  std::mt19937 g(34);
+  for (auto& v : xt) v = static_cast<float>(g() % 3);
+  Tensor txt = be->act_from_nchw(xt.data(), N, C, H, W);
+  be->pool_forward(d, txt, ty);
+  be->pool_backward(d, txt, ty, tdy, tdx);
+  expect_close(get_nchw(*be, tdx), ref::pool_bwd(rd, xt, dy, P, H, W), 1e-6, 1e-5, "pool_backward ties");
+
+  // Finite differences with kink skipping (argmax changes).
+  be->pool_backward(d, tx, ty, tdy, tdx);  // ty is stale but only used for max: recompute
+  be->pool_forward(d, tx, ty);
+  be->pool_backward(d, tx, ty, tdy, tdx);
+  Tensor tyf = be->alloc(ty.shape());
+  auto loss = [&] {
+    be->pool_forward(d, tx, tyf);
+    return test::dot(dy, get_nchw(*be, tyf));
+  };
+  test::StateFn state = nullptr;
+  if (pc.max)
+    state = [&] {
+      Vec xn = get_nchw(*be, tx);
+      std::vector<int> am = ref::pool_argmax(rd, xn, P, H, W);
+      std::vector<uint8_t> s(am.size() * sizeof(int));
+      std::memcpy(s.data(), am.data(), s.size());
+      return s;
+    };
+  GradCheckOptions o;
+  o.h = 1e-3;
+  o.max_coords = 150;
+  Vec gx = get(*be, tdx);
+  auto r = check_gradient(tx.data(), gx.size(), gx.data(), loss, o, state);
+  EXPECT_TRUE(r.ok()) << r.summary();
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, PoolTest,
+                         ::testing::Values(PoolCase{true, 3, 1, 1, 5, 7}, PoolCase{false, 3, 1, 1, 5, 7},
+                                           PoolCase{true, 3, 2, 1, 5, 7}, PoolCase{false, 3, 2, 1, 5, 7},
+                                           PoolCase{true, 2, 2, 0, 5, 7}, PoolCase{false, 2, 2, 0, 6, 4},
+                                           PoolCase{true, 3, 2, 0, 7, 5}, PoolCase{false, 5, 1, 2, 6, 7},
+                                           PoolCase{true, 5, 2, 2, 9, 6}, PoolCase{true, 5, 1, 2, 6, 7},
+                                           PoolCase{true, 2, 1, 0, 5, 9}, PoolCase{false, 2, 1, 1, 4, 11},
+                                           PoolCase{true, 3, 1, 1, 28, 28}, PoolCase{true, 3, 1, 0, 9, 17}));
+
+// ---- batch-norm ------------------------------------------------------------------------------
+
+class BnTest : public CpuBackendTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(BnTest, TrainInferBackward) {
+  const bool relu = GetParam();
+  SCOPED_TRACE(relu ? "relu" : "no relu");
+  const int N = 2, C = 3, H = 5, W = 7, HW = H * W, M = N * HW;
+  const float eps = 2e-5f, mom = 0.9f;
+  Vec x = rand_vec(static_cast<size_t>(N) * C * HW, 41, -1.f, 2.f);
+  for (int n = 0; n < N; ++n)  // give channel 2 an offset and scale
+    for (int i = 0; i < HW; ++i) x[static_cast<size_t>((n * C + 2) * HW + i)] = 3.f + 4.f * x[static_cast<size_t>((n * C + 2) * HW + i)];
+  Vec gamma = {1.f, 0.5f, -1.5f}, beta = {0.1f, -0.2f, 0.3f};
+  Vec rm0 = {0.5f, -0.5f, 1.f}, rv0 = {1.f, 2.f, 0.5f};
+  Tensor tx = be->act_from_nchw(x.data(), N, C, H, W);
+  Tensor tg = make(*be, {C}, gamma), tb = make(*be, {C}, beta);
+  Tensor trm = make(*be, {C}, rm0), trv = make(*be, {C}, rv0);
+  Tensor ty = be->alloc(tx.shape()), tsm = be->alloc({C}), tsi = be->alloc({C});
+  fill_nan(*be, ty);
+  be->bn_forward_train(tx, tg, tb, trm, trv, mom, eps, ty, tsm, tsi, relu);
+  std::vector<double> m, v;
+  Vec yref = ref::bn_train(x, gamma, beta, N, C, HW, eps, relu, &m, &v);
+  expect_close(get_nchw(*be, ty), yref, 1e-5, 1e-5, "bn_forward_train");
+  Vec sm = get(*be, tsm), si = get(*be, tsi), rm = get(*be, trm), rv = get(*be, trv);
+  for (int c = 0; c < C; ++c) {
+    EXPECT_NEAR(sm[static_cast<size_t>(c)], m[static_cast<size_t>(c)], 1e-6);
+    EXPECT_NEAR(si[static_cast<size_t>(c)], 1.0 / std::sqrt(v[static_cast<size_t>(c)] + eps), 1e-5);
+    EXPECT_NEAR(rm[static_cast<size_t>(c)], mom * rm0[static_cast<size_t>(c)] + (1 - mom) * m[static_cast<size_t>(c)], 1e-6);
+    EXPECT_NEAR(rv[static_cast<size_t>(c)],
+                mom * rv0[static_cast<size_t>(c)] + (1 - mom) * v[static_cast<size_t>(c)] * M / (M - 1.0), 1e-5);
+  }
+
+  // inference
+  Tensor tyi = be->alloc(tx.shape());
+  be->bn_forward_infer(tx, tg, tb, trm, trv, eps, tyi, relu);
+  expect_close(get_nchw(*be, tyi), ref::bn_infer(x, gamma, beta, rm, rv, N, C, HW, eps, relu), 1e-5,
+               1e-5, "bn_forward_infer");
+
+  // backward by finite differences of L = <r, y> wrt x, gamma, beta
+  Vec r = rand_vec(x.size(), 42);
+  Tensor tr = be->act_from_nchw(r.data(), N, C, H, W);
+  Tensor tdx = be->alloc(tx.shape()), tdg = be->alloc({C}), tdb = be->alloc({C});
+  fill_nan(*be, tdx);
+  be->bn_backward(tx, ty, tr, tg, tsm, tsi, tdx, &tdg, &tdb, relu, 0.f);
+  Tensor srm = be->alloc({C}), srv = be->alloc({C}), sy = be->alloc(tx.shape()), ssm = be->alloc({C}),
+         ssi = be->alloc({C});
+  auto loss = [&] {
+    be->bn_forward_train(tx, tg, tb, srm, srv, mom, eps, sy, ssm, ssi, relu);
+    return test::dot(r, get_nchw(*be, sy));
+  };
+  test::StateFn state = nullptr;
+  if (relu)
+    state = [&] {
+      be->bn_forward_train(tx, tg, tb, srm, srv, mom, eps, sy, ssm, ssi, relu);
+      Vec yy = get(*be, sy);
+      std::vector<uint8_t> s(yy.size());
+      for (size_t i = 0; i < yy.size(); ++i) s[i] = yy[i] > 0.f;
+      return s;
+    };
+  GradCheckOptions o;
+  o.h = 1e-3;
+  Vec gx = get(*be, tdx), gg = get(*be, tdg), gb = get(*be, tdb);
+  auto rx = check_gradient(tx.data(), gx.size(), gx.data(), loss, o, state);
+  EXPECT_TRUE(rx.ok()) << "dx: " << rx.summary();
+  auto rg = check_gradient(tg.data(), gg.size(), gg.data(), loss, o, state);
+  EXPECT_TRUE(rg.ok()) << "dgamma: " << rg.summary();
+  auto rb = check_gradient(tb.data(), gb.size(), gb.data(), loss, o, state);
+  EXPECT_TRUE(rb.ok()) << "dbeta: " << rb.summary();
+
+  // beta_dx = 1 accumulates; null dgamma/dbeta allowed
+  Vec dx0 = rand_vec(x.size(), 43);
+  Tensor tdx2 = make(*be, tx.shape(), dx0);
+  be->bn_backward(tx, ty, tr, tg, tsm, tsi, tdx2, nullptr, nullptr, relu, 1.f);
+  expect_close(get(*be, tdx2), lin(1, gx, 1, dx0), 1e-6, 1e-5, "bn_backward beta_dx=1");
+}
+
+INSTANTIATE_TEST_SUITE_P(Relu, BnTest, ::testing::Values(true, false));
+
+TEST_F(CpuBackendTest, BnDeterministicAndThreadIndependent) {
+  auto be1 = make_backend(Device::CPU, 1);
+  const int C = 16, N = 8, H = 28, W = 28;
+  const size_t n = static_cast<size_t>(C) * N * H * W;
+  Tensor x = make(*be, {C, N, H, W}, rand_vec(n, 51));
+  Tensor dy = make(*be, {C, N, H, W}, rand_vec(n, 52));
+  Tensor g = make(*be, {C}, rand_vec(C, 53)), b = make(*be, {C}, rand_vec(C, 54));
+  Vec outs[3][5];
+  Backend* bes[3] = {be.get(), be.get(), be1.get()};
+  for (int t = 0; t < 3; ++t) {
+    Tensor rm = be->alloc({C}), rv = be->alloc({C}), y = be->alloc(x.shape()), sm = be->alloc({C}),
+           si = be->alloc({C}), dx = be->alloc(x.shape()), dg = be->alloc({C}), db = be->alloc({C});
+    be->fill(rm, 0.f);
+    be->fill(rv, 1.f);
+    bes[t]->bn_forward_train(x, g, b, rm, rv, 0.9f, 2e-5f, y, sm, si, true);
+    bes[t]->bn_backward(x, y, dy, g, sm, si, dx, &dg, &db, true, 0.f);
+    outs[t][0] = get(*be, y);
+    outs[t][1] = get(*be, rv);
+    outs[t][2] = get(*be, dx);
+    outs[t][3] = get(*be, dg);
+    outs[t][4] = get(*be, db);
+  }
+  for (int q = 0; q < 5; ++q) {
+    EXPECT_TRUE(same_bits(outs[0][q], outs[1][q])) << q;
+    EXPECT_TRUE(same_bits(outs[0][q], outs[2][q])) << q << " (1 vs 2 threads)";
+  }
+}
+
+// ---- λ-weighted sums --------------------------------------------------------------------------
+
+TEST_F(CpuBackendTest, WsumForwardBackward) {
+  for (int64_t n : {int64_t(1000), int64_t(70001)}) {
+    SCOPED_TRACE(n);
+    const int J = 3, K = 5;
+    Vec lam = rand_vec(J * K, 61);
+    // row 1 dead; input 3 dead everywhere (passed as null); some holes
+    std::vector<uint8_t> live = {1, 1, 0, 0, 1,  //
+                                 0, 0, 0, 0, 0,  //
+                                 1, 0, 1, 0, 1};
+    std::vector<Vec> x(K), dy(J);
+    std::vector<Tensor> tx(K), ty(J), tdy(J), tdx(K);
+    std::vector<const Tensor*> xs(K), dys(J);
+    std::vector<Tensor*> ys(J), dxs(K);
+    for (int k = 0; k < K; ++k) {
+      x[static_cast<size_t>(k)] = rand_vec(static_cast<size_t>(n), 62 + static_cast<uint32_t>(k));
+      tx[static_cast<size_t>(k)] = make(*be, {n}, x[static_cast<size_t>(k)]);
+      xs[static_cast<size_t>(k)] = k == 3 ? nullptr : &tx[static_cast<size_t>(k)];
+    }
+    for (int j = 0; j < J; ++j) {
+      ty[static_cast<size_t>(j)] = be->alloc({n});
+      fill_nan(*be, ty[static_cast<size_t>(j)]);
+      ys[static_cast<size_t>(j)] = &ty[static_cast<size_t>(j)];
+      dy[static_cast<size_t>(j)] = rand_vec(static_cast<size_t>(n), 70 + static_cast<uint32_t>(j));
+      tdy[static_cast<size_t>(j)] = make(*be, {n}, dy[static_cast<size_t>(j)]);
+      dys[static_cast<size_t>(j)] = j == 1 ? nullptr : &tdy[static_cast<size_t>(j)];
+    }
+    be->wsum_forward(J, K, lam.data(), live.data(), xs, ys);
+    for (int j = 0; j < J; ++j) {
+      Vec want(static_cast<size_t>(n), 0.f);
+      for (int k = 0; k < K; ++k)
+        if (live[static_cast<size_t>(j * K + k)])
+          for (size_t i = 0; i < want.size(); ++i) want[i] += lam[static_cast<size_t>(j * K + k)] * x[static_cast<size_t>(k)][i];
+      expect_close(get(*be, ty[static_cast<size_t>(j)]), want, 1e-6, 1e-5, str("wsum_forward row ", j));
+    }
+    // backward: dxs[2] null (skipped), others accumulate; dlam accumulates (+=)
+    std::vector<Vec> dx0(K);
+    for (int k = 0; k < K; ++k) {
+      dx0[static_cast<size_t>(k)] = rand_vec(static_cast<size_t>(n), 80 + static_cast<uint32_t>(k));
+      tdx[static_cast<size_t>(k)] = make(*be, {n}, dx0[static_cast<size_t>(k)]);
+      dxs[static_cast<size_t>(k)] = k == 2 ? nullptr : &tdx[static_cast<size_t>(k)];
+    }
+    Vec dlam0 = rand_vec(J * K, 90), dlam = dlam0;
+    be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, dlam.data());
+    for (int j = 0; j < J; ++j)
+      for (int k = 0; k < K; ++k) {
+        const size_t q = static_cast<size_t>(j * K + k);
+        const double want = dlam0[q] + (live[q] ? test::dot(dy[static_cast<size_t>(j)], x[static_cast<size_t>(k)]) : 0.0);
+        EXPECT_NEAR(dlam[q], want, 1e-5 * std::sqrt(static_cast<double>(n)) + 1e-5) << j << "," << k;
+        if (!live[q]) {
+          EXPECT_EQ(dlam[q], dlam0[q]);
+        }
+      }
+    for (int k = 0; k < K; ++k) {
+      Vec want = dx0[static_cast<size_t>(k)];
+      if (k != 2)
+        for (int j = 0; j < J; ++j)
+          if (live[static_cast<size_t>(j * K + k)])
+            for (size_t i = 0; i < want.size(); ++i) want[i] += lam[static_cast<size_t>(j * K + k)] * dy[static_cast<size_t>(j)][i];
+      expect_close(get(*be, tdx[static_cast<size_t>(k)]), want, 1e-6, 1e-5, str("wsum_backward dx ", k));
+    }
+    // dlam may be null; a dead row's output may be null
+    be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, nullptr);
+    std::vector<Tensor*> ys2 = ys;
+    ys2[1] = nullptr;
+    be->wsum_forward(J, K, lam.data(), live.data(), xs, ys2);
+  }
+}
+
+TEST_F(CpuBackendTest, WsumDlamDeterministicAndThreadIndependent) {
+  auto be1 = make_backend(Device::CPU, 1);
+  const int J = 4, K = 13;
+  const int64_t n = 16 * 8 * 28 * 28;
+  Vec lam = rand_vec(J * K, 91);
+  std::vector<uint8_t> live(J * K, 1);
+  std::vector<Tensor> tx, tdy;
+  std::vector<const Tensor*> xs, dys;
+  std::vector<Tensor*> dxs(K, nullptr);
+  for (int k = 0; k < K; ++k) tx.push_back(make(*be, {n}, rand_vec(static_cast<size_t>(n), 100 + static_cast<uint32_t>(k))));
+  for (int j = 0; j < J; ++j) tdy.push_back(make(*be, {n}, rand_vec(static_cast<size_t>(n), 200 + static_cast<uint32_t>(j))));
+  for (auto& t : tx) xs.push_back(&t);
+  for (auto& t : tdy) dys.push_back(&t);
+  Vec d1(J * K, 0.f), d2(J * K, 0.f), d3(J * K, 0.f);
+  be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, d1.data());
+  be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, d2.data());
+  be1->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, d3.data());
+  EXPECT_TRUE(same_bits(d1, d2));
+  EXPECT_TRUE(same_bits(d1, d3)) << "1 vs 2 threads";
+}
+
+// ---- head ---------------------------------------------------------------------------------------
+
+TEST_F(CpuBackendTest, GlobalAvgPool) {
+  const int N = 2, C = 3, H = 5, W = 7;
+  Vec x = rand_vec(static_cast<size_t>(N) * C * H * W, 101);
+  Tensor tx = be->act_from_nchw(x.data(), N, C, H, W);
+  Tensor ty = be->alloc({N, C});
+  be->global_avg_pool_forward(tx, ty);
+  Vec want(static_cast<size_t>(N) * C);
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c) {
+      double s = 0;
+      for (int i = 0; i < H * W; ++i) s += x[static_cast<size_t>((n * C + c) * H * W + i)];
+      want[static_cast<size_t>(n * C + c)] = static_cast<float>(s / (H * W));
+    }
+  expect_close(get(*be, ty), want, 1e-6, 1e-5, "global_avg_pool_forward");
+  Vec dy = rand_vec(want.size(), 102);
+  Tensor tdy = make(*be, {N, C}, dy);
+  Vec dx0 = rand_vec(x.size(), 103);
+  Tensor tdx = be->act_from_nchw(dx0.data(), N, C, H, W);
+  be->global_avg_pool_backward(tdy, tdx, 1.f);
+  Vec wdx(x.size());
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c)
+      for (int i = 0; i < H * W; ++i)
+        wdx[static_cast<size_t>((n * C + c) * H * W + i)] =
+            dy[static_cast<size_t>(n * C + c)] / (H * W) + dx0[static_cast<size_t>((n * C + c) * H * W + i)];
+  expect_close(get_nchw(*be, tdx), wdx, 1e-6, 1e-5, "global_avg_pool_backward beta=1");
+}
+
+TEST_F(CpuBackendTest, Linear) {
+  const int N = 5, I = 7, O = 3;
+  Vec x = rand_vec(N * I, 111), w = rand_vec(O * I, 112), b = rand_vec(O, 113), r = rand_vec(N * O, 114);
+  Tensor tx = make(*be, {N, I}, x), tw = make(*be, {O, I}, w), tb = make(*be, {O}, b);
+  Tensor ty = be->alloc({N, O});
+  fill_nan(*be, ty);
+  be->linear_forward(tx, tw, tb, ty);
+  expect_close(get(*be, ty), ref::linear_fwd(x, w, b, N, I, O), 1e-6, 1e-5, "linear_forward");
+  Tensor tr = make(*be, {N, O}, r);
+  Tensor tdx = be->alloc({N, I}), tdw = be->alloc({O, I}), tdb = be->alloc({O});
+  fill_nan(*be, tdx);
+  fill_nan(*be, tdw);
+  fill_nan(*be, tdb);
+  be->linear_backward(tx, tw, tr, &tdx, &tdw, &tdb);
+  be->linear_backward(tx, tw, tr, nullptr, nullptr, nullptr);
+  auto loss = [&] {
+    be->linear_forward(tx, tw, tb, ty);
+    return test::dot(r, get(*be, ty));
+  };
+  GradCheckOptions o;
+  Vec gx = get(*be, tdx), gw = get(*be, tdw), gb = get(*be, tdb);
+  auto r1 = check_gradient(tx.data(), gx.size(), gx.data(), loss, o);
+  EXPECT_TRUE(r1.ok()) << r1.summary();
+  auto r2 = check_gradient(tw.data(), gw.size(), gw.data(), loss, o);
+  EXPECT_TRUE(r2.ok()) << r2.summary();
+  auto r3 = check_gradient(tb.data(), gb.size(), gb.data(), loss, o);
+  EXPECT_TRUE(r3.ok()) << r3.summary();
+}
+
+TEST_F(CpuBackendTest, SoftmaxXent) {
+  const int N = 4, K = 5;
+  Vec z = rand_vec(N * K, 121, -3.f, 3.f);
+  z[static_cast<size_t>(2 * K + 1)] = 100.f;  // large logits: stable
+  z[static_cast<size_t>(2 * K + 3)] = 100.f;  // tie: first max (1) counts
+  std::vector<int32_t> lab = {0, 4, 1, 2};
+  // row 0: make label the argmax
+  z[0] = 5.f;
+  Tensor tz = make(*be, {N, K}, z), tdz = be->alloc({N, K});
+  double loss = 0.25;
+  int64_t correct = 7;
+  const float scale = 0.5f;
+  be->softmax_xent(tz, lab.data(), scale, tdz, &loss, &correct);
+  EXPECT_NEAR(loss, 0.25 + ref::xent_sum(z, lab, N, K), 1e-5);
+  int64_t want_hits = 0;
+  for (int n = 0; n < N; ++n) {
+    int am = 0;
+    for (int k = 1; k < K; ++k)
+      if (z[static_cast<size_t>(n * K + k)] > z[static_cast<size_t>(n * K + am)]) am = k;
+    want_hits += am == lab[static_cast<size_t>(n)];
+  }
+  EXPECT_EQ(correct, 7 + want_hits);
+  EXPECT_GE(want_hits, 2);  // rows 0 and 2
+  Vec dz = get(*be, tdz);
+  // gradient = scale · ∂(Σ CE)/∂z, by finite differences
+  Vec zz = z;
+  Vec ga(dz.size());
+  for (size_t i = 0; i < dz.size(); ++i) ga[i] = dz[i] / scale;
+  auto lossfn = [&] { return ref::xent_sum(zz, lab, N, K); };
+  auto r = check_gradient(zz.data(), zz.size(), ga.data(), lossfn);
+  EXPECT_TRUE(r.ok()) << r.summary();
+  // bad label
+  std::vector<int32_t> bad = {0, 1, 5, 2};
+  try {
+    be->softmax_xent(tz, bad.data(), 1.f, tdz, &loss, &correct);
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitUsage);
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("label 5"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("index 2"), std::string::npos) << msg;
+  }
+  bad[2] = -1;
+  EXPECT_THROW(be->softmax_xent(tz, bad.data(), 1.f, tdz, &loss, &correct), Error);
+}
+
+// ---- optimiser ------------------------------------------------------------------------------------
+
+TEST_F(CpuBackendTest, NagUpdateTwoSteps) {
+  Tensor w = make(*be, {2}, {1.f, -2.f}), g = make(*be, {2}, {0.5f, 0.1f}), m = make(*be, {2}, {0.f, 0.f});
+  const float lr = 0.1f, mu = 0.9f, wd = 0.01f;
+  be->nag_update(w, g, m, lr, mu, wd);
+  // g' = g + wd·w; m = μ·m + g'; w -= lr·(g' + μ·m)
+  expect_close(get(*be, m), {0.51f, 0.08f}, 1e-6, 0, "m step 1");
+  expect_close(get(*be, w), {0.9031f, -2.0152f}, 1e-6, 0, "w step 1");
+  be->nag_update(w, g, m, lr, mu, wd);
+  expect_close(get(*be, m), {0.968031f, 0.151848f}, 1e-6, 0, "m step 2");
+  expect_close(get(*be, w), {0.76507411f, -2.03685112f}, 1e-6, 0, "w step 2");
+  expect_close(get(*be, g), {0.5f, 0.1f}, 0, 0, "g unchanged");
+}
+
+}  // namespace
+}  // namespace dsonas
