@@ -52,8 +52,10 @@ struct NormalBlock {
   std::vector<uint8_t> alive;                   // L*N
   std::vector<std::vector<uint8_t>> level_live; // [l-1] → N*K_l (l ≥ 2)
   std::vector<int> branches;                    // live output branches k
-  // stored activations
-  Tensor x, y, r, ymean, yinv, tsc, sc, scmean, scinv, out;
+  std::vector<int> alive_list;                  // alive ops in index order (their h are stacked)
+  // stored activations; hcat stacks the alive ops' outputs along C so that the
+  // block output's λ-scaled 1×1 convs are one GEMM with wcat (ALGORITHM.md §1.3)
+  Tensor x, hcat, wcat, y, r, ymean, yinv, tsc, sc, scmean, scinv, out;
   std::vector<OpActs> acts;
 };
 
@@ -301,8 +303,11 @@ void Supergraph::rebuild_plan() {
       }
     }
     b.branches.clear();
-    for (int k = 0; k < N * L; ++k)
+    b.alive_list.clear();
+    for (int k = 0; k < N * L; ++k) {
       if (m[lay.after_offset() + k] && alive[static_cast<size_t>(k)]) b.branches.push_back(k);
+      if (alive[static_cast<size_t>(k)]) b.alive_list.push_back(k);
+    }
   }
   for (ReductionBlock& r : I.reds)
     for (int i = 0; i < 2; ++i) r.live[i] = mk[r.lam_off + i];
@@ -340,7 +345,7 @@ struct Ctx {
 };
 
 void bn_fwd(Ctx& c, const BnIdx& b, const Tensor& x, Tensor& y, Tensor& sm, Tensor& si) {
-  y = c.be.alloc(x.shape());
+  if (!y.defined()) y = c.be.alloc(x.shape());
   if (c.train) {
     sm = c.be.alloc({x.dim(0)});
     si = c.be.alloc({x.dim(0)});
@@ -434,6 +439,12 @@ struct Fwd {
     const int F = b.F, n = static_cast<int>(x.dim(1));
     const float* lb = lam + b.lam_off;
     b.x = x;
+    const int nalive = static_cast<int>(b.alive_list.size());
+    const int64_t plane = static_cast<int64_t>(F) * n * b.H * b.W;
+    if (nalive > 0) {
+      b.hcat = c.be.alloc(act_shape(nalive * F, n, b.H, b.W));
+      for (int a = 0; a < nalive; ++a) b.acts[b.alive_list[a]].h = b.hcat.view(a * plane, x.shape());
+    }
     std::vector<const Tensor*> nodes(static_cast<size_t>(1 + L * N), nullptr);
     nodes[0] = &b.x;
     for (int l = 1; l <= L; ++l) {
@@ -478,13 +489,13 @@ struct Fwd {
     const ConvDesc d1 = conv_desc(F, F, 1, 1, 0);
     Tensor out;
     if (!b.branches.empty()) {
+      std::vector<const Tensor*> ws;
+      std::vector<float> scale;
+      out_columns(b, lb, &ws, &scale, nullptr, nullptr);
+      b.wcat = c.be.alloc({F, nalive * F, 1, 1});
+      c.be.concat_scaled_columns(ws, scale.data(), b.wcat);
       b.y = c.be.alloc(act_shape(F, n, b.H, b.W));
-      bool firstk = true;
-      for (int k : b.branches) {
-        c.be.conv_forward(d1, b.acts[k].h, c.P[b.out_w[k]].value, b.y, lb[lay.after_offset() + k],
-                          firstk ? 0.f : 1.f);
-        firstk = false;
-      }
+      c.be.conv_forward(conv_desc(nalive * F, F, 1, 1, 0), b.hcat, b.wcat, b.y);
       bn_fwd(c, b.out_bn, b.y, b.r, b.ymean, b.yinv);
     }
     if (b.first) {
@@ -511,7 +522,26 @@ struct Fwd {
 
   static void release(NormalBlock& b) {
     for (OpActs& A : b.acts) A = OpActs();
-    b.x = b.y = b.r = b.ymean = b.yinv = b.tsc = b.sc = b.scmean = b.scinv = b.out = Tensor();
+    b.x = b.hcat = b.wcat = b.y = b.r = b.ymean = b.yinv = b.tsc = b.sc = b.scmean = b.scinv = b.out = Tensor();
+  }
+
+  /// Columns of the block's output GEMM, one per alive op (in alive_list
+  /// order): its 1×1 weight and λ_after scale, 0 for ops that are alive only as
+  /// internal nodes (their branch is dead).  Optionally the gradient targets.
+  void out_columns(NormalBlock& b, const float* lb, std::vector<const Tensor*>* ws, std::vector<float>* scale,
+                   std::vector<Tensor*>* dws, std::vector<float*>* dscale) {
+    const BlockLayout lay = g.space().block_layout();
+    float* dlb = dlam ? dlam + b.lam_off : nullptr;
+    size_t bi = 0;
+    for (int k : b.alive_list) {
+      const bool branch = bi < b.branches.size() && b.branches[bi] == k;
+      if (branch) ++bi;
+      Param& w = c.P[b.out_w[k]];
+      if (ws) ws->push_back(&w.value);
+      if (scale) scale->push_back(branch ? lb[lay.after_offset() + k] : 0.f);
+      if (dws) dws->push_back(branch && wgrads ? &w.grad : nullptr);
+      if (dscale) dscale->push_back(branch && dlb ? dlb + lay.after_offset() + k : nullptr);
+    }
   }
 
   Tensor normal_backward(NormalBlock& b, const Tensor& dout) {
@@ -540,26 +570,26 @@ struct Fwd {
     bn_bwd(c, b.out_bn, b.y, b.r, dout, b.ymean, b.yinv, dy, wgrads);
     b.y = b.r = Tensor();
 
+    // ∂/∂(stacked op outputs) in one GEMM; the per-op gradients are views of it
+    const int nalive = static_cast<int>(b.alive_list.size());
+    const ConvDesc dcat = conv_desc(nalive * F, F, 1, 1, 0);
+    Tensor dhcat = c.be.alloc(b.hcat.shape());
+    c.be.conv_backward_data(dcat, dy, b.wcat, dhcat);
     std::vector<Tensor> dnodes(static_cast<size_t>(L * N));
-    for (int idx = 0; idx < L * N; ++idx)
-      if (b.alive[idx]) {
-        dnodes[idx] = c.be.alloc(b.x.shape());
-        c.be.fill(dnodes[idx], 0.f);
-      }
-    for (int k : b.branches) {
-      const float lk = lb[lay.after_offset() + k];
-      Param& w = c.P[b.out_w[k]];
-      if (dlb) {
-        Tensor M = c.be.alloc(w.value.shape());
-        c.be.conv_backward_filter(d1, b.acts[k].h, dy, M, 1.f, 0.f);
-        c.be.dot_accumulate(w.value, M, dlb + lay.after_offset() + k);
-        if (wgrads) c.be.axpy(lk, M, w.grad);
-      } else if (wgrads) {
-        c.be.conv_backward_filter(d1, b.acts[k].h, dy, w.grad, lk, 1.f);
-      }
-      c.be.conv_backward_data(d1, dy, w.value, dnodes[k], lk, 1.f);
+    const int64_t plane = b.x.numel();
+    for (int a = 0; a < nalive; ++a) dnodes[b.alive_list[a]] = dhcat.view(a * plane, b.x.shape());
+    if (dlb || wgrads) {
+      Tensor M = c.be.alloc(b.wcat.shape());
+      c.be.conv_backward_filter(dcat, b.hcat, dy, M, 1.f, 0.f);
+      std::vector<const Tensor*> ws;
+      std::vector<float> scale;
+      std::vector<Tensor*> dws;
+      std::vector<float*> dscale;
+      out_columns(b, lb, &ws, &scale, &dws, &dscale);
+      c.be.concat_scaled_columns_backward(ws, scale.data(), M, dws, dscale);
     }
     dy = Tensor();
+    b.wcat = Tensor();
 
     std::vector<const Tensor*> nodes(static_cast<size_t>(1 + L * N), nullptr);
     nodes[0] = &b.x;

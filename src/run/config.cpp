@@ -54,8 +54,8 @@ struct Registry {
       ("device", po::value<std::string>(&c.device)->default_value("cpu"), "cpu | cuda")
       ("seed", po::value<uint64_t>(&c.seed)->default_value(1), "random seed (weights, data order, augmentation)")
       ("threads", po::value<int>(&c.threads)->default_value(0), "CPU threads per rank (0 = all cores)")
-      ("max-steps", po::value<int64_t>(&c.max_steps)->default_value(0), "stop after this many steps (0 = no limit)")
-      ("epochs", po::value<double>(&c.epochs)->default_value(1), "epochs over the W-half (fractions allowed)")
+      ("max-steps", po::value<int64_t>(&c.max_steps)->default_value(0), "step budget; when > 0 it replaces --epochs")
+      ("epochs", po::value<double>(&c.epochs)->default_value(1), "epochs over the W-half (fractions allowed); used when --max-steps is 0")
       ("log-every", po::value<int>(&c.log_every)->default_value(20), "steps between metrics lines")
       ("progress", po::value<bool>(&c.progress)->default_value(true), "live progress line when stderr is a TTY")
       ("recompute", po::value<std::string>(&c.recompute)->default_value("auto"),

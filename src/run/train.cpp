@@ -346,8 +346,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
                         train_augment(cfg), cfg.seed, kStreamAugLam, cfg.prefetch));
   const int cycle = search ? cfg.w_steps + cfg.lambda_steps : 1;
   const int64_t epoch_steps = search ? wl.steps_per_epoch() * cycle / cfg.w_steps : wl.steps_per_epoch();
-  int64_t total = static_cast<int64_t>(std::llround(cfg.epochs * static_cast<double>(epoch_steps)));
-  if (cfg.max_steps > 0) total = std::min(total, cfg.max_steps);
+  int64_t total = cfg.max_steps > 0 ? cfg.max_steps
+                                    : static_cast<int64_t>(std::llround(cfg.epochs * static_cast<double>(epoch_steps)));
   total = std::max<int64_t>(total, 1);
   out.line(str("W-half ", data.split.first.size(), " images, λ-half ", data.split.second.size(), ", test ",
                data.test.n, "; ", epoch_steps, " steps per epoch, ", total, " steps; backend ", be->name(),

@@ -124,6 +124,20 @@ class Backend {
                              const std::vector<const Tensor*>& dys,
                              const std::vector<Tensor*>& dxs, float* dlam) = 0;
 
+  // ---- the block output's λ-scaled 1×1 convolutions as one GEMM ---------------
+  /// Concatenates J weights ws[j] ({O, I, 1, 1} each) into out {O, J·I, 1, 1}
+  /// scaled per block: out[o, j·I + i] = scale[j]·ws[j][o, i] (scale host floats).
+  /// With the op outputs stacked along C ({J·I, N, H, W}, contiguous in CNHW),
+  /// Σ_j W_j (λ_j h_j) is then one 1×1 convolution.
+  virtual void concat_scaled_columns(const std::vector<const Tensor*>& ws, const float* scale,
+                                     Tensor& out) = 0;
+  /// Backward through concat_scaled_columns, given m = ∂L/∂out {O, J·I, 1, 1}:
+  ///   dws[j][o,i] += scale[j]·m[o, j·I + i]       (dws[j] may be null)
+  ///   *dscale[j]  += Σ_{o,i} ws[j][o,i]·m[o, j·I + i]   (device floats; may be null)
+  virtual void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale,
+                                              const Tensor& m, const std::vector<Tensor*>& dws,
+                                              const std::vector<float*>& dscale) = 0;
+
   // ---- elementwise ------------------------------------------------------------
   /// y += alpha·x
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;

@@ -713,4 +713,44 @@ void CpuBackend::nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, flo
   }
 }
 
+// ---------------------------------------------------------------------------
+// block output: λ-scaled concatenation of 1×1 conv weights (tiny: O×J·I floats)
+
+void CpuBackend::concat_scaled_columns(const std::vector<const Tensor*>& ws, const float* scale, Tensor& out) {
+  const int64_t J = static_cast<int64_t>(ws.size());
+  DSO_CHECK(J > 0 && out.numel() > 0, "concat_scaled_columns: empty");
+  const int64_t O = ws[0]->dim(0), I = ws[0]->numel() / O;
+  DSO_CHECK(out.numel() == O * J * I, "concat_scaled_columns: out ", shape_str(out.shape()));
+  float* o = out.data();
+  for (int64_t j = 0; j < J; ++j) {
+    DSO_CHECK(ws[j]->numel() == O * I, "concat_scaled_columns: weight ", j);
+    const float* w = ws[j]->data();
+    const float sj = scale[j];
+    for (int64_t r = 0; r < O; ++r)
+      for (int64_t i = 0; i < I; ++i) o[r * J * I + j * I + i] = sj == 0.f ? 0.f : sj * w[r * I + i];
+  }
+}
+
+void CpuBackend::concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale,
+                                                const Tensor& m, const std::vector<Tensor*>& dws,
+                                                const std::vector<float*>& dscale) {
+  const int64_t J = static_cast<int64_t>(ws.size());
+  const int64_t O = ws[0]->dim(0), I = ws[0]->numel() / O;
+  DSO_CHECK(m.numel() == O * J * I, "concat_scaled_columns_backward: m ", shape_str(m.shape()));
+  const float* mm = m.data();
+  for (int64_t j = 0; j < J; ++j) {
+    const float* w = ws[j]->data();
+    float* dw = (j < static_cast<int64_t>(dws.size()) && dws[j]) ? dws[j]->data() : nullptr;
+    float* ds = j < static_cast<int64_t>(dscale.size()) ? dscale[j] : nullptr;
+    double acc = 0;
+    for (int64_t r = 0; r < O; ++r)
+      for (int64_t i = 0; i < I; ++i) {
+        const float g = mm[r * J * I + j * I + i];
+        if (dw) dw[r * I + i] += scale[j] * g;
+        acc += static_cast<double>(w[r * I + i]) * g;
+      }
+    if (ds) *ds += static_cast<float>(acc);
+  }
+}
+
 }  // namespace dsonas

@@ -62,6 +62,9 @@ class CpuBackend final : public Backend {
                      const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& dys,
                      const std::vector<Tensor*>& dxs, float* dlam) override;
 
+  void concat_scaled_columns(const std::vector<const Tensor*>& ws, const float* scale, Tensor& out) override;
+  void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale, const Tensor& m,
+                                      const std::vector<Tensor*>& dws, const std::vector<float*>& dscale) override;
   void axpy(float alpha, const Tensor& x, Tensor& y) override;
   void add(const Tensor& a, const Tensor& b, Tensor& y) override;
   void dot_accumulate(const Tensor& a, const Tensor& b, float* out) override;
