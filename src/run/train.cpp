@@ -477,7 +477,7 @@ int run_bench(const RunConfig& cfg) {
   const double ips = cfg.batch / (med / 1e3);
   const double rss_mb = static_cast<double>(peak_rss_kb()) / 1024.0;
   const double alloc_mb = static_cast<double>(allocator(be->device()).peak()) / (1024.0 * 1024.0);
-  std::string json = str("{\"preset\":\"", s.preset, "\",\"batch\":", cfg.batch, ",\"threads\":", be->threads(),
+  std::string json = str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"batch\":", cfg.batch, ",\"threads\":", be->threads(),
                          ",\"steps\":", cfg.bench_steps, ",\"recompute\":", g.recompute() ? "true" : "false", ",\"step_ms_median\":", fmt("%.3f", med),
                          ",\"w_step_ms_median\":", fmt("%.3f", median(w_ms)), ",\"lambda_step_ms_median\":",
                          fmt("%.3f", median(l_ms)), ",\"img_per_s\":", fmt("%.3f", ips), ",\"peak_rss_mb\":",
