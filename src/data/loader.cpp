@@ -1,6 +1,7 @@
 // loader.cpp — see loader.hpp.  Producer/consumer over a bounded deque; the
 // producer owns sampler_ while it runs, the consumer owns consumer_state_;
 // restore() joins the producer before touching the sampler.
+#include <omp.h>
 #include <utility>
 
 #include "dsonas/core/error.hpp"
@@ -64,6 +65,9 @@ void Loader::stop() {
 }
 
 void Loader::worker() {
+  // One thread: an OpenMP team here would compete with the compute team of the
+  // main thread for the same cores (and spin at its barriers).
+  omp_set_num_threads(1);
   for (;;) {
     Batch b;
     {

@@ -103,7 +103,8 @@ struct Registry {
       ("search.bn-reestimate", po::value<int>(&c.bn_reestimate)->default_value(512), "images used to re-estimate BN statistics before each evaluation (0 = off)");
     bench.add_options()
       ("bench.steps", po::value<int>(&c.bench_steps)->default_value(7), "timed search steps (after 2 warm-up steps)")
-      ("bench.json", po::value<std::string>(&c.bench_json), "write the results as JSON here");
+      ("bench.json", po::value<std::string>(&c.bench_json), "write the results as JSON here")
+      ("bench.profile", po::value<bool>(&c.bench_profile)->default_value(false), "print time per backend primitive");
     all.add(general).add(space).add(data).add(optim).add(pretrain).add(search).add(bench);
   }
 };

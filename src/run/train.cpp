@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "dsonas/backend/backend.hpp"
+#include "dsonas/backend/profiling.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
@@ -449,7 +450,9 @@ int run_search(const RunConfig& cfg) { return train_loop(cfg, Phase::Search); }
 
 int run_bench(const RunConfig& cfg) {
   const SearchSpace& s = cfg.space;
-  std::unique_ptr<Backend> be = backend_for(cfg);
+  std::unique_ptr<Backend> base = backend_for(cfg);
+  std::unique_ptr<Backend> prof = cfg.bench_profile ? make_profiling_backend(*base) : nullptr;
+  Backend* be = prof ? prof.get() : base.get();
   Supergraph g(s, *be, cfg.seed);
   std::cerr << apply_recompute(cfg, g) << "\n";
   Trainer tr(cfg, Phase::Search, *be, g, 1000);
@@ -460,6 +463,7 @@ int run_bench(const RunConfig& cfg) {
   const int warm = std::min(2, cfg.bench_steps);
   for (int i = 0; i < warm; ++i)
     tr.step(i % 2 ? StepKind::Lambda : StepKind::W, i, x.data(), y.data(), cfg.batch);
+  if (prof) profiling_report(*be, 1);  // drop the warm-up
   std::vector<double> w_ms, l_ms, all_ms;
   for (int i = 0; i < cfg.bench_steps; ++i) {
     const StepKind k = i % 2 ? StepKind::Lambda : StepKind::W;
@@ -483,6 +487,7 @@ int run_bench(const RunConfig& cfg) {
                          fmt("%.3f", median(l_ms)), ",\"img_per_s\":", fmt("%.3f", ips), ",\"peak_rss_mb\":",
                          fmt("%.1f", rss_mb), ",\"peak_tensor_mb\":", fmt("%.1f", alloc_mb), ",\"weights\":",
                          g.num_weights(), ",\"lambda\":", g.lambda().size(), "}");
+  if (prof) std::cout << profiling_report(*be, cfg.bench_steps);
   std::cout << json << std::endl;
   if (!cfg.bench_json.empty()) {
     std::ofstream f(cfg.bench_json);

@@ -59,6 +59,7 @@ struct RunConfig {
   // [bench]
   int bench_steps = 7;
   std::string bench_json;
+  bool bench_profile = false;
 
   /// The resolved configuration as INI text (printed by rank 0, stored in files).
   std::string resolved;
