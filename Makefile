@@ -28,6 +28,7 @@ BOOST_DIR   ?=
 HDF5_INC    ?= $(firstword $(wildcard /usr/include/hdf5/serial) /usr/include)
 HDF5_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/hdf5/serial) /usr/lib)
 PYTHON      ?= /usr/bin/python3
+NPROC       := $(shell nproc 2>/dev/null || echo 2)
 
 # ---- CUDA autodetection ------------------------------------------------------
 HAVE_NVCC  := $(shell test -x $(NVCC) && echo 1)
@@ -100,7 +101,7 @@ deps:
 # The README's test command.  Every test prints its own verdict; a CUDA test
 # without a GPU says it was skipped.
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@$(MAKE) --no-print-directory unit-test python-test e2e-test
 	@echo "make test: all test suites passed"
 
@@ -117,17 +118,17 @@ e2e-test: $(BIN)
 # folder runs/fmnist_<UTC time> (an existing run is never overwritten).
 RUN_DIR ?= runs/fmnist_$(shell date -u +%Y%m%d_%H%M%S)
 run: deps
-	@$(MAKE) --no-print-directory $(BIN)
+	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN)
 	$(BIN) pretrain --config jobs/fmnist.cfg --out $(RUN_DIR)/pretrain
 	$(BIN) search --config jobs/fmnist.cfg --out $(RUN_DIR)/search --init $(RUN_DIR)/pretrain
 	@echo "make run: results in $(RUN_DIR)"
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j$(NPROC) all
 	$(PYTHON) tests/bench/bench.py --build $(BUILD) --out bench/results/latest.json
 
 asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1" \
+	@$(MAKE) --no-print-directory -j$(NPROC) BUILD=build-asan OPT="-O1" \
 	  EXTRA_CXXFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" USE_CUDA=0 build-asan/tests/unit_tests
 	ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 build-asan/tests/unit_tests --gtest_brief=1

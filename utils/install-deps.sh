@@ -12,7 +12,6 @@ PKGS=(
   libgtest-dev
   libboost-program-options-dev
   libopenblas-dev libopenblas0-pthread
-  libdnnl-dev
   libopenmpi-dev openmpi-bin
   libhdf5-dev
   dataset-fashion-mnist

@@ -553,14 +553,14 @@ struct Fwd {
     float* dlb = dlam ? dlam + b.lam_off : nullptr;
     const ConvDesc d1 = conv_desc(F, F, 1, 1, 0);
 
-    Tensor dx = c.be.alloc(b.x.shape());
+    // Identity shortcut: dx starts as dout itself (a temporary of the caller's;
+    // the output BN below reads it before anything accumulates into dx).
+    Tensor dx = b.first ? c.be.alloc(b.x.shape()) : dout;
     if (b.first) {
       Tensor dtsc = c.be.alloc(b.tsc.shape());
       bn_bwd(c, b.id_bn, b.tsc, b.sc, dout, b.scmean, b.scinv, dtsc, wgrads);
       c.be.conv_backward_data(d1, dtsc, c.P[b.id_w].value, dx);
       if (wgrads) c.be.conv_backward_filter(d1, b.x, dtsc, c.P[b.id_w].grad, 1.f, 1.f);
-    } else {
-      c.be.copy(dout, dx);
     }
     if (b.branches.empty()) {
       release(b);
