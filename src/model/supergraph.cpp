@@ -65,19 +65,25 @@ struct ReductionBlock {
   BnIdx bn[2];
   int lam_off = 0;
   uint8_t live[2] = {1, 1};
-  Tensor x, c[2], r[2], m[2], iv[2], out;
+  Tensor x, c[2], r[2], m[2], iv[2];
+  void clear_acts() {
+    x = Tensor();
+    for (int i = 0; i < 2; ++i) c[i] = r[i] = m[i] = iv[i] = Tensor();
+  }
 };
 
 struct StemDef {
   int w1 = -1, w2 = -1;
   BnIdx bn1, bn2;
   Tensor x, c1, r1, m1, i1, c2, r2, m2, i2;
+  void clear_acts() { x = c1 = r1 = m1 = i1 = c2 = r2 = m2 = i2 = Tensor(); }
 };
 
 struct HeadDef {
   BnIdx bn;
   int fc_w = -1, fc_b = -1;
   Tensor x, hb, m, iv, pooled, logits;
+  void clear_acts() { x = hb = m = iv = pooled = logits = Tensor(); }
 };
 
 struct Supergraph::Impl {
@@ -156,9 +162,6 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
 
   for (int s = 0; s < space_.stages(); ++s) {
     const int F = space_.widths[s], H = space_.stage_height(s), W = space_.stage_width(s);
-    if (!space_.share) {
-      // groups appear in flat order: this stage's blocks, then its reduction
-    }
     for (int u = 0; u < space_.normal_units[s]; ++u) {
       NormalBlock b;
       b.s = s; b.u = u; b.F = F; b.H = H; b.W = W;
@@ -383,8 +386,7 @@ struct Fwd {
   bool wgrads;
   bool recompute = false;  // per-block recomputation in backward (memory ↓, time ↑)
 
-  Tensor conv(const ConvDesc& d, const Tensor& x, int w, int stride_out_h = -1) {
-    (void)stride_out_h;
+  Tensor conv(const ConvDesc& d, const Tensor& x, int w) {
     const int Ho = d.out_size(static_cast<int>(x.dim(2))), Wo = d.out_size(static_cast<int>(x.dim(3)));
     Tensor y = c.be.alloc(act_shape(d.cout, static_cast<int>(x.dim(1)), Ho, Wo));
     c.be.conv_forward(d, x, c.P[w].value, y);
@@ -429,7 +431,7 @@ struct Fwd {
         c.be.conv_backward_filter(conv_desc(sp.in_channels, sp.stem_channels / 2, 3, 2, 1), s.x, dc1,
                                   c.P[s.w1].grad, 1.f, 1.f);
     }
-    s = StemDef{s.w1, s.w2, s.bn1, s.bn2, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+    s.clear_acts();
   }
 
   Tensor normal_forward(NormalBlock& b, const Tensor& x) {
@@ -668,8 +670,7 @@ struct Fwd {
     Tensor out = c.be.alloc(act_shape(Fout, static_cast<int>(x.dim(1)), Ho, Wo));
     std::vector<Tensor*> ys = {&out};
     c.be.wsum_forward(1, 2, lam + r.lam_off, r.live, xs, ys);
-    if (!c.train) r = ReductionBlock{r.s, r.Fin, r.H, r.W, {r.w[0], r.w[1]}, {r.bn[0], r.bn[1]}, r.lam_off,
-                                     {r.live[0], r.live[1]}, {}, {}, {}, {}, {}, {}};
+    if (!c.train) r.clear_acts();
     return out;
   }
 
@@ -700,8 +701,7 @@ struct Fwd {
       first = false;
     }
     if (first) c.be.fill(dx, 0.f);
-    r.x = r.out = Tensor();
-    for (int i = 0; i < 2; ++i) r.c[i] = r.r[i] = r.m[i] = r.iv[i] = Tensor();
+    r.clear_acts();
     return dx;
   }
 
@@ -726,7 +726,7 @@ struct Fwd {
     c.be.global_avg_pool_backward(dpooled, dhb);
     Tensor dx = c.be.alloc(h.x.shape());
     bn_bwd(c, h.bn, h.x, h.hb, dhb, h.m, h.iv, dx, wgrads);
-    h.x = h.hb = h.m = h.iv = h.pooled = h.logits = Tensor();
+    h.clear_acts();
     return dx;
   }
 
@@ -800,9 +800,8 @@ StepResult Supergraph::eval_batch(const float* x_nchw, const int32_t* labels, in
     logits_out->resize(static_cast<size_t>(logits.numel()));
     be_.download(logits, logits_out->data());
   }
-  impl_->stem = StemDef{impl_->stem.w1, impl_->stem.w2, impl_->stem.bn1, impl_->stem.bn2, {}, {}, {}, {}, {}, {}, {}, {}, {}};
-  HeadDef& h = impl_->head;
-  h.x = h.hb = h.m = h.iv = h.pooled = h.logits = Tensor();
+  impl_->stem.clear_acts();
+  impl_->head.clear_acts();
   return r;
 }
 
@@ -814,13 +813,9 @@ void Supergraph::forward_train_only(const float* x_nchw, int n) {
   f.forward(x);
   // drop everything forward kept
   for (NormalBlock& b : impl_->blocks) Fwd::release(b);
-  for (ReductionBlock& r : impl_->reds) {
-    r.x = r.out = Tensor();
-    for (int i = 0; i < 2; ++i) r.c[i] = r.r[i] = r.m[i] = r.iv[i] = Tensor();
-  }
-  impl_->stem = StemDef{impl_->stem.w1, impl_->stem.w2, impl_->stem.bn1, impl_->stem.bn2, {}, {}, {}, {}, {}, {}, {}, {}, {}};
-  HeadDef& h = impl_->head;
-  h.x = h.hb = h.m = h.iv = h.pooled = h.logits = Tensor();
+  for (ReductionBlock& r : impl_->reds) r.clear_acts();
+  impl_->stem.clear_acts();
+  impl_->head.clear_acts();
 }
 
 int64_t Supergraph::activation_bytes_estimate(int n) const {
