@@ -59,6 +59,30 @@ void write_attr_i64(hid_t obj, const char* name, int64_t v) {
   HDF5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, &v), str("write attribute ", name));
 }
 
+void write_attr_f64(hid_t obj, const char* name, double v) {
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id a(H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
+  HDF5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, &v), str("write attribute ", name));
+}
+
+/// Every attribute of a group: integers into ints, floats into reals.
+herr_t collect_attr(hid_t loc, const char* name, const H5A_info_t*, void* op) {
+  auto* ts = static_cast<TrainState*>(op);
+  H5Id a(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  H5Id type(H5Aget_type(a), H5Tclose);
+  if (H5Tget_class(type) == H5T_INTEGER) {
+    int64_t v = 0;
+    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) return -1;
+    ts->counters[name] = v;
+  } else {
+    double v = 0;
+    if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) return -1;
+    ts->reals[name] = v;
+  }
+  return 0;
+}
+
 bool read_attr_str(hid_t obj, const char* name, std::string* out) {
   if (H5Aexists(obj, name) <= 0) return false;
   H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
@@ -78,8 +102,11 @@ void write_dataset(hid_t file, hid_t lcpl, const std::string& name, const Shape&
   std::vector<hsize_t> dims(shape.begin(), shape.end());
   if (dims.empty()) dims.push_back(1);
   H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
-  H5Id ds(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT),
-          H5Dclose);
+  // one chunk per dataset, so that the Fletcher32 checksum covers all of it
+  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  HDF5_CHECK(H5Pset_chunk(dcpl, static_cast<int>(dims.size()), dims.data()), str("chunk ", name));
+  HDF5_CHECK(H5Pset_fletcher32(dcpl), str("fletcher32 ", name));
+  H5Id ds(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
   if (ds.id < 0) fail_lib("HDF5", str("create dataset ", name), __FILE__, __LINE__);
   HDF5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), str("write ", name));
 }
@@ -94,7 +121,7 @@ void read_dataset(hid_t file, const std::string& path, const std::string& name, 
   if (ds.id < 0 || n != numel)
     throw Error(kExitCheckpoint, str(path, ": dataset ", name, " has ", n, " elements, expected ", numel));
   if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-    throw Error(kExitCheckpoint, str(path, ": cannot read dataset ", name));
+    throw Error(kExitCheckpoint, str(path, ": dataset ", name, " is unreadable (checksum mismatch or truncated file)"));
 }
 
 std::vector<float> to_host(Backend& be, const Tensor& t) {
@@ -121,22 +148,27 @@ std::string dirname_of(const std::string& p) {
 
 }  // namespace
 
-void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo& info) {
+void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo& info, const TrainState* ts) {
   silence_hdf5();
   Backend& be = g.backend();
   const std::string tmp = path + ".tmp";
   {
     H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (file.id < 0) throw Error(kExitInternal, str("cannot create ", tmp, ": ", std::strerror(errno)));
+    if (file.id < 0) {
+      const int e = errno;
+      ::unlink(tmp.c_str());
+      throw Error(kExitInternal, str("cannot create ", tmp, ": ", std::strerror(e)));
+    }
     H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     HDF5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
-    write_attr_str(file, "format", "dsonas-model");
+    write_attr_str(file, "format", ts ? "dsonas-checkpoint" : "dsonas-model");
     write_attr_i64(file, "format_version", 1);
     write_attr_str(file, "space", g.space().to_json());
     write_attr_str(file, "stage", info.stage);
     write_attr_i64(file, "step", info.step);
     write_attr_i64(file, "seed", static_cast<int64_t>(info.seed));
     write_attr_str(file, "config", info.config);
+    write_attr_str(file, "structural", info.structural);
     for (Param& p : g.params()) {
       std::vector<float> h = to_host(be, p.value);
       write_dataset(file, lcpl, "params/" + p.name, p.value.shape(), h.data());
@@ -152,7 +184,23 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
       for (int i = 0; i < grp.size; ++i) mk[static_cast<size_t>(i)] = g.mask()[static_cast<size_t>(grp.offset + i)];
       write_dataset(file, lcpl, "mask/" + grp.name, {grp.size}, mk.data());
     }
-    HDF5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), str("flush ", tmp));
+    if (ts) {
+      write_attr_i64(file, "world_size", 1);
+      for (Param& p : g.params()) {
+        if (p.frozen) continue;
+        std::vector<float> h = to_host(be, p.momentum);
+        write_dataset(file, lcpl, "optim/momentum/" + p.name, p.momentum.shape(), h.data());
+      }
+      write_dataset(file, lcpl, "optim/lambda_v", {static_cast<int64_t>(ts->lambda_v.size())}, ts->lambda_v.data());
+      H5Id grp(H5Gcreate2(file, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+      if (grp.id < 0) fail_lib("HDF5", "create group state", __FILE__, __LINE__);
+      for (const auto& kv : ts->counters) write_attr_i64(grp, kv.first.c_str(), kv.second);
+      for (const auto& kv : ts->reals) write_attr_f64(grp, kv.first.c_str(), kv.second);
+    }
+    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
+      ::unlink(tmp.c_str());
+      throw Error(kExitInternal, str("flush ", tmp, " failed (disk full?): ", std::strerror(errno)));
+    }
   }
   fsync_path(tmp, false);
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
@@ -167,13 +215,21 @@ std::string read_model_space(const std::string& path) {
   H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
   std::string fmt, space;
-  if (!read_attr_str(file, "format", &fmt) || fmt != "dsonas-model")
+  if (!read_attr_str(file, "format", &fmt) || (fmt != "dsonas-model" && fmt != "dsonas-checkpoint"))
     throw Error(kExitCheckpoint, str(path, ": not a dsonas model file (attribute format=", fmt, ")"));
   if (!read_attr_str(file, "space", &space)) throw Error(kExitCheckpoint, str(path, ": no space attribute"));
   return space;
 }
 
-void load_model_file(const std::string& path, Supergraph& g, bool with_lambda) {
+std::string read_file_attr(const std::string& path, const char* name) {
+  read_model_space(path);  // exists, is HDF5, is ours
+  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  std::string v;
+  read_attr_str(file, name, &v);
+  return v;
+}
+
+void load_model_file(const std::string& path, Supergraph& g, bool with_lambda, TrainState* ts) {
   const std::string space = read_model_space(path);
   const std::string now = g.space().to_json();
   if (space != now) {
@@ -212,6 +268,26 @@ void load_model_file(const std::string& path, Supergraph& g, bool with_lambda) {
     be.upload(h.data(), b.mean);
     read_dataset(file, path, "bn/" + b.prefix + "/var", b.var.numel(), h.data());
     be.upload(h.data(), b.var);
+  }
+  if (ts) {
+    std::string fmt;
+    read_attr_str(file, "format", &fmt);
+    if (fmt != "dsonas-checkpoint") throw Error(kExitCheckpoint, str(path, ": a model file, not a checkpoint"));
+    for (Param& p : g.params()) {
+      if (p.frozen) continue;
+      std::vector<float> h(static_cast<size_t>(p.momentum.numel()));
+      read_dataset(file, path, "optim/momentum/" + p.name, p.momentum.numel(), h.data());
+      be.upload(h.data(), p.momentum);
+    }
+    ts->lambda_v.assign(g.lambda().size(), 0.f);
+    read_dataset(file, path, "optim/lambda_v", static_cast<int64_t>(ts->lambda_v.size()), ts->lambda_v.data());
+    if (H5Lexists(file, "state", H5P_DEFAULT) <= 0) throw Error(kExitCheckpoint, str(path, ": no /state group"));
+    H5Id grp(H5Gopen2(file, "state", H5P_DEFAULT), H5Gclose);
+    ts->counters.clear();
+    ts->reals.clear();
+    hsize_t idx = 0;
+    if (H5Aiterate2(grp, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr, ts) < 0)
+      throw Error(kExitCheckpoint, str(path, ": unreadable /state attributes"));
   }
   if (with_lambda) {
     for (const LambdaGroup& grp : g.lambda_groups()) {

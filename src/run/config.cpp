@@ -58,6 +58,10 @@ struct Registry {
       ("epochs", po::value<double>(&c.epochs)->default_value(1), "epochs over the W-half (fractions allowed); used when --max-steps is 0")
       ("log-every", po::value<int>(&c.log_every)->default_value(20), "steps between metrics lines")
       ("progress", po::value<bool>(&c.progress)->default_value(true), "live progress line when stderr is a TTY")
+      ("checkpoint-every", po::value<int64_t>(&c.checkpoint_every)->default_value(0),
+       "write DIR/ckpt/step_N.h5 every N steps (0: only at the end of the stage and on SIGUSR1/SIGTERM)")
+      ("resume", po::bool_switch(&c.resume), "continue from the newest usable checkpoint in DIR/ckpt (or start if none)")
+      ("strict-resume", po::bool_switch(&c.strict_resume), "with --resume: fail (exit 3) instead of falling back to an older checkpoint")
       ("recompute", po::value<std::string>(&c.recompute)->default_value("auto"),
        "none | blocks (keep only block inputs, recompute in backward) | auto (blocks when activations would exceed 2 GiB)");
     space.add_options()
@@ -190,6 +194,7 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   check(c.recompute == "none" || c.recompute == "blocks" || c.recompute == "auto", "--recompute",
         str("'", c.recompute, "' (expected none, blocks or auto)"));
   check(c.max_steps >= 0, "--max-steps", "must be >= 0");
+  check(c.checkpoint_every >= 0, "--checkpoint-every", "must be >= 0");
   check(c.epochs > 0 && std::isfinite(c.epochs), "--epochs", str("must be > 0 (got ", c.epochs, ")"));
   check(c.log_every >= 1, "--log-every", "must be >= 1");
   check(c.dataset == "fmnist" || c.dataset == "synthetic", "data.dataset",

@@ -7,11 +7,15 @@
 // plan rebuilt when the live mask changed.
 #include "dsonas/run/train.hpp"
 
+#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
+#include <cstdlib>
+#include <map>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -137,10 +141,10 @@ Augment train_augment(const RunConfig& cfg) {
 // ---------------------------------------------------------------------------
 // output folder: created only after every input was checked; never clobbered
 
-void prepare_out_dir(const std::string& dir) {
+void prepare_out_dir(const std::string& dir, bool resume) {
   struct stat st;
-  if (::stat((dir + "/metrics.jsonl").c_str(), &st) == 0)
-    fail_usage(str("--out: ", dir, " already holds a run (metrics.jsonl); choose another folder"));
+  if (!resume && ::stat((dir + "/metrics.jsonl").c_str(), &st) == 0)
+    fail_usage(str("--out: ", dir, " already holds a run (metrics.jsonl); choose another folder or add --resume"));
   std::string cur;
   std::stringstream ss(dir);
   std::string part;
@@ -310,6 +314,121 @@ std::string ops_summary(const SearchSpace& s, Supergraph& g) {
   return r;
 }
 
+// ---------------------------------------------------------------------------
+// checkpoints: DIR/ckpt/step_<8 digits>.h5 and the pointer DIR/ckpt/latest
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+void install_stop_handlers() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+/// DSONAS_FAULT=kill-after-step:N | signal-after-step:N — test hook: after step
+/// N completes, the process kills itself (SIGKILL) or sends itself SIGUSR1.
+void fault_hook(int64_t step_done) {
+  static const char* f = std::getenv("DSONAS_FAULT");
+  if (!f) return;
+  const std::string spec(f);
+  const size_t c = spec.find(':');
+  if (c == std::string::npos || std::stoll(spec.substr(c + 1)) != step_done) return;
+  if (spec.compare(0, c, "kill-after-step") == 0) std::raise(SIGKILL);
+  if (spec.compare(0, c, "signal-after-step") == 0) std::raise(SIGUSR1);
+}
+
+std::string structural_fields(const RunConfig& cfg, const char* stage) {
+  return str("stage=", stage, ";seed=", cfg.seed, ";dataset=", cfg.dataset, ";batch=", cfg.batch, ";split=", cfg.split,
+             ";w-steps=", cfg.w_steps, ";lambda-steps=", cfg.lambda_steps, ";world_size=1");
+}
+
+/// Refuses a checkpoint whose structural fields differ: "field: checkpoint=A now=B", exit 3.
+void check_structural(const std::string& path, const std::string& was, const std::string& now) {
+  auto parse = [](const std::string& s) {
+    std::map<std::string, std::string> m;
+    std::stringstream ss(s);
+    std::string kv;
+    while (std::getline(ss, kv, ';')) {
+      const size_t e = kv.find('=');
+      if (e != std::string::npos) m[kv.substr(0, e)] = kv.substr(e + 1);
+    }
+    return m;
+  };
+  auto a = parse(was), b = parse(now);
+  for (const auto& kv : b)
+    if (a[kv.first] != kv.second)
+      throw Error(kExitCheckpoint, str(path, ": ", kv.first, ": checkpoint=", a[kv.first], " now=", kv.second));
+}
+
+std::string ckpt_name(int64_t step) {
+  char b[32];
+  std::snprintf(b, sizeof b, "step_%08lld.h5", static_cast<long long>(step));
+  return b;
+}
+
+/// Writes the checkpoint, then the `latest` pointer (both atomically).
+std::string write_checkpoint(const std::string& out, Supergraph& g, const ModelFileInfo& info, const TrainState& ts) {
+  const std::string dir = out + "/ckpt";
+  if (::mkdir(dir.c_str(), 0775) != 0 && errno != EEXIST)
+    throw Error(kExitInternal, str("cannot create ", dir, ": ", std::strerror(errno)));
+  const std::string name = ckpt_name(info.step);
+  save_model_file(dir + "/" + name, g, info, &ts);
+  const std::string tmp = dir + "/latest.tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << name << "\n";
+    f.flush();
+    if (!f) throw Error(kExitInternal, str("cannot write ", tmp, ": ", std::strerror(errno)));
+  }
+  if (std::rename(tmp.c_str(), (dir + "/latest").c_str()) != 0)
+    throw Error(kExitInternal, str("rename ", tmp, ": ", std::strerror(errno)));
+  return dir + "/" + name;
+}
+
+/// Candidate checkpoints, best first: the one `latest` names, then every
+/// step_*.h5 from the newest down.  Orphaned *.tmp files are removed.
+std::vector<std::string> checkpoint_candidates(const std::string& out) {
+  const std::string dir = out + "/ckpt";
+  std::vector<std::string> files, order;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) ::unlink((dir + "/" + n).c_str());
+      else if (n.rfind("step_", 0) == 0 && n.size() > 3 && n.compare(n.size() - 3, 3, ".h5") == 0) files.push_back(n);
+    }
+    ::closedir(d);
+  }
+  std::sort(files.rbegin(), files.rend());
+  std::ifstream lf(dir + "/latest");
+  std::string latest;
+  if (lf >> latest && std::find(files.begin(), files.end(), latest) != files.end()) order.push_back(dir + "/" + latest);
+  for (const std::string& f : files)
+    if (f != latest) order.push_back(dir + "/" + f);
+  return order;
+}
+
+/// Keeps the metrics lines of steps ≤ step (the ones the resumed run would
+/// otherwise write twice).
+void truncate_metrics(const std::string& out, int64_t step) {
+  const std::string path = out + "/metrics.jsonl", tmp = path + ".tmp";
+  std::ifstream in(path);
+  if (!in) return;
+  std::ofstream o(tmp, std::ios::trunc);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("\"event\":\"final\"") != std::string::npos) continue;
+    const size_t k = line.find("\"step\":");
+    if (k != std::string::npos && std::stoll(line.substr(k + 7)) > step) continue;
+    o << line << "\n";
+  }
+  o.close();
+  std::rename(tmp.c_str(), path.c_str());
+}
+
 /// The shared loop of pretrain and search.
 int train_loop(const RunConfig& cfg, Phase phase) {
   const bool search = phase == Phase::Search;
@@ -327,9 +446,51 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   g.set_lambda_fixed(!search);
   if ((int)data.split.first.size() < cfg.batch || (int)data.split.second.size() < cfg.batch)
     fail_usage(str("data.batch: ", cfg.batch, " is larger than a half of the training set"));
-  prepare_out_dir(cfg.out);
+  prepare_out_dir(cfg.out, cfg.resume);
+  install_stop_handlers();
+  const std::string structural = structural_fields(cfg, stage);
+
+  // resume: the newest checkpoint that loads (or, under --strict-resume, the newest or nothing)
+  TrainState rs;
+  std::string resumed_from, skipped;
+  if (cfg.resume) {
+    // An unreadable file falls back to an older one (unless --strict-resume);
+    // a changed structural field is fatal whatever the file.
+    auto unusable = [&](const std::string& c, const Error& e) {
+      if (cfg.strict_resume || e.code() != kExitCheckpoint) throw e;
+      skipped += str("checkpoint ", c, " unusable (", e.what(), "); trying an older one\n");
+    };
+    for (const std::string& c : checkpoint_candidates(cfg.out)) {
+      std::string was;
+      try {
+        was = read_file_attr(c, "structural");
+      } catch (const Error& e) {
+        unusable(c, e);
+        continue;
+      }
+      check_structural(c, was, structural);
+      try {
+        load_model_file(c, g, true, &rs);
+        resumed_from = c;
+        break;
+      } catch (const Error& e) {
+        unusable(c, e);
+      }
+    }
+    if (resumed_from.empty() && !skipped.empty())
+      throw Error(kExitCheckpoint, str(cfg.out, "/ckpt: no usable checkpoint"));
+    truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
+  }
 
   Output out(cfg.out, cfg.progress);
+  if (!skipped.empty()) out.line(skipped.substr(0, skipped.size() - 1));
+  if (cfg.resume)
+    out.line(resumed_from.empty() ? str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning")
+                                  : str("resumed from ", resumed_from, " (step ", rs.counters["step"], ")"));
+  if (!resumed_from.empty() && rs.counters["finished"]) {
+    out.line(str(stage, " had already finished; nothing to do"));
+    return kExitOk;
+  }
   out.line(str("dsonas ", stage, ": ", cfg.space.to_json()));
   out.line(cfg.resolved);
   {
@@ -360,10 +521,58 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   double win_loss = 0, win_time = 0;
   int64_t win_correct = 0, win_n = 0;
   int64_t stable = 0, lambda_steps = 0;
+  int64_t t = 0;
+  if (!resumed_from.empty()) {
+    auto& k = rs.counters;
+    t = k["step"];
+    stable = k["stable"];
+    lambda_steps = k["lambda_steps"];
+    win_correct = k["win_correct"];
+    win_n = k["win_n"];
+    win_loss = rs.reals["win_loss"];
+    win_time = rs.reals["win_time"];
+    tr.lambda_momentum() = rs.lambda_v;
+    wl.restore(SamplerState{k["w_epoch"], k["w_position"]});
+    if (ll) ll->restore(SamplerState{k["l_epoch"], k["l_position"]});
+  }
+  ModelFileInfo info;
+  info.stage = stage;
+  info.seed = cfg.seed;
+  info.config = cfg.resolved;
+  info.structural = structural;
+  auto checkpoint = [&](int64_t step, bool finished) {
+    TrainState ts;
+    ts.lambda_v = tr.lambda_momentum();
+    auto& k = ts.counters;
+    k["step"] = step;
+    k["finished"] = finished;
+    k["stable"] = stable;
+    k["lambda_steps"] = lambda_steps;
+    k["win_correct"] = win_correct;
+    k["win_n"] = win_n;
+    ts.reals["win_loss"] = win_loss;
+    ts.reals["win_time"] = win_time;
+    const SamplerState ws = wl.state();
+    k["w_epoch"] = ws.epoch;
+    k["w_position"] = ws.position;
+    if (ll) {
+      const SamplerState ls = ll->state();
+      k["l_epoch"] = ls.epoch;
+      k["l_position"] = ls.position;
+    }
+    info.step = step;
+    return write_checkpoint(cfg.out, g, info, ts);
+  };
   const auto t_start = Clock::now();
   std::string stop_reason = "step budget reached";
-  int64_t t = 0;
   for (; t < total; ++t) {
+    if (g_stop_signal) {
+      const int sig = g_stop_signal;
+      const std::string path = checkpoint(t, false);
+      out.line(str(stage, ": signal ", sig, " (", sig == SIGTERM ? "SIGTERM" : "SIGUSR1", ") at step ", t,
+                   ": checkpoint ", path, " written; exiting with ", int(kExitRequeue), " (resume with --resume)"));
+      return kExitRequeue;
+    }
     const StepKind kind = (t % cycle) < (search ? cfg.w_steps : 1) ? StepKind::W : StepKind::Lambda;
     Loader& L = kind == StepKind::W ? wl : *ll;
     L.next(batch);
@@ -406,6 +615,9 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       win_loss = win_time = 0;
       win_correct = win_n = 0;
     }
+    if (cfg.checkpoint_every > 0 && (t + 1) % cfg.checkpoint_every == 0 && !stop && t + 1 < total)
+      checkpoint(t + 1, false);
+    fault_hook(t + 1);
     if (stop) {
       ++t;
       break;
@@ -424,12 +636,9 @@ int train_loop(const RunConfig& cfg, Phase phase) {
                   fmt("%.0f", macs), ",\"full_macs\":", fmt("%.0f", full), ",\"zero_lambda\":", z.zero,
                   ",\"total_lambda\":", z.total, ",\"live_ops\":", g.live_ops(), ",\"time_s\":",
                   fmt("%.3f", seconds_since(t_start)), "}"));
-  ModelFileInfo info;
-  info.stage = stage;
   info.step = t;
-  info.seed = cfg.seed;
-  info.config = cfg.resolved;
   save_model_file(cfg.out + "/model.h5", g, info);
+  checkpoint(t, true);
   out.line(str(stage, " done: val acc ", fmt("%.4f", val.acc), " (λ-half, ", val.n, " images), test acc ",
                fmt("%.4f", test.acc), ", live MACs ", fmt("%.2fM", macs / 1e6), " of ", fmt("%.2fM", full / 1e6),
                ", zero λ ", z.zero, "/", z.total, ", live ops ", g.live_ops(), " (", ops_summary(cfg.space, g),

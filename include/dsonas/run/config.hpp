@@ -25,6 +25,9 @@ struct RunConfig {
   double epochs = 1;
   int log_every = 20;
   bool progress = true;     // live line on a TTY
+  int64_t checkpoint_every = 0;  // steps; 0: only at the end of the stage and on signals
+  bool resume = false;
+  bool strict_resume = false;
   std::string recompute = "auto";  // none | blocks | auto (blocks when activations > 2 GiB)
 
   SearchSpace space;
