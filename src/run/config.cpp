@@ -60,6 +60,13 @@ struct Registry {
       ("progress", po::value<bool>(&c.progress)->default_value(true), "live progress line when stderr is a TTY")
       ("checkpoint-every", po::value<int64_t>(&c.checkpoint_every)->default_value(0),
        "write DIR/ckpt/step_N.h5 every N steps (0: only at the end of the stage and on SIGUSR1/SIGTERM)")
+      ("trajectory-every", po::value<int64_t>(&c.trajectory_every)->default_value(10),
+       "search: append λ and loss to DIR/lambda_trajectory.h5 every N steps (0 = off)")
+      ("checkpoint-secs", po::value<double>(&c.checkpoint_secs)->default_value(0), "also checkpoint every S seconds (0 = off)")
+      ("keep-last", po::value<int64_t>(&c.keep_last)->default_value(3), "keep the newest K checkpoints (0 = all)")
+      ("keep-every", po::value<int64_t>(&c.keep_every)->default_value(0), "also keep checkpoints whose step is a multiple of M")
+      ("deadline", po::value<std::string>(&c.deadline), "+SECONDS or seconds since the epoch (default: SLURM_JOB_END_TIME): checkpoint and exit 75 before it")
+      ("deadline-margin", po::value<double>(&c.deadline_margin)->default_value(120), "seconds kept free before the deadline")
       ("resume", po::bool_switch(&c.resume), "continue from the newest usable checkpoint in DIR/ckpt (or start if none)")
       ("strict-resume", po::bool_switch(&c.strict_resume), "with --resume: fail (exit 3) instead of falling back to an older checkpoint")
       ("recompute", po::value<std::string>(&c.recompute)->default_value("auto"),
@@ -195,6 +202,11 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
         str("'", c.recompute, "' (expected none, blocks or auto)"));
   check(c.max_steps >= 0, "--max-steps", "must be >= 0");
   check(c.checkpoint_every >= 0, "--checkpoint-every", "must be >= 0");
+  check(c.trajectory_every >= 0, "--trajectory-every", "must be >= 0");
+  check(c.checkpoint_secs >= 0, "--checkpoint-secs", "must be >= 0");
+  check(c.keep_last >= 0, "--keep-last", "must be >= 0");
+  check(c.keep_every >= 0, "--keep-every", "must be >= 0");
+  check(c.deadline_margin >= 0, "--deadline-margin", "must be >= 0");
   check(c.epochs > 0 && std::isfinite(c.epochs), "--epochs", str("must be > 0 (got ", c.epochs, ")"));
   check(c.log_every >= 1, "--log-every", "must be >= 1");
   check(c.dataset == "fmnist" || c.dataset == "synthetic", "data.dataset",

@@ -8,6 +8,7 @@
 #include "dsonas/run/train.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -34,6 +36,7 @@
 #include "dsonas/data/loader.hpp"
 #include "dsonas/data/sampler.hpp"
 #include "dsonas/io/model_file.hpp"
+#include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/lr_schedule.hpp"
 #include "dsonas/optim/optimizer.hpp"
@@ -411,6 +414,83 @@ std::vector<std::string> checkpoint_candidates(const std::string& out) {
   return order;
 }
 
+/// Retention after a committed checkpoint: keep the newest `keep_last` (0 =
+/// all) and every step that is a multiple of `keep_every` (milestones); never
+/// the one `latest` names.
+void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_every) {
+  if (keep_last <= 0) return;
+  const std::vector<std::string> files = checkpoint_candidates(out);  // latest first
+  if (files.empty()) return;
+  std::vector<std::pair<int64_t, std::string>> steps;
+  for (const std::string& f : files) steps.push_back({std::stoll(f.substr(f.rfind("step_") + 5, 8)), f});
+  std::sort(steps.rbegin(), steps.rend());  // newest first
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const bool keep = static_cast<int64_t>(i) < keep_last || steps[i].second == files.front() ||
+                      (keep_every > 0 && steps[i].first % keep_every == 0);
+    if (!keep) ::unlink(steps[i].second.c_str());
+  }
+}
+
+/// DIR/run.lock: one writer per output folder.  Holds "pid host"; a lock whose
+/// process is gone (same host) is stale and taken over.
+class RunLock {
+ public:
+  explicit RunLock(const std::string& dir) : path_(dir + "/run.lock") {
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    const std::string me = str(::getpid(), " ", host, "\n");
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+      if (fd >= 0) {
+        if (::write(fd, me.data(), me.size()) != static_cast<ssize_t>(me.size())) {
+          ::close(fd);
+          throw Error(kExitInternal, str("cannot write ", path_, ": ", std::strerror(errno)));
+        }
+        ::close(fd);
+        held_ = true;
+        return;
+      }
+      std::ifstream in(path_);
+      long pid = 0;
+      std::string h;
+      in >> pid >> h;
+      const bool dead = h == host && pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+      if (!dead) fail_usage(str("--out: ", dir, " is in use by pid ", pid, " on ", h, " (", path_, ")"));
+      ::unlink(path_.c_str());  // stale: its process is gone
+    }
+    fail_usage(str("--out: cannot take ", path_));
+  }
+  ~RunLock() {
+    if (held_) ::unlink(path_.c_str());
+  }
+
+ private:
+  std::string path_;
+  bool held_ = false;
+};
+
+/// Seconds since the epoch of the job's end: --deadline (absolute seconds, or
+/// +seconds from now) or SLURM_JOB_END_TIME; 0 when there is none.
+double deadline_epoch(const RunConfig& cfg) {
+  const double now = static_cast<double>(std::time(nullptr));
+  if (!cfg.deadline.empty()) {
+    try {
+      if (cfg.deadline[0] == '+') return now + std::stod(cfg.deadline.substr(1));
+      return std::stod(cfg.deadline);
+    } catch (const std::exception&) {
+      fail_usage(str("--deadline: '", cfg.deadline, "' is not +SECONDS or seconds since the epoch"));
+    }
+  }
+  if (const char* e = std::getenv("SLURM_JOB_END_TIME")) {
+    try {
+      return std::stod(e);
+    } catch (const std::exception&) {
+      fail_usage(str("SLURM_JOB_END_TIME: '", e, "' is not a number"));
+    }
+  }
+  return 0;
+}
+
 /// Keeps the metrics lines of steps ≤ step (the ones the resumed run would
 /// otherwise write twice).
 void truncate_metrics(const std::string& out, int64_t step) {
@@ -446,7 +526,9 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   g.set_lambda_fixed(!search);
   if ((int)data.split.first.size() < cfg.batch || (int)data.split.second.size() < cfg.batch)
     fail_usage(str("data.batch: ", cfg.batch, " is larger than a half of the training set"));
+  const double deadline = deadline_epoch(cfg);
   prepare_out_dir(cfg.out, cfg.resume);
+  RunLock lock(cfg.out);
   install_stop_handlers();
   const std::string structural = structural_fields(cfg, stage);
 
@@ -535,11 +617,20 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     wl.restore(SamplerState{k["w_epoch"], k["w_position"]});
     if (ll) ll->restore(SamplerState{k["l_epoch"], k["l_position"]});
   }
+  // λ trajectory (search): saved before every checkpoint, so it is never
+  // behind the newest checkpoint; records past a resumed checkpoint are dropped
+  std::unique_ptr<Trajectory> traj;
+  if (search && cfg.trajectory_every > 0) {
+    traj.reset(new Trajectory(cfg.out + "/lambda_trajectory.h5", cfg.space.to_json(), g.lambda_groups()));
+    if (!resumed_from.empty()) traj->load(t);
+  }
   ModelFileInfo info;
   info.stage = stage;
   info.seed = cfg.seed;
   info.config = cfg.resolved;
   info.structural = structural;
+  Clock::time_point last_ckpt = Clock::now();
+  double max_step_s = 0;
   auto checkpoint = [&](int64_t step, bool finished) {
     TrainState ts;
     ts.lambda_v = tr.lambda_momentum();
@@ -561,7 +652,11 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       k["l_position"] = ls.position;
     }
     info.step = step;
-    return write_checkpoint(cfg.out, g, info, ts);
+    if (traj) traj->save();
+    const std::string path = write_checkpoint(cfg.out, g, info, ts);
+    prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
+    last_ckpt = Clock::now();
+    return path;
   };
   const auto t_start = Clock::now();
   std::string stop_reason = "step budget reached";
@@ -573,10 +668,19 @@ int train_loop(const RunConfig& cfg, Phase phase) {
                    ": checkpoint ", path, " written; exiting with ", int(kExitRequeue), " (resume with --resume)"));
       return kExitRequeue;
     }
+    // stop before the deadline: margin plus two of the slowest steps so far
+    if (deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline) {
+      const std::string path = checkpoint(t, false);
+      out.line(str(stage, ": deadline in ", fmt("%.0f", deadline - static_cast<double>(std::time(nullptr))),
+                   " s at step ", t, ": checkpoint ", path, " written; exiting with ", int(kExitRequeue)));
+      return kExitRequeue;
+    }
+    if (cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs) checkpoint(t, false);
     const StepKind kind = (t % cycle) < (search ? cfg.w_steps : 1) ? StepKind::W : StepKind::Lambda;
     Loader& L = kind == StepKind::W ? wl : *ll;
     L.next(batch);
     Trainer::Out o = tr.step(kind, t, batch.data.data(), batch.labels.data(), batch.n);
+    max_step_s = std::max(max_step_s, o.seconds);
     win_loss += o.r.loss_sum;
     win_correct += o.r.correct;
     win_n += o.r.n;
@@ -614,6 +718,17 @@ int train_loop(const RunConfig& cfg, Phase phase) {
                    true);
       win_loss = win_time = 0;
       win_correct = win_n = 0;
+    }
+    if (traj && ((t + 1) % cfg.trajectory_every == 0 || last || stop)) {
+      TrajectoryRecord rec;
+      rec.step = t + 1;
+      rec.loss = o.r.loss_sum / o.r.n;
+      rec.acc = static_cast<double>(o.r.correct) / o.r.n;
+      rec.live_macs = live_macs(cfg.space, g.lambda().data(), g.mask().data());
+      rec.zero_lambda = z.zero;
+      rec.live_edges = g.live_edges();
+      rec.lambda = g.lambda();
+      traj->append(std::move(rec));
     }
     if (cfg.checkpoint_every > 0 && (t + 1) % cfg.checkpoint_every == 0 && !stop && t + 1 < total)
       checkpoint(t + 1, false);

@@ -134,6 +134,26 @@ if $RES --checkpoint-every 10 --out "$T/re" --resume >"$T/re2.log" 2>&1 && grep 
   ok "truncated newest checkpoint: fell back to step 20"
 else bad "truncated fallback: $(tail -3 "$T/re2.log")"; fi
 expect_fail "resume with another seed" 3 "seed: checkpoint=1 now=2" "" -- $RES --seed 2 --out "$T/rb" --resume
+if same_model "$T/ra/lambda_trajectory.h5" "$T/rb/lambda_trajectory.h5" && "$PY" - "$T/rb/lambda_trajectory.h5" <<'PYEOF'
+import sys, h5py, numpy as np
+s = h5py.File(sys.argv[1], "r")["step"][()]
+assert list(s) == list(range(10, 61, 10)), list(s)
+PYEOF
+then ok "λ trajectory after kill -9 + resume: steps 10..60, no gap or duplicate, byte-identical"
+else bad "λ trajectory after resume"; fi
+$RES --checkpoint-every 5 --keep-last 3 --keep-every 20 --out "$T/rf" >/dev/null 2>&1
+if [ "$(cd "$T/rf/ckpt" && ls step_*.h5 | tr '\n' ' ')" = "step_00000020.h5 step_00000040.h5 step_00000050.h5 step_00000055.h5 step_00000060.h5 " ]; then
+  ok "retention --keep-last 3 --keep-every 20: newest 3 + milestones 20, 40"
+else bad "retention left: $(ls "$T/rf/ckpt")"; fi
+mkdir -p "$T/rg" && echo "$$ $(hostname)" >"$T/rg/run.lock"
+expect_fail "run lock held by a live process" 2 "in use by pid $$" "" -- $RES --out "$T/rg"
+echo "999999 $(hostname)" >"$T/rg/run.lock"
+if $RES --out "$T/rg" >"$T/rg.log" 2>&1 && [ ! -e "$T/rg/run.lock" ]; then ok "stale run lock (dead pid) taken over and released"
+else bad "stale lock: $(tail -2 "$T/rg.log")"; fi
+$RES --deadline +5 --deadline-margin 10 --out "$T/rh" >"$T/rh.log" 2>&1; rc=$?
+if [ "$rc" -eq 75 ] && grep -q "deadline" "$T/rh.log" && $RES --out "$T/rh" --resume >/dev/null 2>&1 && same_model "$T/ra/model.h5" "$T/rh/model.h5"; then
+  ok "deadline within the margin: checkpoint, exit 75; the resumed run is byte-identical"
+else bad "deadline: rc=$rc $(tail -2 "$T/rh.log")"; fi
 
 echo "e2e: Fashion-MNIST files (installed by make deps)"
 if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then

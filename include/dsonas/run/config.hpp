@@ -27,6 +27,12 @@ struct RunConfig {
   bool progress = true;     // live line on a TTY
   int64_t checkpoint_every = 0;  // steps; 0: only at the end of the stage and on signals
   bool resume = false;
+  double checkpoint_secs = 0;     // also checkpoint when this many seconds passed (0 = off)
+  int64_t keep_last = 3;          // retention: newest checkpoints kept (0 = all)
+  int64_t keep_every = 0;         // retention: also keep steps that are multiples of this
+  std::string deadline;           // +SECONDS or epoch seconds; else SLURM_JOB_END_TIME
+  double deadline_margin = 120;   // seconds kept free before the deadline
+  int64_t trajectory_every = 10;  // search: λ trajectory record every N steps (0 = off)
   bool strict_resume = false;
   std::string recompute = "auto";  // none | blocks | auto (blocks when activations > 2 GiB)
 
