@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/fault.hpp"
 #include "dsonas/model/supergraph.hpp"
 
 #define HDF5_CHECK(call, what)                                              \
@@ -197,12 +198,14 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
       for (const auto& kv : ts->counters) write_attr_i64(grp, kv.first.c_str(), kv.second);
       for (const auto& kv : ts->reals) write_attr_f64(grp, kv.first.c_str(), kv.second);
     }
+    if (ts) fault_point("ckpt-after-data", info.step);
     if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
       ::unlink(tmp.c_str());
       throw Error(kExitInternal, str("flush ", tmp, " failed (disk full?): ", std::strerror(errno)));
     }
   }
   fsync_path(tmp, false);
+  if (ts) fault_point("ckpt-before-rename", info.step);
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     throw Error(kExitInternal, str("rename ", tmp, " -> ", path, ": ", std::strerror(errno)));
   fsync_path(dirname_of(path), true);

@@ -30,6 +30,7 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/backend/profiling.hpp"
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/fault.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
 #include "dsonas/data/dataset.hpp"
@@ -332,18 +333,6 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-/// DSONAS_FAULT=kill-after-step:N | signal-after-step:N — test hook: after step
-/// N completes, the process kills itself (SIGKILL) or sends itself SIGUSR1.
-void fault_hook(int64_t step_done) {
-  static const char* f = std::getenv("DSONAS_FAULT");
-  if (!f) return;
-  const std::string spec(f);
-  const size_t c = spec.find(':');
-  if (c == std::string::npos || std::stoll(spec.substr(c + 1)) != step_done) return;
-  if (spec.compare(0, c, "kill-after-step") == 0) std::raise(SIGKILL);
-  if (spec.compare(0, c, "signal-after-step") == 0) std::raise(SIGUSR1);
-}
-
 std::string structural_fields(const RunConfig& cfg, const char* stage) {
   return str("stage=", stage, ";seed=", cfg.seed, ";dataset=", cfg.dataset, ";batch=", cfg.batch, ";split=", cfg.split,
              ";w-steps=", cfg.w_steps, ";lambda-steps=", cfg.lambda_steps, ";world_size=1");
@@ -380,6 +369,7 @@ std::string write_checkpoint(const std::string& out, Supergraph& g, const ModelF
     throw Error(kExitInternal, str("cannot create ", dir, ": ", std::strerror(errno)));
   const std::string name = ckpt_name(info.step);
   save_model_file(dir + "/" + name, g, info, &ts);
+  fault_point("ckpt-before-latest", info.step);
   const std::string tmp = dir + "/latest.tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
@@ -732,7 +722,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     }
     if (cfg.checkpoint_every > 0 && (t + 1) % cfg.checkpoint_every == 0 && !stop && t + 1 < total)
       checkpoint(t + 1, false);
-    fault_hook(t + 1);
+    fault_point("kill-after-step", t + 1);
+    fault_point("signal-after-step", t + 1);
     if (stop) {
       ++t;
       break;

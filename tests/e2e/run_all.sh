@@ -141,6 +141,16 @@ assert list(s) == list(range(10, 61, 10)), list(s)
 PYEOF
 then ok "λ trajectory after kill -9 + resume: steps 10..60, no gap or duplicate, byte-identical"
 else bad "λ trajectory after resume"; fi
+for point in ckpt-after-data ckpt-before-rename ckpt-before-latest; do
+  { DSONAS_FAULT=$point:30 $RES --checkpoint-every 10 --out "$T/k_$point" >/dev/null 2>&1; rc=$?; } 2>/dev/null
+  latest=$(cat "$T/k_$point/ckpt/latest" 2>/dev/null)
+  if [ "$rc" -eq 137 ] && [ "$latest" = step_00000020.h5 ] \
+     && $RES --checkpoint-every 10 --out "$T/k_$point" --resume >"$T/k.log" 2>&1 \
+     && grep -q "resumed from .*step_00000020.h5" "$T/k.log" && ! ls "$T/k_$point/ckpt" | grep -q tmp \
+     && same_model "$T/ra/model.h5" "$T/k_$point/model.h5"; then
+    ok "kill -9 at $point of checkpoint 30: latest still names step 20, resume from it is byte-identical"
+  else bad "kill at $point: rc=$rc latest=$latest $(tail -2 "$T/k.log" 2>/dev/null)"; fi
+done
 $RES --checkpoint-every 5 --keep-last 3 --keep-every 20 --out "$T/rf" >/dev/null 2>&1
 if [ "$(cd "$T/rf/ckpt" && ls step_*.h5 | tr '\n' ' ')" = "step_00000020.h5 step_00000040.h5 step_00000050.h5 step_00000055.h5 step_00000060.h5 " ]; then
   ok "retention --keep-last 3 --keep-every 20: newest 3 + milestones 20, 40"
