@@ -110,6 +110,7 @@ unit-test: $(TEST_BIN)
 
 python-test: $(BIN) $(TOOL_BINS)
 	$(PYTHON) tests/bench/test_twin.py --build $(BUILD)
+	DSONAS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/python
 
 e2e-test: $(BIN)
 	bash tests/e2e/run_all.sh $(BUILD)

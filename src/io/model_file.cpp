@@ -224,6 +224,17 @@ std::string read_model_space(const std::string& path) {
   return space;
 }
 
+std::string read_root_attr(const std::string& path, const char* name) {
+  silence_hdf5();
+  if (::access(path.c_str(), R_OK) != 0)
+    throw Error(kExitCheckpoint, str(path, ": cannot read: ", std::strerror(errno)));
+  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
+  std::string v;
+  read_attr_str(file, name, &v);
+  return v;
+}
+
 std::string read_file_attr(const std::string& path, const char* name) {
   read_model_space(path);  // exists, is HDF5, is ours
   H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);

@@ -1,6 +1,8 @@
 // search_space.cpp — presets, validation, λ offsets and JSON of SearchSpace.
 #include "dsonas/model/search_space.hpp"
 
+#include <sstream>
+
 #include "dsonas/core/error.hpp"
 
 namespace dsonas {
@@ -100,6 +102,70 @@ std::string SearchSpace::to_json() const {
              "\",\"stem_channels\":", stem_channels, ",\"normal_units\":[", units_s,
              "],\"widths\":[", widths_s, "],\"share\":", share ? "true" : "false",
              ",\"total_lambda\":", total_lambda(), "}");
+}
+
+namespace {
+
+/// The raw text of `"key":value` in a flat JSON object (value: number, string,
+/// bool or a flat array).
+std::string json_value(const std::string& js, const std::string& key, const std::string& source) {
+  const std::string pat = "\"" + key + "\":";
+  const size_t k = js.find(pat);
+  if (k == std::string::npos) throw Error(kExitCheckpoint, str(source, ": space JSON has no \"", key, "\""));
+  size_t b = k + pat.size(), e = b;
+  if (e < js.size() && js[e] == '[') {
+    e = js.find(']', e);
+    if (e == std::string::npos) throw Error(kExitCheckpoint, str(source, ": bad space JSON at ", key));
+    return js.substr(b + 1, e - b - 1);
+  }
+  while (e < js.size() && js[e] != ',' && js[e] != '}') ++e;
+  std::string v = js.substr(b, e - b);
+  if (v.size() >= 2 && v.front() == '"') v = v.substr(1, v.size() - 2);
+  return v;
+}
+
+std::vector<std::string> json_list(const std::string& raw) {
+  std::vector<std::string> out;
+  std::stringstream ss(raw);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    if (tok.size() >= 2 && tok.front() == '"') tok = tok.substr(1, tok.size() - 2);
+    if (!tok.empty()) out.push_back(tok);
+  }
+  return out;
+}
+
+}  // namespace
+
+SearchSpace SearchSpace::from_json(const std::string& js, const std::string& source) {
+  SearchSpace s;
+  try {
+    s.preset = json_value(js, "preset", source);
+    s.levels = std::stoi(json_value(js, "levels", source));
+    s.ops.clear();
+    for (const std::string& o : json_list(json_value(js, "ops", source))) s.ops.push_back(parse_op(o, source));
+    std::vector<std::string> in = json_list(json_value(js, "input", source));
+    if (in.size() != 3) throw Error(kExitCheckpoint, str(source, ": space input must have 3 numbers"));
+    s.in_channels = std::stoi(in[0]);
+    s.in_height = std::stoi(in[1]);
+    s.in_width = std::stoi(in[2]);
+    s.classes = std::stoi(json_value(js, "classes", source));
+    s.stem = json_value(js, "stem", source) == "imagenet2x" ? StemKind::ImageNet2x : StemKind::Conv3;
+    s.stem_channels = std::stoi(json_value(js, "stem_channels", source));
+    s.normal_units.clear();
+    for (const std::string& u : json_list(json_value(js, "normal_units", source))) s.normal_units.push_back(std::stoi(u));
+    s.widths.clear();
+    for (const std::string& w : json_list(json_value(js, "widths", source))) s.widths.push_back(std::stoi(w));
+    s.share = json_value(js, "share", source) == "true";
+  } catch (const std::logic_error&) {
+    throw Error(kExitCheckpoint, str(source, ": malformed space JSON"));
+  }
+  try {
+    s.validate();
+  } catch (const Error& e) {
+    throw Error(kExitCheckpoint, str(source, ": ", e.what()));
+  }
+  return s;
 }
 
 SearchSpace SearchSpace::preset_named(const std::string& name) {

@@ -239,7 +239,10 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   std::ostringstream os;
   os << "# resolved configuration (dsonas " << command << ")\n"
      << "seed = " << c.seed << "\ndevice = " << c.device << "\nthreads = " << c.threads
-     << "\nrecompute = " << c.recompute << "\nmax-steps = " << c.max_steps << "\nepochs = " << c.epochs << "\nlog-every = " << c.log_every
+     << "\nrecompute = " << c.recompute << "\ncheckpoint-every = " << c.checkpoint_every
+     << "\ncheckpoint-secs = " << c.checkpoint_secs << "\nkeep-last = " << c.keep_last << "\nkeep-every = " << c.keep_every
+     << "\ntrajectory-every = " << c.trajectory_every << "\ndeadline-margin = " << c.deadline_margin
+     << "\nmax-steps = " << c.max_steps << "\nepochs = " << c.epochs << "\nlog-every = " << c.log_every
      << "\n\n[space]\npreset = " << s.preset << "\nlevels = " << s.levels << "\nops = ";
   for (size_t i = 0; i < s.ops.size(); ++i) os << (i ? "," : "") << op_name(s.ops[i]);
   os << "\ninput = " << s.in_channels << "x" << s.in_height << "x" << s.in_width << "\nclasses = " << s.classes

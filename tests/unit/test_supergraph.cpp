@@ -8,6 +8,7 @@
 #include <set>
 
 #include "dsonas/backend/backend.hpp"
+#include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/optimizer.hpp"
@@ -258,4 +259,22 @@ TEST(Supergraph, RecomputeIsBitIdentical) {
   EXPECT_EQ(0, std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)));
   ASSERT_EQ(stats[0].size(), stats[1].size());
   EXPECT_EQ(0, std::memcmp(stats[0].data(), stats[1].data(), stats[0].size() * sizeof(float)));
+}
+
+TEST(SearchSpaceJson, RoundTripsEveryPreset) {
+  for (const char* p : {"fmnist", "tiny", "cifar10", "imagenet"}) {
+    for (bool share : {false, true}) {
+      SearchSpace s = SearchSpace::preset_named(p);
+      s.share = share;
+      SearchSpace t = SearchSpace::from_json(s.to_json(), "test");
+      EXPECT_EQ(t.to_json(), s.to_json()) << p;
+    }
+  }
+  try {
+    SearchSpace::from_json("{\"preset\":\"x\"}", "file.h5");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitCheckpoint);
+    EXPECT_NE(std::string(e.what()).find("file.h5"), std::string::npos);
+  }
 }

@@ -47,6 +47,10 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
 /// with "space: file=... now=...".  Missing file or dataset: exit 3 naming it.
 void load_model_file(const std::string& path, Supergraph& g, bool with_lambda, TrainState* ts = nullptr);
 
+/// Root string attribute of any dsonas HDF5 file ("" if absent); exit 3 naming
+/// the file if it cannot be opened.
+std::string read_root_attr(const std::string& path, const char* name);
+
 /// Root string attribute of a model/checkpoint file ("" if absent); exit 3 if unreadable.
 std::string read_file_attr(const std::string& path, const char* name);
 

@@ -76,6 +76,9 @@ struct SearchSpace {
   std::string to_json() const;
 
   static SearchSpace preset_named(const std::string& name);
+  /// Parses to_json()'s output (as stored in model, checkpoint and trajectory
+  /// files); fails with exit 3 naming `source` if it is not that.
+  static SearchSpace from_json(const std::string& json, const std::string& source);
 };
 
 }  // namespace dsonas

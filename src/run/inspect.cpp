@@ -1,0 +1,118 @@
+// inspect.cpp — see inspect.hpp.
+#include "dsonas/run/inspect.hpp"
+
+#include <cstdint>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "dsonas/backend/backend.hpp"
+#include "dsonas/core/error.hpp"
+#include "dsonas/io/model_file.hpp"
+#include "dsonas/io/trajectory.hpp"
+#include "dsonas/model/supergraph.hpp"
+#include "dsonas/optim/prune.hpp"
+
+namespace dsonas {
+namespace {
+
+/// "section.key" → value of an INI text (the resolved configuration).
+std::map<std::string, std::string> ini_map(const std::string& text) {
+  std::map<std::string, std::string> m;
+  std::stringstream ss(text);
+  std::string line, section;
+  while (std::getline(ss, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '[') {
+      section = line.substr(1, line.find(']') - 1) + ".";
+      continue;
+    }
+    const size_t e = line.find(" = ");
+    if (e != std::string::npos) m[section + line.substr(0, e)] = line.substr(e + 3);
+  }
+  return m;
+}
+
+std::string summary_counts(const SearchSpace& sp, Supergraph& g) {
+  ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
+  int64_t masked = 0;
+  for (uint8_t m : g.mask()) masked += m == 0;
+  std::vector<int64_t> per = live_ops_per_type(sp, g.lambda().data(), g.mask().data());
+  std::string ops;
+  for (size_t j = 0; j < per.size(); ++j) ops += str(j ? ", " : "", op_name(sp.ops[j]), " ", per[j]);
+  const double live = live_macs(sp, g.lambda().data(), g.mask().data()), full = full_macs(sp);
+  return str("λ: ", z.zero, " of ", z.total, " exactly zero (", masked, " pruned)\n", "live ops: ", g.live_ops(),
+             " (", ops, "), live edges ", g.live_edges(), "\n", "live MACs: ", live / 1e6, " M of ", full / 1e6,
+             " M (", 100.0 * live / full, " %)\n");
+}
+
+}  // namespace
+
+int run_inspect(int argc, char** argv) {
+  std::string path, other;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--diff" && i + 1 < argc) other = argv[++i];
+    else if (a == "--help" || a == "-h") {
+      std::cout << "usage: dsonas inspect FILE.h5 [--diff OTHER.h5]\n";
+      return kExitOk;
+    } else if (path.empty() && a[0] != '-') path = a;
+    else fail_usage(str("inspect: unexpected argument '", a, "' (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])"));
+  }
+  if (path.empty()) fail_usage("inspect: a file is required (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])");
+  const std::string fmt = read_root_attr(path, "format");
+  if (fmt != "dsonas-model" && fmt != "dsonas-checkpoint" && fmt != "dsonas-trajectory")
+    throw Error(kExitCheckpoint, str(path, ": not a dsonas file (format attribute '", fmt, "')"));
+  const SearchSpace sp = SearchSpace::from_json(read_root_attr(path, "space"), path);
+  auto be = make_backend(Device::CPU, 1);
+  Supergraph g(sp, *be, 0);
+  std::cout << path << ": " << fmt << "\nspace: " << sp.to_json() << "\n";
+  if (fmt == "dsonas-trajectory") {
+    Trajectory tr(path, sp.to_json(), g.lambda_groups());
+    tr.load(std::numeric_limits<int64_t>::max());
+    const auto& r = tr.records();
+    std::cout << "records: " << r.size();
+    if (!r.empty()) {
+      std::cout << ", steps " << r.front().step << " .. " << r.back().step << "\n"
+                << "zero λ: " << r.front().zero_lambda << " → " << r.back().zero_lambda << " of " << g.lambda().size()
+                << "; live MACs " << r.front().live_macs / 1e6 << " M → " << r.back().live_macs / 1e6
+                << " M; last loss " << r.back().loss << ", accuracy " << r.back().acc;
+    }
+    std::cout << "\n";
+  } else {
+    TrainState ts;
+    load_model_file(path, g, true, fmt == "dsonas-checkpoint" ? &ts : nullptr);
+    std::cout << "stage: " << read_root_attr(path, "stage") << "\n" << summary_counts(sp, g);
+    if (fmt == "dsonas-checkpoint") {
+      std::cout << "position:";
+      for (const auto& kv : ts.counters) std::cout << " " << kv.first << "=" << kv.second;
+      std::cout << "\n";
+    }
+  }
+  if (!other.empty()) {
+    const auto a = ini_map(read_root_attr(path, "config")), b = ini_map(read_root_attr(other, "config"));
+    const std::string sa = read_root_attr(path, "space"), sb = read_root_attr(other, "space");
+    std::cout << "differences against " << other << ":\n";
+    int n = 0;
+    if (sa != sb) {
+      std::cout << "  space: " << sa << "\n     vs: " << sb << "\n";
+      ++n;
+    }
+    std::map<std::string, std::string> all(a.begin(), a.end());
+    all.insert(b.begin(), b.end());
+    for (const auto& kv : all) {
+      auto ia = a.find(kv.first), ib = b.find(kv.first);
+      const std::string va = ia == a.end() ? "(absent)" : ia->second, vb = ib == b.end() ? "(absent)" : ib->second;
+      if (va != vb) {
+        std::cout << "  " << kv.first << ": " << va << " vs " << vb << "\n";
+        ++n;
+      }
+    }
+    if (!n) std::cout << "  none\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace dsonas
