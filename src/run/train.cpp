@@ -61,7 +61,7 @@ constexpr uint64_t kStreamSplit = 11, kStreamW = 21, kStreamLam = 22, kStreamAug
 
 class Output {
  public:
-  Output(const std::string& dir, bool progress) : dir_(dir) {
+  Output(const std::string& dir, bool progress) {
     if (!dir.empty()) {
       log_.open(dir + "/log.rank0", std::ios::app);
       metrics_.open(dir + "/metrics.jsonl", std::ios::app);
@@ -78,15 +78,12 @@ class Output {
   void metrics(const std::string& json) {
     if (metrics_) metrics_ << json << "\n" << std::flush;
   }
-  /// Live status: overwritten in place on a TTY, else printed as a plain line.
-  void progress(const std::string& s, bool plain_too) {
-    if (tty_) {
-      std::cerr << "\r\033[K" << s << std::flush;
-      open_ = true;
-      if (log_ && plain_too) log_ << s << "\n" << std::flush;
-    } else if (plain_too) {
-      line(s);
-    }
+  /// Live status: overwritten in place on a TTY (and logged), else a plain line.
+  void progress(const std::string& s) {
+    if (!tty_) return line(s);
+    std::cerr << "\r\033[K" << s << std::flush;
+    open_ = true;
+    if (log_) log_ << s << "\n" << std::flush;
   }
 
  private:
@@ -94,7 +91,6 @@ class Output {
     if (open_) std::cerr << "\n";
     open_ = false;
   }
-  std::string dir_;
   std::ofstream log_, metrics_;
   bool tty_ = false, open_ = false;
 };
@@ -704,8 +700,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       out.progress(str(stage, " epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total, "  ", fmt("%.1f", ips),
                        " img/s  loss ", fmt("%.4f", win_loss / win_n), "  acc ",
                        fmt("%.3f", static_cast<double>(win_correct) / win_n), "  MACs ", fmt("%.2fM", macs / 1e6),
-                       "  zero λ ", z.zero, "/", z.total),
-                   true);
+                       "  zero λ ", z.zero, "/", z.total));
       win_loss = win_time = 0;
       win_correct = win_n = 0;
     }

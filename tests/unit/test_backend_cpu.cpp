@@ -263,7 +263,9 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{5, 6, 1, 1, 0, 1, 6, 28, 28},  // pointwise, several column blocks/chunks
                       ConvCase{4, 3, 3, 2, 1, 1, 13, 12, 12}, // dense, several image chunks
                       ConvCase{4, 6, 1, 2, 0, 1, 13, 9, 9},   // 1x1 s2, several chunks
-                      ConvCase{6, 6, 5, 1, 2, 6, 5, 28, 28}));// depthwise, bench-like
+                      ConvCase{6, 6, 5, 1, 2, 6, 5, 28, 28},  // depthwise, bench-like
+                      ConvCase{2, 2, 3, 1, 1, 2, 2, 5, 37},   // depthwise, rows of 5 vectors (overlap)
+                      ConvCase{2, 2, 5, 1, 2, 2, 2, 4, 45})); // depthwise 5x5, rows of 6 vectors
 
 TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
   auto be1 = make_backend(Device::CPU, 1);
@@ -386,7 +388,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PoolTest,
                                            PoolCase{true, 3, 2, 0, 7, 5}, PoolCase{false, 5, 1, 2, 6, 7},
                                            PoolCase{true, 5, 2, 2, 9, 6}, PoolCase{true, 5, 1, 2, 6, 7},
                                            PoolCase{true, 2, 1, 0, 5, 9}, PoolCase{false, 2, 1, 1, 4, 11},
-                                           PoolCase{true, 3, 1, 1, 28, 28}, PoolCase{true, 3, 1, 0, 9, 17}));
+                                           PoolCase{true, 3, 1, 1, 28, 28}, PoolCase{true, 3, 1, 0, 9, 17},
+                                           PoolCase{true, 3, 1, 1, 5, 37}, PoolCase{false, 3, 1, 1, 6, 45}));
 
 // ---- batch-norm ------------------------------------------------------------------------------
 

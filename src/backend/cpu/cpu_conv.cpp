@@ -160,11 +160,17 @@ void dw_bwd_filter_plane(const float* __restrict x, const float* __restrict dy, 
 
 // ---- stride-1 fast path: padded planes + register-blocked 8-wide vectors ---------
 //
-// The plane is copied once into a padded buffer (zeros, or −inf for max
-// pooling), so the inner loops have no borders at all; each output vector of 8
-// columns keeps its accumulator in a register across all k·k taps.  A
-// transposed stride-1 conv is the same correlation on dy with the kernel
-// flipped and pad k−1−p, so backward-data reuses the forward kernel.
+// The plane is read through a padded copy (zeros, or −inf for max pooling), so
+// the inner loops have no borders at all; each output vector of 8 columns
+// keeps its accumulator in a register across all k·k taps.  A transposed
+// stride-1 conv is the same correlation on dy with the kernel flipped and pad
+// k−1−p, so backward-data reuses the forward kernel.
+//
+// Cost notes: the padded buffer is per thread and its border is written once
+// per call (PaddedPlane); each plane then costs only an interior row copy.
+// Rows of n ≥ 8 outputs are covered by vectors starting at 0, 8, … and n−8
+// (the last overlaps its neighbour when 8 ∤ n), so every store is a full
+// vector store; the overlapped columns receive bit-identical values.
 
 inline int round8(int v) { return (v + 7) / 8 * 8; }
 
@@ -179,21 +185,41 @@ struct PadGeom {
   size_t size() const { return static_cast<size_t>(Hp) * static_cast<size_t>(Wp); }
 };
 
-void pad_plane(const float* __restrict src, int h, int w, const PadGeom& pg, float fillv,
-               float* __restrict dst) {
-  for (int r = 0; r < pg.Hp; ++r) {
-    float* __restrict d = dst + static_cast<int64_t>(r) * pg.Wp;
-    const int sr = r - pg.pad;
-    if (sr < 0 || sr >= h) {
-      for (int c = 0; c < pg.Wp; ++c) d[c] = fillv;
-      continue;
-    }
-    const int c0 = std::min(pg.pad, pg.Wp), c1 = std::min(pg.pad + w, pg.Wp);
-    for (int c = 0; c < c0; ++c) d[c] = fillv;
-    std::memcpy(d + c0, src + static_cast<int64_t>(sr) * w, static_cast<size_t>(c1 - c0) * sizeof(float));
-    for (int c = c1; c < pg.Wp; ++c) d[c] = fillv;
+/// d[0..n) = s[0..n): 8-wide, the last vector overlapping (n ≥ 8).
+inline void copy_run(const float* __restrict s, float* __restrict d, int n) {
+  if (n < 8) {
+    for (int i = 0; i < n; ++i) d[i] = s[i];
+    return;
   }
+  int i = 0;
+  for (; i + 8 <= n; i += 8) st8(d + i, ld8(s + i));
+  if (i < n) st8(d + n - 8, ld8(s + n - 8));
 }
+
+/// A per-thread padded copy of h×w planes.  The buffer starts as all fill
+/// value; load() writes only the interior cells, which are the same for every
+/// plane of a call, so the border never needs rewriting.
+class PaddedPlane {
+ public:
+  PaddedPlane(const PadGeom& pg, int h, int w, float fillv) : pg_(pg), buf_(pg.size(), fillv) {
+    rows_ = std::max(0, std::min(h, pg.Hp - pg.pad));
+    cols_ = std::max(0, std::min(w, pg.Wp - pg.pad));
+    w_ = w;
+  }
+  void load(const float* __restrict src) {
+    float* d = buf_.data() + static_cast<int64_t>(pg_.pad) * pg_.Wp + pg_.pad;
+    for (int r = 0; r < rows_; ++r)
+      copy_run(src + static_cast<int64_t>(r) * w_, d + static_cast<int64_t>(r) * pg_.Wp, cols_);
+  }
+  const float* data() const { return buf_.data(); }
+  float* data() { return buf_.data(); }
+  int stride() const { return pg_.Wp; }
+
+ private:
+  PadGeom pg_;
+  std::vector<float> buf_;
+  int rows_ = 0, cols_ = 0, w_ = 0;
+};
 
 /// out[0..n) = alpha·v + beta·out (n ≤ 8 lanes).
 inline void store_lanes(float* out, const v8f& v, int n, float alpha, float beta) {
@@ -209,47 +235,154 @@ inline void store_lanes(float* out, const v8f& v, int n, float alpha, float beta
   for (int i = 0; i < n; ++i) out[i] = beta == 0.f ? alpha * t[i] : alpha * t[i] + beta * out[i];
 }
 
+/// Start column of vector v of a row of n ≥ 8 outputs (see the cost notes).
+inline int vec_start(int v, int n) { return std::min(8 * v, n - 8); }
+
+/// row[c[v]..c[v]+8) = alpha·acc[v] + beta·row for v < NV.  All old values are
+/// read before any store, so vectors that overlap inside the block get
+/// identical results.
+template <int NV>
+inline void store_block(float* __restrict row, const int* c, const v8f* acc, float alpha, float beta) {
+  if (beta == 0.f) {
+    if (alpha == 1.f)
+      for (int v = 0; v < NV; ++v) st8(row + c[v], acc[v]);
+    else
+      for (int v = 0; v < NV; ++v) st8(row + c[v], acc[v] * alpha);
+    return;
+  }
+  v8f old[NV];
+  for (int v = 0; v < NV; ++v) old[v] = ld8(row + c[v]);
+  for (int v = 0; v < NV; ++v) st8(row + c[v], acc[v] * alpha + old[v] * beta);
+}
+
+/// Calls blk.template run<NV>(c) over the vectors of a row of n ≥ 8 outputs,
+/// in blocks of ≤ 4.  The first block takes nv mod 4 vectors, so the
+/// overlapping last vector always shares a block with the one it overlaps.
+template <class Blk>
+inline void for_row_blocks(int n, Blk&& blk) {
+  const int nv = (n + 7) / 8;
+  int c[4] = {0, 0, 0, 0};
+  int v = nv % 4;
+  for (int i = 0; i < v; ++i) c[i] = vec_start(i, n);
+  if (v == 1) blk.template run<1>(c);
+  if (v == 2) blk.template run<2>(c);
+  if (v == 3) blk.template run<3>(c);
+  for (; v < nv; v += 4) {
+    for (int i = 0; i < 4; ++i) c[i] = vec_start(v + i, n);
+    blk.template run<4>(c);
+  }
+}
+
 enum class CorrOp { Fma, Max };
 
-/// NV output vectors of row oh starting at column ob.
+/// NV output vectors whose windows start at src[v] (row oh of the padded
+/// plane, the vector's first column): acc[v] = Σ_taps w·P (or max).
 template <int K, int NV, CorrOp OP>
-inline void corr_block(const float* __restrict P, int Wp, int oh, int ob, const float* __restrict wt,
-                       v8f* acc) {
+inline void corr_block(const float* const* src, int64_t Wp, const float* __restrict wt, v8f* acc) {
   for (int v = 0; v < NV; ++v)
     acc[v] = OP == CorrOp::Max ? splat8(-std::numeric_limits<float>::infinity()) : splat8(0.f);
   for (int kh = 0; kh < K; ++kh) {
-    const float* row = P + static_cast<int64_t>(oh + kh) * Wp + ob;
+    const int64_t ro = kh * Wp;
     for (int kw = 0; kw < K; ++kw) {
       if (OP == CorrOp::Max) {
         for (int v = 0; v < NV; ++v) {
-          const v8f x = ld8(row + kw + 8 * v);
+          const v8f x = ld8(src[v] + ro + kw);
           acc[v] = x > acc[v] ? x : acc[v];
         }
       } else {
         const v8f wv = splat8(wt[kh * K + kw]);
-        for (int v = 0; v < NV; ++v) acc[v] += wv * ld8(row + kw + 8 * v);
+        for (int v = 0; v < NV; ++v) acc[v] += wv * ld8(src[v] + ro + kw);
       }
     }
   }
 }
 
+/// As corr_block for two output rows at once (a: row oh, b: row oh+1): each
+/// input vector is loaded once for both rows.  Every output still sums its
+/// taps in (kh, kw) order, so results equal corr_block's bit for bit.
+template <int K, int NV, CorrOp OP>
+inline void corr_block2(const float* const* src, int64_t Wp, const float* __restrict wt, v8f* a,
+                        v8f* b) {
+  for (int v = 0; v < NV; ++v)
+    a[v] = b[v] = OP == CorrOp::Max ? splat8(-std::numeric_limits<float>::infinity()) : splat8(0.f);
+  for (int r = 0; r <= K; ++r) {  // input row oh + r: tap row r of a, r−1 of b
+    const int64_t ro = r * Wp;
+    for (int kw = 0; kw < K; ++kw) {
+      for (int v = 0; v < NV; ++v) {
+        const v8f x = ld8(src[v] + ro + kw);
+        if (OP == CorrOp::Max) {
+          if (r < K) a[v] = x > a[v] ? x : a[v];
+          if (r > 0) b[v] = x > b[v] ? x : b[v];
+        } else {
+          if (r < K) a[v] += splat8(wt[r * K + kw]) * x;
+          if (r > 0) b[v] += splat8(wt[(r - 1) * K + kw]) * x;
+        }
+      }
+    }
+  }
+}
+
+/// Two rows (oh, oh+1) of output vectors; see corr_block2.
+template <int K, CorrOp OP>
+struct CorrRowBlk2 {
+  const float* prow;  // row oh of the padded plane
+  const float* wt;
+  float* orow;  // output row oh; row oh+1 follows at orow + Wo
+  int64_t Wp;
+  int Wo;
+  float alpha, beta;
+  template <int NV>
+  void run(const int* c) const {
+    const float* src[NV];
+    for (int v = 0; v < NV; ++v) src[v] = prow + c[v];
+    v8f a[NV], b[NV];
+    corr_block2<K, NV, OP>(src, Wp, wt, a, b);
+    store_block<NV>(orow, c, a, alpha, beta);
+    store_block<NV>(orow + Wo, c, b, alpha, beta);
+  }
+};
+
+/// One block of output vectors of row oh: correlate, then store.
+template <int K, CorrOp OP>
+struct CorrRowBlk {
+  const float* prow;  // row oh of the padded plane
+  const float* wt;
+  float* orow;
+  int64_t Wp;
+  float alpha, beta;
+  template <int NV>
+  void run(const int* c) const {
+    const float* src[NV];
+    for (int v = 0; v < NV; ++v) src[v] = prow + c[v];
+    v8f acc[NV];
+    corr_block<K, NV, OP>(src, Wp, wt, acc);
+    store_block<NV>(orow, c, acc, alpha, beta);
+  }
+};
+
 /// out (Ho×Wo) = alpha·corr(P, wt) + beta·out, P padded as PadGeom(Ho,Wo,K,·).
 template <int K, CorrOp OP>
 void corr_plane(const float* __restrict P, int Wp, const float* __restrict wt, float* __restrict out,
                 int Ho, int Wo, float alpha, float beta) {
-  v8f acc[4];
-  for (int oh = 0; oh < Ho; ++oh) {
-    float* orow = out + static_cast<int64_t>(oh) * Wo;
-    int ob = 0;
-    for (; ob + 24 < Wo; ob += 32) {
-      corr_block<K, 4, OP>(P, Wp, oh, ob, wt, acc);
-      for (int v = 0; v < 4; ++v) store_lanes(orow + ob + 8 * v, acc[v], Wo - ob - 8 * v, alpha, beta);
+  if (Wo < 8) {  // one partial vector per row
+    for (int oh = 0; oh < Ho; ++oh) {
+      v8f acc;
+      const float* src = P + static_cast<int64_t>(oh) * Wp;
+      corr_block<K, 1, OP>(&src, Wp, wt, &acc);
+      store_lanes(out + static_cast<int64_t>(oh) * Wo, acc, Wo, alpha, beta);
     }
-    for (; ob < Wo; ob += 8) {
-      corr_block<K, 1, OP>(P, Wp, oh, ob, wt, acc);
-      store_lanes(orow + ob, acc[0], Wo - ob, alpha, beta);
-    }
+    return;
   }
+  int oh = 0;
+  // Two rows at a time only while 2·4 accumulators and the K² weights fit the
+  // 16 vector registers (K ≤ 3); larger kernels spill and get slower.
+  if (K <= 3)
+    for (; oh + 2 <= Ho; oh += 2)
+      for_row_blocks(Wo, CorrRowBlk2<K, OP>{P + static_cast<int64_t>(oh) * Wp, wt,
+                                            out + static_cast<int64_t>(oh) * Wo, Wp, Wo, alpha, beta});
+  for (; oh < Ho; ++oh)
+    for_row_blocks(Wo, CorrRowBlk<K, OP>{P + static_cast<int64_t>(oh) * Wp, wt,
+                                         out + static_cast<int64_t>(oh) * Wo, Wp, alpha, beta});
 }
 
 template <CorrOp OP>
@@ -307,68 +440,137 @@ void corr_grad_plane_k(int k, const float* P, int Wp, const float* dyp, int Wr, 
 /// transposed conv has a non-negative pad).
 inline bool fast_s1(int k, int s, int p) { return s == 1 && k <= kFastMaxK && p <= k - 1; }
 
-/// Copy an h×w plane into rows of stride Wr = round8(w) with zero tails.
-void pad_rows(const float* __restrict src, int h, int w, float* __restrict dst) {
-  const int Wr = round8(w);
-  for (int r = 0; r < h; ++r) {
-    std::memcpy(dst + static_cast<int64_t>(r) * Wr, src + static_cast<int64_t>(r) * w, static_cast<size_t>(w) * sizeof(float));
-    for (int c = w; c < Wr; ++c) dst[static_cast<int64_t>(r) * Wr + c] = 0.f;
+/// h×w planes copied into rows of stride round8(w) whose tail lanes stay zero
+/// (written once, like PaddedPlane's border).
+class ZeroTailRows {
+ public:
+  ZeroTailRows(int h, int w) : h_(h), w_(w), wr_(round8(w)), buf_(static_cast<size_t>(h) * static_cast<size_t>(round8(w)), 0.f) {}
+  void load(const float* __restrict src) {
+    for (int r = 0; r < h_; ++r)
+      copy_run(src + static_cast<int64_t>(r) * w_, buf_.data() + static_cast<int64_t>(r) * wr_, w_);
   }
-}
+  const float* data() const { return buf_.data(); }
+  int stride() const { return wr_; }
 
-/// Max-pool backward for one plane, stride 1: codes of the first max per
-/// output (recomputed from x; max is exact so they match y), then a gather:
+ private:
+  int h_, w_, wr_;
+  std::vector<float> buf_;
+};
+
+/// Per-thread buffers of the stride-1 max-pool backward (see below).
+struct MaxPoolBwdBufs {
+  PaddedPlane x, code, dy;
+  MaxPoolBwdBufs(int k, int H, int W, int Ho, int Wo, int p)
+      : x(PadGeom(Ho, Wo, k, p), H, W, -std::numeric_limits<float>::infinity()),
+        code(PadGeom(H, W, k, k - 1 - p), Ho, Wo, -1.f),
+        dy(PadGeom(H, W, k, k - 1 - p), Ho, Wo, 0.f) {}
+};
+
+/// Max-pool backward, pass 1 for NV vectors of output row oh: the code
+/// kh·K+kw of the first maximum in window order (forward scan, strict >).
+template <int K>
+struct MaxCodeBlk {
+  const float* P;
+  float* crow;
+  int Wp, oh;
+  template <int NV>
+  void run(const int* c) const {
+    v8f best[NV], code[NV];
+    const float* r0 = P + static_cast<int64_t>(oh) * Wp;
+    for (int v = 0; v < NV; ++v) {
+      best[v] = ld8(r0 + c[v]);
+      code[v] = splat8(0.f);
+    }
+    for (int t = 1; t < K * K; ++t) {
+      const float* row = P + static_cast<int64_t>(oh + t / K) * Wp + t % K;
+      const v8f tv = splat8(static_cast<float>(t));
+      for (int v = 0; v < NV; ++v) {
+        const v8f xv = ld8(row + c[v]);
+        const auto gt = xv > best[v];
+        best[v] = gt ? xv : best[v];
+        code[v] = gt ? tv : code[v];
+      }
+    }
+    for (int v = 0; v < NV; ++v) st8(crow + c[v], code[v]);
+  }
+};
+/// Pass 2 for NV vectors of input row ih: the gather.
+template <int K>
+struct MaxGatherBlk {
+  const float* Cp;
+  const float* Dp;
+  float* dxrow;
+  int Wc, ih;
+  float beta;
+  template <int NV>
+  void run(const int* c) const {
+    v8f acc[NV];
+    for (int v = 0; v < NV; ++v) acc[v] = splat8(0.f);
+    for (int a = 0; a < K; ++a) {  // a = K−1−kh
+      const int64_t off = static_cast<int64_t>(ih + a) * Wc;
+      for (int b = 0; b < K; ++b) {  // b = K−1−kw
+        const v8f want = splat8(static_cast<float>((K - 1 - a) * K + (K - 1 - b)));
+        for (int v = 0; v < NV; ++v) {
+          const int64_t o = off + c[v] + b;
+          acc[v] += ld8(Cp + o) == want ? ld8(Dp + o) : splat8(0.f);
+        }
+      }
+    }
+    store_block<NV>(dxrow, c, acc, 1.f, beta);
+  }
+};
+
+/// Max-pool backward for one plane, stride 1.  Pass 1: per output, the code
+/// kh·K+kw of the first maximum in window order (a forward scan with strict >,
+/// so ties keep the earliest cell; recomputed from x, max is exact so it
+/// matches y), written as full vectors into the interior of the padded code
+/// plane (border −1, never matches).  Pass 2, a gather per input vector:
 /// dx(ih,iw) = Σ_taps [code(o) == tap]·dy(o), o = (ih+p−kh, iw+p−kw).
 template <int K>
 void maxpool_bwd_plane_s1(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
-                          int H, int W, int Ho, int Wo, int p, float beta, float* __restrict P,
-                          float* __restrict Cp, float* __restrict Dp) {
-  const PadGeom pg(Ho, Wo, K, p);
-  pad_plane(x, H, W, pg, -std::numeric_limits<float>::infinity(), P);
-  const int q = K - 1 - p;
-  const PadGeom cg(H, W, K, q);  // code/dy planes padded for the gather
-  for (size_t i = 0; i < cg.size(); ++i) Cp[i] = -1.f;
-  pad_plane(dy, Ho, Wo, cg, 0.f, Dp);
-  for (int oh = 0; oh < Ho; ++oh)
-    for (int ob = 0; ob < Wo; ob += 8) {
-      v8f m;
-      corr_block<K, 1, CorrOp::Max>(P, pg.Wp, oh, ob, nullptr, &m);
-      v8f code = splat8(-1.f);
-      for (int kh = K - 1; kh >= 0; --kh) {
-        const float* row = P + static_cast<int64_t>(oh + kh) * pg.Wp + ob;
-        for (int kw = K - 1; kw >= 0; --kw)
-          code = ld8(row + kw) == m ? splat8(static_cast<float>(kh * K + kw)) : code;
-      }
-      float l[8];
-      st8(l, code);
-      float* crow = Cp + static_cast<int64_t>(oh + q) * cg.Wp + q + ob;
-      const int n = std::min(8, Wo - ob);
-      for (int i = 0; i < n; ++i) crow[i] = l[i];
+                          int H, int W, int Ho, int Wo, int p, float beta, MaxPoolBwdBufs& B) {
+  B.x.load(x);
+  B.dy.load(dy);
+  const int q = K - 1 - p;  // pad of the code/dy planes for the gather
+  const float* P = B.x.data();
+  const int Wp = B.x.stride();
+  float* Cp = B.code.data();
+  const float* Dp = B.dy.data();
+  const int Wc = B.code.stride();
+  for (int oh = 0; oh < Ho; ++oh) {
+    float* crow = Cp + static_cast<int64_t>(oh + q) * Wc + q;
+    if (Wo >= 8) {
+      for_row_blocks(Wo, MaxCodeBlk<K>{P, crow, Wp, oh});
+    } else {
+      float tmp[8];
+      const int c0 = 0;
+      MaxCodeBlk<K>{P, tmp, Wp, oh}.template run<1>(&c0);
+      for (int i = 0; i < Wo; ++i) crow[i] = tmp[i];
     }
-  for (int ih = 0; ih < H; ++ih)
-    for (int ib = 0; ib < W; ib += 8) {
-      v8f acc = splat8(0.f);
-      for (int a = 0; a < K; ++a) {  // a = K−1−kh
-        const int64_t off = static_cast<int64_t>(ih + a) * cg.Wp + ib;
-        for (int b = 0; b < K; ++b) {  // b = K−1−kw
-          const v8f want = splat8(static_cast<float>((K - 1 - a) * K + (K - 1 - b)));
-          acc += ld8(Cp + off + b) == want ? ld8(Dp + off + b) : splat8(0.f);
-        }
-      }
-      store_lanes(dx + static_cast<int64_t>(ih) * W + ib, acc, W - ib, 1.f, beta);
+  }
+  for (int ih = 0; ih < H; ++ih) {
+    float* dxrow = dx + static_cast<int64_t>(ih) * W;
+    if (W >= 8) {
+      for_row_blocks(W, MaxGatherBlk<K>{Cp, Dp, dxrow, Wc, ih, beta});
+    } else {
+      float tmp[8];
+      const int c0 = 0;
+      MaxGatherBlk<K>{Cp, Dp, tmp, Wc, ih, 0.f}.template run<1>(&c0);
+      for (int i = 0; i < W; ++i) dxrow[i] = beta == 0.f ? tmp[i] : tmp[i] + beta * dxrow[i];
     }
+  }
 }
 
 void maxpool_bwd_plane_s1_k(int k, const float* x, const float* dy, float* dx, int H, int W, int Ho,
-                            int Wo, int p, float beta, float* P, float* Cp, float* Dp) {
+                            int Wo, int p, float beta, MaxPoolBwdBufs& B) {
   switch (k) {
-    case 1: maxpool_bwd_plane_s1<1>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
-    case 2: maxpool_bwd_plane_s1<2>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
-    case 3: maxpool_bwd_plane_s1<3>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
-    case 4: maxpool_bwd_plane_s1<4>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
-    case 5: maxpool_bwd_plane_s1<5>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
-    case 6: maxpool_bwd_plane_s1<6>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
-    case 7: maxpool_bwd_plane_s1<7>(x, dy, dx, H, W, Ho, Wo, p, beta, P, Cp, Dp); break;
+    case 1: maxpool_bwd_plane_s1<1>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
+    case 2: maxpool_bwd_plane_s1<2>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
+    case 3: maxpool_bwd_plane_s1<3>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
+    case 4: maxpool_bwd_plane_s1<4>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
+    case 5: maxpool_bwd_plane_s1<5>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
+    case 6: maxpool_bwd_plane_s1<6>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
+    case 7: maxpool_bwd_plane_s1<7>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
     default: DSO_CHECK(false, "maxpool_bwd_plane_s1: k=", k, " has no fast path");
   }
 }
@@ -464,12 +666,12 @@ void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& 
     const int64_t planes = static_cast<int64_t>(g.Cin) * g.N;
 #pragma omp parallel num_threads(nt_) if (par)
     {
-      std::vector<float> P(pg.size());
+      PaddedPlane P(pg, g.H, g.W, 0.f);
 #pragma omp for schedule(static)
       for (int64_t pl = 0; pl < planes; ++pl) {
         const int c = static_cast<int>(pl / g.N);
-        pad_plane(xp + pl * HW, g.H, g.W, pg, 0.f, P.data());
-        corr_plane_k<CorrOp::Fma>(g.k, P.data(), pg.Wp, wp + static_cast<int64_t>(c) * g.k * g.k,
+        P.load(xp + pl * HW);
+        corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wp + static_cast<int64_t>(c) * g.k * g.k,
                                   yp + pl * HoWo, g.Ho, g.Wo, alpha, beta);
       }
     }
@@ -535,12 +737,12 @@ void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const T
     const int64_t planes = static_cast<int64_t>(g.Cin) * g.N;
 #pragma omp parallel num_threads(nt_) if (par)
     {
-      std::vector<float> P(pg.size());
+      PaddedPlane P(pg, g.Ho, g.Wo, 0.f);
 #pragma omp for schedule(static)
       for (int64_t pl = 0; pl < planes; ++pl) {
         const int c = static_cast<int>(pl / g.N);
-        pad_plane(dyp + pl * HoWo, g.Ho, g.Wo, pg, 0.f, P.data());
-        corr_plane_k<CorrOp::Fma>(g.k, P.data(), pg.Wp, wf.data() + static_cast<int64_t>(c) * kk,
+        P.load(dyp + pl * HoWo);
+        corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wf.data() + static_cast<int64_t>(c) * kk,
                                   dxp + pl * HW, g.H, g.W, alpha, beta);
       }
     }
@@ -604,10 +806,11 @@ void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const 
   if (d.depthwise() && fast_s1(g.k, g.s, g.p)) {
     // Each channel's k·k taps belong to one thread; sum over n in order.
     const PadGeom pg(g.Ho, g.Wo, g.k, g.p);
-    const int taps = g.k * g.k, Wr = round8(g.Wo);
+    const int taps = g.k * g.k;
 #pragma omp parallel num_threads(nt_) if (par)
     {
-      std::vector<float> P(pg.size()), D(static_cast<size_t>(g.Ho * Wr));
+      PaddedPlane P(pg, g.H, g.W, 0.f);
+      ZeroTailRows D(g.Ho, g.Wo);
       std::vector<double> dacc(static_cast<size_t>(taps));
       std::vector<float> res(static_cast<size_t>(taps));
 #pragma omp for schedule(static)
@@ -615,9 +818,9 @@ void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const 
         std::fill(dacc.begin(), dacc.end(), 0.0);
         for (int n = 0; n < g.N; ++n) {
           const int64_t pl = static_cast<int64_t>(c) * g.N + n;
-          pad_plane(xp + pl * HW, g.H, g.W, pg, 0.f, P.data());
-          pad_rows(dyp + pl * HoWo, g.Ho, g.Wo, D.data());
-          corr_grad_plane_k(g.k, P.data(), pg.Wp, D.data(), Wr, g.Ho, dacc.data());
+          P.load(xp + pl * HW);
+          D.load(dyp + pl * HoWo);
+          corr_grad_plane_k(g.k, P.data(), P.stride(), D.data(), D.stride(), g.Ho, dacc.data());
         }
         for (int t = 0; t < taps; ++t) res[static_cast<size_t>(t)] = static_cast<float>(dacc[static_cast<size_t>(t)]);
         store_scaled(dwp + static_cast<int64_t>(c) * taps, res.data(), taps, alpha, beta);
@@ -843,16 +1046,14 @@ void CpuBackend::pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) {
     const std::vector<float> wt(static_cast<size_t>(g.k * g.k), 1.f / static_cast<float>(g.k * g.k));
 #pragma omp parallel num_threads(nt_) if (par)
     {
-      std::vector<float> P(pg.size());
+      PaddedPlane P(pg, g.H, g.W, mx ? -std::numeric_limits<float>::infinity() : 0.f);
 #pragma omp for schedule(static)
       for (int64_t pl = 0; pl < g.planes; ++pl) {
-        if (mx) {
-          pad_plane(xp + pl * HW, g.H, g.W, pg, -std::numeric_limits<float>::infinity(), P.data());
-          corr_plane_k<CorrOp::Max>(g.k, P.data(), pg.Wp, nullptr, yp + pl * HoWo, g.Ho, g.Wo, 1.f, 0.f);
-        } else {
-          pad_plane(xp + pl * HW, g.H, g.W, pg, 0.f, P.data());
-          corr_plane_k<CorrOp::Fma>(g.k, P.data(), pg.Wp, wt.data(), yp + pl * HoWo, g.Ho, g.Wo, 1.f, 0.f);
-        }
+        P.load(xp + pl * HW);
+        if (mx)
+          corr_plane_k<CorrOp::Max>(g.k, P.data(), P.stride(), nullptr, yp + pl * HoWo, g.Ho, g.Wo, 1.f, 0.f);
+        else
+          corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wt.data(), yp + pl * HoWo, g.Ho, g.Wo, 1.f, 0.f);
       }
     }
     return;
@@ -881,19 +1082,22 @@ void CpuBackend::pool_backward(const PoolDesc& d, const Tensor& x, const Tensor&
   const bool mx = d.kind == PoolKind::Max;
   if (fast_s1(g.k, g.s, g.p)) {
     // Max: argmax codes recomputed from x (max is exact, so they match y).
-    const PadGeom pg(g.Ho, g.Wo, g.k, g.p), cg(g.H, g.W, g.k, g.k - 1 - g.p);
+    const PadGeom cg(g.H, g.W, g.k, g.k - 1 - g.p);
     const std::vector<float> wt(static_cast<size_t>(g.k * g.k), 1.f / static_cast<float>(g.k * g.k));
 #pragma omp parallel num_threads(nt_) if (par)
     {
-      std::vector<float> P(pg.size()), Cp(cg.size()), Dp(cg.size());
+      if (mx) {
+        MaxPoolBwdBufs B(g.k, g.H, g.W, g.Ho, g.Wo, g.p);
 #pragma omp for schedule(static)
-      for (int64_t pl = 0; pl < g.planes; ++pl) {
-        if (mx) {
+        for (int64_t pl = 0; pl < g.planes; ++pl)
           maxpool_bwd_plane_s1_k(g.k, xp + pl * HW, dyp + pl * HoWo, dxp + pl * HW, g.H, g.W, g.Ho,
-                                 g.Wo, g.p, beta, P.data(), Cp.data(), Dp.data());
-        } else {
-          pad_plane(dyp + pl * HoWo, g.Ho, g.Wo, cg, 0.f, Dp.data());
-          corr_plane_k<CorrOp::Fma>(g.k, Dp.data(), cg.Wp, wt.data(), dxp + pl * HW, g.H, g.W, 1.f, beta);
+                                 g.Wo, g.p, beta, B);
+      } else {
+        PaddedPlane D(cg, g.Ho, g.Wo, 0.f);
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < g.planes; ++pl) {
+          D.load(dyp + pl * HoWo);
+          corr_plane_k<CorrOp::Fma>(g.k, D.data(), D.stride(), wt.data(), dxp + pl * HW, g.H, g.W, 1.f, beta);
         }
       }
     }
