@@ -126,6 +126,22 @@ void check(bool ok, const std::string& field, const std::string& why) {
 
 }  // namespace
 
+std::map<std::string, std::string> ini_map(const std::string& text) {
+  std::map<std::string, std::string> m;
+  std::stringstream ss(text);
+  std::string line, section;
+  while (std::getline(ss, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '[') {
+      section = line.substr(1, line.find(']') - 1) + ".";
+      continue;
+    }
+    const size_t e = line.find(" = ");
+    if (e != std::string::npos) m[section + line.substr(0, e)] = line.substr(e + 3);
+  }
+  return m;
+}
+
 std::string config_help(const std::string& command) {
   RunConfig c;
   Registry r(c);

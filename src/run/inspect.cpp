@@ -14,26 +14,10 @@
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/prune.hpp"
+#include "dsonas/run/config.hpp"
 
 namespace dsonas {
 namespace {
-
-/// "section.key" → value of an INI text (the resolved configuration).
-std::map<std::string, std::string> ini_map(const std::string& text) {
-  std::map<std::string, std::string> m;
-  std::stringstream ss(text);
-  std::string line, section;
-  while (std::getline(ss, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    if (line[0] == '[') {
-      section = line.substr(1, line.find(']') - 1) + ".";
-      continue;
-    }
-    const size_t e = line.find(" = ");
-    if (e != std::string::npos) m[section + line.substr(0, e)] = line.substr(e + 3);
-  }
-  return m;
-}
 
 std::string summary_counts(const SearchSpace& sp, Supergraph& g) {
   ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());

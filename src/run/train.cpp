@@ -555,6 +555,14 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   if (cfg.resume)
     out.line(resumed_from.empty() ? str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning")
                                   : str("resumed from ", resumed_from, " (step ", rs.counters["step"], ")"));
+  if (!resumed_from.empty()) {  // runtime options may change across a resume: say which did
+    const auto was = ini_map(read_root_attr(resumed_from, "config")), now = ini_map(cfg.resolved);
+    for (const auto& kv : now) {
+      auto it = was.find(kv.first);
+      if (it != was.end() && it->second != kv.second)
+        out.line(str("changed since the checkpoint: ", kv.first, " = ", it->second, " -> ", kv.second));
+    }
+  }
   if (!resumed_from.empty() && rs.counters["finished"]) {
     out.line(str(stage, " had already finished; nothing to do"));
     return kExitOk;

@@ -6,6 +6,7 @@
 // range fails with exit 2 and one line naming the option (and the file).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,8 @@ struct RunConfig {
 
 /// Parses argv after the command word.  `--help` prints the options and exits 0.
 RunConfig parse_config(const std::string& command, int argc, char** argv);
+/// "section.key" → value of a resolved-configuration text (INI).
+std::map<std::string, std::string> ini_map(const std::string& text);
 /// Help text for a command.
 std::string config_help(const std::string& command);
 
