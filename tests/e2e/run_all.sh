@@ -172,6 +172,41 @@ if "$BIN" inspect "$T/rb/ckpt/$(cat "$T/rb/ckpt/latest")" --diff "$T/ra/model.h5
 else bad "inspect: $(cat "$T/in1" "$T/in2" | tail -5)"; fi
 expect_fail "inspect a non-HDF5 file" 3 "make_idx.py" "" -- "$BIN" inspect "$HERE/make_idx.py"
 
+echo "e2e: derive (architecture JSON, DOT, PNG)"
+if "$BIN" search $SYN --max-steps 40 --search.gamma 0.02 --search.lambda-lr-mult 5 --out "$T/dv" >"$T/dv.log" 2>&1 \
+   && "$BIN" derive --run "$T/dv" --out "$T/dv_a.json" --png "$T/dv_a.png" >"$T/dv_a.log" 2>&1 \
+   && "$BIN" derive --run "$T/dv" --out "$T/dv_b.json" >"$T/dv_b.log" 2>&1; then
+  ok "derive ran twice on a 40-step tiny search"
+else bad "derive: $(tail -3 "$T/dv.log" "$T/dv_a.log" "$T/dv_b.log")"; fi
+if cmp -s "$T/dv_a.json" "$T/dv_b.json" && cmp -s "$T/dv_a.dot" "$T/dv_b.dot" && grep -q '"format": "dsonas-architecture"' "$T/dv_a.json"; then
+  ok "derive twice: byte-identical JSON and DOT"
+else bad "derive output differs between two runs"; fi
+n_inspect=$("$BIN" inspect "$T/dv/model.h5" 2>/dev/null | sed -n 's/^live ops: \([0-9]*\).*/\1/p')
+n_json=$(grep -c '"level": ' "$T/dv_a.json")
+n_print=$(sed -n 's/^live ops: \([0-9]*\).*/\1/p' "$T/dv_a.log")
+if [ -n "$n_inspect" ] && [ "$n_inspect" = "$n_json" ] && [ "$n_inspect" = "$n_print" ]; then
+  ok "live ops: inspect $n_inspect = ops in the JSON = derive summary"
+else bad "live ops: inspect '$n_inspect', JSON '$n_json', derive '$n_print'"; fi
+if grep -q '^digraph architecture' "$T/dv_a.dot" && [ "$(grep -c 'subgraph cluster_s[0-9]*_u' "$T/dv_a.dot")" -eq 2 ]; then
+  ok "DOT written next to --out, one cluster per normal block"
+else bad "DOT: $(head -3 "$T/dv_a.dot" 2>&1)"; fi
+if command -v dot >/dev/null; then
+  if [ "$(head -c 4 "$T/dv_a.png" 2>/dev/null | tail -c 3)" = PNG ]; then ok "PNG rendered by Graphviz"; else bad "no PNG although dot is installed"; fi
+else bad "Graphviz dot not installed (run make deps)"; fi
+if PATH=/nonexistent "$BIN" derive --run "$T/dv/model.h5" --out "$T/dv_c.json" --png "$T/dv_c.png" >/dev/null 2>"$T/dv_c.err" \
+   && grep -q "warning: Graphviz 'dot' not found" "$T/dv_c.err" && [ ! -e "$T/dv_c.png" ] && [ -s "$T/dv_c.json" ]; then
+  ok "no dot on PATH: one warning, no PNG, exit 0"
+else bad "derive without dot: $(cat "$T/dv_c.err")"; fi
+"$BIN" derive --run "$T/dv" --out "$T/dv_w.json" --width 8 >/dev/null 2>&1
+if grep -q '"widths": \[8, 16\]' "$T/dv_w.json" && grep -q '"stem_channels": 8' "$T/dv_w.json"; then
+  ok "derive --width 8: stage widths 8/16"
+else bad "derive --width: $(grep -m1 widths "$T/dv_w.json" 2>&1)"; fi
+expect_fail "derive: missing run folder" 2 "$T/nothing" "$T/dv_m.json" -- "$BIN" derive --run "$T/nothing" --out "$T/dv_m.json"
+expect_fail "derive: not a dsonas file" 3 "make_idx.py" "$T/dv_n.json" -- "$BIN" derive --run "$HERE/make_idx.py" --out "$T/dv_n.json"
+echo keep >"$T/dv_keep.json"
+expect_fail "derive: --out holds another file" 2 "dv_keep.json" "" -- "$BIN" derive --run "$T/dv" --out "$T/dv_keep.json"
+if [ "$(cat "$T/dv_keep.json")" = keep ]; then ok "existing foreign --out left intact"; else bad "foreign --out overwritten"; fi
+
 echo "e2e: Fashion-MNIST files (installed by make deps)"
 if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   if "$BIN" pretrain --config jobs/fmnist.cfg --max-steps 3 --log-every 1 --search.bn-reestimate 64 --data.eval-batches 2 --out "$T/fm" >"$T/fm.log" 2>&1 \
