@@ -103,6 +103,9 @@ if $RES --checkpoint-every 10 --out "$T/rb" --resume >"$T/rb2.log" 2>&1 && grep 
    && same_model "$T/ra/model.h5" "$T/rb/model.h5" \
    && diff <(grep -o '"loss":[^,]*' "$T/ra/metrics.jsonl") <(grep -o '"loss":[^,]*' "$T/rb/metrics.jsonl") >/dev/null; then
   ok "resume after kill -9: final model byte-identical to the uninterrupted run, metrics identical"
+  if $RES --checkpoint-every 10 --out "$T/ra2" >/dev/null 2>&1 && same_model "$T/ra2/ckpt/step_00000060.h5" "$T/rb/ckpt/step_00000060.h5"; then
+    ok "final checkpoints (weights, λ, both momenta, BN statistics) byte-identical too"
+  else bad "final checkpoints differ"; fi
 else bad "resume after kill -9: $(tail -3 "$T/rb2.log")"; fi
 DSONAS_FAULT=signal-after-step:25 $RES --out "$T/rc" >"$T/rc1.log" 2>&1; rc=$?
 if [ "$rc" -eq 75 ] && [ -s "$T/rc/ckpt/step_00000025.h5" ]; then ok "SIGUSR1: checkpoint at the next step boundary, exit 75"
@@ -129,6 +132,10 @@ if $RES --checkpoint-every 10 --out "$T/rd" --resume >"$T/rd2.log" 2>&1 && grep 
    && grep -q "resumed from .*step_00000020.h5" "$T/rd2.log" && same_model "$T/ra/model.h5" "$T/rd/model.h5"; then
   ok "flipped byte detected (Fletcher32), fell back to step 20, still byte-identical at the end"
 else bad "corrupt fallback: $(tail -3 "$T/rd2.log")"; fi
+cp -r "$T/re" "$T/rl" && rm "$T/rl/ckpt/latest"
+if $RES --checkpoint-every 10 --out "$T/rl" --resume >"$T/rl.log" 2>&1 && grep -q "resumed from .*step_00000030.h5" "$T/rl.log"; then
+  ok "missing latest pointer: newest checkpoint found by scanning"
+else bad "missing latest: $(tail -2 "$T/rl.log")"; fi
 f="$T/re/ckpt/step_00000030.h5"; truncate -s $(( $(stat -c %s "$f") / 2 )) "$f"
 if $RES --checkpoint-every 10 --out "$T/re" --resume >"$T/re2.log" 2>&1 && grep -q "resumed from .*step_00000020.h5" "$T/re2.log"; then
   ok "truncated newest checkpoint: fell back to step 20"
