@@ -82,11 +82,12 @@ struct Registry {
       ("space.widths", po::value<std::string>(), "width per stage, e.g. 16,32,64")
       ("space.share", po::value<bool>(), "share λ across all normal blocks (ALGORITHM.md §3)");
     data.add_options()
-      ("data.dataset", po::value<std::string>(&c.dataset)->default_value("fmnist"), "fmnist | synthetic")
-      ("data.dir", po::value<std::string>(&c.data_dir)->default_value("/usr/share/datasets/fashion-mnist"), "folder of the gzipped IDX files")
+      ("data.dataset", po::value<std::string>(&c.dataset)->default_value("fmnist"), "fmnist | cifar10 | synthetic")
+      ("data.dir", po::value<std::string>(&c.data_dir)->default_value("/usr/share/datasets/fashion-mnist"),
+       "fmnist: folder of the gzipped IDX files; cifar10: the cifar-10-batches-bin folder (required)")
       ("data.batch", po::value<int>(&c.batch)->default_value(64), "batch per rank")
       ("data.split", po::value<double>(&c.split)->default_value(0.5), "fraction of the training set in the W-half")
-      ("data.pad", po::value<int>(&c.pad)->default_value(2), "pad-and-random-crop pixels (0 = off)")
+      ("data.pad", po::value<int>(&c.pad)->default_value(-1), "pad-and-random-crop pixels (0 = off; -1 = the dataset's: fmnist 2, cifar10 4 with value 127)")
       ("data.flip", po::value<bool>(&c.flip)->default_value(true), "random horizontal flip")
       ("data.synthetic-train", po::value<int>(&c.synthetic_train)->default_value(2048), "synthetic: training images")
       ("data.synthetic-test", po::value<int>(&c.synthetic_test)->default_value(512), "synthetic: test images")
@@ -225,11 +226,14 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   check(c.deadline_margin >= 0, "--deadline-margin", "must be >= 0");
   check(c.epochs > 0 && std::isfinite(c.epochs), "--epochs", str("must be > 0 (got ", c.epochs, ")"));
   check(c.log_every >= 1, "--log-every", "must be >= 1");
-  check(c.dataset == "fmnist" || c.dataset == "synthetic", "data.dataset",
-        str("'", c.dataset, "' (expected fmnist or synthetic)"));
+  check(c.dataset == "fmnist" || c.dataset == "cifar10" || c.dataset == "synthetic", "data.dataset",
+        str("'", c.dataset, "' (expected fmnist, cifar10 or synthetic)"));
+  if (c.dataset == "cifar10" && vm["data.dir"].defaulted())
+    fail_usage("data.dir: CIFAR-10 is not shipped with Debian; download the binary version and point data.dir at its "
+               "cifar-10-batches-bin folder");
   check(c.batch >= 1, "data.batch", str("must be >= 1 (got ", c.batch, ")"));
   check(c.split > 0 && c.split < 1, "data.split", str("must be in (0,1) (got ", c.split, ")"));
-  check(c.pad >= 0 && c.pad < s.in_height, "data.pad", str("must be in [0, H) (got ", c.pad, ")"));
+  check(c.pad >= -1 && c.pad < s.in_height, "data.pad", str("must be -1 or in [0, H) (got ", c.pad, ")"));
   check(c.synthetic_train >= 2 && c.synthetic_test >= 1, "data.synthetic-train", "too small");
   check(c.eval_batches >= 0, "data.eval-batches", "must be >= 0");
   check(c.lr > 0 && std::isfinite(c.lr), "optim.lr", str("must be > 0 (got ", c.lr, ")"));

@@ -33,6 +33,7 @@
 #include "dsonas/core/fault.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
+#include "dsonas/data/cifar.hpp"
 #include "dsonas/data/dataset.hpp"
 #include "dsonas/data/loader.hpp"
 #include "dsonas/data/sampler.hpp"
@@ -115,6 +116,9 @@ Data load_data(const RunConfig& cfg) {
   if (cfg.dataset == "fmnist") {
     d.train = load_fashion_mnist(cfg.data_dir, true);
     d.test = load_fashion_mnist(cfg.data_dir, false);
+  } else if (cfg.dataset == "cifar10") {
+    d.train = load_cifar10(cfg.data_dir, true);
+    d.test = load_cifar10(cfg.data_dir, false);
   } else {
     d.train = make_synthetic(cfg.synthetic_train, s.in_channels, s.in_height, s.in_width, s.classes, cfg.seed);
     d.test = make_synthetic(cfg.synthetic_test, s.in_channels, s.in_height, s.in_width, s.classes,
@@ -131,9 +135,16 @@ Data load_data(const RunConfig& cfg) {
   return d;
 }
 
+/// Normalisation of the dataset (ALGORITHM.md §8.1 for CIFAR-10).
+Augment eval_augment(const RunConfig& cfg) {
+  return cfg.dataset == "cifar10" ? cifar10_eval_augment() : fashion_mnist_eval_augment();
+}
+
+/// The dataset's training augmentation (CIFAR-10: pad 4 with 127, crop, flip),
+/// with data.pad (when given) and data.flip applied.
 Augment train_augment(const RunConfig& cfg) {
-  Augment a = fashion_mnist_eval_augment();
-  a.pad = cfg.pad;
+  Augment a = cfg.dataset == "cifar10" ? cifar10_train_augment(false) : fashion_mnist_train_augment();
+  if (cfg.pad >= 0) a.pad = cfg.pad;
   a.flip = cfg.flip;
   return a;
 }
@@ -274,7 +285,7 @@ EvalResult evaluate(const RunConfig& cfg, Supergraph& g, const ImageSet& set, co
     }
     g.reestimate_bn(ptrs, cfg.batch);
   }
-  EvalIterator it(set, idx, cfg.batch, fashion_mnist_eval_augment());
+  EvalIterator it(set, idx, cfg.batch, eval_augment(cfg));
   Batch b;
   EvalResult r;
   double loss = 0;
@@ -795,6 +806,11 @@ int run_bench(const RunConfig& cfg) {
     const size_t n = v.size();
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
   };
+  auto list = [](const std::vector<double>& v) {
+    std::string r = "[";
+    for (size_t i = 0; i < v.size(); ++i) r += str(i ? "," : "", fmt("%.3f", v[i]));
+    return r + "]";
+  };
   const double med = median(all_ms);
   const double ips = cfg.batch / (med / 1e3);
   const double rss_mb = static_cast<double>(peak_rss_kb()) / 1024.0;
@@ -804,7 +820,8 @@ int run_bench(const RunConfig& cfg) {
                          ",\"w_step_ms_median\":", fmt("%.3f", median(w_ms)), ",\"lambda_step_ms_median\":",
                          fmt("%.3f", median(l_ms)), ",\"img_per_s\":", fmt("%.3f", ips), ",\"peak_rss_mb\":",
                          fmt("%.1f", rss_mb), ",\"peak_tensor_mb\":", fmt("%.1f", alloc_mb), ",\"weights\":",
-                         g.num_weights(), ",\"lambda\":", g.lambda().size(), "}");
+                         g.num_weights(), ",\"lambda\":", g.lambda().size(), ",\"w_step_ms\":", list(w_ms),
+                         ",\"lambda_step_ms\":", list(l_ms), "}");
   if (prof) std::cout << profiling_report(*be, cfg.bench_steps);
   std::cout << json << std::endl;
   if (!cfg.bench_json.empty()) {

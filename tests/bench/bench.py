@@ -4,22 +4,26 @@
     /usr/bin/python3 tests/bench/bench.py --build build --out bench/results/latest.json
 which
   (a) runs `<build>/dsonas bench --config jobs/bench_fmnist.cfg --threads 2 --bench.steps K --bench.json TMP`
-      (dsonas search steps on the bench_fmnist supergraph; its JSON gives img_per_s
-      (median over steps), step_ms_median, steps, peak_rss_mb);
-  (b) times the PyTorch twin (tests/bench/twin.py) on the same supergraph: fmnist
-      space, batch 64, torch.set_num_threads(2), 2 warm-up steps, then ≥7 search
-      steps alternating w_step / lambda_step; img/s = batch / median step time;
+      (K search steps, W and λ alternating, after 2 warm-up steps; its JSON lists every
+      step's time) and
+  (b) times the PyTorch twin (tests/bench/twin.py) on exactly that supergraph: batch 64,
+      torch.set_num_threads(2), 2 warm-up steps, then S steps alternating w_step /
+      lambda_step,
+      interleaving (a) and (b) over R rounds so that a change of load on this shared
+      machine hits both sides alike.  A search alternates W- and λ-steps 1:1, so each
+      side's step time is the mean of the median W-step and the median λ-step over all
+      rounds, and img/s = batch / that time;
   (c) runs `<build>/dsonas bench --space.preset cifar10 --data.batch 64 --threads 2 --bench.steps 1 --bench.json TMP2`
       for the memory figure of one CIFAR-10 search step (peak_rss_mb);
-  (d) writes the output JSON (dsonas_img_per_s, pytorch_img_per_s, ratio,
-      dsonas_step_ms_median, pytorch_step_ms_median, cifar10_search_step_peak_rss_mb,
-      machine, date, commands, plus details) and prints a short table.
+  (d) writes the output JSON (dsonas_img_per_s, pytorch_img_per_s, ratio, dsonas_step_ms,
+      pytorch_step_ms, cifar10_search_step_peak_rss_mb, machine, date, commands, plus
+      every step time) and prints a short table.
 Before timing PyTorch it checks that torch uses OpenBLAS or MKL (torch.__config__.show()
 and the libraries actually loaded) and records the BLAS.  Exit status 1 if a dsonas run
 fails or no optimised BLAS is found (the JSON is still written, with nulls).
 
-Options: --dsonas-steps K (default 20), --torch-steps S (default 8, at least 7),
---threads T (default 2), --batch B (default 64), --skip-dsonas (twin only).
+Options: --dsonas-steps K (default 10), --torch-steps S (default 4, even), --rounds R
+(default 3), --threads T (default 2), --batch B (default 64), --skip-dsonas (twin only).
 """
 import argparse
 import datetime
@@ -98,37 +102,43 @@ def run_dsonas(cmd, timeout):
         return None, f"cannot read {json_path}: {e}"
 
 
-def time_twin(space, batch, threads, steps, warmup=2, seed=0):
-    """Times alternating w/λ search steps of the twin; returns a result dict."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model = twin.build_twin(space, seed=seed)
-    c, h, w = space["input"]
-    x = torch.randn(batch, c, h, w)
-    y = torch.randint(0, int(space["classes"]), (batch,))
-    times = {"w": [], "lambda": []}
-    for i in range(warmup + steps):
-        kind = "w" if i % 2 == 0 else "lambda"
+class TwinTimer:
+    """Times the twin's search steps (W and λ alternating) over several rounds."""
+
+    def __init__(self, space, batch, threads, warmup=2, seed=0):
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        self.batch, self.threads, self.warmup = batch, threads, warmup
+        self.model = twin.build_twin(space, seed=seed)
+        c, h, w = space["input"]
+        self.x = torch.randn(batch, c, h, w)
+        self.y = torch.randint(0, int(space["classes"]), (batch,))
+        self.times = {"w": [], "lambda": []}
+        for i in range(warmup):
+            self._step("w" if i % 2 == 0 else "lambda")
+
+    def _step(self, kind):
         t0 = time.perf_counter()
         if kind == "w":
-            twin.w_step(model, x, y, W_LR, MOMENTUM, WD)
+            twin.w_step(self.model, self.x, self.y, W_LR, MOMENTUM, WD)
         else:
-            twin.lambda_step(model, x, y, LAMBDA_LR, MOMENTUM, GAMMA)
-        dt = time.perf_counter() - t0
-        if i >= warmup:
-            times[kind].append(dt)
-    all_t = times["w"] + times["lambda"]
-    med = statistics.median(all_t)
-    # W and λ steps differ (~1.3 vs ~0.9 s), so the per-step median depends on the step
-    # count's parity; the median over W+λ pairs is given too, as a steadier figure.
-    pairs = [(a + b) / 2 for a, b in zip(times["w"], times["lambda"])]
-    return {"img_per_s": batch / med, "step_ms_median": 1e3 * med,
-            "img_per_s_pair_median": batch / statistics.median(pairs),
-            "w_step_ms_median": 1e3 * statistics.median(times["w"]),
-            "lambda_step_ms_median": 1e3 * statistics.median(times["lambda"]),
-            "steps": len(all_t), "warmup": warmup, "batch": batch, "threads": threads,
-            "step_ms": [round(1e3 * t, 1) for t in all_t],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+            twin.lambda_step(self.model, self.x, self.y, LAMBDA_LR, MOMENTUM, GAMMA)
+        return time.perf_counter() - t0
+
+    def round(self, steps):
+        for i in range(steps):
+            kind = "w" if i % 2 == 0 else "lambda"
+            self.times[kind].append(self._step(kind))
+
+    def result(self):
+        w, l = self.times["w"], self.times["lambda"]
+        step = (statistics.median(w) + statistics.median(l)) / 2
+        return {"img_per_s": self.batch / step, "step_ms_mean_of_medians": 1e3 * step,
+                "w_step_ms_median": 1e3 * statistics.median(w),
+                "lambda_step_ms_median": 1e3 * statistics.median(l),
+                "steps": len(w) + len(l), "warmup": self.warmup, "batch": self.batch, "threads": self.threads,
+                "w_step_ms": [round(1e3 * t, 1) for t in w], "lambda_step_ms": [round(1e3 * t, 1) for t in l],
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
 def main():
@@ -136,41 +146,57 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--out", default="bench/results/latest.json")
     ap.add_argument("--config", default="jobs/bench_fmnist.cfg")
-    ap.add_argument("--dsonas-steps", type=int, default=20)
-    ap.add_argument("--torch-steps", type=int, default=8)
+    ap.add_argument("--dsonas-steps", type=int, default=10, help="dsonas steps per round (after 2 warm-up)")
+    ap.add_argument("--torch-steps", type=int, default=4, help="twin steps per round (after 2 warm-up in the first)")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--skip-dsonas", action="store_true", help="time the twin only")
     args = ap.parse_args()
-    if args.torch_steps < 7:
-        ap.error("--torch-steps must be at least 7")
+    if args.torch_steps < 2 or args.torch_steps % 2 or args.rounds < 1:
+        ap.error("--torch-steps must be even and >= 2, --rounds >= 1")
 
     exe = os.path.join(args.build, "dsonas")
     errors = []
     commands = []
     with tempfile.TemporaryDirectory() as tmp:
-        # (a) dsonas on the bench supergraph.
-        ds = None
-        if not args.skip_dsonas:
-            cmd = [exe, "bench", "--config", args.config, "--threads", str(args.threads),
-                   "--bench.steps", str(args.dsonas_steps), "--bench.json", os.path.join(tmp, "fmnist.json")]
-            commands.append(" ".join(cmd))
-            ds, err = run_dsonas(cmd, timeout=1800)
-            if err:
-                errors.append(f"dsonas bench_fmnist: {err}")
-
-        # (b) the PyTorch twin.
+        # (a)+(b) dsonas and the twin, interleaved in rounds so that a change of load
+        # on this shared machine hits both sides alike.  A search alternates W- and
+        # λ-steps 1:1, so the step time is the mean of the two kinds' medians.
         blas = blas_info()
         if blas["blas"] is None:
             errors.append("torch uses neither OpenBLAS nor MKL (BLAS_INFO=%s)" % blas["blas_info_build"])
         space = FMNIST_SPACE
-        if isinstance(ds, dict) and isinstance(ds.get("space"), dict):
-            space = ds["space"]  # use exactly the supergraph dsonas timed, if it says
-        commands.append(f"twin: build_twin({space.get('preset')}), batch {args.batch}, "
-                        f"torch.set_num_threads({args.threads}), warm-up 2, {args.torch_steps} "
-                        f"alternating w_step/lambda_step")
-        print(f"$ {commands[-1]}", flush=True)
-        pt = time_twin(space, args.batch, args.threads, args.torch_steps)
+        timer = None
+        ds_w, ds_l, ds = [], [], None
+        for r in range(args.rounds):
+            if not args.skip_dsonas:
+                cmd = [exe, "bench", "--config", args.config, "--threads", str(args.threads),
+                       "--bench.steps", str(args.dsonas_steps), "--bench.json", os.path.join(tmp, "fmnist.json")]
+                if r == 0:
+                    commands.append(" ".join(cmd) + f"   (x{args.rounds} rounds)")
+                d, err = run_dsonas(cmd, timeout=1800)
+                if err:
+                    errors.append(f"dsonas bench_fmnist: {err}")
+                elif isinstance(d, dict):
+                    ds = d
+                    ds_w += d.get("w_step_ms", [])
+                    ds_l += d.get("lambda_step_ms", [])
+                    if isinstance(d.get("space"), dict):
+                        space = d["space"]  # time exactly the supergraph dsonas timed
+            if timer is None:
+                commands.append(f"twin: build_twin({space.get('preset')}), batch {args.batch}, "
+                                f"torch.set_num_threads({args.threads}), warm-up 2, then {args.torch_steps} "
+                                f"alternating w_step/lambda_step per round (x{args.rounds} rounds)")
+                print(f"$ {commands[-1]}", flush=True)
+                timer = TwinTimer(space, args.batch, args.threads)
+            timer.round(args.torch_steps)
+        pt = timer.result()
+        if ds_w and ds_l:
+            step_ms = (statistics.median(ds_w) + statistics.median(ds_l)) / 2
+            ds = dict(ds, img_per_s=args.batch / (step_ms / 1e3), step_ms_mean_of_medians=step_ms,
+                      w_step_ms=ds_w, lambda_step_ms=ds_l,
+                      w_step_ms_median=statistics.median(ds_w), lambda_step_ms_median=statistics.median(ds_l))
 
         # (c) memory of one CIFAR-10 search step.
         cf = None
@@ -190,8 +216,8 @@ def main():
         "dsonas_img_per_s": ds_ips,
         "pytorch_img_per_s": pt["img_per_s"],
         "ratio": (ds_ips / pt["img_per_s"]) if ds_ips else None,
-        "dsonas_step_ms_median": get(ds, "step_ms_median"),
-        "pytorch_step_ms_median": pt["step_ms_median"],
+        "dsonas_step_ms": get(ds, "step_ms_mean_of_medians"),
+        "pytorch_step_ms": pt["step_ms_mean_of_medians"],
         "cifar10_search_step_peak_rss_mb": get(cf, "peak_rss_mb"),
         "dsonas_peak_rss_mb": get(ds, "peak_rss_mb"),
         "pytorch_peak_rss_mb": pt["peak_rss_mb"],
@@ -221,8 +247,9 @@ def main():
 
     print()
     print(f"{'':28s}{'dsonas':>12s}{'pytorch':>12s}")
-    print(f"{'img/s (median step)':28s}{fmt(ds_ips, '12.1f')}{fmt(pt['img_per_s'], '12.1f')}")
-    print(f"{'step ms (median)':28s}{fmt(get(ds, 'step_ms_median'), '12.1f')}{fmt(pt['step_ms_median'], '12.1f')}")
+    print(f"{'img/s (W/λ step pair)':28s}{fmt(ds_ips, '12.1f')}{fmt(pt['img_per_s'], '12.1f')}")
+    print(f"{'step ms (mean of medians)':28s}{fmt(get(ds, 'step_ms_mean_of_medians'), '12.1f')}"
+          f"{fmt(pt['step_ms_mean_of_medians'], '12.1f')}")
     print(f"{'peak RSS MB (fmnist)':28s}{fmt(get(ds, 'peak_rss_mb'), '12.1f')}{fmt(pt['peak_rss_mb'], '12.1f')}")
     print(f"{'ratio dsonas/pytorch':28s}{fmt(result['ratio'], '12.2f')}")
     print(f"{'cifar10 step peak RSS MB':28s}{fmt(result['cifar10_search_step_peak_rss_mb'], '12.1f')}")

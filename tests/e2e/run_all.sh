@@ -214,6 +214,25 @@ echo keep >"$T/dv_keep.json"
 expect_fail "derive: --out holds another file" 2 "dv_keep.json" "" -- "$BIN" derive --run "$T/dv" --out "$T/dv_keep.json"
 if [ "$(cat "$T/dv_keep.json")" = keep ]; then ok "existing foreign --out left intact"; else bad "foreign --out overwritten"; fi
 
+echo "e2e: CIFAR-10 binary files (small, written here in the real format)"
+"$PY" - "$T/cifar" <<'PYEOF'
+import os, random, sys
+d = sys.argv[1]; os.makedirs(d, exist_ok=True); rnd = random.Random(7)
+def write(name, n):
+    with open(os.path.join(d, name), "wb") as f:
+        for i in range(n):
+            f.write(bytes([i % 10]) + bytes(rnd.randrange(256) for _ in range(3072)))
+for k in range(1, 6): write("data_batch_%d.bin" % k, 16)
+write("test_batch.bin", 16)
+PYEOF
+CIF="--data.dataset cifar10 --data.dir $T/cifar --space.preset tiny --space.input 3x32x32 --space.classes 10 --data.batch 8 --threads 2"
+if "$BIN" search $CIF --max-steps 6 --log-every 2 --out "$T/cf" >"$T/cf.log" 2>&1 && grep -q '"test_acc"' "$T/cf/metrics.jsonl"; then
+  ok "search on CIFAR-10 binary files (80 train / 16 test images)"
+else bad "CIFAR-10 search: $(tail -3 "$T/cf.log")"; fi
+expect_fail "CIFAR-10 without data.dir" 2 "data.dir" "$T/cf2" -- "$BIN" search --data.dataset cifar10 --space.preset cifar10 --out "$T/cf2"
+head -c 5000 "$T/cifar/data_batch_3.bin" >"$T/cifar/x" && mv "$T/cifar/x" "$T/cifar/data_batch_3.bin"
+expect_fail "truncated CIFAR-10 batch" 2 "data_batch_3.bin" "$T/cf3" -- "$BIN" search $CIF --out "$T/cf3"
+
 echo "e2e: Fashion-MNIST files (installed by make deps)"
 if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   if "$BIN" pretrain --config jobs/fmnist.cfg --max-steps 3 --log-every 1 --search.bn-reestimate 64 --data.eval-batches 2 --out "$T/fm" >"$T/fm.log" 2>&1 \

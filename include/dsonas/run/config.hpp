@@ -40,11 +40,11 @@ struct RunConfig {
   SearchSpace space;
 
   // [data]
-  std::string dataset = "fmnist";  // fmnist | synthetic
+  std::string dataset = "fmnist";  // fmnist | cifar10 | synthetic
   std::string data_dir;            // default: Debian's dataset-fashion-mnist folder
   int batch = 64;                  // per rank
   double split = 0.5;              // W-half fraction of the training set
-  int pad = 2;                     // pad-crop augmentation (0 = off)
+  int pad = -1;                    // pad-crop augmentation (0 = off, -1 = the dataset's)
   bool flip = true;
   int synthetic_train = 2048, synthetic_test = 512;
   bool prefetch = true;
