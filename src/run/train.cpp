@@ -766,7 +766,14 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   return kExitOk;
 }
 
+/// Peak resident memory of this process image.  VmHWM belongs to the address
+/// space created by exec; ru_maxrss would include the RSS of the parent at fork
+/// time (a benchmark driver that already holds a PyTorch model, say).
 long peak_rss_kb() {
+  std::ifstream st("/proc/self/status");
+  std::string line;
+  while (std::getline(st, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss;
