@@ -13,6 +13,7 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/fault.hpp"
 #include "dsonas/core/rng.hpp"
+#include "dsonas/io/atomic_file.hpp"
 #include "dsonas/model/supergraph.hpp"
 
 #define HDF5_CHECK(call, what)                                              \
@@ -132,35 +133,18 @@ std::vector<float> to_host(Backend& be, const Tensor& t) {
   return h;
 }
 
-void fsync_path(const std::string& path, bool dir) {
-  int fd = ::open(path.c_str(), dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) throw Error(kExitInternal, str("cannot open ", path, " for fsync: ", std::strerror(errno)));
-  if (::fsync(fd) != 0) {
-    int e = errno;
-    ::close(fd);
-    throw Error(kExitInternal, str("fsync ", path, ": ", std::strerror(e)));
-  }
-  ::close(fd);
-}
-
-std::string dirname_of(const std::string& p) {
-  size_t k = p.find_last_of('/');
-  return k == std::string::npos ? "." : (k == 0 ? "/" : p.substr(0, k));
-}
-
 }  // namespace
 
 void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo& info, const TrainState* ts) {
   silence_hdf5();
   Backend& be = g.backend();
-  const std::string tmp = path + ".tmp";
+  std::vector<char> image;
   {
-    H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (file.id < 0) {
-      const int e = errno;
-      ::unlink(tmp.c_str());
-      throw Error(kExitInternal, str("cannot create ", tmp, ": ", std::strerror(e)));
-    }
+    // built in memory (core driver, no backing store); written by write_file_atomically
+    H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    HDF5_CHECK(H5Pset_fapl_core(fapl, 1 << 20, 0), "core driver");
+    H5Id file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
+    if (file.id < 0) fail_lib("HDF5", str("create in-memory file for ", path), __FILE__, __LINE__);
     H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     HDF5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
     write_attr_str(file, "format", ts ? "dsonas-checkpoint" : "dsonas-model");
@@ -205,17 +189,15 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
       for (const auto& kv : ts->counters) write_attr_i64(grp, kv.first.c_str(), kv.second);
       for (const auto& kv : ts->reals) write_attr_f64(grp, kv.first.c_str(), kv.second);
     }
-    if (ts) fault_point("ckpt-after-data", info.step);
-    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
-      ::unlink(tmp.c_str());
-      throw Error(kExitInternal, str("flush ", tmp, " failed (disk full?): ", std::strerror(errno)));
-    }
+    HDF5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "flush in-memory file");
+    const ssize_t n = H5Fget_file_image(file, nullptr, 0);
+    if (n <= 0) fail_lib("HDF5", "file image size", __FILE__, __LINE__);
+    image.resize(static_cast<size_t>(n));
+    if (H5Fget_file_image(file, image.data(), image.size()) != n) fail_lib("HDF5", "file image", __FILE__, __LINE__);
   }
-  fsync_path(tmp, false);
-  if (ts) fault_point("ckpt-before-rename", info.step);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw Error(kExitInternal, str("rename ", tmp, " -> ", path, ": ", std::strerror(errno)));
-  fsync_path(dirname_of(path), true);
+  write_file_atomically(path, image.data(), image.size(), [&](const char* phase) {
+    if (ts) fault_point(str("ckpt-", phase).c_str(), info.step);
+  });
 }
 
 std::string read_model_space(const std::string& path) {

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/io/atomic_file.hpp"
 #include "dsonas/model/supergraph.hpp"
 
 namespace dsonas {
@@ -62,16 +63,6 @@ std::vector<T> read_table(hid_t file, const std::string& path, const std::string
   return v;
 }
 
-void fsync_file(const std::string& p, int flags) {
-  int fd = ::open(p.c_str(), flags);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const int e = errno;
-    if (fd >= 0) ::close(fd);
-    throw Error(kExitInternal, str("fsync ", p, ": ", std::strerror(e)));
-  }
-  ::close(fd);
-}
-
 }  // namespace
 
 Trajectory::Trajectory(std::string path, std::string space_json, std::vector<LambdaGroup> groups)
@@ -121,10 +112,13 @@ void Trajectory::load(int64_t max_step) {
 }
 
 void Trajectory::save() const {
-  const std::string tmp = path_ + ".tmp";
+  std::vector<char> image;
   {
-    Id file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
-    if (file.id < 0) throw Error(kExitInternal, str("cannot create ", tmp, ": ", std::strerror(errno)));
+    // built in memory (core driver, no backing store); written by write_file_atomically
+    Id fapl{H5Pcreate(H5P_FILE_ACCESS), H5Pclose};
+    check(H5Pset_fapl_core(fapl, 1 << 20, 0), "core driver");
+    Id file{H5Fcreate(path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose};
+    if (file.id < 0) fail_lib("HDF5", str("create in-memory file for ", path_), __FILE__, __LINE__);
     auto attr = [&](const char* name, const std::string& v) {
       Id type{H5Tcopy(H5T_C_S1), H5Tclose};
       H5Tset_size(type, v.empty() ? 1 : v.size());
@@ -161,16 +155,13 @@ void Trajectory::save() const {
       write_table(file, ("lambda/" + g.name).c_str(), H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, n, static_cast<hsize_t>(g.size),
                   v.data());
     }
-    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
-      ::unlink(tmp.c_str());
-      throw Error(kExitInternal, str("flush ", tmp, " failed (disk full?): ", std::strerror(errno)));
-    }
+    check(H5Fflush(file, H5F_SCOPE_GLOBAL), "flush in-memory file");
+    const ssize_t bytes = H5Fget_file_image(file, nullptr, 0);
+    if (bytes <= 0) fail_lib("HDF5", "file image size", __FILE__, __LINE__);
+    image.resize(static_cast<size_t>(bytes));
+    if (H5Fget_file_image(file, image.data(), image.size()) != bytes) fail_lib("HDF5", "file image", __FILE__, __LINE__);
   }
-  fsync_file(tmp, O_RDONLY);
-  if (std::rename(tmp.c_str(), path_.c_str()) != 0)
-    throw Error(kExitInternal, str("rename ", tmp, " -> ", path_, ": ", std::strerror(errno)));
-  const size_t k = path_.find_last_of('/');
-  fsync_file(k == std::string::npos ? "." : path_.substr(0, k), O_RDONLY | O_DIRECTORY);
+  write_file_atomically(path_, image.data(), image.size());
 }
 
 }  // namespace dsonas

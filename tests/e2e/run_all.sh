@@ -9,7 +9,7 @@ BIN=$(cd "$BUILD" && pwd)/dsonas
 PY=/usr/bin/python3
 HERE=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+trap 'umount "$T/full" 2>/dev/null; rm -rf "$T"' EXIT
 pass=0; fail=0
 ok()  { echo "  ok    $1"; pass=$((pass+1)); }
 bad() { echo "  FAIL  $1"; fail=$((fail+1)); }
@@ -158,6 +158,18 @@ for point in ckpt-after-data ckpt-before-rename ckpt-before-latest; do
     ok "kill -9 at $point of checkpoint 30: latest still names step 20, resume from it is byte-identical"
   else bad "kill at $point: rc=$rc latest=$latest $(tail -2 "$T/k.log" 2>/dev/null)"; fi
 done
+# a full disk: a 4.5 MB tmpfs holds three checkpoints of the tiny model, not four
+mkdir -p "$T/full"
+if mount -t tmpfs -o size=4500k tmpfs "$T/full" 2>"$T/mount.err"; then
+  $RES --checkpoint-every 10 --keep-last 0 --out "$T/full/run" >"$T/full.log" 2>&1; rc=$?
+  if [ "$rc" -eq 1 ] && grep -q "No space left on device" "$T/full.log" && [ "$(cat "$T/full/run/ckpt/latest")" = step_00000030.h5 ] \
+     && ! ls "$T/full/run/ckpt" | grep -q tmp && "$BIN" inspect "$T/full/run/ckpt/step_00000030.h5" >/dev/null 2>&1; then
+    ok "disk full while writing checkpoint 40: exit 1 with the errno text, no temporary left, step 30 intact"
+  else bad "disk full: rc=$rc $(tail -1 "$T/full.log")"; fi
+  umount "$T/full"
+else
+  echo "  SKIPPED  disk-full test: cannot mount a tmpfs here ($(head -c 200 "$T/mount.err"))"
+fi
 $RES --checkpoint-every 5 --keep-last 3 --keep-every 20 --out "$T/rf" >/dev/null 2>&1
 if [ "$(cd "$T/rf/ckpt" && ls step_*.h5 | tr '\n' ' ')" = "step_00000020.h5 step_00000040.h5 step_00000050.h5 step_00000055.h5 step_00000060.h5 " ]; then
   ok "retention --keep-last 3 --keep-every 20: newest 3 + milestones 20, 40"
