@@ -308,6 +308,7 @@ std::unique_ptr<Backend> backend_for(const RunConfig& cfg) {
 }
 
 constexpr int64_t kRecomputeAutoBytes = int64_t(2) << 30;
+constexpr double kTrajectorySaveSecs = 60;
 
 /// Applies --recompute; returns a line for the log.
 std::string apply_recompute(const RunConfig& cfg, Supergraph& g) {
@@ -634,7 +635,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   info.seed = cfg.seed;
   info.config = cfg.resolved;
   info.structural = structural;
-  Clock::time_point last_ckpt = Clock::now();
+  Clock::time_point last_ckpt = Clock::now(), last_traj_save = Clock::now();
   double max_step_s = 0;
   auto checkpoint = [&](int64_t step, bool finished) {
     TrainState ts;
@@ -733,6 +734,12 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       rec.live_edges = g.live_edges();
       rec.lambda = g.lambda();
       traj->append(std::move(rec));
+      // also persist between checkpoints, at most once a minute, so a running
+      // search can be watched (a file ahead of the checkpoint is trimmed on resume)
+      if (seconds_since(last_traj_save) >= kTrajectorySaveSecs) {
+        traj->save();
+        last_traj_save = Clock::now();
+      }
     }
     if (cfg.checkpoint_every > 0 && (t + 1) % cfg.checkpoint_every == 0 && !stop && t + 1 < total)
       checkpoint(t + 1, false);

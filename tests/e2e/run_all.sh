@@ -99,7 +99,8 @@ $RES --out "$T/ra" >"$T/ra.log" 2>&1 || bad "uninterrupted run A: $(tail -2 "$T/
 if [ "$rc" -eq 137 ] && [ -s "$T/rb/ckpt/step_00000030.h5" ] && [ "$(cat "$T/rb/ckpt/latest")" = step_00000030.h5 ]; then
   ok "kill -9 after step 35: checkpoints 10..30 on disk, latest = step 30"
 else bad "kill -9 run: rc=$rc, ckpt: $(ls "$T/rb/ckpt" 2>&1)"; fi
-if $RES --checkpoint-every 10 --out "$T/rb" --resume >"$T/rb2.log" 2>&1 && grep -q "resumed from .*step_00000030.h5" "$T/rb2.log" \
+if $RES --checkpoint-every 10 --keep-last 4 --out "$T/rb" --resume >"$T/rb2.log" 2>&1 && grep -q "resumed from .*step_00000030.h5" "$T/rb2.log" \
+   && grep -q "changed since the checkpoint: keep-last = 3 -> 4" "$T/rb2.log" \
    && same_model "$T/ra/model.h5" "$T/rb/model.h5" \
    && diff <(grep -o '"loss":[^,]*' "$T/ra/metrics.jsonl") <(grep -o '"loss":[^,]*' "$T/rb/metrics.jsonl") >/dev/null; then
   ok "resume after kill -9: final model byte-identical to the uninterrupted run, metrics identical"

@@ -1,9 +1,9 @@
 // trajectory.hpp — DIR/lambda_trajectory.h5: how every λ evolved (DESIGN.md §5).
 //
 // Records are kept in memory and the file is rewritten atomically (temporary
-// name, fsync, rename) whenever a checkpoint is written and at the end of the
-// stage, so the file on disk is always complete and never ahead of the newest
-// checkpoint.  On resume the records past the checkpoint's step are dropped and
+// name, fsync, rename) before every checkpoint, at most once a minute in between,
+// and at the end of the stage, so the file on disk is always complete and never
+// behind the newest checkpoint.  On resume the records past the checkpoint's step are dropped and
 // the resumed run appends the same records again: steps strictly increasing, no
 // gap, no duplicate, and byte-identical to an uninterrupted run.
 //
