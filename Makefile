@@ -114,6 +114,7 @@ python-test: $(BIN) $(TOOL_BINS)
 
 e2e-test: $(BIN)
 	bash tests/e2e/run_all.sh $(BUILD)
+	bash tests/e2e/slurm.sh $(BUILD)
 
 # The main job: pretrain + search on Fashion-MNIST (jobs/fmnist.cfg), into a new
 # folder runs/fmnist_<UTC time> (an existing run is never overwritten).

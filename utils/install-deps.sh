@@ -17,6 +17,7 @@ PKGS=(
   dataset-fashion-mnist
   graphviz
   python3-torch python3-numpy python3-h5py python3-matplotlib python3-pytest
+  slurm-wlm munge
 )
 
 missing=()
