@@ -259,15 +259,7 @@ std::string Architecture::input_name(int i) const {
 // ---- counts --------------------------------------------------------------------------
 double Architecture::macs() const {
   const SearchSpace& sp = space_;
-  const double C = sp.stem_channels, cin = sp.in_channels;
-  double macs = 0.0;
-  if (sp.stem == StemKind::Conv3) {
-    macs += 9.0 * cin * C * sp.in_height * sp.in_width;
-  } else {
-    const double half = sp.stem_channels / 2;  // integer division, §2.2
-    const double h1 = (sp.in_height + 1) / 2, w1 = (sp.in_width + 1) / 2;
-    macs += 9.0 * cin * half * h1 * w1 + 9.0 * half * C * sp.stage_height(0) * sp.stage_width(0);
-  }
+  double macs = stem_macs(sp);
   for (const ArchBlock& blk : blocks_) {
     const double F = blk.channels, hw = static_cast<double>(blk.height) * blk.width;
     for (const ArchOp& o : blk.ops)

@@ -247,19 +247,17 @@ std::vector<int64_t> live_ops_per_type(const SearchSpace& space, const float* la
   return count;
 }
 
+double stem_macs(const SearchSpace& sp) {
+  const double C = sp.stem_channels, cin = sp.in_channels;
+  if (sp.stem == StemKind::Conv3) return 9.0 * cin * C * sp.in_height * sp.in_width;
+  const double half = sp.stem_channels / 2;  // integer division, §2.2
+  const double h1 = (sp.in_height + 1) / 2, w1 = (sp.in_width + 1) / 2;
+  return 9.0 * cin * half * h1 * w1 + 9.0 * half * C * sp.stage_height(0) * sp.stage_width(0);
+}
+
 double live_macs(const SearchSpace& sp, const float* lam, const uint8_t* mask) {
   const BlockLayout b = sp.block_layout();
-  const double C = sp.stem_channels, cin = sp.in_channels;
-  double macs = 0.0;
-  // Stem.
-  if (sp.stem == StemKind::Conv3) {
-    macs += 9.0 * cin * C * sp.in_height * sp.in_width;
-  } else {
-    const double half = sp.stem_channels / 2;  // integer division, §2.2
-    const double h1 = (sp.in_height + 1) / 2, w1 = (sp.in_width + 1) / 2;
-    macs += 9.0 * cin * half * h1 * w1;
-    macs += 9.0 * half * C * sp.stage_height(0) * sp.stage_width(0);
-  }
+  double macs = stem_macs(sp);
   // Normal blocks, id_conv, reductions.
   for (int s = 0; s < sp.stages(); ++s) {
     const Geometry g = stage_geometry(sp, s);

@@ -135,6 +135,8 @@ std::vector<int64_t> live_ops_per_type(const SearchSpace& space, const float* la
  * topology with its own stage geometry.
  */
 double live_macs(const SearchSpace& space, const float* lam, const uint8_t* mask);
+/// MACs of the stem alone (§11.1): 9·C_in·C·H·W, or the two strided convs of ImageNet.
+double stem_macs(const SearchSpace& space);
 /// Same with every op, edge, branch alive (the dense supernet).
 double full_macs(const SearchSpace& space);
 
