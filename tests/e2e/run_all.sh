@@ -82,18 +82,7 @@ expect_fail "mismatched --init" 3 "space.widths" "$T/o16" -- "$BIN" search $SYN 
 
 echo "e2e: checkpoints and bit-exact resume (tiny synthetic search)"
 RES="$BIN search $SYN --max-steps 60 --log-every 10 --search.gamma 0.02 --search.lambda-lr-mult 5"
-same_model() {  # same_model A.h5 B.h5: every dataset byte-identical
-  "$PY" - "$1" "$2" <<'PYEOF'
-import sys, h5py, numpy as np
-def ds(p):
-    f = h5py.File(p, "r"); out = {}
-    f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    return out
-a, b = ds(sys.argv[1]), ds(sys.argv[2])
-bad = [n for n in a if n not in b or not np.array_equal(a[n], b[n])]
-assert a.keys() == b.keys() and not bad, "differ: %s" % bad[:5]
-PYEOF
-}
+same_model() { "$PY" "$(dirname "${BASH_SOURCE[0]}")/same_model.py" "$1" "$2"; }  # every dataset byte-identical
 $RES --out "$T/ra" >"$T/ra.log" 2>&1 || bad "uninterrupted run A: $(tail -2 "$T/ra.log")"
 { DSONAS_FAULT=kill-after-step:35 $RES --checkpoint-every 10 --out "$T/rb" >"$T/rb1.log" 2>&1; rc=$?; } 2>/dev/null
 if [ "$rc" -eq 137 ] && [ -s "$T/rb/ckpt/step_00000030.h5" ] && [ "$(cat "$T/rb/ckpt/latest")" = step_00000030.h5 ]; then

@@ -48,18 +48,7 @@ wait_final() {  # wait_final JOB SECONDS: echo the final state (or TIMEOUT)
   done
   echo "TIMEOUT(last $(job_field "$1" JobState))"
 }
-same_model() {  # same_model A.h5 B.h5: every dataset byte-identical
-  "$PY" - "$1" "$2" <<'PYEOF'
-import sys, h5py, numpy as np
-def ds(p):
-    f = h5py.File(p, "r"); out = {}
-    f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    return out
-a, b = ds(sys.argv[1]), ds(sys.argv[2])
-bad = [n for n in a if n not in b or not np.array_equal(a[n], b[n])]
-assert a.keys() == b.keys() and not bad, "differ: %s" % bad[:5]
-PYEOF
-}
+same_model() { "$PY" "$(dirname "${BASH_SOURCE[0]}")/same_model.py" "$1" "$2"; }  # every dataset byte-identical
 submit() {  # submit OUT ARGS...: echo the job id
   local out=$1; shift
   (cd "$T" && DSONAS_BIN=$BIN DSONAS_CONFIG=$T/tiny.cfg DSONAS_OUT=$T/$out DSONAS_ARGS="$*" \
