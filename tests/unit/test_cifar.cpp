@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "temp_dir.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
@@ -33,25 +34,7 @@ namespace {
 
 // ---- fixtures -------------------------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    const char* t = std::getenv("TMPDIR");
-    std::string tmpl = std::string(t && *t ? t : "/tmp") + "/dsonas_test_cifar_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    char* p = mkdtemp(buf.data());
-    if (p) path_ = p;
-  }
-  ~TempDir() {
-    if (!path_.empty()) std::system(("rm -rf '" + path_ + "'").c_str());
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using dsonas_test::TempDir;
 
 void write_raw(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream f(path, std::ios::binary);

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "temp_dir.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
@@ -79,25 +80,7 @@ std::vector<uint8_t> read_all(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
 }
 
-class TempDir {
- public:
-  TempDir() {
-    const char* t = std::getenv("TMPDIR");
-    std::string tmpl = std::string(t && *t ? t : "/tmp") + "/dsonas_test_data_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    char* p = mkdtemp(buf.data());
-    if (p) path_ = p;
-  }
-  ~TempDir() {
-    if (!path_.empty()) std::system(("rm -rf '" + path_ + "'").c_str());
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using dsonas_test::TempDir;
 
 // 5 images of 3×4, every pixel distinct; labels 0..4 mod 10.
 constexpr uint32_t kN = 5, kRows = 3, kCols = 4;
