@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "temp_dir.hpp"
+#include "test_util.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
@@ -70,21 +70,7 @@ void write_fixture(const TempDir& d) {
   write_raw(d.file("test_batch.bin"), cifar_file(6, kTestRecs));
 }
 
-// Runs f, expects dsonas::Error with code 2; returns the message.
-template <class F>
-std::string usage_error(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), kExitUsage) << e.what();
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "unexpected exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
+using dsonas_test::usage_error;
 
 const double kMean[3] = {0.5071, 0.4867, 0.4408};
 const double kStd[3] = {0.2675, 0.2565, 0.2761};

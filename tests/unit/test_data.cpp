@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "temp_dir.hpp"
+#include "test_util.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
@@ -91,21 +91,7 @@ std::vector<uint8_t> fixture_pixels() {
 }
 std::vector<uint8_t> fixture_labels() { return {3, 0, 9, 4, 7}; }
 
-// Runs f, expects dsonas::Error with code 2; returns the message.
-template <class F>
-std::string usage_error(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), kExitUsage) << e.what();
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "unexpected exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
+using dsonas_test::usage_error;
 
 struct IdxFixture : ::testing::Test {
   TempDir dir;

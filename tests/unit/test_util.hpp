@@ -1,9 +1,14 @@
-// temp_dir.hpp — a scratch folder for a test, removed with everything in it when
-// the object goes out of scope.
+// test_util.hpp — helpers shared by the unit tests: a scratch folder removed with
+// everything in it when it goes out of scope, and a check for usage errors (exit 2).
 #pragma once
+#include <gtest/gtest.h>
+
 #include <cstdlib>
+#include <exception>
 #include <string>
 #include <vector>
+
+#include "dsonas/core/error.hpp"
 
 namespace dsonas_test {
 
@@ -29,5 +34,21 @@ class TempDir {
  private:
   std::string path_;
 };
+
+/// Runs f, expects dsonas::Error with code 2 (kExitUsage); returns the message.
+template <class F>
+std::string usage_error(F f) {
+  try {
+    f();
+  } catch (const dsonas::Error& e) {
+    EXPECT_EQ(e.code(), dsonas::kExitUsage) << e.what();
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "unexpected exception type: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "no error thrown";
+  return "";
+}
 
 }  // namespace dsonas_test
