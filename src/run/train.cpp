@@ -37,6 +37,7 @@
 #include "dsonas/data/dataset.hpp"
 #include "dsonas/data/loader.hpp"
 #include "dsonas/data/sampler.hpp"
+#include "dsonas/io/atomic_file.hpp"
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
@@ -378,15 +379,8 @@ std::string write_checkpoint(const std::string& out, Supergraph& g, const ModelF
   const std::string name = ckpt_name(info.step);
   save_model_file(dir + "/" + name, g, info, &ts);
   fault_point("ckpt-before-latest", info.step);
-  const std::string tmp = dir + "/latest.tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << name << "\n";
-    f.flush();
-    if (!f) throw Error(kExitInternal, str("cannot write ", tmp, ": ", std::strerror(errno)));
-  }
-  if (std::rename(tmp.c_str(), (dir + "/latest").c_str()) != 0)
-    throw Error(kExitInternal, str("rename ", tmp, ": ", std::strerror(errno)));
+  const std::string pointer = name + "\n";
+  write_file_atomically(dir + "/latest", pointer.data(), pointer.size());
   return dir + "/" + name;
 }
 
