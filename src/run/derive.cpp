@@ -28,6 +28,7 @@
 
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
+#include "dsonas/io/atomic_file.hpp"
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/supergraph.hpp"
@@ -76,23 +77,9 @@ void check_output(const std::string& p, const std::string& what, const std::stri
     fail_usage(str("derive: ", what, " ", p, " exists and was not written by dsonas derive; refusing to overwrite it"));
 }
 
-/// Writes `text` to p through a temporary name in the same folder (exit 1 on error).
+/// Writes `text` to p atomically (exit 1 with the errno text on error).
 void write_atomic(const std::string& p, const std::string& text) {
-  const std::string tmp = p + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      throw Error(kExitInternal, str("derive: cannot write ", p, ": ", std::strerror(errno)));
-    }
-  }
-  if (std::rename(tmp.c_str(), p.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    throw Error(kExitInternal, str("derive: cannot write ", p, ": ", std::strerror(e)));
-  }
+  write_file_atomically(p, text.data(), text.size());
 }
 
 /// Root int64 attribute `step` of a dsonas model/checkpoint file (0 if absent).
