@@ -224,6 +224,18 @@ std::string read_root_attr(const std::string& path, const char* name) {
   return v;
 }
 
+int64_t read_root_i64(const std::string& path, const char* name) {
+  silence_hdf5();
+  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
+  int64_t v = 0;
+  if (H5Aexists(file, name) > 0) {
+    H5Id a(H5Aopen(file, name, H5P_DEFAULT), H5Aclose);
+    if (a.id < 0 || H5Aread(a, H5T_NATIVE_INT64, &v) < 0) v = 0;
+  }
+  return v;
+}
+
 std::string read_file_attr(const std::string& path, const char* name) {
   read_model_space(path);  // exists, is HDF5, is ours
   H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);

@@ -11,7 +11,6 @@
 // temporary name and renamed, so a failure never leaves a half-written output.
 #include "dsonas/run/derive.hpp"
 
-#include <hdf5.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -82,21 +81,6 @@ void write_atomic(const std::string& p, const std::string& text) {
   write_file_atomically(p, text.data(), text.size());
 }
 
-/// Root int64 attribute `step` of a dsonas model/checkpoint file (0 if absent).
-int64_t read_step(const std::string& path) {
-  int64_t step = 0;
-  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) return 0;
-  if (H5Aexists(f, "step") > 0) {
-    const hid_t a = H5Aopen(f, "step", H5P_DEFAULT);
-    if (a >= 0) {
-      if (H5Aread(a, H5T_NATIVE_INT64, &step) < 0) step = 0;
-      H5Aclose(a);
-    }
-  }
-  H5Fclose(f);
-  return step;
-}
 
 /// Full path of `prog` on $PATH, or "".
 std::string find_on_path(const std::string& prog) {
@@ -222,7 +206,7 @@ int run_derive(int argc, char** argv) {
   Architecture arch = Architecture::from_lambda(target, g.lambda().data(), g.mask().data());
   arch.source = run;
   arch.stage = read_root_attr(file, "stage");
-  arch.step = read_step(file);
+  arch.step = read_root_i64(file, "step");
   if (arch.stage == "pretrain")
     arch.extra_warnings.push_back("source is a pretrain model (lambda not searched): the derived network is the dense supernet");
 

@@ -51,6 +51,10 @@ void load_model_file(const std::string& path, Supergraph& g, bool with_lambda, T
 /// the file if it cannot be opened.
 std::string read_root_attr(const std::string& path, const char* name);
 
+/// Root int64 attribute of any dsonas HDF5 file (0 if absent); exit 3 naming the
+/// file if it cannot be opened.
+int64_t read_root_i64(const std::string& path, const char* name);
+
 /// Root string attribute of a model/checkpoint file ("" if absent); exit 3 if unreadable.
 std::string read_file_attr(const std::string& path, const char* name);
 
