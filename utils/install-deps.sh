@@ -14,6 +14,7 @@ PKGS=(
   libopenblas-dev libopenblas0-pthread
   libopenmpi-dev openmpi-bin
   libhdf5-dev
+  libturbojpeg0-dev
   dataset-fashion-mnist
   graphviz
   python3-torch python3-numpy python3-h5py python3-matplotlib python3-pytest

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "dsonas/core/error.hpp"
-#include "dsonas/data/cifar.hpp"  // defines: load_cifar10, cifar10_train_augment, cifar10_eval_augment
+#include "dsonas/data/cifar.hpp"  // defines: load_cifar10, cifar10_files, check_cifar10_file, cifar10_train_augment, cifar10_eval_augment
 
 namespace dsonas {
 namespace {
@@ -98,12 +98,9 @@ ImageSet load_cifar10(const std::string& dir, bool train) {
   const std::string base = (!dir.empty() && dir.back() == '/') ? dir : dir + "/";
 
   std::vector<CifarFile> files;
-  if (train) {
-    for (int k = 1; k <= kCifarTrainBatches; ++k)
-      files.push_back({str(base, "data_batch_", k, ".bin"), str("CIFAR-10 train batch ", k), 0});
-  } else {
-    files.push_back({base + "test_batch.bin", "CIFAR-10 test batch", 0});
-  }
+  const std::vector<std::string> paths = cifar10_files(dir, train);
+  for (size_t k = 0; k < paths.size(); ++k)
+    files.push_back({paths[k], train ? str("CIFAR-10 train batch ", k + 1) : std::string("CIFAR-10 test batch"), 0});
   // The tarball unpacks to cifar-10-batches-bin/: say so if data.dir is its parent.
   if (!is_file(files[0].path) && is_file(base + "cifar-10-batches-bin/" + files[0].path.substr(base.size())))
     fail_file(files[0], str("not found, but ", base, "cifar-10-batches-bin/ holds it: set data.dir to ",
@@ -135,6 +132,27 @@ ImageSet load_cifar10(const std::string& dir, bool train) {
   s.source = str("CIFAR-10 ", train ? "train" : "test", " (", dir, ", ", s.n, " images",
                  files.size() > 1 ? str(" = ", counts) : std::string(), ")");
   return s;
+}
+
+std::vector<std::string> cifar10_files(const std::string& dir, bool train) {
+  const std::string base = (!dir.empty() && dir.back() == '/') ? dir : dir + "/";
+  std::vector<std::string> v;
+  if (train) {
+    for (int k = 1; k <= kCifarTrainBatches; ++k) v.push_back(str(base, "data_batch_", k, ".bin"));
+  } else {
+    v.push_back(base + "test_batch.bin");
+  }
+  return v;
+}
+
+int64_t check_cifar10_file(const std::string& path, const std::string& role) {
+  CifarFile f{path, role, 0};
+  check_size(f);
+  if (f.records > static_cast<uint64_t>(INT_MAX)) fail_file(f, str(f.records, " records, more than supported"));
+  std::vector<uint8_t> pixels(f.records * kCifarImageBytes);
+  std::vector<int32_t> labels(f.records);
+  read_records(f, pixels.data(), labels.data());
+  return static_cast<int64_t>(f.records);
 }
 
 Augment cifar10_eval_augment() {

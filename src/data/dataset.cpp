@@ -69,12 +69,21 @@ ImageSet make_synthetic(int n, int c, int h, int w, int classes, uint64_t seed) 
 }
 
 Split split_indices(const ImageSet& set, double first_fraction, uint64_t seed) {
+  if (set.classes <= 0)  // unlabelled: one class
+    return split_labels(std::vector<int32_t>(static_cast<size_t>(std::max(set.n, 0)), 0), 0, first_fraction, seed);
+  DSO_CHECK(set.labels.size() == static_cast<size_t>(std::max(set.n, 0)), "labels ", set.labels.size(), " for ",
+            set.n, " images");
+  return split_labels(set.labels, set.classes, first_fraction, seed);
+}
+
+Split split_labels(const std::vector<int32_t>& labels, int n_classes, double first_fraction, uint64_t seed) {
   if (!(first_fraction > 0.0 && first_fraction < 1.0))
     fail_usage(str("data: split fraction must be in (0, 1), got ", first_fraction));
-  const int classes = std::max(set.classes, 1);
+  const int n = static_cast<int>(labels.size());
+  const int classes = std::max(n_classes, 1);
   std::vector<std::vector<int>> by_class(classes);
-  for (int i = 0; i < set.n; ++i) {
-    int l = set.classes > 0 ? set.labels[i] : 0;
+  for (int i = 0; i < n; ++i) {
+    int l = n_classes > 0 ? labels[i] : 0;
     DSO_CHECK(l >= 0 && l < classes, "label ", l, " at index ", i);
     by_class[l].push_back(i);
   }
@@ -94,7 +103,7 @@ Split split_indices(const ImageSet& set, double first_fraction, uint64_t seed) {
   std::sort(sp.first.begin(), sp.first.end());
   std::sort(sp.second.begin(), sp.second.end());
   if (sp.first.empty() || sp.second.empty())
-    fail_usage(str("data: splitting ", set.n, " images with fraction ", first_fraction,
+    fail_usage(str("data: splitting ", n, " images with fraction ", first_fraction,
                    " leaves one half empty (", sp.first.size(), " / ", sp.second.size(), ")"));
   return sp;
 }

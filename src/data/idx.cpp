@@ -17,7 +17,7 @@
 #include <cstring>
 
 #include "dsonas/core/error.hpp"
-#include "dsonas/data/dataset.hpp"  // defines: load_idx, load_fashion_mnist
+#include "dsonas/data/dataset.hpp"  // defines: load_idx, load_fashion_mnist, fashion_mnist_files
 
 namespace dsonas {
 namespace {
@@ -180,18 +180,22 @@ ImageSet load_idx(const std::string& images_path, const std::string& labels_path
   return s;
 }
 
-ImageSet load_fashion_mnist(const std::string& dir, bool train) {
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0)
-    fail_usage(str("data: ", dir, " (Fashion-MNIST directory): ", std::strerror(errno), "; ", kHint));
-  if (!S_ISDIR(st.st_mode)) fail_usage(str("data: ", dir, " (Fashion-MNIST directory): not a directory"));
+IdxPair fashion_mnist_files(const std::string& dir, bool train) {
   const std::string stem = train ? "train" : "t10k";
   auto pick = [&](const std::string& name) {
     std::string gz = dir + "/" + name + ".gz", raw = dir + "/" + name;
     return (!file_exists(gz) && file_exists(raw)) ? raw : gz;
   };
-  ImageSet s = load_idx(pick(stem + "-images-idx3-ubyte"), pick(stem + "-labels-idx1-ubyte"), 10,
-                        train ? "train" : "test");
+  return {pick(stem + "-images-idx3-ubyte"), pick(stem + "-labels-idx1-ubyte")};
+}
+
+ImageSet load_fashion_mnist(const std::string& dir, bool train) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0)
+    fail_usage(str("data: ", dir, " (Fashion-MNIST directory): ", std::strerror(errno), "; ", kHint));
+  if (!S_ISDIR(st.st_mode)) fail_usage(str("data: ", dir, " (Fashion-MNIST directory): not a directory"));
+  const IdxPair f = fashion_mnist_files(dir, train);
+  ImageSet s = load_idx(f.images, f.labels, 10, train ? "train" : "test");
   s.source = str("Fashion-MNIST ", train ? "train" : "test", " (", dir, ")");
   return s;
 }

@@ -35,6 +35,7 @@ void Loader::produce(Batch& b) {
   b.c = set_->c, b.h = set_->h, b.w = set_->w;
   b.data.resize(static_cast<size_t>(b.n) * set_->image_size());
   b.labels.resize(b.n);
+  b.indices = idx_;
   make_batch(*set_, idx_, aug_, aug_seed_, aug_stream_, static_cast<uint64_t>(b.global_step),
              b.data.data(), b.labels.data(),
              static_cast<uint64_t>(sampler_.rank()) * static_cast<uint64_t>(sampler_.batch()));
@@ -148,6 +149,7 @@ bool EvalIterator::next(Batch& b) {
   b.c = set_->c, b.h = set_->h, b.w = set_->w;
   b.data.resize(nb * set_->image_size());
   b.labels.resize(nb);
+  b.indices = idx_;
   make_batch(*set_, idx_, norm_, 0, 0, 0, b.data.data(), b.labels.data());
   b.global_step = static_cast<int64_t>(pos_ / batch_);
   pos_ += nb;

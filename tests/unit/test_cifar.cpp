@@ -236,6 +236,27 @@ TEST(Cifar, LabelOutOfRangeNamesFileRecordAndValue) {
   EXPECT_THAT(m, HasSubstr("label 255 at record 9"));
 }
 
+TEST(Cifar, FileListAndSingleFileCheck) {
+  TempDir d;
+  write_fixture(d);
+  const std::vector<std::string> tr = cifar10_files(d.path(), true), te = cifar10_files(d.path() + "/", false);
+  ASSERT_EQ(tr.size(), 5u);
+  EXPECT_EQ(tr[0], d.file("data_batch_1.bin"));
+  EXPECT_EQ(tr[4], d.file("data_batch_5.bin"));
+  EXPECT_EQ(te, std::vector<std::string>{d.file("test_batch.bin")});
+  EXPECT_EQ(check_cifar10_file(tr[2], "CIFAR-10 train batch 3"), kTrainRecs);
+  EXPECT_EQ(check_cifar10_file(te[0], "CIFAR-10 test batch"), kTestRecs);
+  std::vector<uint8_t> b = cifar_file(2, 4);
+  b[2 * kCifarRecordBytes] = 10;  // label of record 2
+  write_raw(d.file("data_batch_2.bin"), b);
+  EXPECT_THAT(usage_error([&] { check_cifar10_file(tr[1], "CIFAR-10 train batch 2"); }),
+              HasSubstr(tr[1] + " (CIFAR-10 train batch 2): label 10 at record 2"));
+  b.pop_back();
+  write_raw(d.file("data_batch_2.bin"), b);
+  EXPECT_THAT(usage_error([&] { check_cifar10_file(tr[1], "CIFAR-10 train batch 2"); }),
+              HasSubstr("not a multiple"));
+}
+
 TEST(Cifar, RealFilesWhenAvailable) {
   const char* dir = std::getenv("DSONAS_CIFAR10_DIR");
   if (!dir || !*dir) GTEST_SKIP() << "set DSONAS_CIFAR10_DIR to a cifar-10-batches-bin directory";

@@ -339,6 +339,22 @@ TEST(Split, DisjointCoveringDeterministicStratified) {
   EXPECT_THAT(usage_error([&] { split_indices(tiny, 0.5, 1); }), HasSubstr("empty"));
 }
 
+TEST(Split, FromLabelsAloneEqualsFromTheSet) {
+  // split_labels is what sets that are not in memory (ImageNet shards) use.
+  ImageSet s = make_synthetic(503, 1, 4, 4, 7, 3);
+  for (double f : {0.5, 0.8}) {
+    const Split a = split_indices(s, f, 9), b = split_labels(s.labels, s.classes, f, 9);
+    EXPECT_EQ(a.first, b.first);
+    EXPECT_EQ(a.second, b.second);
+  }
+  // an unlabelled set (classes = 0) still splits
+  ImageSet u = s;
+  u.classes = 0;
+  u.labels.clear();
+  const Split c = split_indices(u, 0.5, 9);
+  EXPECT_EQ(c.first.size() + c.second.size(), 503u);
+}
+
 TEST(Split, ShardIndices) {
   std::vector<int> v = all_indices(10);
   std::vector<int> cat;
@@ -632,10 +648,12 @@ TEST(Loader, PrefetchOnOffIdentical) {
   }
   EXPECT_EQ(on.state(), (SamplerState{2, 3}));
   EXPECT_EQ(off.state(), on.state());
-  // Labels agree with the data set.
+  // Labels agree with the data set; Batch::indices are the sampler's.
   Sampler ref(sp.first, 8, 0, 1, 3, 4);
   for (int k = 0; k < 15; ++k) {
     auto idx = ref.next();
+    EXPECT_EQ(a[k].indices, idx);
+    EXPECT_EQ(b[k].indices, idx);
     for (int i = 0; i < 8; ++i) EXPECT_EQ(a[k].labels[i], s.labels[idx[i]]);
   }
 }

@@ -19,7 +19,9 @@
 // The data set is not shipped with dsonas: the user downloads it and points
 // data.dir at the cifar-10-batches-bin directory.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dsonas/data/augment.hpp"
 #include "dsonas/data/dataset.hpp"
@@ -37,6 +39,14 @@ constexpr int kCifarRecordsPerFile = 10000;                          ///< in the
 /// train = data_batch_1..5.bin in order (50 000 images), else test_batch.bin.
 /// classes = 10, c = 3, h = w = 32, pixels NCHW uint8.
 ImageSet load_cifar10(const std::string& dir, bool train);
+
+/// The files load_cifar10(dir, train) reads, in order (full paths).
+std::vector<std::string> cifar10_files(const std::string& dir, bool train);
+
+/// Checks one CIFAR-10 .bin file completely (the load_cifar10 checks: size a
+/// whole number of records, every label in 0..9) without keeping the data;
+/// returns its record count.  `role` as in the messages ("CIFAR-10 train batch 2").
+int64_t check_cifar10_file(const std::string& path, const std::string& role);
 
 /// §8.1 search/training augmentation: pad 4 with 127 (0..255 scale, before
 /// normalisation) + random 32×32 crop of 40×40, flip p = 0.5, CIFAR mean/std;

@@ -48,6 +48,12 @@ ImageSet load_idx(const std::string& images_path, const std::string& labels_path
 /// accepted when the .gz ones are absent).  train=false → the t10k test set.
 ImageSet load_fashion_mnist(const std::string& dir, bool train);
 
+/// The {images, labels} files load_fashion_mnist(dir, train) reads.
+struct IdxPair {
+  std::string images, labels;
+};
+IdxPair fashion_mnist_files(const std::string& dir, bool train);
+
 /// Debian's install location of Fashion-MNIST.
 inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
@@ -67,6 +73,10 @@ struct Split {
 /// Stratified random split; first gets round(first_fraction·n) samples.
 /// first_fraction must be in (0, 1) and both halves non-empty (else fail_usage).
 Split split_indices(const ImageSet& set, double first_fraction, uint64_t seed);
+/// The same split from labels alone (for sets that are not in memory, e.g.
+/// ImageNetShards::labels()); split_indices(set, f, s) ==
+/// split_labels(set.labels, set.classes, f, s).
+Split split_labels(const std::vector<int32_t>& labels, int classes, double first_fraction, uint64_t seed);
 
 /// 0, 1, …, n-1.
 std::vector<int> all_indices(int n);

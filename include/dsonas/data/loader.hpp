@@ -14,6 +14,10 @@
 //    the queue and restarts from the given state.  The destructor stops and
 //    joins the producer even if it is blocked on a full queue.
 //  * The ImageSet is borrowed and must outlive the Loader / EvalIterator.
+//  * BatchSource / EvalSource are the contracts a training loop needs; Loader
+//    and EvalIterator (in-memory sets) and ShardLoader / ShardEvalIterator
+//    (ImageNet shards, imagenet_loader.hpp) implement them, so the loop can
+//    hold either behind a pointer.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -37,9 +41,34 @@ struct Batch {
   SamplerState state_after;     ///< sampler state after it
   int64_t global_step = 0;      ///< global batch number (epoch·steps_per_epoch + position)
   bool epoch_end = false;       ///< this was the last batch of its epoch
+  std::vector<int> indices;     ///< sample indices (into the set) of the n images
 };
 
-class Loader {
+/// Endless shuffled training batches with a resumable position.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  /// The next batch (blocks until it is ready).
+  virtual void next(Batch& b) = 0;
+  /// State after the last batch returned (= before the next one).
+  virtual SamplerState state() const = 0;
+  /// Continue from `s` as an uninterrupted source would (fail_usage if invalid).
+  virtual void restore(const SamplerState& s) = 0;
+  virtual int64_t steps_per_epoch() const = 0;
+};
+
+/// One pass over a fixed list in order, in batches (the last may be smaller).
+class EvalSource {
+ public:
+  virtual ~EvalSource() = default;
+  /// false when the list is exhausted (b untouched).
+  virtual bool next(Batch& b) = 0;
+  virtual void reset() = 0;
+  virtual int64_t num_batches() const = 0;
+  virtual size_t size() const = 0;
+};
+
+class Loader : public BatchSource {
  public:
   /// aug_seed/aug_stream key the augmentation draws (independent of the
   /// sampler's shuffling stream).  depth = prefetch queue length (≥ 1).
@@ -50,13 +79,13 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   /// The next batch (blocks until the producer has it).
-  void next(Batch& b);
+  void next(Batch& b) override;
   /// State after the last batch returned (= before the next one).
-  SamplerState state() const;
+  SamplerState state() const override;
   /// Continue from `s` as an uninterrupted loader would.
-  void restore(const SamplerState& s);
+  void restore(const SamplerState& s) override;
 
-  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  int64_t steps_per_epoch() const override { return steps_per_epoch_; }
   bool prefetching() const { return prefetch_; }
 
  private:
@@ -86,14 +115,14 @@ class Loader {
 
 /// Goes over a whole index list in order, in batches of `batch` (the last one
 /// may be smaller), with normalisation only (pad, flip and cutout are ignored).
-class EvalIterator {
+class EvalIterator : public EvalSource {
  public:
   EvalIterator(const ImageSet& set, std::vector<int> indices, int batch, Augment norm);
   /// false when the list is exhausted (b untouched).
-  bool next(Batch& b);
-  void reset() { pos_ = 0; }
-  int64_t num_batches() const;
-  size_t size() const { return indices_.size(); }
+  bool next(Batch& b) override;
+  void reset() override { pos_ = 0; }
+  int64_t num_batches() const override;
+  size_t size() const override { return indices_.size(); }
 
  private:
   const ImageSet* set_;

@@ -1,0 +1,57 @@
+// imagenet_internal.hpp — helpers shared by imagenet_format.cpp and
+// imagenet_pack.cpp (not a public header): HDF5 ids and attributes, a minimal
+// JSON reader for the manifest, file helpers.  HDF5 is called only from the
+// thread that opens or writes a shard.
+#pragma once
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dsonas {
+namespace imagenet_detail {
+
+/// RAII for an HDF5 id.
+struct H5Id {
+  hid_t id = -1;
+  herr_t (*closer)(hid_t) = nullptr;
+  H5Id(hid_t i, herr_t (*c)(hid_t)) : id(i), closer(c) {}
+  ~H5Id() {
+    if (id >= 0 && closer) closer(id);
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  operator hid_t() const { return id; }
+  bool ok() const { return id >= 0; }
+};
+
+/// Turns off HDF5's automatic error printing for the calling thread.
+void h5_quiet();
+bool read_attr_str(hid_t obj, const char* name, std::string* out);
+bool read_attr_i64(hid_t obj, const char* name, int64_t* out);
+void write_attr_str(hid_t obj, const char* name, const std::string& v);
+void write_attr_i64(hid_t obj, const char* name, int64_t v);
+
+/// A parsed JSON value (the subset the manifest needs; numbers keep their text).
+struct JVal {
+  enum Kind { Null, Bool, Num, Str, Arr, Obj } kind = Null;
+  bool b = false;
+  std::string s;  // string value, or the number's text
+  std::vector<JVal> a;
+  std::vector<std::pair<std::string, JVal>> o;
+  const JVal* get(const std::string& key) const;
+};
+/// Parses `text`; on a syntax error returns false and sets *err ("line L: what").
+bool parse_json(const std::string& text, JVal* out, std::string* err);
+/// JSON string literal with escapes.
+std::string json_quote(const std::string& s);
+
+/// Whole file into memory; false + errno text on failure.
+bool read_whole_file(const std::string& path, std::string* out, std::string* err);
+/// pread exactly n bytes at off; false on a short read or error (*err says which).
+bool pread_exact(int fd, void* buf, size_t n, uint64_t off, std::string* err);
+
+}  // namespace imagenet_detail
+}  // namespace dsonas

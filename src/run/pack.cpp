@@ -1,0 +1,65 @@
+// pack.cpp — `dsonas pack` (see validate.hpp and data/imagenet.hpp): option
+// parsing around pack_imagenet().
+#include <boost/program_options.hpp>
+#include <iostream>
+#include <sstream>
+
+#include "dsonas/core/error.hpp"
+#include "dsonas/core/fault.hpp"
+#include "dsonas/data/imagenet.hpp"
+#include "dsonas/run/validate.hpp"  // defines: run_pack
+
+namespace po = boost::program_options;
+
+namespace dsonas {
+
+int run_pack(int argc, char** argv) {
+  PackOptions o;
+  std::string splits = "train,val";
+  bool help = false;
+  po::options_description d(
+      "usage: dsonas pack --src ROOT --out OUT [options]\n"
+      "  Packs ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG into HDF5 shards OUT/<split>-NNNNN.h5\n"
+      "  plus OUT/manifest.json (written last; classes = sorted train folder names).  Undecodable images\n"
+      "  are skipped with a warning and listed in the manifest (--strict: exit 2 instead).\n"
+      "  exit codes: 0 done, 2 bad usage or input, 1 write error\noptions");
+  d.add_options()
+    ("help,h", po::bool_switch(&help), "print this help and exit")
+    ("src", po::value<std::string>(&o.src), "ROOT of the JPEG tree (required)")
+    ("out", po::value<std::string>(&o.out), "output folder: new, empty, or an unfinished pack's (required)")
+    ("resize", po::value<int>(&o.resize)->default_value(0),
+     "0: store the original JPEG bytes; S > 0: images whose shorter side exceeds S are resized to S and re-encoded")
+    ("quality", po::value<int>(&o.quality)->default_value(90), "JPEG quality of re-encoded images (1..100)")
+    ("shard-size", po::value<int>(&o.shard_size)->default_value(5000), "images per shard (memory while packing ~ 3x a shard)")
+    ("threads", po::value<int>(&o.threads)->default_value(0), "decoding threads (0 = all cores)")
+    ("splits", po::value<std::string>(&splits)->default_value("train,val"), "comma-separated split folders (a missing one other than train is skipped with a note)")
+    ("strict", po::bool_switch(&o.strict), "an undecodable image (or one with a libjpeg warning) is fatal");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    fail_usage(str("pack: ", e.what(), " (dsonas pack --help lists the options)"));
+  }
+  if (help) {
+    std::cout << d;
+    return kExitOk;
+  }
+  o.splits.clear();
+  std::stringstream ss(splits);
+  for (std::string tok; std::getline(ss, tok, ',');)
+    if (!tok.empty()) o.splits.push_back(tok);
+  o.log = &std::cout;
+  // DSONAS_FAULT=pack-shard-after-data:K, pack-shard-before-rename:K (K = the
+  // K-th shard written, from 0, over all splits) or pack-before-manifest:0
+  // kill the process there (end-to-end tests of interrupted packs).
+  int64_t shard_seq = 0;
+  o.hook = [&shard_seq](const std::string& phase, const std::string&) {
+    fault_point(("pack-" + phase).c_str(), phase == "before-manifest" ? 0 : shard_seq);
+    if (phase == "shard-before-rename") ++shard_seq;
+  };
+  pack_imagenet(o);
+  return kExitOk;
+}
+
+}  // namespace dsonas
