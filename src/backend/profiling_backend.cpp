@@ -202,6 +202,25 @@ class ProfilingBackend final : public Backend {
     in_.synchronize();
     add("nag_update", t0);
   }
+  void softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing, float grad_scale,
+                             Tensor& dlogits, double* loss_sum, int64_t* correct) override {
+    auto t0 = clk::now();
+    in_.softmax_xent_smoothed(logits, labels, smoothing, grad_scale, dlogits, loss_sum, correct);
+    in_.synchronize();
+    add("softmax_xent_smoothed", t0);
+  }
+  void dropout_apply(const Tensor& x, float p, uint64_t key, int64_t index_base, Tensor& y) override {
+    auto t0 = clk::now();
+    in_.dropout_apply(x, p, key, index_base, y);
+    in_.synchronize();
+    add("dropout_apply", t0);
+  }
+  void scale_samples(const Tensor& x, int groups, const float* scale, Tensor& y, float beta) override {
+    auto t0 = clk::now();
+    in_.scale_samples(x, groups, scale, y, beta);
+    in_.synchronize();
+    add("scale_samples", t0);
+  }
 
  private:
   using clk = std::chrono::steady_clock;

@@ -9,8 +9,13 @@
 // integral by construction).
 #include "dsonas/model/architecture.hpp"
 
+#include <cerrno>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <utility>
 
@@ -528,6 +533,755 @@ std::string Architecture::to_dot() const {
     << "  " << prev << " -> head;\n"
     << "}\n";
   return d.str();
+}
+
+
+// ---- JSON input ----------------------------------------------------------------------
+//
+// Design note.  A small recursive-descent parser for RFC 8259 JSON (objects keep
+// their member order and may repeat a key; the reader below refuses a repeated
+// field it looks up), followed by a strict field-by-field reader.  Every error
+// is one fail_usage line "FILE: FIELD: message"; syntax errors name line and
+// column instead of a field.
+namespace {
+
+struct JV {
+  enum Kind { Null, Bool, Num, Str, Arr, Obj } kind = Null;
+  bool b = false;
+  std::string text;  // Num: the literal as written; Str: the decoded string
+  bool integral = false;
+  std::vector<JV> arr;
+  std::vector<std::pair<std::string, JV>> obj;
+};
+
+const char* kind_name(JV::Kind k) {
+  switch (k) {
+    case JV::Null: return "null";
+    case JV::Bool: return "a boolean";
+    case JV::Num: return "a number";
+    case JV::Str: return "a string";
+    case JV::Arr: return "an array";
+    case JV::Obj: return "an object";
+  }
+  return "?";
+}
+
+class JsonParser {
+ public:
+  JsonParser(const std::string& text, const std::string& file) : t_(text), file_(file) {}
+
+  JV parse() {
+    skip_ws();
+    JV v = value(0);
+    skip_ws();
+    if (p_ != t_.size()) fail("unexpected text after the JSON value");
+    return v;
+  }
+
+ private:
+  static constexpr int kMaxDepth = 64;
+  const std::string& t_;
+  const std::string& file_;
+  size_t p_ = 0;
+
+  [[noreturn]] void fail(const std::string& msg) const {
+    int line = 1, col = 1;
+    for (size_t i = 0; i < p_ && i < t_.size(); ++i) {
+      if (t_[i] == '\n') {
+        ++line;
+        col = 1;
+      } else {
+        ++col;
+      }
+    }
+    fail_usage(str(file_, ": line ", line, ", column ", col, ": ", msg));
+  }
+  void skip_ws() {
+    while (p_ < t_.size() && (t_[p_] == ' ' || t_[p_] == '\t' || t_[p_] == '\n' || t_[p_] == '\r')) ++p_;
+  }
+  bool literal(const char* w) {
+    const size_t n = std::strlen(w);
+    if (t_.compare(p_, n, w) != 0) return false;
+    p_ += n;
+    return true;
+  }
+
+  JV value(int depth) {
+    if (depth > kMaxDepth) fail("nesting deeper than 64 levels");
+    if (p_ >= t_.size()) fail("unexpected end of text (a value was expected)");
+    JV v;
+    const char c = t_[p_];
+    if (c == '{') {
+      v.kind = JV::Obj;
+      ++p_;
+      skip_ws();
+      if (p_ < t_.size() && t_[p_] == '}') {
+        ++p_;
+        return v;
+      }
+      for (;;) {
+        skip_ws();
+        if (p_ >= t_.size() || t_[p_] != '"') fail("expected a string key");
+        std::string key = string_body();
+        skip_ws();
+        if (p_ >= t_.size() || t_[p_] != ':') fail("expected ':' after a key");
+        ++p_;
+        skip_ws();
+        JV m = value(depth + 1);
+        v.obj.emplace_back(std::move(key), std::move(m));
+        skip_ws();
+        if (p_ < t_.size() && t_[p_] == ',') {
+          ++p_;
+          continue;
+        }
+        if (p_ < t_.size() && t_[p_] == '}') {
+          ++p_;
+          return v;
+        }
+        fail("expected ',' or '}' in an object");
+      }
+    }
+    if (c == '[') {
+      v.kind = JV::Arr;
+      ++p_;
+      skip_ws();
+      if (p_ < t_.size() && t_[p_] == ']') {
+        ++p_;
+        return v;
+      }
+      for (;;) {
+        skip_ws();
+        v.arr.push_back(value(depth + 1));
+        skip_ws();
+        if (p_ < t_.size() && t_[p_] == ',') {
+          ++p_;
+          continue;
+        }
+        if (p_ < t_.size() && t_[p_] == ']') {
+          ++p_;
+          return v;
+        }
+        fail("expected ',' or ']' in an array");
+      }
+    }
+    if (c == '"') {
+      v.kind = JV::Str;
+      v.text = string_body();
+      return v;
+    }
+    if (literal("true")) {
+      v.kind = JV::Bool;
+      v.b = true;
+      return v;
+    }
+    if (literal("false")) {
+      v.kind = JV::Bool;
+      return v;
+    }
+    if (literal("null")) return v;
+    if (c == '-' || (c >= '0' && c <= '9')) return number();
+    fail(str("unexpected character '", c, "'"));
+  }
+
+  JV number() {
+    const size_t b = p_;
+    auto digits = [&] {
+      const size_t s = p_;
+      while (p_ < t_.size() && t_[p_] >= '0' && t_[p_] <= '9') ++p_;
+      return p_ - s;
+    };
+    if (t_[p_] == '-') ++p_;
+    if (p_ < t_.size() && t_[p_] == '0') {
+      ++p_;
+    } else if (digits() == 0) {
+      fail("bad number");
+    }
+    bool integral = true;
+    if (p_ < t_.size() && t_[p_] == '.') {
+      ++p_;
+      integral = false;
+      if (digits() == 0) fail("bad number (digits expected after '.')");
+    }
+    if (p_ < t_.size() && (t_[p_] == 'e' || t_[p_] == 'E')) {
+      ++p_;
+      integral = false;
+      if (p_ < t_.size() && (t_[p_] == '+' || t_[p_] == '-')) ++p_;
+      if (digits() == 0) fail("bad number (digits expected in the exponent)");
+    }
+    JV v;
+    v.kind = JV::Num;
+    v.text = t_.substr(b, p_ - b);
+    v.integral = integral;
+    return v;
+  }
+
+  unsigned hex4() {
+    if (p_ + 4 > t_.size()) fail("truncated \\u escape");
+    unsigned u = 0;
+    for (int i = 0; i < 4; ++i) {
+      const char h = t_[p_++];
+      u <<= 4;
+      if (h >= '0' && h <= '9') u |= static_cast<unsigned>(h - '0');
+      else if (h >= 'a' && h <= 'f') u |= static_cast<unsigned>(h - 'a' + 10);
+      else if (h >= 'A' && h <= 'F') u |= static_cast<unsigned>(h - 'A' + 10);
+      else fail("bad hex digit in a \\u escape");
+    }
+    return u;
+  }
+
+  static void put_utf8(std::string& o, unsigned cp) {
+    if (cp < 0x80) {
+      o += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      o += static_cast<char>(0xC0 | (cp >> 6));
+      o += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      o += static_cast<char>(0xE0 | (cp >> 12));
+      o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      o += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      o += static_cast<char>(0xF0 | (cp >> 18));
+      o += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      o += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+
+  /// At the opening quote; returns the decoded string, leaves p_ after the closing quote.
+  std::string string_body() {
+    ++p_;
+    std::string o;
+    for (;;) {
+      if (p_ >= t_.size()) fail("unterminated string");
+      const unsigned char c = static_cast<unsigned char>(t_[p_]);
+      if (c == '"') {
+        ++p_;
+        return o;
+      }
+      if (c < 0x20) fail("control character inside a string");
+      if (c != '\\') {
+        o += static_cast<char>(c);
+        ++p_;
+        continue;
+      }
+      ++p_;
+      if (p_ >= t_.size()) fail("unterminated string");
+      const char e = t_[p_++];
+      switch (e) {
+        case '"': o += '"'; break;
+        case '\\': o += '\\'; break;
+        case '/': o += '/'; break;
+        case 'b': o += '\b'; break;
+        case 'f': o += '\f'; break;
+        case 'n': o += '\n'; break;
+        case 'r': o += '\r'; break;
+        case 't': o += '\t'; break;
+        case 'u': {
+          unsigned cp = hex4();
+          if (cp >= 0xD800 && cp <= 0xDBFF) {  // surrogate pair
+            if (p_ + 2 > t_.size() || t_[p_] != '\\' || t_[p_ + 1] != 'u') fail("unpaired surrogate in a \\u escape");
+            p_ += 2;
+            const unsigned lo = hex4();
+            if (lo < 0xDC00 || lo > 0xDFFF) fail("bad low surrogate in a \\u escape");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            fail("unpaired surrogate in a \\u escape");
+          }
+          put_utf8(o, cp);
+          break;
+        }
+        default: fail(str("bad escape '\\", e, "'"));
+      }
+    }
+  }
+};
+
+/// Strict reader of one JSON object: typed getters naming the field on error,
+/// and finish() refusing any member that was not read.
+class JObj {
+ public:
+  JObj(const JV& v, std::string path, const std::string& file) : v_(v), path_(std::move(path)), file_(file) {
+    if (v.kind != JV::Obj) bad(path_.empty() ? "(top level)" : path_, str("expected an object, got ", kind_name(v.kind)));
+    used_.assign(v.obj.size(), 0);
+  }
+
+  [[noreturn]] void bad(const std::string& field, const std::string& msg) const {
+    fail_usage(str(file_, ": ", field, ": ", msg));
+  }
+  std::string field(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  const std::string& path() const { return path_; }
+  const std::string& file() const { return file_; }
+  const JV& value() const { return v_; }
+
+  const JV& get(const std::string& key) {
+    const JV* found = nullptr;
+    for (size_t i = 0; i < v_.obj.size(); ++i)
+      if (v_.obj[i].first == key) {
+        if (found) bad(field(key), "appears more than once");
+        found = &v_.obj[i].second;
+        used_[i] = 1;
+      }
+    if (!found) bad(field(key), "missing");
+    return *found;
+  }
+  int64_t i64(const std::string& key, int64_t lo, int64_t hi) { return as_i64(get(key), field(key), lo, hi); }
+  std::string text(const std::string& key) {
+    const JV& v = get(key);
+    if (v.kind != JV::Str) bad(field(key), str("expected a string, got ", kind_name(v.kind)));
+    return v.text;
+  }
+  bool boolean(const std::string& key) {
+    const JV& v = get(key);
+    if (v.kind != JV::Bool) bad(field(key), str("expected true or false, got ", kind_name(v.kind)));
+    return v.b;
+  }
+  const JV& array(const std::string& key, const char* what) {
+    const JV& v = get(key);
+    if (v.kind != JV::Arr) bad(field(key), str("expected ", what));
+    return v;
+  }
+  std::vector<int64_t> int_array(const std::string& key, int64_t lo, int64_t hi) {
+    const JV& a = array(key, "an array of integers");
+    std::vector<int64_t> out;
+    for (const JV& e : a.arr) {
+      if (e.kind != JV::Num || !e.integral) bad(field(key), "expected an array of integers");
+      out.push_back(as_i64(e, str(field(key), "[", out.size(), "]"), lo, hi));
+    }
+    return out;
+  }
+  std::vector<std::string> string_array(const std::string& key, const char* what) {
+    const JV& a = array(key, what);
+    std::vector<std::string> out;
+    for (const JV& e : a.arr) {
+      if (e.kind != JV::Str) bad(field(key), str("expected ", what));
+      out.push_back(e.text);
+    }
+    return out;
+  }
+  JObj object(const std::string& key) { return JObj(get(key), field(key), file_); }
+
+  void finish() const {
+    for (size_t i = 0; i < v_.obj.size(); ++i)
+      if (!used_[i]) bad(field(v_.obj[i].first), "unknown field");
+  }
+
+  int64_t as_i64(const JV& v, const std::string& f, int64_t lo, int64_t hi) const {
+    if (v.kind != JV::Num || !v.integral) bad(f, str("expected an integer, got ", v.kind == JV::Num ? v.text : kind_name(v.kind)));
+    errno = 0;
+    char* end = nullptr;
+    const long long x = std::strtoll(v.text.c_str(), &end, 10);
+    if (errno == ERANGE || x < lo || x > hi) bad(f, str("expected an integer in [", lo, ", ", hi, "], got ", v.text));
+    return x;
+  }
+
+ private:
+  const JV& v_;
+  std::string path_;
+  const std::string& file_;
+  std::vector<uint8_t> used_;
+};
+
+std::string join_ints(const std::vector<int>& v, const char* sep = ",") {
+  std::string o;
+  for (size_t i = 0; i < v.size(); ++i) o += str(i ? sep : "", v[i]);
+  return o;
+}
+
+std::string join_ops(const std::vector<OpKind>& v) {
+  std::string o;
+  for (size_t i = 0; i < v.size(); ++i) o += str(i ? "," : "", op_name(v[i]));
+  return o;
+}
+
+/// Row index of an input name: "in" → 0, "l{l}/o{j}" → 1 + N(l−1) + (j−1); −1 if malformed.
+int parse_input_name(const std::string& s, int N, int* level) {
+  if (s == "in") {
+    *level = 0;
+    return 0;
+  }
+  int l = 0, j = 0;
+  char tail = 0;
+  if (std::sscanf(s.c_str(), "l%d/o%d%c", &l, &j, &tail) != 2) return -1;
+  if (s != str("l", l, "/o", j)) return -1;  // no leading zeros, signs or spaces
+  if (l < 1 || j < 1 || j > N) return -1;
+  *level = l;
+  return 1 + N * (l - 1) + (j - 1);
+}
+
+constexpr int64_t kMaxDim = 1 << 16;
+
+SearchSpace read_space(JObj o) {
+  SearchSpace sp;
+  sp.preset = o.text("preset");
+  sp.levels = static_cast<int>(o.i64("levels", 1, 16));
+  sp.ops.clear();
+  {
+    const std::vector<std::string> ops = o.string_array("ops", "an array of op names");
+    if (ops.empty() || ops.size() > 16) o.bad(o.field("ops"), str("expected 1 to 16 op names, got ", ops.size()));
+    for (size_t j = 0; j < ops.size(); ++j)
+      sp.ops.push_back(parse_op(ops[j], str(o.file(), ": ", o.field("ops"), "[", j, "]")));
+  }
+  const std::vector<int64_t> in = o.int_array("input", 1, kMaxDim);
+  if (in.size() != 3) o.bad(o.field("input"), str("expected [channels, height, width], got ", in.size(), " numbers"));
+  sp.in_channels = static_cast<int>(in[0]);
+  sp.in_height = static_cast<int>(in[1]);
+  sp.in_width = static_cast<int>(in[2]);
+  sp.classes = static_cast<int>(o.i64("classes", 2, 1 << 20));
+  const std::string stem = o.text("stem");
+  if (stem == "conv3") sp.stem = StemKind::Conv3;
+  else if (stem == "imagenet2x") sp.stem = StemKind::ImageNet2x;
+  else o.bad(o.field("stem"), str("expected \"conv3\" or \"imagenet2x\", got \"", stem, "\""));
+  sp.stem_channels = static_cast<int>(o.i64("stem_channels", 1, kMaxDim));
+  sp.normal_units.clear();
+  for (int64_t u : o.int_array("normal_units", 1, 1024)) sp.normal_units.push_back(static_cast<int>(u));
+  if (sp.normal_units.empty() || sp.normal_units.size() > 16)
+    o.bad(o.field("normal_units"), str("expected 1 to 16 stages, got ", sp.normal_units.size()));
+  sp.widths.clear();
+  for (int64_t w : o.int_array("widths", 1, kMaxDim)) sp.widths.push_back(static_cast<int>(w));
+  if (sp.widths.size() != sp.normal_units.size())
+    o.bad(o.field("widths"), str("expected ", sp.normal_units.size(), " widths (one per stage), got ", sp.widths.size()));
+  if (sp.widths[0] != sp.stem_channels)
+    o.bad(o.field("widths") + "[0]", str("the stage-1 width must equal stem_channels (", sp.stem_channels, "), got ",
+                                         sp.widths[0]));
+  if (sp.stem == StemKind::ImageNet2x && sp.stem_channels < 2)
+    o.bad(o.field("stem_channels"), "the imagenet2x stem needs at least 2 channels");
+  sp.share = o.boolean("share");
+  try {
+    sp.validate();
+  } catch (const Error& e) {
+    fail_usage(str(o.file(), ": ", e.what()));
+  }
+  const int64_t tl = o.i64("total_lambda", 0, INT64_MAX);
+  if (tl != sp.total_lambda())
+    o.bad(o.field("total_lambda"), str(tl, " does not match the space (", sp.total_lambda(), ")"));
+  o.finish();
+  return sp;
+}
+
+}  // namespace
+
+Architecture Architecture::from_json(const std::string& text, const std::string& file) {
+  const JV root_v = JsonParser(text, file).parse();
+  JObj root(root_v, "", file);
+  const std::string fmt = root.text("format");
+  if (fmt != "dsonas-architecture")
+    root.bad("format", str("expected \"dsonas-architecture\", got \"", fmt, "\""));
+  const int64_t ver = root.i64("format_version", INT64_MIN, INT64_MAX);
+  if (ver != 1) root.bad("format_version", str("version ", ver, " is not supported (this build reads 1)"));
+
+  Architecture a;
+  a.source = root.text("source");
+  a.stage = root.text("stage");
+  a.step = root.i64("step", INT64_MIN, INT64_MAX);
+  a.space_ = read_space(root.object("space"));
+  const SearchSpace& sp = a.space_;
+  const int L = sp.levels, N = sp.N();
+  if (root.boolean("share") != sp.share)
+    root.bad("share", str("expected ", sp.share ? "true" : "false", " (space.share)"));
+
+  // ---- blocks
+  const JV& blocks = root.array("blocks", "an array of blocks");
+  if (static_cast<int>(blocks.arr.size()) != sp.num_normal_blocks())
+    root.bad("blocks", str("expected ", sp.num_normal_blocks(), " blocks (the space's normal units), got ",
+                           blocks.arr.size()));
+  size_t bi = 0;
+  for (int s = 0; s < sp.stages(); ++s)
+    for (int u = 0; u < sp.normal_units[s]; ++u, ++bi) {
+      JObj b(blocks.arr[bi], str("blocks[", bi, "]"), file);
+      ArchBlock blk;
+      blk.stage = s + 1;
+      blk.unit = u + 1;
+      blk.name = str("s", s + 1, "/u", u + 1);
+      blk.channels = sp.widths[s];
+      blk.height = sp.stage_height(s);
+      blk.width = sp.stage_width(s);
+      blk.id_conv = u == 0;
+      const std::string name = b.text("name");
+      if (name != blk.name) b.bad(b.field("name"), str("expected \"", blk.name, "\", got \"", name, "\""));
+      auto expect_int = [&](const char* key, int want, const char* why) {
+        const int64_t got = b.i64(key, INT64_MIN, INT64_MAX);
+        if (got != want) b.bad(b.field(key), str("expected ", want, " (", why, "), got ", got));
+      };
+      expect_int("stage", blk.stage, "blocks are listed in stage order");
+      expect_int("unit", blk.unit, "blocks are listed in unit order");
+      expect_int("channels", blk.channels, "the space's stage width");
+      expect_int("height", blk.height, "the stage's feature-map height");
+      expect_int("width", blk.width, "the stage's feature-map width");
+      const std::string sc = b.text("shortcut"), want_sc = blk.id_conv ? "id_conv" : "identity";
+      if (sc != want_sc)
+        b.bad(b.field("shortcut"), str("expected \"", want_sc, "\" (", blk.id_conv ? "the first" : "not the first",
+                                       " unit of its stage), got \"", sc, "\""));
+      const bool empty = b.boolean("empty");
+      const JV& ops = b.array("ops", "an array of ops");
+      std::vector<int> pos_of(static_cast<size_t>(L * N), -1);  // op index → position in blk.ops
+      std::vector<uint8_t> consumed;
+      for (size_t k = 0; k < ops.arr.size(); ++k) {
+        JObj o(ops.arr[k], str(b.field("ops"), "[", k, "]"), file);
+        ArchOp op;
+        op.level = static_cast<int>(o.i64("level", 1, L));
+        op.op = static_cast<int>(o.i64("op", 1, N));
+        const int idx = N * (op.level - 1) + (op.op - 1);
+        if (!blk.ops.empty()) {
+          const ArchOp& prev = blk.ops.back();
+          if (N * (prev.level - 1) + (prev.op - 1) >= idx)
+            o.bad(o.path(), str("l", op.level, "/o", op.op, " is out of order or repeated (ops are listed level-major, "
+                                                             "in op order, once each)"));
+        }
+        const std::string type = o.text("type");
+        op.type = parse_op(type, str(file, ": ", o.field("type")));
+        if (op.type != sp.ops[static_cast<size_t>(op.op - 1)])
+          o.bad(o.field("type"), str("expected \"", op_name(sp.ops[static_cast<size_t>(op.op - 1)]), "\" (op ", op.op,
+                                     " of the space), got \"", type, "\""));
+        const std::vector<std::string> inputs = o.string_array("inputs", "an array of input names");
+        if (inputs.empty()) o.bad(o.field("inputs"), "an op needs at least one input");
+        int last = -1;
+        for (const std::string& in : inputs) {
+          int lvl = 0;
+          const int i = parse_input_name(in, N, &lvl);
+          if (i < 0) o.bad(o.field("inputs"), str("\"", in, "\" is not an input name (\"in\" or \"l<level>/o<op>\")"));
+          if (op.level == 1 && i != 0) o.bad(o.field("inputs"), "a level-1 op reads the block input only ([\"in\"])");
+          if (i > 0 && (lvl >= op.level || pos_of[static_cast<size_t>(i - 1)] < 0))
+            o.bad(o.field("inputs"), str("\"", in, "\" is not an earlier op of this block"));
+          if (i <= last) o.bad(o.field("inputs"), "inputs must be sorted (\"in\" first, then level-major) without repeats");
+          last = i;
+          op.inputs.push_back(i);
+          if (i > 0) consumed[static_cast<size_t>(pos_of[static_cast<size_t>(i - 1)])] = 1;
+        }
+        op.output = o.boolean("output");
+        o.finish();
+        pos_of[static_cast<size_t>(idx)] = static_cast<int>(blk.ops.size());
+        blk.ops.push_back(std::move(op));
+        consumed.push_back(0);
+      }
+      for (size_t k = 0; k < blk.ops.size(); ++k)
+        if (!blk.ops[k].output && !consumed[k])
+          b.bad(str(b.field("ops"), "[", k, "]"), str("l", blk.ops[k].level, "/o", blk.ops[k].op,
+                                                     " feeds neither the block output nor a later op"));
+      blk.empty = blk.live_branches() == 0;
+      if (empty != blk.empty)
+        b.bad(b.field("empty"), str("expected ", blk.empty ? "true (no op has \"output\": true)" : "false (an op has \"output\": true)"));
+      b.finish();
+      a.blocks_.push_back(std::move(blk));
+    }
+
+  // ---- reductions
+  const JV& reds = root.array("reductions", "an array of reductions");
+  if (static_cast<int>(reds.arr.size()) != sp.num_reductions())
+    root.bad("reductions", str("expected ", sp.num_reductions(), " reductions (one after every stage but the last), got ",
+                               reds.arr.size()));
+  for (int s = 0; s < sp.num_reductions(); ++s) {
+    JObj r(reds.arr[static_cast<size_t>(s)], str("reductions[", s, "]"), file);
+    ArchReduction red;
+    red.stage = s + 1;
+    red.name = str("s", s + 1, "/red");
+    red.in_channels = sp.widths[s];
+    red.out_channels = sp.widths[s + 1];
+    red.out_height = sp.stage_height(s + 1);
+    red.out_width = sp.stage_width(s + 1);
+    const std::string name = r.text("name");
+    if (name != red.name) r.bad(r.field("name"), str("expected \"", red.name, "\", got \"", name, "\""));
+    const int64_t ci = r.i64("in_channels", INT64_MIN, INT64_MAX), co = r.i64("out_channels", INT64_MIN, INT64_MAX);
+    if (ci != red.in_channels) r.bad(r.field("in_channels"), str("expected ", red.in_channels, " (the space's stage width), got ", ci));
+    if (co != red.out_channels)
+      r.bad(r.field("out_channels"), str("expected ", red.out_channels, " (the next stage's width), got ", co));
+    const std::vector<std::string> br = r.string_array("branches", "an array of branch names");
+    const bool ok = br == std::vector<std::string>{"1x1"} || br == std::vector<std::string>{"3x3"} ||
+                    br == std::vector<std::string>{"1x1", "3x3"};
+    if (!ok) r.bad(r.field("branches"), "expected [\"1x1\"], [\"3x3\"] or [\"1x1\", \"3x3\"]");
+    red.branch[0] = br.front() == "1x1";
+    red.branch[1] = br.back() == "3x3";
+    r.finish();
+    a.reductions_.push_back(red);
+  }
+
+  // ---- derived fields: must agree with the structure
+  {
+    JObj sv = root.object("survivors");
+    const int64_t ops = sv.i64("ops", INT64_MIN, INT64_MAX), of = sv.i64("of", INT64_MIN, INT64_MAX);
+    if (ops != a.live_ops()) sv.bad(sv.field("ops"), str(ops, " does not match the blocks (", a.live_ops(), " live ops)"));
+    const int64_t all = static_cast<int64_t>(sp.num_normal_blocks()) * L * N;
+    if (of != all) sv.bad(sv.field("of"), str(of, " does not match the space (", all, " ops)"));
+    auto per = [&](const std::string& key, const std::vector<int64_t>& want, auto name_of) {
+      JObj m = sv.object(key);
+      const auto& mem = m.value().obj;
+      if (mem.size() != want.size()) m.bad(m.path(), str("expected ", want.size(), " entries, got ", mem.size()));
+      for (size_t i = 0; i < mem.size(); ++i) {
+        const std::string nm = name_of(i);
+        if (mem[i].first != nm) m.bad(m.path(), str("entry ", i + 1, " must be \"", nm, "\", got \"", mem[i].first, "\""));
+        const int64_t got = m.as_i64(mem[i].second, m.field(nm), INT64_MIN, INT64_MAX);
+        if (got != want[i]) m.bad(m.field(nm), str(got, " does not match the blocks (", want[i], ")"));
+      }
+    };
+    per("per_type", a.survivors_per_type(), [&](size_t j) { return std::string(op_name(sp.ops[j])); });
+    per("per_level", a.survivors_per_level(), [&](size_t l) { return str("l", l + 1); });
+    sv.finish();
+  }
+  auto expect_count = [&](const char* key, double want) {
+    const int64_t got = root.i64(key, INT64_MIN, INT64_MAX);
+    const int64_t w = static_cast<int64_t>(std::llround(want));
+    if (got != w) root.bad(key, str(got, " does not match the architecture (", w, ")"));
+  };
+  expect_count("macs", a.macs());
+  expect_count("params", a.params());
+  expect_count("macs_full", a.macs_full());
+  expect_count("params_full", a.params_full());
+
+  // ---- warnings: lambda_zero flags, then the extras
+  const std::vector<std::string> warn = root.string_array("warnings", "an array of strings");
+  for (ArchReduction& r : a.reductions_) {
+    const std::string head = r.name + ": both branch lambdas are 0";
+    for (const std::string& w : warn)
+      if (w.compare(0, head.size(), head) == 0) r.lambda_zero = true;
+  }
+  const std::vector<std::string> builtin = a.warnings();
+  for (const std::string& w : warn) {
+    bool known = false;
+    for (const std::string& x : builtin) known = known || x == w;
+    for (const ArchReduction& r : a.reductions_) {
+      const std::string head = r.name + ": both branch lambdas are 0";
+      known = known || w.compare(0, head.size(), head) == 0;
+    }
+    if (!known) a.extra_warnings.push_back(w);
+  }
+  root.finish();
+  return a;
+}
+
+// ---- baseline, width, compatibility ------------------------------------------------
+Architecture Architecture::baseline(const SearchSpace& space, OpKind kind) {
+  space.validate();
+  int j = 0;
+  for (int k = 0; k < space.N() && j == 0; ++k)
+    if (space.ops[static_cast<size_t>(k)] == kind) j = k + 1;
+  if (j == 0)
+    fail_usage(str("baseline: the space's ops (", join_ops(space.ops), ") do not include ", op_name(kind)));
+  std::vector<float> lam(static_cast<size_t>(space.total_lambda()), 0.0f);
+  const BlockLayout b = space.block_layout();
+  const int blocks = space.share ? 1 : space.num_normal_blocks();
+  for (int bi = 0; bi < blocks; ++bi) {
+    // the λ offset of the bi-th block (share: the one shared block)
+    int off = 0;
+    for (int s = 0, k = 0; s < space.stages(); ++s)
+      for (int u = 0; u < space.normal_units[s]; ++u, ++k)
+        if (k == bi) off = space.block_lambda_offset(s, u);
+    for (int l = 2; l <= b.L; ++l) lam[static_cast<size_t>(off + b.row_offset(l, j) + b.input_index(l - 1, j))] = 1.0f;
+    lam[static_cast<size_t>(off + b.after_offset() + b.after_index(b.L, j))] = 1.0f;
+  }
+  for (int s = 0; s < space.num_reductions(); ++s) {
+    lam[static_cast<size_t>(space.reduction_lambda_offset(s))] = 1.0f;
+    lam[static_cast<size_t>(space.reduction_lambda_offset(s) + 1)] = 1.0f;
+  }
+  Architecture a = from_lambda(space, lam.data(), nullptr);
+  a.source = "baseline";
+  a.stage = "baseline";
+  return a;
+}
+
+Architecture Architecture::at_width(int C) const {
+  Architecture a = *this;
+  if (C <= 0 || C == space_.stem_channels) return a;
+  a.space_ = scale_width(space_, C);
+  for (ArchBlock& b : a.blocks_) b.channels = a.space_.widths[static_cast<size_t>(b.stage - 1)];
+  for (ArchReduction& r : a.reductions_) {
+    r.in_channels = a.space_.widths[static_cast<size_t>(r.stage - 1)];
+    r.out_channels = a.space_.widths[static_cast<size_t>(r.stage)];
+  }
+  return a;
+}
+
+void Architecture::check_fits(const SearchSpace& c, const std::string& file) const {
+  const SearchSpace& a = space_;
+  auto refuse = [&](const char* field, const std::string& av, const std::string& cv) {
+    fail_usage(str(file, ": ", field, ": arch=", av, " config=", cv));
+  };
+  if (a.levels != c.levels) refuse("levels", str(a.levels), str(c.levels));
+  if (a.N() != c.N()) refuse("N", str(a.N()), str(c.N()));
+  if (a.ops != c.ops) refuse("ops", join_ops(a.ops), join_ops(c.ops));
+  if (a.stem != c.stem)
+    refuse("stem", a.stem == StemKind::Conv3 ? "conv3" : "imagenet2x", c.stem == StemKind::Conv3 ? "conv3" : "imagenet2x");
+  if (a.stages() != c.stages()) refuse("stages", str(a.stages()), str(c.stages()));
+  if (a.normal_units != c.normal_units) refuse("normal_units", join_ints(a.normal_units), join_ints(c.normal_units));
+  if (a.in_channels != c.in_channels || a.in_height != c.in_height || a.in_width != c.in_width)
+    refuse("input", str(a.in_channels, "x", a.in_height, "x", a.in_width), str(c.in_channels, "x", c.in_height, "x", c.in_width));
+  if (a.classes != c.classes) refuse("classes", str(a.classes), str(c.classes));
+}
+
+std::string Architecture::structural_difference(const Architecture& o, const char* this_label,
+                                               const char* other_label) const {
+  const SearchSpace &a = space_, &b = o.space_;
+  auto diff = [&](const std::string& field, const std::string& x, const std::string& y) {
+    return str(field, ": ", this_label, "=", x, " ", other_label, "=", y);
+  };
+  if (a.levels != b.levels) return diff("space.levels", str(a.levels), str(b.levels));
+  if (a.ops != b.ops) return diff("space.ops", join_ops(a.ops), join_ops(b.ops));
+  if (a.in_channels != b.in_channels || a.in_height != b.in_height || a.in_width != b.in_width)
+    return diff("space.input", str(a.in_channels, "x", a.in_height, "x", a.in_width),
+                str(b.in_channels, "x", b.in_height, "x", b.in_width));
+  if (a.classes != b.classes) return diff("space.classes", str(a.classes), str(b.classes));
+  if (a.stem != b.stem) return diff("space.stem", a.stem == StemKind::Conv3 ? "conv3" : "imagenet2x",
+                                    b.stem == StemKind::Conv3 ? "conv3" : "imagenet2x");
+  if (a.stem_channels != b.stem_channels) return diff("space.stem_channels", str(a.stem_channels), str(b.stem_channels));
+  if (a.normal_units != b.normal_units) return diff("space.normal_units", join_ints(a.normal_units), join_ints(b.normal_units));
+  if (a.widths != b.widths) return diff("space.widths", join_ints(a.widths), join_ints(b.widths));
+  // Same space: same block and reduction counts and geometry.
+  auto inputs = [&](const ArchOp& op) {
+    std::string s = "[";
+    for (size_t i = 0; i < op.inputs.size(); ++i) s += str(i ? ", " : "", input_name(op.inputs[i]));
+    return s + "]";
+  };
+  for (size_t bi = 0; bi < blocks_.size(); ++bi) {
+    const ArchBlock &x = blocks_[bi], &y = o.blocks_[bi];
+    const std::string f = str("blocks[", bi, "]");
+    if (x.id_conv != y.id_conv) return diff(f + ".shortcut", x.id_conv ? "id_conv" : "identity", y.id_conv ? "id_conv" : "identity");
+    if (x.ops.size() != y.ops.size()) return diff(f + ".ops", str(x.ops.size(), " ops"), str(y.ops.size(), " ops"));
+    for (size_t k = 0; k < x.ops.size(); ++k) {
+      const ArchOp &p = x.ops[k], &q = y.ops[k];
+      const std::string g = str(f, ".ops[", k, "]");
+      if (p.level != q.level || p.op != q.op)
+        return diff(g, str("l", p.level, "/o", p.op), str("l", q.level, "/o", q.op));
+      if (p.type != q.type) return diff(g + ".type", op_name(p.type), op_name(q.type));
+      if (p.inputs != q.inputs) return diff(g + ".inputs", inputs(p), inputs(q));
+      if (p.output != q.output) return diff(g + ".output", p.output ? "true" : "false", q.output ? "true" : "false");
+    }
+  }
+  for (size_t r = 0; r < reductions_.size(); ++r) {
+    const ArchReduction &x = reductions_[r], &y = o.reductions_[r];
+    auto br = [](const ArchReduction& z) {
+      return std::string(z.branch[0] && z.branch[1] ? "[1x1, 3x3]" : z.branch[0] ? "[1x1]" : "[3x3]");
+    };
+    if (x.branch[0] != y.branch[0] || x.branch[1] != y.branch[1]) return diff(str("reductions[", r, "].branches"), br(x), br(y));
+  }
+  return "";
+}
+
+int width_for_target(const Architecture& arch, double target, CostKind kind) {
+  const char* opt = kind == CostKind::Macs ? "--target-macs" : "--target-params";
+  if (!(target > 0) || !std::isfinite(target)) fail_usage(str(opt, ": must be a positive number (got ", target, ")"));
+  auto cost = [&](int C) {
+    const Architecture a = arch.at_width(C);
+    return kind == CostKind::Macs ? a.macs() : a.params();
+  };
+  const int lo = arch.space().stem == StemKind::ImageNet2x ? 2 : 1;
+  constexpr int kMaxC = 1 << 20;
+  // smallest C with cost(C) ≥ target (cost is non-decreasing in C)
+  int hi = lo;
+  while (cost(hi) < target) {
+    if (hi >= kMaxC)
+      fail_usage(str(opt, ": ", target, " is beyond reach (stem width ", kMaxC, " gives ", cost(kMaxC), ")"));
+    hi = std::min(kMaxC, 2 * hi);
+  }
+  int a = lo;
+  while (a < hi) {  // invariant: cost(hi) ≥ target
+    const int mid = a + (hi - a) / 2;
+    if (cost(mid) >= target) hi = mid;
+    else a = mid + 1;
+  }
+  if (hi > lo && target - cost(hi - 1) <= cost(hi) - target) {
+    int below = hi - 1;  // the closest cost is under the target: the smallest width giving it
+    while (below > lo && cost(below - 1) == cost(below)) --below;
+    return below;
+  }
+  return hi;
 }
 
 }  // namespace dsonas

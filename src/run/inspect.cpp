@@ -11,6 +11,7 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/io/model_file.hpp"
+#include "dsonas/io/network_file.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/prune.hpp"
@@ -32,6 +33,34 @@ std::string summary_counts(const SearchSpace& sp, Supergraph& g) {
              " M (", 100.0 * live / full, " %)\n");
 }
 
+/// `--diff`: the space (or arch) and config differences of two dsonas files.
+void print_diff(const std::string& path, const std::string& other) {
+  const auto a = ini_map(read_root_attr(path, "config")), b = ini_map(read_root_attr(other, "config"));
+  // a network file holds its architecture where model files hold their space
+  auto space_of = [](const std::string& f) {
+    const std::string s = read_root_attr(f, "space");
+    return s.empty() ? read_root_attr(f, "arch") : s;
+  };
+  const std::string sa = space_of(path), sb = space_of(other);
+  std::cout << "differences against " << other << ":\n";
+  int n = 0;
+  if (sa != sb) {
+    std::cout << "  space: " << sa << "\n     vs: " << sb << "\n";
+    ++n;
+  }
+  std::map<std::string, std::string> all(a.begin(), a.end());
+  all.insert(b.begin(), b.end());
+  for (const auto& kv : all) {
+    auto ia = a.find(kv.first), ib = b.find(kv.first);
+    const std::string va = ia == a.end() ? "(absent)" : ia->second, vb = ib == b.end() ? "(absent)" : ib->second;
+    if (va != vb) {
+      std::cout << "  " << kv.first << ": " << va << " vs " << vb << "\n";
+      ++n;
+    }
+  }
+  if (!n) std::cout << "  none\n";
+}
+
 }  // namespace
 
 int run_inspect(int argc, char** argv) {
@@ -47,6 +76,11 @@ int run_inspect(int argc, char** argv) {
   }
   if (path.empty()) fail_usage("inspect: a file is required (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])");
   const std::string fmt = read_root_attr(path, "format");
+  if (fmt == "dsonas-network" || fmt == "dsonas-network-checkpoint") {  // retrain (io/network_file.hpp)
+    std::cout << describe_network_file(path);
+    if (!other.empty()) print_diff(path, other);
+    return kExitOk;
+  }
   if (fmt != "dsonas-model" && fmt != "dsonas-checkpoint" && fmt != "dsonas-trajectory")
     throw Error(kExitCheckpoint, str(path, ": not a dsonas file (format attribute '", fmt, "')"));
   const SearchSpace sp = SearchSpace::from_json(read_root_attr(path, "space"), path);
@@ -75,27 +109,7 @@ int run_inspect(int argc, char** argv) {
       std::cout << "\n";
     }
   }
-  if (!other.empty()) {
-    const auto a = ini_map(read_root_attr(path, "config")), b = ini_map(read_root_attr(other, "config"));
-    const std::string sa = read_root_attr(path, "space"), sb = read_root_attr(other, "space");
-    std::cout << "differences against " << other << ":\n";
-    int n = 0;
-    if (sa != sb) {
-      std::cout << "  space: " << sa << "\n     vs: " << sb << "\n";
-      ++n;
-    }
-    std::map<std::string, std::string> all(a.begin(), a.end());
-    all.insert(b.begin(), b.end());
-    for (const auto& kv : all) {
-      auto ia = a.find(kv.first), ib = b.find(kv.first);
-      const std::string va = ia == a.end() ? "(absent)" : ia->second, vb = ib == b.end() ? "(absent)" : ib->second;
-      if (va != vb) {
-        std::cout << "  " << kv.first << ": " << va << " vs " << vb << "\n";
-        ++n;
-      }
-    }
-    if (!n) std::cout << "  none\n";
-  }
+  if (!other.empty()) print_diff(path, other);
   return kExitOk;
 }
 

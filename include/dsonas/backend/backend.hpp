@@ -173,6 +173,35 @@ class Backend {
   /// g is not modified.
   virtual void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
                           float wd) = 0;
+
+  // ---- retraining (model/network.hpp) ------------------------------------------
+  /// Label-smoothed softmax cross-entropy, MXNet `SoftmaxOutput(smooth_alpha)`
+  /// convention: per row n the target is q_k = 1 − smoothing for k = label,
+  /// smoothing/(K−1) for every other k.  CE_n = −Σ_k q_k·log softmax(z_n)_k,
+  /// dlogits = grad_scale·(softmax − q).  Adds Σ_n CE_n to *loss_sum and the
+  /// number of rows whose argmax (lowest index on ties) is the label to *correct
+  /// (host; either may be null).  smoothing = 0 gives softmax_xent's numbers.
+  /// 0 ≤ smoothing < 1; a label outside [0,K) fails with exit 2 naming its
+  /// index and value.
+  virtual void softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing,
+                                     float grad_scale, Tensor& dlogits, double* loss_sum,
+                                     int64_t* correct) = 0;
+  /// Inverted dropout with a counter-based mask (no state, no mask tensor):
+  ///   y[i] = x[i]·(U_i < keep ? 1/keep : 0),   keep = 1 − p (float),
+  ///   U_i = (mix64(key, 0x64726f706f7574, index_base + i) >> 40) · 2⁻²⁴
+  /// with mix64 from core/rng.hpp and i the flat element index of x.  The mask
+  /// is a pure function of (key, index), so the backward pass is the same call
+  /// on dy.  0 ≤ p < 1; x and y may be the same tensor.
+  virtual void dropout_apply(const Tensor& x, float p, uint64_t key, int64_t index_base,
+                             Tensor& y) = 0;
+  /// Per-(group, sample) scaling (drop-path masks): x and y are {C,N,H,W}, the
+  /// C channels form `groups` equal consecutive groups of C/groups channels, and
+  ///   y[c,n,h,w] = scale[(c / (C/groups))·N + n]·x[c,n,h,w] + beta·y[c,n,h,w]
+  /// with `scale` groups·N host floats (beta = 0: y is not read).  Linear and
+  /// diagonal, so it is its own adjoint: the backward is the same call on dy.
+  /// x and y may be the same tensor.
+  virtual void scale_samples(const Tensor& x, int groups, const float* scale, Tensor& y,
+                             float beta = 0.f) = 0;
 };
 
 /// The backend for a device. threads ≤ 0 means "all cores" (CPU only).

@@ -19,7 +19,14 @@
 // block-output BN (only when a branch is live) + id_conv (first unit, kept even
 // when the block is empty), reductions' live branches, head BN + FC with bias.
 // to_json() / to_dot() are deterministic: the same input gives the same bytes.
-// The later retrain command builds its Network from blocks / reductions.
+//
+// Retraining (§6.3) starts from a file: from_json() parses exactly what to_json()
+// writes (strictly: every field present, typed and consistent with the space, no
+// unknown field; a malformed file fails with exit 2 and one line naming the file
+// and the field), check_fits() compares it with a config's space, at_width() /
+// width_for_target() pick the retrain width C for a MAC or parameter budget, and
+// baseline() is the hand-made comparison design.  model/network.hpp builds the
+// trainable network from blocks() / reductions().
 #pragma once
 #include <cstdint>
 #include <string>
@@ -62,10 +69,71 @@ struct ArchReduction {
 /// (integer, at least 1).  C ≤ 0 returns the space unchanged.
 SearchSpace scale_width(const SearchSpace& space, int C);
 
+/// What a width budget counts (§11.1 conventions, see Architecture::macs / params).
+enum class CostKind { Macs, Params };
+
 class Architecture {
  public:
   /// §6.1 on copies of λ and mask (mask nullptr = all set), then the live structure.
   static Architecture from_lambda(const SearchSpace& space, const float* lam, const uint8_t* mask);
+
+  /**
+   * Parses to_json()'s output ("dsonas-architecture", format_version 1);
+   * to_json(from_json(to_json(a))) == to_json(a) byte for byte.
+   *
+   * Strict: every field to_json() writes must be present with its type, no other
+   * field may appear, and the structure must be consistent with the space — blocks
+   * in (stage, unit) order with the space's names, widths and sizes, shortcut
+   * id_conv exactly in unit 1, each op's type equal to the space's op at its index,
+   * ops level-major without repeats, level-1 inputs ["in"], level ≥ 2 inputs earlier
+   * ops of the same block (sorted, no repeats), every op feeding the output or a
+   * later op, `empty` ⇔ no output branch, reductions with a non-empty subset of
+   * ["1x1", "3x3"].  The derived fields (survivors, macs, params, macs_full,
+   * params_full) must equal what the structure gives.  `warnings`: the built-in
+   * ones are recomputed; an entry "<red>: both branch lambdas are 0 …" restores
+   * ArchReduction::lambda_zero, any other entry that the structure does not
+   * produce becomes an extra_warning.
+   *
+   * Any violation: exit 2 with one line "FILE: FIELD: what is wrong", e.g.
+   * "arch.json: blocks[3].ops[1].inputs: expected an array of input names";
+   * JSON syntax errors name the line and column.
+   */
+  static Architecture from_json(const std::string& text, const std::string& file);
+
+  /**
+   * The hand-made comparison design on `space`: every normal block is a chain of
+   * `kind` ops — level 1 reads the block input, level l reads level l−1, the last
+   * level alone feeds the block output — and both branches of every reduction are
+   * live.  Built through from_lambda on a λ pattern, so it obeys every rule a
+   * derived architecture does.  Fails with exit 2 if `kind` is not one of the
+   * space's ops.  Pair it with width_for_target() to compare designs at equal
+   * MACs or parameters.  source and stage are "baseline".
+   */
+  static Architecture baseline(const SearchSpace& space, OpKind kind = OpKind::Sep3);
+
+  /// The same topology at stem width C (space scale_width(space(), C): every block
+  /// and reduction takes its stage's new width; sizes, ops and edges unchanged;
+  /// provenance and extra warnings kept).  C ≤ 0 or C = the current width: a copy.
+  Architecture at_width(int C) const;
+
+  /**
+   * Refuses (exit 2) an architecture that cannot be retrained under a config whose
+   * space is `config_space`: levels (L), number of ops (N), the op list, the stem
+   * kind, the number of stages, the normal units per stage, the input shape or the
+   * classes differ.  One line "FILE: FIELD: arch=A config=B" with FIELD one of
+   * levels, N, ops, stem, stages, normal_units, input, classes.  Widths may differ
+   * (the retrain width is chosen separately, see at_width) and so may share.
+   */
+  void check_fits(const SearchSpace& config_space, const std::string& file) const;
+
+  /// "" when `other` builds the same network (space fields except preset/share,
+  /// every block's ops, inputs, outputs and shortcut, every reduction's branches);
+  /// else the first difference as "FIELD: this=A other=B" (the labels are
+  /// this_label / other_label), FIELD in from_json's naming, e.g.
+  /// "blocks[2].ops[1].inputs: this=[in, l1/o2] other=[in]".  Provenance and
+  /// warnings are ignored.
+  std::string structural_difference(const Architecture& other, const char* this_label = "this",
+                                    const char* other_label = "other") const;
 
   const SearchSpace& space() const { return space_; }
   const std::vector<ArchBlock>& blocks() const { return blocks_; }
@@ -105,5 +173,16 @@ class Architecture {
   std::vector<ArchBlock> blocks_;
   std::vector<ArchReduction> reductions_;
 };
+
+/**
+ * The stem width C whose network at_width(C) has the MACs (kind = Macs) or
+ * parameters (kind = Params) closest to `target`; a tie goes to the smaller C.
+ * The cost is non-decreasing in C (every width is ⌊w·C/C₀⌋), so this is a
+ * bisection over C ∈ [1, 2²⁰] (C ≥ 2 with the ImageNet stem, whose first conv
+ * has C/2 channels).  A target below the cost at the smallest C returns that C.
+ * target must be finite and > 0 (else exit 2 naming --target-macs or
+ * --target-params), and reachable below C = 2²⁰ (else exit 2).
+ */
+int width_for_target(const Architecture& arch, double target, CostKind kind);
 
 }  // namespace dsonas

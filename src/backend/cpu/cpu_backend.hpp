@@ -83,6 +83,12 @@ class CpuBackend final : public Backend {
   void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
                   float wd) override;
 
+  // retraining primitives (cpu_retrain.cpp)
+  void softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing, float grad_scale,
+                             Tensor& dlogits, double* loss_sum, int64_t* correct) override;
+  void dropout_apply(const Tensor& x, float p, uint64_t key, int64_t index_base, Tensor& y) override;
+  void scale_samples(const Tensor& x, int groups, const float* scale, Tensor& y, float beta) override;
+
  private:
   int nt_;
 };

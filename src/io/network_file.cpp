@@ -1,0 +1,330 @@
+// network_file.cpp — HDF5 files of a retrain Network (see network_file.hpp).
+// HDF5 C API, the same conventions as model_file.cpp (whose helpers are private
+// to it, hence the small local copies below).
+#include "dsonas/io/network_file.hpp"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <vector>
+
+#include "dsonas/backend/backend.hpp"
+#include "dsonas/core/error.hpp"
+#include "dsonas/core/fault.hpp"
+#include "dsonas/core/rng.hpp"
+#include "dsonas/io/atomic_file.hpp"
+#include "dsonas/model/architecture.hpp"
+#include "dsonas/model/network.hpp"
+
+#define HDF5_CHECK(call, what)                                              \
+  do {                                                                      \
+    if ((call) < 0) ::dsonas::fail_lib("HDF5", what, __FILE__, __LINE__);   \
+  } while (0)
+
+namespace dsonas {
+namespace {
+
+constexpr const char* kFormat = "dsonas-network";
+constexpr const char* kFormatCkpt = "dsonas-network-checkpoint";
+
+/// RAII for HDF5 ids.
+struct H5Id {
+  hid_t id = -1;
+  herr_t (*closer)(hid_t) = nullptr;
+  H5Id(hid_t i, herr_t (*c)(hid_t)) : id(i), closer(c) {}
+  ~H5Id() {
+    if (id >= 0 && closer) closer(id);
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  operator hid_t() const { return id; }
+};
+
+void silence_hdf5() {
+  static bool done = false;
+  if (!done) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    done = true;
+  }
+}
+
+void write_attr_str(hid_t obj, const char* name, const std::string& v) {
+  H5Id type(H5Tcopy(H5T_C_S1), H5Tclose);
+  HDF5_CHECK(H5Tset_size(type, v.empty() ? 1 : v.size()), "set string size");
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id a(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
+  std::string buf = v.empty() ? std::string(1, '\0') : v;
+  HDF5_CHECK(H5Awrite(a, type, buf.data()), str("write attribute ", name));
+}
+
+void write_attr_i64(hid_t obj, const char* name, int64_t v) {
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id a(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
+  HDF5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, &v), str("write attribute ", name));
+}
+
+void write_attr_f64(hid_t obj, const char* name, double v) {
+  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  H5Id a(H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
+  HDF5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, &v), str("write attribute ", name));
+}
+
+bool read_attr_str(hid_t obj, const char* name, std::string* out) {
+  if (H5Aexists(obj, name) <= 0) return false;
+  H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+  if (a.id < 0) return false;
+  H5Id type(H5Aget_type(a), H5Tclose);
+  if (H5Tget_class(type) != H5T_STRING) return false;
+  const size_t n = H5Tget_size(type);
+  std::vector<char> buf(n + 1, '\0');
+  H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(mem, n);
+  if (H5Aread(a, mem, buf.data()) < 0) return false;
+  *out = std::string(buf.data(), strnlen(buf.data(), n));
+  return true;
+}
+
+bool read_attr_i64(hid_t obj, const char* name, int64_t* out) {
+  if (H5Aexists(obj, name) <= 0) return false;
+  H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+  return a.id >= 0 && H5Aread(a, H5T_NATIVE_INT64, out) >= 0;
+}
+
+/// Every attribute of a group: integers into counters, floats into reals.
+herr_t collect_attr(hid_t loc, const char* name, const H5A_info_t*, void* op) {
+  auto* ts = static_cast<TrainState*>(op);
+  H5Id a(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  H5Id type(H5Aget_type(a), H5Tclose);
+  if (H5Tget_class(type) == H5T_INTEGER) {
+    int64_t v = 0;
+    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) return -1;
+    ts->counters[name] = v;
+  } else {
+    double v = 0;
+    if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) return -1;
+    ts->reals[name] = v;
+  }
+  return 0;
+}
+
+void write_dataset(hid_t file, hid_t lcpl, const std::string& name, const Shape& shape, const float* data) {
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  if (dims.empty()) dims.push_back(1);
+  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  // one chunk per dataset, so that the Fletcher32 checksum covers all of it
+  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  HDF5_CHECK(H5Pset_chunk(dcpl, static_cast<int>(dims.size()), dims.data()), str("chunk ", name));
+  HDF5_CHECK(H5Pset_fletcher32(dcpl), str("fletcher32 ", name));
+  H5Id ds(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
+  if (ds.id < 0) fail_lib("HDF5", str("create dataset ", name), __FILE__, __LINE__);
+  HDF5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), str("write ", name));
+}
+
+void read_dataset(hid_t file, const std::string& path, const std::string& name, const Shape& shape, float* out) {
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0)
+    throw Error(kExitCheckpoint, str(path, ": missing dataset ", name));
+  H5Id ds(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (ds.id < 0) throw Error(kExitCheckpoint, str(path, ": dataset ", name, " cannot be opened"));
+  H5Id space(H5Dget_space(ds), H5Sclose);
+  const int nd = H5Sget_simple_extent_ndims(space);
+  std::vector<hsize_t> dims(static_cast<size_t>(nd > 0 ? nd : 0));
+  if (nd > 0) H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  const Shape want = shape.empty() ? Shape{1} : shape;
+  bool same = dims.size() == want.size();
+  for (size_t i = 0; same && i < dims.size(); ++i) same = static_cast<int64_t>(dims[i]) == want[i];
+  if (!same) {
+    Shape got(dims.begin(), dims.end());
+    throw Error(kExitCheckpoint, str(path, ": dataset ", name, " has shape ", shape_str(got), ", expected ", shape_str(want)));
+  }
+  if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+    throw Error(kExitCheckpoint, str(path, ": dataset ", name, " is unreadable (checksum mismatch or truncated file)"));
+}
+
+std::vector<float> to_host(Backend& be, const Tensor& t) {
+  std::vector<float> h(static_cast<size_t>(t.numel()));
+  be.download(t, h.data());
+  return h;
+}
+
+void load_tensor(hid_t file, const std::string& path, const std::string& name, Backend& be, Tensor& t) {
+  std::vector<float> h(static_cast<size_t>(t.numel()));
+  read_dataset(file, path, name, t.shape(), h.data());
+  be.upload(h.data(), t);
+}
+
+/// Opens a network file read-only: exit 3 unless it is a readable dsonas network
+/// file or checkpoint of format_version 1.  *fmt gets the format.
+hid_t open_network_file(const std::string& path, std::string* fmt) {
+  silence_hdf5();
+  if (::access(path.c_str(), R_OK) != 0)
+    throw Error(kExitCheckpoint, str(path, ": cannot read: ", std::strerror(errno)));
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
+  std::string v;
+  int64_t ver = 0;
+  if (!read_attr_str(f, "format", &v) || (v != kFormat && v != kFormatCkpt)) {
+    H5Fclose(f);
+    throw Error(kExitCheckpoint, str(path, ": not a dsonas network file (attribute format=", v, ")"));
+  }
+  if (!read_attr_i64(f, "format_version", &ver) || ver != 1) {
+    H5Fclose(f);
+    throw Error(kExitCheckpoint, str(path, ": network file format_version ", ver, " is not supported (this build reads 1)"));
+  }
+  *fmt = v;
+  return f;
+}
+
+Architecture arch_of(hid_t file, const std::string& path) {
+  std::string js;
+  if (!read_attr_str(file, "arch", &js)) throw Error(kExitCheckpoint, str(path, ": no arch attribute"));
+  try {
+    return Architecture::from_json(js, path + " (arch attribute)");
+  } catch (const Error& e) {
+    throw Error(kExitCheckpoint, e.what());
+  }
+}
+
+}  // namespace
+
+void save_network_file(const std::string& path, Network& net, const NetworkFileInfo& info, const TrainState* ts) {
+  silence_hdf5();
+  Backend& be = net.backend();
+  const std::string arch = net.architecture().to_json(), options = net.options().to_string();
+  std::vector<char> image;
+  {
+    // built in memory (core driver, no backing store); written by write_file_atomically
+    H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    HDF5_CHECK(H5Pset_fapl_core(fapl, 1 << 20, 0), "core driver");
+    H5Id file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
+    if (file.id < 0) fail_lib("HDF5", str("create in-memory file for ", path), __FILE__, __LINE__);
+    H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    HDF5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
+    write_attr_str(file, "format", ts ? kFormatCkpt : kFormat);
+    write_attr_i64(file, "format_version", 1);
+    write_attr_str(file, "arch", arch);
+    write_attr_str(file, "options", options);
+    write_attr_str(file, "stage", info.stage);
+    write_attr_i64(file, "step", info.step);
+    write_attr_i64(file, "seed", static_cast<int64_t>(info.seed));
+    write_attr_str(file, "config", info.config);
+    write_attr_str(file, "structural", info.structural);
+    {  // DESIGN.md §5: a hash of the structural fields, FNV-1a 64
+      const std::string key = arch + "|" + options + "|" + info.structural;
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash_name(key.c_str())));
+      write_attr_str(file, "structural_hash", hex);
+    }
+    for (Param& p : net.params()) {
+      const std::vector<float> h = to_host(be, p.value);
+      write_dataset(file, lcpl, "params/" + p.name, p.value.shape(), h.data());
+    }
+    for (BnStats& b : net.bn_stats()) {
+      const std::vector<float> m = to_host(be, b.mean), v = to_host(be, b.var);
+      write_dataset(file, lcpl, "bn/" + b.prefix + "/mean", b.mean.shape(), m.data());
+      write_dataset(file, lcpl, "bn/" + b.prefix + "/var", b.var.shape(), v.data());
+    }
+    if (ts) {
+      write_attr_i64(file, "world_size", 1);
+      for (Param& p : net.params()) {
+        const std::vector<float> h = to_host(be, p.momentum);
+        write_dataset(file, lcpl, "optim/momentum/" + p.name, p.momentum.shape(), h.data());
+      }
+      H5Id grp(H5Gcreate2(file, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+      if (grp.id < 0) fail_lib("HDF5", "create group state", __FILE__, __LINE__);
+      for (const auto& kv : ts->counters) write_attr_i64(grp, kv.first.c_str(), kv.second);
+      for (const auto& kv : ts->reals) write_attr_f64(grp, kv.first.c_str(), kv.second);
+    }
+    HDF5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "flush in-memory file");
+    const ssize_t n = H5Fget_file_image(file, nullptr, 0);
+    if (n <= 0) fail_lib("HDF5", "file image size", __FILE__, __LINE__);
+    image.resize(static_cast<size_t>(n));
+    if (H5Fget_file_image(file, image.data(), image.size()) != n) fail_lib("HDF5", "file image", __FILE__, __LINE__);
+  }
+  write_file_atomically(path, image.data(), image.size(), [&](const char* phase) {
+    if (ts) fault_point(str("ckpt-", phase).c_str(), info.step);
+  });
+}
+
+Architecture read_network_arch(const std::string& path) {
+  std::string fmt;
+  H5Id file(open_network_file(path, &fmt), H5Fclose);
+  return arch_of(file, path);
+}
+
+void load_network_file(const std::string& path, Network& net, TrainState* ts) {
+  std::string fmt;
+  H5Id file(open_network_file(path, &fmt), H5Fclose);
+  const Architecture file_arch = arch_of(file, path);
+  const std::string diff = file_arch.structural_difference(net.architecture(), "file", "now");
+  if (!diff.empty()) throw Error(kExitCheckpoint, str(path, ": arch.", diff));
+  if (ts && fmt != kFormatCkpt) throw Error(kExitCheckpoint, str(path, ": a network file, not a checkpoint"));
+  Backend& be = net.backend();
+  for (Param& p : net.params()) load_tensor(file, path, "params/" + p.name, be, p.value);
+  for (BnStats& b : net.bn_stats()) {
+    load_tensor(file, path, "bn/" + b.prefix + "/mean", be, b.mean);
+    load_tensor(file, path, "bn/" + b.prefix + "/var", be, b.var);
+  }
+  if (ts) {
+    for (Param& p : net.params()) load_tensor(file, path, "optim/momentum/" + p.name, be, p.momentum);
+    if (H5Lexists(file, "state", H5P_DEFAULT) <= 0) throw Error(kExitCheckpoint, str(path, ": no /state group"));
+    H5Id grp(H5Gopen2(file, "state", H5P_DEFAULT), H5Gclose);
+    ts->lambda_v.clear();
+    ts->counters.clear();
+    ts->reals.clear();
+    hsize_t idx = 0;
+    if (grp.id < 0 || H5Aiterate2(grp, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr, ts) < 0)
+      throw Error(kExitCheckpoint, str(path, ": unreadable /state attributes"));
+  }
+}
+
+std::string describe_network_file(const std::string& path) {
+  std::string fmt, options, stage;
+  int64_t step = 0, seed = 0;
+  Architecture arch;
+  {
+    H5Id file(open_network_file(path, &fmt), H5Fclose);
+    arch = arch_of(file, path);
+    read_attr_str(file, "options", &options);
+    read_attr_str(file, "stage", &stage);
+    read_attr_i64(file, "step", &step);
+    read_attr_i64(file, "seed", &seed);
+  }
+  const NetworkOptions opt = NetworkOptions::from_string(options, path + " (options attribute)");
+  auto be = make_backend(Device::CPU, 1);
+  Network net(arch, *be, static_cast<uint64_t>(seed), opt);
+  TrainState ts;
+  const bool ckpt = fmt == kFormatCkpt;
+  load_network_file(path, net, ckpt ? &ts : nullptr);  // verifies every dataset's checksum
+
+  const SearchSpace& sp = arch.space();
+  std::ostringstream o;
+  o << path << ": " << fmt << "\n"
+    << "stage: " << stage << ", step " << step << ", seed " << seed << "\n"
+    << "architecture: " << arch.live_ops() << " live ops in " << arch.blocks().size() << " normal blocks (";
+  const std::vector<int64_t> per = arch.survivors_per_type();
+  for (size_t j = 0; j < per.size(); ++j) o << (j ? ", " : "") << op_name(sp.ops[j]) << " " << per[j];
+  int empty = 0;
+  for (const ArchBlock& b : arch.blocks()) empty += b.empty;
+  o << "), " << empty << " reduced to their shortcut; source " << (arch.source.empty() ? "-" : arch.source) << "\n"
+    << "width: stem " << sp.stem_channels << ", stages";
+  for (int w : sp.widths) o << " " << w;
+  o << "\n"
+    << "MACs: " << net.macs() / 1e6 << " M, parameters: " << net.params_count() / 1e6 << " M";
+  if (net.aux_params_count() > 0) o << " (+ " << net.aux_params_count() / 1e6 << " M in the aux head)";
+  o << "\noptions: " << options << "\n";
+  if (ckpt) {
+    o << "position:";
+    for (const auto& kv : ts.counters) o << " " << kv.first << "=" << kv.second;
+    o << "\n";
+  }
+  return o.str();
+}
+
+}  // namespace dsonas
