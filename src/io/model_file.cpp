@@ -177,7 +177,7 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
       write_dataset(file, lcpl, "mask/" + grp.name, {grp.size}, mk.data());
     }
     if (ts) {
-      write_attr_i64(file, "world_size", 1);
+      write_attr_i64(file, "world_size", info.world_size);
       for (Param& p : g.params()) {
         if (p.frozen) continue;
         std::vector<float> h = to_host(be, p.momentum);

@@ -41,6 +41,8 @@ struct OpActs {
 
 struct NormalBlock {
   int s = 0, u = 0, F = 0, H = 0, W = 0;
+  int first_param = 0;     // index of the block's first parameter
+  int64_t grad_from = 0;   // its offset in the flat gradient buffer
   bool first = false;
   int lam_off = 0;
   std::vector<OpDef> ops;  // (l-1)*N + (j-1)
@@ -61,6 +63,8 @@ struct NormalBlock {
 
 struct ReductionBlock {
   int s = 0, Fin = 0, H = 0, W = 0;
+  int first_param = 0;
+  int64_t grad_from = 0;
   int w[2] = {-1, -1};
   BnIdx bn[2];
   int lam_off = 0;
@@ -80,6 +84,8 @@ struct StemDef {
 };
 
 struct HeadDef {
+  int first_param = 0;
+  int64_t grad_from = 0;
   BnIdx bn;
   int fc_w = -1, fc_b = -1;
   Tensor x, hb, m, iv, pooled, logits;
@@ -165,6 +171,7 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
     for (int u = 0; u < space_.normal_units[s]; ++u) {
       NormalBlock b;
       b.s = s; b.u = u; b.F = F; b.H = H; b.W = W;
+      b.first_param = static_cast<int>(params_.size());
       b.first = (u == 0);
       b.lam_off = space_.block_lambda_offset(s, u);
       const std::string pre = str("s", s + 1, "/u", u + 1, "/");
@@ -198,6 +205,7 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
     if (s + 1 < space_.stages()) {
       ReductionBlock r;
       r.s = s; r.Fin = F; r.H = H; r.W = W;
+      r.first_param = static_cast<int>(params_.size());
       const int Fout = space_.widths[s + 1];
       const std::string pre = str("s", s + 1, "/red/");
       r.w[0] = conv_w(pre + "b0/conv/weight", Fout, F, 1);
@@ -210,6 +218,7 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
     }
   }
   const int Flast = space_.widths.back();
+  I.head.first_param = static_cast<int>(params_.size());
   I.head.bn = add_bn("head/bn", Flast, false);
   I.head.fc_w = add("head/fc/weight", {space_.classes, Flast}, Init::FcGauss, false);
   I.head.fc_b = add("head/fc/bias", {space_.classes}, Init::Zero, false);
@@ -251,6 +260,16 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
       be_.fill(p.momentum, 0.f);
     }
   }
+  // where each piece's gradients start in the flat buffer (params are created
+  // in forward order, so after a piece's backward [grad_from, weights) is final)
+  auto grad_from = [&](int first) {
+    for (size_t i = static_cast<size_t>(first); i < params_.size(); ++i)
+      if (!params_[i].frozen) return static_cast<int64_t>(params_[i].grad.data() - flat_grad_.data());
+    return num_weights_;
+  };
+  for (NormalBlock& b : I.blocks) b.grad_from = grad_from(b.first_param);
+  for (ReductionBlock& r : I.reds) r.grad_from = grad_from(r.first_param);
+  I.head.grad_from = grad_from(I.head.first_param);
   rebuild_plan();
 }
 
@@ -741,10 +760,17 @@ struct Fwd {
   }
 
   void backward(const Tensor& dlogits) {
+    auto ready = [&](int64_t from) {
+      if (g.grad_ready_hook()) g.grad_ready_hook()(from);
+    };
     Tensor d = head_backward(dlogits);
+    ready(I.head.grad_from);
     size_t bi = I.blocks.size();
     for (int s = g.space().stages() - 1; s >= 0; --s) {
-      if (s + 1 < g.space().stages()) d = reduction_backward(I.reds[static_cast<size_t>(s)], d);
+      if (s + 1 < g.space().stages()) {
+        d = reduction_backward(I.reds[static_cast<size_t>(s)], d);
+        ready(I.reds[static_cast<size_t>(s)].grad_from);
+      }
       for (int u = 0; u < g.space().normal_units[s]; ++u) {
         NormalBlock& b = I.blocks[--bi];
         if (recompute) {
@@ -759,9 +785,11 @@ struct Fwd {
           c.momentum = m;
         }
         d = normal_backward(b, d);
+        ready(b.grad_from);
       }
     }
     stem_backward(d);
+    ready(0);
   }
 };
 

@@ -1,10 +1,13 @@
 // train.cpp — pretrain and search loops, evaluation, metrics and the bench.
 //
 // Order of work in one search step (DESIGN.md §3): batch from the W- or
-// λ-loader → Supergraph::train_step (W-step: weight gradients only; λ-step:
-// λ gradients only) → finite check → clip ±clip (search) → W: NAG on every
-// trainable parameter; λ: γ_e from the penalty mode, APG-NAG, §6.1 pruning,
-// plan rebuilt when the live mask changed.
+// λ-loader (this rank's slice of the global batch) → Supergraph::train_step
+// (W-step: weight gradients only; λ-step: λ gradients only) → finite check →
+// sum over the ranks (W-steps: bucketed, overlapping the backward pass) → clip
+// ±clip (search) → W: NAG on every trainable parameter; λ: γ_e from the penalty
+// mode, APG-NAG, §6.1 pruning, plan rebuilt when the live mask changed.  Every
+// rank does the same update on the same reduced gradient, so λ stay identical
+// (hash-checked every --lambda-check-every steps and at every checkpoint).
 #include "dsonas/run/train.hpp"
 
 #include <dirent.h>
@@ -23,6 +26,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <limits>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -37,149 +41,23 @@
 #include "dsonas/data/dataset.hpp"
 #include "dsonas/data/loader.hpp"
 #include "dsonas/data/sampler.hpp"
+#include "dsonas/dist/communicator.hpp"
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
+#include "dsonas/optim/latency.hpp"
 #include "dsonas/optim/lr_schedule.hpp"
 #include "dsonas/optim/optimizer.hpp"
 #include "dsonas/optim/penalty.hpp"
 #include "dsonas/optim/prune.hpp"
+#include "dsonas/run/run_common.hpp"
 
 namespace dsonas {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
-// Streams of the counter-based RNG (core/rng.hpp).
-constexpr uint64_t kStreamSplit = 11, kStreamW = 21, kStreamLam = 22, kStreamAugW = 31,
-                   kStreamAugLam = 32, kStreamBn = 41;
 
-// ---------------------------------------------------------------------------
-// output: rank-0 console, DIR/log.rank0, DIR/metrics.jsonl
-
-class Output {
- public:
-  Output(const std::string& dir, bool progress) {
-    if (!dir.empty()) {
-      log_.open(dir + "/log.rank0", std::ios::app);
-      metrics_.open(dir + "/metrics.jsonl", std::ios::app);
-      if (!log_ || !metrics_) throw Error(kExitInternal, str("cannot write into ", dir));
-    }
-    tty_ = progress && isatty(fileno(stderr));
-  }
-  ~Output() { end_progress(); }
-  void line(const std::string& s) {
-    end_progress();
-    std::cout << s << "\n" << std::flush;
-    if (log_) log_ << s << "\n" << std::flush;
-  }
-  void metrics(const std::string& json) {
-    if (metrics_) metrics_ << json << "\n" << std::flush;
-  }
-  /// Live status: overwritten in place on a TTY (and logged), else a plain line.
-  void progress(const std::string& s) {
-    if (!tty_) return line(s);
-    std::cerr << "\r\033[K" << s << std::flush;
-    open_ = true;
-    if (log_) log_ << s << "\n" << std::flush;
-  }
-
- private:
-  void end_progress() {
-    if (open_) std::cerr << "\n";
-    open_ = false;
-  }
-  std::ofstream log_, metrics_;
-  bool tty_ = false, open_ = false;
-};
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
-
-// ---------------------------------------------------------------------------
-// data
-
-struct Data {
-  ImageSet train, test;
-  Split split;
-};
-
-Data load_data(const RunConfig& cfg) {
-  Data d;
-  const SearchSpace& s = cfg.space;
-  if (cfg.dataset == "fmnist") {
-    d.train = load_fashion_mnist(cfg.data_dir, true);
-    d.test = load_fashion_mnist(cfg.data_dir, false);
-  } else if (cfg.dataset == "cifar10") {
-    d.train = load_cifar10(cfg.data_dir, true);
-    d.test = load_cifar10(cfg.data_dir, false);
-  } else {
-    d.train = make_synthetic(cfg.synthetic_train, s.in_channels, s.in_height, s.in_width, s.classes, cfg.seed);
-    d.test = make_synthetic(cfg.synthetic_test, s.in_channels, s.in_height, s.in_width, s.classes,
-                            cfg.seed + 0x5eed);
-  }
-  for (const ImageSet* set : {&d.train, &d.test}) {
-    if (set->c != s.in_channels || set->h != s.in_height || set->w != s.in_width)
-      fail_usage(str("space.input: ", s.in_channels, "x", s.in_height, "x", s.in_width, " but ", set->source,
-                     " holds ", set->c, "x", set->h, "x", set->w, " images"));
-    if (set->classes > s.classes)
-      fail_usage(str("space.classes: ", s.classes, " but ", set->source, " has ", set->classes, " classes"));
-  }
-  d.split = split_indices(d.train, cfg.split, mix64(cfg.seed, kStreamSplit, 0));
-  return d;
-}
-
-/// Normalisation of the dataset (ALGORITHM.md §8.1 for CIFAR-10).
-Augment eval_augment(const RunConfig& cfg) {
-  return cfg.dataset == "cifar10" ? cifar10_eval_augment() : fashion_mnist_eval_augment();
-}
-
-/// The dataset's training augmentation (CIFAR-10: pad 4 with 127, crop, flip),
-/// with data.pad (when given) and data.flip applied.
-Augment train_augment(const RunConfig& cfg) {
-  Augment a = cfg.dataset == "cifar10" ? cifar10_train_augment(false) : fashion_mnist_train_augment();
-  if (cfg.pad >= 0) a.pad = cfg.pad;
-  a.flip = cfg.flip;
-  return a;
-}
-
-// ---------------------------------------------------------------------------
-// output folder: created only after every input was checked; never clobbered
-
-void prepare_out_dir(const std::string& dir, bool resume) {
-  struct stat st;
-  if (!resume && ::stat((dir + "/metrics.jsonl").c_str(), &st) == 0)
-    fail_usage(str("--out: ", dir, " already holds a run (metrics.jsonl); choose another folder or add --resume"));
-  std::string cur;
-  std::stringstream ss(dir);
-  std::string part;
-  if (!dir.empty() && dir[0] == '/') cur = "/";
-  while (std::getline(ss, part, '/')) {
-    if (part.empty()) continue;
-    cur += part + "/";
-    if (::mkdir(cur.c_str(), 0775) != 0 && errno != EEXIST)
-      fail_usage(str("--out: cannot create ", cur, ": ", std::strerror(errno)));
-  }
-  if (::access(dir.c_str(), W_OK) != 0) fail_usage(str("--out: ", dir, " is not writable"));
-}
-
-std::string resolve_init(const std::string& init) {
-  struct stat st;
-  if (::stat(init.c_str(), &st) != 0) fail_usage(str("--init: ", init, " does not exist"));
-  if (S_ISDIR(st.st_mode)) {
-    const std::string f = init + "/model.h5";
-    if (::stat(f.c_str(), &st) != 0) fail_usage(str("--init: ", init, " holds no model.h5 (did its pretrain finish?)"));
-    return f;
-  }
-  return init;
-}
 
 // ---------------------------------------------------------------------------
 // the trainer
@@ -188,8 +66,9 @@ enum class StepKind { W, Lambda };
 
 class Trainer {
  public:
-  Trainer(const RunConfig& cfg, Phase phase, Backend& be, Supergraph& g, int64_t epoch_steps)
-      : cfg_(cfg), phase_(phase), be_(be), g_(g), mode_(parse_penalty_mode(cfg.penalty, "search.penalty")) {
+  Trainer(const RunConfig& cfg, Phase phase, Backend& be, Supergraph& g, int64_t epoch_steps, Communicator& comm)
+      : cfg_(cfg), phase_(phase), be_(be), g_(g), comm_(comm), mode_(parse_penalty_mode(cfg.penalty, "search.penalty")),
+        red_(comm, be, g.flat_grad(), std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * (1 << 20) / 4))) {
     LrParams lp;
     lp.base_lr = cfg.lr;
     lp.epoch_size = std::max<int64_t>(1, epoch_steps);
@@ -199,29 +78,59 @@ class Trainer {
     gamma_e_.assign(T, 0.f);
     grad_.assign(T, 0.f);
     before_.assign(T, 0.f);
+    lat_r_.assign(T, 1.f);
+    if (phase == Phase::Search && mode_ == PenaltyMode::AdaptiveLatency)
+      lat_.reset(new LatencyPenalty(g.space(), cfg.retrain_width, cfg.latency_iters, cfg.latency_warmup, be));
+    // Data parallel: the weight gradients of every finished piece of the
+    // backward pass are checked, then their reduction starts (GradReducer).
+    if (comm_.size() > 1)
+      g_.set_grad_ready_hook([this](int64_t from) {
+        if (!in_w_step_) return;
+        check_finite(from, checked_from_);
+        checked_from_ = std::min(checked_from_, from);
+        red_.ready(from);
+      });
   }
+  ~Trainer() { g_.set_grad_ready_hook(nullptr); }
 
   struct Out {
     StepResult r;
-    double seconds = 0;
+    double seconds = 0, reduce_seconds = 0;
     bool mask_changed = false;
   };
 
-  /// One step on a batch.  Returns the loss and timing.
+  /// One step on this rank's batch of n images (global batch n·world).
   Out step(StepKind kind, int64_t t, const float* x, const int32_t* y, int n) {
     Out o;
     const auto t0 = Clock::now();
+    step_ = t + 1;  // steps are named by their 1-based number, as in the metrics
     const float lr = static_cast<float>(sched_->lr(t));
     const bool search = phase_ == Phase::Search;
-    o.r = g_.train_step(x, y, n, 1.f / static_cast<float>(n), kind == StepKind::W, kind == StepKind::Lambda);
-    if (!std::isfinite(o.r.loss_sum))
-      fail_numerical(str("step ", t, ": non-finite loss ", o.r.loss_sum, " (rank ", error_rank(), ")"));
-    if (!be_.all_finite(g_.flat_grad())) {
-      for (Param& p : g_.params())
-        if (!p.frozen && !be_.all_finite(p.grad))
-          fail_numerical(str("step ", t, ": non-finite gradient in ", p.name, " (rank ", error_rank(), ")"));
-      fail_numerical(str("step ", t, ": non-finite λ gradient (rank ", error_rank(), ")"));
+    const bool multi = comm_.size() > 1;
+    const int64_t W = g_.num_weights(), T = g_.flat_grad().numel();
+    // §4.1: the loss is the mean over the global batch, so every rank scales by
+    // 1/(n·world) and the reduction sums
+    const float scale = 1.f / (static_cast<float>(n) * static_cast<float>(comm_.size()));
+    in_w_step_ = kind == StepKind::W;
+    checked_from_ = in_w_step_ ? W : T;
+    if (multi) {
+      if (in_w_step_) red_.begin(0, W);
+      else red_.begin(W, T);
     }
+    o.r = g_.train_step(x, y, n, scale, kind == StepKind::W, kind == StepKind::Lambda);
+    if (!std::isfinite(o.r.loss_sum))
+      fail_numerical(str("step ", t + 1, ": non-finite loss ", o.r.loss_sum, " on rank ", comm_.rank()));
+    // every gradient is checked before it is reduced (a NaN on one rank must not
+    // spread to the others): W-steps check what the hook did not, λ-steps dλ
+    if (multi) {
+      check_finite(in_w_step_ ? 0 : W, checked_from_);
+      const double before = red_.wait_seconds();
+      red_.finish();
+      o.reduce_seconds = red_.wait_seconds() - before;
+    } else {
+      check_finite(0, T);
+    }
+    in_w_step_ = false;
     if (search && cfg_.clip > 0) be_.clip(g_.flat_grad(), static_cast<float>(-cfg_.clip), static_cast<float>(cfg_.clip));
     if (kind == StepKind::W) {
       for (Param& p : g_.params()) {
@@ -230,10 +139,13 @@ class Trainer {
                        weight_decay_for(p.name, phase_, static_cast<float>(cfg_.wd)));
       }
     } else {
+      // identical reduced dλ on every rank → identical λ (checked by hash)
       std::vector<float>& lam = g_.lambda();
       std::vector<uint8_t>& mask = g_.mask();
       be_.download(g_.lambda_grad(), grad_.data());
       penalty_gamma(g_.space(), lam.data(), mask.data(), static_cast<float>(cfg_.gamma), mode_, gamma_e_.data());
+      if (lat_)
+        for (size_t e = 0; e < gamma_e_.size(); ++e) gamma_e_[e] *= lat_r_[e];
       before_ = lam;
       std::vector<uint8_t> mask_before = mask;
       apg_nag_step(lam.data(), v_.data(), grad_.data(), gamma_e_.data(), mask.data(), lam.size(),
@@ -250,15 +162,66 @@ class Trainer {
 
   double lr(int64_t t) const { return sched_->lr(t); }
   std::vector<float>& lambda_momentum() { return v_; }
+  bool adaptive_latency() const { return lat_ != nullptr; }
+  /// The §5.3 factors in use (1 where not adaptive); saved in checkpoints.
+  std::vector<float>& latency_factors() { return lat_r_; }
+  /// §5.3 at an epoch boundary: time the retrain network without each live edge
+  /// (bits dealt out over the ranks, timings summed), new factors; a log line.
+  std::string update_latency() {
+    const auto t0 = Clock::now();
+    const std::vector<int> bits = lat_->live_bits(g_.lambda().data(), g_.mask().data());
+    const int64_t timed0 = lat_->timed(), cached0 = lat_->cached();
+    std::vector<double> t = lat_->time_removals(g_.lambda().data(), g_.mask().data(), bits, comm_.rank(), comm_.size());
+    comm_.sum(t.data(), static_cast<int64_t>(t.size()));
+    lat_r_ = lat_->factors(bits, t);
+    double lo = 1e30, hi = 0;
+    for (double v : t) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    std::string detail;
+    for (size_t k = 0; k < bits.size(); ++k)
+      detail += str(k ? "," : "", "[", bits[k], ",", fmt("%.4g", t[k] * 1e3), ",", fmt("%.3f", lat_r_[static_cast<size_t>(bits[k])]), "]");
+    return str("{\"event\":\"latency\",\"live_bits\":", bits.size(), ",\"timed\":", lat_->timed() - timed0,
+               ",\"cached\":", lat_->cached() - cached0, ",\"width\":", lat_->width(), ",\"ms_min\":",
+               fmt("%.4g", bits.empty() ? 0 : lo * 1e3), ",\"ms_max\":", fmt("%.4g", hi * 1e3), ",\"seconds\":",
+               fmt("%.2f", seconds_since(t0)), ",\"bits\":[", detail, "]}");
+  }
+  /// Hash of what must be identical on every rank: λ, live mask, APG momentum.
+  uint64_t lambda_hash() const {
+    uint64_t h = hash_bytes(g_.lambda().data(), g_.lambda().size() * sizeof(float));
+    h = hash_bytes(g_.mask().data(), g_.mask().size(), h);
+    return hash_bytes(v_.data(), v_.size() * sizeof(float), h);
+  }
 
  private:
+  /// Exit 4 naming the tensor when [lo, hi) of the flat gradient holds a NaN/Inf.
+  void check_finite(int64_t lo, int64_t hi) {
+    if (hi <= lo) return;
+    Tensor& flat = g_.flat_grad();
+    if (be_.all_finite(flat.view(lo, {hi - lo}))) return;
+    for (Param& p : g_.params()) {
+      if (p.frozen) continue;
+      const int64_t off = p.grad.data() - flat.data();
+      if (off + p.grad.numel() > lo && off < hi && !be_.all_finite(p.grad))
+        fail_numerical(str("step ", step_, ": non-finite gradient in ", p.name, " on rank ", comm_.rank(),
+                           " (found before the reduction)"));
+    }
+    fail_numerical(str("step ", step_, ": non-finite λ gradient on rank ", comm_.rank(), " (found before the reduction)"));
+  }
+
   const RunConfig& cfg_;
   Phase phase_;
   Backend& be_;
   Supergraph& g_;
+  Communicator& comm_;
   PenaltyMode mode_;
+  GradReducer red_;
   std::unique_ptr<LrSchedule> sched_;
-  std::vector<float> v_, gamma_e_, grad_, before_;
+  std::vector<float> v_, gamma_e_, grad_, before_, lat_r_;
+  std::unique_ptr<LatencyPenalty> lat_;
+  bool in_w_step_ = false;
+  int64_t checked_from_ = 0, step_ = 0;
 };
 
 struct EvalResult {
@@ -266,13 +229,47 @@ struct EvalResult {
   int64_t n = 0;
 };
 
-/// BN re-estimation on `images` training images (if > 0), then inference-mode
-/// evaluation over `idx` of `set`.
-EvalResult evaluate(const RunConfig& cfg, Supergraph& g, const ImageSet& set, const std::vector<int>& idx,
-                    const ImageSet& bn_set, const std::vector<int>& bn_idx, int max_batches) {
+/// BN running statistics averaged over the ranks (ALGORITHM.md §4.1: BN
+/// statistics are per rank; their running averages are made one before every
+/// evaluation and checkpoint, so every rank evaluates and saves the same model).
+void average_bn_stats(Communicator& comm, Supergraph& g) {
+  if (comm.size() == 1) return;
+  Backend& be = g.backend();
+  std::vector<float> buf;
+  for (BnStats& s : g.bn_stats()) {
+    for (Tensor* t : {&s.mean, &s.var}) {
+      buf.resize(static_cast<size_t>(t->numel()));
+      be.download(*t, buf.data());
+      comm.sum(buf.data(), t->numel());
+      for (float& v : buf) v /= static_cast<float>(comm.size());
+      be.upload(buf.data(), *t);
+    }
+  }
+}
+
+/// Hash of every weight (checkpoint-time check that the replicas agree).
+uint64_t weights_hash(Supergraph& g) {
+  uint64_t h = 1469598103934665603ull;
+  std::vector<float> buf;
+  for (Param& p : g.params()) {
+    buf.resize(static_cast<size_t>(p.value.numel()));
+    g.backend().download(p.value, buf.data());
+    h = hash_bytes(buf.data(), buf.size() * sizeof(float), h);
+  }
+  return h;
+}
+
+/// BN re-estimation on about cfg.bn_reestimate training images (spread over the
+/// ranks, then averaged), then inference-mode evaluation over `idx` of `set`
+/// (its first max_batches·batch entries when max_batches > 0), each rank taking a
+/// contiguous share; the sums are reduced, so every rank gets the same result.
+EvalResult evaluate(const RunConfig& cfg, Communicator& comm, Supergraph& g, const ImageSet& set,
+                    const std::vector<int>& idx, const ImageSet& bn_set, const std::vector<int>& bn_idx,
+                    int max_batches) {
+  const int world = comm.size(), rank = comm.rank();
   if (cfg.bn_reestimate > 0 && !bn_idx.empty()) {
-    Sampler smp(bn_idx, cfg.batch, 0, 1, cfg.seed, kStreamBn);
-    const int nb = std::max(1, cfg.bn_reestimate / cfg.batch);
+    Sampler smp(bn_idx, cfg.batch, rank, world, cfg.seed, kStreamBn);
+    const int nb = std::max(1, cfg.bn_reestimate / (cfg.batch * world));
     std::vector<std::vector<float>> bufs(static_cast<size_t>(nb));
     std::vector<int32_t> labels(static_cast<size_t>(cfg.batch));
     std::vector<const float*> ptrs;
@@ -281,31 +278,33 @@ EvalResult evaluate(const RunConfig& cfg, Supergraph& g, const ImageSet& set, co
       std::vector<int> ids = smp.next();
       bufs[static_cast<size_t>(b)].resize(static_cast<size_t>(cfg.batch) * bn_set.image_size());
       make_batch(bn_set, ids, aug, cfg.seed, kStreamBn, static_cast<uint64_t>(b), bufs[static_cast<size_t>(b)].data(),
-                 labels.data());
+                 labels.data(), static_cast<uint64_t>(rank) * static_cast<uint64_t>(cfg.batch));
       ptrs.push_back(bufs[static_cast<size_t>(b)].data());
     }
     g.reestimate_bn(ptrs, cfg.batch);
   }
-  EvalIterator it(set, idx, cfg.batch, eval_augment(cfg));
+  average_bn_stats(comm, g);
+  size_t len = idx.size();
+  if (max_batches > 0) len = std::min(len, static_cast<size_t>(max_batches) * static_cast<size_t>(cfg.batch));
+  const size_t lo = len * static_cast<size_t>(rank) / static_cast<size_t>(world);
+  const size_t hi = len * static_cast<size_t>(rank + 1) / static_cast<size_t>(world);
+  EvalIterator it(set, std::vector<int>(idx.begin() + static_cast<std::ptrdiff_t>(lo),
+                                        idx.begin() + static_cast<std::ptrdiff_t>(hi)),
+                  cfg.batch, eval_augment(cfg));
   Batch b;
-  EvalResult r;
-  double loss = 0;
-  int64_t correct = 0;
-  int nb = 0;
+  double sums[3] = {0, 0, 0};  // loss, correct, n
   while (it.next(b)) {
     StepResult s = g.eval_batch(b.data.data(), b.labels.data(), b.n);
-    loss += s.loss_sum;
-    correct += s.correct;
-    r.n += s.n;
-    if (max_batches > 0 && ++nb >= max_batches) break;
+    sums[0] += s.loss_sum;
+    sums[1] += static_cast<double>(s.correct);
+    sums[2] += s.n;
   }
-  r.loss = r.n ? loss / static_cast<double>(r.n) : 0;
-  r.acc = r.n ? static_cast<double>(correct) / static_cast<double>(r.n) : 0;
+  comm.sum(sums, 3);
+  EvalResult r;
+  r.n = static_cast<int64_t>(sums[2]);
+  r.loss = r.n ? sums[0] / sums[2] : 0;
+  r.acc = r.n ? sums[1] / sums[2] : 0;
   return r;
-}
-
-std::unique_ptr<Backend> backend_for(const RunConfig& cfg) {
-  return make_backend(cfg.device == "cuda" ? Device::CUDA : Device::CPU, cfg.threads);
 }
 
 constexpr int64_t kRecomputeAutoBytes = int64_t(2) << 30;
@@ -327,184 +326,27 @@ std::string ops_summary(const SearchSpace& s, Supergraph& g) {
   return r;
 }
 
-// ---------------------------------------------------------------------------
-// checkpoints: DIR/ckpt/step_<8 digits>.h5 and the pointer DIR/ckpt/latest
 
-volatile std::sig_atomic_t g_stop_signal = 0;
-extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 
-void install_stop_handlers() {
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGUSR1, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
 
-std::string structural_fields(const RunConfig& cfg, const char* stage) {
-  return str("stage=", stage, ";seed=", cfg.seed, ";dataset=", cfg.dataset, ";batch=", cfg.batch, ";split=", cfg.split,
-             ";w-steps=", cfg.w_steps, ";lambda-steps=", cfg.lambda_steps, ";world_size=1");
-}
-
-/// Refuses a checkpoint whose structural fields differ: "field: checkpoint=A now=B", exit 3.
-void check_structural(const std::string& path, const std::string& was, const std::string& now) {
-  auto parse = [](const std::string& s) {
-    std::map<std::string, std::string> m;
-    std::stringstream ss(s);
-    std::string kv;
-    while (std::getline(ss, kv, ';')) {
-      const size_t e = kv.find('=');
-      if (e != std::string::npos) m[kv.substr(0, e)] = kv.substr(e + 1);
-    }
-    return m;
-  };
-  auto a = parse(was), b = parse(now);
-  for (const auto& kv : b)
-    if (a[kv.first] != kv.second)
-      throw Error(kExitCheckpoint, str(path, ": ", kv.first, ": checkpoint=", a[kv.first], " now=", kv.second));
-}
-
-std::string ckpt_name(int64_t step) {
-  char b[32];
-  std::snprintf(b, sizeof b, "step_%08lld.h5", static_cast<long long>(step));
-  return b;
-}
-
-/// Writes the checkpoint, then the `latest` pointer (both atomically).
+/// Writes the checkpoint (rank 0), then the `latest` pointer (both atomically).
 std::string write_checkpoint(const std::string& out, Supergraph& g, const ModelFileInfo& info, const TrainState& ts) {
   const std::string dir = out + "/ckpt";
   if (::mkdir(dir.c_str(), 0775) != 0 && errno != EEXIST)
     throw Error(kExitInternal, str("cannot create ", dir, ": ", std::strerror(errno)));
   const std::string name = ckpt_name(info.step);
   save_model_file(dir + "/" + name, g, info, &ts);
-  fault_point("ckpt-before-latest", info.step);
-  const std::string pointer = name + "\n";
-  write_file_atomically(dir + "/latest", pointer.data(), pointer.size());
+  write_latest_pointer(out, name, info.step);
   return dir + "/" + name;
-}
-
-/// Candidate checkpoints, best first: the one `latest` names, then every
-/// step_*.h5 from the newest down.  Orphaned *.tmp files are removed.
-std::vector<std::string> checkpoint_candidates(const std::string& out) {
-  const std::string dir = out + "/ckpt";
-  std::vector<std::string> files, order;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      const std::string n = e->d_name;
-      if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) ::unlink((dir + "/" + n).c_str());
-      else if (n.rfind("step_", 0) == 0 && n.size() > 3 && n.compare(n.size() - 3, 3, ".h5") == 0) files.push_back(n);
-    }
-    ::closedir(d);
-  }
-  std::sort(files.rbegin(), files.rend());
-  std::ifstream lf(dir + "/latest");
-  std::string latest;
-  if (lf >> latest && std::find(files.begin(), files.end(), latest) != files.end()) order.push_back(dir + "/" + latest);
-  for (const std::string& f : files)
-    if (f != latest) order.push_back(dir + "/" + f);
-  return order;
-}
-
-/// Retention after a committed checkpoint: keep the newest `keep_last` (0 =
-/// all) and every step that is a multiple of `keep_every` (milestones); never
-/// the one `latest` names.
-void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_every) {
-  if (keep_last <= 0) return;
-  const std::vector<std::string> files = checkpoint_candidates(out);  // latest first
-  if (files.empty()) return;
-  std::vector<std::pair<int64_t, std::string>> steps;
-  for (const std::string& f : files) steps.push_back({std::stoll(f.substr(f.rfind("step_") + 5, 8)), f});
-  std::sort(steps.rbegin(), steps.rend());  // newest first
-  for (size_t i = 0; i < steps.size(); ++i) {
-    const bool keep = static_cast<int64_t>(i) < keep_last || steps[i].second == files.front() ||
-                      (keep_every > 0 && steps[i].first % keep_every == 0);
-    if (!keep) ::unlink(steps[i].second.c_str());
-  }
-}
-
-/// DIR/run.lock: one writer per output folder.  Holds "pid host"; a lock whose
-/// process is gone (same host) is stale and taken over.
-class RunLock {
- public:
-  explicit RunLock(const std::string& dir) : path_(dir + "/run.lock") {
-    char host[256] = {0};
-    ::gethostname(host, sizeof host - 1);
-    const std::string me = str(::getpid(), " ", host, "\n");
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-      if (fd >= 0) {
-        if (::write(fd, me.data(), me.size()) != static_cast<ssize_t>(me.size())) {
-          ::close(fd);
-          throw Error(kExitInternal, str("cannot write ", path_, ": ", std::strerror(errno)));
-        }
-        ::close(fd);
-        held_ = true;
-        return;
-      }
-      std::ifstream in(path_);
-      long pid = 0;
-      std::string h;
-      in >> pid >> h;
-      const bool dead = h == host && pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
-      if (!dead) fail_usage(str("--out: ", dir, " is in use by pid ", pid, " on ", h, " (", path_, ")"));
-      ::unlink(path_.c_str());  // stale: its process is gone
-    }
-    fail_usage(str("--out: cannot take ", path_));
-  }
-  ~RunLock() {
-    if (held_) ::unlink(path_.c_str());
-  }
-
- private:
-  std::string path_;
-  bool held_ = false;
-};
-
-/// Seconds since the epoch of the job's end: --deadline (absolute seconds, or
-/// +seconds from now) or SLURM_JOB_END_TIME; 0 when there is none.
-double deadline_epoch(const RunConfig& cfg) {
-  const double now = static_cast<double>(std::time(nullptr));
-  if (!cfg.deadline.empty()) {
-    try {
-      if (cfg.deadline[0] == '+') return now + std::stod(cfg.deadline.substr(1));
-      return std::stod(cfg.deadline);
-    } catch (const std::exception&) {
-      fail_usage(str("--deadline: '", cfg.deadline, "' is not +SECONDS or seconds since the epoch"));
-    }
-  }
-  if (const char* e = std::getenv("SLURM_JOB_END_TIME")) {
-    try {
-      return std::stod(e);
-    } catch (const std::exception&) {
-      fail_usage(str("SLURM_JOB_END_TIME: '", e, "' is not a number"));
-    }
-  }
-  return 0;
-}
-
-/// Keeps the metrics lines of steps ≤ step (the ones the resumed run would
-/// otherwise write twice).
-void truncate_metrics(const std::string& out, int64_t step) {
-  const std::string path = out + "/metrics.jsonl", tmp = path + ".tmp";
-  std::ifstream in(path);
-  if (!in) return;
-  std::ofstream o(tmp, std::ios::trunc);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find("\"event\":\"final\"") != std::string::npos) continue;
-    const size_t k = line.find("\"step\":");
-    if (k != std::string::npos && std::stoll(line.substr(k + 7)) > step) continue;
-    o << line << "\n";
-  }
-  o.close();
-  std::rename(tmp.c_str(), path.c_str());
 }
 
 /// The shared loop of pretrain and search.
 int train_loop(const RunConfig& cfg, Phase phase) {
   const bool search = phase == Phase::Search;
   const char* stage = search ? "search" : "pretrain";
+  Communicator& comm = Communicator::world();
+  const int world = comm.size(), rank = comm.rank();
+  const bool root = comm.root();
   // 1. everything that can fail on bad input, before anything is written
   Data data = load_data(cfg);
   std::string init_path;
@@ -512,21 +354,32 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     init_path = resolve_init(cfg.init);
     read_model_space(init_path);
   }
+  std::string threads_note;
+  threads_for_rank(cfg, &threads_note);
   std::unique_ptr<Backend> be = backend_for(cfg);
   Supergraph g(cfg.space, *be, cfg.seed);
   if (!init_path.empty()) load_model_file(init_path, g, false);
   g.set_lambda_fixed(!search);
-  if ((int)data.split.first.size() < cfg.batch || (int)data.split.second.size() < cfg.batch)
-    fail_usage(str("data.batch: ", cfg.batch, " is larger than a half of the training set"));
+  const int64_t global_batch = static_cast<int64_t>(cfg.batch) * world;
+  if (static_cast<int64_t>(data.split.first.size()) < global_batch ||
+      static_cast<int64_t>(data.split.second.size()) < global_batch)
+    fail_usage(str("data.batch: ", cfg.batch, " × ", world, " ranks is larger than a half of the training set"));
   const double deadline = deadline_epoch(cfg);
-  prepare_out_dir(cfg.out, cfg.resume);
-  RunLock lock(cfg.out);
+  // rank 0 creates the folder and takes the lock; the others wait for it
+  std::unique_ptr<RunLock> lock;
+  if (root) {
+    prepare_out_dir(cfg.out, cfg.resume);
+    lock.reset(new RunLock(cfg.out));
+  }
+  comm.barrier();
   install_stop_handlers();
-  const std::string structural = structural_fields(cfg, stage);
+  const std::string structural = structural_fields(cfg, stage, world);
 
-  // resume: the newest checkpoint that loads (or, under --strict-resume, the newest or nothing)
+  // resume: the newest checkpoint that loads (or, under --strict-resume, the
+  // newest or nothing).  Every rank reads the same files and takes the same
+  // decisions; a changed world size is refused unless --allow-world-size-change.
   TrainState rs;
-  std::string resumed_from, skipped;
+  std::string resumed_from, skipped, world_note;
   if (cfg.resume) {
     // An unreadable file falls back to an older one (unless --strict-resume);
     // a changed structural field is fatal whatever the file.
@@ -542,7 +395,16 @@ int train_loop(const RunConfig& cfg, Phase phase) {
         unusable(c, e);
         continue;
       }
-      check_structural(c, was, structural);
+      const std::string was_world = structural_field(was, "world_size");
+      if (was_world != std::to_string(world)) {
+        if (!cfg.allow_world_size_change)
+          throw Error(kExitCheckpoint, str(c, ": world_size: checkpoint=", was_world, " now=", world,
+                                           " (resume with the same number of ranks, or add --allow-world-size-change)"));
+        world_note = str("world size changed from ", was_world, " to ", world,
+                         " ranks: data re-sharded from the global sample counter; the run is no longer "
+                         "bit-continuous with the uninterrupted one");
+      }
+      check_structural(c, was, structural, {"world_size"});
       try {
         load_model_file(c, g, true, &rs);
         resumed_from = c;
@@ -553,14 +415,15 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     }
     if (resumed_from.empty() && !skipped.empty())
       throw Error(kExitCheckpoint, str(cfg.out, "/ckpt: no usable checkpoint"));
-    truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
+    if (root) truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
   }
 
-  Output out(cfg.out, cfg.progress);
+  Output out(cfg.out, cfg.progress, rank);
   if (!skipped.empty()) out.line(skipped.substr(0, skipped.size() - 1));
   if (cfg.resume)
     out.line(resumed_from.empty() ? str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning")
                                   : str("resumed from ", resumed_from, " (step ", rs.counters["step"], ")"));
+  if (!world_note.empty()) out.line("warning: " + world_note);
   if (!resumed_from.empty()) {  // runtime options may change across a resume: say which did
     const auto was = ini_map(read_root_attr(resumed_from, "config")), now = ini_map(cfg.resolved);
     for (const auto& kv : now) {
@@ -575,18 +438,19 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   }
   out.line(str("dsonas ", stage, ": ", cfg.space.to_json()));
   out.line(cfg.resolved);
-  {
+  if (root) {
     std::ofstream f(cfg.out + "/config.resolved.cfg");
     f << cfg.resolved;
   }
   if (!init_path.empty()) out.line(str("initialised from ", init_path));
+  if (!threads_note.empty()) out.line("note: " + threads_note);
   out.line(apply_recompute(cfg, g));
 
-  Loader wl(data.train, Sampler(data.split.first, cfg.batch, 0, 1, cfg.seed, kStreamW), train_augment(cfg), cfg.seed,
-            kStreamAugW, cfg.prefetch);
+  Loader wl(data.train, Sampler(data.split.first, cfg.batch, rank, world, cfg.seed, kStreamW), train_augment(cfg),
+            cfg.seed, kStreamAugW, cfg.prefetch);
   std::unique_ptr<Loader> ll;
   if (search)
-    ll.reset(new Loader(data.train, Sampler(data.split.second, cfg.batch, 0, 1, cfg.seed, kStreamLam),
+    ll.reset(new Loader(data.train, Sampler(data.split.second, cfg.batch, rank, world, cfg.seed, kStreamLam),
                         train_augment(cfg), cfg.seed, kStreamAugLam, cfg.prefetch));
   const int cycle = search ? cfg.w_steps + cfg.lambda_steps : 1;
   const int64_t epoch_steps = search ? wl.steps_per_epoch() * cycle / cfg.w_steps : wl.steps_per_epoch();
@@ -594,13 +458,16 @@ int train_loop(const RunConfig& cfg, Phase phase) {
                                     : static_cast<int64_t>(std::llround(cfg.epochs * static_cast<double>(epoch_steps)));
   total = std::max<int64_t>(total, 1);
   out.line(str("W-half ", data.split.first.size(), " images, λ-half ", data.split.second.size(), ", test ",
-               data.test.n, "; ", epoch_steps, " steps per epoch, ", total, " steps; backend ", be->name(),
-               " with ", be->threads(), " threads; ", g.num_weights(), " weights, ", g.lambda().size(), " λ"));
+               data.test.n, "; ", epoch_steps, " steps per epoch, ", total, " steps; ", world, " rank",
+               world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ", global_batch, "; backend ",
+               be->name(), " with ", be->threads(), " threads; ", g.num_weights(), " weights, ", g.lambda().size(),
+               " λ"));
 
-  Trainer tr(cfg, phase, *be, g, epoch_steps);
+  Trainer tr(cfg, phase, *be, g, epoch_steps, comm);
   const double full = full_macs(cfg.space);
   Batch batch;
-  double win_loss = 0, win_time = 0;
+  // window sums for the metrics line: per rank, reduced when a line is written
+  double win_loss = 0, win_time = 0, win_reduce = 0;
   int64_t win_correct = 0, win_n = 0;
   int64_t stable = 0, lambda_steps = 0;
   int64_t t = 0;
@@ -609,18 +476,41 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     t = k["step"];
     stable = k["stable"];
     lambda_steps = k["lambda_steps"];
-    win_correct = k["win_correct"];
-    win_n = k["win_n"];
-    win_loss = rs.reals["win_loss"];
+    // the checkpoint holds the window summed over the ranks: rank 0 carries it on
+    if (root) {
+      win_correct = k["win_correct"];
+      win_n = k["win_n"];
+      win_loss = rs.reals["win_loss"];
+    }
     win_time = rs.reals["win_time"];
     tr.lambda_momentum() = rs.lambda_v;
-    wl.restore(SamplerState{k["w_epoch"], k["w_position"]});
-    if (ll) ll->restore(SamplerState{k["l_epoch"], k["l_position"]});
+    for (size_t e = 0; e < tr.latency_factors().size(); ++e) {
+      auto it = rs.reals.find(str("latency_r/", e));
+      if (it != rs.reals.end()) tr.latency_factors()[e] = static_cast<float>(it->second);
+    }
+    auto resume_state = [&](Loader& L, int64_t epoch, int64_t position) {
+      SamplerState s{epoch, position};
+      if (!world_note.empty()) {
+        // re-shard: samples taken in the epoch = position·B·world_then; continue
+        // at the global batch that starts there (a partial global batch of
+        // the old sharding cannot be split evenly; its rest is skipped)
+        const int64_t then = std::stoll(structural_field(read_file_attr(resumed_from, "structural"), "world_size"));
+        const int64_t taken = position * cfg.batch * then;
+        s.position = (taken + global_batch - 1) / global_batch;
+        if (s.position >= L.steps_per_epoch()) {
+          s.epoch += 1;
+          s.position = 0;
+        }
+      }
+      L.restore(s);
+    };
+    resume_state(wl, k["w_epoch"], k["w_position"]);
+    if (ll) resume_state(*ll, k["l_epoch"], k["l_position"]);
   }
-  // λ trajectory (search): saved before every checkpoint, so it is never
+  // λ trajectory (search, rank 0): saved before every checkpoint, so it is never
   // behind the newest checkpoint; records past a resumed checkpoint are dropped
   std::unique_ptr<Trajectory> traj;
-  if (search && cfg.trajectory_every > 0) {
+  if (search && cfg.trajectory_every > 0 && root) {
     traj.reset(new Trajectory(cfg.out + "/lambda_trajectory.h5", cfg.space.to_json(), g.lambda_groups()));
     if (!resumed_from.empty()) traj->load(t);
   }
@@ -629,66 +519,94 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   info.seed = cfg.seed;
   info.config = cfg.resolved;
   info.structural = structural;
+  info.world_size = world;
   Clock::time_point last_ckpt = Clock::now(), last_traj_save = Clock::now();
   double max_step_s = 0;
   auto checkpoint = [&](int64_t step, bool finished) {
-    TrainState ts;
-    ts.lambda_v = tr.lambda_momentum();
-    auto& k = ts.counters;
-    k["step"] = step;
-    k["finished"] = finished;
-    k["stable"] = stable;
-    k["lambda_steps"] = lambda_steps;
-    k["win_correct"] = win_correct;
-    k["win_n"] = win_n;
-    ts.reals["win_loss"] = win_loss;
-    ts.reals["win_time"] = win_time;
-    const SamplerState ws = wl.state();
-    k["w_epoch"] = ws.epoch;
-    k["w_position"] = ws.position;
-    if (ll) {
-      const SamplerState ls = ll->state();
-      k["l_epoch"] = ls.epoch;
-      k["l_position"] = ls.position;
+    // replicas must agree before one of them speaks for all
+    if (search) comm.check_same(tr.lambda_hash(), "λ (values, live mask, momentum)", step);
+    average_bn_stats(comm, g);
+    if (world > 1) comm.check_same(weights_hash(g), "the weights", step);
+    // the window, summed over the ranks, continues on rank 0 (as after a resume)
+    double wsum[3] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n)};
+    comm.sum(wsum, 3);
+    win_loss = root ? wsum[0] : 0;
+    win_correct = root ? static_cast<int64_t>(wsum[1]) : 0;
+    win_n = root ? static_cast<int64_t>(wsum[2]) : 0;
+    std::string path;
+    if (root) {
+      TrainState ts;
+      ts.lambda_v = tr.lambda_momentum();
+      auto& k = ts.counters;
+      k["step"] = step;
+      k["finished"] = finished;
+      k["stable"] = stable;
+      k["lambda_steps"] = lambda_steps;
+      k["win_correct"] = win_correct;
+      k["win_n"] = win_n;
+      ts.reals["win_loss"] = win_loss;
+      ts.reals["win_time"] = win_time;
+      if (tr.adaptive_latency())
+        for (size_t e = 0; e < tr.latency_factors().size(); ++e)
+          if (tr.latency_factors()[e] != 1.f) ts.reals[str("latency_r/", e)] = tr.latency_factors()[e];
+      const SamplerState ws = wl.state();
+      k["w_epoch"] = ws.epoch;
+      k["w_position"] = ws.position;
+      if (ll) {
+        const SamplerState ls = ll->state();
+        k["l_epoch"] = ls.epoch;
+        k["l_position"] = ls.position;
+      }
+      info.step = step;
+      if (traj) traj->save();
+      path = write_checkpoint(cfg.out, g, info, ts);
+      prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
     }
-    info.step = step;
-    if (traj) traj->save();
-    const std::string path = write_checkpoint(cfg.out, g, info, ts);
-    prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
+    comm.barrier();  // the others wait for rank 0's commit
     last_ckpt = Clock::now();
-    return path;
+    return path.empty() ? str(cfg.out, "/ckpt/", ckpt_name(step)) : path;
   };
   const auto t_start = Clock::now();
   std::string stop_reason = "step budget reached";
   for (; t < total; ++t) {
-    if (g_stop_signal) {
-      const int sig = g_stop_signal;
+    // Signals, the deadline and the checkpoint timer are seen by each rank at
+    // its own moment: one small sum makes every rank act on the same step.
+    double flags[3] = {g_stop_signal ? static_cast<double>(g_stop_signal) : 0.0,
+                       deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline ? 1.0 : 0.0,
+                       cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs ? 1.0 : 0.0};
+    comm.sum(flags, 3);
+    if (flags[0] > 0) {
+      const int sig = g_stop_signal ? static_cast<int>(g_stop_signal) : SIGTERM;
       const std::string path = checkpoint(t, false);
-      out.line(str(stage, ": signal ", sig, " (", sig == SIGTERM ? "SIGTERM" : "SIGUSR1", ") at step ", t,
+      out.line(str(stage, ": signal ", sig, " (", sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM", ") at step ", t,
                    ": checkpoint ", path, " written; exiting with ", int(kExitRequeue), " (resume with --resume)"));
       return kExitRequeue;
     }
     // stop before the deadline: margin plus two of the slowest steps so far
-    if (deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline) {
+    if (flags[1] > 0) {
       const std::string path = checkpoint(t, false);
       out.line(str(stage, ": deadline in ", fmt("%.0f", deadline - static_cast<double>(std::time(nullptr))),
                    " s at step ", t, ": checkpoint ", path, " written; exiting with ", int(kExitRequeue)));
       return kExitRequeue;
     }
-    if (cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs) checkpoint(t, false);
+    if (flags[2] > 0) checkpoint(t, false);
     const StepKind kind = (t % cycle) < (search ? cfg.w_steps : 1) ? StepKind::W : StepKind::Lambda;
     Loader& L = kind == StepKind::W ? wl : *ll;
     L.next(batch);
+    if (fault_active("nan-grad", t + 1, rank)) batch.data[0] = std::numeric_limits<float>::quiet_NaN();
     Trainer::Out o = tr.step(kind, t, batch.data.data(), batch.labels.data(), batch.n);
     max_step_s = std::max(max_step_s, o.seconds);
     win_loss += o.r.loss_sum;
     win_correct += o.r.correct;
     win_n += o.r.n;
     win_time += o.seconds;
+    win_reduce += o.reduce_seconds;
     if (kind == StepKind::Lambda) {
       ++lambda_steps;
       stable = o.mask_changed ? 0 : stable + 1;
     }
+    if (search && world > 1 && cfg.lambda_check_every > 0 && (t + 1) % cfg.lambda_check_every == 0)
+      comm.check_same(tr.lambda_hash(), "λ (values, live mask, momentum)", t + 1);
     const bool last = t + 1 == total;
     ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
     const double zero_frac = static_cast<double>(z.zero) / static_cast<double>(z.total);
@@ -702,43 +620,56 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       stop_reason = str("live mask unchanged for ", cfg.stable_steps, " λ-steps");
     }
     if ((t + 1) % cfg.log_every == 0 || last || stop) {
+      double w[3] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n)};
+      comm.sum(w, 3);
       const double macs = search ? live_macs(cfg.space, g.lambda().data(), g.mask().data()) : full;
-      const double ips = win_time > 0 ? static_cast<double>(win_n) / win_time : 0;
+      const double ips = win_time > 0 ? w[2] / win_time : 0;  // global images / rank 0's time
       const double epoch = static_cast<double>(t + 1) / static_cast<double>(epoch_steps);
       out.metrics(str("{\"stage\":\"", stage, "\",\"step\":", t + 1, ",\"epoch\":", fmt("%.4f", epoch),
-                      ",\"lr\":", fmt("%.6g", tr.lr(t)), ",\"loss\":", fmt("%.6f", win_loss / win_n),
-                      ",\"acc\":", fmt("%.5f", static_cast<double>(win_correct) / win_n), ",\"img_per_s\":",
+                      ",\"lr\":", fmt("%.6g", tr.lr(t)), ",\"loss\":", fmt("%.6f", w[0] / w[2]),
+                      ",\"acc\":", fmt("%.5f", w[1] / w[2]), ",\"img_per_s\":",
                       fmt("%.2f", ips), ",\"live_macs\":", fmt("%.0f", macs), ",\"zero_lambda\":", z.zero,
                       ",\"total_lambda\":", z.total, ",\"live_ops\":", g.live_ops(), ",\"live_edges\":",
-                      g.live_edges(), ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
+                      g.live_edges(), world > 1 ? str(",\"ranks\":", world, ",\"reduce_share\":",
+                                                      fmt("%.4f", win_time > 0 ? win_reduce / win_time : 0))
+                                                : std::string(),
+                      ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
       out.progress(str(stage, " epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total, "  ", fmt("%.1f", ips),
-                       " img/s  loss ", fmt("%.4f", win_loss / win_n), "  acc ",
-                       fmt("%.3f", static_cast<double>(win_correct) / win_n), "  MACs ", fmt("%.2fM", macs / 1e6),
-                       "  zero λ ", z.zero, "/", z.total));
-      win_loss = win_time = 0;
+                       " img/s  loss ", fmt("%.4f", w[0] / w[2]), "  acc ", fmt("%.3f", w[1] / w[2]), "  MACs ",
+                       fmt("%.2fM", macs / 1e6), "  zero λ ", z.zero, "/", z.total));
+      win_loss = win_time = win_reduce = 0;
       win_correct = win_n = 0;
     }
-    if (traj && ((t + 1) % cfg.trajectory_every == 0 || last || stop)) {
-      TrajectoryRecord rec;
-      rec.step = t + 1;
-      rec.loss = o.r.loss_sum / o.r.n;
-      rec.acc = static_cast<double>(o.r.correct) / o.r.n;
-      rec.live_macs = live_macs(cfg.space, g.lambda().data(), g.mask().data());
-      rec.zero_lambda = z.zero;
-      rec.live_edges = g.live_edges();
-      rec.lambda = g.lambda();
-      traj->append(std::move(rec));
-      // also persist between checkpoints, at most once a minute, so a running
-      // search can be watched (a file ahead of the checkpoint is trimmed on resume)
-      if (seconds_since(last_traj_save) >= kTrajectorySaveSecs) {
-        traj->save();
-        last_traj_save = Clock::now();
+    if (search && cfg.trajectory_every > 0 && ((t + 1) % cfg.trajectory_every == 0 || last || stop)) {
+      double s[3] = {o.r.loss_sum, static_cast<double>(o.r.correct), static_cast<double>(o.r.n)};
+      comm.sum(s, 3);  // the step's loss over the global batch
+      if (traj) {
+        TrajectoryRecord rec;
+        rec.step = t + 1;
+        rec.loss = s[0] / s[2];
+        rec.acc = s[1] / s[2];
+        rec.live_macs = live_macs(cfg.space, g.lambda().data(), g.mask().data());
+        rec.zero_lambda = z.zero;
+        rec.live_edges = g.live_edges();
+        rec.lambda = g.lambda();
+        traj->append(std::move(rec));
+        // also persist between checkpoints, at most once a minute, so a running
+        // search can be watched (a file ahead of the checkpoint is trimmed on resume)
+        if (seconds_since(last_traj_save) >= kTrajectorySaveSecs) {
+          traj->save();
+          last_traj_save = Clock::now();
+        }
       }
+    }
+    if (tr.adaptive_latency() && (t + 1) % epoch_steps == 0 && !stop && t + 1 < total) {
+      const std::string j = tr.update_latency();  // §5.3: at the end of every search epoch
+      out.metrics(str("{\"stage\":\"search\",\"step\":", t + 1, ",", j.substr(1)));
+      out.line(str("adaptive latency at step ", t + 1, ": ", j.substr(0, std::min<size_t>(j.find(",\"bits\""), j.size())), "}"));
     }
     if (cfg.checkpoint_every > 0 && (t + 1) % cfg.checkpoint_every == 0 && !stop && t + 1 < total)
       checkpoint(t + 1, false);
-    fault_point("kill-after-step", t + 1);
-    fault_point("signal-after-step", t + 1);
+    fault_point("kill-after-step", t + 1, rank);
+    fault_point("signal-after-step", t + 1, rank);
     if (stop) {
       ++t;
       break;
@@ -747,8 +678,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   out.line(str(stage, " stopped after ", t, " steps: ", stop_reason));
 
   // validation on the λ-half (no augmentation) and test, after BN re-estimation
-  EvalResult val = evaluate(cfg, g, data.train, data.split.second, data.train, data.split.first, cfg.eval_batches);
-  EvalResult test = evaluate(cfg, g, data.test, all_indices(data.test.n), data.train, data.split.first, 0);
+  EvalResult val = evaluate(cfg, comm, g, data.train, data.split.second, data.train, data.split.first, cfg.eval_batches);
+  EvalResult test = evaluate(cfg, comm, g, data.test, all_indices(data.test.n), data.train, data.split.first, 0);
   ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
   const double macs = search ? live_macs(cfg.space, g.lambda().data(), g.mask().data()) : full;
   out.metrics(str("{\"stage\":\"", stage, "\",\"event\":\"final\",\"step\":", t, ",\"val_loss\":",
@@ -758,26 +689,16 @@ int train_loop(const RunConfig& cfg, Phase phase) {
                   ",\"total_lambda\":", z.total, ",\"live_ops\":", g.live_ops(), ",\"time_s\":",
                   fmt("%.3f", seconds_since(t_start)), "}"));
   info.step = t;
-  save_model_file(cfg.out + "/model.h5", g, info);
-  checkpoint(t, true);
+  if (root) save_model_file(cfg.out + "/model.h5", g, info);
+  checkpoint(t, true);  // also checks that λ and the weights agree on every rank
+  if (search)
+    out.line(str("λ hash ", std::hex, tr.lambda_hash(), std::dec, " (values, live mask, momentum)",
+                 world > 1 ? str("; identical on all ", world, " ranks") : std::string()));
   out.line(str(stage, " done: val acc ", fmt("%.4f", val.acc), " (λ-half, ", val.n, " images), test acc ",
                fmt("%.4f", test.acc), ", live MACs ", fmt("%.2fM", macs / 1e6), " of ", fmt("%.2fM", full / 1e6),
                ", zero λ ", z.zero, "/", z.total, ", live ops ", g.live_ops(), " (", ops_summary(cfg.space, g),
                "); model in ", cfg.out, "/model.h5"));
   return kExitOk;
-}
-
-/// Peak resident memory of this process image.  VmHWM belongs to the address
-/// space created by exec; ru_maxrss would include the RSS of the parent at fork
-/// time (a benchmark driver that already holds a PyTorch model, say).
-long peak_rss_kb() {
-  std::ifstream st("/proc/self/status");
-  std::string line;
-  while (std::getline(st, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss;
 }
 
 }  // namespace
@@ -790,23 +711,37 @@ int run_bench(const RunConfig& cfg) {
   std::unique_ptr<Backend> base = backend_for(cfg);
   std::unique_ptr<Backend> prof = cfg.bench_profile ? make_profiling_backend(*base) : nullptr;
   Backend* be = prof ? prof.get() : base.get();
+  Communicator& comm = Communicator::world();
   Supergraph g(s, *be, cfg.seed);
-  std::cerr << apply_recompute(cfg, g) << "\n";
-  Trainer tr(cfg, Phase::Search, *be, g, 1000);
-  ImageSet data = make_synthetic(cfg.batch, s.in_channels, s.in_height, s.in_width, s.classes, cfg.seed);
+  const std::string rc = apply_recompute(cfg, g);
+  if (comm.root()) std::cerr << rc << "\n";
+  if (cfg.bench_steps == 0) {  // sizes only (the scaling model's flat-buffer size)
+    const std::string j = str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"weights\":",
+                              g.num_weights(), ",\"lambda\":", g.lambda().size(), ",\"flat_grad_bytes\":",
+                              g.flat_grad().numel() * 4, ",\"activation_bytes_batch\":",
+                              g.activation_bytes_estimate(cfg.batch), ",\"batch\":", cfg.batch, "}");
+    if (comm.root()) std::cout << j << std::endl;
+    return kExitOk;
+  }
+  Trainer tr(cfg, Phase::Search, *be, g, 1000, comm);
+  // each rank its own slice of one synthetic global batch
+  ImageSet data = make_synthetic(cfg.batch * comm.size(), s.in_channels, s.in_height, s.in_width, s.classes, cfg.seed);
+  std::vector<int> mine(static_cast<size_t>(cfg.batch));
+  for (int i = 0; i < cfg.batch; ++i) mine[static_cast<size_t>(i)] = comm.rank() * cfg.batch + i;
   std::vector<float> x(static_cast<size_t>(cfg.batch) * data.image_size());
   std::vector<int32_t> y(static_cast<size_t>(cfg.batch));
-  make_batch(data, all_indices(data.n), fashion_mnist_eval_augment(), cfg.seed, 0, 0, x.data(), y.data());
+  make_batch(data, mine, fashion_mnist_eval_augment(), cfg.seed, 0, 0, x.data(), y.data());
   const int warm = std::min(2, cfg.bench_steps);
   for (int i = 0; i < warm; ++i)
     tr.step(i % 2 ? StepKind::Lambda : StepKind::W, i, x.data(), y.data(), cfg.batch);
   if (prof) profiling_report(*be, 1);  // drop the warm-up
-  std::vector<double> w_ms, l_ms, all_ms;
+  std::vector<double> w_ms, l_ms, all_ms, red_ms;
   for (int i = 0; i < cfg.bench_steps; ++i) {
     const StepKind k = i % 2 ? StepKind::Lambda : StepKind::W;
     Trainer::Out o = tr.step(k, warm + i, x.data(), y.data(), cfg.batch);
     (k == StepKind::W ? w_ms : l_ms).push_back(o.seconds * 1e3);
     all_ms.push_back(o.seconds * 1e3);
+    red_ms.push_back(o.reduce_seconds * 1e3);
   }
   auto median = [](std::vector<double> v) {
     if (v.empty()) return 0.0;
@@ -820,16 +755,23 @@ int run_bench(const RunConfig& cfg) {
     return r + "]";
   };
   const double med = median(all_ms);
-  const double ips = cfg.batch / (med / 1e3);
+  const double ips = cfg.batch * comm.size() / (med / 1e3);  // global images per second
+  double red_total = 0, all_total = 0;
+  for (double v : red_ms) red_total += v;
+  for (double v : all_ms) all_total += v;
   const double rss_mb = static_cast<double>(peak_rss_kb()) / 1024.0;
   const double alloc_mb = static_cast<double>(allocator(be->device()).peak()) / (1024.0 * 1024.0);
-  std::string json = str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"batch\":", cfg.batch, ",\"threads\":", be->threads(),
+  std::string json = str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"batch\":", cfg.batch,
+                         ",\"ranks\":", comm.size(), ",\"threads\":", be->threads(),
+                         ",\"reduce_ms_median\":", fmt("%.3f", median(red_ms)), ",\"reduce_share\":",
+                         fmt("%.4f", all_total > 0 ? red_total / all_total : 0),
                          ",\"steps\":", cfg.bench_steps, ",\"recompute\":", g.recompute() ? "true" : "false", ",\"step_ms_median\":", fmt("%.3f", med),
                          ",\"w_step_ms_median\":", fmt("%.3f", median(w_ms)), ",\"lambda_step_ms_median\":",
                          fmt("%.3f", median(l_ms)), ",\"img_per_s\":", fmt("%.3f", ips), ",\"peak_rss_mb\":",
                          fmt("%.1f", rss_mb), ",\"peak_tensor_mb\":", fmt("%.1f", alloc_mb), ",\"weights\":",
                          g.num_weights(), ",\"lambda\":", g.lambda().size(), ",\"w_step_ms\":", list(w_ms),
                          ",\"lambda_step_ms\":", list(l_ms), "}");
+  if (!comm.root()) return kExitOk;
   if (prof) std::cout << profiling_report(*be, cfg.bench_steps);
   std::cout << json << std::endl;
   if (!cfg.bench_json.empty()) {

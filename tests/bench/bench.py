@@ -15,6 +15,10 @@ which
       rounds, and img/s = batch / that time;
   (c) runs `<build>/dsonas bench --space.preset cifar10 --data.batch 64 --threads 2 --bench.steps 1 --bench.json TMP2`
       for the memory figure of one CIFAR-10 search step (peak_rss_mb);
+  (e) data-parallel scaling on this machine: `dsonas bench --config jobs/bench_fmnist.cfg
+      --threads 1` as 1 rank and under `mpirun -np 2` (one core each), interleaved over R
+      rounds; global img/s of each (median over rounds) and the share of the 2-rank step
+      time spent waiting for the gradient reduction (reduce_share);
   (d) writes the output JSON (dsonas_img_per_s, pytorch_img_per_s, ratio, dsonas_step_ms,
       pytorch_step_ms, cifar10_search_step_peak_rss_mb, machine, date, commands, plus
       every step time) and prints a short table.
@@ -83,12 +87,13 @@ def blas_info():
             "mkldnn": "MKL-DNN" in cfg or "oneDNN" in cfg}
 
 
-def run_dsonas(cmd, timeout):
+def run_dsonas(cmd, timeout, json_path=None, exe=None):
     """Runs a dsonas bench command; returns (json dict or None, error string or None)."""
-    json_path = cmd[cmd.index("--bench.json") + 1]
+    json_path = json_path or cmd[cmd.index("--bench.json") + 1]
+    exe = exe or cmd[0]
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    if not os.path.isfile(cmd[0]):
-        return None, f"{cmd[0]} not found (build it first)"
+    if not os.path.isfile(exe):
+        return None, f"{exe} not found (build it first)"
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -152,6 +157,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--skip-dsonas", action="store_true", help="time the twin only")
+    ap.add_argument("--skip-mpi", action="store_true", help="no 1- vs 2-rank measurement")
     args = ap.parse_args()
     if args.torch_steps < 2 or args.torch_steps % 2 or args.rounds < 1:
         ap.error("--torch-steps must be even and >= 2, --rounds >= 1")
@@ -208,6 +214,39 @@ def main():
             if err:
                 errors.append(f"dsonas cifar10: {err}")
 
+        # (e) 1 vs 2 MPI ranks, one thread each, interleaved
+        scaling = None
+        if not args.skip_dsonas and not args.skip_mpi:
+            mpirun = os.environ.get("MPIRUN", "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                                              "mpirun --oversubscribe --bind-to none")
+            base = [exe, "bench", "--config", args.config, "--threads", "1", "--bench.steps", str(args.dsonas_steps)]
+            ips = {1: [], 2: []}
+            shares, red_ms, last = [], [], {}
+            for r in range(args.rounds):
+                for ranks in (1, 2):
+                    out = os.path.join(tmp, f"ranks{ranks}.json")
+                    cmd = base + ["--bench.json", out]
+                    if ranks == 2:
+                        cmd = ["bash", "-c", f"OMP_NUM_THREADS=1 {mpirun} -np 2 " + " ".join(shlex.quote(c) for c in cmd)]
+                    if r == 0:
+                        commands.append(" ".join(cmd) + f"   (x{args.rounds} rounds)")
+                    d, err = run_dsonas(cmd, timeout=1800, json_path=out, exe=exe)
+                    if err:
+                        errors.append(f"dsonas bench {ranks} rank(s): {err}")
+                        continue
+                    ips[ranks].append(d["img_per_s"])
+                    last[ranks] = d
+                    if ranks == 2:
+                        shares.append(d["reduce_share"])
+                        red_ms.append(d["reduce_ms_median"])
+            if ips[1] and ips[2]:
+                i1, i2 = statistics.median(ips[1]), statistics.median(ips[2])
+                scaling = {"img_per_s_1rank_1thread": i1, "img_per_s_2ranks_1thread": i2, "speedup_2ranks": i2 / i1,
+                           "efficiency_2ranks": i2 / (2 * i1), "reduce_share_2ranks": statistics.median(shares),
+                           "reduce_ms_median_2ranks": statistics.median(red_ms),
+                           "flat_grad_bytes": 4 * (last[2]["weights"] + last[2]["lambda"]),
+                           "img_per_s_rounds": ips, "reduce_share_rounds": shares}
+
     def get(d, k):
         return d.get(k) if isinstance(d, dict) else None
 
@@ -224,6 +263,7 @@ def main():
         "pytorch_detail": pt,
         "dsonas_detail": ds,
         "cifar10_detail": cf,
+        "scaling": scaling,
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
@@ -253,6 +293,10 @@ def main():
     print(f"{'peak RSS MB (fmnist)':28s}{fmt(get(ds, 'peak_rss_mb'), '12.1f')}{fmt(pt['peak_rss_mb'], '12.1f')}")
     print(f"{'ratio dsonas/pytorch':28s}{fmt(result['ratio'], '12.2f')}")
     print(f"{'cifar10 step peak RSS MB':28s}{fmt(result['cifar10_search_step_peak_rss_mb'], '12.1f')}")
+    if scaling:
+        print(f"{'1 rank x 1 thread img/s':28s}{scaling['img_per_s_1rank_1thread']:12.1f}")
+        print(f"{'2 ranks x 1 thread img/s':28s}{scaling['img_per_s_2ranks_1thread']:12.1f}"
+              f"   speed-up {scaling['speedup_2ranks']:.2f}, reduction {100 * scaling['reduce_share_2ranks']:.2f} % of step")
     print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch "
           f"{torch.__version__}, BLAS {blas['blas']}")
     print(f"wrote {args.out}")

@@ -27,6 +27,7 @@ struct ModelFileInfo {
   uint64_t seed = 0;
   std::string config;   // resolved config text
   std::string structural;  // "key=value;..." fields a resumed run must not change
+  int world_size = 1;      // ranks of the run that wrote it
 };
 
 /// What a resumable checkpoint holds beyond the model (all host values).

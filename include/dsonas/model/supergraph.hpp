@@ -13,6 +13,7 @@
 // loss as scaled by the caller (grad_scale = 1/global batch, §4.1).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -102,6 +103,13 @@ class Supergraph {
   /// about a third more time, a fraction of the memory.
   void set_recompute(bool on) { recompute_ = on; }
   bool recompute() const { return recompute_; }
+  /// Called during backward whenever the weight gradients [from, num_weights())
+  /// of the flat buffer are final (after the head, each reduction, each normal
+  /// block, the stem): lets a data-parallel run reduce finished layers while
+  /// the rest of the backward pass runs.  λ gradients are final only when
+  /// train_step returns.  Empty function = no calls.
+  void set_grad_ready_hook(std::function<void(int64_t from)> f) { grad_ready_ = std::move(f); }
+  const std::function<void(int64_t)>& grad_ready_hook() const { return grad_ready_; }
   /// Bytes of activations a train_step with batch n keeps without recomputation.
   int64_t activation_bytes_estimate(int n) const;
   /// Logits of the last train_step (host copy), for tests.
@@ -128,6 +136,7 @@ class Supergraph {
   float bn_momentum_ = 0.9f;
   bool recompute_ = false;
   std::vector<float> last_logits_;
+  std::function<void(int64_t)> grad_ready_;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,24 @@
+// nccl.hpp — the NCCL half of the Communicator, behind plain C++ (host .cpp
+// files never include CUDA or NCCL headers).  Implemented in src/dist/nccl.cu
+// when USE_CUDA=1; without CUDA every entry point fails loudly.
+#pragma once
+#include <cstdint>
+
+namespace dsonas {
+
+/// ncclUniqueId's bytes (NCCL_UNIQUE_ID_BYTES = 128), made by rank 0 and
+/// broadcast over MPI.
+struct NcclId {
+  char bytes[128];
+};
+struct NcclComm;
+
+void nccl_get_unique_id(NcclId* id);
+/// ncclCommInitRank on the current CUDA device.
+NcclComm* nccl_init(const NcclId& id, int rank, int world);
+/// In-place sum of n device floats over the ranks (ncclAllReduce on the
+/// communicator's stream, then waits for it).
+void nccl_sum(NcclComm* c, float* device_data, int64_t n);
+void nccl_destroy(NcclComm* c);
+
+}  // namespace dsonas

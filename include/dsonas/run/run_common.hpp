@@ -1,0 +1,125 @@
+// run_common.hpp — what every training command shares (pretrain, search,
+// retrain, bench): the rank-aware console/log/metrics output, data loading,
+// the output folder and its lock, checkpoint file names, retention and
+// resume candidates, stop signals and the job deadline.
+//
+// Ranks: every rank logs to DIR/log.rank<r>; rank 0 alone prints to the
+// console and writes DIR/metrics.jsonl, checkpoints, model files and the λ
+// trajectory (the other ranks wait for its commit, DESIGN.md §7).
+#pragma once
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dsonas/backend/backend.hpp"
+#include "dsonas/data/augment.hpp"
+#include "dsonas/data/dataset.hpp"
+#include "dsonas/run/config.hpp"
+
+namespace dsonas {
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Streams of the counter-based RNG (core/rng.hpp).
+constexpr uint64_t kStreamSplit = 11, kStreamW = 21, kStreamLam = 22, kStreamAugW = 31, kStreamAugLam = 32,
+                   kStreamBn = 41, kStreamDrop = 51;
+
+/// printf of one number.
+std::string fmt(const char* f, double v);
+
+/// Console (rank 0), DIR/log.rank<r> (every rank), DIR/metrics.jsonl (rank 0).
+class Output {
+ public:
+  Output(const std::string& dir, bool progress, int rank = 0);
+  ~Output();
+  void line(const std::string& s);
+  void metrics(const std::string& json);
+  /// Live status: overwritten in place on a TTY (and logged), else a plain line.
+  void progress(const std::string& s);
+
+ private:
+  void end_progress();
+  std::ofstream log_, metrics_;
+  bool console_ = true, tty_ = false, open_ = false;
+};
+
+// ---- data ---------------------------------------------------------------------
+struct Data {
+  ImageSet train, test;
+  Split split;
+};
+/// The configured dataset (checked against the space's input shape and classes)
+/// and its W-half / λ-half split.
+Data load_data(const RunConfig& cfg);
+/// Normalisation of the dataset (ALGORITHM.md §8.1 for CIFAR-10).
+Augment eval_augment(const RunConfig& cfg);
+/// The dataset's training augmentation with data.pad / data.flip applied.
+Augment train_augment(const RunConfig& cfg);
+
+// ---- folders, lock, backend ---------------------------------------------------
+/// Creates DIR (and parents) only after every input was checked; refuses a
+/// folder that already holds a run unless resuming (exit 2).
+void prepare_out_dir(const std::string& dir, bool resume);
+/// --init: a run folder (its model.h5) or a model file.
+std::string resolve_init(const std::string& init);
+/// The backend of --device with this rank's share of the cores.
+std::unique_ptr<Backend> backend_for(const RunConfig& cfg);
+/// Threads for this rank: --threads, or the node's cores divided by the ranks on
+/// the node; a request that oversubscribes the node is cut down (with a note).
+int threads_for_rank(const RunConfig& cfg, std::string* note);
+
+/// DIR/run.lock: one writer per output folder.  Holds "pid host"; a lock whose
+/// process is gone (same host) is stale and taken over.
+class RunLock {
+ public:
+  explicit RunLock(const std::string& dir);
+  ~RunLock();
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+ private:
+  std::string path_;
+  bool held_ = false;
+};
+
+// ---- signals and deadline -----------------------------------------------------
+/// Set by SIGUSR1 / SIGTERM (the handler only sets it).
+extern volatile std::sig_atomic_t g_stop_signal;
+void install_stop_handlers();
+/// Seconds since the epoch of the job's end: --deadline (absolute, or +seconds
+/// from now) or SLURM_JOB_END_TIME; 0 when there is none.
+double deadline_epoch(const RunConfig& cfg);
+
+// ---- checkpoints ----------------------------------------------------------------
+/// "key=value;..." of the fields a resume must not change.
+std::string structural_fields(const RunConfig& cfg, const char* stage, int world_size);
+/// Refuses a checkpoint whose structural fields differ: "field: checkpoint=A
+/// now=B", exit 3.  Fields named in `ignore` are skipped.
+void check_structural(const std::string& path, const std::string& was, const std::string& now,
+                      const std::vector<std::string>& ignore = {});
+/// Value of one field of a structural string ("" if absent).
+std::string structural_field(const std::string& s, const std::string& key);
+/// "step_%08d.h5"
+std::string ckpt_name(int64_t step);
+/// Writes DIR/ckpt/latest naming `name` (atomically; after the checkpoint).
+void write_latest_pointer(const std::string& out, const std::string& name, int64_t step);
+/// Candidate checkpoints, best first: the one `latest` names, then every
+/// step_*.h5 from the newest down.  Orphaned *.tmp files are removed.
+std::vector<std::string> checkpoint_candidates(const std::string& out);
+/// Retention: keep the newest `keep_last` (0 = all) and multiples of
+/// `keep_every`; never the one `latest` names.
+void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_every);
+/// Keeps the metrics lines of steps ≤ step (and drops "final" events).
+void truncate_metrics(const std::string& out, int64_t step);
+
+/// Peak resident memory of this process image (VmHWM), kB.
+long peak_rss_kb();
+
+}  // namespace dsonas

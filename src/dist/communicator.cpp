@@ -1,0 +1,277 @@
+// communicator.cpp — MPI bootstrap, small collectives, the bucketed gradient
+// reduction and abort-the-world (design in dist/communicator.hpp).
+#include "dsonas/dist/communicator.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+
+#include "dsonas/backend/backend.hpp"
+#include "dsonas/core/error.hpp"
+#include "dsonas/core/tensor.hpp"
+#include "dsonas/dist/nccl.hpp"
+
+#if DSONAS_USE_MPI
+#include <mpi.h>
+#define MPI_CHECK(call)                                                                     \
+  do {                                                                                      \
+    const int rc_ = (call);                                                                 \
+    if (rc_ != MPI_SUCCESS) {                                                               \
+      char msg_[MPI_MAX_ERROR_STRING];                                                      \
+      int len_ = 0;                                                                         \
+      MPI_Error_string(rc_, msg_, &len_);                                                   \
+      ::dsonas::fail_lib("MPI", ::dsonas::str(#call, ": ", std::string(msg_, len_)), __FILE__, __LINE__); \
+    }                                                                                       \
+  } while (0)
+#endif
+
+namespace dsonas {
+
+uint64_t hash_bytes(const void* data, size_t n, uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+namespace {
+bool g_inited = false;
+bool g_mpi = false;  // MPI_Init_thread ran and MPI_Finalize has not
+
+/// World size a launcher asked for (0 = not under a launcher).
+[[maybe_unused]] int launcher_world() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE"})
+    if (const char* s = std::getenv(v)) return std::atoi(s);
+  return 0;
+}
+}  // namespace
+
+struct Communicator::Impl {
+#if DSONAS_USE_MPI
+  MPI_Comm comm = MPI_COMM_NULL;
+#endif
+  NcclComm* nccl = nullptr;
+};
+
+Communicator::Communicator() : impl_(new Impl) {
+  char h[256] = {0};
+  ::gethostname(h, sizeof h - 1);
+  host_ = h;
+#if DSONAS_USE_MPI
+  if (!g_mpi) {
+    int provided = 0;
+    MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+    g_mpi = true;
+  }
+  // Errors come back as codes (turned into dsonas errors), not as MPI's own abort.
+  MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &impl_->comm));
+  MPI_CHECK(MPI_Comm_set_errhandler(impl_->comm, MPI_ERRORS_RETURN));
+  MPI_CHECK(MPI_Comm_rank(impl_->comm, &rank_));
+  MPI_CHECK(MPI_Comm_size(impl_->comm, &size_));
+  MPI_Comm local;
+  MPI_CHECK(MPI_Comm_split_type(impl_->comm, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
+  MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
+  MPI_CHECK(MPI_Comm_size(local, &local_size_));
+  MPI_Comm_free(&local);
+#else
+  if (launcher_world() > 1)
+    throw Error(kExitUsage, str("this dsonas was built with USE_MPI=0 but was launched as one of ", launcher_world(),
+                                " ranks; rebuild with MPI (make USE_MPI=1)"));
+#endif
+  set_error_rank(rank_);
+}
+
+Communicator::~Communicator() {
+  if (impl_->nccl) nccl_destroy(impl_->nccl);
+}
+
+Communicator& Communicator::world() {
+  static Communicator* c = [] {
+    g_inited = true;
+    return new Communicator();  // lives until exit: MPI_Finalize needs no destructor order games
+  }();
+  return *c;
+}
+
+void Communicator::init(int*, char***) { world(); }
+
+bool Communicator::multi_rank() { return g_inited && world().size() > 1; }
+
+void Communicator::finalize() {
+#if DSONAS_USE_MPI
+  if (g_mpi) {
+    if (g_inited && world().impl_->comm != MPI_COMM_NULL) MPI_Comm_free(&world().impl_->comm);
+    MPI_Finalize();
+    g_mpi = false;
+  }
+#endif
+}
+
+void Communicator::abort(int code) {
+  std::cout.flush();
+  std::cerr.flush();
+#if DSONAS_USE_MPI
+  if (g_mpi && multi_rank()) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::_Exit(code);
+}
+
+#if DSONAS_USE_MPI
+namespace {
+template <class T>
+MPI_Datatype mpi_type();
+template <>
+MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
+template <>
+MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
+template <>
+MPI_Datatype mpi_type<int64_t>() { return MPI_INT64_T; }
+
+/// MPI counts are int: large buffers go in pieces.
+template <class T>
+void allreduce_sum(MPI_Comm comm, T* data, int64_t n) {
+  constexpr int64_t kMax = int64_t(1) << 30;
+  for (int64_t off = 0; off < n; off += kMax)
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + off, static_cast<int>(std::min(kMax, n - off)), mpi_type<T>(),
+                            MPI_SUM, comm));
+}
+}  // namespace
+
+void Communicator::sum(float* d, int64_t n) {
+  if (size_ > 1) allreduce_sum(impl_->comm, d, n);
+}
+void Communicator::sum(double* d, int64_t n) {
+  if (size_ > 1) allreduce_sum(impl_->comm, d, n);
+}
+void Communicator::sum(int64_t* d, int64_t n) {
+  if (size_ > 1) allreduce_sum(impl_->comm, d, n);
+}
+double Communicator::max(double v) {
+  if (size_ > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, impl_->comm));
+  return v;
+}
+void Communicator::broadcast(void* d, int64_t bytes) {
+  if (size_ > 1) MPI_CHECK(MPI_Bcast(d, static_cast<int>(bytes), MPI_BYTE, 0, impl_->comm));
+}
+void Communicator::barrier() {
+  if (size_ > 1) MPI_CHECK(MPI_Barrier(impl_->comm));
+}
+std::vector<uint64_t> Communicator::gather_all(uint64_t v) {
+  std::vector<uint64_t> all(static_cast<size_t>(size_), v);
+  if (size_ > 1) MPI_CHECK(MPI_Allgather(&v, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, impl_->comm));
+  return all;
+}
+#else
+void Communicator::sum(float*, int64_t) {}
+void Communicator::sum(double*, int64_t) {}
+void Communicator::sum(int64_t*, int64_t) {}
+double Communicator::max(double v) { return v; }
+void Communicator::broadcast(void*, int64_t) {}
+void Communicator::barrier() {}
+std::vector<uint64_t> Communicator::gather_all(uint64_t v) { return {v}; }
+#endif
+
+void Communicator::check_same(uint64_t hash, const std::string& what, int64_t step) {
+  if (size_ == 1) return;
+  const std::vector<uint64_t> all = gather_all(hash);
+  for (int r = 1; r < size_; ++r)
+    if (all[static_cast<size_t>(r)] != all[0])
+      throw Error(kExitInternal, str(what, " differs on rank ", r, " at step ", step, " (hash ", std::hex,
+                                     all[static_cast<size_t>(r)], " vs rank 0's ", all[0], std::dec,
+                                     "): the replicas have drifted apart"));
+}
+
+// ---------------------------------------------------------------------------
+// GradReducer
+
+struct GradReducer::Requests {
+#if DSONAS_USE_MPI
+  std::vector<MPI_Request> r;
+#endif
+};
+
+GradReducer::GradReducer(Communicator& comm, Backend& be, Tensor& flat, int64_t bucket_elems)
+    : comm_(comm), be_(be), flat_(flat), bucket_(std::max<int64_t>(1, bucket_elems)), reqs_(new Requests) {
+  cuda_ = flat.device() == Device::CUDA;
+  if (cuda_ && comm_.size() > 1) {
+    Communicator::Impl* ci = comm_.impl();
+    if (!ci->nccl) {
+      NcclId id{};
+      if (comm_.root()) nccl_get_unique_id(&id);
+      comm_.broadcast(&id, sizeof id);
+      ci->nccl = nccl_init(id, comm_.rank(), comm_.size());
+    }
+  }
+}
+
+// No MPI_Wait here: after an exception the world is about to be aborted, and a
+// wait could hang on a rank that never posts its half.  Open MPI progresses
+// requests only inside MPI calls, and the only one left is MPI_Abort.
+GradReducer::~GradReducer() = default;
+
+void GradReducer::begin(int64_t lo, int64_t hi) {
+  DSO_CHECK(lo >= 0 && lo <= hi && hi <= flat_.numel(), "GradReducer::begin: bad range");
+  lo_ = lo;
+  hi_ = next_hi_ = hi;
+}
+
+void GradReducer::start(int64_t lo, int64_t hi) {
+  if (hi <= lo) return;
+  ++started_;
+  if (cuda_) return;  // NCCL: one call in finish()
+#if DSONAS_USE_MPI
+  reqs_->r.emplace_back(MPI_REQUEST_NULL);
+  MPI_Comm mc = comm_.impl()->comm;
+  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, flat_.data() + lo, static_cast<int>(hi - lo), MPI_FLOAT, MPI_SUM, mc,
+                           &reqs_->r.back()));
+#endif
+}
+
+void GradReducer::progress() {
+#if DSONAS_USE_MPI
+  if (reqs_->r.empty()) return;
+  int done = 0;
+  MPI_CHECK(MPI_Testall(static_cast<int>(reqs_->r.size()), reqs_->r.data(), &done, MPI_STATUSES_IGNORE));
+#endif
+}
+
+void GradReducer::ready(int64_t from) {
+  if (comm_.size() == 1 || cuda_) return;
+  from = std::max(from, lo_);
+  // buckets are [hi − (k+1)·B, hi − k·B) clipped at lo: fixed by the range, not by timing
+  while (next_hi_ > lo_ && std::max(lo_, next_hi_ - bucket_) >= from) {
+    const int64_t b = std::max(lo_, next_hi_ - bucket_);
+    start(b, next_hi_);
+    next_hi_ = b;
+  }
+  progress();
+}
+
+void GradReducer::finish() {
+  if (comm_.size() == 1) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (cuda_) {
+    be_.synchronize();
+    nccl_sum(comm_.impl()->nccl, flat_.data() + lo_, hi_ - lo_);
+    ++started_;
+  } else {
+    while (next_hi_ > lo_) {
+      const int64_t b = std::max(lo_, next_hi_ - bucket_);
+      start(b, next_hi_);
+      next_hi_ = b;
+    }
+#if DSONAS_USE_MPI
+    if (!reqs_->r.empty())
+      MPI_CHECK(MPI_Waitall(static_cast<int>(reqs_->r.size()), reqs_->r.data(), MPI_STATUSES_IGNORE));
+    reqs_->r.clear();
+#endif
+  }
+  wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace dsonas

@@ -1,0 +1,18 @@
+// nccl_stub.cpp — NCCL entry points of a build without CUDA: they fail loudly.
+#include "dsonas/dist/nccl.hpp"
+
+#include "dsonas/core/error.hpp"
+
+#if !DSONAS_USE_CUDA
+namespace dsonas {
+namespace {
+[[noreturn]] void no_nccl() {
+  throw Error(kExitUsage, "this dsonas was built without CUDA (USE_CUDA=0): NCCL is not available; use --device cpu");
+}
+}  // namespace
+void nccl_get_unique_id(NcclId*) { no_nccl(); }
+NcclComm* nccl_init(const NcclId&, int, int) { no_nccl(); }
+void nccl_sum(NcclComm*, float*, int64_t) { no_nccl(); }
+void nccl_destroy(NcclComm*) {}
+}  // namespace dsonas
+#endif

@@ -1,0 +1,356 @@
+// run_common.cpp — shared machinery of the training commands (run_common.hpp).
+#include "dsonas/run/run_common.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "dsonas/core/error.hpp"
+#include "dsonas/core/fault.hpp"
+#include "dsonas/core/rng.hpp"
+#include "dsonas/data/cifar.hpp"
+#include "dsonas/dist/communicator.hpp"
+#include "dsonas/io/atomic_file.hpp"
+#if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
+#include "../backend/cuda/cuda_probe.hpp"  // host-only declarations, no CUDA header
+#endif
+
+namespace dsonas {
+
+// ---------------------------------------------------------------------------
+// output
+
+Output::Output(const std::string& dir, bool progress, int rank) : console_(rank == 0) {
+  if (!dir.empty()) {
+    log_.open(str(dir, "/log.rank", rank), std::ios::app);
+    if (rank == 0) metrics_.open(dir + "/metrics.jsonl", std::ios::app);
+    if (!log_ || (rank == 0 && !metrics_)) throw Error(kExitInternal, str("cannot write into ", dir));
+  }
+  tty_ = console_ && progress && isatty(fileno(stderr));
+}
+Output::~Output() { end_progress(); }
+void Output::line(const std::string& s) {
+  end_progress();
+  if (console_) std::cout << s << "\n" << std::flush;
+  if (log_) log_ << s << "\n" << std::flush;
+}
+void Output::metrics(const std::string& json) {
+  if (metrics_) metrics_ << json << "\n" << std::flush;
+}
+void Output::progress(const std::string& s) {
+  if (!tty_) return line(s);
+  std::cerr << "\r\033[K" << s << std::flush;
+  open_ = true;
+  if (log_) log_ << s << "\n" << std::flush;
+}
+void Output::end_progress() {
+  if (open_) std::cerr << "\n";
+  open_ = false;
+}
+
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// ---------------------------------------------------------------------------
+// data
+
+
+Data load_data(const RunConfig& cfg) {
+  Data d;
+  const SearchSpace& s = cfg.space;
+  if (cfg.dataset == "fmnist") {
+    d.train = load_fashion_mnist(cfg.data_dir, true);
+    d.test = load_fashion_mnist(cfg.data_dir, false);
+  } else if (cfg.dataset == "cifar10") {
+    d.train = load_cifar10(cfg.data_dir, true);
+    d.test = load_cifar10(cfg.data_dir, false);
+  } else {
+    d.train = make_synthetic(cfg.synthetic_train, s.in_channels, s.in_height, s.in_width, s.classes, cfg.seed);
+    d.test = make_synthetic(cfg.synthetic_test, s.in_channels, s.in_height, s.in_width, s.classes,
+                            cfg.seed + 0x5eed);
+  }
+  for (const ImageSet* set : {&d.train, &d.test}) {
+    if (set->c != s.in_channels || set->h != s.in_height || set->w != s.in_width)
+      fail_usage(str("space.input: ", s.in_channels, "x", s.in_height, "x", s.in_width, " but ", set->source,
+                     " holds ", set->c, "x", set->h, "x", set->w, " images"));
+    if (set->classes > s.classes)
+      fail_usage(str("space.classes: ", s.classes, " but ", set->source, " has ", set->classes, " classes"));
+  }
+  d.split = split_indices(d.train, cfg.split, mix64(cfg.seed, kStreamSplit, 0));
+  return d;
+}
+
+/// Normalisation of the dataset (ALGORITHM.md §8.1 for CIFAR-10).
+Augment eval_augment(const RunConfig& cfg) {
+  return cfg.dataset == "cifar10" ? cifar10_eval_augment() : fashion_mnist_eval_augment();
+}
+
+/// The dataset's training augmentation (CIFAR-10: pad 4 with 127, crop, flip),
+/// with data.pad (when given) and data.flip applied.
+Augment train_augment(const RunConfig& cfg) {
+  Augment a = cfg.dataset == "cifar10" ? cifar10_train_augment(false) : fashion_mnist_train_augment();
+  if (cfg.pad >= 0) a.pad = cfg.pad;
+  a.flip = cfg.flip;
+  return a;
+}
+
+// ---------------------------------------------------------------------------
+// output folder: created only after every input was checked; never clobbered
+
+void prepare_out_dir(const std::string& dir, bool resume) {
+  struct stat st;
+  if (!resume && ::stat((dir + "/metrics.jsonl").c_str(), &st) == 0)
+    fail_usage(str("--out: ", dir, " already holds a run (metrics.jsonl); choose another folder or add --resume"));
+  std::string cur;
+  std::stringstream ss(dir);
+  std::string part;
+  if (!dir.empty() && dir[0] == '/') cur = "/";
+  while (std::getline(ss, part, '/')) {
+    if (part.empty()) continue;
+    cur += part + "/";
+    if (::mkdir(cur.c_str(), 0775) != 0 && errno != EEXIST)
+      fail_usage(str("--out: cannot create ", cur, ": ", std::strerror(errno)));
+  }
+  if (::access(dir.c_str(), W_OK) != 0) fail_usage(str("--out: ", dir, " is not writable"));
+}
+
+std::string resolve_init(const std::string& init) {
+  struct stat st;
+  if (::stat(init.c_str(), &st) != 0) fail_usage(str("--init: ", init, " does not exist"));
+  if (S_ISDIR(st.st_mode)) {
+    const std::string f = init + "/model.h5";
+    if (::stat(f.c_str(), &st) != 0) fail_usage(str("--init: ", init, " holds no model.h5 (did its pretrain finish?)"));
+    return f;
+  }
+  return init;
+}
+
+
+int threads_for_rank(const RunConfig& cfg, std::string* note) {
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  const int local = Communicator::multi_rank() ? Communicator::world().local_size() : 1;
+  const int share = std::max(1, cores / local);
+  if (cfg.threads <= 0) return share;
+  if (local > 1 && cfg.threads > share) {
+    // OpenMP threads spin: oversubscribed ranks run ~20× slower, never faster
+    if (note)
+      *note = str("threads: ", cfg.threads, " per rank × ", local, " ranks on ", cores, " cores oversubscribes ",
+                  Communicator::world().host(), "; using ", share, " per rank");
+    return share;
+  }
+  return cfg.threads;
+}
+
+std::unique_ptr<Backend> backend_for(const RunConfig& cfg) {
+#if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
+  // one rank per GPU: the node-local rank picks the device (DESIGN.md §7)
+  if (cfg.device == "cuda") cuda_select_device(Communicator::multi_rank() ? Communicator::world().local_rank() : 0);
+#endif
+  return make_backend(cfg.device == "cuda" ? Device::CUDA : Device::CPU, threads_for_rank(cfg, nullptr));
+}
+
+// ---------------------------------------------------------------------------
+// checkpoints: DIR/ckpt/step_<8 digits>.h5 and the pointer DIR/ckpt/latest
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+void install_stop_handlers() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+std::string structural_fields(const RunConfig& cfg, const char* stage, int world_size) {
+  return str("stage=", stage, ";seed=", cfg.seed, ";dataset=", cfg.dataset, ";batch=", cfg.batch, ";split=", cfg.split,
+             ";w-steps=", cfg.w_steps, ";lambda-steps=", cfg.lambda_steps, ";world_size=", world_size);
+}
+
+namespace {
+std::map<std::string, std::string> parse_structural(const std::string& s) {
+  std::map<std::string, std::string> m;
+  std::stringstream ss(s);
+  std::string kv;
+  while (std::getline(ss, kv, ';')) {
+    const size_t e = kv.find('=');
+    if (e != std::string::npos) m[kv.substr(0, e)] = kv.substr(e + 1);
+  }
+  return m;
+}
+}  // namespace
+
+std::string structural_field(const std::string& s, const std::string& key) {
+  auto m = parse_structural(s);
+  auto it = m.find(key);
+  return it == m.end() ? std::string() : it->second;
+}
+
+void check_structural(const std::string& path, const std::string& was, const std::string& now,
+                      const std::vector<std::string>& ignore) {
+  auto a = parse_structural(was), b = parse_structural(now);
+  for (const auto& kv : b)
+    if (std::find(ignore.begin(), ignore.end(), kv.first) == ignore.end() && a[kv.first] != kv.second)
+      throw Error(kExitCheckpoint, str(path, ": ", kv.first, ": checkpoint=", a[kv.first], " now=", kv.second));
+}
+
+std::string ckpt_name(int64_t step) {
+  char b[32];
+  std::snprintf(b, sizeof b, "step_%08lld.h5", static_cast<long long>(step));
+  return b;
+}
+
+
+void write_latest_pointer(const std::string& out, const std::string& name, int64_t step) {
+  fault_point("ckpt-before-latest", step);
+  const std::string pointer = name + "\n";
+  write_file_atomically(out + "/ckpt/latest", pointer.data(), pointer.size());
+}
+
+/// Candidate checkpoints, best first: the one `latest` names, then every
+/// step_*.h5 from the newest down.  Orphaned *.tmp files are removed.
+std::vector<std::string> checkpoint_candidates(const std::string& out) {
+  const std::string dir = out + "/ckpt";
+  std::vector<std::string> files, order;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) ::unlink((dir + "/" + n).c_str());
+      else if (n.rfind("step_", 0) == 0 && n.size() > 3 && n.compare(n.size() - 3, 3, ".h5") == 0) files.push_back(n);
+    }
+    ::closedir(d);
+  }
+  std::sort(files.rbegin(), files.rend());
+  std::ifstream lf(dir + "/latest");
+  std::string latest;
+  if (lf >> latest && std::find(files.begin(), files.end(), latest) != files.end()) order.push_back(dir + "/" + latest);
+  for (const std::string& f : files)
+    if (f != latest) order.push_back(dir + "/" + f);
+  return order;
+}
+
+/// Retention after a committed checkpoint: keep the newest `keep_last` (0 =
+/// all) and every step that is a multiple of `keep_every` (milestones); never
+/// the one `latest` names.
+void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_every) {
+  if (keep_last <= 0) return;
+  const std::vector<std::string> files = checkpoint_candidates(out);  // latest first
+  if (files.empty()) return;
+  std::vector<std::pair<int64_t, std::string>> steps;
+  for (const std::string& f : files) steps.push_back({std::stoll(f.substr(f.rfind("step_") + 5, 8)), f});
+  std::sort(steps.rbegin(), steps.rend());  // newest first
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const bool keep = static_cast<int64_t>(i) < keep_last || steps[i].second == files.front() ||
+                      (keep_every > 0 && steps[i].first % keep_every == 0);
+    if (!keep) ::unlink(steps[i].second.c_str());
+  }
+}
+
+/// DIR/run.lock: one writer per output folder.  Holds "pid host"; a lock whose
+/// process is gone (same host) is stale and taken over.
+
+/// Seconds since the epoch of the job's end: --deadline (absolute seconds, or
+/// +seconds from now) or SLURM_JOB_END_TIME; 0 when there is none.
+double deadline_epoch(const RunConfig& cfg) {
+  const double now = static_cast<double>(std::time(nullptr));
+  if (!cfg.deadline.empty()) {
+    try {
+      if (cfg.deadline[0] == '+') return now + std::stod(cfg.deadline.substr(1));
+      return std::stod(cfg.deadline);
+    } catch (const std::exception&) {
+      fail_usage(str("--deadline: '", cfg.deadline, "' is not +SECONDS or seconds since the epoch"));
+    }
+  }
+  if (const char* e = std::getenv("SLURM_JOB_END_TIME")) {
+    try {
+      return std::stod(e);
+    } catch (const std::exception&) {
+      fail_usage(str("SLURM_JOB_END_TIME: '", e, "' is not a number"));
+    }
+  }
+  return 0;
+}
+
+/// Keeps the metrics lines of steps ≤ step (the ones the resumed run would
+/// otherwise write twice).
+void truncate_metrics(const std::string& out, int64_t step) {
+  const std::string path = out + "/metrics.jsonl", tmp = path + ".tmp";
+  std::ifstream in(path);
+  if (!in) return;
+  std::ofstream o(tmp, std::ios::trunc);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("\"event\":\"final\"") != std::string::npos) continue;
+    const size_t k = line.find("\"step\":");
+    if (k != std::string::npos && std::stoll(line.substr(k + 7)) > step) continue;
+    o << line << "\n";
+  }
+  o.close();
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+
+/// Peak resident memory of this process image.  VmHWM belongs to the address
+/// space created by exec; ru_maxrss would include the RSS of the parent at fork
+/// time (a benchmark driver that already holds a PyTorch model, say).
+long peak_rss_kb() {
+  std::ifstream st("/proc/self/status");
+  std::string line;
+  while (std::getline(st, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+RunLock::RunLock(const std::string& dir) : path_(dir + "/run.lock") {
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  const std::string me = str(::getpid(), " ", host, "\n");
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd >= 0) {
+      if (::write(fd, me.data(), me.size()) != static_cast<ssize_t>(me.size())) {
+        ::close(fd);
+        throw Error(kExitInternal, str("cannot write ", path_, ": ", std::strerror(errno)));
+      }
+      ::close(fd);
+      held_ = true;
+      return;
+    }
+    std::ifstream in(path_);
+    long pid = 0;
+    std::string h;
+    in >> pid >> h;
+    const bool dead = h == host && pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    if (!dead) fail_usage(str("--out: ", dir, " is in use by pid ", pid, " on ", h, " (", path_, ")"));
+    ::unlink(path_.c_str());  // stale: its process is gone
+  }
+  fail_usage(str("--out: cannot take ", path_));
+}
+
+RunLock::~RunLock() {
+  if (held_) ::unlink(path_.c_str());
+}
+
+}  // namespace dsonas

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# End-to-end tests of data-parallel runs under `mpirun -np 2` (CPU, MPI):
+#  * 2 ranks × batch B against 1 rank × batch 2B over 60 steps: losses and λ
+#    agree within the stated tolerance (BN statistics are per rank, so the two
+#    are not the same computation; tests/mpi/test_dist.cpp checks the exact
+#    equivalence with per-rank BN bit for bit); λ byte-identical on both ranks;
+#  * kill -9 of both ranks, resume: byte-identical to the uninterrupted 2-rank run;
+#  * one rank killed mid-run: the job ends non-zero within 60 s;
+#  * a NaN injected on rank 1 is caught before the reduction (exit 4, rank named);
+#  * resume with another world size: refused (exit 3) unless --allow-world-size-change.
+# usage: tests/e2e/mpi.sh BUILD_DIR      (MPIRUN overrides the launcher)
+set -uo pipefail
+BUILD=${1:-build}
+BIN=$(cd "$BUILD" && pwd)/dsonas
+PY=/usr/bin/python3
+HERE=$(cd "$(dirname "$0")" && pwd)
+MPIRUN=${MPIRUN:-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0; fail=0
+ok()  { echo "  ok    $1"; pass=$((pass+1)); }
+bad() { echo "  FAIL  $1"; fail=$((fail+1)); }
+mpi2() { env OMP_NUM_THREADS=1 bash -c "$MPIRUN -np 2 $*"; }
+# mpirun may return while a rank it signalled is still exiting; a new run on the
+# same folder would then (rightly) find the run lock held
+wait_gone() {
+  local pid; pid=$(cut -d' ' -f1 "$1/run.lock" 2>/dev/null) || return 0
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+}
+same_model() { "$PY" "$HERE/same_model.py" "$1" "$2"; }
+
+echo "e2e: data-parallel search on 2 MPI ranks (tiny synthetic)"
+SYN="--data.dataset synthetic --space.preset tiny --data.synthetic-train 2048 --data.synthetic-test 64 --threads 1 --progress false --log-every 10"
+
+# 1. 2 ranks × 32 vs 1 rank × 64
+"$BIN" search $SYN --max-steps 60 --data.batch 64 --out "$T/one" >"$T/one.log" 2>&1 || bad "1 rank × 64: $(tail -2 "$T/one.log")"
+if mpi2 "$BIN" search $SYN --max-steps 60 --data.batch 32 --out "$T/two" >"$T/two.log" 2>&1; then
+  ok "2 ranks × batch 32 ran 60 steps (global batch 64)"
+else bad "2 ranks × 32: $(tail -3 "$T/two.log")"; fi
+if "$PY" - "$T/one" "$T/two" <<'EOF'
+import json, sys
+import h5py, numpy as np
+def losses(d):
+    return [json.loads(l)["loss"] for l in open(d + "/metrics.jsonl") if '"loss"' in l and "final" not in l]
+def lam(d):
+    out = []
+    h5py.File(d + "/model.h5", "r")["lambda"].visititems(lambda n, o: out.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+    return np.concatenate(out)
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert len(a) == len(b) == 6, (len(a), len(b))
+rel = max(abs(x - y) / x for x, y in zip(a, b))
+dl = float(np.abs(lam(sys.argv[1]) - lam(sys.argv[2])).max())
+print("    loss windows: max relative difference %.4f (tolerance 0.10); λ max |difference| %.4f (tolerance 0.10)" % (rel, dl))
+sys.exit(0 if rel <= 0.10 and dl <= 0.10 else 1)
+EOF
+then ok "2 ranks × B matches 1 rank × 2B within tolerance over 60 steps"
+else bad "2 ranks × B vs 1 rank × 2B outside tolerance"; fi
+h0=$(grep -o "λ hash [0-9a-f]*" "$T/two/log.rank0"); h1=$(grep -o "λ hash [0-9a-f]*" "$T/two/log.rank1")
+if [ -n "$h0" ] && [ "$h0" = "$h1" ] && [ -s "$T/two/log.rank1" ] && [ ! -e "$T/two/metrics.rank1" ]; then
+  ok "λ byte-identical on both ranks at the end ($h0); per-rank logs log.rank0/1"
+else bad "λ hashes: rank 0 '$h0', rank 1 '$h1'"; fi
+if grep -q '"ranks":2' "$T/two/metrics.jsonl" && grep -q '"reduce_share"' "$T/two/metrics.jsonl"; then
+  ok "metrics name the ranks and the reduction's share of step time"
+else bad "metrics lack ranks/reduce_share"; fi
+
+# 2. kill -9 of both ranks after step 35, resume: byte-identical
+RES="$BIN search $SYN --max-steps 60 --data.batch 32 --checkpoint-every 10 --search.gamma 0.02 --search.lambda-lr-mult 5"
+mpi2 $RES --out "$T/ra" >"$T/ra.log" 2>&1 || bad "uninterrupted 2-rank run: $(tail -2 "$T/ra.log")"
+DSONAS_FAULT=kill-after-step:35 mpi2 $RES --out "$T/rb" >"$T/rb1.log" 2>&1; rc=$?
+if [ "$rc" -ne 0 ] && [ "$(cat "$T/rb/ckpt/latest" 2>/dev/null)" = step_00000030.h5 ]; then
+  ok "kill -9 of both ranks after step 35: exit $rc, latest = step 30"
+else bad "2-rank kill run: rc=$rc, ckpt: $(ls "$T/rb/ckpt" 2>&1)"; fi
+wait_gone "$T/rb"
+[ -e "$T/rb/run.lock" ] && ok "the killed run left its lock behind; its process is gone, so the lock is stale"
+cp -r "$T/rb" "$T/wc"  # for the world-size tests below
+if mpi2 $RES --out "$T/rb" --resume >"$T/rb2.log" 2>&1 && grep -q "resumed from .*step_00000030.h5" "$T/rb2.log" \
+   && same_model "$T/ra/model.h5" "$T/rb/model.h5" && same_model "$T/ra/ckpt/step_00000060.h5" "$T/rb/ckpt/step_00000060.h5" \
+   && diff <(grep -o '"loss":[^,]*' "$T/ra/metrics.jsonl") <(grep -o '"loss":[^,]*' "$T/rb/metrics.jsonl") >/dev/null; then
+  ok "2-rank resume after kill -9: model, final checkpoint and metrics byte-identical to the uninterrupted run"
+else bad "2-rank resume: $(tail -3 "$T/rb2.log")"; fi
+
+# 3. one rank killed mid-run: the other must not hang
+start=$(date +%s)
+DSONAS_FAULT=kill-after-step:20@1 timeout 120 bash -c "OMP_NUM_THREADS=1 $MPIRUN -np 2 $BIN search $SYN --data.batch 32 --max-steps 100000 --out $T/rk" >"$T/rk.log" 2>&1; rc=$?
+secs=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$secs" -le 60 ] && grep -q "step 20/" "$T/rk.log"; then
+  ok "rank 1 killed with SIGKILL at step 20: job exited $rc after ${secs} s (no hang)"
+else bad "killed rank: rc=$rc after ${secs} s"; fi
+
+# 4. NaN on rank 1, caught before the reduction
+DSONAS_FAULT=nan-grad:5@1 mpi2 "$BIN" search $SYN --max-steps 60 --data.batch 32 --out "$T/nan" >"$T/nan.log" 2>&1; rc=$?
+if [ "$rc" -eq 4 ] && grep -q "dsonas: rank 1: step 5: non-finite .* on rank 1 (found before the reduction)" "$T/nan.log" \
+   && [ ! -e "$T/nan/model.h5" ]; then
+  ok "NaN on rank 1 at step 5: exit 4, $(grep -o 'non-finite [^(]*' "$T/nan.log" | head -1)"
+else bad "NaN injection: rc=$rc $(grep dsonas: "$T/nan.log" | head -2)"; fi
+
+# 5. world size change on resume
+"$BIN" search $SYN --data.batch 32 --checkpoint-every 10 --max-steps 80 --out "$T/wc" --resume >"$T/w1.log" 2>&1; rc=$?
+if [ "$rc" -eq 3 ] && grep -q "world_size: checkpoint=2 now=1" "$T/w1.log"; then
+  ok "resume of a 2-rank checkpoint on 1 rank refused: $(grep -o 'world_size: [^(]*' "$T/w1.log")"
+else bad "world-size change not refused: rc=$rc $(tail -2 "$T/w1.log")"; fi
+"$BIN" search $SYN --data.batch 32 --checkpoint-every 10 --max-steps 80 --out "$T/wc" --resume --allow-world-size-change >"$T/w2.log" 2>&1; rc=$?
+if [ "$rc" -eq 0 ] && grep -q "world size changed from 2 to 1 ranks" "$T/w2.log" && grep -q "search stopped after 80 steps" "$T/w2.log"; then
+  ok "--allow-world-size-change: resumed on 1 rank with a warning, ran to step 80"
+else bad "--allow-world-size-change: rc=$rc $(tail -2 "$T/w2.log")"; fi
+
+echo "e2e mpi: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
