@@ -27,8 +27,9 @@ PenaltyMode parse_penalty_mode(const std::string& s, const std::string& field) {
   if (s == "adaptive-flops") return PenaltyMode::AdaptiveFlopsProxy;
   if (s == "adaptive-flops-exact") return PenaltyMode::AdaptiveFlopsExact;
   if (s == "adaptive-mac") return PenaltyMode::AdaptiveMac;
+  if (s == "adaptive-latency") return PenaltyMode::AdaptiveLatency;
   fail_usage(str(field, ": unknown penalty mode '", s,
-                 "' (expected none, adaptive-flops, adaptive-flops-exact or adaptive-mac)"));
+                 "' (expected none, adaptive-flops, adaptive-flops-exact, adaptive-mac or adaptive-latency)"));
 }
 
 const char* penalty_mode_name(PenaltyMode m) {
@@ -37,6 +38,7 @@ const char* penalty_mode_name(PenaltyMode m) {
     case PenaltyMode::AdaptiveFlopsProxy: return "adaptive-flops";
     case PenaltyMode::AdaptiveFlopsExact: return "adaptive-flops-exact";
     case PenaltyMode::AdaptiveMac: return "adaptive-mac";
+    case PenaltyMode::AdaptiveLatency: return "adaptive-latency";
   }
   return "?";
 }
@@ -51,7 +53,7 @@ double adaptive_mac_after_factor() { return (2 * kH * kW * kF + kF) / mac_sep(5)
 
 double block_penalty_factor(const SearchSpace& sp, const float* lam, const uint8_t* mask,
                             int stage, PenaltyMode mode) {
-  if (mode == PenaltyMode::None || mode == PenaltyMode::AdaptiveMac) return 1.0;
+  if (mode == PenaltyMode::None || mode == PenaltyMode::AdaptiveMac || mode == PenaltyMode::AdaptiveLatency) return 1.0;
   const BlockLayout b = sp.block_layout();
   const int L = b.L, N = b.N;
   const double F = sp.widths[stage];
@@ -86,7 +88,7 @@ void penalty_gamma(const SearchSpace& sp, const float* lam, const uint8_t* mask,
   const int bs = b.size();
   const int total = sp.total_lambda();
   for (int e = 0; e < total; ++e) out[e] = gamma;  // reductions keep this
-  if (mode == PenaltyMode::None) return;
+  if (mode == PenaltyMode::None || mode == PenaltyMode::AdaptiveLatency) return;
 
   auto fill_block = [&](int off, int stage) {
     if (mode == PenaltyMode::AdaptiveMac) {

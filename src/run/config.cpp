@@ -43,7 +43,8 @@ std::string join(const std::vector<int>& v) {
 struct Registry {
   po::options_description all{"dsonas options"};
   po::options_description general{"General"}, space{"[space] search space"}, data{"[data]"},
-      optim{"[optim]"}, pretrain{"[pretrain]"}, search{"[search]"}, bench{"[bench]"};
+      optim{"[optim]"}, pretrain{"[pretrain]"}, search{"[search]"}, retrain{"[retrain] (retrain, eval, pipeline)"},
+      bench{"[bench]"};
 
   explicit Registry(RunConfig& c) {
     general.add_options()
@@ -51,6 +52,9 @@ struct Registry {
       ("config", po::value<std::string>(&c.config_file), "INI config file (e.g. jobs/fmnist.cfg); the command line wins")
       ("out", po::value<std::string>(&c.out), "output folder (created; metrics.jsonl, model.h5, log.rank0)")
       ("init", po::value<std::string>(&c.init), "search: start from this pretrain run folder (or its model.h5)")
+      ("arch", po::value<std::string>(&c.arch), "retrain: the architecture JSON (dsonas derive), or 'baseline' for the hand-made design")
+      ("run", po::value<std::string>(&c.run_dir), "eval: a retrain run folder (its network.h5) or a network file")
+      ("data", po::value<std::string>(&c.eval_data)->default_value("test"), "eval: test | train")
       ("device", po::value<std::string>(&c.device)->default_value("cpu"), "cpu | cuda")
       ("seed", po::value<uint64_t>(&c.seed)->default_value(1), "random seed (weights, data order, augmentation)")
       ("threads", po::value<int>(&c.threads)->default_value(0), "CPU threads per rank (0 = all cores)")
@@ -69,6 +73,12 @@ struct Registry {
       ("deadline-margin", po::value<double>(&c.deadline_margin)->default_value(120), "seconds kept free before the deadline")
       ("resume", po::bool_switch(&c.resume), "continue from the newest usable checkpoint in DIR/ckpt (or start if none)")
       ("strict-resume", po::bool_switch(&c.strict_resume), "with --resume: fail (exit 3) instead of falling back to an older checkpoint")
+      ("allow-world-size-change", po::bool_switch(&c.allow_world_size_change),
+       "with --resume: accept a checkpoint written by another number of ranks (re-shards the data; not bit-continuous)")
+      ("lambda-check-every", po::value<int64_t>(&c.lambda_check_every)->default_value(100),
+       "multi-rank search: compare a hash of λ across ranks every N steps (and at every checkpoint; 0 = checkpoints only)")
+      ("bucket-mb", po::value<double>(&c.bucket_mb)->default_value(4),
+       "multi-rank: gradient reduction bucket size in MiB (reduced while the backward pass goes on)")
       ("recompute", po::value<std::string>(&c.recompute)->default_value("auto"),
        "none | blocks (keep only block inputs, recompute in backward) | auto (blocks when activations would exceed 2 GiB)");
     space.add_options()
@@ -107,17 +117,37 @@ struct Registry {
       ("search.max-steps", po::value<int64_t>(), "search: step limit (when --max-steps is not given)")
       ("search.gamma", po::value<double>(&c.gamma)->default_value(0.001), "γ: L1 strength on λ")
       ("search.lambda-lr-mult", po::value<double>(&c.lambda_lr_mult)->default_value(1.0), "λ lr = lr × this")
-      ("search.penalty", po::value<std::string>(&c.penalty)->default_value("none"), "none | adaptive-flops | adaptive-flops-exact | adaptive-mac (ALGORITHM.md §5)")
+      ("search.penalty", po::value<std::string>(&c.penalty)->default_value("none"), "none | adaptive-flops | adaptive-flops-exact | adaptive-mac | adaptive-latency (ALGORITHM.md §5)")
+      ("search.latency-iters", po::value<int>(&c.latency_iters)->default_value(100), "adaptive-latency: forwards timed per network (§5.3: 100)")
+      ("search.latency-warmup", po::value<int>(&c.latency_warmup)->default_value(10), "adaptive-latency: of which untimed warm-up forwards (§5.3: 10)")
       ("search.w-steps", po::value<int>(&c.w_steps)->default_value(1), "weight steps per cycle")
       ("search.lambda-steps", po::value<int>(&c.lambda_steps)->default_value(1), "λ steps per cycle")
       ("search.target-zero-frac", po::value<double>(&c.target_zero_frac)->default_value(0), "stop once this fraction of λ is exactly 0 (0 = off)")
       ("search.stable-steps", po::value<int64_t>(&c.stable_steps)->default_value(0), "stop once the live mask is unchanged for this many λ-steps (0 = off)")
       ("search.bn-reestimate", po::value<int>(&c.bn_reestimate)->default_value(512), "images used to re-estimate BN statistics before each evaluation (0 = off)");
+    retrain.add_options()
+      ("retrain.epochs", po::value<double>(), "retrain: epochs (when --epochs is not given)")
+      ("retrain.max-steps", po::value<int64_t>(), "retrain: step limit (when --max-steps is not given)")
+      ("retrain.lr", po::value<double>(), "retrain: base learning rate (default optim.lr)")
+      ("retrain.lr-schedule", po::value<std::string>(), "retrain: lr schedule (default optim.lr-schedule), e.g. cosine:600,1")
+      ("retrain.wd", po::value<double>(), "retrain: weight decay, BN γ included (default optim.wd)")
+      ("retrain.batch", po::value<int>(), "retrain: per-rank batch (default data.batch)")
+      ("retrain.width", po::value<int>(&c.retrain_width)->default_value(0), "stem width C of the retrained network (0: the architecture's own)")
+      ("retrain.target-macs", po::value<double>(&c.target_macs)->default_value(0), "pick the width whose MACs are closest to this (0 = off)")
+      ("retrain.target-params", po::value<double>(&c.target_params)->default_value(0), "pick the width whose parameter count is closest to this (0 = off)")
+      ("retrain.dropout", po::value<double>(&c.dropout)->default_value(0), "dropout before the classifier (ALGORITHM.md §2.4)")
+      ("retrain.drop-path", po::value<double>(&c.drop_path)->default_value(0), "drop-path rate of the deepest block (§2.4)")
+      ("retrain.aux-head", po::value<bool>(&c.aux_head)->default_value(false), "auxiliary head on the last reduction (§2.3)")
+      ("retrain.aux-weight", po::value<double>(&c.aux_weight)->default_value(0.4), "its weight in the loss")
+      ("retrain.label-smoothing", po::value<double>(&c.label_smoothing)->default_value(0), "label smoothing ε")
+      ("retrain.cutout", po::value<int>(&c.cutout)->default_value(0), "cutout square side in pixels (0 = off; CIFAR-10: 16)")
+      ("retrain.baseline", po::value<bool>(&c.baseline)->default_value(true), "pipeline: also retrain the hand-made baseline at the found architecture's MACs")
+      ("retrain.baseline-op", po::value<std::string>(&c.baseline_op)->default_value("sep3"), "the baseline's op (a chain of it in every block)");
     bench.add_options()
-      ("bench.steps", po::value<int>(&c.bench_steps)->default_value(7), "timed search steps (after 2 warm-up steps)")
+      ("bench.steps", po::value<int>(&c.bench_steps)->default_value(7), "timed search steps (after 2 warm-up steps); 0: report the model's sizes only")
       ("bench.json", po::value<std::string>(&c.bench_json), "write the results as JSON here")
       ("bench.profile", po::value<bool>(&c.bench_profile)->default_value(false), "print time per backend primitive");
-    all.add(general).add(space).add(data).add(optim).add(pretrain).add(search).add(bench);
+    all.add(general).add(space).add(data).add(optim).add(pretrain).add(search).add(retrain).add(bench);
   }
 };
 
@@ -178,10 +208,17 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   }
 
   // per-stage budgets: [pretrain]/[search] epochs and max-steps, unless given directly
-  if (command == "pretrain" || command == "search") {
+  if (command == "pretrain" || command == "search" || command == "retrain") {
     if (vm["epochs"].defaulted() && vm.count(command + ".epochs")) c.epochs = vm[command + ".epochs"].as<double>();
     if (vm["max-steps"].defaulted() && vm.count(command + ".max-steps"))
       c.max_steps = vm[command + ".max-steps"].as<int64_t>();
+  }
+  // retraining has its own optimiser settings (ALGORITHM.md §7): [retrain] wins
+  if (command == "retrain" || command == "eval") {
+    if (vm.count("retrain.lr")) c.lr = vm["retrain.lr"].as<double>();
+    if (vm.count("retrain.lr-schedule")) c.lr_schedule = vm["retrain.lr-schedule"].as<std::string>();
+    if (vm.count("retrain.wd")) c.wd = vm["retrain.wd"].as<double>();
+    if (vm.count("retrain.batch")) c.batch = vm["retrain.batch"].as<int>();
   }
 
   // search space: preset, then overrides
@@ -220,13 +257,16 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   check(c.max_steps >= 0, "--max-steps", "must be >= 0");
   check(c.checkpoint_every >= 0, "--checkpoint-every", "must be >= 0");
   check(c.trajectory_every >= 0, "--trajectory-every", "must be >= 0");
+  check(c.lambda_check_every >= 0, "--lambda-check-every", "must be >= 0");
+  check(c.bucket_mb > 0 && c.bucket_mb <= 1024, "--bucket-mb", "must be in (0, 1024]");
   check(c.checkpoint_secs >= 0, "--checkpoint-secs", "must be >= 0");
   check(c.keep_last >= 0, "--keep-last", "must be >= 0");
   check(c.keep_every >= 0, "--keep-every", "must be >= 0");
   check(c.deadline_margin >= 0, "--deadline-margin", "must be >= 0");
   check(c.epochs > 0 && std::isfinite(c.epochs), "--epochs", str("must be > 0 (got ", c.epochs, ")"));
   check(c.log_every >= 1, "--log-every", "must be >= 1");
-  check(c.dataset == "fmnist" || c.dataset == "cifar10" || c.dataset == "synthetic", "data.dataset",
+  check(c.dataset == "fmnist" || c.dataset == "cifar10" || c.dataset == "synthetic" ||
+            (c.dataset == "imagenet" && command == "validate"), "data.dataset",
         str("'", c.dataset, "' (expected fmnist, cifar10 or synthetic)"));
   if (c.dataset == "cifar10" && vm["data.dir"].defaulted())
     fail_usage("data.dir: CIFAR-10 is not shipped with Debian; download the binary version and point data.dir at its "
@@ -248,20 +288,35 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   check(c.target_zero_frac >= 0 && c.target_zero_frac < 1, "search.target-zero-frac", "must be in [0,1)");
   check(c.stable_steps >= 0, "search.stable-steps", "must be >= 0");
   check(c.bn_reestimate >= 0, "search.bn-reestimate", "must be >= 0");
+  check(c.latency_iters > c.latency_warmup && c.latency_warmup >= 0, "search.latency-iters",
+        "must exceed search.latency-warmup (>= 0)");
+  if (c.penalty == "adaptive-latency" && !c.space.share)
+    fail_usage("search.penalty: adaptive-latency needs the share space (space.share = true, ALGORITHM.md §5.3)");
   {
     LrParams lp;
     lp.base_lr = c.lr;
     make_lr_schedule(c.lr_schedule, lp);  // validates optim.lr-schedule
   }
-  check(c.bench_steps >= 1, "bench.steps", "must be >= 1");
-  if (command != "bench") check(!c.out.empty(), "--out", "an output folder is required");
+  check(c.bench_steps >= 0, "bench.steps", "must be >= 0 (0: build the model and report its sizes only)");
+  if (command != "bench" && command != "validate" && command != "eval")
+    check(!c.out.empty(), "--out", "an output folder is required");
+  if (command == "retrain") check(!c.arch.empty(), "--arch", "an architecture JSON (dsonas derive) or 'baseline' is required");
+  if (command == "eval") check(!c.run_dir.empty(), "--run", "a retrain run folder or network file is required");
+  check(c.eval_data == "test" || c.eval_data == "train", "--data", str("'", c.eval_data, "' (expected test or train)"));
+  check(c.retrain_width >= 0, "retrain.width", "must be >= 0");
+  check(c.target_macs >= 0 && c.target_params >= 0, "retrain.target-macs", "targets must be >= 0");
+  check(!(c.target_macs > 0 && c.target_params > 0), "retrain.target-params", "give target-macs or target-params, not both");
+  check(c.cutout >= 0, "retrain.cutout", "must be >= 0");
+  check(c.aux_weight >= 0, "retrain.aux-weight", "must be >= 0");
+  parse_op(c.baseline_op, "retrain.baseline-op");
 
   std::ostringstream os;
   os << "# resolved configuration (dsonas " << command << ")\n"
      << "seed = " << c.seed << "\ndevice = " << c.device << "\nthreads = " << c.threads
      << "\nrecompute = " << c.recompute << "\ncheckpoint-every = " << c.checkpoint_every
      << "\ncheckpoint-secs = " << c.checkpoint_secs << "\nkeep-last = " << c.keep_last << "\nkeep-every = " << c.keep_every
-     << "\ntrajectory-every = " << c.trajectory_every << "\ndeadline-margin = " << c.deadline_margin
+     << "\ntrajectory-every = " << c.trajectory_every
+     << "\nlambda-check-every = " << c.lambda_check_every << "\nbucket-mb = " << c.bucket_mb << "\ndeadline-margin = " << c.deadline_margin
      << "\nmax-steps = " << c.max_steps << "\nepochs = " << c.epochs << "\nlog-every = " << c.log_every
      << "\n\n[space]\npreset = " << s.preset << "\nlevels = " << s.levels << "\nops = ";
   for (size_t i = 0; i < s.ops.size(); ++i) os << (i ? "," : "") << op_name(s.ops[i]);
@@ -270,12 +325,21 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
      << "\nwidths = " << join(s.widths) << "\nshare = " << (s.share ? "true" : "false")
      << "\n\n[data]\ndataset = " << c.dataset << "\ndir = " << c.data_dir << "\nbatch = " << c.batch
      << "\nsplit = " << c.split << "\npad = " << c.pad << "\nflip = " << (c.flip ? "true" : "false")
+     << "\nsynthetic-train = " << c.synthetic_train << "\nsynthetic-test = " << c.synthetic_test
      << "\n\n[optim]\nlr = " << c.lr << "\nmomentum = " << c.momentum << "\nwd = " << c.wd
      << "\nlr-schedule = " << c.lr_schedule << "\nclip = " << c.clip
      << "\n\n[search]\ngamma = " << c.gamma << "\nlambda-lr-mult = " << c.lambda_lr_mult
      << "\npenalty = " << c.penalty << "\nw-steps = " << c.w_steps << "\nlambda-steps = " << c.lambda_steps
      << "\ntarget-zero-frac = " << c.target_zero_frac << "\nstable-steps = " << c.stable_steps
-     << "\nbn-reestimate = " << c.bn_reestimate << "\n";
+     << "\nbn-reestimate = " << c.bn_reestimate << "\nlatency-iters = " << c.latency_iters
+     << "\nlatency-warmup = " << c.latency_warmup;
+  if (command == "retrain" || command == "eval" || command == "pipeline")
+    os << "\n\n[retrain]\nwidth = " << c.retrain_width << "\ntarget-macs = " << c.target_macs
+       << "\ntarget-params = " << c.target_params << "\ndropout = " << c.dropout << "\ndrop-path = " << c.drop_path
+       << "\naux-head = " << (c.aux_head ? "true" : "false") << "\naux-weight = " << c.aux_weight
+       << "\nlabel-smoothing = " << c.label_smoothing << "\ncutout = " << c.cutout
+       << "\nbaseline = " << (c.baseline ? "true" : "false") << "\nbaseline-op = " << c.baseline_op;
+  os << "\n";
   c.resolved = os.str();
   return c;
 }

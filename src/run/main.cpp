@@ -5,25 +5,45 @@
 #include <string>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/dist/communicator.hpp"
 #include "dsonas/run/config.hpp"
 #include "dsonas/run/derive.hpp"
 #include "dsonas/run/inspect.hpp"
+#include "dsonas/run/pipeline.hpp"
+#include "dsonas/run/retrain.hpp"
 #include "dsonas/run/train.hpp"
+#include "dsonas/run/validate.hpp"
 
 namespace {
 
 const char* kUsage =
     "usage: dsonas COMMAND [options]   (dsonas COMMAND --help for its options)\n"
     "commands:\n"
+    "  pipeline   pretrain → search → derive → retrain → eval (+ hand-made baseline) → report.md\n"
     "  pretrain   train the supergraph with λ fixed at 1 (step 1)\n"
     "  search     DSO-NAS search: weights by NAG, λ by APG-NAG, pruning (step 2)\n"
     "  bench      time search steps on synthetic data (used by make bench)\n"
     "  inspect    what a model file, checkpoint or λ trajectory holds (FILE.h5 [--diff OTHER.h5])\n"
     "  derive     the final architecture of a search as JSON + DOT (--run DIR --out ARCH.json)\n"
+    "  retrain    train a derived architecture from scratch (--arch ARCH.json|baseline, step 3)\n"
+    "  eval       top-1/top-5, per-class accuracy, confusion matrix of a retrained network (--run DIR)\n"
+    "  pack       ImageNet JPEG tree -> HDF5 shards + manifest (--src ROOT --out OUT)\n"
+    "  validate   check every data file of the configured dataset, no training (--config C)\n"
     "exit codes: 0 done, 2 bad usage/config/data (nothing written), 3 model/checkpoint\n"
     "  file unusable, 4 non-finite loss or gradient, 75 stopped on a signal or deadline\n"
     "  after a checkpoint (run again with --resume), 1 internal error\n";
 
+}  // namespace
+
+namespace {
+/// One line for the error, then the exit code; on a multi-rank run the whole
+/// world ends with it (MPI_Abort), so no rank is left waiting in a collective.
+int report(int code, const std::string& line) {
+  std::cerr << "dsonas: rank " << dsonas::error_rank() << ": " << line << std::endl;
+  if (dsonas::Communicator::multi_rank()) dsonas::Communicator::abort(code);
+  dsonas::Communicator::finalize();
+  return code;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -36,17 +56,29 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "inspect") return run_inspect(argc - 1, argv + 1);
     if (cmd == "derive") return run_derive(argc - 1, argv + 1);
-    if (cmd != "pretrain" && cmd != "search" && cmd != "bench")
-      fail_usage(str("unknown command '", cmd, "' (expected pretrain, search, bench, inspect or derive)"));
-    RunConfig cfg = parse_config(cmd, argc - 1, argv + 1);
-    if (cmd == "pretrain") return run_pretrain(cfg);
-    if (cmd == "search") return run_search(cfg);
-    return run_bench(cfg);
+    if (cmd == "pack") return run_pack(argc - 1, argv + 1);
+    if (cmd == "validate") return run_validate(argc - 1, argv + 1);
+    if (cmd != "pretrain" && cmd != "search" && cmd != "bench" && cmd != "retrain" && cmd != "eval" &&
+        cmd != "pipeline")
+      fail_usage(str("unknown command '", cmd,
+                     "' (expected pipeline, pretrain, search, derive, retrain, eval, bench, inspect, pack or validate)"));
+    Communicator::init(&argc, &argv);  // the training commands are MPI programs
+    int rc = kExitOk;
+    if (cmd == "pipeline") {
+      rc = run_pipeline(argc - 1, argv + 1);
+    } else {
+      RunConfig cfg = parse_config(cmd, argc - 1, argv + 1);
+      if (cmd == "pretrain") rc = run_pretrain(cfg);
+      else if (cmd == "search") rc = run_search(cfg);
+      else if (cmd == "retrain") rc = run_retrain(cfg);
+      else if (cmd == "eval") rc = run_eval(cfg);
+      else rc = run_bench(cfg);
+    }
+    Communicator::finalize();
+    return rc;
   } catch (const Error& e) {
-    std::cerr << "dsonas: rank " << error_rank() << ": " << e.what() << std::endl;
-    return e.code();
+    return report(e.code(), e.what());
   } catch (const std::exception& e) {
-    std::cerr << "dsonas: rank " << error_rank() << ": internal error: " << e.what() << std::endl;
-    return kExitInternal;
+    return report(kExitInternal, std::string("internal error: ") + e.what());
   }
 }

@@ -32,9 +32,11 @@
 
 namespace dsonas {
 
-enum class PenaltyMode { None, AdaptiveFlopsProxy, AdaptiveFlopsExact, AdaptiveMac };
+/// AdaptiveLatency (§5.3): penalty_gamma() gives the base γ; the trainer
+/// multiplies by the factors of optim/latency.hpp, re-timed every epoch.
+enum class PenaltyMode { None, AdaptiveFlopsProxy, AdaptiveFlopsExact, AdaptiveMac, AdaptiveLatency };
 
-/// "none", "adaptive-flops", "adaptive-flops-exact", "adaptive-mac"; bad strings
+/// "none", "adaptive-flops", "adaptive-flops-exact", "adaptive-mac", "adaptive-latency"; bad strings
 /// fail with exit 2 naming `field`.
 PenaltyMode parse_penalty_mode(const std::string& s, const std::string& field = "optim.penalty");
 const char* penalty_mode_name(PenaltyMode m);

@@ -35,6 +35,9 @@ struct RunConfig {
   double deadline_margin = 120;   // seconds kept free before the deadline
   int64_t trajectory_every = 10;  // search: λ trajectory record every N steps (0 = off)
   bool strict_resume = false;
+  bool allow_world_size_change = false;  // resume a checkpoint of another world size (re-shard)
+  int64_t lambda_check_every = 100;      // multi-rank: λ hash compared every N steps
+  double bucket_mb = 4;                  // multi-rank: gradient bucket size
   std::string recompute = "auto";  // none | blocks | auto (blocks when activations > 2 GiB)
 
   SearchSpace space;
@@ -63,8 +66,21 @@ struct RunConfig {
   std::string penalty = "none";    // none | adaptive-flops | adaptive-flops-exact | adaptive-mac
   int w_steps = 1, lambda_steps = 1;
   double target_zero_frac = 0;     // 0 = off: stop when this fraction of λ is zero
-  int64_t stable_steps = 0;        // 0 = off: stop when the live mask has not changed for this many λ-steps
+  int64_t stable_steps = 0;
+  int latency_iters = 100, latency_warmup = 10;  // adaptive-latency timing (§5.3)        // 0 = off: stop when the live mask has not changed for this many λ-steps
   int bn_reestimate = 512;         // images for BN re-estimation before evaluations (0 = off)
+
+  // retrain / eval / pipeline
+  std::string arch;           // --arch: architecture JSON or "baseline"
+  std::string run_dir;        // eval: --run
+  std::string eval_data = "test";
+  int retrain_width = 0;      // 0: the architecture's own width
+  double target_macs = 0, target_params = 0;
+  double dropout = 0, drop_path = 0, label_smoothing = 0, aux_weight = 0.4;
+  bool aux_head = false;
+  int cutout = 0;
+  bool baseline = true;       // pipeline: also retrain the hand-made baseline
+  std::string baseline_op = "sep3";
 
   // [bench]
   int bench_steps = 7;

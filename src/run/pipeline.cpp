@@ -1,0 +1,211 @@
+// pipeline.cpp — `dsonas pipeline --config C --out DIR [stage options]`: the
+// whole method as one command (ALGORITHM.md §7):
+//   DIR/pretrain   supergraph, λ fixed at 1            (dsonas pretrain)
+//   DIR/search     DSO-NAS search from the pretrain    (dsonas search --init)
+//   DIR/arch.json  + arch.dot / arch.png               (dsonas derive)
+//   DIR/retrain    the found architecture from scratch (dsonas retrain), + eval_test/
+//   DIR/baseline   the hand-made baseline at the found architecture's MACs, + eval_test/
+//   DIR/report.md  picture, MACs, parameters and test accuracy of both
+// Each stage is the stand-alone command run in-process with the same
+// configuration; a stage whose folder already holds a run is resumed (a finished
+// one returns at once), so re-running the same command after a preemption or
+// a deadline (exit 75) continues where it stopped.  Under mpirun every stage is
+// data parallel; derive and the report are written by rank 0.
+#include "dsonas/run/pipeline.hpp"
+
+#include <sys/stat.h>
+
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dsonas/core/error.hpp"
+#include "dsonas/dist/communicator.hpp"
+#include "dsonas/io/atomic_file.hpp"
+#include "dsonas/model/architecture.hpp"
+#include "dsonas/run/config.hpp"
+#include "dsonas/run/derive.hpp"
+#include "dsonas/run/retrain.hpp"
+#include "dsonas/run/run_common.hpp"
+#include "dsonas/run/train.hpp"
+
+namespace dsonas {
+namespace {
+
+bool exists(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+/// The pipeline's arguments with --out replaced (and extra ones appended).
+std::vector<std::string> stage_args(const std::vector<std::string>& args, const std::string& out,
+                                    const std::vector<std::string>& extra) {
+  std::vector<std::string> r;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--out") {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind("--out=", 0) == 0) continue;
+    r.push_back(args[i]);
+  }
+  r.push_back("--out");
+  r.push_back(out);
+  if (exists(out + "/metrics.jsonl")) r.push_back("--resume");
+  for (const std::string& e : extra) r.push_back(e);
+  return r;
+}
+
+RunConfig stage_config(const std::string& command, const std::vector<std::string>& args) {
+  std::vector<std::string> a{command};
+  a.insert(a.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& s : a) argv.push_back(&s[0]);
+  return parse_config(command, static_cast<int>(argv.size()), argv.data());
+}
+
+std::string read_text(const std::string& p) {
+  std::ifstream f(p);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// The last "final" metrics line of a run folder, as text ("" if none).
+std::string final_metrics(const std::string& dir) {
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::string line, last;
+  while (std::getline(f, line))
+    if (line.find("\"event\":\"final\"") != std::string::npos) last = line;
+  return last;
+}
+
+double json_number(const std::string& line, const std::string& key) {
+  const size_t k = line.find("\"" + key + "\":");
+  if (k == std::string::npos) return 0;
+  return std::atof(line.c_str() + k + key.size() + 3);
+}
+
+std::string pct(double v) { return fmt("%.2f %%", 100 * v); }
+
+}  // namespace
+
+int run_pipeline(int argc, char** argv) {
+  // validates the whole configuration once, before anything runs
+  const RunConfig cfg = parse_config("pipeline", argc, argv);
+  Communicator& comm = Communicator::world();
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  const std::string D = cfg.out;
+  const auto t0 = Clock::now();
+  auto say = [&](const std::string& s) {
+    if (comm.root()) std::cout << "== pipeline: " << s << std::endl;
+  };
+  auto stage = [&](const char* name, const std::string& out, const std::vector<std::string>& extra,
+                   int (*fn)(const RunConfig&)) {
+    say(str(name, " → ", out, exists(out + "/metrics.jsonl") ? " (resuming)" : ""));
+    const RunConfig c = stage_config(name, stage_args(args, out, extra));
+    return fn(c);
+  };
+  if (comm.root()) {
+    // the folder and the pipeline's own record (stages keep their own locks)
+    prepare_out_dir(D, true);
+    std::ofstream(D + "/pipeline.cfg") << cfg.resolved;
+  }
+  comm.barrier();
+
+  int rc = stage("pretrain", D + "/pretrain", {}, run_pretrain);
+  if (rc) return rc;
+  rc = stage("search", D + "/search", {"--init", D + "/pretrain"}, run_search);
+  if (rc) return rc;
+  if (!exists(D + "/arch.json")) {
+    say("derive → " + D + "/arch.json");
+    if (comm.root()) {
+      std::vector<std::string> a{"derive", "--run", D + "/search", "--out", D + "/arch.json", "--png", D + "/arch.png"};
+      std::vector<char*> av;
+      for (std::string& s : a) av.push_back(&s[0]);
+      rc = run_derive(static_cast<int>(av.size()), av.data());
+    }
+    double r = rc;
+    comm.sum(&r, 1);
+    if (r != 0) return rc ? rc : kExitInternal;
+  }
+  const Architecture found = Architecture::from_json(read_text(D + "/arch.json"), D + "/arch.json");
+  rc = stage("retrain", D + "/retrain", {"--arch", D + "/arch.json"}, run_retrain);
+  if (rc) return rc;
+  auto eval_args = [&](const std::string& run) {
+    std::vector<std::string> a;
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (args[i] == "--out") {
+        ++i;
+        continue;
+      }
+      if (args[i].rfind("--out=", 0) != 0) a.push_back(args[i]);
+    }
+    a.push_back("--run");
+    a.push_back(run);
+    return a;
+  };
+  RunConfig ec = stage_config("eval", eval_args(D + "/retrain"));
+  const EvalSummary fe = evaluate_network_file(ec);
+
+  EvalSummary be;
+  bool have_baseline = false;
+  if (cfg.baseline) {
+    // the hand-made design at the found architecture's retrain MACs, same budget
+    const double target = fe.macs;
+    rc = stage("retrain", D + "/baseline", {"--arch", "baseline", "--retrain.target-macs", fmt("%.0f", target)},
+               run_retrain);
+    if (rc) return rc;
+    RunConfig bc = stage_config("eval", eval_args(D + "/baseline"));
+    be = evaluate_network_file(bc);
+    have_baseline = true;
+  }
+
+  if (comm.root()) {
+    const std::string sf = final_metrics(D + "/search");
+    const Architecture retrained = Architecture::from_json(read_text(D + "/retrain/arch.json"), D + "/retrain/arch.json");
+    std::ostringstream r;
+    r << "# dsonas pipeline report\n\n"
+      << "Configuration: `" << (cfg.config_file.empty() ? "(command line)" : cfg.config_file) << "`, "
+      << comm.size() << " rank" << (comm.size() > 1 ? "s" : "") << ", dataset " << cfg.dataset << ".\n\n"
+      << "## Found architecture\n\n![architecture](arch.png)\n\n"
+      << "(`arch.json`, `arch.dot`; derived from `search/model.h5`.)\n\n"
+      << "- search: " << static_cast<int64_t>(json_number(sf, "zero_lambda")) << " of "
+      << static_cast<int64_t>(json_number(sf, "total_lambda")) << " λ exactly zero, "
+      << static_cast<int64_t>(json_number(sf, "live_ops")) << " live ops, supergraph validation accuracy "
+      << pct(json_number(sf, "val_acc")) << "\n"
+      << "- survivors per op type:";
+    const std::vector<int64_t> per = found.survivors_per_type();
+    for (size_t j = 0; j < per.size(); ++j) r << (j ? ", " : " ") << op_name(found.space().ops[j]) << " " << per[j];
+    r << "\n";
+    for (const std::string& w : found.warnings()) r << "- warning: " << w << "\n";
+    r << "\n## Retrained from scratch (test set)\n\n"
+      << "| network | width | MACs | parameters | top-1 | top-5 |\n|---|---:|---:|---:|---:|---:|\n"
+      << "| found (DSO-NAS) | " << retrained.space().stem_channels << " | " << fmt("%.2fM", fe.macs / 1e6) << " | "
+      << fmt("%.3fM", fe.params / 1e6) << " | " << pct(fe.top1) << " | " << pct(fe.top5) << " |\n";
+    if (have_baseline) {
+      const Architecture base = Architecture::from_json(read_text(D + "/baseline/arch.json"), D + "/baseline/arch.json");
+      r << "| hand-made baseline (" << cfg.baseline_op << " chains) | " << base.space().stem_channels << " | "
+        << fmt("%.2fM", be.macs / 1e6) << " | " << fmt("%.3fM", be.params / 1e6) << " | " << pct(be.top1) << " | "
+        << pct(be.top5) << " |\n\n"
+        << (fe.top1 > be.top1 ? "The searched architecture beats the hand-made baseline at equal MACs by "
+                              : "The searched architecture does NOT beat the hand-made baseline at equal MACs (difference ")
+        << fmt("%+.2f", 100 * (fe.top1 - be.top1)) << " points" << (fe.top1 > be.top1 ? "" : ")") << ".\n";
+    }
+    r << "\nPer-class accuracy and confusion matrices: `retrain/eval_test/`" << (have_baseline ? ", `baseline/eval_test/`" : "")
+      << ".  Total wall time of this invocation: " << fmt("%.0f", seconds_since(t0)) << " s.\n";
+    const std::string text = r.str();
+    write_file_atomically(D + "/report.md", text.data(), text.size());
+    std::cout << "pipeline done: found architecture " << pct(fe.top1) << " test accuracy, "
+              << fmt("%.2fM", fe.macs / 1e6) << " MACs, " << fmt("%.3fM", fe.params / 1e6) << " parameters";
+    if (have_baseline) std::cout << " (hand-made baseline at equal MACs: " << pct(be.top1) << ")";
+    std::cout << "\n  picture " << D << "/arch.png, report " << D << "/report.md" << std::endl;
+  }
+  comm.barrier();
+  return kExitOk;
+}
+
+}  // namespace dsonas
