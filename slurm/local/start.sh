@@ -5,7 +5,14 @@
 #   munged: reused when one already answers on the default socket; otherwise started
 #   here (PID file SCRATCH/munge/munged.pid) and stopped again by stop.sh.
 #   Env: SLURM_LOCAL_CTLD_PORT (default 6817), SLURM_LOCAL_SLURMD_PORT (default 6818),
-#        SLURM_LOCAL_WAIT (seconds to wait for the node to become idle, default 60).
+#        SLURM_LOCAL_WAIT (seconds to wait for the node to become idle, default 60),
+#        SLURM_LOCAL_GPUS (default 0): declare that many fake GPUs (gres/gpu backed by
+#        SCRATCH/dev/nvidia<i>, copies of /dev/null made with mknod) so that jobs can request
+#        --gpus-per-task and the scripts' GPU path can be tested; nothing runs on them.
+#   The node has the machine's CPUs (CR_Core: a 2-core machine runs one 2-task job, or two
+#   1-task jobs, at a time); no task binding (TaskPlugin=task/none), MPI plugins via
+#   `srun --mpi=pmix` (MpiDefault=none), requeue allowed (JobRequeue=1), finished jobs visible
+#   to `scontrol show job` for 10 minutes (MinJobAge=600).
 #   Needs root (SlurmUser=root) and the packages slurm-wlm and munge.
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 SCRATCH" >&2; exit 2; }
@@ -14,6 +21,8 @@ S=$(cd "$1" && pwd)
 CTLD_PORT=${SLURM_LOCAL_CTLD_PORT:-6817}
 SLURMD_PORT=${SLURM_LOCAL_SLURMD_PORT:-6818}
 WAIT=${SLURM_LOCAL_WAIT:-60}
+GPUS=${SLURM_LOCAL_GPUS:-0}
+[[ "$GPUS" =~ ^[0-9]+$ ]] || { echo "start.sh: SLURM_LOCAL_GPUS='$GPUS' is not a number" >&2; exit 2; }
 die() { echo "start.sh: $*" >&2; exit 1; }
 for b in munged munge unmunge slurmctld slurmd sinfo; do
   command -v "$b" >/dev/null || die "$b not found (apt-get install -y slurm-wlm munge)"
@@ -44,6 +53,17 @@ NODELINE=$(slurmd -C | head -1)                      # NodeName=host CPUs=... Re
 MEM=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$NODELINE")
 CPUS=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$NODELINE")
 mkdir -p "$S/state" "$S/spool" "$S/log"
+GRES_TYPES="" NODE_GRES=""
+rm -rf "${S:?}/gres.conf" "${S:?}/dev"
+if [ "$GPUS" -gt 0 ]; then
+  # slurmd wants a character device per GPU: S/dev/nvidia<i>, each a copy of /dev/null (1,3)
+  mkdir -p "$S/dev"
+  for i in $(seq 0 $((GPUS - 1))); do
+    mknod "$S/dev/nvidia$i" c 1 3 || die "mknod $S/dev/nvidia$i failed (fake GPUs need CAP_MKNOD); start without SLURM_LOCAL_GPUS"
+  done
+  GRES_TYPES="GresTypes=gpu" NODE_GRES="Gres=gpu:$GPUS"
+  echo "NodeName=$HOST Name=gpu File=$S/dev/nvidia[0-$((GPUS - 1))]" > "$S/gres.conf"   # read from beside slurm.conf
+fi
 cat > "$S/slurm.conf" <<CONF
 ClusterName=local
 SlurmctldHost=$HOST
@@ -68,7 +88,8 @@ MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 MinJobAge=600
-NodeName=$HOST CPUs=$CPUS RealMemory=$((MEM * 9 / 10)) State=UNKNOWN
+$GRES_TYPES
+NodeName=$HOST CPUs=$CPUS RealMemory=$((MEM * 9 / 10)) $NODE_GRES State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF="$S/slurm.conf"
