@@ -20,6 +20,14 @@ CXX         ?= g++
 CUDA_HOME   ?= /usr/local/cuda
 NVCC        ?= $(CUDA_HOME)/bin/nvcc
 CUDA_ARCH   ?= 90
+# cuDNN / NCCL locations (default: inside CUDA_HOME; on the GPU machine the
+# Python wheels' folders, see tests/gpu/run_on_gpu.sh).  CUDART_LIB may be
+# "-lcudart_static -ldl -lrt" for binaries that carry no libcudart.
+CUDNN_INC   ?= $(CUDA_HOME)/include
+CUDNN_LIB   ?= $(CUDA_HOME)/lib64
+NCCL_INC    ?= $(CUDA_HOME)/include
+NCCL_LIB    ?= $(CUDA_HOME)/lib64
+CUDART_LIB  ?= -lcudart
 ARCH_FLAGS  ?= -march=x86-64-v3
 OPT         ?= -O3
 OPENBLAS_INC ?= $(firstword $(wildcard /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas) /usr/include)
@@ -28,32 +36,45 @@ BOOST_DIR   ?=
 HDF5_INC    ?= $(firstword $(wildcard /usr/include/hdf5/serial) /usr/include)
 HDF5_LIBDIR ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/hdf5/serial) /usr/lib)
 PYTHON      ?= /usr/bin/python3
+MPICXX      ?= mpicxx
 NPROC       := $(shell nproc 2>/dev/null || echo 2)
 
 # ---- CUDA autodetection ------------------------------------------------------
 HAVE_NVCC  := $(shell test -x $(NVCC) && echo 1)
-HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h && echo 1)
+HAVE_CUDNN := $(shell test -f $(CUDNN_INC)/cudnn.h && echo 1)
 ifeq ($(HAVE_NVCC)$(HAVE_CUDNN),11)
   USE_CUDA ?= 1
 else
   USE_CUDA ?= 0
 endif
 
-CPPFLAGS := -Iinclude -isystem $(OPENBLAS_INC) -isystem $(HDF5_INC) $(if $(BOOST_DIR),-isystem $(BOOST_DIR)/include)
+# ---- MPI (Open MPI's wrapper tells the flags; USE_MPI=0 builds a one-rank binary)
+HAVE_MPI := $(shell command -v $(MPICXX) >/dev/null 2>&1 && echo 1)
+ifeq ($(HAVE_MPI),1)
+  USE_MPI ?= 1
+else
+  USE_MPI ?= 0
+endif
+ifeq ($(USE_MPI),1)
+  MPI_CPPFLAGS := -DDSONAS_USE_MPI=1 $(patsubst -I%,-isystem %,$(filter -I%,$(shell $(MPICXX) --showme:compile)))
+  MPI_LIBS     := $(shell $(MPICXX) --showme:link)
+endif
+
+CPPFLAGS := -Iinclude $(MPI_CPPFLAGS) -isystem $(OPENBLAS_INC) -isystem $(HDF5_INC) $(if $(BOOST_DIR),-isystem $(BOOST_DIR)/include)
 CXXFLAGS := -std=c++17 $(OPT) $(ARCH_FLAGS) -g -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter \
             -MMD -MP $(EXTRA_CXXFLAGS)
 LDFLAGS  := -fopenmp $(if $(BOOST_DIR),-L$(BOOST_DIR)/lib) $(EXTRA_LDFLAGS)
-LDLIBS   := -lboost_program_options -L$(HDF5_LIBDIR) -lhdf5 -Wl,-rpath,$(HDF5_LIBDIR) $(OPENBLAS_LIB) -lz -lpthread
+LDLIBS   := $(MPI_LIBS) -lboost_program_options -L$(HDF5_LIBDIR) -lhdf5 -Wl,-rpath,$(HDF5_LIBDIR) $(OPENBLAS_LIB) -lturbojpeg -lz -lpthread
 
 LIB_SRCS := $(shell find src -name '*.cpp' ! -path 'src/run/main.cpp' ! -path 'src/backend/cuda/*' | sort)
-CU_SRCS  := $(shell find src/backend/cuda -name '*.cu' 2>/dev/null | sort)
+CU_SRCS  := $(shell find src -name '*.cu' 2>/dev/null | sort)
 CUDA_HOST_SRCS := $(shell find src/backend/cuda -name '*.cpp' 2>/dev/null | sort)
 
 ifeq ($(USE_CUDA),1)
   CPPFLAGS += -DDSONAS_USE_CUDA=1
   LIB_SRCS += $(CUDA_HOST_SRCS)
-  NVCCFLAGS := -std=c++17 -O3 -Iinclude -I$(CUDA_HOME)/include -arch=sm_$(CUDA_ARCH) -Xcompiler -fopenmp,-Wall -MMD -MP
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lnccl -Wl,-rpath,$(CUDA_HOME)/lib64
+  NVCCFLAGS := -std=c++17 -O3 -Iinclude -I$(CUDA_HOME)/include -I$(CUDNN_INC) -I$(NCCL_INC) -arch=sm_$(CUDA_ARCH) -Xcompiler -fopenmp,-Wall -MMD -MP $(EXTRA_NVCCFLAGS)
+  LDLIBS   += -L$(CUDNN_LIB) -L$(NCCL_LIB) -L$(CUDA_HOME)/lib64 -lcudnn -lcublas $(CUDART_LIB) -lnccl -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDNN_LIB) -Wl,-rpath,$(NCCL_LIB)
   CU_OBJS  := $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)
 endif
 
@@ -63,14 +84,21 @@ BIN       := $(BUILD)/dsonas
 TEST_SRCS := $(sort $(wildcard tests/unit/*.cpp))
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/obj/%.o)
 TEST_BIN  := $(BUILD)/tests/unit_tests
+MPI_TEST_SRCS := $(sort $(wildcard tests/mpi/*.cpp))
+MPI_TEST_BIN  := $(if $(filter 1,$(USE_MPI)),$(BUILD)/tests/mpi_tests)
 TOOL_SRCS := $(sort $(wildcard tests/bench/*.cpp))
 TOOL_BINS := $(TOOL_SRCS:tests/bench/%.cpp=$(BUILD)/tests/%)
+# CUDA backend tests (tests/gpu): built with USE_CUDA=1; every test skips, and
+# says so, where no GPU is present.
+GPU_TEST_SRCS := $(sort $(wildcard tests/gpu/*.cpp))
+GPU_TEST_OBJS := $(GPU_TEST_SRCS:%.cpp=$(BUILD)/obj/%.o)
+GPU_TEST_BIN  := $(if $(filter 1,$(USE_CUDA)),$(BUILD)/tests/gpu_tests)
 
-.PHONY: all deps test unit-test python-test e2e-test run bench asan clean info
-all: info $(BIN) $(TEST_BIN) $(TOOL_BINS)
+.PHONY: all deps test unit-test mpi-test python-test e2e-test run bench asan clean info
+all: info $(BIN) $(TEST_BIN) $(MPI_TEST_BIN) $(TOOL_BINS) $(GPU_TEST_BIN)
 
 info:
-	@echo "dsonas build: USE_CUDA=$(USE_CUDA) (nvcc:$(if $(HAVE_NVCC),found,missing) cudnn:$(if $(HAVE_CUDNN),found,missing)) CXX=$(CXX) BUILD=$(BUILD)"
+	@echo "dsonas build: USE_MPI=$(USE_MPI) USE_CUDA=$(USE_CUDA) (nvcc:$(if $(HAVE_NVCC),found,missing) cudnn:$(if $(HAVE_CUDNN),found,missing)) CXX=$(CXX) BUILD=$(BUILD)"
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
@@ -91,6 +119,14 @@ $(TEST_BIN): $(TEST_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -lgtest -lgtest_main -o $@
 
+$(BUILD)/tests/gpu_tests: $(GPU_TEST_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -lgtest -lgtest_main -o $@
+
+$(BUILD)/tests/mpi_tests: $(MPI_TEST_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -lgtest -o $@
+
 $(BUILD)/tests/%: $(BUILD)/obj/tests/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -102,11 +138,21 @@ deps:
 # without a GPU says it was skipped.
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
-	@$(MAKE) --no-print-directory unit-test python-test e2e-test
+	@$(MAKE) --no-print-directory unit-test mpi-test python-test e2e-test
 	@echo "make test: all test suites passed"
 
-unit-test: $(TEST_BIN)
+unit-test: $(TEST_BIN) $(GPU_TEST_BIN)
 	OMP_NUM_THREADS=2 $(TEST_BIN) --gtest_brief=1
+	@if [ -x "$(GPU_TEST_BIN)" ]; then echo "OMP_NUM_THREADS=2 $(GPU_TEST_BIN)"; OMP_NUM_THREADS=2 $(GPU_TEST_BIN); fi
+
+# Open MPI refuses root without these two; --oversubscribe: 2 ranks on any core count.
+MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none
+export MPIRUN
+
+mpi-test: $(BIN) $(MPI_TEST_BIN)
+	@if [ "$(USE_MPI)" != 1 ]; then echo "mpi-test: SKIPPED (built with USE_MPI=0)"; \
+	else echo "$(MPIRUN) -np 2 $(MPI_TEST_BIN)"; OMP_NUM_THREADS=1 $(MPIRUN) -np 2 $(MPI_TEST_BIN) --gtest_brief=1 && \
+	bash tests/e2e/mpi.sh $(BUILD); fi
 
 python-test: $(BIN) $(TOOL_BINS)
 	$(PYTHON) tests/bench/test_twin.py --build $(BUILD)
@@ -114,16 +160,21 @@ python-test: $(BIN) $(TOOL_BINS)
 
 e2e-test: $(BIN)
 	bash tests/e2e/run_all.sh $(BUILD)
+	bash tests/e2e/pipeline.sh $(BUILD)
+	bash tests/e2e/jobs.sh $(BUILD)
 	bash tests/e2e/slurm.sh $(BUILD)
 
-# The main job: pretrain + search on Fashion-MNIST (jobs/fmnist.cfg), into a new
-# folder runs/fmnist_<UTC time> (an existing run is never overwritten).
-RUN_DIR ?= runs/fmnist_$(shell date -u +%Y%m%d_%H%M%S)
+# The main job: the whole method (pipeline: pretrain → search → derive → retrain →
+# eval, plus the hand-made baseline → report.md) on Fashion-MNIST with 2 MPI
+# ranks (jobs/fmnist_demo.cfg), into a new folder runs/fmnist_<UTC time> (an
+# existing run is never overwritten).  RUN_CONFIG / RUN_RANKS / RUN_DIR override.
+RUN_DIR    ?= runs/fmnist_$(shell date -u +%Y%m%d_%H%M%S)
+RUN_CONFIG ?= jobs/fmnist_demo.cfg
+RUN_RANKS  ?= 2
 run: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN)
-	$(BIN) pretrain --config jobs/fmnist.cfg --out $(RUN_DIR)/pretrain
-	$(BIN) search --config jobs/fmnist.cfg --out $(RUN_DIR)/search --init $(RUN_DIR)/pretrain
-	@echo "make run: results in $(RUN_DIR)"
+	OMP_NUM_THREADS=1 $(MPIRUN) -np $(RUN_RANKS) $(BIN) pipeline --config $(RUN_CONFIG) --out $(RUN_DIR)
+	@echo "make run: results in $(RUN_DIR) (report: $(RUN_DIR)/report.md)"
 
 bench: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
