@@ -15,6 +15,7 @@ PKGS=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev
   libturbojpeg0-dev
+  python3-pil
   dataset-fashion-mnist
   graphviz
   python3-torch python3-numpy python3-h5py python3-matplotlib python3-pytest

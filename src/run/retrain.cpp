@@ -96,20 +96,22 @@ struct Counts {
   std::vector<int64_t> confusion;  // classes × classes, [true][predicted]
 };
 
-/// Inference over `idx` of `set`, each rank a contiguous share, sums reduced.
-Counts evaluate_net(const RunConfig& cfg, Communicator& comm, Network& net, const ImageSet& set,
+/// Inference over `idx` of the test (or training) set, each rank a contiguous
+/// share, sums reduced.
+Counts evaluate_net(const RunConfig& cfg, Communicator& comm, Network& net, const Data& data, bool test_set,
                     const std::vector<int>& idx, bool confusion) {
   const int world = comm.size(), rank = comm.rank(), K = net.space().classes;
   const size_t lo = idx.size() * static_cast<size_t>(rank) / static_cast<size_t>(world);
   const size_t hi = idx.size() * static_cast<size_t>(rank + 1) / static_cast<size_t>(world);
-  EvalIterator it(set, std::vector<int>(idx.begin() + static_cast<std::ptrdiff_t>(lo), idx.begin() + static_cast<std::ptrdiff_t>(hi)),
-                  cfg.batch, eval_augment(cfg));
+  std::unique_ptr<EvalSource> it = eval_source(
+      cfg, data, test_set,
+      std::vector<int>(idx.begin() + static_cast<std::ptrdiff_t>(lo), idx.begin() + static_cast<std::ptrdiff_t>(hi)));
   Batch b;
   Counts c;
   if (confusion) c.confusion.assign(static_cast<size_t>(K) * K, 0);
   std::vector<float> logits;
   double s[4] = {0, 0, 0, 0};
-  while (it.next(b)) {
+  while (it->next(b)) {
     NetStepResult r = net.eval_batch(b.data.data(), b.labels.data(), b.n, &logits);
     s[0] += r.loss_sum;
     s[1] += static_cast<double>(r.correct);
@@ -172,13 +174,13 @@ int run_retrain(const RunConfig& cfg) {
   threads_for_rank(cfg, &threads_note);
   std::unique_ptr<Backend> be = backend_for(cfg);
   Network net(arch, *be, cfg.seed, opt);
-  const std::vector<int> train_idx = all_indices(data.train.n);
+  const std::vector<int> train_idx = all_indices(data.train_size());
   const int64_t global_batch = static_cast<int64_t>(cfg.batch) * world;
   if (static_cast<int64_t>(train_idx.size()) < global_batch)
     fail_usage(str("data.batch: ", cfg.batch, " × ", world, " ranks is larger than the training set"));
   Augment aug = train_augment(cfg);
   aug.cutout = cfg.cutout;
-  aug.validate(data.train.c);
+  aug.validate(cfg.space.in_channels);
   const double deadline = deadline_epoch(cfg);
   std::unique_ptr<RunLock> lock;
   if (root) {
@@ -243,8 +245,8 @@ int run_retrain(const RunConfig& cfg) {
   }
   if (!threads_note.empty()) out.line("note: " + threads_note);
 
-  Loader loader(data.train, Sampler(train_idx, cfg.batch, rank, world, cfg.seed, kStreamW), aug, cfg.seed, kStreamAugW,
-                cfg.prefetch);
+  std::unique_ptr<BatchSource> loaderp = train_source(cfg, data, train_idx, rank, world, kStreamW, kStreamAugW, &aug);
+  BatchSource& loader = *loaderp;
   const int64_t epoch_steps = loader.steps_per_epoch();
   int64_t total = cfg.max_steps > 0 ? cfg.max_steps
                                     : static_cast<int64_t>(std::llround(cfg.epochs * static_cast<double>(epoch_steps)));
@@ -255,7 +257,7 @@ int run_retrain(const RunConfig& cfg) {
   lp.total_epochs = std::max(1, static_cast<int>(std::ceil(static_cast<double>(total) / static_cast<double>(epoch_steps))));
   std::unique_ptr<LrSchedule> sched = make_lr_schedule(cfg.lr_schedule, lp);
   const std::vector<float> wds = net.weight_decays(static_cast<float>(cfg.wd));
-  out.line(str("train ", train_idx.size(), " images, test ", data.test.n, "; ", epoch_steps, " steps per epoch, ", total,
+  out.line(str("train ", train_idx.size(), " images, test ", data.test_size(), "; ", epoch_steps, " steps per epoch, ", total,
                " steps; ", world, " rank", world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ",
                global_batch, "; backend ", be->name(), " with ", be->threads(), " threads; ", net.num_weights(),
                " weights"));
@@ -384,7 +386,7 @@ int run_retrain(const RunConfig& cfg) {
     fault_point("signal-after-step", t + 1, rank);
   }
   average_bn(comm, net);
-  const Counts c = evaluate_net(cfg, comm, net, data.test, all_indices(data.test.n), false);
+  const Counts c = evaluate_net(cfg, comm, net, data, true, all_indices(data.test_size()), false);
   const double acc = c.n > 0 ? c.top1 / c.n : 0, top5 = c.n > 0 ? c.top5 / c.n : 0;
   out.metrics(str("{\"stage\":\"retrain\",\"event\":\"final\",\"step\":", t, ",\"test_loss\":",
                   fmt("%.6f", c.n > 0 ? c.loss / c.n : 0), ",\"test_acc\":", fmt("%.5f", acc), ",\"test_top5\":",
@@ -425,8 +427,9 @@ EvalSummary evaluate_network_file(const RunConfig& cfg_in) {
   Network net(arch, *be, cfg.seed, opt);
   load_network_file(file, net);
   Data data = load_data(cfg);
-  const ImageSet& set = cfg.eval_data == "train" ? data.train : data.test;
-  const Counts c = evaluate_net(cfg, comm, net, set, all_indices(set.n), true);
+  const bool test_set = cfg.eval_data != "train";
+  const Counts c = evaluate_net(cfg, comm, net, data, test_set,
+                                all_indices(test_set ? data.test_size() : data.train_size()), true);
   EvalSummary s;
   s.n = static_cast<int64_t>(c.n);
   s.top1 = c.n > 0 ? c.top1 / c.n : 0;

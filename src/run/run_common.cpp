@@ -23,6 +23,7 @@
 #include "dsonas/core/fault.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/cifar.hpp"
+#include "dsonas/data/imagenet_loader.hpp"
 #include "dsonas/dist/communicator.hpp"
 #include "dsonas/io/atomic_file.hpp"
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
@@ -73,9 +74,27 @@ std::string fmt(const char* f, double v) {
 // data
 
 
+int Data::train_size() const { return imagenet() ? shards_train->size() : train.n; }
+int Data::test_size() const { return imagenet() ? shards_test->size() : test.n; }
+
 Data load_data(const RunConfig& cfg) {
   Data d;
   const SearchSpace& s = cfg.space;
+  if (cfg.dataset == "imagenet") {
+    // HDF5 shards of `dsonas pack`: opened (and checked) here, read on demand
+    d.shards_train.reset(new ImageNetShards(cfg.data_dir, "train"));
+    d.shards_test.reset(new ImageNetShards(cfg.data_dir, "val"));
+    const int side = imagenet_train_augment().size;
+    if (s.in_channels != 3 || s.in_height != side || s.in_width != side)
+      fail_usage(str("space.input: ", s.in_channels, "x", s.in_height, "x", s.in_width, " but ImageNet batches are 3x",
+                     side, "x", side));
+    for (const ImageNetShards* set : {d.shards_train.get(), d.shards_test.get()})
+      if (set->classes() > s.classes)
+        fail_usage(str("space.classes: ", s.classes, " but ", set->source(), " has ", set->classes(), " classes"));
+    d.split = split_labels(d.shards_train->labels(), d.shards_train->classes(), cfg.split,
+                           mix64(cfg.seed, kStreamSplit, 0));
+    return d;
+  }
   if (cfg.dataset == "fmnist") {
     d.train = load_fashion_mnist(cfg.data_dir, true);
     d.test = load_fashion_mnist(cfg.data_dir, false);
@@ -96,6 +115,35 @@ Data load_data(const RunConfig& cfg) {
   }
   d.split = split_indices(d.train, cfg.split, mix64(cfg.seed, kStreamSplit, 0));
   return d;
+}
+
+std::unique_ptr<BatchSource> train_source(const RunConfig& cfg, const Data& d, std::vector<int> idx, int rank,
+                                          int world, uint64_t sampler_stream, uint64_t aug_stream,
+                                          const Augment* aug) {
+  Sampler smp(std::move(idx), cfg.batch, rank, world, cfg.seed, sampler_stream);
+  if (d.imagenet())
+    return std::unique_ptr<BatchSource>(new ShardLoader(*d.shards_train, std::move(smp), imagenet_train_augment(),
+                                                        cfg.seed, aug_stream, cfg.workers, 2));
+  return std::unique_ptr<BatchSource>(
+      new Loader(d.train, std::move(smp), aug ? *aug : train_augment(cfg), cfg.seed, aug_stream, cfg.prefetch));
+}
+
+std::unique_ptr<EvalSource> eval_source(const RunConfig& cfg, const Data& d, bool test_set, std::vector<int> idx) {
+  if (d.imagenet())
+    return std::unique_ptr<EvalSource>(new ShardEvalIterator(test_set ? *d.shards_test : *d.shards_train,
+                                                             std::move(idx), cfg.batch, imagenet_eval_augment(),
+                                                             cfg.workers, 2));
+  return std::unique_ptr<EvalSource>(new EvalIterator(test_set ? d.test : d.train, std::move(idx), cfg.batch,
+                                                      eval_augment(cfg)));
+}
+
+void training_batch(const RunConfig& cfg, const Data& d, const std::vector<int>& ids, uint64_t stream,
+                    uint64_t batch_counter, uint64_t slot_offset, float* out_nchw, int32_t* labels) {
+  if (d.imagenet())  // ids of these draws: distinct per (batch, rank slot, image)
+    make_imagenet_batch(*d.shards_train, ids, imagenet_train_augment(), cfg.seed, stream,
+                        (batch_counter << 20) + slot_offset, out_nchw, labels);
+  else
+    make_batch(d.train, ids, train_augment(cfg), cfg.seed, stream, batch_counter, out_nchw, labels, slot_offset);
 }
 
 /// Normalisation of the dataset (ALGORITHM.md §8.1 for CIFAR-10).

@@ -259,13 +259,13 @@ uint64_t weights_hash(Supergraph& g) {
   return h;
 }
 
-/// BN re-estimation on about cfg.bn_reestimate training images (spread over the
-/// ranks, then averaged), then inference-mode evaluation over `idx` of `set`
-/// (its first max_batches·batch entries when max_batches > 0), each rank taking a
+/// BN re-estimation on about cfg.bn_reestimate training images of `bn_idx`
+/// (spread over the ranks, then averaged), then inference-mode evaluation over
+/// `idx` of the training set (test_set = false) or the test set (its first
+/// max_batches·batch entries when max_batches > 0), each rank taking a
 /// contiguous share; the sums are reduced, so every rank gets the same result.
-EvalResult evaluate(const RunConfig& cfg, Communicator& comm, Supergraph& g, const ImageSet& set,
-                    const std::vector<int>& idx, const ImageSet& bn_set, const std::vector<int>& bn_idx,
-                    int max_batches) {
+EvalResult evaluate(const RunConfig& cfg, Communicator& comm, Supergraph& g, const Data& data, bool test_set,
+                    const std::vector<int>& idx, const std::vector<int>& bn_idx, int max_batches) {
   const int world = comm.size(), rank = comm.rank();
   if (cfg.bn_reestimate > 0 && !bn_idx.empty()) {
     Sampler smp(bn_idx, cfg.batch, rank, world, cfg.seed, kStreamBn);
@@ -273,12 +273,14 @@ EvalResult evaluate(const RunConfig& cfg, Communicator& comm, Supergraph& g, con
     std::vector<std::vector<float>> bufs(static_cast<size_t>(nb));
     std::vector<int32_t> labels(static_cast<size_t>(cfg.batch));
     std::vector<const float*> ptrs;
-    const Augment aug = train_augment(cfg);
+    const SearchSpace& sp = g.space();
+    const size_t image = static_cast<size_t>(sp.in_channels) * sp.in_height * sp.in_width;
     for (int b = 0; b < nb; ++b) {
       std::vector<int> ids = smp.next();
-      bufs[static_cast<size_t>(b)].resize(static_cast<size_t>(cfg.batch) * bn_set.image_size());
-      make_batch(bn_set, ids, aug, cfg.seed, kStreamBn, static_cast<uint64_t>(b), bufs[static_cast<size_t>(b)].data(),
-                 labels.data(), static_cast<uint64_t>(rank) * static_cast<uint64_t>(cfg.batch));
+      bufs[static_cast<size_t>(b)].resize(static_cast<size_t>(cfg.batch) * image);
+      training_batch(cfg, data, ids, kStreamBn, static_cast<uint64_t>(b),
+                     static_cast<uint64_t>(rank) * static_cast<uint64_t>(cfg.batch), bufs[static_cast<size_t>(b)].data(),
+                     labels.data());
       ptrs.push_back(bufs[static_cast<size_t>(b)].data());
     }
     g.reestimate_bn(ptrs, cfg.batch);
@@ -288,12 +290,12 @@ EvalResult evaluate(const RunConfig& cfg, Communicator& comm, Supergraph& g, con
   if (max_batches > 0) len = std::min(len, static_cast<size_t>(max_batches) * static_cast<size_t>(cfg.batch));
   const size_t lo = len * static_cast<size_t>(rank) / static_cast<size_t>(world);
   const size_t hi = len * static_cast<size_t>(rank + 1) / static_cast<size_t>(world);
-  EvalIterator it(set, std::vector<int>(idx.begin() + static_cast<std::ptrdiff_t>(lo),
-                                        idx.begin() + static_cast<std::ptrdiff_t>(hi)),
-                  cfg.batch, eval_augment(cfg));
+  std::unique_ptr<EvalSource> it = eval_source(
+      cfg, data, test_set,
+      std::vector<int>(idx.begin() + static_cast<std::ptrdiff_t>(lo), idx.begin() + static_cast<std::ptrdiff_t>(hi)));
   Batch b;
   double sums[3] = {0, 0, 0};  // loss, correct, n
-  while (it.next(b)) {
+  while (it->next(b)) {
     StepResult s = g.eval_batch(b.data.data(), b.labels.data(), b.n);
     sums[0] += s.loss_sum;
     sums[1] += static_cast<double>(s.correct);
@@ -446,19 +448,17 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   if (!threads_note.empty()) out.line("note: " + threads_note);
   out.line(apply_recompute(cfg, g));
 
-  Loader wl(data.train, Sampler(data.split.first, cfg.batch, rank, world, cfg.seed, kStreamW), train_augment(cfg),
-            cfg.seed, kStreamAugW, cfg.prefetch);
-  std::unique_ptr<Loader> ll;
-  if (search)
-    ll.reset(new Loader(data.train, Sampler(data.split.second, cfg.batch, rank, world, cfg.seed, kStreamLam),
-                        train_augment(cfg), cfg.seed, kStreamAugLam, cfg.prefetch));
+  std::unique_ptr<BatchSource> wlp = train_source(cfg, data, data.split.first, rank, world, kStreamW, kStreamAugW);
+  BatchSource& wl = *wlp;
+  std::unique_ptr<BatchSource> ll;
+  if (search) ll = train_source(cfg, data, data.split.second, rank, world, kStreamLam, kStreamAugLam);
   const int cycle = search ? cfg.w_steps + cfg.lambda_steps : 1;
   const int64_t epoch_steps = search ? wl.steps_per_epoch() * cycle / cfg.w_steps : wl.steps_per_epoch();
   int64_t total = cfg.max_steps > 0 ? cfg.max_steps
                                     : static_cast<int64_t>(std::llround(cfg.epochs * static_cast<double>(epoch_steps)));
   total = std::max<int64_t>(total, 1);
   out.line(str("W-half ", data.split.first.size(), " images, λ-half ", data.split.second.size(), ", test ",
-               data.test.n, "; ", epoch_steps, " steps per epoch, ", total, " steps; ", world, " rank",
+               data.test_size(), "; ", epoch_steps, " steps per epoch, ", total, " steps; ", world, " rank",
                world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ", global_batch, "; backend ",
                be->name(), " with ", be->threads(), " threads; ", g.num_weights(), " weights, ", g.lambda().size(),
                " λ"));
@@ -488,7 +488,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       auto it = rs.reals.find(str("latency_r/", e));
       if (it != rs.reals.end()) tr.latency_factors()[e] = static_cast<float>(it->second);
     }
-    auto resume_state = [&](Loader& L, int64_t epoch, int64_t position) {
+    auto resume_state = [&](BatchSource& L, int64_t epoch, int64_t position) {
       SamplerState s{epoch, position};
       if (!world_note.empty()) {
         // re-shard: samples taken in the epoch = position·B·world_then; continue
@@ -591,7 +591,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     }
     if (flags[2] > 0) checkpoint(t, false);
     const StepKind kind = (t % cycle) < (search ? cfg.w_steps : 1) ? StepKind::W : StepKind::Lambda;
-    Loader& L = kind == StepKind::W ? wl : *ll;
+    BatchSource& L = kind == StepKind::W ? wl : *ll;
     L.next(batch);
     if (fault_active("nan-grad", t + 1, rank)) batch.data[0] = std::numeric_limits<float>::quiet_NaN();
     Trainer::Out o = tr.step(kind, t, batch.data.data(), batch.labels.data(), batch.n);
@@ -678,8 +678,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   out.line(str(stage, " stopped after ", t, " steps: ", stop_reason));
 
   // validation on the λ-half (no augmentation) and test, after BN re-estimation
-  EvalResult val = evaluate(cfg, comm, g, data.train, data.split.second, data.train, data.split.first, cfg.eval_batches);
-  EvalResult test = evaluate(cfg, comm, g, data.test, all_indices(data.test.n), data.train, data.split.first, 0);
+  EvalResult val = evaluate(cfg, comm, g, data, false, data.split.second, data.split.first, cfg.eval_batches);
+  EvalResult test = evaluate(cfg, comm, g, data, true, all_indices(data.test_size()), data.split.first, 0);
   ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
   const double macs = search ? live_macs(cfg.space, g.lambda().data(), g.mask().data()) : full;
   out.metrics(str("{\"stage\":\"", stage, "\",\"event\":\"final\",\"step\":", t, ",\"val_loss\":",

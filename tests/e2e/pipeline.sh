@@ -113,5 +113,25 @@ if "$BIN" search $SYN --space.share true $LAT --out "$T/lat" >"$T/lat.log" 2>&1 
 else bad "adaptive latency: $(tail -2 "$T/lat.log")"; fi
 expect_fail "adaptive latency on the full space" 2 "adaptive-latency needs the share space" "$T/lat2" -- "$BIN" search $SYN $LAT --out "$T/lat2"
 
+echo "e2e: training on ImageNet HDF5 shards (a tiny JPEG tree made here, dsonas pack)"
+"$PY" - "$T/jpeg" <<'EOF'
+import os, sys
+from PIL import Image
+for split, n in (("train", 6), ("val", 2)):
+    for c, col in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        d = os.path.join(sys.argv[1], split, "n%03d" % c)
+        os.makedirs(d)
+        for i in range(n):
+            Image.new("RGB", (260 + 8 * i, 240), col).save(os.path.join(d, "i%d.JPEG" % i), quality=90)
+EOF
+IN="--data.dataset imagenet --data.dir $T/inpk --space.preset tiny --space.input 3x224x224 --space.classes 3 --data.batch 4 --threads 2 --progress false --search.bn-reestimate 8"
+if "$BIN" pack --src "$T/jpeg" --out "$T/inpk" --threads 1 >"$T/pack.log" 2>&1 \
+   && "$BIN" search $IN --data.split 0.5 --max-steps 6 --out "$T/ins" >"$T/ins.log" 2>&1 \
+   && "$BIN" derive --run "$T/ins" --out "$T/ina.json" >/dev/null 2>&1 \
+   && "$BIN" retrain $IN --arch "$T/ina.json" --max-steps 4 --out "$T/inr" >"$T/inr.log" 2>&1 \
+   && "$BIN" eval --run "$T/inr" >"$T/ine.log" 2>&1 && grep -q "eval (test, 6 images)" "$T/ine.log"; then
+  ok "pack → search → derive → retrain → eval on ImageNet shards: $(grep -o 'search done: val acc [0-9.]*' "$T/ins.log"); $(cut -c1-50 "$T/ine.log")"
+else bad "ImageNet training: $(tail -n 2 "$T/pack.log" "$T/ins.log" "$T/inr.log" "$T/ine.log" 2>&1 | tr '\n' ' ')"; fi
+
 echo "e2e pipeline: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -51,6 +51,7 @@ struct RunConfig {
   bool flip = true;
   int synthetic_train = 2048, synthetic_test = 512;
   bool prefetch = true;
+  int workers = 4;                 // imagenet: decoding threads per rank
   int eval_batches = 0;            // 0: whole validation set
 
   // [optim]

@@ -18,6 +18,8 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/data/augment.hpp"
 #include "dsonas/data/dataset.hpp"
+#include "dsonas/data/imagenet.hpp"
+#include "dsonas/data/loader.hpp"
 #include "dsonas/run/config.hpp"
 
 namespace dsonas {
@@ -51,13 +53,32 @@ class Output {
 };
 
 // ---- data ---------------------------------------------------------------------
+/// The configured dataset: in memory (fmnist, cifar10, synthetic: `train`,
+/// `test`) or ImageNet HDF5 shards read on demand (`shards_train`, and
+/// `shards_test` = the val split).  Use the functions below, which hide which.
 struct Data {
   ImageSet train, test;
-  Split split;
+  std::unique_ptr<ImageNetShards> shards_train, shards_test;
+  Split split;  // W-half / λ-half of the training set
+  bool imagenet() const { return shards_train != nullptr; }
+  int train_size() const;
+  int test_size() const;
 };
 /// The configured dataset (checked against the space's input shape and classes)
 /// and its W-half / λ-half split.
 Data load_data(const RunConfig& cfg);
+/// Training batches of `idx` (this rank's slice of each global batch) with the
+/// dataset's training augmentation (`aug` overrides it for in-memory sets).
+std::unique_ptr<BatchSource> train_source(const RunConfig& cfg, const Data& d, std::vector<int> idx, int rank,
+                                          int world, uint64_t sampler_stream, uint64_t aug_stream,
+                                          const Augment* aug = nullptr);
+/// One pass over `idx` of the training (test_set = false) or test/val set,
+/// evaluation preprocessing.
+std::unique_ptr<EvalSource> eval_source(const RunConfig& cfg, const Data& d, bool test_set, std::vector<int> idx);
+/// One training-augmented batch of the training set (BN re-estimation);
+/// batch_counter keys the draws, slot_offset = rank·batch.
+void training_batch(const RunConfig& cfg, const Data& d, const std::vector<int>& ids, uint64_t stream,
+                    uint64_t batch_counter, uint64_t slot_offset, float* out_nchw, int32_t* labels);
 /// Normalisation of the dataset (ALGORITHM.md §8.1 for CIFAR-10).
 Augment eval_augment(const RunConfig& cfg);
 /// The dataset's training augmentation with data.pad / data.flip applied.
