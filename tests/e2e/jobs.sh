@@ -10,8 +10,9 @@
 #          settings (schedule, target width rule, dropout, drop-path, aux head, cutout, smoothing;
 #          a fixed width is replaced by 8) on tiny data, 1-6 steps; the [retrain] sections of the
 #          search configs must equal their *_retrain.cfg's.
-#   ImageNet: while this dsonas accepts data.dataset = imagenet only in `validate`, parse and
-#   retrain run with --data.dataset synthetic (same 3x224x224 input) and say so.
+#   ImageNet: should this dsonas accept data.dataset = imagenet only in `validate` (as before its
+#   loader was wired into training), parse and retrain run with --data.dataset synthetic (same
+#   3x224x224 input) and say so.
 set -uo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 BUILD_DIR" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -120,7 +121,7 @@ same_retrain() {  # same_retrain REFERENCE OTHER...
 }
 J=$ROOT/jobs
 [ -f "$J/cifar10_retrain.cfg" ] && same_retrain "$J/cifar10_retrain.cfg" "$J/cifar10_share.cfg" "$J/cifar10_full.cfg"
-[ -f "$J/imagenet_retrain.cfg" ] && same_retrain "$J/imagenet_retrain.cfg" "$J/imagenet_search.cfg"
+[ -f "$J/imagenet_retrain.cfg" ] && same_retrain "$J/imagenet_retrain.cfg" "$J/imagenet_share.cfg" "$J/imagenet_full.cfg"
 
 # ---- a short retrain with each *_retrain.cfg ----
 for f in "$ROOT"/jobs/*_retrain.cfg; do

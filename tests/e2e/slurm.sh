@@ -19,6 +19,10 @@
 #  (d2) pipeline.sh whose search fails -> search job FAILED, retrain job CANCELLED
 #  (e)  sweep.sbatch --array=0-1 over search.gamma: task 0 gets SIGUSR1 and is requeued alone;
 #       both tasks COMPLETE, one folder per value holding its own gamma and a model.h5
+#  (e2) sweep.sbatch with a sweep file of 2 rows varying search.gamma and search.w-steps (plus
+#       comments and a blank line), --array from `sweep.sbatch --array-range` (= the grep count):
+#       both tasks COMPLETE, each row's folder has its values in config.resolved.cfg and its row
+#       in sweep_row.txt; a malformed row and a task past the file's end FAIL with 2:0 and say so
 #  (f)  with a stub binary: --gpus-per-task=1 -> --device cuda and one GPU per rank;
 #       --cpus-per-task=1 -> srun --cpus-per-task=1 and --threads 1; a step that srun reports
 #       as done but that wrote nothing is launched again, then the job FAILS (exit 1)
@@ -285,6 +289,39 @@ if [ "$st0" = COMPLETED ] && [ "$st1" = COMPLETED ] && [ "$(job_field "${A}_0" R
    && grep -q "resumed from" "$T/sw-${A}_0.log"; then
   ok "(e) sweep array $A: both tasks COMPLETED, task 0 requeued alone and resumed; folders $(cd "$T/sw" && echo *) with their own gamma"
 else bad "(e) sweep $A: tasks $st0/$st1, restarts $(job_field "${A}_0" Restarts)/$(job_field "${A}_1" Restarts), [$g0] [$g1]; $(notes "$T/sw-${A}_0.log" 2)"; fi
+
+# (e2) a sweep file: array task k takes row k (two options varied), one folder per row
+cat > "$T/rows.txt" <<'ROWS'
+# γ x W:λ steps (tests/e2e/slurm.sh)
+search.gamma=0.01 search.w-steps=1
+
+  search.gamma=0.03   search.w-steps=3   # a trailing comment
+ROWS
+printf 'search.gamma=0.01 w-steps\nsearch.gamma=0.02\n' >"$T/bad_rows.txt"
+rng=$("$ROOT/slurm/sweep.sbatch" --array-range "$T/rows.txt" 2>&1); nrows=$(grep -cv '^\s*\(#\|$\)' "$T/rows.txt")
+[ "$rng" = 0-1 ] && [ "$rng" = "0-$((nrows - 1))" ] || bad "(e2) sweep.sbatch --array-range: '$rng', grep counts $nrows rows"
+sweep_file_job() {  # sweep_file_job NAME FILE ARRAY: echo the array job id
+  (cd "$T" && DSONAS_BIN=$BIN DSONAS_CONFIG=$T/tiny.cfg DSONAS_OUT=$T/$1 DSONAS_SWEEP_FILE=$2 \
+     sbatch --parsable --array="$3" --output="$T/$1-%A_%a.log" "$ROOT/slurm/sweep.sbatch")
+}
+A=$(sweep_file_job sf rows.txt "$rng") || bad "(e2) sbatch failed"
+B=$(sweep_file_job sfbad bad_rows.txt 0,3) || bad "(e2) sbatch of the bad file failed"
+st0=$(wait_final "${A}_0" 90); st1=$(wait_final "${A}_1" 90)
+d0=$T/sf/search.gamma_0.01__search.w-steps_1 d1=$T/sf/search.gamma_0.03__search.w-steps_3
+cfgv() { grep -h "^$2 = " "$1/config.resolved.cfg" 2>/dev/null | paste -sd' '; }
+v0="$(cfgv "$d0" gamma), $(cfgv "$d0" w-steps)"; v1="$(cfgv "$d1" gamma), $(cfgv "$d1" w-steps)"
+if [ "$st0" = COMPLETED ] && [ "$st1" = COMPLETED ] && [ "$(job_field "${A}_0" ExitCode)" = 0:0 ] && [ "$(job_field "${A}_1" ExitCode)" = 0:0 ] \
+   && [ "$v0" = "gamma = 0.01, w-steps = 1" ] && [ "$v1" = "gamma = 0.03, w-steps = 3" ] && [ -s "$d0/model.h5" ] && [ -s "$d1/model.h5" ] \
+   && [ "$(tail -1 "$d0/sweep_row.txt" 2>/dev/null)" = "search.gamma=0.01 search.w-steps=1" ] \
+   && [ "$(tail -1 "$d1/sweep_row.txt" 2>/dev/null)" = "search.gamma=0.03 search.w-steps=3" ] && [ "$(ls "$T/sf" | wc -l)" = 2 ]; then
+  ok "(e2) sweep file, array $A --array=$rng: both tasks COMPLETED; folders $(cd "$T/sf" && echo *) hold [$v0] / [$v1] and their rows"
+else bad "(e2) sweep file array $A: tasks $st0/$st1, [$v0] [$v1], folders $(ls "$T/sf" 2>&1 | paste -sd' '); $(notes "$T/sf-${A}_0.log" 2) | $(notes "$T/sf-${A}_1.log" 2)"; fi
+stb0=$(wait_final "${B}_0" 60); stb3=$(wait_final "${B}_3" 60)
+if [ "$stb0" = FAILED ] && [ "$(job_field "${B}_0" ExitCode)" = 2:0 ] && grep -q "bad_rows.txt line 1 (row 0): 'w-steps' is not KEY=VALUE" "$T/sfbad-${B}_0.log" \
+   && [ "$stb3" = FAILED ] && [ "$(job_field "${B}_3" ExitCode)" = 2:0 ] && grep -q "array task 3 but .* has 2 rows" "$T/sfbad-${B}_3.log" \
+   && [ ! -e "$T/sfbad" ]; then
+  ok "(e2) malformed row: task ${B}_0 FAILED 2:0; task ${B}_3 past the 2 rows FAILED 2:0; both said why, no folder made"
+else bad "(e2) bad sweep file $B: tasks $stb0 $(job_field "${B}_0" ExitCode) / $stb3 $(job_field "${B}_3" ExitCode): $(tail -1 "$T/sfbad-${B}_0.log" 2>&1) | $(tail -1 "$T/sfbad-${B}_3.log" 2>&1)"; fi
 
 # (f) device and thread options from the allocation, seen by a stub binary
 cat > "$T/stub" <<'EOF'
