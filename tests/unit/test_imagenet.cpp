@@ -890,12 +890,14 @@ TEST(Validate, ImageNetThroughConfigAndCommand) {
   pack_imagenet(o);
   r = validate_data(cfg_for("imagenet", only, "imagenet"));
   EXPECT_THAT(r.first_error(), HasSubstr("no split 'val'"));
-  // training commands do not accept imagenet until the trainer reads it
-  EXPECT_THAT(usage_error([&] {
-                std::vector<std::string> args = {"search", "--data.dataset", "imagenet", "--out", only + "/x"};
-                std::vector<char*> argv;
-                for (auto& a : args) argv.push_back(&a[0]);
-                parse_config("search", static_cast<int>(argv.size()), argv.data());
-              }),
-              HasSubstr("data.dataset"));
+  // training commands read imagenet from a pack: data.dir must name it
+  auto parse_search = [&](std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (auto& x : args) argv.push_back(&x[0]);
+    return parse_config("search", static_cast<int>(argv.size()), argv.data());
+  };
+  EXPECT_THAT(usage_error([&] { parse_search({"search", "--data.dataset", "imagenet", "--out", only + "/x"}); }),
+              HasSubstr("data.dir: ImageNet is read from the HDF5 shards"));
+  EXPECT_EQ(parse_search({"search", "--data.dataset", "imagenet", "--data.dir", p.out, "--out", only + "/x"}).dataset,
+            "imagenet");
 }
