@@ -65,32 +65,6 @@ NetworkOptions network_options(const RunConfig& cfg) {
   return o;
 }
 
-/// BN running statistics averaged over the ranks (as in the search).
-void average_bn(Communicator& comm, Network& net) {
-  if (comm.size() == 1) return;
-  Backend& be = net.backend();
-  std::vector<float> buf;
-  for (BnStats& s : net.bn_stats())
-    for (Tensor* t : {&s.mean, &s.var}) {
-      buf.resize(static_cast<size_t>(t->numel()));
-      be.download(*t, buf.data());
-      comm.sum(buf.data(), t->numel());
-      for (float& v : buf) v /= static_cast<float>(comm.size());
-      be.upload(buf.data(), *t);
-    }
-}
-
-uint64_t weights_hash(Network& net) {
-  uint64_t h = 1469598103934665603ull;
-  std::vector<float> buf;
-  for (Param& p : net.params()) {
-    buf.resize(static_cast<size_t>(p.value.numel()));
-    net.backend().download(p.value, buf.data());
-    h = hash_bytes(buf.data(), buf.size() * sizeof(float), h);
-  }
-  return h;
-}
-
 struct Counts {
   double loss = 0, top1 = 0, top5 = 0, n = 0;
   std::vector<int64_t> confusion;  // classes × classes, [true][predicted]
@@ -287,8 +261,8 @@ int run_retrain(const RunConfig& cfg) {
   Clock::time_point last_ckpt = Clock::now();
   double max_step_s = 0;
   auto checkpoint = [&](int64_t step, bool finished) {
-    average_bn(comm, net);
-    if (world > 1) comm.check_same(weights_hash(net), "the weights", step);
+    average_bn_stats(comm, net.backend(), net.bn_stats());
+    if (world > 1) comm.check_same(params_hash(net.backend(), net.params()), "the weights", step);
     double w[4] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n), win_aux};
     comm.sum(w, 4);
     win_loss = root ? w[0] : 0;
@@ -385,7 +359,7 @@ int run_retrain(const RunConfig& cfg) {
     fault_point("kill-after-step", t + 1, rank);
     fault_point("signal-after-step", t + 1, rank);
   }
-  average_bn(comm, net);
+  average_bn_stats(comm, net.backend(), net.bn_stats());
   const Counts c = evaluate_net(cfg, comm, net, data, true, all_indices(data.test_size()), false);
   const double acc = c.n > 0 ? c.top1 / c.n : 0, top5 = c.n > 0 ? c.top5 / c.n : 0;
   out.metrics(str("{\"stage\":\"retrain\",\"event\":\"final\",\"step\":", t, ",\"test_loss\":",

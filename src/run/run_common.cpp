@@ -371,6 +371,30 @@ long peak_rss_kb() {
   return ru.ru_maxrss;
 }
 
+void average_bn_stats(Communicator& comm, Backend& be, std::vector<BnStats>& stats) {
+  if (comm.size() == 1) return;
+  std::vector<float> buf;
+  for (BnStats& s : stats)
+    for (Tensor* t : {&s.mean, &s.var}) {
+      buf.resize(static_cast<size_t>(t->numel()));
+      be.download(*t, buf.data());
+      comm.sum(buf.data(), t->numel());
+      for (float& v : buf) v /= static_cast<float>(comm.size());
+      be.upload(buf.data(), *t);
+    }
+}
+
+uint64_t params_hash(Backend& be, std::vector<Param>& params) {
+  uint64_t h = 1469598103934665603ull;
+  std::vector<float> buf;
+  for (Param& p : params) {
+    buf.resize(static_cast<size_t>(p.value.numel()));
+    be.download(p.value, buf.data());
+    h = hash_bytes(buf.data(), buf.size() * sizeof(float), h);
+  }
+  return h;
+}
+
 RunLock::RunLock(const std::string& dir) : path_(dir + "/run.lock") {
   char host[256] = {0};
   ::gethostname(host, sizeof host - 1);

@@ -229,36 +229,6 @@ struct EvalResult {
   int64_t n = 0;
 };
 
-/// BN running statistics averaged over the ranks (ALGORITHM.md §4.1: BN
-/// statistics are per rank; their running averages are made one before every
-/// evaluation and checkpoint, so every rank evaluates and saves the same model).
-void average_bn_stats(Communicator& comm, Supergraph& g) {
-  if (comm.size() == 1) return;
-  Backend& be = g.backend();
-  std::vector<float> buf;
-  for (BnStats& s : g.bn_stats()) {
-    for (Tensor* t : {&s.mean, &s.var}) {
-      buf.resize(static_cast<size_t>(t->numel()));
-      be.download(*t, buf.data());
-      comm.sum(buf.data(), t->numel());
-      for (float& v : buf) v /= static_cast<float>(comm.size());
-      be.upload(buf.data(), *t);
-    }
-  }
-}
-
-/// Hash of every weight (checkpoint-time check that the replicas agree).
-uint64_t weights_hash(Supergraph& g) {
-  uint64_t h = 1469598103934665603ull;
-  std::vector<float> buf;
-  for (Param& p : g.params()) {
-    buf.resize(static_cast<size_t>(p.value.numel()));
-    g.backend().download(p.value, buf.data());
-    h = hash_bytes(buf.data(), buf.size() * sizeof(float), h);
-  }
-  return h;
-}
-
 /// BN re-estimation on about cfg.bn_reestimate training images of `bn_idx`
 /// (spread over the ranks, then averaged), then inference-mode evaluation over
 /// `idx` of the training set (test_set = false) or the test set (its first
@@ -285,7 +255,7 @@ EvalResult evaluate(const RunConfig& cfg, Communicator& comm, Supergraph& g, con
     }
     g.reestimate_bn(ptrs, cfg.batch);
   }
-  average_bn_stats(comm, g);
+  average_bn_stats(comm, g.backend(), g.bn_stats());
   size_t len = idx.size();
   if (max_batches > 0) len = std::min(len, static_cast<size_t>(max_batches) * static_cast<size_t>(cfg.batch));
   const size_t lo = len * static_cast<size_t>(rank) / static_cast<size_t>(world);
@@ -525,8 +495,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   auto checkpoint = [&](int64_t step, bool finished) {
     // replicas must agree before one of them speaks for all
     if (search) comm.check_same(tr.lambda_hash(), "λ (values, live mask, momentum)", step);
-    average_bn_stats(comm, g);
-    if (world > 1) comm.check_same(weights_hash(g), "the weights", step);
+    average_bn_stats(comm, g.backend(), g.bn_stats());
+    if (world > 1) comm.check_same(params_hash(g.backend(), g.params()), "the weights", step);
     // the window, summed over the ranks, continues on rank 0 (as after a resume)
     double wsum[3] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n)};
     comm.sum(wsum, 3);

@@ -20,6 +20,7 @@
 #include "dsonas/data/dataset.hpp"
 #include "dsonas/data/imagenet.hpp"
 #include "dsonas/data/loader.hpp"
+#include "dsonas/model/supergraph.hpp"  // Param, BnStats
 #include "dsonas/run/config.hpp"
 
 namespace dsonas {
@@ -139,6 +140,15 @@ std::vector<std::string> checkpoint_candidates(const std::string& out);
 void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_every);
 /// Keeps the metrics lines of steps ≤ step (and drops "final" events).
 void truncate_metrics(const std::string& out, int64_t step);
+
+// ---- data parallel --------------------------------------------------------------
+class Communicator;
+/// BN running statistics averaged over the ranks (ALGORITHM.md §4.1: statistics are
+/// per rank; their running averages are made one before every evaluation and
+/// checkpoint, written back, so every rank evaluates and saves the same model).
+void average_bn_stats(Communicator& comm, Backend& be, std::vector<BnStats>& stats);
+/// FNV-1a hash of every parameter value (checkpoint-time check that replicas agree).
+uint64_t params_hash(Backend& be, std::vector<Param>& params);
 
 /// Peak resident memory of this process image (VmHWM), kB.
 long peak_rss_kb();
