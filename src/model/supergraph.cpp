@@ -565,7 +565,45 @@ struct Fwd {
     }
   }
 
-  Tensor normal_backward(NormalBlock& b, const Tensor& dout) {
+  /// λ-step shortcut for the block output's λ_after gradients:
+  ///   dλ_after_k = Σ_{o,i} W_k[o,i]·(dy·h_kᵀ)[o,i] = <W_kᵀ·dy, h_k> = <dhcat_k, h_k>/λ_k
+  /// (dhcat_k = (λ_k W_k)ᵀ·dy, read before anything accumulates into it), one
+  /// streaming dot product per branch instead of the [F, A·F] weight-gradient
+  /// GEMM over hcat.  Equal up to rounding; false (caller takes the GEMM path)
+  /// if a live branch has a λ too small or not finite to divide by.
+  bool branch_dots(NormalBlock& b, const float* lb, float* dlb, const Tensor& dhcat) {
+    const BlockLayout lay = g.space().block_layout();
+    std::vector<std::pair<int, int>> br;  // (alive position, k)
+    size_t bi = 0;
+    for (int a = 0; a < static_cast<int>(b.alive_list.size()); ++a) {
+      const int k = b.alive_list[static_cast<size_t>(a)];
+      if (bi < b.branches.size() && b.branches[bi] == k) {
+        ++bi;
+        const float lk = lb[lay.after_offset() + k];
+        if (!(std::fabs(lk) >= 1e-20f && std::fabs(lk) <= 1e20f)) return false;
+        br.push_back({a, k});
+      }
+    }
+    if (br.empty()) return true;
+    const int64_t plane = b.x.numel();
+    Tensor t = c.be.alloc({static_cast<int64_t>(br.size())});
+    c.be.fill(t, 0.f);
+    const int64_t base = (dlb - g.lambda_grad().data()) + lay.after_offset();
+    for (size_t q = 0; q < br.size(); ++q) {
+      const int a = br[q].first, k = br[q].second;
+      Tensor tq = t.view(static_cast<int64_t>(q), {1});
+      c.be.dot_accumulate(dhcat.view(a * plane, b.x.shape()), b.hcat.view(a * plane, b.x.shape()), tq.data());
+      Tensor dq = g.lambda_grad().view(base + k, {1});
+      c.be.axpy(1.f / lb[lay.after_offset() + k], tq, dq);
+    }
+    return true;
+  }
+
+  /// need_dx = false: the block input's gradient is not wanted (a λ-step's
+  /// first block: nothing before it has a λ), so the identity path, the
+  /// level-1 ops and the level ≥ 2 sums' contributions to x and to level-1
+  /// nodes are skipped; returns an undefined tensor.
+  Tensor normal_backward(NormalBlock& b, const Tensor& dout, bool need_dx = true) {
     const SearchSpace& sp = g.space();
     const int L = sp.levels, N = sp.N();
     const BlockLayout lay = sp.block_layout();
@@ -576,8 +614,8 @@ struct Fwd {
 
     // Identity shortcut: dx starts as dout itself (a temporary of the caller's;
     // the output BN below reads it before anything accumulates into dx).
-    Tensor dx = b.first ? c.be.alloc(b.x.shape()) : dout;
-    if (b.first) {
+    Tensor dx = !need_dx ? Tensor() : b.first ? c.be.alloc(b.x.shape()) : dout;
+    if (b.first && need_dx) {
       Tensor dtsc = c.be.alloc(b.tsc.shape());
       bn_bwd(c, b.id_bn, b.tsc, b.sc, dout, b.scmean, b.scinv, dtsc, wgrads);
       c.be.conv_backward_data(d1, dtsc, c.P[b.id_w].value, dx);
@@ -599,7 +637,9 @@ struct Fwd {
     std::vector<Tensor> dnodes(static_cast<size_t>(L * N));
     const int64_t plane = b.x.numel();
     for (int a = 0; a < nalive; ++a) dnodes[b.alive_list[a]] = dhcat.view(a * plane, b.x.shape());
-    if (dlb || wgrads) {
+    if (dlb && !wgrads && branch_dots(b, lb, dlb, dhcat)) {
+      // λ-step: dλ_after from dot products (no weight-gradient GEMM)
+    } else if (dlb || wgrads) {
       Tensor M = c.be.alloc(b.wcat.shape());
       c.be.conv_backward_filter(dcat, b.hcat, dy, M, 1.f, 0.f);
       std::vector<const Tensor*> ws;
@@ -618,6 +658,7 @@ struct Fwd {
       if (b.alive[idx]) nodes[static_cast<size_t>(1 + idx)] = &b.acts[idx].h;
 
     for (int l = L; l >= 1; --l) {
+      if (l == 1 && !need_dx) break;
       std::vector<Tensor> das(static_cast<size_t>(N));
       for (int j = 1; j <= N; ++j) {
         const int idx = (l - 1) * N + j - 1;
@@ -661,9 +702,9 @@ struct Fwd {
         for (int j = 0; j < N; ++j)
           if (das[j].defined()) dys[j] = &das[j];
         std::vector<Tensor*> dxs(static_cast<size_t>(K), nullptr);
-        dxs[0] = &dx;
+        if (need_dx) dxs[0] = &dx;
         for (int i = 1; i < K; ++i)
-          if (b.alive[i - 1]) dxs[i] = &dnodes[i - 1];
+          if (b.alive[i - 1] && (need_dx || i > N)) dxs[i] = &dnodes[i - 1];
         c.be.wsum_backward(N, K, lb + lay.row_offset(l, 1), b.level_live[l - 1].data(), xs, dys, dxs,
                            dlb ? dlb + lay.row_offset(l, 1) : nullptr);
         for (int j = 1; j <= N; ++j) b.acts[(l - 1) * N + j - 1].a = Tensor();
@@ -784,11 +825,15 @@ struct Fwd {
           recompute = true;
           c.momentum = m;
         }
-        d = normal_backward(b, d);
+        // Nothing before the first block has a λ: on a λ-step (no weight
+        // gradients) its input gradient, and the stem's backward, are not needed.
+        const bool need_dx = wgrads || bi > 0 || b.s > 0;
+        d = normal_backward(b, d, need_dx);
         ready(b.grad_from);
       }
     }
-    stem_backward(d);
+    if (d.defined()) stem_backward(d);
+    else I.stem.clear_acts();
     ready(0);
   }
 };

@@ -9,6 +9,8 @@
 
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
+#include "../../src/backend/cpu/cpu_backend.hpp"  // the AVX-512 kernel switch (avx512_allow)
+#include "../../src/backend/cpu/cpu_pool.hpp"
 #include "gradcheck.hpp"
 #include "naive_ref.hpp"
 
@@ -265,7 +267,11 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{4, 6, 1, 2, 0, 1, 13, 9, 9},   // 1x1 s2, several chunks
                       ConvCase{6, 6, 5, 1, 2, 6, 5, 28, 28},  // depthwise, bench-like
                       ConvCase{2, 2, 3, 1, 1, 2, 2, 5, 37},   // depthwise, rows of 5 vectors (overlap)
-                      ConvCase{2, 2, 5, 1, 2, 2, 2, 4, 45})); // depthwise 5x5, rows of 6 vectors
+                      ConvCase{2, 2, 5, 1, 2, 2, 2, 4, 45},   // depthwise 5x5, rows of 6 vectors
+                      // 1x1 with N·H·W a multiple of 16: the AVX-512 kernels where the CPU has them
+                      ConvCase{48, 16, 1, 1, 0, 1, 4, 8, 8},  // 16 outputs (F, D, G)
+                      ConvCase{24, 32, 1, 1, 0, 1, 2, 4, 8},  // 32 outputs: two row groups
+                      ConvCase{7, 21, 1, 1, 0, 1, 3, 4, 4})); // 21 outputs (D, G with tails; F via BLAS)
 
 TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
   auto be1 = make_backend(Device::CPU, 1);
@@ -293,6 +299,90 @@ TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
     be->conv_forward(c.d, x, w, y1);
     be1->conv_forward(c.d, x, w, y2);
     EXPECT_TRUE(same_bits(get(*be, y1), get(*be, y2))) << "forward, 1 vs 2 threads";
+  }
+}
+
+// The kernels' thread pool (cpu_pool.hpp): every chunk runs exactly once,
+// jobs back to back (workers arriving late must not take chunks of a later
+// job), nested calls run serially, and an exception in a chunk reaches the
+// caller after the job's other chunks have run.  The last round has fewer
+// threads than the pool has workers by then: those must not take chunks (their
+// tid would index past per-thread scratch).
+TEST(CpuPool, ChunksOnceNestedAndExceptions) {
+  for (int nt : {1, 2, 3, 2}) {
+    SCOPED_TRACE(nt);
+    std::vector<int> hits(997, 0);
+    for (int rep = 0; rep < 2000; ++rep) {
+      const int64_t n = 1 + rep % 97;
+      cpu::par_for(nt, n, [&](int64_t i, int tid) {
+        EXPECT_GE(tid, 0);
+        EXPECT_LT(tid, nt);
+        ++hits[static_cast<size_t>(i)];
+      });
+    }
+    int64_t want_total = 0;
+    for (int rep = 0; rep < 2000; ++rep) want_total += 1 + rep % 97;
+    int64_t total = 0;
+    for (size_t i = 0; i < hits.size(); ++i) {
+      int want = 0;
+      for (int rep = 0; rep < 2000; ++rep) want += static_cast<int64_t>(i) < 1 + rep % 97;
+      EXPECT_EQ(hits[i], want) << i;
+      total += hits[i];
+    }
+    EXPECT_EQ(total, want_total);
+    // nested
+    std::vector<int64_t> sums(64, 0);
+    cpu::par_for(nt, 64, [&](int64_t i, int) {
+      int64_t s = 0;
+      cpu::par_for(nt, 10, [&](int64_t j, int) { s += j; });
+      sums[static_cast<size_t>(i)] = s;
+    });
+    for (int64_t v : sums) EXPECT_EQ(v, 45);
+    // exceptions
+    std::vector<int> done(50, 0);
+    EXPECT_THROW(cpu::par_for(nt, 50,
+                              [&](int64_t i, int) {
+                                done[static_cast<size_t>(i)] = 1;
+                                if (i == 7) throw std::runtime_error("chunk 7");
+                              }),
+                 std::runtime_error);
+    for (int v : done) EXPECT_EQ(v, 1);
+  }
+}
+
+// The AVX-512 1×1 kernels (cpu_gemm1x1.cpp) against the OpenBLAS path on the
+// bench's block-output shapes (256 -> 16 and 16 -> 16 channels, 28×28), and
+// thread-count independence of both.
+TEST_F(CpuBackendTest, Gemm1x1Avx512MatchesBlas) {
+  if (!cpu::avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  auto be1 = make_backend(Device::CPU, 1);
+  for (int cin : {256, 16}) {
+    SCOPED_TRACE(str("cin ", cin));
+    ConvDesc d{cin, 16, 1, 1, 0, 1};
+    const int N = 6, H = 28, W = 28;
+    Tensor x = make(*be, {cin, N, H, W}, rand_vec(static_cast<size_t>(cin) * N * H * W, 31));
+    Tensor dy = make(*be, {16, N, H, W}, rand_vec(static_cast<size_t>(16) * N * H * W, 32));
+    Tensor w = make(*be, d.weight_shape(), rand_vec(static_cast<size_t>(16) * cin, 33));
+    Vec out[2][3], out1[3];
+    for (int blas = 0; blas < 2; ++blas) {
+      cpu::avx512_allow(blas == 0);
+      for (int t = 0; t < (blas ? 1 : 2); ++t) {
+        Backend& b = t ? *be1 : *be;
+        Vec* o = t ? out1 : out[blas];
+        Tensor y = b.alloc(dy.shape()), dx = b.alloc(x.shape()), dw = b.alloc(w.shape());
+        b.conv_forward(d, x, w, y);
+        b.conv_backward_data(d, dy, w, dx);
+        b.conv_backward_filter(d, x, dy, dw);
+        o[0] = get(b, y);
+        o[1] = get(b, dx);
+        o[2] = get(b, dw);
+      }
+    }
+    cpu::avx512_allow(true);
+    expect_close(out[0][0], out[1][0], 1e-5, 1e-5, "forward");
+    expect_close(out[0][1], out[1][1], 1e-5, 1e-5, "backward data");
+    expect_close(out[0][2], out[1][2], 1e-3, 1e-5, "backward filter");
+    for (int q = 0; q < 3; ++q) EXPECT_TRUE(same_bits(out[0][q], out1[q])) << q << ": 1 vs 2 threads";
   }
 }
 
@@ -499,9 +589,12 @@ TEST_F(CpuBackendTest, BnDeterministicAndThreadIndependent) {
 
 // ---- λ-weighted sums --------------------------------------------------------------------------
 
+// Both code paths: the AVX-512 kernels where the CPU has them, and AVX2.
 TEST_F(CpuBackendTest, WsumForwardBackward) {
+  for (int z = 1; z >= 0; --z)
   for (int64_t n : {int64_t(1000), int64_t(70001)}) {
-    SCOPED_TRACE(n);
+    SCOPED_TRACE(str("n ", n, z ? " (AVX-512 where available)" : " (AVX2)"));
+    cpu::avx512_allow(z == 1);
     const int J = 3, K = 5;
     Vec lam = rand_vec(J * K, 61);
     // row 1 dead; input 3 dead everywhere (passed as null); some holes
@@ -559,11 +652,22 @@ TEST_F(CpuBackendTest, WsumForwardBackward) {
             for (size_t i = 0; i < want.size(); ++i) want[i] += lam[static_cast<size_t>(j * K + k)] * dy[static_cast<size_t>(j)][i];
       expect_close(get(*be, tdx[static_cast<size_t>(k)]), want, 1e-6, 1e-5, str("wsum_backward dx ", k));
     }
-    // dlam may be null; a dead row's output may be null
+    // dlam may be null (a W-step: the gradient-only kernel); a dead row's output may be null
+    std::vector<Vec> dx1(K);
+    for (int k = 0; k < K; ++k) dx1[static_cast<size_t>(k)] = get(*be, tdx[static_cast<size_t>(k)]);
     be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, nullptr);
+    for (int k = 0; k < K; ++k) {
+      Vec want = dx1[static_cast<size_t>(k)];
+      if (k != 2)
+        for (int j = 0; j < J; ++j)
+          if (live[static_cast<size_t>(j * K + k)])
+            for (size_t i = 0; i < want.size(); ++i) want[i] += lam[static_cast<size_t>(j * K + k)] * dy[static_cast<size_t>(j)][i];
+      expect_close(get(*be, tdx[static_cast<size_t>(k)]), want, 1e-6, 1e-5, str("wsum_backward (no dλ) dx ", k));
+    }
     std::vector<Tensor*> ys2 = ys;
     ys2[1] = nullptr;
     be->wsum_forward(J, K, lam.data(), live.data(), xs, ys2);
+    cpu::avx512_allow(true);
   }
 }
 

@@ -236,6 +236,59 @@ TEST(Supergraph, TrainingLowersTheLoss) {
   EXPECT_LT(loss_of(g, b), 0.5 * first);
 }
 
+// A λ-step (λ gradients only) takes shortcuts: the block-output λ_after
+// gradients come from dot products <dhcat_k, h_k>/λ_k instead of the
+// weight-gradient GEMM, and the first block's input gradient and the stem's
+// backward are skipped.  Its λ gradients must equal those of a full step (to
+// rounding), its weight gradients stay zero, and it must not depend on the
+// thread count or on per-block recomputation.  Covers full and shared λ, two
+// blocks in the first stage (only the very first skips its input gradient),
+// and a live branch whose λ is too small to divide by (GEMM fallback).
+TEST(Supergraph, LambdaStepMatchesFullStep) {
+  auto be2 = make_backend(Device::CPU, 2);
+  auto be1 = make_backend(Device::CPU, 1);
+  for (int variant = 0; variant < 4; ++variant) {
+    SearchSpace sp = SearchSpace::preset_named("tiny");
+    sp.share = variant == 1;
+    if (variant == 2) sp.normal_units = {2, 1};
+    Batch b = random_batch(sp, 5, 30 + variant);
+    std::vector<float> full, lam[3];
+    int64_t nw = 0;
+    for (int rep = 0; rep < 4; ++rep) {
+      Backend& be = rep == 2 ? *be1 : *be2;
+      Supergraph g(sp, be, 13);
+      randomize_lambda(g, 17 + variant, 0.2);
+      if (variant == 3) {  // a live λ_after too small for the division: GEMM path
+        const BlockLayout lay = sp.block_layout();
+        for (size_t i = 0; i < g.lambda().size(); ++i)
+          if (g.mask()[i] && static_cast<int>(i) >= lay.after_offset() && static_cast<int>(i) < lay.after_offset() + lay.N * sp.levels) {
+            g.lambda()[i] = 1e-25f;
+            break;
+          }
+      }
+      g.set_recompute(rep == 3);
+      nw = g.num_weights();
+      g.train_step(b.x.data(), b.y.data(), b.n, 1.f / b.n, rep == 0, true);
+      std::vector<float> fg = host(be, g.flat_grad());
+      if (rep == 0) {
+        full = fg;
+        continue;
+      }
+      for (int64_t i = 0; i < nw; ++i) ASSERT_EQ(fg[static_cast<size_t>(i)], 0.f) << "weight gradient " << i;
+      lam[rep - 1].assign(fg.begin() + nw, fg.end());
+    }
+    int checked = 0;
+    for (size_t i = 0; i < lam[0].size(); ++i) {
+      const float f = full[static_cast<size_t>(nw) + i];
+      EXPECT_NEAR(lam[0][i], f, 1e-5f + 1e-4f * std::fabs(f)) << "variant " << variant << " λ " << i;
+      checked += f != 0.f;
+    }
+    EXPECT_GT(checked, 10) << variant;
+    EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[1].data(), lam[0].size() * sizeof(float))) << "1 vs 2 threads, variant " << variant;
+    EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[2].data(), lam[0].size() * sizeof(float))) << "recompute, variant " << variant;
+  }
+}
+
 // Per-block recomputation changes memory, not numbers: logits, every gradient
 // and the BN running statistics are bit-identical.
 TEST(Supergraph, RecomputeIsBitIdentical) {

@@ -114,6 +114,8 @@ inline v8f splat8(float f) { return v8f{f, f, f, f, f, f, f, f}; }
 constexpr int64_t kRedChunk = 4096;
 /// Below this many elements an elementwise loop runs on one thread.
 constexpr int64_t kParMin = 1 << 15;
+/// Elements per chunk of the parallel elementwise loops.
+constexpr int64_t kElemGrain = 1 << 14;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -128,14 +130,20 @@ inline double sum_d(const float* __restrict a, int64_t n) {
   return s;
 }
 
-/// Σ a[i]·b[i] in double lanes.
+/// Σ a[i]·b[i] in double, 16 lanes (four independent 4-double chains: an
+/// 8-lane single chain was bound by the add latency).
 inline double dot_d(const float* __restrict a, const float* __restrict b, int64_t n) {
-  double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  typedef double v4d __attribute__((vector_size(32)));
+  auto cvt = [](const float* p) {
+    return v4d{static_cast<double>(p[0]), static_cast<double>(p[1]), static_cast<double>(p[2]),
+               static_cast<double>(p[3])};
+  };
+  v4d l[4] = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j)
-      l[j] += static_cast<double>(a[i + j]) * static_cast<double>(b[i + j]);
-  double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  for (; i + 16 <= n; i += 16)
+    for (int c = 0; c < 4; ++c) l[c] += cvt(a + i + 4 * c) * cvt(b + i + 4 * c);
+  const v4d t = (l[0] + l[1]) + (l[2] + l[3]);
+  double s = (t[0] + t[1]) + (t[2] + t[3]);
   for (; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
   return s;
 }
@@ -176,6 +184,32 @@ inline void store_scaled(float* __restrict out, const float* __restrict v, int64
     for (int64_t i = 0; i < n; ++i) out[i] = alpha * v[i] + beta * out[i];
   }
 }
+
+// ---- AVX-512 kernels (cpu_gemm1x1.cpp, cpu_backend.cpp) -----------------------
+// The build targets x86-64-v3 (AVX2); functions marked DSO_AVX512 are compiled
+// for AVX-512F as well and called only when avx512_available(): the CPU has
+// AVX-512F and neither DSONAS_CPU_AVX512=0 nor avx512_allow(false) (tests)
+// turned them off.  Otherwise the AVX2/OpenBLAS paths run.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DSO_HAVE_AVX512 1
+#define DSO_AVX512 __attribute__((target("avx512f")))
+#endif
+bool avx512_available();
+void avx512_allow(bool on);
+
+// The 1×1 GEMMs: used by conv_forward/backward_data/backward_filter for dense
+// 1×1 stride-1 convolutions when avx512_available() and the shape suits (see
+// cpu_conv.cpp); otherwise OpenBLAS.  n is a multiple of 16 in all three.
+/// Y[M,n] = alpha·W·X + beta·Y with Wt = Wᵀ ([K][M]); M a multiple of 16.
+void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const float* X, int64_t ldx, float* Y,
+                      int64_t ldy, float alpha, float beta);
+/// dX[K,n] = alpha·Wᵀ·dY + beta·dX with Wt = Wᵀ ([K][M]); T: 64-byte aligned
+/// scratch of 16·M floats.
+void gemm1x1_d_avx512(int M, int K, int64_t n, const float* Wt, const float* dY, int64_t ldy, float* dX,
+                      int64_t ldx, float alpha, float beta, float* T);
+/// P[M,K] = dY[M,n]·X[K,n]ᵀ (overwritten).
+void gemm1x1_g_avx512(int M, int K, int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx,
+                      float* P);
 
 }  // namespace cpu
 }  // namespace dsonas
