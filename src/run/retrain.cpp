@@ -168,33 +168,16 @@ int run_retrain(const RunConfig& cfg) {
   TrainState rs;
   std::string resumed_from, skipped;
   if (cfg.resume) {
-    auto unusable = [&](const std::string& c, const Error& e) {
-      if (cfg.strict_resume || e.code() != kExitCheckpoint) throw e;
-      skipped += str("checkpoint ", c, " unusable (", e.what(), "); trying an older one\n");
-    };
-    for (const std::string& c : checkpoint_candidates(cfg.out)) {
-      std::string was;
-      try {
-        was = read_root_attr(c, "structural");
-      } catch (const Error& e) {
-        unusable(c, e);
-        continue;
-      }
-      const std::string was_world = structural_field(was, "world_size");
-      if (was_world != std::to_string(world))
-        throw Error(kExitCheckpoint, str(c, ": world_size: checkpoint=", was_world, " now=", world,
-                                         " (resume a retrain with the same number of ranks)"));
-      check_structural(c, was, structural);
-      try {
-        load_network_file(c, net, &rs);
-        resumed_from = c;
-        break;
-      } catch (const Error& e) {
-        unusable(c, e);
-      }
-    }
-    if (resumed_from.empty() && !skipped.empty())
-      throw Error(kExitCheckpoint, str(cfg.out, "/ckpt: no usable checkpoint"));
+    resumed_from = resume_checkpoint(
+        cfg, read_root_attr,
+        [&](const std::string& c, const std::string& was) {
+          const std::string was_world = structural_field(was, "world_size");
+          if (was_world != std::to_string(world))
+            throw Error(kExitCheckpoint, str(c, ": world_size: checkpoint=", was_world, " now=", world,
+                                             " (resume a retrain with the same number of ranks)"));
+          check_structural(c, was, structural);
+        },
+        [&](const std::string& c) { load_network_file(c, net, &rs); }, &skipped);
     if (root) truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
   }
 

@@ -269,6 +269,33 @@ std::string ckpt_name(int64_t step) {
 }
 
 
+std::string resume_checkpoint(const RunConfig& cfg, std::string (*read)(const std::string&, const char*),
+                              const std::function<void(const std::string&, const std::string&)>& check,
+                              const std::function<void(const std::string&)>& load, std::string* skipped) {
+  auto unusable = [&](const std::string& c, const Error& e) {
+    if (cfg.strict_resume || e.code() != kExitCheckpoint) throw e;
+    *skipped += str("checkpoint ", c, " unusable (", e.what(), "); trying an older one\n");
+  };
+  for (const std::string& c : checkpoint_candidates(cfg.out)) {
+    std::string was;
+    try {
+      was = read(c, "structural");
+    } catch (const Error& e) {
+      unusable(c, e);
+      continue;
+    }
+    check(c, was);  // a changed structural field is fatal whatever the file
+    try {
+      load(c);
+      return c;
+    } catch (const Error& e) {
+      unusable(c, e);
+    }
+  }
+  if (!skipped->empty()) throw Error(kExitCheckpoint, str(cfg.out, "/ckpt: no usable checkpoint"));
+  return "";
+}
+
 void write_latest_pointer(const std::string& out, const std::string& name, int64_t step) {
   fault_point("ckpt-before-latest", step);
   const std::string pointer = name + "\n";

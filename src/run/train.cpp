@@ -353,40 +353,21 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   TrainState rs;
   std::string resumed_from, skipped, world_note;
   if (cfg.resume) {
-    // An unreadable file falls back to an older one (unless --strict-resume);
-    // a changed structural field is fatal whatever the file.
-    auto unusable = [&](const std::string& c, const Error& e) {
-      if (cfg.strict_resume || e.code() != kExitCheckpoint) throw e;
-      skipped += str("checkpoint ", c, " unusable (", e.what(), "); trying an older one\n");
-    };
-    for (const std::string& c : checkpoint_candidates(cfg.out)) {
-      std::string was;
-      try {
-        was = read_file_attr(c, "structural");
-      } catch (const Error& e) {
-        unusable(c, e);
-        continue;
-      }
-      const std::string was_world = structural_field(was, "world_size");
-      if (was_world != std::to_string(world)) {
-        if (!cfg.allow_world_size_change)
-          throw Error(kExitCheckpoint, str(c, ": world_size: checkpoint=", was_world, " now=", world,
-                                           " (resume with the same number of ranks, or add --allow-world-size-change)"));
-        world_note = str("world size changed from ", was_world, " to ", world,
-                         " ranks: data re-sharded from the global sample counter; the run is no longer "
-                         "bit-continuous with the uninterrupted one");
-      }
-      check_structural(c, was, structural, {"world_size"});
-      try {
-        load_model_file(c, g, true, &rs);
-        resumed_from = c;
-        break;
-      } catch (const Error& e) {
-        unusable(c, e);
-      }
-    }
-    if (resumed_from.empty() && !skipped.empty())
-      throw Error(kExitCheckpoint, str(cfg.out, "/ckpt: no usable checkpoint"));
+    resumed_from = resume_checkpoint(
+        cfg, read_file_attr,
+        [&](const std::string& c, const std::string& was) {
+          const std::string was_world = structural_field(was, "world_size");
+          if (was_world != std::to_string(world)) {
+            if (!cfg.allow_world_size_change)
+              throw Error(kExitCheckpoint, str(c, ": world_size: checkpoint=", was_world, " now=", world,
+                                               " (resume with the same number of ranks, or add --allow-world-size-change)"));
+            world_note = str("world size changed from ", was_world, " to ", world,
+                             " ranks: data re-sharded from the global sample counter; the run is no longer "
+                             "bit-continuous with the uninterrupted one");
+          }
+          check_structural(c, was, structural, {"world_size"});
+        },
+        [&](const std::string& c) { load_model_file(c, g, true, &rs); }, &skipped);
     if (root) truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
   }
 

@@ -9,6 +9,7 @@
 #pragma once
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -138,6 +139,16 @@ std::vector<std::string> checkpoint_candidates(const std::string& out);
 /// Retention: keep the newest `keep_last` (0 = all) and multiples of
 /// `keep_every`; never the one `latest` names.
 void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_every);
+/// --resume: walks checkpoint_candidates(DIR) best first.  For each, its
+/// `structural` attribute is read with `read(path, "structural")` (the file
+/// kind's reader) and `check(path, structural)` called — it throws
+/// to refuse the run for good (a changed structural field) — then `load(path)`.
+/// A file that cannot be read or loaded (exit 3) is skipped with a note in
+/// *skipped and the next older one tried, unless --strict-resume.  Returns the
+/// path loaded, "" if there was none; exit 3 when every candidate failed.
+std::string resume_checkpoint(const RunConfig& cfg, std::string (*read)(const std::string&, const char*),
+                              const std::function<void(const std::string&, const std::string&)>& check,
+                              const std::function<void(const std::string&)>& load, std::string* skipped);
 /// Keeps the metrics lines of steps ≤ step (and drops "final" events).
 void truncate_metrics(const std::string& out, int64_t step);
 
