@@ -365,9 +365,7 @@ void ShardLoader::next(Batch& b) {
 }
 
 void ShardLoader::restore(const SamplerState& s) {
-  if (s.epoch < 0 || s.position < 0 || s.position >= steps_per_epoch_)
-    fail_usage(str("data: sampler state (epoch ", s.epoch, ", position ", s.position,
-                   ") is invalid: position must be in [0, ", steps_per_epoch_, ")"));
+  sampler_.check_state(s);  // before the producer is stopped: a bad state changes nothing
   pipe_.reset();  // joins the workers before the sampler is touched
   sampler_.set_state(s);
   consumer_state_ = s;

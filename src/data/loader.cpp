@@ -118,9 +118,7 @@ void Loader::next(Batch& b) {
 SamplerState Loader::state() const { return consumer_state_; }
 
 void Loader::restore(const SamplerState& s) {
-  if (s.epoch < 0 || s.position < 0 || s.position >= steps_per_epoch_)
-    fail_usage(str("data: sampler state (epoch ", s.epoch, ", position ", s.position,
-                   ") is invalid: position must be in [0, ", steps_per_epoch_, ")"));
+  sampler_.check_state(s);  // before the producer is stopped: a bad state changes nothing
   if (prefetch_) stop();
   sampler_.set_state(s);
   consumer_state_ = s;

@@ -167,21 +167,22 @@ int run_retrain(const RunConfig& cfg) {
 
   TrainState rs;
   std::string resumed_from, skipped;
+  int world_then = world;
   if (cfg.resume) {
     resumed_from = resume_checkpoint(
         cfg, read_root_attr,
         [&](const std::string& c, const std::string& was) {
-          const std::string was_world = structural_field(was, "world_size");
-          if (was_world != std::to_string(world))
-            throw Error(kExitCheckpoint, str(c, ": world_size: checkpoint=", was_world, " now=", world,
-                                             " (resume a retrain with the same number of ranks)"));
-          check_structural(c, was, structural);
+          checkpoint_world_size(cfg, c, was, world);
+          check_structural(c, was, structural, {"world_size"});
         },
         [&](const std::string& c) { load_network_file(c, net, &rs); }, &skipped);
     if (root) truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
+    if (!resumed_from.empty())
+      world_then = checkpoint_world_size(cfg, resumed_from, read_root_attr(resumed_from, "structural"), world);
   }
 
   Output out(cfg.out, cfg.progress, rank);
+  if (world_then != world) out.line("warning: " + world_change_note(world_then, world));
   if (!skipped.empty()) out.line(skipped.substr(0, skipped.size() - 1));
   if (cfg.resume)
     out.line(resumed_from.empty() ? str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning")
@@ -234,7 +235,14 @@ int run_retrain(const RunConfig& cfg) {
       win_aux = rs.reals["win_aux"];
     }
     win_time = rs.reals["win_time"];
-    loader.restore(SamplerState{k["epoch"], k["position"]});
+    SamplerState s{k["epoch"], k["position"], k["offset"]};
+    if (world_then != world) {  // re-shard (none skipped or repeated) and rescale the step counter
+      s = Sampler::reshard(s, static_cast<int64_t>(train_idx.size()), cfg.batch, world_then, world);
+      t = rescale_step(t, world_then, world, 1);
+      out.line(str("step counter rescaled for the new global batch: ", k["step"], " steps of ",
+                   int64_t(cfg.batch) * world_then, " -> ", t, " steps of ", global_batch));
+    }
+    loader.restore(s);
   }
   NetworkFileInfo info;
   info.stage = stage;
@@ -266,6 +274,7 @@ int run_retrain(const RunConfig& cfg) {
       const SamplerState s = loader.state();
       k["epoch"] = s.epoch;
       k["position"] = s.position;
+      k["offset"] = s.offset;
       info.step = step;
       const std::string dir = cfg.out + "/ckpt";
       if (::mkdir(dir.c_str(), 0775) != 0 && errno != EEXIST)

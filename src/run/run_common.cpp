@@ -254,6 +254,35 @@ std::string structural_field(const std::string& s, const std::string& key) {
   return it == m.end() ? std::string() : it->second;
 }
 
+int checkpoint_world_size(const RunConfig& cfg, const std::string& path, const std::string& was, int world) {
+  const std::string w = structural_field(was, "world_size");
+  int then = 0;
+  try {
+    then = std::stoi(w);
+  } catch (const std::exception&) {
+    throw Error(kExitCheckpoint, str(path, ": world_size: '", w, "' is not a number (corrupt checkpoint)"));
+  }
+  if (then < 1) throw Error(kExitCheckpoint, str(path, ": world_size: ", then, " is not a world size"));
+  if (then != world && !cfg.allow_world_size_change)
+    throw Error(kExitCheckpoint, str(path, ": world_size: checkpoint=", then, " now=", world,
+                                     " (resume with the same number of ranks, or add --allow-world-size-change)"));
+  return then;
+}
+
+int64_t rescale_step(int64_t t, int world_then, int world, int cycle) {
+  DSO_CHECK(world_then > 0 && world > 0 && cycle > 0 && t >= 0, "rescale_step");
+  const int64_t ph = t % cycle;
+  const double cycles = static_cast<double>(t - ph) / cycle * world_then / world;
+  return static_cast<int64_t>(std::llround(cycles)) * cycle + ph;
+}
+
+std::string world_change_note(int world_then, int world) {
+  return str("world size changed from ", world_then, " to ", world,
+             " ranks: each epoch continues from the samples it has taken (none skipped or repeated) and the "
+             "step counter is rescaled to the new global batch; the run is no longer bit-continuous with the "
+             "uninterrupted one");
+}
+
 void check_structural(const std::string& path, const std::string& was, const std::string& now,
                       const std::vector<std::string>& ignore) {
   auto a = parse_structural(was), b = parse_structural(now);

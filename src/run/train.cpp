@@ -352,23 +352,21 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   // decisions; a changed world size is refused unless --allow-world-size-change.
   TrainState rs;
   std::string resumed_from, skipped, world_note;
+  int world_then = world;
   if (cfg.resume) {
     resumed_from = resume_checkpoint(
         cfg, read_file_attr,
         [&](const std::string& c, const std::string& was) {
-          const std::string was_world = structural_field(was, "world_size");
-          if (was_world != std::to_string(world)) {
-            if (!cfg.allow_world_size_change)
-              throw Error(kExitCheckpoint, str(c, ": world_size: checkpoint=", was_world, " now=", world,
-                                               " (resume with the same number of ranks, or add --allow-world-size-change)"));
-            world_note = str("world size changed from ", was_world, " to ", world,
-                             " ranks: data re-sharded from the global sample counter; the run is no longer "
-                             "bit-continuous with the uninterrupted one");
-          }
+          checkpoint_world_size(cfg, c, was, world);
           check_structural(c, was, structural, {"world_size"});
         },
         [&](const std::string& c) { load_model_file(c, g, true, &rs); }, &skipped);
     if (root) truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
+    // the world size of the checkpoint actually loaded (a candidate refused
+    // for another reason may have set the note)
+    if (!resumed_from.empty())
+      world_then = checkpoint_world_size(cfg, resumed_from, read_file_attr(resumed_from, "structural"), world);
+    if (world_then != world) world_note = world_change_note(world_then, world);
   }
 
   Output out(cfg.out, cfg.progress, rank);
@@ -439,31 +437,32 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       auto it = rs.reals.find(str("latency_r/", e));
       if (it != rs.reals.end()) tr.latency_factors()[e] = static_cast<float>(it->second);
     }
-    auto resume_state = [&](BatchSource& L, int64_t epoch, int64_t position) {
-      SamplerState s{epoch, position};
-      if (!world_note.empty()) {
-        // re-shard: samples taken in the epoch = position·B·world_then; continue
-        // at the global batch that starts there (a partial global batch of
-        // the old sharding cannot be split evenly; its rest is skipped)
-        const int64_t then = std::stoll(structural_field(read_file_attr(resumed_from, "structural"), "world_size"));
-        const int64_t taken = position * cfg.batch * then;
-        s.position = (taken + global_batch - 1) / global_batch;
-        if (s.position >= L.steps_per_epoch()) {
-          s.epoch += 1;
-          s.position = 0;
-        }
-      }
+    // A checkpoint of another world size (--allow-world-size-change): each
+    // loader continues from the samples its epoch has already taken
+    // (Sampler::reshard: none skipped, none repeated), and the step counter
+    // is rescaled by the global batch ratio so that the lr schedule, the epoch
+    // count and the step budget keep meaning the same amount of data; the
+    // W/λ phase of the step is kept.
+    auto resume_state = [&](BatchSource& L, size_t n, const std::string& prefix) {
+      SamplerState s{k[prefix + "epoch"], k[prefix + "position"], k[prefix + "offset"]};
+      if (world_then != world) s = Sampler::reshard(s, static_cast<int64_t>(n), cfg.batch, world_then, world);
       L.restore(s);
     };
-    resume_state(wl, k["w_epoch"], k["w_position"]);
-    if (ll) resume_state(*ll, k["l_epoch"], k["l_position"]);
+    resume_state(wl, data.split.first.size(), "w_");
+    if (ll) resume_state(*ll, data.split.second.size(), "l_");
+    if (world_then != world) {
+      const int64_t rescaled = rescale_step(t, world_then, world, cycle);
+      out.line(str("step counter rescaled for the new global batch: ", t, " steps of ", int64_t(cfg.batch) * world_then,
+                   " -> ", rescaled, " steps of ", global_batch));
+      t = rescaled;
+    }
   }
   // λ trajectory (search, rank 0): saved before every checkpoint, so it is never
   // behind the newest checkpoint; records past a resumed checkpoint are dropped
   std::unique_ptr<Trajectory> traj;
   if (search && cfg.trajectory_every > 0 && root) {
     traj.reset(new Trajectory(cfg.out + "/lambda_trajectory.h5", cfg.space.to_json(), g.lambda_groups()));
-    if (!resumed_from.empty()) traj->load(t);
+    if (!resumed_from.empty()) traj->load(rs.counters["step"]);  // the checkpoint's own step numbering
   }
   ModelFileInfo info;
   info.stage = stage;
@@ -503,10 +502,12 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       const SamplerState ws = wl.state();
       k["w_epoch"] = ws.epoch;
       k["w_position"] = ws.position;
+      k["w_offset"] = ws.offset;
       if (ll) {
         const SamplerState ls = ll->state();
         k["l_epoch"] = ls.epoch;
         k["l_position"] = ls.position;
+        k["l_offset"] = ls.offset;
       }
       info.step = step;
       if (traj) traj->save();

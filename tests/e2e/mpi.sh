@@ -7,7 +7,8 @@
 #  * kill -9 of both ranks, resume: byte-identical to the uninterrupted 2-rank run;
 #  * one rank killed mid-run: the job ends non-zero within 60 s;
 #  * a NaN injected on rank 1 is caught before the reduction (exit 4, rank named);
-#  * resume with another world size: refused (exit 3) unless --allow-world-size-change.
+#  * resume with another world size: refused (exit 3) unless --allow-world-size-change,
+#    which re-shards from the epoch's sample counter and rescales the step counter.
 # usage: tests/e2e/mpi.sh BUILD_DIR      (MPIRUN overrides the launcher)
 set -uo pipefail
 BUILD=${1:-build}
@@ -100,9 +101,35 @@ if [ "$rc" -eq 3 ] && grep -q "world_size: checkpoint=2 now=1" "$T/w1.log"; then
   ok "resume of a 2-rank checkpoint on 1 rank refused: $(grep -o 'world_size: [^(]*' "$T/w1.log")"
 else bad "world-size change not refused: rc=$rc $(tail -2 "$T/w1.log")"; fi
 "$BIN" search $SYN --data.batch 32 --checkpoint-every 10 --max-steps 80 --out "$T/wc" --resume --allow-world-size-change >"$T/w2.log" 2>&1; rc=$?
-if [ "$rc" -eq 0 ] && grep -q "world size changed from 2 to 1 ranks" "$T/w2.log" && grep -q "search stopped after 80 steps" "$T/w2.log"; then
-  ok "--allow-world-size-change: resumed on 1 rank with a warning, ran to step 80"
+if [ "$rc" -eq 0 ] && grep -q "world size changed from 2 to 1 ranks" "$T/w2.log" && grep -q "search stopped after 80 steps" "$T/w2.log" \
+   && grep -q "step counter rescaled for the new global batch: 30 steps of 64 -> 60 steps of 32" "$T/w2.log"; then
+  ok "--allow-world-size-change: resumed on 1 rank with a warning, step 30 of 64 -> 60 of 32, ran to step 80"
 else bad "--allow-world-size-change: rc=$rc $(tail -2 "$T/w2.log")"; fi
+# the W loader continues from its epoch's sample counter, not from a batch
+# boundary of the new sharding: 1 rank's step-70 checkpoint has taken 3 W
+# batches of 32 of epoch 1 (96 samples); on 2 ranks the epoch goes on at
+# offset 96 (a position-only state would have had to skip to sample 128)
+mkdir -p "$T/wd/ckpt"; cp "$T/wc/ckpt/step_00000070.h5" "$T/wd/ckpt/"; echo step_00000070.h5 >"$T/wd/ckpt/latest"
+mpi2 "$BIN" search $SYN --data.batch 32 --checkpoint-every 2 --max-steps 40 --out "$T/wd" --resume --allow-world-size-change >"$T/w3.log" 2>&1; rc=$?
+st=$("$PY" - "$T/wd/ckpt/step_00000038.h5" <<'EOF'
+import sys, h5py
+a = h5py.File(sys.argv[1], "r")["state"].attrs
+print("w_epoch %d w_position %d w_offset %d" % (a["w_epoch"], a["w_position"], a["w_offset"]))
+EOF
+)
+if [ "$rc" -eq 0 ] && grep -q "70 steps of 32 -> 36 steps of 64" "$T/w3.log" && [ "$st" = "w_epoch 1 w_position 1 w_offset 96" ]; then
+  ok "1 rank -> 2 ranks mid-epoch: step 70 of 32 -> 36 of 64, W loader at sample 96 + 1 batch ($st)"
+else bad "1 -> 2 ranks re-shard: rc=$rc state '$st' $(grep -o 'step counter rescaled.*' "$T/w3.log")"; fi
+
+# retrain: the same re-shard and rescale (2 ranks -> 1)
+RT="$BIN retrain $SYN --arch baseline --retrain.target-macs 50000 --data.batch 32 --checkpoint-every 10 --max-steps 30"
+DSONAS_FAULT=kill-after-step:15 mpi2 $RT --out "$T/rw" >"$T/rw1.log" 2>&1
+wait_gone "$T/rw"
+if $RT --out "$T/rw" --resume --allow-world-size-change >"$T/rw2.log" 2>&1 \
+   && grep -q "step counter rescaled for the new global batch: 10 steps of 64 -> 20 steps of 32" "$T/rw2.log" \
+   && grep -q "retrain done" "$T/rw2.log"; then
+  ok "retrain resumed from 2 ranks on 1: step 10 of 64 -> 20 of 32, finished"
+else bad "retrain world-size change: $(tail -2 "$T/rw2.log")"; fi
 
 echo "e2e mpi: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -443,6 +443,64 @@ TEST(Sampler, StateResumesExactly) {
   EXPECT_THAT(usage_error([&] { Sampler(list, 5, 2, 2, 1, 1); }), HasSubstr("rank"));
 }
 
+// --allow-world-size-change: after a re-shard the epoch continues with the
+// samples it has not taken, each exactly once; only fewer than one new global
+// batch (the dropped partial batch) is left out; the next epoch is whole.
+TEST(Sampler, ReshardSkipsAndRepeatsNothing) {
+  const int n = 103, B = 4;
+  auto list = all_indices(n);
+  for (auto ww : std::vector<std::pair<int, int>>{{1, 2}, {2, 1}, {3, 2}, {2, 3}, {2, 5}}) {
+    const int then = ww.first, now = ww.second;
+    for (int taken_steps : {0, 1, 3, n / (B * then) - 1}) {
+      std::vector<Sampler> old;
+      for (int r = 0; r < then; ++r) old.emplace_back(list, B, r, then, 5, 9);
+      std::multiset<int> seen;
+      for (int k = 0; k < taken_steps; ++k)
+        for (auto& s : old)
+          for (int x : s.next()) seen.insert(x);
+      // resume from rank 0's state (all ranks hold the same state)
+      const SamplerState rs = Sampler::reshard(old[0].state(), n, B, then, now);
+      std::vector<Sampler> cur;
+      for (int r = 0; r < now; ++r) {
+        cur.emplace_back(list, B, r, now, 5, 9);
+        cur.back().set_state(rs);
+      }
+      if (rs.epoch == 0) {
+        bool ended = false;
+        int64_t steps = 0;
+        while (!ended) {
+          for (int r = 0; r < now; ++r) {
+            bool e = false;
+            for (int x : cur[r].next(&e)) seen.insert(x);
+            if (r == 0) ended = e;
+          }
+          ++steps;
+        }
+        EXPECT_EQ(steps, cur[0].steps_in_epoch(rs.offset));
+      }
+      for (int x : seen) EXPECT_EQ(seen.count(x), 1u) << then << "->" << now << " after " << taken_steps;
+      const int64_t left = n - static_cast<int64_t>(seen.size());
+      EXPECT_GE(left, 0);
+      EXPECT_LT(left, static_cast<int64_t>(B) * now) << then << "->" << now << " after " << taken_steps;
+      // the next epoch is a whole one, identical to a run that never changed
+      EXPECT_EQ(cur[0].state(), (SamplerState{1, 0, 0}));
+      Sampler fresh(list, B, 0, now, 5, 9);
+      fresh.set_state({1, 0, 0});
+      EXPECT_EQ(cur[0].next(), fresh.next());
+    }
+  }
+  // unchanged world size: the state is the same batches, re-expressed
+  Sampler a(list, B, 0, 2, 5, 9), b(list, B, 0, 2, 5, 9);
+  for (int k = 0; k < 5; ++k) a.next();
+  const SamplerState s = Sampler::reshard(a.state(), n, B, 2, 2);
+  EXPECT_EQ(s, (SamplerState{0, 0, 5 * 2 * B}));
+  b.set_state(s);
+  for (int k = 0; k < 5; ++k) EXPECT_EQ(a.next(), b.next());
+  // an offset past the last whole batch is refused with the numbers named
+  EXPECT_THAT(usage_error([&] { b.set_state({0, 0, n}); }), HasSubstr("offset"));
+  EXPECT_THAT(usage_error([&] { b.set_state({0, 1, n - 2 * B}); }), HasSubstr("position"));
+}
+
 // ---- augmentation -------------------------------------------------------------------
 
 TEST(Augment, FlipRate) {

@@ -129,6 +129,18 @@ void check_structural(const std::string& path, const std::string& was, const std
                       const std::vector<std::string>& ignore = {});
 /// Value of one field of a structural string ("" if absent).
 std::string structural_field(const std::string& s, const std::string& key);
+/// The world size a checkpoint was written with; a different one than
+/// `world` is refused ("world_size: checkpoint=A now=B", exit 3) unless
+/// --allow-world-size-change.  Then the caller re-shards its loaders
+/// (Sampler::reshard) and rescales its step counter (rescale_step).
+int checkpoint_world_size(const RunConfig& cfg, const std::string& path, const std::string& was, int world);
+/// The step counter of a run resumed with another world size: t steps of
+/// global batch B·world_then are t·world_then/world steps of B·world (rounded
+/// to whole cycles of `cycle` steps; the W/λ phase t mod cycle is kept), so
+/// that the lr schedule, epoch count and step budget keep meaning the same data.
+int64_t rescale_step(int64_t t, int world_then, int world, int cycle);
+/// The warning logged after such a resume.
+std::string world_change_note(int world_then, int world);
 /// "step_%08d.h5"
 std::string ckpt_name(int64_t step);
 /// Writes DIR/ckpt/latest naming `name` (atomically; after the checkpoint).
