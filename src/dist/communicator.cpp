@@ -223,7 +223,10 @@ void GradReducer::begin(int64_t lo, int64_t hi) {
 void GradReducer::start(int64_t lo, int64_t hi) {
   if (hi <= lo) return;
   ++started_;
-  if (cuda_) return;  // NCCL: one call in finish()
+  if (cuda_) {  // NCCL: enqueued on its own stream behind the bucket's gradients
+    nccl_sum_async(comm_.impl()->nccl, flat_.data() + lo, hi - lo);
+    return;
+  }
 #if DSONAS_USE_MPI
   reqs_->r.emplace_back(MPI_REQUEST_NULL);
   MPI_Comm mc = comm_.impl()->comm;
@@ -241,7 +244,7 @@ void GradReducer::progress() {
 }
 
 void GradReducer::ready(int64_t from) {
-  if (comm_.size() == 1 || cuda_) return;
+  if (comm_.size() == 1) return;
   from = std::max(from, lo_);
   // buckets are [hi − (k+1)·B, hi − k·B) clipped at lo: fixed by the range, not by timing
   while (next_hi_ > lo_ && std::max(lo_, next_hi_ - bucket_) >= from) {
@@ -255,16 +258,14 @@ void GradReducer::ready(int64_t from) {
 void GradReducer::finish() {
   if (comm_.size() == 1) return;
   const auto t0 = std::chrono::steady_clock::now();
+  while (next_hi_ > lo_) {
+    const int64_t b = std::max(lo_, next_hi_ - bucket_);
+    start(b, next_hi_);
+    next_hi_ = b;
+  }
   if (cuda_) {
-    be_.synchronize();
-    nccl_sum(comm_.impl()->nccl, flat_.data() + lo_, hi_ - lo_);
-    ++started_;
+    nccl_wait(comm_.impl()->nccl);
   } else {
-    while (next_hi_ > lo_) {
-      const int64_t b = std::max(lo_, next_hi_ - bucket_);
-      start(b, next_hi_);
-      next_hi_ = b;
-    }
 #if DSONAS_USE_MPI
     if (!reqs_->r.empty())
       MPI_CHECK(MPI_Waitall(static_cast<int>(reqs_->r.size()), reqs_->r.data(), MPI_STATUSES_IGNORE));

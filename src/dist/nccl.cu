@@ -27,6 +27,7 @@ namespace dsonas {
 struct NcclComm {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
+  cudaEvent_t ready = nullptr;  // recorded on the default stream before each bucket
 };
 
 void nccl_get_unique_id(NcclId* id) {
@@ -41,19 +42,34 @@ NcclComm* nccl_init(const NcclId& id, int rank, int world) {
   std::memcpy(&u, id.bytes, sizeof u);
   NcclComm* c = new NcclComm;
   DSO_CUDA_OK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+  DSO_CUDA_OK(cudaEventCreateWithFlags(&c->ready, cudaEventDisableTiming));
   DSO_NCCL_OK(ncclCommInitRank(&c->comm, world, u, rank));
   return c;
 }
 
-void nccl_sum(NcclComm* c, float* d, int64_t n) {
-  DSO_CHECK(c != nullptr, "nccl_sum before nccl_init");
+void nccl_sum_async(NcclComm* c, float* d, int64_t n) {
+  DSO_CHECK(c != nullptr, "nccl_sum_async before nccl_init");
+  // the non-blocking stream does not wait for the legacy default stream by
+  // itself: an event does it, without blocking the host
+  DSO_CUDA_OK(cudaEventRecord(c->ready, 0));
+  DSO_CUDA_OK(cudaStreamWaitEvent(c->stream, c->ready, 0));
   DSO_NCCL_OK(ncclAllReduce(d, d, static_cast<size_t>(n), ncclFloat, ncclSum, c->comm, c->stream));
+}
+
+void nccl_wait(NcclComm* c) {
+  DSO_CHECK(c != nullptr, "nccl_wait before nccl_init");
   DSO_CUDA_OK(cudaStreamSynchronize(c->stream));
+}
+
+void nccl_sum(NcclComm* c, float* d, int64_t n) {
+  nccl_sum_async(c, d, n);
+  nccl_wait(c);
 }
 
 void nccl_destroy(NcclComm* c) {
   if (!c) return;
   if (c->comm) ncclCommDestroy(c->comm);
+  if (c->ready) cudaEventDestroy(c->ready);
   if (c->stream) cudaStreamDestroy(c->stream);
   delete c;
 }

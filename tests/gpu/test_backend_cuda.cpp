@@ -28,6 +28,7 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
+#include "dsonas/dist/nccl.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/prune.hpp"
 #include "gpu_test_util.hpp"
@@ -828,6 +829,31 @@ TEST_F(CudaVsCpu, EvalBatchMatchesCpu) {
   StepResult rg = gg.eval_batch(b.x.data(), b.y.data(), b.n, &lg);
   EXPECT_NEAR(rg.loss_sum, rc.loss_sum, 1e-4 * std::fabs(rc.loss_sum));
   expect_close(lg, lc, 1e-3, 1e-3, "eval logits");
+}
+
+
+// NCCL plumbing on the one GPU of the test machine (it has no MPI, and NCCL
+// refuses two ranks on one device, so the 2-rank sum runs only on a cluster):
+// a 1-rank communicator, buckets enqueued asynchronously behind work on the
+// default stream, then waited for; a sum over one rank leaves the values.
+TEST_F(CudaVsCpu, NcclOneRankBucketsInOrder) {
+  NcclId id{};
+  nccl_get_unique_id(&id);
+  NcclComm* comm = nccl_init(id, 0, 1);
+  const Vec v = rand_vec(1 << 20, 77);
+  Tensor x = g({1 << 20}, v), t = gpu->alloc({1 << 20});
+  gpu->add(x, x, t);  // on the default stream, just before the buckets
+  for (int64_t lo = (1 << 20) - 300000; lo > -300000; lo -= 300000) {
+    const int64_t a = std::max<int64_t>(0, lo);
+    nccl_sum_async(comm, t.data() + a, std::min<int64_t>(lo + 300000, 1 << 20) - a);
+  }
+  nccl_wait(comm);
+  Vec want = v;
+  for (float& x : want) x *= 2.f;
+  EXPECT_TRUE(same_bits(gv(t), want));
+  nccl_sum(comm, t.data(), t.numel());
+  EXPECT_TRUE(same_bits(gv(t), want));
+  nccl_destroy(comm);
 }
 
 }  // namespace

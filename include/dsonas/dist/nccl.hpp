@@ -19,6 +19,14 @@ NcclComm* nccl_init(const NcclId& id, int rank, int world);
 /// In-place sum of n device floats over the ranks (ncclAllReduce on the
 /// communicator's stream, then waits for it).
 void nccl_sum(NcclComm* c, float* device_data, int64_t n);
+/// The same, asynchronous: an event recorded on the legacy default stream
+/// (where the CUDA backend runs everything) orders the all-reduce after all
+/// work already issued there (the bucket's gradients), and the all-reduce
+/// runs on the communicator's own stream while the backward pass goes on.
+/// Every rank issues its buckets in the same order (fixed by the ranges).
+void nccl_sum_async(NcclComm* c, float* device_data, int64_t n);
+/// Blocks the host until every all-reduce issued so far has completed.
+void nccl_wait(NcclComm* c);
 void nccl_destroy(NcclComm* c);
 
 }  // namespace dsonas
