@@ -11,6 +11,14 @@
 // (temporary name, fsync, rename): a crash leaves at most a .tmp file, never a
 // half shard under a final name.  The manifest is written last, the same way;
 // without it the folder is not a usable pack.
+//
+// Undecodable images are counted; the limit (pack_corrupt_limit) is checked
+// after each shard's images are decoded and before the shard is written.  Any
+// error after the output folder was prepared removes the shards this run wrote
+// (and OUT if this run created it) before it propagates — except an exception
+// from the test hook, which stands for a crash and must leave what a crash
+// leaves.
+#include <cmath>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -103,14 +111,15 @@ bool is_leftover(const std::string& n) {
   return true;
 }
 
-void prepare_out(const PackOptions& o) {
+/// Makes OUT ready; true when it created the folder.
+bool prepare_out(const PackOptions& o) {
   struct stat st;
   if (::stat(o.out.c_str(), &st) != 0) {
     if (errno != ENOENT) fail_usage(str("--out: ", o.out, ": ", std::strerror(errno)));
     if (::mkdir(o.out.c_str(), 0755) != 0)
       fail_usage(str("--out: cannot create ", o.out, ": ", std::strerror(errno),
                      errno == ENOENT ? " (its parent folder does not exist)" : ""));
-    return;
+    return true;
   }
   if (!S_ISDIR(st.st_mode)) fail_usage(str("--out: ", o.out, " exists and is not a folder"));
   const std::vector<std::string> names = list_dir(o.out, "output folder", nullptr, nullptr);
@@ -129,6 +138,15 @@ void prepare_out(const PackOptions& o) {
   if (!leftovers.empty() && o.log)
     *o.log << "pack: removed " << leftovers.size() << " shard files of an unfinished pack (no " << kManifestName
            << ") from " << o.out << "\n";
+  return false;
+}
+
+/// How the limit was chosen, for messages.
+std::string corrupt_limit_rule(const PackOptions& o) {
+  if (o.strict) return "--strict";
+  if (o.max_corrupt >= 0) return str("--max-corrupt ", o.max_corrupt);
+  if (o.max_corrupt_percent >= 0) return str("--max-corrupt ", o.max_corrupt_percent, "%");
+  return "the default --max-corrupt: 0.1% of the images, at least 10";
 }
 
 uint64_t fnv(uint64_t h, const std::string& s) {
@@ -258,6 +276,17 @@ std::vector<char> build_shard(const std::string& label_name, const Manifest& man
 
 }  // namespace
 
+int64_t pack_corrupt_limit(const PackOptions& o, int64_t images) {
+  if (o.max_corrupt < -1) fail_usage(str("--max-corrupt: must be >= 0 (got ", o.max_corrupt, ")"));
+  if (o.max_corrupt < 0 && o.max_corrupt_percent != -1 && !(o.max_corrupt_percent >= 0 && o.max_corrupt_percent <= 100))
+    fail_usage(str("--max-corrupt: a percentage must be in [0, 100] (got ", o.max_corrupt_percent, "%)"));
+  if (o.strict) return 0;
+  if (o.max_corrupt >= 0) return o.max_corrupt;
+  if (o.max_corrupt_percent >= 0)
+    return static_cast<int64_t>(std::floor(o.max_corrupt_percent / 100.0 * static_cast<double>(images) + 1e-9));
+  return std::max<int64_t>(10, images / 1000);
+}
+
 Manifest pack_imagenet(const PackOptions& o) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
@@ -270,6 +299,7 @@ Manifest pack_imagenet(const PackOptions& o) {
     fail_usage(str("--resize: must be 0 (keep the original JPEG bytes) or >= 8 (got ", o.resize, ")"));
   if (o.threads < 0) fail_usage(str("--threads: must be >= 0 (got ", o.threads, ")"));
   if (o.splits.empty()) fail_usage("--splits: empty");
+  pack_corrupt_limit(o, 0);  // checks the limit options
   for (const std::string& s : o.splits) {
     bool ok = !s.empty();
     for (char c : s) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
@@ -353,8 +383,12 @@ Manifest pack_imagenet(const PackOptions& o) {
     man.pack_id = b;
   }
 
+  int64_t listed = 0;
+  for (const auto& sp : splits) listed += static_cast<int64_t>(sp.second.size());
+  const int64_t max_bad = pack_corrupt_limit(o, listed);
+
   // ---- output folder
-  prepare_out(o);
+  const bool created_out = prepare_out(o);
   const int nthreads =
       o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (o.log) {
@@ -363,87 +397,128 @@ Manifest pack_imagenet(const PackOptions& o) {
     *o.log << "; " << o.shard_size << " images per shard, "
            << (o.resize > 0 ? str("resize shorter side > ", o.resize, " to ", o.resize, " (quality ", o.quality, ")")
                             : std::string("original JPEG bytes"))
-           << ", " << nthreads << " threads\n";
+           << ", " << nthreads << " threads; at most " << max_bad << " undecodable images ("
+           << corrupt_limit_rule(o) << ")\n";
   }
 
-  // ---- shards
-  for (const auto& sp : splits) {
-    const std::vector<Item>& items = sp.second;
-    SplitEntry se;
-    se.name = sp.first;
-    size_t shard_index = 0;
-    for (size_t a = 0; a < items.size(); a += static_cast<size_t>(o.shard_size)) {
-      const auto ts = Clock::now();
-      const size_t b = std::min(items.size(), a + static_cast<size_t>(o.shard_size));
-      std::vector<Result> res(b - a);
-      std::atomic<size_t> next{a};
-      auto work = [&] {
-        for (size_t i; (i = next++) < b;) res[i - a] = process(items[i], o);
-      };
-      std::vector<std::thread> pool;
-      const int nt = std::min<int>(nthreads, static_cast<int>(b - a));
-      for (int t = 1; t < nt; ++t) pool.emplace_back(work);
-      work();
-      for (auto& t : pool) t.join();
-      std::vector<const Item*> keep_items;
-      std::vector<const Result*> keep_res;
-      for (size_t i = a; i < b; ++i) {
-        const Result& r = res[i - a];
-        if (r.error) std::rethrow_exception(r.error);
-        if (r.skip) {
-          if (o.strict)
-            fail_usage(str("pack: ", items[i].abs, ": cannot be decoded (", r.msg, "); --strict stops here"));
-          if (o.log) *o.log << "pack: warning: " << items[i].abs << ": skipped: " << r.msg << "\n";
-          man.skipped.push_back({items[i].rel, r.msg});
-          continue;
-        }
-        if (r.warn) {
-          if (o.strict)
-            fail_usage(str("pack: ", items[i].abs, ": decodes only with a libjpeg warning (", r.msg,
-                           "); --strict stops here"));
-          if (o.log) *o.log << "pack: warning: " << items[i].abs << ": kept despite a libjpeg warning: " << r.msg << "\n";
-          ++man.warnings;
-        }
-        keep_items.push_back(&items[i]);
-        keep_res.push_back(&r);
-      }
-      if (keep_items.empty()) continue;  // every image of this range skipped
-      ShardEntry e;
-      e.file = shard_file_name(se.name, static_cast<int>(shard_index));
-      e.first = se.images;
-      e.images = static_cast<int64_t>(keep_items.size());
-      const std::string path = join_path(o.out, e.file);
-      std::vector<char> image = build_shard(path + ".core", man, se.name, static_cast<int>(shard_index), keep_items,
-                                            keep_res);
-      res.clear();
-      e.bytes = static_cast<int64_t>(image.size());
-      e.crc32 = crc32_bytes(image.data(), image.size());
-      write_file_atomically(path, image.data(), image.size(), [&](const char* phase) {
-        if (o.hook) o.hook(str("shard-", phase), path);
-      });
-      se.images += e.images;
-      se.shards.push_back(e);
-      ++shard_index;
-      if (o.log) {
-        const double s = std::chrono::duration<double>(Clock::now() - ts).count();
-        char b2[64];
-        std::snprintf(b2, sizeof b2, "%.1f MB, %.1f s, %.0f img/s", static_cast<double>(e.bytes) / 1e6, s,
-                      static_cast<double>(b - a) / std::max(s, 1e-9));
-        *o.log << "pack: " << path << ": " << e.images << " images, " << b2 << "; " << se.name << " " << b << "/"
-               << items.size() << "\n";
-      }
+  // From here on, an error removes what this run wrote (see the file comment).
+  std::vector<std::string> written;
+  bool crashed = false;  // the test hook threw: leave everything as a crash would
+  bool manifest_started = false;
+  auto hook = [&](const std::string& phase, const std::string& file) {
+    if (!o.hook) return;
+    try {
+      o.hook(phase, file);
+    } catch (...) {
+      crashed = true;
+      throw;
     }
-    if (se.shards.empty()) fail_usage(str("pack: every image of ", join_path(o.src, se.name), " was skipped"));
-    man.splits.push_back(std::move(se));
+  };
+  try {
+    // ---- shards
+    int64_t done_before = 0;  // images of the splits packed before this one
+    for (const auto& sp : splits) {
+      const std::vector<Item>& items = sp.second;
+      SplitEntry se;
+      se.name = sp.first;
+      size_t shard_index = 0;
+      for (size_t a = 0; a < items.size(); a += static_cast<size_t>(o.shard_size)) {
+        const auto ts = Clock::now();
+        const size_t b = std::min(items.size(), a + static_cast<size_t>(o.shard_size));
+        std::vector<Result> res(b - a);
+        std::atomic<size_t> next{a};
+        auto work = [&] {
+          for (size_t i; (i = next++) < b;) res[i - a] = process(items[i], o);
+        };
+        std::vector<std::thread> pool;
+        const int nt = std::min<int>(nthreads, static_cast<int>(b - a));
+        for (int t = 1; t < nt; ++t) pool.emplace_back(work);
+        work();
+        for (auto& t : pool) t.join();
+        std::vector<const Item*> keep_items;
+        std::vector<const Result*> keep_res;
+        for (size_t i = a; i < b; ++i) {
+          const Result& r = res[i - a];
+          if (r.error) std::rethrow_exception(r.error);
+          if (r.skip) {
+            if (o.strict)
+              fail_usage(str("pack: ", items[i].abs, ": cannot be decoded (", r.msg, "); --strict stops here"));
+            if (o.log) *o.log << "pack: warning: " << items[i].abs << ": skipped: " << r.msg << "\n";
+            man.skipped.push_back({items[i].rel, r.msg});
+            continue;
+          }
+          if (r.warn) {
+            if (o.strict)
+              fail_usage(str("pack: ", items[i].abs, ": decodes only with a libjpeg warning (", r.msg,
+                             "); --strict stops here"));
+            if (o.log)
+              *o.log << "pack: warning: " << items[i].abs << ": kept despite a libjpeg warning: " << r.msg << "\n";
+            ++man.warnings;
+          }
+          keep_items.push_back(&items[i]);
+          keep_res.push_back(&r);
+        }
+        if (static_cast<int64_t>(man.skipped.size()) > max_bad) {
+          std::string first;
+          for (size_t k = 0; k < man.skipped.size() && k < 3; ++k)
+            first += str(k ? "; " : "", join_path(o.src, man.skipped[k].path), " (", man.skipped[k].reason, ")");
+          fail_usage(str("pack: too many undecodable images: ", man.skipped.size(), " in the first ", done_before + b,
+                         " of ", listed, " images, the limit is ", max_bad, " (", corrupt_limit_rule(o),
+                         "); first: ", first, "; no pack written (raise --max-corrupt to keep going)"));
+        }
+        if (keep_items.empty()) continue;  // every image of this range skipped
+        ShardEntry e;
+        e.file = shard_file_name(se.name, static_cast<int>(shard_index));
+        e.first = se.images;
+        e.images = static_cast<int64_t>(keep_items.size());
+        const std::string path = join_path(o.out, e.file);
+        std::vector<char> image = build_shard(path + ".core", man, se.name, static_cast<int>(shard_index), keep_items,
+                                              keep_res);
+        res.clear();
+        e.bytes = static_cast<int64_t>(image.size());
+        e.crc32 = crc32_bytes(image.data(), image.size());
+        write_file_atomically(path, image.data(), image.size(),
+                              [&](const char* phase) { hook(str("shard-", phase), path); });
+        written.push_back(path);
+        se.images += e.images;
+        se.shards.push_back(e);
+        ++shard_index;
+        if (o.log) {
+          const double s = std::chrono::duration<double>(Clock::now() - ts).count();
+          char b2[64];
+          std::snprintf(b2, sizeof b2, "%.1f MB, %.1f s, %.0f img/s", static_cast<double>(e.bytes) / 1e6, s,
+                        static_cast<double>(b - a) / std::max(s, 1e-9));
+          *o.log << "pack: " << path << ": " << e.images << " images, " << b2 << "; " << se.name << " " << b << "/"
+                 << items.size() << "\n";
+        }
+      }
+      if (se.shards.empty()) fail_usage(str("pack: every image of ", join_path(o.src, se.name), " was skipped"));
+      man.splits.push_back(std::move(se));
+      done_before += static_cast<int64_t>(items.size());
+    }
+    hook("before-manifest", join_path(o.out, kManifestName));
+    const std::string text = man.to_json();
+    manifest_started = true;
+    write_file_atomically(join_path(o.out, kManifestName), text.data(), text.size());
+  } catch (...) {
+    if (!crashed) {
+      // renamed but not fsynced (the folder's fsync failed): not a finished pack either
+      if (manifest_started) ::unlink(join_path(o.out, kManifestName).c_str());
+      size_t removed = 0;
+      for (const std::string& f : written) removed += ::unlink(f.c_str()) == 0;
+      const bool rm_dir = created_out && ::rmdir(o.out.c_str()) == 0;
+      if (o.log && (removed || rm_dir))
+        *o.log << "pack: stopped by an error: removed the " << removed << " shard files written"
+               << (rm_dir ? str(" and the folder ", o.out) : std::string()) << "\n";
+    }
+    throw;
   }
-  if (o.hook) o.hook("before-manifest", join_path(o.out, kManifestName));
-  const std::string text = man.to_json();
-  write_file_atomically(join_path(o.out, kManifestName), text.data(), text.size());
   if (o.log) {
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     *o.log << "pack: done in " << str(static_cast<int64_t>(s + 0.5)) << " s:";
     for (const SplitEntry& se : man.splits) *o.log << " " << se.name << " " << se.images << " images / " << se.shards.size() << " shards;";
-    *o.log << " " << man.skipped.size() << " skipped, " << man.warnings << " kept with warnings; "
+    *o.log << " " << man.skipped.size() << " skipped (undecodable; limit " << max_bad << "), " << man.warnings
+           << " kept with warnings; "
            << join_path(o.out, kManifestName) << " written\n";
   }
   return man;

@@ -28,7 +28,7 @@ const char* kUsage =
     "  retrain    train a derived architecture from scratch (--arch ARCH.json|baseline, step 3)\n"
     "  eval       top-1/top-5, per-class accuracy, confusion matrix of a retrained network (--run DIR)\n"
     "  pack       ImageNet JPEG tree -> HDF5 shards + manifest (--src ROOT --out OUT)\n"
-    "  validate   check every data file of the configured dataset, no training (--config C)\n"
+    "  validate   check every data file of the configured dataset, no training (--config C [--resume DIR])\n"
     "exit codes: 0 done, 2 bad usage/config/data (nothing written), 3 model/checkpoint\n"
     "  file unusable, 4 non-finite loss or gradient, 75 stopped on a signal or deadline\n"
     "  after a checkpoint (run again with --resume), 1 internal error\n";

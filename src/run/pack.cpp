@@ -1,8 +1,10 @@
 // pack.cpp — `dsonas pack` (see validate.hpp and data/imagenet.hpp): option
 // parsing around pack_imagenet().
 #include <boost/program_options.hpp>
+#include <exception>
 #include <iostream>
 #include <sstream>
+#include <string>
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/fault.hpp"
@@ -13,15 +15,43 @@ namespace po = boost::program_options;
 
 namespace dsonas {
 
+namespace {
+
+/// --max-corrupt LIMIT: "N" (a count) or "P%" (a percentage of the images listed).
+void parse_max_corrupt(const std::string& text, PackOptions* o) {
+  const std::string bad = str("--max-corrupt: '", text, "' is neither a count (e.g. 25) nor a percentage (e.g. 0.5%)");
+  if (text.empty()) fail_usage(bad);
+  if (text.back() == '%') {
+    const std::string num = text.substr(0, text.size() - 1);
+    if (num.empty() || num.find_first_not_of("0123456789.") != std::string::npos) fail_usage(bad);
+    size_t used = 0;
+    double p = -1;
+    try {
+      p = std::stod(num, &used);
+    } catch (const std::exception&) {
+      fail_usage(bad);
+    }
+    if (used != num.size()) fail_usage(bad);
+    if (!(p >= 0 && p <= 100)) fail_usage(str("--max-corrupt: a percentage must be in [0, 100] (got ", text, ")"));
+    o->max_corrupt_percent = p;
+    return;
+  }
+  if (text.find_first_not_of("0123456789") != std::string::npos || text.size() > 18) fail_usage(bad);
+  o->max_corrupt = std::stoll(text);
+}
+
+}  // namespace
+
 int run_pack(int argc, char** argv) {
   PackOptions o;
-  std::string splits = "train,val";
+  std::string splits = "train,val", max_corrupt;
   bool help = false;
   po::options_description d(
       "usage: dsonas pack --src ROOT --out OUT [options]\n"
       "  Packs ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG into HDF5 shards OUT/<split>-NNNNN.h5\n"
       "  plus OUT/manifest.json (written last; classes = sorted train folder names).  Undecodable images\n"
-      "  are skipped with a warning and listed in the manifest (--strict: exit 2 instead).\n"
+      "  are skipped with a warning and listed in the manifest; more of them than --max-corrupt allows, or\n"
+      "  any one with --strict, is an error (exit 2) and removes the shards written so far.\n"
       "  exit codes: 0 done, 2 bad usage or input, 1 write error\noptions");
   d.add_options()
     ("help,h", po::bool_switch(&help), "print this help and exit")
@@ -33,6 +63,9 @@ int run_pack(int argc, char** argv) {
     ("shard-size", po::value<int>(&o.shard_size)->default_value(5000), "images per shard (memory while packing ~ 3x a shard)")
     ("threads", po::value<int>(&o.threads)->default_value(0), "decoding threads (0 = all cores)")
     ("splits", po::value<std::string>(&splits)->default_value("train,val"), "comma-separated split folders (a missing one other than train is skipped with a note)")
+    ("max-corrupt", po::value<std::string>(&max_corrupt),
+     "undecodable images allowed (over all splits) before the pack fails: N (a count) or P% (of the images "
+     "listed); default: 0.1% of the images, at least 10")
     ("strict", po::bool_switch(&o.strict), "an undecodable image (or one with a libjpeg warning) is fatal");
   po::variables_map vm;
   try {
@@ -45,6 +78,7 @@ int run_pack(int argc, char** argv) {
     std::cout << d;
     return kExitOk;
   }
+  if (vm.count("max-corrupt")) parse_max_corrupt(max_corrupt, &o);
   o.splits.clear();
   std::stringstream ss(splits);
   for (std::string tok; std::getline(ss, tok, ',');)

@@ -18,6 +18,11 @@
 #include "dsonas/data/dataset.hpp"
 #include "dsonas/data/imagenet.hpp"
 #include "dsonas/data/imagenet_loader.hpp"
+#include "dsonas/io/model_file.hpp"
+#include "dsonas/io/network_file.hpp"
+#include "dsonas/model/network.hpp"
+#include "dsonas/model/supergraph.hpp"
+#include "dsonas/run/run_common.hpp"
 
 namespace dsonas {
 namespace {
@@ -119,7 +124,100 @@ void validate_imagenet(ValidateReport& r, const RunConfig& cfg) {
   }
 }
 
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// One stage folder: the checkpoint `--resume` would load, with the same
+/// checks in the same order (structural fields, then the weights loading into
+/// the model the configuration builds), except that another world size is
+/// reported instead of refused (validate runs as one process).
+void validate_stage_resume(ValidateReport& r, const std::string& folder, const std::vector<std::string>& args) {
+  const std::vector<std::string> cands = checkpoint_candidates(folder);
+  if (cands.empty()) {
+    r.files.push_back(ok_line(folder, "resume", "no checkpoint: --resume would start from the beginning"));
+    return;
+  }
+  std::string notes;
+  for (const std::string& c : cands) {
+    std::string was;
+    try {
+      was = read_root_attr(c, "structural");
+    } catch (const Error& e) {
+      notes += str("; ", c, " skipped (", e.what(), ")");
+      continue;
+    }
+    const std::string stage = structural_field(was, "stage");
+    if (stage != "pretrain" && stage != "search" && stage != "retrain") {
+      notes += str("; ", c, " skipped (structural: unknown stage '", stage, "')");
+      continue;
+    }
+    // the configuration as that stage's command resolves it ([retrain] batch, …)
+    std::vector<std::string> a = args;
+    a.insert(a.end(), {"--out", folder});  // required by the stage commands; nothing is written
+    if (stage == "retrain") a.insert(a.end(), {"--arch", "baseline"});  // required there; not compared
+    std::vector<char*> av;
+    for (std::string& x : a) av.push_back(&x[0]);
+    const RunConfig cfg = parse_config(stage, static_cast<int>(av.size()), av.data());
+    int world = 0;
+    try {
+      RunConfig any = cfg;
+      any.allow_world_size_change = true;
+      world = checkpoint_world_size(any, c, was, 1);
+      std::string now = structural_fields(cfg, stage.c_str(), world);
+      if (stage == "retrain") now += str(";cutout=", cfg.cutout);
+      check_structural(c, was, now, {"world_size"});
+    } catch (const Error& e) {  // resume refuses the run for good
+      r.files.push_back(bad_line(c, "resume", e.what()));
+      return;
+    }
+    try {
+      TrainState ts;
+      std::unique_ptr<Backend> be = make_backend(Device::CPU, 1);
+      if (stage == "retrain") {
+        Network net(read_network_arch(c), *be, cfg.seed, NetworkOptions::from_string(read_root_attr(c, "options"), c));
+        load_network_file(c, net, &ts);
+      } else {
+        Supergraph g(cfg.space, *be, cfg.seed);
+        load_model_file(c, g, true, &ts);
+      }
+      r.files.push_back(ok_line(
+          c, "resume",
+          str(stage, " step ", ts.counters["step"], ts.counters["finished"] ? " (finished)" : "", ", written by ", world,
+              " rank", world > 1 ? "s" : "", world > 1 ? str(": resume with ", world, " ranks or --allow-world-size-change")
+                                                      : std::string(": resume with 1 rank or --allow-world-size-change"),
+              notes)));
+      return;
+    } catch (const Error& e) {
+      if (cfg.strict_resume) {
+        r.files.push_back(bad_line(c, "resume", str(e.what(), " (--strict-resume: no fallback)")));
+        return;
+      }
+      notes += str("; newer ", c, " skipped (", e.what(), ")");
+    }
+  }
+  r.files.push_back(bad_line(folder, "resume", str(folder, ": no checkpoint loads", notes)));
+}
+
 }  // namespace
+
+void validate_resume(ValidateReport& r, const std::string& dir, const std::vector<std::string>& args) {
+  if (!is_dir(dir)) {
+    r.files.push_back(bad_line(dir, "resume", str("--resume: ", dir, " is not a folder")));
+    return;
+  }
+  // a stage folder, or a pipeline folder holding stage folders
+  std::vector<std::string> folders;
+  if (is_dir(dir + "/ckpt")) folders.push_back(dir);
+  for (const char* sub : {"pretrain", "search", "retrain", "baseline"})
+    if (is_dir(str(dir, "/", sub, "/ckpt"))) folders.push_back(str(dir, "/", sub));
+  if (folders.empty()) {
+    r.files.push_back(ok_line(dir, "resume", "no checkpoint folder: --resume would start from the beginning"));
+    return;
+  }
+  for (const std::string& f : folders) validate_stage_resume(r, f, args);
+}
 
 int ValidateReport::bad() const {
   return static_cast<int>(std::count_if(files.begin(), files.end(), [](const FileCheck& f) { return !f.ok; }));
@@ -148,9 +246,26 @@ ValidateReport validate_data(const RunConfig& cfg) {
 }
 
 int run_validate(int argc, char** argv) {
-  const RunConfig cfg = parse_config("validate", argc, argv);
+  // --resume DIR is validate's own (the training commands' --resume is a switch)
+  std::vector<std::string> args;
+  std::string resume_dir;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--resume") {
+      if (i + 1 >= argc) fail_usage("--resume: give the run folder to check (validate --resume DIR)");
+      resume_dir = argv[++i];
+    } else if (a.compare(0, 9, "--resume=") == 0) {
+      resume_dir = a.substr(9);
+    } else {
+      args.push_back(a);
+    }
+  }
+  std::vector<char*> av;
+  for (std::string& x : args) av.push_back(&x[0]);
+  const RunConfig cfg = parse_config("validate", static_cast<int>(av.size()), av.data());
   std::cout << "validate: data.dataset = " << cfg.dataset << ", data.dir = " << cfg.data_dir << "\n";
-  const ValidateReport r = validate_data(cfg);
+  ValidateReport r = validate_data(cfg);
+  if (!resume_dir.empty()) validate_resume(r, resume_dir, args);
   for (const FileCheck& f : r.files) {
     if (f.ok) std::cout << "ok   " << f.path << " (" << f.role << "): " << f.detail << "\n";
     else std::cout << "BAD  " << f.detail << "\n";

@@ -109,7 +109,8 @@ else bad "resume of finished stage: $(tail -2 "$T/rc3.log")"; fi
 # corrupt the newest checkpoint of a killed run: fallback, or exit 3 when strict
 { DSONAS_FAULT=kill-after-step:35 $RES --checkpoint-every 10 --out "$T/rd" >/dev/null 2>&1; } 2>/dev/null
 cp -r "$T/rd" "$T/re"
-"$PY" - "$T/rd/ckpt/step_00000030.h5" <<'PYEOF'
+flip_weight_byte() {  # one byte of the stem weights' stored chunk
+  "$PY" - "$1" <<'PYEOF'
 import sys, h5py
 p = sys.argv[1]
 with h5py.File(p, "r") as f:
@@ -117,11 +118,23 @@ with h5py.File(p, "r") as f:
 with open(p, "r+b") as f:
     f.seek(off + 5); b = f.read(1); f.seek(off + 5); f.write(bytes([b[0] ^ 0xFF]))
 PYEOF
+}
+flip_weight_byte "$T/rd/ckpt/step_00000030.h5"
 expect_fail "flipped byte, --strict-resume" 3 "params/stem/conv/weight" "" -- $RES --checkpoint-every 10 --out "$T/rd" --resume --strict-resume
 if $RES --checkpoint-every 10 --out "$T/rd" --resume >"$T/rd2.log" 2>&1 && grep -q "unusable" "$T/rd2.log" \
    && grep -q "resumed from .*step_00000020.h5" "$T/rd2.log" && same_model "$T/ra/model.h5" "$T/rd/model.h5"; then
   ok "flipped byte detected (Fletcher32), fell back to step 20, still byte-identical at the end"
 else bad "corrupt fallback: $(tail -3 "$T/rd2.log")"; fi
+# validate --resume: the same checkpoint walk and checks as --resume, no training
+if "$BIN" validate $SYN --resume "$T/re" >"$T/v1.log" 2>&1 && grep -q "ok   $T/re/ckpt/step_00000030.h5 (resume): search step 30, written by 1 rank" "$T/v1.log"; then
+  ok "validate --resume names the checkpoint resume would load: $(grep -o 'search step 30, written by 1 rank' "$T/v1.log")"
+else bad "validate --resume: $(tail -3 "$T/v1.log")"; fi
+cp -r "$T/re" "$T/rv" && flip_weight_byte "$T/rv/ckpt/step_00000030.h5"
+if "$BIN" validate $SYN --resume "$T/rv" >"$T/v2.log" 2>&1 && grep -q "step_00000020.h5 (resume): search step 20.*newer .*step_00000030.h5 skipped" "$T/v2.log"; then
+  ok "validate --resume with a corrupt newest checkpoint: falls back to step 20 as resume would, and says why"
+else bad "validate --resume fallback: $(tail -3 "$T/v2.log")"; fi
+expect_fail "validate --resume, changed seed" 2 "step_00000030.h5: seed: checkpoint=1 now=7" "" -- "$BIN" validate $SYN --resume "$T/re" --seed 7
+expect_fail "validate --resume, no such folder" 2 "--resume: $T/nope is not a folder" "" -- "$BIN" validate $SYN --resume "$T/nope"
 cp -r "$T/re" "$T/rl" && rm "$T/rl/ckpt/latest"
 if $RES --checkpoint-every 10 --out "$T/rl" --resume >"$T/rl.log" 2>&1 && grep -q "resumed from .*step_00000030.h5" "$T/rl.log"; then
   ok "missing latest pointer: newest checkpoint found by scanning"

@@ -1,7 +1,8 @@
 // test_data.cpp — data module: IDX reader and its error messages, Fashion-MNIST
 // (skipped when not installed), synthetic set, W/λ split, Sampler (shuffling,
 // sharding, resume), augmentation statistics and exactness, Loader (prefetch
-// on/off equality, restore, shutdown) and the evaluation iterator.
+// on/off equality, restore, shutdown), the evaluation iterator, and where batch
+// buffers come from (the host-memory hook a CUDA backend uses for pinned memory).
 //
 // IDX fixtures are written by the tests themselves (raw and gzipped via zlib)
 // in a fresh temporary directory.
@@ -18,9 +19,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_util.hpp"
@@ -28,6 +31,7 @@
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
 #include "dsonas/data/dataset.hpp"
+#include "dsonas/data/host_memory.hpp"
 #include "dsonas/data/loader.hpp"
 #include "dsonas/data/sampler.hpp"
 
@@ -752,7 +756,7 @@ TEST(Loader, ShardedLoadersConcatenateToSingleRank) {
   for (int k = 0; k < 25; ++k) {
     Batch g, a, b;
     one.next(g), r0.next(a), r1.next(b);
-    std::vector<float> cat = a.data;
+    HostVector<float> cat = a.data;
     cat.insert(cat.end(), b.data.begin(), b.data.end());
     EXPECT_EQ(cat, g.data) << k;  // same samples, same augmentation, whatever the world size
   }
@@ -799,4 +803,128 @@ TEST(EvalIterator, WholeListInOrderWithPartialLastBatch) {
     EXPECT_EQ(sizes, std::vector<int>({4, 4, 2}));
     it.reset();
   }
+}
+
+// ---- host memory of batch buffers (the pinned-memory hook) ----------------------------
+
+namespace {
+
+/// A host-memory hook that counts and remembers its blocks (stands in for the
+/// CUDA backend's cudaHostAlloc hook).
+struct CountingHost {
+  static std::mutex mu;
+  static std::vector<std::pair<const char*, size_t>> live;
+  static int allocs, frees;
+  static bool decline;
+  static void* alloc(size_t n) {
+    if (decline) return nullptr;
+    void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
+    std::lock_guard<std::mutex> g(mu);
+    live.emplace_back(static_cast<const char*>(p), n);
+    ++allocs;
+    return p;
+  }
+  static void free(void* p, size_t) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      live.erase(std::remove_if(live.begin(), live.end(), [&](const auto& b) { return b.first == p; }), live.end());
+      ++frees;
+    }
+    std::free(p);
+  }
+  static bool owns(const void* q) {
+    std::lock_guard<std::mutex> g(mu);
+    const char* c = static_cast<const char*>(q);
+    for (const auto& b : live)
+      if (c >= b.first && c < b.first + b.second) return true;
+    return false;
+  }
+  static void reset() {
+    std::lock_guard<std::mutex> g(mu);
+    allocs = frees = 0;
+    decline = false;
+  }
+};
+std::mutex CountingHost::mu;
+std::vector<std::pair<const char*, size_t>> CountingHost::live;
+int CountingHost::allocs = 0, CountingHost::frees = 0;
+bool CountingHost::decline = false;
+const HostMemoryHooks kCountingHooks{CountingHost::alloc, CountingHost::free, "counting"};
+
+/// Installs the counting hook for its lifetime.
+struct ScopedHostHook {
+  const HostMemoryHooks* prev;
+  ScopedHostHook() : prev(set_host_memory(&kCountingHooks)) {}
+  ~ScopedHostHook() { set_host_memory(prev); }
+};
+
+bool aligned64(const void* p) { return reinterpret_cast<uintptr_t>(p) % 64 == 0; }
+
+}  // namespace
+
+TEST(LoaderHostMemory, BatchBuffersComeFromTheInstalledHook) {
+  ImageSet s = make_synthetic(64, 1, 8, 8, 4, 3);
+  const auto list = all_indices(64);
+  CountingHost::reset();
+  EXPECT_STREQ(host_memory_name(), "default");
+  {
+    ScopedHostHook hook;
+    EXPECT_STREQ(host_memory_name(), "counting");
+    for (bool prefetch : {true, false}) {  // the producer thread allocates too
+      Loader l(s, Sampler(list, 8, 0, 1, 1, 2), train_aug(), 3, 4, prefetch);
+      for (int k = 0; k < 5; ++k) {
+        Batch b;
+        l.next(b);
+        ASSERT_EQ(b.data.size(), 8u * 64);
+        EXPECT_TRUE(CountingHost::owns(b.data.data())) << "prefetch " << prefetch << " batch " << k;
+        EXPECT_TRUE(aligned64(b.data.data()));
+      }
+    }
+    EvalIterator it(s, list, 10, train_aug());
+    Batch b;
+    while (it.next(b)) EXPECT_TRUE(CountingHost::owns(b.data.data()));
+  }
+  EXPECT_GT(CountingHost::allocs, 0);
+  EXPECT_EQ(CountingHost::frees, CountingHost::allocs);  // every buffer went back to the hook
+  // without the hook: the default allocator, and the hook is not called
+  const int before = CountingHost::allocs;
+  {
+    Loader l(s, Sampler(list, 8, 0, 1, 1, 2), train_aug(), 3, 4, true);
+    Batch b;
+    l.next(b);
+    EXPECT_FALSE(CountingHost::owns(b.data.data()));
+    EXPECT_TRUE(aligned64(b.data.data()));
+    EvalIterator it(s, list, 10, train_aug());
+    ASSERT_TRUE(it.next(b));
+    EXPECT_FALSE(CountingHost::owns(b.data.data()));
+  }
+  EXPECT_EQ(CountingHost::allocs, before);
+}
+
+TEST(LoaderHostMemory, BlocksAreFreedByTheAllocatorThatMadeThem) {
+  CountingHost::reset();
+  HostVector<float> made_hooked, made_default(100, 1.f);
+  {
+    ScopedHostHook hook;
+    made_hooked.assign(1000, 2.f);
+    EXPECT_TRUE(CountingHost::owns(made_hooked.data()));
+    // a block from before the hook is freed by the default allocator, not the hook
+    made_default = HostVector<float>();
+    EXPECT_EQ(CountingHost::frees, 0);
+    // a declining hook: ordinary memory, never handed to the hook's free
+    CountingHost::decline = true;
+    HostVector<float> v(500, 3.f);
+    EXPECT_FALSE(CountingHost::owns(v.data()));
+    CountingHost::decline = false;
+    // moves and swaps keep the blocks (no reallocation): all allocators are equal
+    HostVector<float> w(std::move(made_hooked));
+    EXPECT_TRUE(CountingHost::owns(w.data()));
+    std::swap(w, made_hooked);
+    EXPECT_EQ(CountingHost::allocs, 1);
+  }
+  // the hook is gone; the block it made still goes back to it
+  EXPECT_EQ(made_hooked.size(), 1000u);
+  EXPECT_EQ(made_hooked[999], 2.f);
+  made_hooked = HostVector<float>();
+  EXPECT_EQ(CountingHost::frees, 1);
 }

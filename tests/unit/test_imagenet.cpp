@@ -1,9 +1,10 @@
 // test_imagenet.cpp — ImageNet as HDF5 shards: JPEG codec and resampler, pack
-// (layout, skipped inputs, resize, determinism, interrupted packs), the shard
-// reader and loaders (expected pixels and labels, worker-count independence,
-// rank slices, restore), corrupt shards (one-line errors naming the file,
-// exit 2), and `validate` on good and bad Fashion-MNIST / CIFAR-10 / ImageNet
-// data through the library.
+// (layout, skipped inputs and the limit on them, resize, determinism,
+// interrupted packs, --max-corrupt on the command line), the shard reader and
+// loaders (expected pixels and labels, worker-count independence, rank
+// slices, restore, batch buffers from the host-memory hook), corrupt shards
+// (one-line errors naming the file, exit 2), and `validate` on good and bad
+// Fashion-MNIST / CIFAR-10 / ImageNet data through the library.
 //
 // Fixtures: small JPEG trees written by the tests with libjpeg-turbo's
 // compressor in a fresh temporary folder: "flat" trees (one constant colour
@@ -11,6 +12,7 @@
 // "textured" trees (for tests where crops and flips must make a difference).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <dirent.h>
 #include <hdf5.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,17 +20,21 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_util.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/data/cifar.hpp"
 #include "dsonas/data/dataset.hpp"
+#include "dsonas/data/host_memory.hpp"
 #include "dsonas/data/imagenet.hpp"
 #include "dsonas/data/imagenet_loader.hpp"
 #include "dsonas/data/jpeg.hpp"
@@ -430,14 +436,14 @@ TEST(ImageNetLoader, IdenticalForAnyWorkerCountAndMatchesMakeBatch) {
   ShardLoader w3(tr, Sampler(list, 4, 0, 1, 5, 6), a, 7, 8, 3, 3);
   EXPECT_EQ(w3.steps_per_epoch(), 3);  // floor(15 / 4)
   auto b0 = take(w0, 8), b1 = take(w1, 8), b3 = take(w3, 8);
-  std::set<std::vector<float>> distinct;
+  std::set<HostVector<float>> distinct;
   for (int k = 0; k < 8; ++k) {
     expect_same(b0[k], b1[k], "workers 0 vs 1, batch " + std::to_string(k));
     expect_same(b0[k], b3[k], "workers 0 vs 3, batch " + std::to_string(k));
     EXPECT_EQ(b0[k].epoch_end, k % 3 == 2);
     distinct.insert(b0[k].data);
     // the synchronous batch function with the documented ids gives the same floats
-    std::vector<float> x(b0[k].data.size());
+    HostVector<float> x(b0[k].data.size());
     std::vector<int32_t> y(4);
     make_imagenet_batch(tr, b0[k].indices, a, 7, 8, static_cast<uint64_t>(b0[k].global_step) * 4, x.data(), y.data());
     EXPECT_TRUE(x == b0[k].data) << k;
@@ -470,7 +476,7 @@ TEST(ImageNetLoader, RankSlicesAreDisjointCoverTheEpochAndMatchOneRank) {
       Batch g;
       one.next(g);
       std::vector<int> cat;
-      std::vector<float> data;
+      HostVector<float> data;
       for (int r = 0; r < world; ++r) {
         Batch b;
         ranks[r]->next(b);
@@ -625,6 +631,178 @@ TEST(ImageNetPack, InterruptedPackLeavesNoValidLookingShard) {
   }
 }
 
+// ---- pack: the limit on undecodable images ---------------------------------------------
+
+namespace {
+
+const std::vector<uint8_t> kGarbage = {'h', 'e', 'l', 'l', 'o', '!', '!', '!'};
+
+/// `n` undecodable files train/<cls>/zz_bad<k>.JPEG (sorted after the images).
+void add_garbage(const std::string& root, int n, const std::string& cls = "n002") {
+  for (int k = 0; k < n; ++k) write_bytes(root + "/train/" + cls + "/zz_bad" + std::to_string(k) + ".JPEG", kGarbage);
+}
+
+/// Names in a folder (sorted); {"<missing>"} if it does not exist.
+std::vector<std::string> entries(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return {"<missing>"};
+  std::vector<std::string> v;
+  while (dirent* e = ::readdir(d))
+    if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") v.push_back(e->d_name);
+  ::closedir(d);
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+int run_pack_args(std::vector<std::string> args) {
+  args.insert(args.begin(), "pack");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(&a[0]);
+  return run_pack(static_cast<int>(argv.size()), argv.data());
+}
+
+}  // namespace
+
+TEST(ImageNetPack, CorruptImagesUnderTheLimitAreSkippedAndCounted) {
+  TempDir t("dsonas_imagenet_");
+  const std::string root = t.file("src");
+  make_tree(root, false);
+  add_garbage(root, 3);  // 21 good + 3 bad = 24 images listed
+  PackOptions o;
+  o.src = root;
+  o.out = t.file("out");
+  o.shard_size = 4;
+  std::ostringstream log;
+  o.log = &log;
+  // the default: 0.1 % of the images listed, at least 10
+  EXPECT_EQ(pack_corrupt_limit(o, 24), 10);
+  EXPECT_EQ(pack_corrupt_limit(o, 1281167), 1281);
+  const Manifest m = pack_imagenet(o);
+  EXPECT_EQ(m.split("train")->images, 15);
+  ASSERT_EQ(m.skipped.size(), 3u);
+  EXPECT_EQ(m.skipped[2].path, "train/n002/zz_bad2.JPEG");
+  EXPECT_THAT(log.str(), HasSubstr("at most 10 undecodable images (the default --max-corrupt"));
+  EXPECT_THAT(log.str(), HasSubstr(root + "/train/n002/zz_bad1.JPEG: skipped"));
+  EXPECT_THAT(log.str(), HasSubstr("3 skipped (undecodable; limit 10)"));
+  EXPECT_EQ(read_manifest(o.out).skipped.size(), 3u);
+  EXPECT_EQ(ImageNetShards(o.out, "train").size(), 15);
+  // exactly at the limit, as a count and as a percentage (12.5 % of 24 = 3)
+  o.log = nullptr;
+  o.max_corrupt = 3;
+  o.out = t.file("count");
+  EXPECT_EQ(pack_imagenet(o).skipped.size(), 3u);
+  o.max_corrupt = -1;
+  o.max_corrupt_percent = 12.5;
+  EXPECT_EQ(pack_corrupt_limit(o, 24), 3);
+  o.out = t.file("percent");
+  EXPECT_EQ(pack_imagenet(o).to_json(), m.to_json());  // the limit is not part of the pack
+  // --strict still overrides any limit
+  EXPECT_EQ(pack_corrupt_limit(PackOptions{}, 24), 10);
+  o.strict = true;
+  EXPECT_EQ(pack_corrupt_limit(o, 24), 0);
+  // bad limits
+  PackOptions bad = o;
+  bad.strict = false;
+  bad.max_corrupt_percent = 101;
+  EXPECT_THAT(usage_error([&] { pack_imagenet(bad); }), HasSubstr("--max-corrupt: a percentage must be in [0, 100]"));
+  bad.max_corrupt = -7;
+  EXPECT_THAT(usage_error([&] { pack_imagenet(bad); }), HasSubstr("--max-corrupt: must be >= 0"));
+}
+
+TEST(ImageNetPack, TooManyCorruptImagesIsAnErrorAndLeavesNoOutput) {
+  TempDir t("dsonas_imagenet_");
+  const std::string root = t.file("src");
+  make_tree(root, false);
+  // train: n001 img0-4, n002 img0-4 zz_bad0-2, n003 img0-4 = 18; val 6.  With 4
+  // images per shard the third bad image is in the 4th range (images 12..15):
+  // three train shards are written before the limit of 2 is exceeded.
+  add_garbage(root, 3);
+  PackOptions o;
+  o.src = root;
+  o.out = t.file("out");
+  o.shard_size = 4;
+  o.max_corrupt = 2;
+  std::ostringstream log;
+  o.log = &log;
+  const std::string e = usage_error([&] { pack_imagenet(o); });
+  EXPECT_THAT(e, HasSubstr("pack: too many undecodable images: 3 in the first 16 of 24 images, the limit is 2 "
+                           "(--max-corrupt 2); first: " + root + "/train/n002/zz_bad0.JPEG (not a JPEG"));
+  EXPECT_THAT(e, HasSubstr(root + "/train/n002/zz_bad2.JPEG ("));
+  EXPECT_THAT(e, HasSubstr("no pack written"));
+  EXPECT_EQ(e.find('\n'), std::string::npos);
+  EXPECT_THAT(log.str(), HasSubstr("removed the 3 shard files written and the folder " + o.out));
+  EXPECT_EQ(entries(o.out), std::vector<std::string>({"<missing>"}));  // pack made the folder: gone again
+  // an existing empty folder stays, empty
+  o.out = t.file("empty");
+  ASSERT_EQ(::mkdir(o.out.c_str(), 0755), 0);
+  o.log = nullptr;
+  EXPECT_THAT(usage_error([&] { pack_imagenet(o); }), HasSubstr("the limit is 2"));
+  EXPECT_TRUE(entries(o.out).empty());
+  // ... also one holding an interrupted pack's shards (removed first, as always)
+  write_bytes(o.out + "/train-00007.h5.tmp", {1, 2, 3});
+  EXPECT_THAT(usage_error([&] { pack_imagenet(o); }), HasSubstr("the limit is 2"));
+  EXPECT_TRUE(entries(o.out).empty());
+  // a percentage: 5 % of 24 images = 1
+  o.max_corrupt = -1;
+  o.max_corrupt_percent = 5;
+  EXPECT_THAT(usage_error([&] { pack_imagenet(o); }), HasSubstr("the limit is 1 (--max-corrupt 5%)"));
+  // a finished pack is never touched: refused before any image is decoded or any file removed
+  o.max_corrupt_percent = -1;
+  o.out = t.file("good");
+  const Manifest good = pack_imagenet(o);
+  const std::string good_json = slurp(o.out + "/manifest.json");
+  o.max_corrupt = 0;
+  EXPECT_THAT(usage_error([&] { pack_imagenet(o); }), HasSubstr("already holds a finished pack"));
+  EXPECT_EQ(slurp(o.out + "/manifest.json"), good_json);
+  EXPECT_EQ(ImageNetShards(o.out, "train").size(), 15);
+  // --strict: the first bad image stops the pack, and the shards before it are removed too
+  o.max_corrupt = -1;
+  o.strict = true;
+  o.out = t.file("strict");
+  const std::string es = usage_error([&] { pack_imagenet(o); });
+  EXPECT_THAT(es, HasSubstr(root + "/train/n002/zz_bad0.JPEG: cannot be decoded"));
+  EXPECT_THAT(es, HasSubstr("--strict stops here"));
+  EXPECT_EQ(entries(o.out), std::vector<std::string>({"<missing>"}));
+  // a tree that is mostly garbage fails with the default limit (at least 10)
+  const std::string junk = t.file("junk");
+  make_tree(junk, false);
+  add_garbage(junk, 12, "n001");
+  PackOptions d;
+  d.src = junk;
+  d.out = t.file("junk_out");
+  d.shard_size = 100;
+  EXPECT_THAT(usage_error([&] { pack_imagenet(d); }),
+              HasSubstr("12 in the first 27 of 33 images, the limit is 10 (the default --max-corrupt: 0.1% of the "
+                        "images, at least 10)"));
+  EXPECT_EQ(entries(d.out), std::vector<std::string>({"<missing>"}));
+}
+
+TEST(ImageNetPack, MaxCorruptCommandLineOption) {
+  TempDir t("dsonas_imagenet_");
+  const std::string root = t.file("src");
+  make_tree(root, false);
+  add_garbage(root, 3);
+  const std::vector<std::string> base = {"--src", root, "--shard-size", "4", "--threads", "1"};
+  auto with = [&](const std::string& out, const std::string& limit) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), {"--out", t.file(out), "--max-corrupt", limit});
+    return a;
+  };
+  EXPECT_THAT(usage_error([&] { run_pack_args(with("a", "2")); }), HasSubstr("the limit is 2 (--max-corrupt 2)"));
+  EXPECT_THAT(usage_error([&] { run_pack_args(with("b", "8.4%")); }), HasSubstr("the limit is 2 (--max-corrupt 8.4%)"));
+  EXPECT_EQ(run_pack_args(with("c", "12.5%")), 0);
+  EXPECT_EQ(read_manifest(t.file("c")).skipped.size(), 3u);
+  EXPECT_EQ(run_pack_args(with("d", "3")), 0);
+  for (const char* v : {"abc", "2x", "%", "1.2.3%", ""})
+    EXPECT_THAT(usage_error([&] { run_pack_args(with("e", v)); }), HasSubstr("is neither a count")) << v;
+  EXPECT_THAT(usage_error([&] { run_pack_args(with("e", "150%")); }), HasSubstr("must be in [0, 100]"));
+  EXPECT_EQ(entries(t.file("e")), std::vector<std::string>({"<missing>"}));  // bad options: nothing written
+  // --strict with the command line
+  std::vector<std::string> s = base;
+  s.insert(s.end(), {"--out", t.file("s"), "--strict"});
+  EXPECT_THAT(usage_error([&] { run_pack_args(s); }), HasSubstr("--strict stops here"));
+}
+
 // ---- corrupt shards ---------------------------------------------------------------------
 
 TEST(ImageNetCorrupt, TruncatedShard) {
@@ -760,6 +938,126 @@ TEST(ImageNetCorrupt, MissingOrBrokenManifestAndForeignShard) {
   set_manifest_entry(p.out, shard_file_name("train", 0), other.split("train")->shards[0].crc32, foreign.size());
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }), HasSubstr("belongs to another pack"));
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.tmp.file("missing"), "train"); }), HasSubstr("dsonas pack"));
+}
+
+TEST(ImageNetCorrupt, UndecodableImageWithAGoodChecksumNamesShardAndImage) {
+  // A packed image whose bytes match their CRC-32 but are no JPEG (e.g. a shard
+  // written by a tool with another libjpeg): the loaders stop with exit 2
+  // naming the shard file, the image's index in it and its source path.
+  Packed p(false, 4);
+  const std::string s0 = p.shard("train", 0);
+  uint64_t base = 0;
+  std::vector<uint64_t> off;
+  jpeg_layout(s0, &base, &off);
+  ASSERT_EQ(off.size(), 5u);
+  std::vector<uint8_t> junk(static_cast<size_t>(off[2] - off[1]), 0x42);
+  {
+    std::fstream f(s0, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(base + off[1]));
+    f.write(reinterpret_cast<const char*>(junk.data()), static_cast<std::streamsize>(junk.size()));
+  }
+  {  // the image's CRC-32 (Fletcher-32 of /crc32 stays consistent through HDF5)
+    hid_t f = H5Fopen(s0.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    hid_t d = H5Dopen2(f, "crc32", H5P_DEFAULT);
+    std::vector<uint32_t> crc(4);
+    H5Dread(d, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, crc.data());
+    crc[1] = crc32_bytes(junk.data(), junk.size());
+    H5Dwrite(d, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, crc.data());
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+  uint64_t size = 0;
+  const uint32_t fcrc = crc32_file(s0, &size);
+  set_manifest_entry(p.out, shard_file_name("train", 0), fcrc, size);
+  ImageNetShards tr(p.out, "train", ShardOpenOptions{true});  // every checksum agrees
+  std::vector<uint8_t> b;
+  tr.read_jpeg(1, b);
+  EXPECT_EQ(b, junk);
+  const std::string where = s0 + " (ImageNet train shard 0): image 1 (train/n001/img1.JPEG): cannot decode the JPEG";
+  for (int workers : {0, 2}) {
+    ShardLoader l(tr, Sampler(all_indices(15), 15, 0, 1, 1, 1, false), imagenet_train_augment(), 1, 1, workers);
+    const std::string e = usage_error([&] {
+      Batch x;
+      l.next(x);
+    });
+    EXPECT_THAT(e, HasSubstr("data: " + where)) << workers;
+    EXPECT_THAT(e, HasSubstr("not a JPEG")) << workers;
+    EXPECT_EQ(e.find('\n'), std::string::npos);
+    ShardEvalIterator ev(tr, {0, 1, 2}, 3, imagenet_eval_augment(), workers);
+    EXPECT_THAT(usage_error([&] {
+                  Batch x;
+                  ev.next(x);
+                }),
+                HasSubstr(where));
+  }
+  std::vector<float> x(2 * 3 * 224 * 224);
+  std::vector<int32_t> y(2);
+  EXPECT_THAT(usage_error([&] { make_imagenet_batch(tr, {0, 1}, imagenet_eval_augment(), 0, 0, 0, x.data(), y.data()); }),
+              HasSubstr(where));
+}
+
+namespace {
+
+/// A host-memory hook that remembers its blocks (as the CUDA backend's pinned one).
+struct TrackingHost {
+  static std::mutex mu;
+  static std::vector<std::pair<const char*, size_t>> live;
+  static int allocs;
+  static void* alloc(size_t n) {
+    void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
+    std::lock_guard<std::mutex> g(mu);
+    live.emplace_back(static_cast<const char*>(p), n);
+    ++allocs;
+    return p;
+  }
+  static void free(void* p, size_t) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      live.erase(std::remove_if(live.begin(), live.end(), [&](const auto& b) { return b.first == p; }), live.end());
+    }
+    std::free(p);
+  }
+  static bool owns(const void* q) {
+    std::lock_guard<std::mutex> g(mu);
+    const char* c = static_cast<const char*>(q);
+    for (const auto& b : live)
+      if (c >= b.first && c < b.first + b.second) return true;
+    return false;
+  }
+};
+std::mutex TrackingHost::mu;
+std::vector<std::pair<const char*, size_t>> TrackingHost::live;
+int TrackingHost::allocs = 0;
+const HostMemoryHooks kTrackingHooks{TrackingHost::alloc, TrackingHost::free, "tracking"};
+
+}  // namespace
+
+TEST(ImageNetLoader, BatchBuffersComeFromTheHostMemoryHook) {
+  Packed p(false, 4);
+  ImageNetShards tr(p.out, "train");
+  const std::vector<int> list = all_indices(tr.size());
+  ImageNetAugment a = imagenet_train_augment();
+  a.size = 32;
+  for (bool hooked : {true, false}) {
+    const HostMemoryHooks* prev = set_host_memory(hooked ? &kTrackingHooks : nullptr);
+    const int before = TrackingHost::allocs;
+    for (int workers : {0, 2}) {
+      ShardLoader l(tr, Sampler(list, 4, 0, 1, 1, 2), a, 3, 4, workers);
+      ShardEvalIterator ev(tr, list, 4, a, workers);  // 4 batches (4, 4, 4, 3)
+      for (int k = 0; k < 4; ++k) {
+        Batch b, e;
+        l.next(b);
+        ASSERT_TRUE(ev.next(e));
+        ASSERT_EQ(b.data.size(), 4u * 3 * 32 * 32);
+        EXPECT_EQ(TrackingHost::owns(b.data.data()), hooked) << "workers " << workers << " batch " << k;
+        EXPECT_EQ(TrackingHost::owns(e.data.data()), hooked) << "workers " << workers << " eval batch " << k;
+      }
+    }
+    EXPECT_EQ(TrackingHost::allocs > before, hooked);
+    set_host_memory(prev);
+  }
+  EXPECT_TRUE(TrackingHost::live.empty());  // every hooked buffer went back to the hook
 }
 
 // ---- validate --------------------------------------------------------------------------

@@ -46,7 +46,17 @@
 // with a warning line naming the file and the reason; the manifest lists them
 // (path + reason).  An image that decodes with a libjpeg warning (e.g.
 // "extraneous bytes before marker") is kept and counted.  strict=true makes
-// either fatal (exit 2, naming the file).
+// either fatal (exit 2, naming the file).  Without strict, more undecodable
+// images than the limit (PackOptions::max_corrupt…; default 0.1 % of the
+// images listed, at least 10) is fatal too (exit 2, one line with the count,
+// the limit and the first three files): a tree that is mostly garbage fails
+// instead of giving a useless pack.  The check runs after every shard's images
+// are decoded, before that shard is written, so it stops early.
+//
+// A pack that stops with an error (bad or too many corrupt images, a write
+// error, ...) removes the shard files it wrote (and OUT if it created it):
+// only a finished pack leaves files behind.  A killed pack leaves shards but no
+// manifest; the next pack into the same OUT removes them.
 //
 // Shards are opened read-only without HDF5 file locking (they never change
 // after packing), so file systems without flock() work as they are.
@@ -187,13 +197,23 @@ struct PackOptions {
   int quality = 90;      ///< JPEG quality of re-encoded images
   int shard_size = 5000; ///< images per shard
   int threads = 0;       ///< decoding threads (0 = all cores)
-  bool strict = false;   ///< an undecodable image is fatal (exit 2) instead of skipped
+  bool strict = false;   ///< an undecodable image (or a libjpeg warning) is fatal (exit 2) instead of skipped
+  /// Undecodable (skipped) images allowed, over all splits, before the pack
+  /// fails (exit 2): max_corrupt >= 0: that many; otherwise
+  /// max_corrupt_percent >= 0: that percentage of the images listed, rounded
+  /// down; otherwise (the default) 0.1 % of the images listed, at least 10.
+  int64_t max_corrupt = -1;
+  double max_corrupt_percent = -1;
   std::ostream* log = nullptr;  ///< progress and warning lines (nullptr = silent)
   /// Fault-injection hook for tests: called with "shard-after-data",
   /// "shard-before-rename" (file = the shard being written) and
   /// "before-manifest"; it may throw to simulate a crash at that point.
   std::function<void(const std::string& phase, const std::string& file)> hook;
 };
+
+/// The number of undecodable images `o` allows when `images` images are listed
+/// (0 with strict).  fail_usage on a negative count or a percentage outside [0, 100].
+int64_t pack_corrupt_limit(const PackOptions& o, int64_t images);
 
 /// Packs; returns the manifest written.  Exit 2 for bad usage or input (with
 /// the path), exit 1 for write errors (errno text).  Refuses an OUT that holds

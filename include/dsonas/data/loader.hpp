@@ -14,6 +14,10 @@
 //    the queue and restarts from the given state.  The destructor stops and
 //    joins the producer even if it is blocked on a full queue.
 //  * The ImageSet is borrowed and must outlive the Loader / EvalIterator.
+//  * Batch::data is a HostVector (host_memory.hpp): its storage comes from the
+//    host-memory hook, i.e. pinned memory while a CUDA backend exists, so the
+//    trainer's upload is a direct DMA; the buffers are recycled, so a loader
+//    allocates only its first batches (and after restore()).
 //  * BatchSource / EvalSource are the contracts a training loop needs; Loader
 //    and EvalIterator (in-memory sets) and ShardLoader / ShardEvalIterator
 //    (ImageNet shards, imagenet_loader.hpp) implement them, so the loop can
@@ -29,13 +33,14 @@
 
 #include "dsonas/data/augment.hpp"
 #include "dsonas/data/dataset.hpp"
+#include "dsonas/data/host_memory.hpp"
 #include "dsonas/data/sampler.hpp"
 
 namespace dsonas {
 
 struct Batch {
   int n = 0, c = 0, h = 0, w = 0;
-  std::vector<float> data;      ///< n·c·h·w, NCHW, normalised
+  HostVector<float> data;       ///< n·c·h·w, NCHW, normalised (pinned on a GPU run)
   std::vector<int32_t> labels;  ///< n
   SamplerState state_before;    ///< sampler state before this batch
   SamplerState state_after;     ///< sampler state after it

@@ -248,11 +248,13 @@ CudaBackend::CudaBackend(int threads) {
   name_ = str("cuda(", p.name, ", sm_", p.major, p.minor, ", cuDNN ", cudnnGetVersion(), ", cuBLAS ", cublas_ver,
               ", conv ", cm, ", depthwise ", dw_cudnn_ ? "cudnn" : "own", ")");
   register_allocator(Device::CUDA, &cuda_allocator());
+  cuda_pinned_host_acquire(device_);  // last: the destructor releases it
 }
 
 CudaBackend::~CudaBackend() {
   // No throwing from a destructor: errors here (e.g. at process exit, after the
   // driver shut down) are ignored.
+  cuda_pinned_host_release();
   plans_.clear();
   if (cublas_) cublasDestroy(cublas_);
   if (cudnn_) cudnnDestroy(cudnn_);
