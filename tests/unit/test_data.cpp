@@ -19,13 +19,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <mutex>
 #include <numeric>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "counting_host.hpp"
 #include "test_util.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
@@ -809,54 +809,8 @@ TEST(EvalIterator, WholeListInOrderWithPartialLastBatch) {
 
 namespace {
 
-/// A host-memory hook that counts and remembers its blocks (stands in for the
-/// CUDA backend's cudaHostAlloc hook).
-struct CountingHost {
-  static std::mutex mu;
-  static std::vector<std::pair<const char*, size_t>> live;
-  static int allocs, frees;
-  static bool decline;
-  static void* alloc(size_t n) {
-    if (decline) return nullptr;
-    void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
-    std::lock_guard<std::mutex> g(mu);
-    live.emplace_back(static_cast<const char*>(p), n);
-    ++allocs;
-    return p;
-  }
-  static void free(void* p, size_t) {
-    {
-      std::lock_guard<std::mutex> g(mu);
-      live.erase(std::remove_if(live.begin(), live.end(), [&](const auto& b) { return b.first == p; }), live.end());
-      ++frees;
-    }
-    std::free(p);
-  }
-  static bool owns(const void* q) {
-    std::lock_guard<std::mutex> g(mu);
-    const char* c = static_cast<const char*>(q);
-    for (const auto& b : live)
-      if (c >= b.first && c < b.first + b.second) return true;
-    return false;
-  }
-  static void reset() {
-    std::lock_guard<std::mutex> g(mu);
-    allocs = frees = 0;
-    decline = false;
-  }
-};
-std::mutex CountingHost::mu;
-std::vector<std::pair<const char*, size_t>> CountingHost::live;
-int CountingHost::allocs = 0, CountingHost::frees = 0;
-bool CountingHost::decline = false;
-const HostMemoryHooks kCountingHooks{CountingHost::alloc, CountingHost::free, "counting"};
-
-/// Installs the counting hook for its lifetime.
-struct ScopedHostHook {
-  const HostMemoryHooks* prev;
-  ScopedHostHook() : prev(set_host_memory(&kCountingHooks)) {}
-  ~ScopedHostHook() { set_host_memory(prev); }
-};
+using testing_host::CountingHost;
+using testing_host::ScopedHostHook;
 
 bool aligned64(const void* p) { return reinterpret_cast<uintptr_t>(p) % 64 == 0; }
 

@@ -22,7 +22,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <mutex>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -30,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "counting_host.hpp"
 #include "test_util.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/data/cifar.hpp"
@@ -999,37 +999,8 @@ TEST(ImageNetCorrupt, UndecodableImageWithAGoodChecksumNamesShardAndImage) {
 
 namespace {
 
-/// A host-memory hook that remembers its blocks (as the CUDA backend's pinned one).
-struct TrackingHost {
-  static std::mutex mu;
-  static std::vector<std::pair<const char*, size_t>> live;
-  static int allocs;
-  static void* alloc(size_t n) {
-    void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
-    std::lock_guard<std::mutex> g(mu);
-    live.emplace_back(static_cast<const char*>(p), n);
-    ++allocs;
-    return p;
-  }
-  static void free(void* p, size_t) {
-    {
-      std::lock_guard<std::mutex> g(mu);
-      live.erase(std::remove_if(live.begin(), live.end(), [&](const auto& b) { return b.first == p; }), live.end());
-    }
-    std::free(p);
-  }
-  static bool owns(const void* q) {
-    std::lock_guard<std::mutex> g(mu);
-    const char* c = static_cast<const char*>(q);
-    for (const auto& b : live)
-      if (c >= b.first && c < b.first + b.second) return true;
-    return false;
-  }
-};
-std::mutex TrackingHost::mu;
-std::vector<std::pair<const char*, size_t>> TrackingHost::live;
-int TrackingHost::allocs = 0;
-const HostMemoryHooks kTrackingHooks{TrackingHost::alloc, TrackingHost::free, "tracking"};
+using testing_host::CountingHost;
+using testing_host::kCountingHooks;
 
 }  // namespace
 
@@ -1040,8 +1011,8 @@ TEST(ImageNetLoader, BatchBuffersComeFromTheHostMemoryHook) {
   ImageNetAugment a = imagenet_train_augment();
   a.size = 32;
   for (bool hooked : {true, false}) {
-    const HostMemoryHooks* prev = set_host_memory(hooked ? &kTrackingHooks : nullptr);
-    const int before = TrackingHost::allocs;
+    const HostMemoryHooks* prev = set_host_memory(hooked ? &kCountingHooks : nullptr);
+    const int before = CountingHost::allocs;
     for (int workers : {0, 2}) {
       ShardLoader l(tr, Sampler(list, 4, 0, 1, 1, 2), a, 3, 4, workers);
       ShardEvalIterator ev(tr, list, 4, a, workers);  // 4 batches (4, 4, 4, 3)
@@ -1050,14 +1021,14 @@ TEST(ImageNetLoader, BatchBuffersComeFromTheHostMemoryHook) {
         l.next(b);
         ASSERT_TRUE(ev.next(e));
         ASSERT_EQ(b.data.size(), 4u * 3 * 32 * 32);
-        EXPECT_EQ(TrackingHost::owns(b.data.data()), hooked) << "workers " << workers << " batch " << k;
-        EXPECT_EQ(TrackingHost::owns(e.data.data()), hooked) << "workers " << workers << " eval batch " << k;
+        EXPECT_EQ(CountingHost::owns(b.data.data()), hooked) << "workers " << workers << " batch " << k;
+        EXPECT_EQ(CountingHost::owns(e.data.data()), hooked) << "workers " << workers << " eval batch " << k;
       }
     }
-    EXPECT_EQ(TrackingHost::allocs > before, hooked);
+    EXPECT_EQ(CountingHost::allocs > before, hooked);
     set_host_memory(prev);
   }
-  EXPECT_TRUE(TrackingHost::live.empty());  // every hooked buffer went back to the hook
+  EXPECT_TRUE(CountingHost::live.empty());  // every hooked buffer went back to the hook
 }
 
 // ---- validate --------------------------------------------------------------------------
