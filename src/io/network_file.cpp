@@ -1,6 +1,6 @@
 // network_file.cpp — HDF5 files of a retrain Network (see network_file.hpp).
-// HDF5 C API, the same conventions as model_file.cpp (whose helpers are private
-// to it, hence the small local copies below).
+// HDF5 C API, the same conventions as model_file.cpp (shared helpers in
+// h5_common.hpp).
 #include "dsonas/io/network_file.hpp"
 
 #include <hdf5.h>
@@ -19,112 +19,19 @@
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/network.hpp"
-
-#define HDF5_CHECK(call, what)                                              \
-  do {                                                                      \
-    if ((call) < 0) ::dsonas::fail_lib("HDF5", what, __FILE__, __LINE__);   \
-  } while (0)
+#include "h5_common.hpp"
 
 namespace dsonas {
+using namespace h5;
 namespace {
 
 constexpr const char* kFormat = "dsonas-network";
 constexpr const char* kFormatCkpt = "dsonas-network-checkpoint";
 
-/// RAII for HDF5 ids.
-struct H5Id {
-  hid_t id = -1;
-  herr_t (*closer)(hid_t) = nullptr;
-  H5Id(hid_t i, herr_t (*c)(hid_t)) : id(i), closer(c) {}
-  ~H5Id() {
-    if (id >= 0 && closer) closer(id);
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  operator hid_t() const { return id; }
-};
-
-void silence_hdf5() {
-  static bool done = false;
-  if (!done) {
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    done = true;
-  }
-}
-
-void write_attr_str(hid_t obj, const char* name, const std::string& v) {
-  H5Id type(H5Tcopy(H5T_C_S1), H5Tclose);
-  HDF5_CHECK(H5Tset_size(type, v.empty() ? 1 : v.size()), "set string size");
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id a(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
-  std::string buf = v.empty() ? std::string(1, '\0') : v;
-  HDF5_CHECK(H5Awrite(a, type, buf.data()), str("write attribute ", name));
-}
-
-void write_attr_i64(hid_t obj, const char* name, int64_t v) {
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id a(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
-  HDF5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, &v), str("write attribute ", name));
-}
-
-void write_attr_f64(hid_t obj, const char* name, double v) {
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id a(H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
-  HDF5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, &v), str("write attribute ", name));
-}
-
-bool read_attr_str(hid_t obj, const char* name, std::string* out) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  if (a.id < 0) return false;
-  H5Id type(H5Aget_type(a), H5Tclose);
-  if (H5Tget_class(type) != H5T_STRING) return false;
-  const size_t n = H5Tget_size(type);
-  std::vector<char> buf(n + 1, '\0');
-  H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(mem, n);
-  if (H5Aread(a, mem, buf.data()) < 0) return false;
-  *out = std::string(buf.data(), strnlen(buf.data(), n));
-  return true;
-}
-
 bool read_attr_i64(hid_t obj, const char* name, int64_t* out) {
   if (H5Aexists(obj, name) <= 0) return false;
   H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
   return a.id >= 0 && H5Aread(a, H5T_NATIVE_INT64, out) >= 0;
-}
-
-/// Every attribute of a group: integers into counters, floats into reals.
-herr_t collect_attr(hid_t loc, const char* name, const H5A_info_t*, void* op) {
-  auto* ts = static_cast<TrainState*>(op);
-  H5Id a(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
-  H5Id type(H5Aget_type(a), H5Tclose);
-  if (H5Tget_class(type) == H5T_INTEGER) {
-    int64_t v = 0;
-    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) return -1;
-    ts->counters[name] = v;
-  } else {
-    double v = 0;
-    if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) return -1;
-    ts->reals[name] = v;
-  }
-  return 0;
-}
-
-void write_dataset(hid_t file, hid_t lcpl, const std::string& name, const Shape& shape, const float* data) {
-  std::vector<hsize_t> dims(shape.begin(), shape.end());
-  if (dims.empty()) dims.push_back(1);
-  H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
-  // one chunk per dataset, so that the Fletcher32 checksum covers all of it
-  H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  HDF5_CHECK(H5Pset_chunk(dcpl, static_cast<int>(dims.size()), dims.data()), str("chunk ", name));
-  HDF5_CHECK(H5Pset_fletcher32(dcpl), str("fletcher32 ", name));
-  H5Id ds(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
-  if (ds.id < 0) fail_lib("HDF5", str("create dataset ", name), __FILE__, __LINE__);
-  HDF5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), str("write ", name));
 }
 
 void read_dataset(hid_t file, const std::string& path, const std::string& name, const Shape& shape, float* out) {
@@ -145,12 +52,6 @@ void read_dataset(hid_t file, const std::string& path, const std::string& name, 
   }
   if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
     throw Error(kExitCheckpoint, str(path, ": dataset ", name, " is unreadable (checksum mismatch or truncated file)"));
-}
-
-std::vector<float> to_host(Backend& be, const Tensor& t) {
-  std::vector<float> h(static_cast<size_t>(t.numel()));
-  be.download(t, h.data());
-  return h;
 }
 
 void load_tensor(hid_t file, const std::string& path, const std::string& name, Backend& be, Tensor& t) {
