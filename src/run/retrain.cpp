@@ -163,7 +163,7 @@ int run_retrain(const RunConfig& cfg) {
   }
   comm.barrier();
   install_stop_handlers();
-  const std::string structural = str(structural_fields(cfg, stage, world), ";cutout=", cfg.cutout);
+  const std::string structural = structural_fields(cfg, stage, world);
 
   TrainState rs;
   std::string resumed_from, skipped;

@@ -232,7 +232,8 @@ void install_stop_handlers() {
 
 std::string structural_fields(const RunConfig& cfg, const char* stage, int world_size) {
   return str("stage=", stage, ";seed=", cfg.seed, ";dataset=", cfg.dataset, ";batch=", cfg.batch, ";split=", cfg.split,
-             ";w-steps=", cfg.w_steps, ";lambda-steps=", cfg.lambda_steps, ";world_size=", world_size);
+             ";w-steps=", cfg.w_steps, ";lambda-steps=", cfg.lambda_steps, ";world_size=", world_size,
+             std::string(stage) == "retrain" ? str(";cutout=", cfg.cutout) : std::string());
 }
 
 namespace {

@@ -165,9 +165,7 @@ void validate_stage_resume(ValidateReport& r, const std::string& folder, const s
       RunConfig any = cfg;
       any.allow_world_size_change = true;
       world = checkpoint_world_size(any, c, was, 1);
-      std::string now = structural_fields(cfg, stage.c_str(), world);
-      if (stage == "retrain") now += str(";cutout=", cfg.cutout);
-      check_structural(c, was, now, {"world_size"});
+      check_structural(c, was, structural_fields(cfg, stage.c_str(), world), {"world_size"});
     } catch (const Error& e) {  // resume refuses the run for good
       r.files.push_back(bad_line(c, "resume", e.what()));
       return;

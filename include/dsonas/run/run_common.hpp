@@ -121,7 +121,8 @@ void install_stop_handlers();
 double deadline_epoch(const RunConfig& cfg);
 
 // ---- checkpoints ----------------------------------------------------------------
-/// "key=value;..." of the fields a resume must not change.
+/// "key=value;..." of the fields a resume must not change (retrain: also cutout,
+/// which changes the data a resumed retrain would see).
 std::string structural_fields(const RunConfig& cfg, const char* stage, int world_size);
 /// Refuses a checkpoint whose structural fields differ: "field: checkpoint=A
 /// now=B", exit 3.  Fields named in `ignore` are skipped.
