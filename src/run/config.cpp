@@ -7,6 +7,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/optim/lr_schedule.hpp"
 #include "dsonas/optim/penalty.hpp"
@@ -56,6 +57,8 @@ struct Registry {
       ("run", po::value<std::string>(&c.run_dir), "eval: a retrain run folder (its network.h5) or a network file")
       ("data", po::value<std::string>(&c.eval_data)->default_value("test"), "eval: test | train")
       ("device", po::value<std::string>(&c.device)->default_value("cpu"), "cpu | cuda")
+      ("gpu-math", po::value<std::string>(&c.gpu_math)->default_value("fp32"),
+       "cuda: fp32 | tf32 (TF32 tensor cores in cuBLAS and cuDNN) | bf16 (bfloat16 tensor-core GEMMs, TF32 convolutions); the CPU is fp32")
       ("seed", po::value<uint64_t>(&c.seed)->default_value(1), "random seed (weights, data order, augmentation)")
       ("threads", po::value<int>(&c.threads)->default_value(0), "CPU threads per rank (0 = all cores)")
       ("max-steps", po::value<int64_t>(&c.max_steps)->default_value(0), "step budget; when > 0 it replaces --epochs")
@@ -252,6 +255,9 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
 
   // values
   check(c.device == "cpu" || c.device == "cuda", "--device", str("'", c.device, "' (expected cpu or cuda)"));
+  gpu_math_from(c.gpu_math, "--gpu-math");  // a bad name is a usage error naming the field
+  check(c.gpu_math == "fp32" || c.device == "cuda", "--gpu-math",
+        str(c.gpu_math, " needs --device cuda (the CPU computes in fp32)"));
   check(c.threads >= 0, "--threads", "must be >= 0");
   check(c.recompute == "none" || c.recompute == "blocks" || c.recompute == "auto", "--recompute",
         str("'", c.recompute, "' (expected none, blocks or auto)"));
@@ -315,7 +321,7 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
 
   std::ostringstream os;
   os << "# resolved configuration (dsonas " << command << ")\n"
-     << "seed = " << c.seed << "\ndevice = " << c.device << "\nthreads = " << c.threads
+     << "seed = " << c.seed << "\ndevice = " << c.device << "\ngpu-math = " << c.gpu_math << "\nthreads = " << c.threads
      << "\nrecompute = " << c.recompute << "\ncheckpoint-every = " << c.checkpoint_every
      << "\ncheckpoint-secs = " << c.checkpoint_secs << "\nkeep-last = " << c.keep_last << "\nkeep-every = " << c.keep_every
      << "\ntrajectory-every = " << c.trajectory_every

@@ -212,7 +212,8 @@ std::unique_ptr<Backend> backend_for(const RunConfig& cfg) {
   // one rank per GPU: the node-local rank picks the device (DESIGN.md §7)
   if (cfg.device == "cuda") cuda_select_device(Communicator::multi_rank() ? Communicator::world().local_rank() : 0);
 #endif
-  return make_backend(cfg.device == "cuda" ? Device::CUDA : Device::CPU, threads_for_rank(cfg, nullptr));
+  return make_backend(cfg.device == "cuda" ? Device::CUDA : Device::CPU, threads_for_rank(cfg, nullptr),
+                      gpu_math_from(cfg.gpu_math));
 }
 
 // ---------------------------------------------------------------------------

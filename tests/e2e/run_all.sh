@@ -49,6 +49,8 @@ expect_fail "bad penalty" 2 "search.penalty" "$T/o13" -- "$BIN" search $SYN --se
 expect_fail "missing --init" 2 "--init" "$T/o14" -- "$BIN" search $SYN --init "$T/nothing" --out "$T/o14"
 expect_fail "unknown command" 2 "frobnicate" "" -- "$BIN" frobnicate
 expect_fail "bad device" 2 "--device" "$T/o15" -- "$BIN" search $SYN --device tpu --out "$T/o15"
+expect_fail "bad gpu-math" 2 "gpu-math: 'fp16' (expected fp32, tf32 or bf16)" "$T/o15m" -- "$BIN" search $SYN --device cuda --gpu-math fp16 --out "$T/o15m"
+expect_fail "gpu-math on the cpu" 2 "--gpu-math: tf32 needs --device cuda" "$T/o15c" -- "$BIN" search $SYN --gpu-math tf32 --out "$T/o15c"
 
 echo "e2e: pretrain → search (tiny synthetic)"
 if "$BIN" pretrain $SYN --max-steps 30 --log-every 10 --out "$T/run/pretrain" >"$T/pre.log" 2>&1 \

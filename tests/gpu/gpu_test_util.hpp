@@ -86,6 +86,23 @@ inline void host_sgemm(const km::GemmPlan& p, float alpha, const float* A, const
     }
 }
 
+/// x rounded to nearest-even with `bits` explicit mantissa bits (FP32 has 23;
+/// TF32 10, bfloat16 7), exponent range unchanged: what a tensor core sees of
+/// an FP32 input under --gpu-math tf32 / bf16 if the conversion rounds to
+/// nearest.  NaN and infinity pass through.
+inline float round_mantissa(float x, int bits) {
+  if (!std::isfinite(x) || bits >= 23) return x;
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const int drop = 23 - bits;
+  const uint32_t half = 1u << (drop - 1), mask = (1u << drop) - 1, rem = u & mask;
+  u &= ~mask;
+  if (rem > half || (rem == half && (u >> drop & 1u))) u += 1u << drop;  // may carry into the exponent: correct
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
 /// True when a CUDA device is usable; *why says why not.
 inline bool have_gpu(std::string* why) {
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA

@@ -832,6 +832,122 @@ TEST_F(CudaVsCpu, EvalBatchMatchesCpu) {
 }
 
 
+// ---- --gpu-math tf32 | bf16 ---------------------------------------------------------------------------------
+// Tensor-core math rounds each GEMM input to p mantissa bits (TF32: 10,
+// bfloat16: 7) and accumulates in FP32.  Whatever rounding the conversion uses
+// (to nearest, or toward zero), one output of a K-term product then obeys
+//   |got − exact| ≤ (2·2^-p + K·2^-23)·Σ_l |a_l·b_l|,
+// and FP32 FMA math the same with p = 23.  cuBLAS may still pick a non-tensor
+// kernel for a shape ("allows", not "forces"): the test prints what it saw.
+
+class MathCuda : public CudaVsCpu, public ::testing::WithParamInterface<GpuMath> {
+ protected:
+  void SetUp() override {
+    REQUIRE_GPU();
+    cpu = make_backend(Device::CPU, 0);
+    gpu = make_backend(Device::CUDA, 1);
+    gm = make_backend(Device::CUDA, 1, GetParam());
+  }
+  std::unique_ptr<Backend> gm;
+};
+
+/// max over outputs of |got − exact| / Σ|a·b| (the error in units of the
+/// product's magnitude); fails the test where the bound `unit` is exceeded.
+double worst_rel(const Vec& got, const std::vector<double>& exact, const std::vector<double>& mag, double unit,
+                 const std::string& what) {
+  double worst = 0;
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double r = std::fabs(got[i] - exact[i]) / std::max(mag[i], 1e-30);
+    worst = std::max(worst, r);
+    if (!(r <= unit) && bad++ < 5) ADD_FAILURE() << what << ": [" << i << "] got " << got[i] << " exact " << exact[i] << " (" << r << " > " << unit << ")";
+  }
+  return worst;
+}
+
+TEST_P(MathCuda, PointwiseConvWithinTheFormatsBound) {
+  const GpuMath m = GetParam();
+  const int p = m == GpuMath::TF32 ? 10 : 7;
+  EXPECT_NE(gm->name().find(str("math ", gpu_math_name(m))), std::string::npos) << gm->name();
+  EXPECT_NE(gpu->name().find("math fp32"), std::string::npos) << gpu->name();
+  ConvDesc d;
+  d.cin = 256, d.cout = 96, d.k = 1;
+  const int N = 8, H = 12, W = 12;
+  const int64_t cols = static_cast<int64_t>(N) * H * W;
+  const Shape xs{d.cin, N, H, W}, ys{d.cout, N, H, W};
+  const Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 21), w = rand_vec(static_cast<size_t>(d.cout * d.cin), 22),
+            dy = rand_vec(static_cast<size_t>(shape_numel(ys)), 23);
+  // exact products and their magnitudes, in double: y = W·X, dx = Wᵀ·dy (CNHW: c·cols + col)
+  std::vector<double> y_ex(dy.size()), y_mag(dy.size()), dx_ex(x.size()), dx_mag(x.size());
+  for (int co = 0; co < d.cout; ++co)
+    for (int ci = 0; ci < d.cin; ++ci) {
+      const double wv = w[static_cast<size_t>(co * d.cin + ci)];
+      for (int64_t j = 0; j < cols; ++j) {
+        const size_t yi = static_cast<size_t>(co * cols + j), xi = static_cast<size_t>(ci * cols + j);
+        y_ex[yi] += wv * x[xi];
+        y_mag[yi] += std::fabs(wv * x[xi]);
+        dx_ex[xi] += wv * dy[yi];
+        dx_mag[xi] += std::fabs(wv * dy[yi]);
+      }
+    }
+  auto run = [&](Backend& be, Vec* y, Vec* dx) {
+    Tensor tx = put(be, xs, x), tw = put(be, d.weight_shape(), w), tdy = put(be, ys, dy);
+    Tensor ty = be.alloc(ys), tdx = be.alloc(xs);
+    be.conv_forward(d, tx, tw, ty, 1.f, 0.f);
+    be.conv_backward_data(d, tdy, tw, tdx, 1.f, 0.f);
+    *y = get(be, ty);
+    *dx = get(be, tdx);
+  };
+  Vec y32, dx32, ym, dxm, ym2, dxm2;
+  run(*gpu, &y32, &dx32);
+  run(*gm, &ym, &dxm);
+  run(*gm, &ym2, &dxm2);
+  const double u32 = 2 * std::ldexp(1.0, -23) + d.cin * std::ldexp(1.0, -23);
+  const double um = 2 * std::ldexp(1.0, -p) + d.cin * std::ldexp(1.0, -23);
+  const double f32 = worst_rel(y32, y_ex, y_mag, u32, "fp32 forward");
+  worst_rel(dx32, dx_ex, dx_mag, u32, "fp32 backward-data");
+  const double fm = worst_rel(ym, y_ex, y_mag, um, str(gpu_math_name(m), " forward"));
+  const double bm = worst_rel(dxm, dx_ex, dx_mag, um, str(gpu_math_name(m), " backward-data"));
+  EXPECT_TRUE(same_bits(ym, ym2) && same_bits(dxm, dxm2)) << "the same GEMM twice gave different bits";
+  // what happened, for the record: error ≫ FP32's means the inputs were rounded
+  std::cout << "[ INFO     ] " << gpu_math_name(m) << ": max |got − exact| / Σ|a·b| forward " << fm << ", backward-data "
+            << bm << " (fp32 " << f32 << ", 2^-" << p << " = " << std::ldexp(1.0, -p) << "): "
+            << (fm > 16 * std::max(f32, std::ldexp(1.0, -24)) ? "tensor-core rounding seen" : "no rounding seen (cuBLAS chose FP32 kernels)")
+            << std::endl;
+}
+
+TEST_P(MathCuda, TrainStepNearFp32AndBitReproducible) {
+  const GpuMath m = GetParam();
+  // first-run bounds, to be tightened from the printed figures: TF32 keeps 3
+  // more mantissa bits than bfloat16, so its deviation should be ~8× smaller
+  const double loss_tol = m == GpuMath::TF32 ? 1e-2 : 5e-2, grad_tol = m == GpuMath::TF32 ? 5e-2 : 0.25;
+  for (const char* preset : {"tiny", "bench_fmnist"}) {
+    SCOPED_TRACE(preset);
+    SearchSpace sp = SearchSpace::preset_named(preset);
+    const Batch b = random_batch(sp, preset[0] == 't' ? 8 : 32, 6);
+    const StepOut o32 = run_step(*gpu, sp, b, true, false);
+    const StepOut om = run_step(*gm, sp, b, true, false);
+    const StepOut om2 = run_step(*gm, sp, b, true, false);
+    EXPECT_EQ(om.loss, om2.loss);
+    EXPECT_TRUE(same_bits(om.grad, om2.grad)) << "two identical steps under " << gpu_math_name(m) << " differ";
+    EXPECT_NEAR(om.loss, o32.loss, loss_tol * std::fabs(o32.loss));
+    ASSERT_EQ(om.grad.size(), o32.grad.size());
+    double d2 = 0, n2 = 0;
+    for (size_t i = 0; i < o32.grad.size(); ++i) {
+      const double dd = static_cast<double>(om.grad[i]) - o32.grad[i];
+      d2 += dd * dd;
+      n2 += static_cast<double>(o32.grad[i]) * o32.grad[i];
+    }
+    const double rel = std::sqrt(d2 / std::max(n2, 1e-300));
+    EXPECT_LE(rel, grad_tol) << "‖g_" << gpu_math_name(m) << " − g_fp32‖₂ / ‖g_fp32‖₂";
+    std::cout << "[ INFO     ] " << preset << " " << gpu_math_name(m) << ": loss " << om.loss << " vs fp32 " << o32.loss
+              << ", gradient relative L2 deviation " << rel << std::endl;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TensorCores, MathCuda, ::testing::Values(GpuMath::TF32, GpuMath::BF16),
+                         [](const ::testing::TestParamInfo<GpuMath>& i) { return std::string(gpu_math_name(i.param)); });
+
 // NCCL plumbing on the one GPU of the test machine (it has no MPI, and NCCL
 // refuses two ranks on one device, so the 2-rank sum runs only on a cluster):
 // a 1-rank communicator, buckets enqueued asynchronously behind work on the
@@ -849,7 +965,7 @@ TEST_F(CudaVsCpu, NcclOneRankBucketsInOrder) {
   }
   nccl_wait(comm);
   Vec want = v;
-  for (float& x : want) x *= 2.f;
+  for (float& e : want) e *= 2.f;
   EXPECT_TRUE(same_bits(gv(t), want));
   nccl_sum(comm, t.data(), t.numel());
   EXPECT_TRUE(same_bits(gv(t), want));

@@ -526,3 +526,34 @@ TEST_F(KernelMath, ConcatIndexAndScaleIndexMatchCpu) {
 
 }  // namespace
 }  // namespace dsonas
+
+namespace dsonas {
+namespace {
+
+// The reference rounding of the --gpu-math tests (gpu_test_util.hpp), on
+// values whose TF32 / bfloat16 roundings are known.
+TEST(GpuMathHost, RoundMantissaToNearestEven) {
+  using gputest::round_mantissa;
+  const float e7 = std::ldexp(1.f, -7), e8 = std::ldexp(1.f, -8), e10 = std::ldexp(1.f, -10), e11 = std::ldexp(1.f, -11);
+  EXPECT_EQ(round_mantissa(1.f + e7, 7), 1.f + e7);                  // representable
+  EXPECT_EQ(round_mantissa(1.f + e8, 7), 1.f);                       // tie, to even (down)
+  EXPECT_EQ(round_mantissa(1.f + e7 + e8, 7), 1.f + 2 * e7);         // tie, to even (up)
+  EXPECT_EQ(round_mantissa(1.f + e8 + e11, 7), 1.f + e7);            // above the tie
+  EXPECT_EQ(round_mantissa(-(1.f + e8 + e11), 7), -(1.f + e7));      // sign kept
+  EXPECT_EQ(round_mantissa(1.f + e11, 10), 1.f);                     // TF32 tie, down
+  EXPECT_EQ(round_mantissa(1.f + e10 + e11, 10), 1.f + 2 * e10);     // TF32 tie, up
+  EXPECT_EQ(round_mantissa(2.f - e8 / 2, 7), 2.f);                   // carry into the exponent
+  EXPECT_EQ(round_mantissa(3.14159265f, 23), 3.14159265f);
+  EXPECT_EQ(round_mantissa(3.14159265f, 7), 3.140625f);              // bfloat16(π) = 0x4049
+  EXPECT_TRUE(std::isinf(round_mantissa(std::numeric_limits<float>::infinity(), 7)));
+  EXPECT_TRUE(std::isnan(round_mantissa(std::numeric_limits<float>::quiet_NaN(), 7)));
+  // relative error at most 2^-(bits+1) on random values
+  const Vec v = rand_vec(10000, 77, -1e3f, 1e3f);
+  for (int bits : {7, 10})
+    for (float x : v)
+      ASSERT_LE(std::fabs(static_cast<double>(round_mantissa(x, bits)) - x), std::ldexp(std::fabs(x), -(bits + 1)))
+          << x << " bits " << bits;
+}
+
+}  // namespace
+}  // namespace dsonas

@@ -87,16 +87,47 @@ TEST_F(CpuBackendTest, Identity) {
   EXPECT_GE(be0->threads(), 1);
 }
 
-TEST_F(CpuBackendTest, CudaWithoutCudaFailsAsUsage) {
-#if !(defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA)
+TEST_F(CpuBackendTest, CudaWithoutAGpuFailsAsUsage) {
+  // without CUDA compiled in: "built without CUDA"; with it but no device (CI):
+  // "--device cuda: no usable GPU (…)"; both usage errors (exit 2)
   try {
-    make_backend(Device::CUDA, 1);
+    auto g = make_backend(Device::CUDA, 1);
+    GTEST_SKIP() << "a GPU is present (" << g->name() << "): the no-GPU error cannot be provoked here";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitUsage);
+    const std::string m = e.what();
+#if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
+    EXPECT_NE(m.find("--device cuda: no usable GPU"), std::string::npos) << m;
+#else
+    EXPECT_NE(m.find("without CUDA"), std::string::npos) << m;
+#endif
+  }
+}
+
+TEST_F(CpuBackendTest, GpuMathNamesAndCpuRefusal) {
+  EXPECT_EQ(gpu_math_from("fp32"), GpuMath::FP32);
+  EXPECT_EQ(gpu_math_from("tf32"), GpuMath::TF32);
+  EXPECT_EQ(gpu_math_from("bf16"), GpuMath::BF16);
+  for (GpuMath m : {GpuMath::FP32, GpuMath::TF32, GpuMath::BF16}) EXPECT_EQ(gpu_math_from(gpu_math_name(m)), m);
+  try {
+    gpu_math_from("fp16", "gpu-math");
     FAIL() << "expected an Error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), kExitUsage);
-    EXPECT_NE(std::string(e.what()).find("without CUDA"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("gpu-math: 'fp16' (expected fp32, tf32 or bf16)"), std::string::npos) << e.what();
   }
-#endif
+  EXPECT_EQ(make_backend(Device::CPU, 1, GpuMath::FP32)->device(), Device::CPU);
+  for (GpuMath m : {GpuMath::TF32, GpuMath::BF16}) {
+    try {
+      make_backend(Device::CPU, 1, m);
+      FAIL() << "expected an Error for " << gpu_math_name(m) << " on the CPU";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), kExitUsage);
+      EXPECT_NE(std::string(e.what()).find(str("--gpu-math ", gpu_math_name(m), ": only --device cuda")),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST_F(CpuBackendTest, MemoryAndLayout) {

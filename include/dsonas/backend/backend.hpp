@@ -204,7 +204,24 @@ class Backend {
                              float beta = 0.f) = 0;
 };
 
-/// The backend for a device. threads ≤ 0 means "all cores" (CPU only).
-std::unique_ptr<Backend> make_backend(Device dev, int threads);
+/// Arithmetic of the CUDA backend's matrix products (`--gpu-math`):
+///  FP32  plain FP32 FMA everywhere (the default; matches the CPU to rounding),
+///  TF32  cuBLAS and cuDNN may use TF32 tensor cores (inputs rounded to a 10-bit
+///        mantissa, FP32 accumulation),
+///  BF16  cuBLAS GEMMs (the 1×1 convolutions, the classifier, the im2col path)
+///        round their inputs to bfloat16 (8-bit mantissa) on tensor cores with
+///        FP32 accumulation; cuDNN convolutions as TF32.
+/// Storage, element-wise kernels and every reduction stay FP32 in all three.
+enum class GpuMath { FP32, TF32, BF16 };
+
+/// "fp32" | "tf32" | "bf16" → GpuMath; anything else is a usage error naming
+/// `field`.
+GpuMath gpu_math_from(const std::string& name, const char* field = "--gpu-math");
+const char* gpu_math_name(GpuMath m);
+
+/// The backend for a device. threads ≤ 0 means "all cores" (CPU only).  The
+/// CPU computes in FP32 only: math other than FP32 with Device::CPU is a usage
+/// error.
+std::unique_ptr<Backend> make_backend(Device dev, int threads, GpuMath math = GpuMath::FP32);
 
 }  // namespace dsonas

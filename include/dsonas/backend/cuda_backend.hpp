@@ -8,7 +8,8 @@
 
 namespace dsonas {
 
-/// The CUDA backend on the current device; `threads` is for its host-side work.
-std::unique_ptr<Backend> make_cuda_backend(int threads);
+/// The CUDA backend on the current device; `threads` is for its host-side work,
+/// `math` the arithmetic of its matrix products (backend.hpp).
+std::unique_ptr<Backend> make_cuda_backend(int threads, GpuMath math = GpuMath::FP32);
 
 }  // namespace dsonas

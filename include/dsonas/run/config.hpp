@@ -20,6 +20,7 @@ struct RunConfig {
   std::string out;          // --out
   std::string init;         // --init (search: a pretrain run folder or model file)
   std::string device = "cpu";
+  std::string gpu_math = "fp32";  // --gpu-math: fp32 | tf32 | bf16 (cuda only)
   uint64_t seed = 1;
   int threads = 0;          // 0: all cores
   int64_t max_steps = 0;    // 0: no limit (epochs decide)

@@ -178,7 +178,9 @@ int cuda_device_count(std::string* why) {
   return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int threads) { return std::make_unique<CudaBackend>(threads); }
+std::unique_ptr<Backend> make_cuda_backend(int threads, GpuMath math) {
+  return std::make_unique<CudaBackend>(threads, math);
+}
 
 int cuda_select_device(int local_rank) {
   std::string why;
@@ -215,7 +217,7 @@ void probe_kernel_image(const cudaDeviceProp& p) {
 
 }  // namespace
 
-CudaBackend::CudaBackend(int threads) {
+CudaBackend::CudaBackend(int threads, GpuMath math) : math_(math) {
   const unsigned hc = std::thread::hardware_concurrency();
   nt_ = threads > 0 ? threads : static_cast<int>(hc > 0 ? hc : 1);
   std::string why;
@@ -225,8 +227,12 @@ CudaBackend::CudaBackend(int threads) {
   CUDA_CHECK(cudaGetDeviceProperties(&p, device_));
   probe_kernel_image(p);
   CUBLAS_CHECK(cublasCreate(&cublas_));
-  // Default math: plain FP32 for sgemm (no TF32 tensor cores), as on the CPU.
-  CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  // FP32: plain FP32 FMA for sgemm (no TF32 tensor cores), as on the CPU.
+  // TF32: sgemm may round its inputs to TF32 on tensor cores.  BF16: gemm()
+  // calls cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_16BF (the handle's mode is
+  // then irrelevant; TF32 for any other cuBLAS call).
+  // (NVIDIA_TF32_OVERRIDE=0 in the environment disables TF32 process-wide.)
+  CUBLAS_CHECK(cublasSetMathMode(cublas_, math_ == GpuMath::FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH));
   CUBLAS_CHECK(cublasSetPointerMode(cublas_, CUBLAS_POINTER_MODE_HOST));
   CUDNN_CHECK(cudnnCreate(&cudnn_));
   if (const char* e = std::getenv("DSONAS_CUDA_CONV")) {
@@ -246,7 +252,7 @@ CudaBackend::CudaBackend(int threads) {
   CUBLAS_CHECK(cublasGetVersion(cublas_, &cublas_ver));
   const char* cm = conv_mode_ == cuda::ConvMode::Auto ? "auto" : conv_mode_ == cuda::ConvMode::Cudnn ? "cudnn" : "gemm";
   name_ = str("cuda(", p.name, ", sm_", p.major, p.minor, ", cuDNN ", cudnnGetVersion(), ", cuBLAS ", cublas_ver,
-              ", conv ", cm, ", depthwise ", dw_cudnn_ ? "cudnn" : "own", ")");
+              ", conv ", cm, ", depthwise ", dw_cudnn_ ? "cudnn" : "own", ", math ", gpu_math_name(math_), ")");
   register_allocator(Device::CUDA, &cuda_allocator());
   cuda_pinned_host_acquire(device_);  // last: the destructor releases it
 }
@@ -611,8 +617,18 @@ void CudaBackend::softmax_xent(const Tensor& logits, const int32_t* labels, floa
 
 void CudaBackend::gemm(const km::GemmPlan& p, float alpha, const float* A, const float* B, float beta, float* C) {
   if (p.m <= 0 || p.n <= 0) return;
-  CUBLAS_CHECK(cublasSgemm(cublas_, p.ta ? CUBLAS_OP_T : CUBLAS_OP_N, p.tb ? CUBLAS_OP_T : CUBLAS_OP_N, p.m, p.n, p.k,
-                           &alpha, A + p.a_off, p.lda, B + p.b_off, p.ldb, &beta, C + p.c_off, p.ldc));
+  const cublasOperation_t ta = p.ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = p.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (math_ == GpuMath::BF16) {
+    // FP32 in and out; inputs down-converted to bfloat16 on tensor cores, FP32
+    // accumulation.  CUBLAS_GEMM_DEFAULT: cuBLAS picks the kernel (the same one
+    // every run for the same shape, GPU and library: bit-reproducible).
+    CUBLAS_CHECK(cublasGemmEx(cublas_, ta, tb, p.m, p.n, p.k, &alpha, A + p.a_off, CUDA_R_32F, p.lda, B + p.b_off,
+                              CUDA_R_32F, p.ldb, &beta, C + p.c_off, CUDA_R_32F, p.ldc, CUBLAS_COMPUTE_32F_FAST_16BF,
+                              CUBLAS_GEMM_DEFAULT));
+    return;
+  }
+  CUBLAS_CHECK(cublasSgemm(cublas_, ta, tb, p.m, p.n, p.k, &alpha, A + p.a_off, p.lda, B + p.b_off, p.ldb, &beta,
+                           C + p.c_off, p.ldc));
 }
 
 // ---- optimiser ------------------------------------------------------------------------------------

@@ -66,6 +66,9 @@ struct ConvPlan {
   // chosen, -1 no deterministic supported algorithm (use the GEMM path).
   int algo[3] = {-2, -2, -2};
   size_t ws[3] = {0, 0, 0};
+  // the math type the heuristics paired with the chosen algorithm: set on the
+  // (shared) descriptor before each direction runs
+  cudnnMathType_t math[3] = {CUDNN_FMA_MATH, CUDNN_FMA_MATH, CUDNN_FMA_MATH};
   std::string algo_name[3];
   std::string error;  // a descriptor cuDNN rejected: every direction uses the GEMM path
   ~ConvPlan();
@@ -75,7 +78,7 @@ struct ConvPlan {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int threads);
+  CudaBackend(int threads, GpuMath math);
   ~CudaBackend() override;
   Device device() const override { return Device::CUDA; }
   std::string name() const override { return name_; }
@@ -152,7 +155,10 @@ class CudaBackend final : public Backend {
   /// Scratch buffers by purpose (never two live uses of one slot at a time).
   enum Slot { kPartials, kWorkspace, kCol, kIdx, kSmall, kStage, kCoef, kParams, kNumSlots };
   cuda::Scratch& scratch(Slot s) { return scratch_[s]; }
-  /// One cuBLAS SGEMM described by a plan of kernel_math.hpp (offsets applied).
+  GpuMath math() const { return math_; }
+  /// One cuBLAS GEMM described by a plan of kernel_math.hpp (offsets applied):
+  /// cublasSgemm (FP32, or TF32 through the handle's math mode), or under
+  /// GpuMath::BF16 cublasGemmEx with FP32 data and CUBLAS_COMPUTE_32F_FAST_16BF.
   void gemm(const km::GemmPlan& p, float alpha, const float* A, const float* B, float beta, float* C);
   /// The deterministic two-pass reduction of cuda_common.cuh with this
   /// backend's partials buffer.
@@ -179,6 +185,7 @@ class CudaBackend final : public Backend {
   double* partials(int64_t count) { return scratch_[kPartials].as<double>(static_cast<size_t>(count)); }
 
   int nt_;
+  GpuMath math_ = GpuMath::FP32;
   int device_ = 0;
   std::string name_;
   cublasHandle_t cublas_ = nullptr;

@@ -2,7 +2,8 @@
 //
 //  * dense 1×1, stride 1, pad 0: one cuBLAS SGEMM over the whole batch
 //    (CNHW: [Cout,Cin]×[Cin,N·H·W]); backward-data and backward-filter too.
-//  * other dense: cuDNN (legacy convolution API, FP32 FMA math: no TF32) with
+//  * other dense: cuDNN (legacy convolution API; --gpu-math fp32: FMA math, no
+//    TF32; tf32/bf16: TF32 tensor-core algorithms allowed) with
 //    the CNHW tensors described as NCHW with strides n:H·W, c:N·H·W, h:W, w:1.
 //    Per shape and direction the first deterministic, supported algorithm of
 //    cuDNN's heuristics (cudnnGet…Algorithm_v7, no timing: the choice is the
@@ -264,8 +265,10 @@ cuda::ConvPlan& CudaBackend::conv_plan(const ConvDesc& d, int N, int H, int W, i
                                        CUDNN_DATA_FLOAT),
        "cudnnSetConvolution2dDescriptor"},
       {cudnnSetConvolutionGroupCount(p->conv, d.groups), "cudnnSetConvolutionGroupCount"},
-      // FP32 arithmetic (no TF32 tensor cores), like the CPU backend.
-      {cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH), "cudnnSetConvolutionMathType(FMA)"},
+      // --gpu-math fp32: FMA only (no TF32 tensor cores), like the CPU backend;
+      // tf32 and bf16: DEFAULT (TF32 tensor cores allowed on sm_80 and later).
+      {cudnnSetConvolutionMathType(p->conv, math_ == GpuMath::FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH),
+       "cudnnSetConvolutionMathType"},
   };
   for (const auto& st : steps)
     if (st.first != CUDNN_STATUS_SUCCESS && p->error.empty())
@@ -284,13 +287,20 @@ cuda::ConvPlan& CudaBackend::conv_plan(const ConvDesc& d, int N, int H, int W, i
 
 namespace {
 
-bool acceptable_math(cudnnMathType_t m) { return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH; }
+/// FP32: algorithms that use FMA only.  TF32 and BF16: tensor-core algorithms
+/// too, but never ALLOW_CONVERSION (FP32 → FP16 down-conversion: FP16's range
+/// is too small for gradients).
+bool acceptable_math(cudnnMathType_t m, GpuMath math) {
+  if (math == GpuMath::FP32) return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+  return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH;
+}
 
 /// Picks the first deterministic, supported FP32 algorithm of the heuristics
 /// for direction dir (the heuristics are deterministic: same choice every run).
-void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir) {
+void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
   int best = -1;
   size_t best_ws = 0;
+  cudnnMathType_t best_math = CUDNN_FMA_MATH;
   std::string name;
   cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
   int candidates = 0;
@@ -303,7 +313,7 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir) {
     candidates = got;
     for (int i = 0; i < got && best < 0; ++i) {
       const auto& r = perf[static_cast<size_t>(i)];
-      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType))
+      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math))
         continue;
       size_t ws = 0;
       if (cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv, p.y, r.algo, &ws) != CUDNN_STATUS_SUCCESS ||
@@ -311,7 +321,8 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir) {
         continue;
       best = static_cast<int>(r.algo);
       best_ws = ws;
-      name = str("fwd_algo_", best);
+      best_math = r.mathType;
+      name = str("fwd_algo_", best, best_math == CUDNN_FMA_MATH ? "" : " (tensor cores allowed)");
     }
   } else if (dir == 1) {
     int max = 0, got = 0;
@@ -323,7 +334,7 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir) {
     for (int i = 0; i < got && best < 0; ++i) {
       const auto& r = perf[static_cast<size_t>(i)];
       // ALGO_0 sums with atomics (non-deterministic), whatever the field says
-      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType) ||
+      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math) ||
           r.algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0)
         continue;
       size_t ws = 0;
@@ -333,7 +344,8 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir) {
         continue;
       best = static_cast<int>(r.algo);
       best_ws = ws;
-      name = str("bwd_data_algo_", best);
+      best_math = r.mathType;
+      name = str("bwd_data_algo_", best, best_math == CUDNN_FMA_MATH ? "" : " (tensor cores allowed)");
     }
   } else {
     int max = 0, got = 0;
@@ -345,7 +357,7 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir) {
     for (int i = 0; i < got && best < 0; ++i) {
       const auto& r = perf[static_cast<size_t>(i)];
       // ALGO_0 and ALGO_3 sum with atomics (non-deterministic)
-      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType) ||
+      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math) ||
           r.algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || r.algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3)
         continue;
       size_t ws = 0;
@@ -355,17 +367,19 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir) {
         continue;
       best = static_cast<int>(r.algo);
       best_ws = ws;
-      name = str("bwd_filter_algo_", best);
+      best_math = r.mathType;
+      name = str("bwd_filter_algo_", best, best_math == CUDNN_FMA_MATH ? "" : " (tensor cores allowed)");
     }
   }
   p.algo[dir] = best;
   p.ws[dir] = best_ws;
+  p.math[dir] = best_math;
   if (best >= 0)
     p.algo_name[dir] = name;
   else if (st != CUDNN_STATUS_SUCCESS)
     p.algo_name[dir] = str("none: the heuristics query failed: ", cudnnGetErrorString(st));
   else
-    p.algo_name[dir] = str("none: no deterministic FP32 algorithm among ", candidates, " candidates");
+    p.algo_name[dir] = str("none: no deterministic ", math == GpuMath::FP32 ? "FP32" : "FP32/TF32", " algorithm among ", candidates, " candidates");
 }
 
 }  // namespace
@@ -376,7 +390,7 @@ bool CudaBackend::conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const 
                                 static_cast<int>(x.dim(3)), static_cast<int>(y.dim(2)), static_cast<int>(y.dim(3)));
   static const char* const kDir[3] = {"forward", "backward-data", "backward-filter"};
   if (p.algo[dir] == -2) {
-    choose_algo(cudnn_, p, dir);
+    choose_algo(cudnn_, p, dir, math_);
     if (conv_verbose())
       std::fprintf(stderr, "dsonas cuda: %s %s: cuDNN %s, workspace %zu bytes\n",
                    conv_str(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3))).c_str(),
@@ -393,6 +407,8 @@ bool CudaBackend::conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const 
     return false;
   }
   void* ws = p.ws[dir] > 0 ? scratch(kWorkspace).get(p.ws[dir]) : nullptr;
+  // the three directions share one descriptor; fp32 keeps FMA throughout
+  if (math_ != GpuMath::FP32) CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.math[dir]));
   cudnnStatus_t st;
   if (dir == 0)
     st = cudnnConvolutionForward(cudnn_, &alpha, p.x, x.data(), p.w, w.data(), p.conv,
