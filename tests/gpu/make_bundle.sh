@@ -8,7 +8,8 @@
 # and carried, with the shared libraries they need that are not part of the
 # CUDA stack:
 #
-#   dsonas-gpu/bin/dsonas, bin/gpu_tests   (USE_MPI=0, OpenBLAS and the CUDA
+#   dsonas-gpu/bin/dsonas, bin/gpu_tests,  (USE_MPI=0, OpenBLAS and the CUDA
+#   bin/loader_bench
 #                                           runtime linked statically, stripped)
 #   dsonas-gpu/lib/*.so*                   (Boost.PO, HDF5 and its dependencies,
 #                                           turbojpeg, …)
@@ -17,7 +18,8 @@
 #   dsonas-gpu/MANIFEST.txt                (what was built, from what)
 #
 # packed as build/gpu-bundle/bundle.tar.xz (~10 MB; unpacked ~80 MB, more than
-# the device tool carries) next to a copy of MANIFEST.txt.
+# the device tool carries) next to a copy of MANIFEST.txt and the Fashion-MNIST
+# files (build/gpu-bundle/fashion-mnist, 30 MB) for the short searches.
 #
 # cuDNN, cuBLAS and NCCL are NOT carried: the GPU machine's wheels provide
 # them (run_on_gpu.sh puts their folders on LD_LIBRARY_PATH).
@@ -45,14 +47,15 @@ fi
 
 echo "make_bundle: building $OBJ (sm_$ARCH, USE_MPI=0, static OpenBLAS and cudart) with -j$JOBS"
 make --no-print-directory BUILD="$OBJ" USE_CUDA=1 USE_MPI=0 CUDA_ARCH="$ARCH" EXTRA_CXXFLAGS=-g0 \
-  OPENBLAS_LIB="$BLAS" CUDART_LIB="-lcudart_static -ldl -lrt" -j"$JOBS" "$OBJ/dsonas" "$OBJ/tests/gpu_tests"
+  OPENBLAS_LIB="$BLAS" CUDART_LIB="-lcudart_static -ldl -lrt" -j"$JOBS" "$OBJ/dsonas" "$OBJ/tests/gpu_tests" \
+  "$OBJ/tests/loader_bench"
 
 rm -rf "$STAGE"
 STAGE_ROOT=$STAGE
 DEST_FINAL=$DEST
 DEST=$STAGE/dsonas-gpu
 mkdir -p "$DEST/bin" "$DEST/lib/fallback"
-for b in dsonas tests/gpu_tests; do
+for b in dsonas tests/gpu_tests tests/loader_bench; do
   cp "$OBJ/$b" "$DEST/bin/"
   strip "$DEST/bin/$(basename "$b")"
 done
@@ -89,6 +92,15 @@ mkdir -p "$DEST_FINAL"
 echo "make_bundle: packing (xz -9, about a minute)"
 tar -C "$STAGE_ROOT" -cf - dsonas-gpu | xz -T"$JOBS" -9 > "$DEST_FINAL/bundle.tar.xz"
 cp "$DEST/MANIFEST.txt" "$DEST_FINAL/MANIFEST.txt"
+# Fashion-MNIST (30 MB, already gzip-compressed) for the short searches per
+# --gpu-math; beside the tarball, so run_on_gpu.sh reads it in place
+FM=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+if [ -f "$FM/train-images-idx3-ubyte.gz" ]; then
+  mkdir -p "$DEST_FINAL/fashion-mnist"
+  cp "$FM"/*-ubyte.gz "$DEST_FINAL/fashion-mnist/"
+else
+  echo "make_bundle: no Fashion-MNIST at $FM (apt-get install dataset-fashion-mnist): the GPU run skips its short searches" >&2
+fi
 rm -rf "$STAGE_ROOT"
 ls -la "$DEST_FINAL"
 echo "make_bundle: done -> $DEST_FINAL (carry it: build/ is git-ignored)"

@@ -22,13 +22,21 @@
 # Files written to $OUT (the device tool returns at most 8 files):
 #   run.log          everything printed, with timings per step
 #   env.txt          nvidia-smi, driver/CUDA/cuDNN versions, library resolution (ldd)
-#   gpu_tests.log    gtest output (+ a DSONAS_CUDA_SYNC=1 rerun of failures)
+#   gpu_tests.log    gtest output (+ a DSONAS_CUDA_SYNC=1 rerun of failures, + the
+#                    compute-sanitizer memcheck of a subset, if it ran)
 #   gpu_tests.xml    gtest XML report
-#   sanitizer.log    compute-sanitizer memcheck of a subset (if available)
-#   bench.jsonl      one JSON line per dsonas bench run (label, device, result)
-#   twin_cuda.json   PyTorch twin on CUDA, one JSON line per space
+#   bench.jsonl      one JSON line per dsonas bench run (label, device, math, result)
+#   twin_cuda.json   PyTorch twin on CUDA, one JSON line per space × math × eager/compiled
+#   extra.jsonl      the loader benchmark on this machine's cores, and the short
+#                    fmnist searches under --gpu-math fp32 / tf32 / bf16
 #   summary.json     the above condensed: tests passed/failed/skipped, img/s,
-#                    step times, peak memory (dsonas allocator, nvidia-smi, torch)
+#                    ratios to the twin, peak memory, cores to feed the GPU
+#
+# Order = priority (each step is skipped, saying so, when it would not fit):
+# tests; CIFAR (C=48) and ImageNet (C=28, 224², batch 64) search steps and the
+# eager twin beside each (issue 6's ≥ 1.5× target); fmnist; tf32/bf16; the
+# compiled twin; ImageNet memory with recomputation; the loader benchmark (cores
+# per GPU, issue 8); the short searches per math; compute-sanitizer; 16 CPU cores.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -95,7 +103,17 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-16}
 
 # ---- 2. binaries: the carried bundle, else a build on this machine ---------------
 BIN=""
-if [ -x "$BUNDLE/bin/gpu_tests" ] && [ -x "$BUNDLE/bin/dsonas" ]; then
+if [ -n "${DSONAS_GPU_BIN:-}" ]; then
+  # binaries given, e.g. a dry run on the development machine (every GPU step
+  # then fails or skips, saying so):  DSONAS_GPU_BIN=build OUT=/tmp/x bash tests/gpu/run_on_gpu.sh
+  BIN=$TMP/bin; mkdir -p "$BIN"
+  for b in dsonas gpu_tests loader_bench; do
+    for f in "$DSONAS_GPU_BIN/$b" "$DSONAS_GPU_BIN/tests/$b"; do
+      [ -x "$f" ] && { ln -sf "$(cd "$(dirname "$f")" && pwd)/$b" "$BIN/$b"; break; }
+    done
+  done
+  step "using the binaries of $DSONAS_GPU_BIN"
+elif [ -x "$BUNDLE/bin/gpu_tests" ] && [ -x "$BUNDLE/bin/dsonas" ]; then
   BIN=$BUNDLE/bin
   step "using the carried bundle"; head -4 "$BUNDLE/MANIFEST.txt" 2>/dev/null
   # built from these sources? (md5 of src/backend/cuda and tests/gpu at bundle time)
@@ -194,40 +212,100 @@ EOF
   tail -1 "$OUT/bench.jsonl" | cut -c1-400
 }
 
-# twin LABEL BENCH_LABEL STEPS: the PyTorch twin on CUDA on the space of that bench run
+# twin LABEL BENCH_LABEL STEPS [twin_cuda.py options…]: the PyTorch twin on CUDA
+# on the space of that bench run
 twin() {
-  local label=$1 from=$TMP/bench_$2.json steps=$3
+  local label=$1 from=$TMP/bench_$2.json steps=$3 need=60
+  shift 3
+  case " $* " in *" --compile "*) need=150 ;; esac
   if [ ! -f "$from" ]; then echo "skipping twin $label: no dsonas result to take the space from"; return; fi
-  if ! fits 60; then echo "skipping twin $label: not enough time left"; return; fi
-  step "PyTorch twin on CUDA: $label"
+  if ! fits $need; then echo "skipping twin $label: not enough time left"; return; fi
+  step "PyTorch twin on CUDA: $label $*"
   PYTHONUNBUFFERED=1 timeout $(( $(left) - 30 )) "$PY" tests/gpu/twin_cuda.py --space-from "$from" --batch 64 \
-    --steps "$steps" --label "$label" --out "$OUT/twin_cuda.json" 2>&1 | tail -5
+    --steps "$steps" --label "$label" --out "$OUT/twin_cuda.json" "$@" 2>&1 | tail -5
 }
 
 # one line per convolution shape on stderr: which cuDNN algorithm or the GEMM path
 export DSONAS_CUDA_VERBOSE=1
-bench fmnist_cuda 90 --config jobs/bench_fmnist.cfg --device cuda --threads 16 --bench.steps 20
-bench fmnist_cuda_profile 90 --config jobs/bench_fmnist.cfg --device cuda --threads 16 --bench.steps 6 --bench.profile true
-twin fmnist_twin_cuda fmnist_cuda 10
-# (no --config for cifar10: the file's [space] values would override the preset's)
-bench cifar10_cuda 150 --space.preset cifar10 --data.batch 64 --device cuda --threads 16 --recompute none --bench.steps 8
+# (no --config for the presets: a file's [space] values would override them)
+CIFAR="--space.preset cifar10 --data.batch 64 --device cuda --threads 16"
+IMNET="--space.preset imagenet --data.batch 64 --device cuda --threads 16"
+bench cifar10_cuda 150 $CIFAR --recompute none --bench.steps 8
 twin cifar10_twin_cuda cifar10_cuda 6
-bench cifar10_cuda_recompute 120 --space.preset cifar10 --data.batch 64 --device cuda --threads 16 --recompute blocks --bench.steps 4
-bench fmnist_cpu16 90 --config jobs/bench_fmnist.cfg --device cpu --threads 16 --bench.steps 6
+bench imagenet_cuda 150 $IMNET --recompute none --bench.steps 6
+twin imagenet_twin_cuda imagenet_cuda 4
+bench fmnist_cuda 90 --config jobs/bench_fmnist.cfg --device cuda --threads 16 --bench.steps 20
+twin fmnist_twin_cuda fmnist_cuda 10
+bench cifar10_cuda_tf32 120 $CIFAR --recompute none --bench.steps 8 --gpu-math tf32
+bench cifar10_cuda_bf16 120 $CIFAR --recompute none --bench.steps 8 --gpu-math bf16
+twin cifar10_twin_cuda_tf32 cifar10_cuda 6 --math tf32
+twin cifar10_twin_cuda_compiled cifar10_cuda 6 --compile
+twin imagenet_twin_cuda_compiled imagenet_cuda 4 --compile
+bench imagenet_cuda_recompute 120 $IMNET --recompute blocks --bench.steps 4
+bench imagenet_cuda_bf16 120 $IMNET --recompute none --bench.steps 6 --gpu-math bf16
+bench fmnist_cuda_profile 90 --config jobs/bench_fmnist.cfg --device cuda --threads 16 --bench.steps 6 --bench.profile true
 
-# ---- 5. compute-sanitizer on a subset (Firecracker machines; gVisor refuses it) ---------
-if command -v compute-sanitizer > /dev/null && fits 120; then
-  step "compute-sanitizer memcheck on the primitive tests (timeout $(( $(left) - 60 ))s)"
-  timeout $(( $(left) - 60 )) compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/gpu_tests" \
-    --gtest_filter='CudaVsCpu.*:Shapes/PoolCuda.*:Relu/BnCuda.*:Shapes/ConvCuda.MatchesCpu/1*-CudaVsCpu.TrainStep*:CudaVsCpu.EvalBatch*' \
-    > "$OUT/sanitizer.log" 2>&1
-  echo "compute-sanitizer exit $? ($(grep -c "Invalid\|ERROR SUMMARY" "$OUT/sanitizer.log") report lines)"
-  grep -m5 "ERROR SUMMARY\|Invalid" "$OUT/sanitizer.log"
+# ---- 5. the loader on this machine's cores: how many keep the GPU fed (issue 8) ------------
+if [ -x "$BIN/loader_bench" ] && fits 150; then
+  step "loader benchmark (ImageNet-sized JPEGs, 1/4/8/16 workers)"
+  timeout 120 "$BIN/loader_bench" --images 256 --workers 1,4,8,16 --runs 3 --json "$TMP/loader.json" 2>&1 | tail -3
+  [ -s "$TMP/loader.json" ] && "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); r["label"]="loader_bench"; print(json.dumps(r))' \
+      "$TMP/loader.json" >> "$OUT/extra.jsonl"
 else
-  echo "skipping compute-sanitizer (not installed or no time left)" | tee "$OUT/sanitizer.log"
+  echo "skipping the loader benchmark (no loader_bench in the bundle or no time left)"
 fi
 
-# ---- 6. summary ---------------------------------------------------------------------------
+# ---- 6. short fmnist searches under each --gpu-math (issue 6: accuracy of tf32/bf16) -------
+# one pretrain (fp32), then the search stage of jobs/fmnist_demo.cfg from it under
+# fp32, tf32 and bf16; each search's last metrics line (val/test accuracy, zero λ,
+# live MACs) becomes a line of extra.jsonl
+FM=""
+for d in "$ROOT/build/gpu-bundle/fashion-mnist" /usr/share/datasets/fashion-mnist; do
+  [ -f "$d/train-images-idx3-ubyte.gz" ] && { FM=$d; break; }
+done
+if [ -n "$FM" ] && fits 150; then
+  step "short fmnist searches: pretrain (fp32), then search under fp32 / tf32 / bf16 (data $FM)"
+  FMARGS="--config jobs/fmnist_demo.cfg --device cuda --threads 16 --data.dir $FM --progress false"
+  timeout $(( $(left) - 60 )) "$BIN/dsonas" pretrain $FMARGS --out "$TMP/fm_pre" 2>&1 | tail -2
+  for m in fp32 tf32 bf16; do
+    fits 60 || { echo "skipping the $m search: not enough time left"; continue; }
+    t1=$(date +%s)
+    timeout $(( $(left) - 30 )) "$BIN/dsonas" search $FMARGS --gpu-math $m --init "$TMP/fm_pre" --out "$TMP/fm_$m" 2>&1 | tail -2
+    "$PY" - "$m" "$TMP/fm_$m/metrics.jsonl" "$(( $(date +%s) - t1 ))" >> "$OUT/extra.jsonl" <<'EOF'
+import json, sys
+m, path, secs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rec = {"label": "fmnist_search_" + m, "gpu_math": m, "wall_s": secs}
+try:
+    lines = [json.loads(l) for l in open(path) if l.strip()]
+    rec["last"] = lines[-1] if lines else None
+except Exception as e:
+    rec["error"] = str(e)
+print(json.dumps(rec))
+EOF
+    tail -1 "$OUT/extra.jsonl" | cut -c1-400
+  done
+else
+  echo "skipping the short searches (no Fashion-MNIST files: make_bundle.sh copies them; or no time left)"
+fi
+
+# ---- 7. compute-sanitizer on a subset (Firecracker machines; gVisor refuses it) ---------
+if command -v compute-sanitizer > /dev/null && fits 120; then
+  step "compute-sanitizer memcheck on the primitive tests (timeout $(( $(left) - 60 ))s)"
+  { echo; echo "===== compute-sanitizer memcheck"; } >> "$OUT/gpu_tests.log"
+  timeout $(( $(left) - 60 )) compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/gpu_tests" \
+    --gtest_filter='CudaVsCpu.*:Shapes/PoolCuda.*:Relu/BnCuda.*:Shapes/ConvCuda.MatchesCpu/1*-CudaVsCpu.TrainStep*:CudaVsCpu.EvalBatch*' \
+    > "$TMP/sanitizer.log" 2>&1
+  echo "compute-sanitizer exit $? ($(grep -c "Invalid\|ERROR SUMMARY" "$TMP/sanitizer.log") report lines)"
+  grep -m5 "ERROR SUMMARY\|Invalid" "$TMP/sanitizer.log"
+  tail -c 200000 "$TMP/sanitizer.log" >> "$OUT/gpu_tests.log"
+else
+  echo "skipping compute-sanitizer (not installed or no time left)"
+fi
+
+# the dsonas CPU backend on this machine's 16 cores, for scale (lowest priority)
+bench fmnist_cpu16 90 --config jobs/bench_fmnist.cfg --device cpu --threads 16 --bench.steps 6
+
+# ---- 8. summary ---------------------------------------------------------------------------
 step "summary"
 "$PY" - "$OUT" "${TESTS_RC:-none}" "$(elapsed)" "${GPU_NAME:-}" > "$OUT/summary.json" <<'EOF'
 import json, os, re, sys
@@ -250,19 +328,46 @@ for line in open(os.path.join(out, "bench.jsonl")) if os.path.exists(os.path.joi
     r = rec.get("result") or {}
     s["bench"][rec["label"]] = {k: r.get(k) for k in ("img_per_s", "step_ms_median", "w_step_ms_median",
                                                        "lambda_step_ms_median", "peak_tensor_mb", "peak_rss_mb",
-                                                       "recompute", "batch")}
+                                                       "recompute", "batch", "gpu_math")}
     s["bench"][rec["label"]].update({"exit": rec["exit"], "nvidia_smi_peak_mib": rec.get("nvidia_smi_peak_mib")})
 s["twin_cuda"] = {}
 p = os.path.join(out, "twin_cuda.json")
 for line in open(p) if os.path.exists(p) else []:
     rec = json.loads(line)
-    s["twin_cuda"][rec["label"]] = {k: rec.get(k) for k in ("ok", "img_per_s", "step_ms_mean_of_medians",
-                                                            "w_step_ms_median", "lambda_step_ms_median",
-                                                            "peak_cuda_mb", "error")}
-for a, b in (("fmnist_cuda", "fmnist_twin_cuda"), ("cifar10_cuda", "cifar10_twin_cuda")):
+    s["twin_cuda"][rec["label"]] = {k: rec.get(k) for k in ("ok", "math", "compiled", "img_per_s",
+                                                            "step_ms_mean_of_medians", "w_step_ms_median",
+                                                            "lambda_step_ms_median", "peak_cuda_mb", "warmup_s",
+                                                            "error")}
+# dsonas img/s over the twin's, same space, batch and GPU (issue 6 target: >= 1.5 over eager)
+pairs = (("fmnist_cuda", "fmnist_twin_cuda"), ("cifar10_cuda", "cifar10_twin_cuda"),
+         ("imagenet_cuda", "imagenet_twin_cuda"), ("cifar10_cuda", "cifar10_twin_cuda_compiled"),
+         ("imagenet_cuda", "imagenet_twin_cuda_compiled"), ("cifar10_cuda_tf32", "cifar10_twin_cuda_tf32"))
+for a, b in pairs:
     d, t = s["bench"].get(a, {}), s["twin_cuda"].get(b, {})
     if d.get("img_per_s") and t.get("img_per_s"):
-        s.setdefault("dsonas_over_twin_img_per_s", {})[a] = round(d["img_per_s"] / t["img_per_s"], 3)
+        s.setdefault("dsonas_over_twin_img_per_s", {})[a + " / " + b] = round(d["img_per_s"] / t["img_per_s"], 3)
+for a in ("cifar10_cuda_tf32", "cifar10_cuda_bf16", "imagenet_cuda_bf16"):
+    base = s["bench"].get(a.rsplit("_", 1)[0], {}).get("img_per_s")
+    if base and s["bench"].get(a, {}).get("img_per_s"):
+        s.setdefault("speedup_over_fp32", {})[a] = round(s["bench"][a]["img_per_s"] / base, 3)
+p = os.path.join(out, "extra.jsonl")
+for line in open(p) if os.path.exists(p) else []:
+    rec = json.loads(line)
+    if rec.get("label") == "loader_bench":
+        s["loader"] = {k: rec.get(k) for k in ("cores", "train_img_s", "train_img_per_cpu_s", "eval_img_s_1worker",
+                                                "decode_only_img_per_cpu_s")}
+        per = (rec.get("train_img_per_cpu_s") or {}).get("1")
+        gpu_ips = s["bench"].get("imagenet_cuda", {}).get("img_per_s")
+        if per and gpu_ips:
+            import math
+            s["loader"]["workers_to_feed_imagenet_step"] = {
+                "gpu_img_per_s": gpu_ips, "per_worker_img_per_s": per,
+                "workers": round(gpu_ips / per, 2), "with_30pct_headroom": math.ceil(1.3 * gpu_ips / per)}
+    elif rec.get("label", "").startswith("fmnist_search_"):
+        last = rec.get("last") or {}
+        s.setdefault("fmnist_search_by_math", {})[rec["gpu_math"]] = {
+            "wall_s": rec.get("wall_s"), "error": rec.get("error"), **{k: last.get(k) for k in ("step", "val_acc", "test_acc", "zero_lambda",
+                                                                     "live_ops", "live_macs")}}
 print(json.dumps(s, indent=1))
 EOF
 cat "$OUT/summary.json"
