@@ -11,7 +11,8 @@ may be given instead. With one run the outputs go straight into OUT_DIR; with
 several each run gets OUT_DIR/<run name>/ and OUT_DIR gets sweep.csv/sweep.png.
 
 Per run:
-  sparsity.csv/.png   zero-λ fraction, live MACs and live ops against step
+  sparsity.csv/.png   zero-λ fraction, live MACs and live ops against step (plots:
+                      against training images when the file has /images)
   loss_acc.csv/.png   loss and accuracy against step (trajectory + metrics.jsonl)
   heatmap_<block>.png every λ of each normal block (or the shared block) over time
   deaths.csv          per λ entry: the step from which it stayed exactly 0
@@ -137,13 +138,25 @@ def load_run(path):
         n = step.shape[0]
         if n == 0:
             raise InputError("%s: trajectory has no records" % traj)
-        # Defensive: keep the last record per step, in step order (the writer already
-        # guarantees strictly increasing steps, also after a resume).
+        # /images (training images so far) is the uniform axis: strictly increasing,
+        # also across a world-size change, where /step jumps.  Absent from older files,
+        # -1 for records written before it existed: then the step axis is used.
+        images = np.asarray(f["images"][()], dtype=np.int64) if "images" in f else None
+        if images is not None and images.shape[0] != n:
+            raise InputError("%s: dataset images has %d records, step has %d"
+                             % (traj, images.shape[0], n))
+        if images is not None and (images < 0).any():
+            images = None
+        # Defensive: keep the last record per x value, in x order (the writer already
+        # guarantees strictly increasing images and, within one world size, steps).
+        key = step if images is None else images
         last = {}
-        for i, s in enumerate(step):
+        for i, s in enumerate(key):
             last[int(s)] = i
         order = np.array([last[s] for s in sorted(last)], dtype=np.int64)
         r.step = step[order]
+        r.images = None if images is None else images[order]
+        r.x, r.xlabel = (r.step, "step") if images is None else (r.images, "training images")
         for k in REQUIRED[1:]:
             a = np.asarray(f[k][()])
             if a.shape[0] != n:
@@ -408,19 +421,20 @@ def savefig(fig, path):
 def out_sparsity(r, a, od):
     zf = r.zero_lambda / max(r.total_lambda, 1)
     rows = [(int(r.step[i]), int(r.zero_lambda[i]), r.total_lambda, float(zf[i]),
-             float(r.live_macs[i]), int(r.live_edges[i]), int(a["live_ops"][i]))
+             float(r.live_macs[i]), int(r.live_edges[i]), int(a["live_ops"][i]),
+             "" if r.images is None else int(r.images[i]))
             for i in range(r.n)]
     write_csv(os.path.join(od, "sparsity.csv"),
               ["step", "zero_lambda", "total_lambda", "zero_fraction", "live_macs",
-               "live_edges", "live_ops"], rows)
+               "live_edges", "live_ops", "images"], rows)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
     mk = "o" if r.n <= 60 else None
-    ax1.plot(r.step, 100 * zf, color="tab:red", marker=mk, ms=3, label="zero λ")
+    ax1.plot(r.x, 100 * zf, color="tab:red", marker=mk, ms=3, label="zero λ")
     ax1.set_ylabel("zero λ [%% of %d]" % r.total_lambda)
     ax1.set_ylim(-3, 103)
     ax1.set_title("%s: sparsity during search" % r.name, fontsize=11)
     ax1b = ax1.twinx()
-    ax1b.plot(r.step, a["live_ops"], color="tab:gray", ls="--", lw=1, label="live ops (§6.1)")
+    ax1b.plot(r.x, a["live_ops"], color="tab:gray", ls="--", lw=1, label="live ops (§6.1)")
     ax1b.set_ylabel("live ops [count]", color="tab:gray")
     ax1b.set_ylim(bottom=0)
     ax1b.tick_params(labelsize=9, colors="tab:gray", axis="y")
@@ -428,9 +442,9 @@ def out_sparsity(r, a, od):
     h2, l2 = ax1b.get_legend_handles_labels()
     ax1.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
     style_axes(ax1)
-    ax2.plot(r.step, r.live_macs / 1e6, color="tab:blue", marker=mk, ms=3, label="live MACs")
+    ax2.plot(r.x, r.live_macs / 1e6, color="tab:blue", marker=mk, ms=3, label="live MACs")
     ax2.set_ylabel("live MACs [M per image]")
-    ax2.set_xlabel("step")
+    ax2.set_xlabel(r.xlabel)
     ax2.set_ylim(bottom=0)
     ax2.legend(fontsize=8, loc="upper right")
     style_axes(ax2)
@@ -447,11 +461,15 @@ def out_loss_acc(r, od):
                      float(m.get("loss", float("nan"))), float(m.get("acc", float("nan")))))
     write_csv(os.path.join(od, "loss_acc.csv"), ["source", "stage", "step", "loss", "acc"], rows)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
-    ax1.plot(r.step, r.loss, color="tab:blue", lw=0.8, alpha=0.6, label="batch (trajectory)")
-    ax2.plot(r.step, 100 * r.acc, color="tab:blue", lw=0.8, alpha=0.6, label="batch (trajectory)")
+    ax1.plot(r.x, r.loss, color="tab:blue", lw=0.8, alpha=0.6, label="batch (trajectory)")
+    ax2.plot(r.x, 100 * r.acc, color="tab:blue", lw=0.8, alpha=0.6, label="batch (trajectory)")
     ms = [m for m in mrows if m.get("stage", "search") == "search"]
+    if r.images is not None and not (r.images * r.step[0] == r.images[0] * r.step).all():
+        ms = []  # metrics.jsonl is by step: images ∝ step only without a world-size change
     if ms:
         st = [int(m["step"]) for m in ms]
+        if r.images is not None:
+            st = [s * int(r.images[0]) // int(r.step[0]) for s in st]
         ax1.plot(st, [m.get("loss", np.nan) for m in ms], "o-", color="tab:orange", ms=4,
                  label="log window (metrics.jsonl)")
         ax2.plot(st, [100 * m.get("acc", np.nan) for m in ms], "o-", color="tab:orange", ms=4,
@@ -464,7 +482,7 @@ def out_loss_acc(r, od):
     ax1.set_ylabel("loss [cross-entropy]")
     ax1.set_title("%s: training loss and accuracy" % r.name, fontsize=11)
     ax2.set_ylabel("accuracy [%]")
-    ax2.set_xlabel("step")
+    ax2.set_xlabel(r.xlabel)
     ax2.set_ylim(-3, 103)
     ax1.legend(fontsize=8, loc="upper right")
     ax2.legend(fontsize=8, loc="lower right")
@@ -508,7 +526,7 @@ def out_heatmaps(r, od):
         cmap.set_under(cmap(0.0))
         h = min(max(4.5, 0.06 * R + 1.8), 12)
         fig, ax = plt.subplots(figsize=(6.4, h))
-        mesh = ax.pcolormesh(_edges(r.step), np.arange(R + 1), np.ma.masked_where(M <= 0, M),
+        mesh = ax.pcolormesh(_edges(r.x), np.arange(R + 1), np.ma.masked_where(M <= 0, M),
                              cmap=cmap, norm=LogNorm(vmin=vmin, vmax=vmax), shading="flat")
         ax.set_ylim(R, 0)
         for _, s0, _e in groups[1:]:
@@ -521,7 +539,7 @@ def out_heatmaps(r, od):
         ax.set_yticks(np.arange(R) + 0.5, minor=True)
         ax.tick_params(axis="y", which="minor", length=1.5)
         ax.tick_params(axis="y", which="major", length=0)
-        ax.set_xlabel("step")
+        ax.set_xlabel(r.xlabel)
         title = "shared block (all normal blocks)" if b.name == "shared" else "block %s" % b.name
         ax.set_title("%s: λ of %s\n%d entries × %d records" % (r.name, title, R, r.n), fontsize=10)
         cb = fig.colorbar(mesh, ax=ax, pad=0.02, fraction=0.05, aspect=max(20, 3 * h),
@@ -642,7 +660,9 @@ def summary_text(r, a):
     lines.append("  space: L=%d, ops %s, normal units %s, widths %s, %s, %d λ"
                  % (r.L, ",".join(r.ops), sp.get("normal_units"), sp.get("widths"),
                     "share" if r.share else "full", r.total_lambda))
-    lines.append("  records %d, steps %d → %d" % (r.n, int(r.step[0]), int(r.step[-1])))
+    lines.append("  records %d, steps %d → %d%s" % (
+        r.n, int(r.step[0]), int(r.step[-1]),
+        "" if r.images is None else ", training images %d → %d" % (r.images[0], r.images[-1])))
     lines.append("  zero λ: %d/%d (%.1f %%) at first record → %d/%d (%.1f %%) at the end"
                  % (r.zero_lambda[0], r.total_lambda, 100 * zf0, r.zero_lambda[-1],
                     r.total_lambda, 100 * zf))

@@ -73,13 +73,15 @@ Trajectory::Trajectory(std::string path, std::string space_json, std::vector<Lam
 Trajectory::~Trajectory() = default;
 
 void Trajectory::append(TrajectoryRecord r) {
-  DSO_CHECK(recs_.empty() || r.step > recs_.back().step, "trajectory steps must increase: ", r.step);
+  // /step may jump at a world-size change; /images may not (unknown, -1, in older files)
+  DSO_CHECK(recs_.empty() || r.images < 0 || recs_.back().images < 0 || r.images > recs_.back().images,
+            "trajectory images must increase: ", r.images, " after ", recs_.back().images);
   recs_.push_back(std::move(r));
 }
 
-void Trajectory::load(int64_t max_step) {
-  recs_.clear();
-  if (::access(path_.c_str(), F_OK) != 0) return;
+bool Trajectory::read_all(std::vector<TrajectoryRecord>* all) const {
+  all->clear();
+  if (::access(path_.c_str(), F_OK) != 0) return false;
   Id file{H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
   if (file.id < 0) throw Error(kExitCheckpoint, str(path_, ": not an HDF5 file or corrupt"));
   hsize_t n = 0, m = 0;
@@ -89,6 +91,12 @@ void Trajectory::load(int64_t max_step) {
   auto macs = read_table<double>(file, path_, "live_macs", H5T_NATIVE_DOUBLE, &m, 0);
   auto zero = read_table<int64_t>(file, path_, "zero_lambda", H5T_NATIVE_INT64, &m, 0);
   auto edges = read_table<int64_t>(file, path_, "live_edges", H5T_NATIVE_INT64, &m, 0);
+  // /images is absent from files written before it existed: unknown (-1)
+  std::vector<int64_t> images(static_cast<size_t>(n), -1);
+  if (H5Lexists(file, "images", H5P_DEFAULT) > 0) {
+    images = read_table<int64_t>(file, path_, "images", H5T_NATIVE_INT64, &m, 0);
+    if (m != n) throw Error(kExitCheckpoint, str(path_, ": images has ", m, " records, step has ", n));
+  }
   size_t total = 0;
   for (const LambdaGroup& g : groups_) total = std::max(total, static_cast<size_t>(g.offset + g.size));
   std::vector<std::vector<float>> lam(static_cast<size_t>(n), std::vector<float>(total, 0.f));
@@ -98,17 +106,39 @@ void Trajectory::load(int64_t max_step) {
     for (hsize_t r = 0; r < n; ++r)
       std::memcpy(lam[r].data() + g.offset, v.data() + r * g.size, sizeof(float) * static_cast<size_t>(g.size));
   }
-  for (hsize_t r = 0; r < n && step[r] <= max_step; ++r) {
+  for (hsize_t r = 0; r < n; ++r) {
     TrajectoryRecord rec;
     rec.step = step[r];
+    rec.images = images[r];
     rec.loss = loss[r];
     rec.acc = acc[r];
     rec.live_macs = macs[r];
     rec.zero_lambda = zero[r];
     rec.live_edges = edges[r];
     rec.lambda = std::move(lam[r]);
-    recs_.push_back(std::move(rec));
+    all->push_back(std::move(rec));
   }
+  return true;
+}
+
+void Trajectory::load(int64_t max_step) {
+  std::vector<TrajectoryRecord> all;
+  read_all(&all);
+  recs_.clear();
+  for (size_t r = 0; r < all.size() && all[r].step <= max_step; ++r) recs_.push_back(std::move(all[r]));
+}
+
+bool Trajectory::load_count(int64_t count) {
+  std::vector<TrajectoryRecord> all;
+  recs_.clear();
+  if (!read_all(&all)) return false;
+  DSO_CHECK(count >= 0, "trajectory record count ", count);
+  if (static_cast<int64_t>(all.size()) < count)
+    throw Error(kExitCheckpoint, str(path_, ": ", all.size(), " records, fewer than the ", count,
+                                    " the checkpoint counts (traj_records)"));
+  all.resize(static_cast<size_t>(count));
+  recs_ = std::move(all);
+  return true;
 }
 
 void Trajectory::save() const {
@@ -135,14 +165,15 @@ void Trajectory::save() const {
     }
     attr("space", space_);
     const hsize_t n = recs_.size();
-    std::vector<int64_t> step(n), zero(n), edges(n);
+    std::vector<int64_t> step(n), images(n), zero(n), edges(n);
     std::vector<double> loss(n), acc(n), macs(n);
     for (hsize_t r = 0; r < n; ++r) {
       const TrajectoryRecord& x = recs_[r];
-      step[r] = x.step; zero[r] = x.zero_lambda; edges[r] = x.live_edges;
+      step[r] = x.step; images[r] = x.images; zero[r] = x.zero_lambda; edges[r] = x.live_edges;
       loss[r] = x.loss; acc[r] = x.acc; macs[r] = x.live_macs;
     }
     write_table(file, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, n, 0, step.data());
+    write_table(file, "images", H5T_STD_I64LE, H5T_NATIVE_INT64, n, 0, images.data());
     write_table(file, "loss", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, n, 0, loss.data());
     write_table(file, "acc", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, n, 0, acc.data());
     write_table(file, "live_macs", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, n, 0, macs.data());

@@ -72,8 +72,9 @@ def scenario_lambda(seed=0):
 
 
 def write_run(d, lam=None, after=None, gamma=None, share=False, metrics=True, red=True,
-              steps=STEPS):
-    """Write DIR/lambda_trajectory.h5 (+ metrics.jsonl, config.resolved.cfg)."""
+              steps=STEPS, images=None):
+    """Write DIR/lambda_trajectory.h5 (+ metrics.jsonl, config.resolved.cfg); /images
+    only when `images` is given (files of older versions lack it)."""
     os.makedirs(d, exist_ok=True)
     if lam is None:
         lam, after = scenario_lambda()
@@ -100,6 +101,8 @@ def write_run(d, lam=None, after=None, gamma=None, share=False, metrics=True, re
         "zero_lambda": zero,
         "live_edges": total - zero,
     }
+    if images is not None:
+        data["images"] = np.asarray(images, dtype=np.int64)
     with h5py.File(os.path.join(d, "lambda_trajectory.h5"), "w") as f:
         f.attrs["format"] = "dsonas-trajectory"
         f.attrs["format_version"] = np.int64(1)
@@ -367,6 +370,8 @@ def test_real_trajectory_from_dsonas(tmp_path):
     with h5py.File(run / "lambda_trajectory.h5", "r") as f:
         steps = list(f["step"][()])
         zero = list(f["zero_lambda"][()])
+        images = list(f["images"][()])
+    assert images == [s * 8 for s in steps]  # 1 rank × batch 8
     sp = read_csv(out / "sparsity.csv")
     assert [int(r["step"]) for r in sp] == steps
     assert [int(r["zero_lambda"]) for r in sp] == zero
@@ -376,3 +381,45 @@ def test_real_trajectory_from_dsonas(tmp_path):
            if r["block"] == "all" and r["level"] == "all" and r["op_type"] == "all"][0]
     assert int(tot["alive"]) == final["live_ops"]
     assert "records %d" % len(steps) in c.stdout
+
+
+# ---------------------------------------------------------------- /images axis
+
+# 1 rank × 32 for steps 1..50, then 2 ranks × 32 (the step counter rescaled 50 -> 25):
+# /step repeats 30, 40, 50 while /images goes on increasing
+WC_STEPS = np.array([10, 20, 30, 40, 50, 30, 40, 50, 60, 70])
+WC_IMAGES = np.array([320, 640, 960, 1280, 1600, 1920, 2560, 3200, 3840, 4480])
+
+
+def test_images_axis_across_a_world_change(tmp_path, capsys):
+    data, _ = write_run(str(tmp_path / "wc"), steps=WC_STEPS, images=WC_IMAGES)
+    rc, out = run_tool([tmp_path / "wc", "--out", tmp_path / "o"], capsys)
+    assert rc == 0, out.err
+    sp = read_csv(tmp_path / "o" / "sparsity.csv")
+    # every record, in file order (a step-keyed reading would fold the repeated steps)
+    assert [int(r["step"]) for r in sp] == list(WC_STEPS)
+    assert [int(r["images"]) for r in sp] == list(WC_IMAGES)
+    assert [int(r["zero_lambda"]) for r in sp] == list(data["zero_lambda"])
+    assert "records 10, steps 10 → 70, training images 320 → 4480" in out.out
+    # metrics.jsonl is by step: not placed on the image axis across the world change
+    assert {r["source"] for r in read_csv(tmp_path / "o" / "loss_acc.csv")} >= {"trajectory"}
+
+
+def test_images_axis_without_a_world_change(tmp_path, capsys):
+    write_run(str(tmp_path / "one"), images=STEPS * 64)
+    rc, out = run_tool([tmp_path / "one", "--out", tmp_path / "o"], capsys)
+    assert rc == 0, out.err
+    r = la.load_run(str(tmp_path / "one"))
+    assert r.xlabel == "training images" and list(r.x) == list(STEPS * 64)
+    assert [int(x["images"]) for x in read_csv(tmp_path / "o" / "sparsity.csv")] == list(STEPS * 64)
+
+
+def test_older_file_without_images_uses_steps(analysed, tmp_path):
+    run, out, _, _ = analysed
+    r = la.load_run(str(run))
+    assert r.images is None and r.xlabel == "step" and list(r.x) == list(STEPS)
+    assert {x["images"] for x in read_csv(out / "sparsity.csv")} == {""}
+    # a file appended to by a newer version: -1 for the records before /images existed
+    write_run(str(tmp_path / "mixed"), images=np.where(STEPS <= 30, -1, STEPS * 64))
+    r = la.load_run(str(tmp_path / "mixed"))
+    assert r.images is None and list(r.x) == list(STEPS)

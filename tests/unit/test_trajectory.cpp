@@ -1,0 +1,215 @@
+// test_trajectory.cpp — the λ trajectory file (io/trajectory.hpp): the /images
+// axis round trip, resume trimming by record count (also across a world-size
+// change, where /step jumps), the step rule of older checkpoints, files written
+// before /images existed, and a file with fewer records than the checkpoint counts.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <fstream>
+#include <limits>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "dsonas/core/error.hpp"
+#include "dsonas/io/trajectory.hpp"
+#include "dsonas/model/supergraph.hpp"
+#include "test_util.hpp"
+
+using namespace dsonas;
+using dsonas_test::TempDir;
+
+namespace {
+
+const char* kSpace = "{\"test\":1}";
+
+std::vector<LambdaGroup> groups() {
+  LambdaGroup a, b;
+  a.name = "s1/u1/lambda/after";
+  a.offset = 0;
+  a.size = 3;
+  b.name = "s1/red/lambda";
+  b.offset = 3;
+  b.size = 2;
+  return {a, b};
+}
+
+TrajectoryRecord rec(int64_t step, int64_t images) {
+  TrajectoryRecord r;
+  r.step = step;
+  r.images = images;
+  r.loss = 2.0 - 0.001 * static_cast<double>(step);
+  r.acc = 0.1 + 0.001 * static_cast<double>(step);
+  r.live_macs = 1e6 - static_cast<double>(step);
+  r.zero_lambda = step / 10;
+  r.live_edges = 40 - step / 10;
+  for (int i = 0; i < 5; ++i) r.lambda.push_back(static_cast<float>(step) * 0.01f + static_cast<float>(i));
+  return r;
+}
+
+std::string bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+std::vector<int64_t> steps(const Trajectory& t) {
+  std::vector<int64_t> v;
+  for (const auto& r : t.records()) v.push_back(r.step);
+  return v;
+}
+
+std::vector<int64_t> images(const Trajectory& t) {
+  std::vector<int64_t> v;
+  for (const auto& r : t.records()) v.push_back(r.images);
+  return v;
+}
+
+// 2 ranks × 32 for steps 1..30, then 1 rank × 32 (step 30 -> 60) up to 70, then
+// 2 ranks again (step 70 -> 36): /step 10 20 30 70 40 50, /images strictly increasing
+std::vector<TrajectoryRecord> world_change_records() {
+  return {rec(10, 640), rec(20, 1280), rec(30, 1920), rec(70, 2240), rec(40, 2496), rec(50, 3136)};
+}
+
+}  // namespace
+
+TEST(Trajectory, ImagesRoundTrip) {
+  TempDir d;
+  const std::string p = d.file("lambda_trajectory.h5");
+  Trajectory a(p, kSpace, groups());
+  for (auto& r : world_change_records()) a.append(r);
+  a.save();
+  Trajectory b(p, kSpace, groups());
+  ASSERT_TRUE(b.load_count(6));
+  ASSERT_EQ(b.records().size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    const auto &x = a.records()[i], &y = b.records()[i];
+    EXPECT_EQ(x.step, y.step);
+    EXPECT_EQ(x.images, y.images);
+    EXPECT_EQ(x.loss, y.loss);
+    EXPECT_EQ(x.acc, y.acc);
+    EXPECT_EQ(x.live_macs, y.live_macs);
+    EXPECT_EQ(x.zero_lambda, y.zero_lambda);
+    EXPECT_EQ(x.live_edges, y.live_edges);
+    EXPECT_EQ(x.lambda, y.lambda);
+  }
+  Trajectory c(p, kSpace, groups());
+  c.load(std::numeric_limits<int64_t>::max());  // inspect's reading: every record
+  EXPECT_EQ(images(c), (std::vector<int64_t>{640, 1280, 1920, 2240, 2496, 3136}));
+}
+
+TEST(Trajectory, LoadByCountKeepsRecordsAcrossAWorldChange) {
+  TempDir d;
+  const std::string p = d.file("lambda_trajectory.h5");
+  Trajectory a(p, kSpace, groups());
+  for (auto& r : world_change_records()) a.append(r);
+  a.save();
+  // resume from a checkpoint at step 45 of the grown world that counted 5 records
+  Trajectory b(p, kSpace, groups());
+  ASSERT_TRUE(b.load_count(5));
+  EXPECT_EQ(steps(b), (std::vector<int64_t>{10, 20, 30, 70, 40}));
+  // the step rule (kept for checkpoints without traj_records) would drop the
+  // pre-change record 70 and everything after it
+  Trajectory c(p, kSpace, groups());
+  c.load(45);
+  EXPECT_EQ(steps(c), (std::vector<int64_t>{10, 20, 30}));
+  // appending after the trim, as the resumed run does, gives back the same file
+  const std::string before = bytes(p);
+  b.append(world_change_records()[5]);
+  b.save();
+  EXPECT_EQ(bytes(p), before);
+  ASSERT_TRUE(b.load_count(0));
+  EXPECT_TRUE(b.records().empty());
+}
+
+TEST(Trajectory, OlderCheckpointFallsBackToTheStepRule) {
+  TempDir d;
+  const std::string p = d.file("lambda_trajectory.h5");
+  Trajectory a(p, kSpace, groups());
+  for (int s = 10; s <= 60; s += 10) a.append(rec(s, s * 64));
+  a.save();  // saved between checkpoints: ahead of the checkpoint at step 30
+  Trajectory b(p, kSpace, groups());
+  b.load(35);
+  EXPECT_EQ(steps(b), (std::vector<int64_t>{10, 20, 30}));
+  b.append(rec(40, 40 * 64));
+  EXPECT_EQ(steps(b), (std::vector<int64_t>{10, 20, 30, 40}));
+}
+
+TEST(Trajectory, FewerRecordsThanTheCheckpointCountsIsExit3) {
+  TempDir d;
+  const std::string p = d.file("lambda_trajectory.h5");
+  Trajectory a(p, kSpace, groups());
+  for (int s = 10; s <= 30; s += 10) a.append(rec(s, s * 64));
+  a.save();
+  Trajectory b(p, kSpace, groups());
+  try {
+    b.load_count(4);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitCheckpoint);
+    const std::string m = e.what();
+    EXPECT_NE(m.find(p), std::string::npos) << m;
+    EXPECT_NE(m.find(": 3 records, fewer than the 4 the checkpoint counts"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  EXPECT_TRUE(b.records().empty());
+}
+
+TEST(Trajectory, MissingFileLoadsNothing) {
+  TempDir d;
+  Trajectory a(d.file("none.h5"), kSpace, groups());
+  EXPECT_FALSE(a.load_count(3));
+  EXPECT_TRUE(a.records().empty());
+  a.load(100);
+  EXPECT_TRUE(a.records().empty());
+}
+
+TEST(Trajectory, UnreadableFileIsExit3) {
+  TempDir d;
+  const std::string p = d.file("lambda_trajectory.h5");
+  std::ofstream(p) << "not hdf5";
+  Trajectory a(p, kSpace, groups());
+  try {
+    a.load_count(1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitCheckpoint);
+    EXPECT_NE(std::string(e.what()).find(p + ": not an HDF5 file"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trajectory, FileWithoutImagesReadsMinusOneAndKeepsIt) {
+  TempDir d;
+  const std::string p = d.file("lambda_trajectory.h5");
+  Trajectory a(p, kSpace, groups());
+  for (int s = 10; s <= 30; s += 10) a.append(rec(s, s * 64));
+  a.save();
+  {  // make it a file of an older version: no /images
+    hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    ASSERT_GE(H5Ldelete(f, "images", H5P_DEFAULT), 0);
+    H5Fclose(f);
+  }
+  Trajectory b(p, kSpace, groups());
+  ASSERT_TRUE(b.load_count(2));
+  EXPECT_EQ(steps(b), (std::vector<int64_t>{10, 20}));
+  EXPECT_EQ(images(b), (std::vector<int64_t>{-1, -1}));
+  b.append(rec(30, 1920));  // the resumed run knows its count
+  b.save();
+  Trajectory c(p, kSpace, groups());
+  ASSERT_TRUE(c.load_count(3));
+  EXPECT_EQ(images(c), (std::vector<int64_t>{-1, -1, 1920}));
+  EXPECT_EQ(c.records()[1].lambda, a.records()[1].lambda);
+}
+
+TEST(Trajectory, ImagesMustIncrease) {
+  TempDir d;
+  Trajectory a(d.file("t.h5"), kSpace, groups());
+  a.append(rec(70, 2240));
+  a.append(rec(40, 2496));  // a step jump at a world change is fine
+  try {
+    a.append(rec(50, 2496));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitInternal);
+  }
+}
