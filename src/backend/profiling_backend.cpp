@@ -17,6 +17,7 @@ class ProfilingBackend final : public Backend {
   Device device() const override { return in_.device(); }
   std::string name() const override { return in_.name() + "+profiling"; }
   int threads() const override { return in_.threads(); }
+  int64_t memory_free_bytes() const override { return in_.memory_free_bytes(); }
   std::map<std::string, std::pair<double, long>> totals;
 
   void fill(Tensor& t, float v) override {

@@ -176,13 +176,21 @@ int run_retrain(const RunConfig& cfg) {
           check_structural(c, was, structural, {"world_size"});
         },
         [&](const std::string& c) { load_network_file(c, net, &rs); }, &skipped);
-    if (root) truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
+    // (a finished stage writes nothing again: its metrics, final line included, stay)
+    if (root && !(!resumed_from.empty() && rs.counters["finished"]))
+      truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"],
+                       rs.counters.count("metrics_lines") ? rs.counters["metrics_lines"] : -1);
     if (!resumed_from.empty())
       world_then = checkpoint_world_size(cfg, resumed_from, read_root_attr(resumed_from, "structural"), world);
   }
+  // another world: the old run's checkpoints count other steps (see train.cpp)
+  bool aside_pending = world_then != world;
+  const std::string aside_note =
+      aside_pending && root ? set_aside_checkpoints(cfg.out, resumed_from, world_then, rs.counters["step"]) : "";
 
   Output out(cfg.out, cfg.progress, rank);
   if (world_then != world) out.line("warning: " + world_change_note(world_then, world));
+  if (!aside_note.empty()) out.line(aside_note);
   if (!skipped.empty()) out.line(skipped.substr(0, skipped.size() - 1));
   if (cfg.resume)
     out.line(resumed_from.empty() ? str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning")
@@ -268,6 +276,7 @@ int run_retrain(const RunConfig& cfg) {
       k["finished"] = finished;
       k["win_correct"] = win_correct;
       k["win_n"] = win_n;
+      k["metrics_lines"] = out.metrics_lines();
       ts.reals["win_loss"] = win_loss;
       ts.reals["win_aux"] = win_aux;
       ts.reals["win_time"] = win_time;
@@ -281,8 +290,13 @@ int run_retrain(const RunConfig& cfg) {
         throw Error(kExitInternal, str("cannot create ", dir, ": ", std::strerror(errno)));
       save_network_file(dir + "/" + name, net, info, &ts);
       write_latest_pointer(cfg.out, name, step);
+      if (aside_pending) {
+        const std::string note = set_aside_checkpoints(cfg.out, dir + "/" + name, world_then, rs.counters["step"]);
+        if (!note.empty()) out.line(note);
+      }
       prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
     }
+    aside_pending = false;
     comm.barrier();
     last_ckpt = Clock::now();
     return str(cfg.out, "/ckpt/", name);

@@ -38,7 +38,12 @@ namespace dsonas {
 Output::Output(const std::string& dir, bool progress, int rank) : console_(rank == 0) {
   if (!dir.empty()) {
     log_.open(str(dir, "/log.rank", rank), std::ios::app);
-    if (rank == 0) metrics_.open(dir + "/metrics.jsonl", std::ios::app);
+    if (rank == 0) {
+      std::ifstream existing(dir + "/metrics.jsonl");
+      std::string l;
+      while (std::getline(existing, l)) ++metrics_lines_;
+      metrics_.open(dir + "/metrics.jsonl", std::ios::app);
+    }
     if (!log_ || (rank == 0 && !metrics_)) throw Error(kExitInternal, str("cannot write into ", dir));
   }
   tty_ = console_ && progress && isatty(fileno(stderr));
@@ -50,7 +55,9 @@ void Output::line(const std::string& s) {
   if (log_) log_ << s << "\n" << std::flush;
 }
 void Output::metrics(const std::string& json) {
-  if (metrics_) metrics_ << json << "\n" << std::flush;
+  if (!metrics_) return;
+  metrics_ << json << "\n" << std::flush;
+  ++metrics_lines_;
 }
 void Output::progress(const std::string& s) {
   if (!tty_) return line(s);
@@ -397,24 +404,43 @@ double deadline_epoch(const RunConfig& cfg) {
   return 0;
 }
 
-/// Keeps the metrics lines of steps ≤ step (the ones the resumed run would
-/// otherwise write twice).
-void truncate_metrics(const std::string& out, int64_t step) {
+/// Keeps what the resumed run will not write again: the first `lines` lines
+/// (checkpoint counter metrics_lines), or for older checkpoints the lines of
+/// steps ≤ step; never a "final" event (the resumed stage writes its own).
+void truncate_metrics(const std::string& out, int64_t step, int64_t lines) {
   const std::string path = out + "/metrics.jsonl", tmp = path + ".tmp";
   std::ifstream in(path);
   if (!in) return;
   std::ofstream o(tmp, std::ios::trunc);
   std::string line;
-  while (std::getline(in, line)) {
+  for (int64_t i = 0; std::getline(in, line); ++i) {
+    if (lines >= 0 && i >= lines) break;
     if (line.find("\"event\":\"final\"") != std::string::npos) continue;
     const size_t k = line.find("\"step\":");
-    if (k != std::string::npos && std::stoll(line.substr(k + 7)) > step) continue;
+    if (lines < 0 && k != std::string::npos && std::stoll(line.substr(k + 7)) > step) continue;
     o << line << "\n";
   }
   o.close();
   std::rename(tmp.c_str(), path.c_str());
 }
 
+std::string set_aside_checkpoints(const std::string& out, const std::string& keep, int world_then,
+                                  int64_t step_then) {
+  const std::string dir = out + "/ckpt", sub = str("world", world_then, "_until_step", step_then);
+  int moved = 0;
+  for (const std::string& c : checkpoint_candidates(out)) {
+    if (c == keep) continue;
+    if (::mkdir((dir + "/" + sub).c_str(), 0775) != 0 && errno != EEXIST)
+      throw Error(kExitInternal, str("cannot create ", dir, "/", sub, ": ", std::strerror(errno)));
+    const std::string name = c.substr(c.rfind('/') + 1);
+    if (std::rename(c.c_str(), (dir + "/" + sub + "/" + name).c_str()) != 0)
+      throw Error(kExitInternal, str("cannot move ", c, " into ", dir, "/", sub, ": ", std::strerror(errno)));
+    ++moved;
+  }
+  if (moved == 0) return "";
+  return str("note: moved ", moved, " checkpoint", moved > 1 ? "s" : "", " of the ", world_then, "-rank run into ", dir,
+             "/", sub, "/ (their step numbers count another global batch; kept, not used by --resume)");
+}
 
 /// Peak resident memory of this process image.  VmHWM belongs to the address
 /// space created by exec; ru_maxrss would include the RSS of the parent at fork

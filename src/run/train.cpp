@@ -283,12 +283,21 @@ constexpr int64_t kRecomputeAutoBytes = int64_t(2) << 30;
 constexpr double kTrajectorySaveSecs = 60;
 
 /// Applies --recompute; returns a line for the log.
-std::string apply_recompute(const RunConfig& cfg, Supergraph& g) {
+std::string apply_recompute(const RunConfig& cfg, Supergraph& g, Backend& be) {
   const int64_t est = g.activation_bytes_estimate(cfg.batch);
-  const bool on = cfg.recompute == "blocks" || (cfg.recompute == "auto" && est > kRecomputeAutoBytes);
+  // auto: on a GPU, when the activations would take more than half of the
+  // memory still free (the rest: weights, gradients, workspaces, fragmentation);
+  // elsewhere above a fixed 2 GiB
+  const int64_t free_b = cfg.recompute == "auto" ? be.memory_free_bytes() : -1;
+  const int64_t limit = free_b > 0 ? free_b / 2 : kRecomputeAutoBytes;
+  const bool on = cfg.recompute == "blocks" || (cfg.recompute == "auto" && est > limit);
   g.set_recompute(on);
   return str("activations without recomputation ~", est >> 20, " MiB; per-block recomputation ", on ? "on" : "off",
-             " (--recompute ", cfg.recompute, ")");
+             " (--recompute ", cfg.recompute,
+             cfg.recompute != "auto" ? std::string()
+             : free_b > 0 ? str(": limit half of the ", free_b >> 20, " MiB free on the device")
+                          : std::string(": limit 2048 MiB"),
+             ")");
 }
 
 std::string ops_summary(const SearchSpace& s, Supergraph& g) {
@@ -361,13 +370,22 @@ int train_loop(const RunConfig& cfg, Phase phase) {
           check_structural(c, was, structural, {"world_size"});
         },
         [&](const std::string& c) { load_model_file(c, g, true, &rs); }, &skipped);
-    if (root) truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"]);
+    // (a finished stage writes nothing again: its metrics, final line included, stay)
+    if (root && !(!resumed_from.empty() && rs.counters["finished"]))
+      truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"],
+                       rs.counters.count("metrics_lines") ? rs.counters["metrics_lines"] : -1);
     // the world size of the checkpoint actually loaded (a candidate refused
     // for another reason may have set the note)
     if (!resumed_from.empty())
       world_then = checkpoint_world_size(cfg, resumed_from, read_file_attr(resumed_from, "structural"), world);
     if (world_then != world) world_note = world_change_note(world_then, world);
   }
+  // another world: the old run's checkpoints count other steps; all but the one
+  // loaded move aside now, that one after the first checkpoint of this run
+  const bool set_aside = world_then != world;
+  std::string aside_note;
+  if (set_aside && root) aside_note = set_aside_checkpoints(cfg.out, resumed_from, world_then, rs.counters["step"]);
+  bool aside_pending = set_aside;
 
   Output out(cfg.out, cfg.progress, rank);
   if (!skipped.empty()) out.line(skipped.substr(0, skipped.size() - 1));
@@ -375,6 +393,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     out.line(resumed_from.empty() ? str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning")
                                   : str("resumed from ", resumed_from, " (step ", rs.counters["step"], ")"));
   if (!world_note.empty()) out.line("warning: " + world_note);
+  if (!aside_note.empty()) out.line(aside_note);
   if (!resumed_from.empty()) {  // runtime options may change across a resume: say which did
     const auto was = ini_map(read_root_attr(resumed_from, "config")), now = ini_map(cfg.resolved);
     for (const auto& kv : now) {
@@ -395,7 +414,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   }
   if (!init_path.empty()) out.line(str("initialised from ", init_path));
   if (!threads_note.empty()) out.line("note: " + threads_note);
-  out.line(apply_recompute(cfg, g));
+  out.line(apply_recompute(cfg, g, *be));
 
   std::unique_ptr<BatchSource> wlp = train_source(cfg, data, data.split.first, rank, world, kStreamW, kStreamAugW);
   BatchSource& wl = *wlp;
@@ -420,11 +439,18 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   int64_t win_correct = 0, win_n = 0;
   int64_t stable = 0, lambda_steps = 0;
   int64_t t = 0;
+  // training images consumed (global batch summed over the steps) and trajectory
+  // records written (traj_records -1: unknown, a checkpoint of an older version)
+  int64_t images_seen = 0, traj_records = 0;
   if (!resumed_from.empty()) {
     auto& k = rs.counters;
     t = k["step"];
     stable = k["stable"];
     lambda_steps = k["lambda_steps"];
+    // older checkpoints lack images_seen: their steps × their global batch (exact
+    // unless that run had already changed its world size)
+    images_seen = k.count("images_seen") ? k["images_seen"] : t * cfg.batch * world_then;
+    traj_records = k.count("traj_records") ? k["traj_records"] : -1;
     // the checkpoint holds the window summed over the ranks: rank 0 carries it on
     if (root) {
       win_correct = k["win_correct"];
@@ -458,11 +484,16 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     }
   }
   // λ trajectory (search, rank 0): saved before every checkpoint, so it is never
-  // behind the newest checkpoint; records past a resumed checkpoint are dropped
+  // behind the newest checkpoint; on resume it keeps the checkpoint's traj_records
+  // records (older checkpoints: those with step ≤ its step, in its own numbering)
   std::unique_ptr<Trajectory> traj;
   if (search && cfg.trajectory_every > 0 && root) {
     traj.reset(new Trajectory(cfg.out + "/lambda_trajectory.h5", cfg.space.to_json(), g.lambda_groups()));
-    if (!resumed_from.empty()) traj->load(rs.counters["step"]);  // the checkpoint's own step numbering
+    if (!resumed_from.empty() && traj_records < 0) traj->load(rs.counters["step"]);
+    else if (!resumed_from.empty() && !traj->load_count(traj_records) && traj_records > 0)
+      out.line(str("note: ", cfg.out, "/lambda_trajectory.h5 is missing (the checkpoint counts ", traj_records,
+                   " records); a new one starts at step ", t));
+    traj_records = static_cast<int64_t>(traj->records().size());
   }
   ModelFileInfo info;
   info.stage = stage;
@@ -494,6 +525,10 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       k["lambda_steps"] = lambda_steps;
       k["win_correct"] = win_correct;
       k["win_n"] = win_n;
+      k["images_seen"] = images_seen;
+      k["metrics_lines"] = out.metrics_lines();
+      if (traj) traj_records = static_cast<int64_t>(traj->records().size());
+      if (search && traj_records >= 0) k["traj_records"] = traj_records;
       ts.reals["win_loss"] = win_loss;
       ts.reals["win_time"] = win_time;
       if (tr.adaptive_latency())
@@ -512,8 +547,13 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       info.step = step;
       if (traj) traj->save();
       path = write_checkpoint(cfg.out, g, info, ts);
+      if (aside_pending) {
+        const std::string note = set_aside_checkpoints(cfg.out, path, world_then, rs.counters["step"]);
+        if (!note.empty()) out.line(note);
+      }
       prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
     }
+    aside_pending = false;
     comm.barrier();  // the others wait for rank 0's commit
     last_ckpt = Clock::now();
     return path.empty() ? str(cfg.out, "/ckpt/", ckpt_name(step)) : path;
@@ -547,6 +587,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     L.next(batch);
     if (fault_active("nan-grad", t + 1, rank)) batch.data[0] = std::numeric_limits<float>::quiet_NaN();
     Trainer::Out o = tr.step(kind, t, batch.data.data(), batch.labels.data(), batch.n);
+    images_seen += global_batch;
     max_step_s = std::max(max_step_s, o.seconds);
     win_loss += o.r.loss_sum;
     win_correct += o.r.correct;
@@ -598,6 +639,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       if (traj) {
         TrajectoryRecord rec;
         rec.step = t + 1;
+        rec.images = images_seen;
         rec.loss = s[0] / s[2];
         rec.acc = s[1] / s[2];
         rec.live_macs = live_macs(cfg.space, g.lambda().data(), g.mask().data());
@@ -665,7 +707,7 @@ int run_bench(const RunConfig& cfg) {
   Backend* be = prof ? prof.get() : base.get();
   Communicator& comm = Communicator::world();
   Supergraph g(s, *be, cfg.seed);
-  const std::string rc = apply_recompute(cfg, g);
+  const std::string rc = apply_recompute(cfg, g, *be);
   if (comm.root()) std::cerr << rc << "\n";
   if (cfg.bench_steps == 0) {  // sizes only (the scaling model's flat-buffer size)
     const std::string j = str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"weights\":",
@@ -714,6 +756,7 @@ int run_bench(const RunConfig& cfg) {
   const double rss_mb = static_cast<double>(peak_rss_kb()) / 1024.0;
   const double alloc_mb = static_cast<double>(allocator(be->device()).peak()) / (1024.0 * 1024.0);
   std::string json = str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"batch\":", cfg.batch,
+                         ",\"device\":\"", cfg.device, "\",\"gpu_math\":\"", cfg.gpu_math, "\",\"backend\":\"", be->name(), "\"",
                          ",\"ranks\":", comm.size(), ",\"threads\":", be->threads(),
                          ",\"reduce_ms_median\":", fmt("%.3f", median(red_ms)), ",\"reduce_share\":",
                          fmt("%.4f", all_total > 0 ? red_total / all_total : 0),

@@ -8,16 +8,18 @@
 #  * one rank killed mid-run: the job ends non-zero within 60 s;
 #  * a NaN injected on rank 1 is caught before the reduction (exit 4, rank named);
 #  * resume with another world size: refused (exit 3) unless --allow-world-size-change,
-#    which re-shards from the epoch's sample counter and rescales the step counter.
-# usage: tests/e2e/mpi.sh BUILD_DIR      (MPIRUN overrides the launcher)
+#    which re-shards from the epoch's sample counter and rescales the step counter;
+#    the λ trajectory keeps every record across such changes and later resumes.
+# usage: tests/e2e/mpi.sh BUILD_DIR      (MPIRUN overrides the launcher; KEEP_T=DIR
+#        runs in DIR and keeps it, for debugging)
 set -uo pipefail
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)/dsonas
 PY=/usr/bin/python3
 HERE=$(cd "$(dirname "$0")" && pwd)
 MPIRUN=${MPIRUN:-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+T=${KEEP_T:-$(mktemp -d)}
+[ -n "${KEEP_T:-}" ] || trap 'rm -rf "$T"' EXIT
 pass=0; fail=0
 ok()  { echo "  ok    $1"; pass=$((pass+1)); }
 bad() { echo "  FAIL  $1"; fail=$((fail+1)); }
@@ -120,6 +122,62 @@ EOF
 if [ "$rc" -eq 0 ] && grep -q "70 steps of 32 -> 36 steps of 64" "$T/w3.log" && [ "$st" = "w_epoch 1 w_position 1 w_offset 96" ]; then
   ok "1 rank -> 2 ranks mid-epoch: step 70 of 32 -> 36 of 64, W loader at sample 96 + 1 batch ($st)"
 else bad "1 -> 2 ranks re-shard: rc=$rc state '$st' $(grep -o 'step counter rescaled.*' "$T/w3.log")"; fi
+
+# the λ trajectory across world changes: the 2 -> 1 run above (records at steps 10, 20,
+# 30 of 2 ranks, 70, 80 of 1 rank) resumed from its step-70 checkpoint on 2 ranks
+# (70 of 32 -> 36 of 64), killed after step 45 and resumed again (no change) to 60.
+# Resume keeps the checkpoint's count of records, not those with step <= its step
+# (which would drop the record at step 70); /images grows by the global batch per step.
+# Retention (--keep-last 3) and resume's fallback must see one numbering: at the change
+# the 1-rank checkpoints move to ckpt/world1_until_step70/ (step 70 itself after the
+# first 2-rank checkpoint), and metrics.jsonl keeps the lines the checkpoint counted.
+cp -r "$T/wc" "$T/we"; rm "$T/we/ckpt/step_00000080.h5"; echo step_00000070.h5 >"$T/we/ckpt/latest"
+cp "$T/we/metrics.jsonl" "$T/we_metrics_before"
+TW="$BIN search $SYN --data.batch 32 --checkpoint-every 10 --keep-last 3 --max-steps 60"
+DSONAS_FAULT=kill-after-step:45 mpi2 $TW --out "$T/we" --resume --allow-world-size-change >"$T/we1.log" 2>&1; rc1=$?
+wait_gone "$T/we"
+mpi2 $TW --out "$T/we" --resume >"$T/we2.log" 2>&1; rc2=$?
+if [ "$rc1" -ne 0 ] && grep -q "70 steps of 32 -> 36 steps of 64" "$T/we1.log" && [ "$rc2" -eq 0 ] \
+   && grep -q "resumed from .*step_00000040.h5" "$T/we2.log" && grep -q "moved .* into .*world1_until_step70" "$T/we1.log" \
+   && "$PY" - "$T/we" "$T/we_metrics_before" <<'EOF'
+import os, sys, json, h5py, numpy as np
+d, before = sys.argv[1], sys.argv[2]
+ck = sorted(f for f in os.listdir(d + "/ckpt") if f.endswith(".h5"))
+assert ck == ["step_00000040.h5", "step_00000050.h5", "step_00000060.h5"], ck
+# the 1-rank run had checkpoints 70 (resumed from) and 80 (removed above); the 2-rank
+# ones before it were set aside by the 2 -> 1 change of the earlier test
+aside = sorted(os.listdir(d + "/ckpt/world1_until_step70"))
+assert aside == ["step_00000070.h5"], aside
+aside2 = sorted(os.listdir(d + "/ckpt/world2_until_step30"))
+assert aside2 == ["step_00000010.h5", "step_00000020.h5", "step_00000030.h5"], aside2
+with h5py.File(d + "/ckpt/world1_until_step70/step_00000070.h5", "r") as f:
+    c70 = dict(f["state"].attrs)
+pre = [l for l in open(before).read().splitlines()[: c70["metrics_lines"]] if '"event":"final"' not in l]
+now = open(d + "/metrics.jsonl").read().splitlines()
+assert now[: len(pre)] == pre, "metrics lines of the runs before the change were not kept"
+assert sum('"event":"final"' in l for l in now) == 1
+with h5py.File(d + "/lambda_trajectory.h5", "r") as f:
+    step, images = list(f["step"][()]), f["images"][()]
+    n = {k: f[k].shape[0] for k in ("loss", "acc", "live_macs", "zero_lambda", "live_edges")}
+    f["lambda"].visititems(lambda k, o: n.update({k: o.shape[0]}) if isinstance(o, h5py.Dataset) else None)
+with h5py.File(d + "/ckpt/step_00000040.h5", "r") as f:
+    c40 = dict(f["state"].attrs)
+with h5py.File(d + "/ckpt/step_00000060.h5", "r") as f:
+    c60 = dict(f["state"].attrs)
+# steps in the numbering of their time: 2 ranks (global batch 64) to 30, 1 rank (32)
+# 30 -> 60 .. 70, 2 ranks (64) 70 -> 36 .. 60
+assert step == [10, 20, 30, 70, 40, 50, 60], step
+want = np.cumsum([10 * 64, 10 * 64, 10 * 64, (70 - 60) * 32, (40 - 36) * 64, 10 * 64, 10 * 64])
+assert list(images) == list(want), (list(images), list(want))
+assert (np.diff(images) > 0).all()
+assert set(n.values()) == {7}, n
+assert (c40["traj_records"], c40["images_seen"]) == (5, want[4]), c40
+assert (c60["traj_records"], c60["images_seen"]) == (7, want[6]), c60
+assert c60["metrics_lines"] == len(now), (c60["metrics_lines"], len(now))
+print("    /step %s, /images %s; ckpt %s; %d metrics lines (%d from before the change)" % (step, list(images), ck, len(now), len(pre)))
+EOF
+then ok "2 -> 1 -> 2 ranks and a further kill + resume: every trajectory record and metrics line kept, /images += global batch per step, old-numbered checkpoints set aside"
+else bad "trajectory across world changes: rc=$rc1/$rc2 $(tail -2 "$T/we2.log")"; fi
 
 # retrain: the same re-shard and rescale (2 ranks -> 1)
 RT="$BIN retrain $SYN --arch baseline --retrain.target-macs 50000 --data.batch 32 --checkpoint-every 10 --max-steps 30"

@@ -59,9 +59,11 @@ EOF
 then ok "baseline retrained at the found architecture's MACs (width from retrain.target-macs)"
 else bad "baseline MACs far from the found network's"; fi
 before=$(stat -c %Y "$T/p/retrain/network.h5")
+metrics_before=$(cat "$T"/p/{pretrain,search,retrain,baseline}/metrics.jsonl | md5sum)
 if "$BIN" pipeline $SYN $STAGES --out "$T/p" >"$T/p2.log" 2>&1 && [ "$(grep -c 'nothing to do' "$T/p2.log")" -eq 4 ] \
-   && [ "$(stat -c %Y "$T/p/retrain/network.h5")" = "$before" ]; then
-  ok "re-running the pipeline redoes nothing (4 stages: 'nothing to do')"
+   && [ "$(stat -c %Y "$T/p/retrain/network.h5")" = "$before" ] \
+   && [ "$(cat "$T"/p/{pretrain,search,retrain,baseline}/metrics.jsonl | md5sum)" = "$metrics_before" ]; then
+  ok "re-running the pipeline redoes nothing (4 stages: 'nothing to do'; their metrics.jsonl, final lines included, unchanged)"
 else bad "pipeline re-run: $(grep -c 'nothing to do' "$T/p2.log") stages skipped; $(tail -2 "$T/p2.log")"; fi
 
 echo "e2e: dsonas eval"

@@ -105,8 +105,10 @@ else bad "SIGUSR1: rc=$rc $(tail -2 "$T/rc1.log")"; fi
 if $RES --out "$T/rc" --resume >"$T/rc2.log" 2>&1 && same_model "$T/ra/model.h5" "$T/rc/model.h5"; then
   ok "resume after SIGUSR1: byte-identical final model"
 else bad "resume after SIGUSR1: $(tail -3 "$T/rc2.log")"; fi
-if $RES --out "$T/rc" --resume >"$T/rc3.log" 2>&1 && grep -q "already finished" "$T/rc3.log"; then
-  ok "resume of a finished stage does nothing"
+cp "$T/rc/metrics.jsonl" "$T/rc_metrics_done"
+if $RES --out "$T/rc" --resume >"$T/rc3.log" 2>&1 && grep -q "already finished" "$T/rc3.log" \
+   && cmp -s "$T/rc_metrics_done" "$T/rc/metrics.jsonl" && grep -q '"event":"final"' "$T/rc/metrics.jsonl"; then
+  ok "resume of a finished stage does nothing (metrics.jsonl unchanged, final line kept)"
 else bad "resume of finished stage: $(tail -2 "$T/rc3.log")"; fi
 # corrupt the newest checkpoint of a killed run: fallback, or exit 3 when strict
 { DSONAS_FAULT=kill-after-step:35 $RES --checkpoint-every 10 --out "$T/rd" >/dev/null 2>&1; } 2>/dev/null

@@ -54,6 +54,9 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
   virtual int threads() const = 0;
+  /// Bytes of device memory still free (CUDA: cudaMemGetInfo), for decisions
+  /// such as --recompute auto; -1 where the backend has no such budget (CPU).
+  virtual int64_t memory_free_bytes() const { return -1; }
 
   // ---- memory ---------------------------------------------------------------
   Tensor alloc(const Shape& s) { return Tensor::empty(s, device()); }

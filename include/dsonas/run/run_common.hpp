@@ -45,12 +45,15 @@ class Output {
   ~Output();
   void line(const std::string& s);
   void metrics(const std::string& json);
+  /// Lines in DIR/metrics.jsonl (rank 0: those it found plus those it wrote).
+  int64_t metrics_lines() const { return metrics_lines_; }
   /// Live status: overwritten in place on a TTY (and logged), else a plain line.
   void progress(const std::string& s);
 
  private:
   void end_progress();
   std::ofstream log_, metrics_;
+  int64_t metrics_lines_ = 0;
   bool console_ = true, tty_ = false, open_ = false;
 };
 
@@ -162,8 +165,19 @@ void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_e
 std::string resume_checkpoint(const RunConfig& cfg, std::string (*read)(const std::string&, const char*),
                               const std::function<void(const std::string&, const std::string&)>& check,
                               const std::function<void(const std::string&)>& load, std::string* skipped);
-/// Keeps the metrics lines of steps ≤ step (and drops "final" events).
-void truncate_metrics(const std::string& out, int64_t step);
+/// On resume: keeps the first `lines` lines of DIR/metrics.jsonl (the
+/// checkpoint's `metrics_lines` counter) or, for checkpoints without it
+/// (lines < 0), the lines of steps ≤ step; "final" events are dropped either way.
+void truncate_metrics(const std::string& out, int64_t step, int64_t lines = -1);
+/// After a resume that changed the world size, the checkpoints in DIR/ckpt are
+/// numbered in the old run's steps, which retention and resume's fallback
+/// order would mix with the new numbering.  Moves every DIR/ckpt/step_*.h5 but
+/// `keep` into DIR/ckpt/world<world_then>_until_step<step_then>/ (kept, never
+/// deleted); returns a line for the log, "" when nothing moved.  Called at the
+/// resume with keep = the checkpoint loaded, and again after the first new
+/// checkpoint with keep = that one.
+std::string set_aside_checkpoints(const std::string& out, const std::string& keep, int world_then,
+                                  int64_t step_then);
 
 // ---- data parallel --------------------------------------------------------------
 class Communicator;

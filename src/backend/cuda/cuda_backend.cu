@@ -334,6 +334,12 @@ void CudaBackend::act_to_nchw(const Tensor& act, float* host) {
 
 void CudaBackend::synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
 
+int64_t CudaBackend::memory_free_bytes() const {
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return static_cast<int64_t>(free_b);  // blocks cached by our allocator count as used: conservative
+}
+
 // ---- elementwise -----------------------------------------------------------------------------
 
 namespace {

@@ -83,6 +83,7 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   std::string name() const override { return name_; }
   int threads() const override { return nt_; }
+  int64_t memory_free_bytes() const override;
 
   void fill(Tensor& t, float v) override;
   void copy(const Tensor& src, Tensor& dst) override;
