@@ -972,5 +972,86 @@ TEST_F(CudaVsCpu, NcclOneRankBucketsInOrder) {
   nccl_destroy(comm);
 }
 
+// ---- review additions ----------------------------------------------------------------------------------------
+
+// cuDNN's plan descriptor is shared by the three directions and each run sets
+// its direction's math type on it.  The algorithm (and workspace) chosen for a
+// direction must not depend on which direction ran first: two backends that
+// call the directions in opposite orders give the same bits, under every
+// --gpu-math (before the fix, tf32/bf16 asked the backward heuristics and the
+// workspace sizes under the math type the previous direction left behind).
+TEST_F(CudaVsCpu, CudnnChoiceIndependentOfCallOrder) {
+  ConvDesc d{16, 24, 3, 1, 1, 1};
+  const int N = 4, H = 14, W = 14;
+  const Shape xs{d.cin, N, H, W}, ys{d.cout, N, H, W};
+  const Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 31), w = rand_vec(static_cast<size_t>(shape_numel(d.weight_shape())), 32),
+            dy = rand_vec(static_cast<size_t>(shape_numel(ys)), 33);
+  Tensor cx = c(xs, x), cw = c(d.weight_shape(), w), cdy = c(ys, dy), cy = cpu->alloc(ys), cdx = cpu->alloc(xs),
+         cdw = cpu->alloc(d.weight_shape());
+  cpu->conv_forward(d, cx, cw, cy);
+  cpu->conv_backward_data(d, cdy, cw, cdx);
+  cpu->conv_backward_filter(d, cx, cdy, cdw);
+  for (GpuMath m : {GpuMath::FP32, GpuMath::TF32, GpuMath::BF16}) {
+    SCOPED_TRACE(gpu_math_name(m));
+    ScopedEnv conv("DSONAS_CUDA_CONV", "auto");
+    auto run = [&](bool forward_first, Vec* y, Vec* dx, Vec* dwv) {
+      std::unique_ptr<Backend> be = make_backend(Device::CUDA, 1, m);
+      Tensor gx = put(*be, xs, x), gw = put(*be, d.weight_shape(), w), gdy = put(*be, ys, dy), gy = be->alloc(ys),
+             gdx = be->alloc(xs), gdw = be->alloc(d.weight_shape());
+      if (forward_first) {
+        be->conv_forward(d, gx, gw, gy);
+        be->conv_backward_data(d, gdy, gw, gdx);
+        be->conv_backward_filter(d, gx, gdy, gdw);
+      } else {
+        be->conv_backward_filter(d, gx, gdy, gdw);
+        be->conv_backward_data(d, gdy, gw, gdx);
+        be->conv_forward(d, gx, gw, gy);
+      }
+      *y = get(*be, gy);
+      *dx = get(*be, gdx);
+      *dwv = get(*be, gdw);
+    };
+    Vec y1, dx1, dw1, y2, dx2, dw2;
+    run(true, &y1, &dx1, &dw1);
+    run(false, &y2, &dx2, &dw2);
+    EXPECT_TRUE(same_bits(y1, y2)) << "forward depends on the call order";
+    EXPECT_TRUE(same_bits(dx1, dx2)) << "backward-data depends on the call order";
+    EXPECT_TRUE(same_bits(dw1, dw2)) << "backward-filter depends on the call order";
+    // tf32 keeps 10 mantissa bits (≈ 1e-3 relative per product), bf16 for cuDNN is tf32 too
+    const double frac = m == GpuMath::FP32 ? 2e-5 : 2e-2;
+    expect_close_max(y1, cv(cy), frac, 1e-4, "forward");
+    expect_close_max(dx1, cv(cdx), frac, 1e-4, "backward-data");
+    expect_close_max(dw1, cv(cdw), frac, 1e-4, "backward-filter");
+  }
+}
+
+// The two-pass reduction runs segments in launches of at most 65535 (gridDim.y):
+// GAP over C·N > 65535 planes (ImageNet's last stage: 1024 channels × batch 64
+// = 65536) and a depthwise filter gradient with C·k² > 65535 taps take the
+// second launch, which writes the partials of the first one again.
+TEST_F(CudaVsCpu, ReductionsOverMoreThan65535Segments) {
+  {
+    const int C = 260, N = 256, H = 2, W = 3;  // 66560 planes
+    const Shape xs{C, N, H, W};
+    const Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 51);
+    Tensor cx = c(xs, x), gx = g(xs, x), cy = cpu->alloc({N, C}), gy = gnan({N, C});
+    cpu->global_avg_pool_forward(cx, cy);
+    gpu->global_avg_pool_forward(gx, gy);
+    expect_close(gv(gy), cv(cy), 1e-6, 1e-6, "global_avg_pool_forward, 66560 planes");
+  }
+  {
+    ConvDesc d{1400, 1400, 7, 1, 3, 1400};  // 1400·49 = 68600 filter taps
+    const int N = 2, H = 5, W = 4;
+    const Shape xs{d.cin, N, H, W};
+    const Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 52), dy = rand_vec(x.size(), 53),
+              dw0 = rand_vec(static_cast<size_t>(shape_numel(d.weight_shape())), 54);
+    Tensor cx = c(xs, x), gx = g(xs, x), cdy = c(xs, dy), gdy = g(xs, dy), cdw = c(d.weight_shape(), dw0),
+           gdw = g(d.weight_shape(), dw0);
+    cpu->conv_backward_filter(d, cx, cdy, cdw, 0.5f, 1.f);
+    gpu->conv_backward_filter(d, gx, gdy, gdw, 0.5f, 1.f);
+    expect_close_max(gv(gdw), cv(cdw), 2e-5, 1e-4, "depthwise backward-filter, 68600 taps");
+  }
+}
+
 }  // namespace
 }  // namespace dsonas

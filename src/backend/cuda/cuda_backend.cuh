@@ -66,8 +66,9 @@ struct ConvPlan {
   // chosen, -1 no deterministic supported algorithm (use the GEMM path).
   int algo[3] = {-2, -2, -2};
   size_t ws[3] = {0, 0, 0};
-  // the math type the heuristics paired with the chosen algorithm: set on the
-  // (shared) descriptor before each direction runs
+  // the math type the chosen algorithm runs with (its workspace was sized under
+  // it): FMA under --gpu-math fp32, else the one the heuristics paired with the
+  // algorithm; set on the (shared) descriptor before each direction runs
   cudnnMathType_t math[3] = {CUDNN_FMA_MATH, CUDNN_FMA_MATH, CUDNN_FMA_MATH};
   std::string algo_name[3];
   std::string error;  // a descriptor cuDNN rejected: every direction uses the GEMM path

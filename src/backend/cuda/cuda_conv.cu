@@ -295,12 +295,30 @@ bool acceptable_math(cudnnMathType_t m, GpuMath math) {
   return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH || m == CUDNN_TENSOR_OP_MATH;
 }
 
+/// The math type of a plan's descriptor before its heuristics run: FMA only
+/// under fp32, DEFAULT (TF32 allowed) under tf32 / bf16.
+cudnnMathType_t base_math(GpuMath math) { return math == GpuMath::FP32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH; }
+
+/// The math type an accepted algorithm runs with: under fp32 always FMA (the
+/// descriptor's), otherwise the one the heuristics paired with it.  The
+/// workspace size is asked for under this math type, because cuDNN sizes the
+/// workspace of the kernel the descriptor's math type selects: asking under
+/// another one may return less than the run needs.
+cudnnMathType_t run_math(cudnnMathType_t heuristic, GpuMath math) {
+  return math == GpuMath::FP32 ? CUDNN_FMA_MATH : heuristic;
+}
+
 /// Picks the first deterministic, supported FP32 algorithm of the heuristics
 /// for direction dir (the heuristics are deterministic: same choice every run).
 void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
+  // The descriptor is shared by the three directions and conv_cudnn leaves the
+  // math type of the last one run on it: the heuristics of this direction start
+  // from the mode's base math type, not from whatever ran before (else the
+  // choice for backward would depend on the math of the forward algorithm).
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, base_math(math)));
   int best = -1;
   size_t best_ws = 0;
-  cudnnMathType_t best_math = CUDNN_FMA_MATH;
+  cudnnMathType_t best_math = base_math(math);
   std::string name;
   cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
   int candidates = 0;
@@ -315,13 +333,16 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
       const auto& r = perf[static_cast<size_t>(i)];
       if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math))
         continue;
+      const cudnnMathType_t m = run_math(r.mathType, math);
       size_t ws = 0;
-      if (cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv, p.y, r.algo, &ws) != CUDNN_STATUS_SUCCESS ||
-          ws > kMaxWorkspace)
+      if (cudnnSetConvolutionMathType(p.conv, m) != CUDNN_STATUS_SUCCESS ||
+          cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv, p.y, r.algo, &ws) != CUDNN_STATUS_SUCCESS)
         continue;
+      ws = std::max(ws, r.memory);
+      if (ws > kMaxWorkspace) continue;
       best = static_cast<int>(r.algo);
       best_ws = ws;
-      best_math = r.mathType;
+      best_math = m;
       name = str("fwd_algo_", best, best_math == CUDNN_FMA_MATH ? "" : " (tensor cores allowed)");
     }
   } else if (dir == 1) {
@@ -337,14 +358,16 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
       if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math) ||
           r.algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0)
         continue;
+      const cudnnMathType_t m = run_math(r.mathType, math);
       size_t ws = 0;
-      if (cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w, p.y, p.conv, p.x, r.algo, &ws) !=
-              CUDNN_STATUS_SUCCESS ||
-          ws > kMaxWorkspace)
+      if (cudnnSetConvolutionMathType(p.conv, m) != CUDNN_STATUS_SUCCESS ||
+          cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w, p.y, p.conv, p.x, r.algo, &ws) != CUDNN_STATUS_SUCCESS)
         continue;
+      ws = std::max(ws, r.memory);
+      if (ws > kMaxWorkspace) continue;
       best = static_cast<int>(r.algo);
       best_ws = ws;
-      best_math = r.mathType;
+      best_math = m;
       name = str("bwd_data_algo_", best, best_math == CUDNN_FMA_MATH ? "" : " (tensor cores allowed)");
     }
   } else {
@@ -360,14 +383,16 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
       if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math) ||
           r.algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || r.algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3)
         continue;
+      const cudnnMathType_t m = run_math(r.mathType, math);
       size_t ws = 0;
-      if (cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x, p.y, p.conv, p.w, r.algo, &ws) !=
-              CUDNN_STATUS_SUCCESS ||
-          ws > kMaxWorkspace)
+      if (cudnnSetConvolutionMathType(p.conv, m) != CUDNN_STATUS_SUCCESS ||
+          cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x, p.y, p.conv, p.w, r.algo, &ws) != CUDNN_STATUS_SUCCESS)
         continue;
+      ws = std::max(ws, r.memory);
+      if (ws > kMaxWorkspace) continue;
       best = static_cast<int>(r.algo);
       best_ws = ws;
-      best_math = r.mathType;
+      best_math = m;
       name = str("bwd_filter_algo_", best, best_math == CUDNN_FMA_MATH ? "" : " (tensor cores allowed)");
     }
   }
@@ -407,8 +432,9 @@ bool CudaBackend::conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const 
     return false;
   }
   void* ws = p.ws[dir] > 0 ? scratch(kWorkspace).get(p.ws[dir]) : nullptr;
-  // the three directions share one descriptor; fp32 keeps FMA throughout
-  if (math_ != GpuMath::FP32) CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.math[dir]));
+  // the three directions share one descriptor: run under the math type the
+  // workspace was sized for (fp32: FMA throughout)
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.math[dir]));
   cudnnStatus_t st;
   if (dir == 0)
     st = cudnnConvolutionForward(cudnn_, &alpha, p.x, x.data(), p.w, w.data(), p.conv,
