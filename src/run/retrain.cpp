@@ -165,36 +165,14 @@ int run_retrain(const RunConfig& cfg) {
   install_stop_handlers();
   const std::string structural = structural_fields(cfg, stage, world);
 
-  TrainState rs;
-  std::string resumed_from, skipped;
-  int world_then = world;
-  if (cfg.resume) {
-    resumed_from = resume_checkpoint(
-        cfg, read_root_attr,
-        [&](const std::string& c, const std::string& was) {
-          checkpoint_world_size(cfg, c, was, world);
-          check_structural(c, was, structural, {"world_size"});
-        },
-        [&](const std::string& c) { load_network_file(c, net, &rs); }, &skipped);
-    // (a finished stage writes nothing again: its metrics, final line included, stay)
-    if (root && !(!resumed_from.empty() && rs.counters["finished"]))
-      truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"],
-                       rs.counters.count("metrics_lines") ? rs.counters["metrics_lines"] : -1);
-    if (!resumed_from.empty())
-      world_then = checkpoint_world_size(cfg, resumed_from, read_root_attr(resumed_from, "structural"), world);
-  }
-  // another world: the old run's checkpoints count other steps (see train.cpp)
-  bool aside_pending = world_then != world;
-  const std::string aside_note =
-      aside_pending && root ? set_aside_checkpoints(cfg.out, resumed_from, world_then, rs.counters["step"]) : "";
+  Resumed res = resume_stage(cfg, world, root, structural, read_root_attr,
+                             [&](const std::string& c, TrainState* st) { load_network_file(c, net, st); });
+  TrainState& rs = res.state;
+  const std::string& resumed_from = res.path;
+  const int world_then = res.world_then;
 
   Output out(cfg.out, cfg.progress, rank);
-  if (world_then != world) out.line("warning: " + world_change_note(world_then, world));
-  if (!aside_note.empty()) out.line(aside_note);
-  if (!skipped.empty()) out.line(skipped.substr(0, skipped.size() - 1));
-  if (cfg.resume)
-    out.line(resumed_from.empty() ? str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning")
-                                  : str("resumed from ", resumed_from, " (step ", rs.counters["step"], ")"));
+  for (const std::string& l : res.notes) out.line(l);
   if (!resumed_from.empty() && rs.counters["finished"]) {
     out.line("retrain had already finished; nothing to do");
     return kExitOk;
@@ -290,13 +268,10 @@ int run_retrain(const RunConfig& cfg) {
         throw Error(kExitInternal, str("cannot create ", dir, ": ", std::strerror(errno)));
       save_network_file(dir + "/" + name, net, info, &ts);
       write_latest_pointer(cfg.out, name, step);
-      if (aside_pending) {
-        const std::string note = set_aside_checkpoints(cfg.out, dir + "/" + name, world_then, rs.counters["step"]);
-        if (!note.empty()) out.line(note);
-      }
+      const std::string note = res.after_checkpoint(cfg.out, dir + "/" + name);
+      if (!note.empty()) out.line(note);
       prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
     }
-    aside_pending = false;
     comm.barrier();
     last_ckpt = Clock::now();
     return str(cfg.out, "/ckpt/", name);

@@ -424,6 +424,47 @@ void truncate_metrics(const std::string& out, int64_t step, int64_t lines) {
   std::rename(tmp.c_str(), path.c_str());
 }
 
+Resumed resume_stage(const RunConfig& cfg, int world, bool root, const std::string& structural,
+                     std::string (*read)(const std::string&, const char*),
+                     const std::function<void(const std::string&, TrainState*)>& load) {
+  Resumed r;
+  r.world_then = world;
+  if (!cfg.resume) return r;
+  std::string skipped;
+  r.path = resume_checkpoint(
+      cfg, read,
+      [&](const std::string& c, const std::string& was) {
+        checkpoint_world_size(cfg, c, was, world);
+        check_structural(c, was, structural, {"world_size"});
+      },
+      [&](const std::string& c) { load(c, &r.state); }, &skipped);
+  // what the resumed run will write again goes (a finished stage writes nothing)
+  if (root && !r.finished())
+    truncate_metrics(cfg.out, r.step(), r.counter("metrics_lines", -1));
+  if (!skipped.empty()) r.notes.push_back(skipped.substr(0, skipped.size() - 1));
+  r.notes.push_back(r.loaded() ? str("resumed from ", r.path, " (step ", r.step(), ")")
+                               : str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning"));
+  if (!r.loaded()) return r;
+  // the world size of the checkpoint actually loaded (a candidate refused for
+  // another reason may have been a different one)
+  r.world_then = checkpoint_world_size(cfg, r.path, read(r.path, "structural"), world);
+  if (r.world_then != world) {
+    r.notes.push_back("warning: " + world_change_note(r.world_then, world));
+    // the old run's checkpoints count other steps: all but the one loaded move
+    // aside now, that one after the first checkpoint of this run
+    r.aside_pending = true;
+    const std::string note = root ? set_aside_checkpoints(cfg.out, r.path, r.world_then, r.step()) : "";
+    if (!note.empty()) r.notes.push_back(note);
+  }
+  return r;
+}
+
+std::string Resumed::after_checkpoint(const std::string& out, const std::string& ckpt) {
+  if (!aside_pending) return "";
+  aside_pending = false;
+  return set_aside_checkpoints(out, ckpt, world_then, step());
+}
+
 std::string set_aside_checkpoints(const std::string& out, const std::string& keep, int world_then,
                                   int64_t step_then) {
   const std::string dir = out + "/ckpt", sub = str("world", world_then, "_until_step", step_then);

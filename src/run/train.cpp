@@ -359,41 +359,14 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   // resume: the newest checkpoint that loads (or, under --strict-resume, the
   // newest or nothing).  Every rank reads the same files and takes the same
   // decisions; a changed world size is refused unless --allow-world-size-change.
-  TrainState rs;
-  std::string resumed_from, skipped, world_note;
-  int world_then = world;
-  if (cfg.resume) {
-    resumed_from = resume_checkpoint(
-        cfg, read_file_attr,
-        [&](const std::string& c, const std::string& was) {
-          checkpoint_world_size(cfg, c, was, world);
-          check_structural(c, was, structural, {"world_size"});
-        },
-        [&](const std::string& c) { load_model_file(c, g, true, &rs); }, &skipped);
-    // (a finished stage writes nothing again: its metrics, final line included, stay)
-    if (root && !(!resumed_from.empty() && rs.counters["finished"]))
-      truncate_metrics(cfg.out, resumed_from.empty() ? 0 : rs.counters["step"],
-                       rs.counters.count("metrics_lines") ? rs.counters["metrics_lines"] : -1);
-    // the world size of the checkpoint actually loaded (a candidate refused
-    // for another reason may have set the note)
-    if (!resumed_from.empty())
-      world_then = checkpoint_world_size(cfg, resumed_from, read_file_attr(resumed_from, "structural"), world);
-    if (world_then != world) world_note = world_change_note(world_then, world);
-  }
-  // another world: the old run's checkpoints count other steps; all but the one
-  // loaded move aside now, that one after the first checkpoint of this run
-  const bool set_aside = world_then != world;
-  std::string aside_note;
-  if (set_aside && root) aside_note = set_aside_checkpoints(cfg.out, resumed_from, world_then, rs.counters["step"]);
-  bool aside_pending = set_aside;
+  Resumed res = resume_stage(cfg, world, root, structural, read_file_attr,
+                             [&](const std::string& c, TrainState* st) { load_model_file(c, g, true, st); });
+  TrainState& rs = res.state;
+  const std::string& resumed_from = res.path;
+  const int world_then = res.world_then;
 
   Output out(cfg.out, cfg.progress, rank);
-  if (!skipped.empty()) out.line(skipped.substr(0, skipped.size() - 1));
-  if (cfg.resume)
-    out.line(resumed_from.empty() ? str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning")
-                                  : str("resumed from ", resumed_from, " (step ", rs.counters["step"], ")"));
-  if (!world_note.empty()) out.line("warning: " + world_note);
-  if (!aside_note.empty()) out.line(aside_note);
+  for (const std::string& l : res.notes) out.line(l);
   if (!resumed_from.empty()) {  // runtime options may change across a resume: say which did
     const auto was = ini_map(read_root_attr(resumed_from, "config")), now = ini_map(cfg.resolved);
     for (const auto& kv : now) {
@@ -547,13 +520,10 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       info.step = step;
       if (traj) traj->save();
       path = write_checkpoint(cfg.out, g, info, ts);
-      if (aside_pending) {
-        const std::string note = set_aside_checkpoints(cfg.out, path, world_then, rs.counters["step"]);
-        if (!note.empty()) out.line(note);
-      }
+      const std::string note = res.after_checkpoint(cfg.out, path);
+      if (!note.empty()) out.line(note);
       prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
     }
-    aside_pending = false;
     comm.barrier();  // the others wait for rank 0's commit
     last_ckpt = Clock::now();
     return path.empty() ? str(cfg.out, "/ckpt/", ckpt_name(step)) : path;

@@ -21,6 +21,7 @@
 #include "dsonas/data/dataset.hpp"
 #include "dsonas/data/imagenet.hpp"
 #include "dsonas/data/loader.hpp"
+#include "dsonas/io/model_file.hpp"     // TrainState
 #include "dsonas/model/supergraph.hpp"  // Param, BnStats
 #include "dsonas/run/config.hpp"
 
@@ -165,6 +166,35 @@ void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_e
 std::string resume_checkpoint(const RunConfig& cfg, std::string (*read)(const std::string&, const char*),
                               const std::function<void(const std::string&, const std::string&)>& check,
                               const std::function<void(const std::string&)>& load, std::string* skipped);
+/// What --resume found for a stage (resume_stage).
+struct Resumed {
+  TrainState state;                // counters and reals of the checkpoint loaded
+  std::string path;                // the checkpoint loaded; "" = none (fresh start)
+  int world_then = 1;              // its world size (the current one when none)
+  std::vector<std::string> notes;  // lines for the log, in order
+  bool loaded() const { return !path.empty(); }
+  bool finished() const { return loaded() && counter("finished") != 0; }
+  int64_t step() const { return loaded() ? counter("step") : 0; }
+  int64_t counter(const std::string& k, int64_t absent = 0) const {
+    auto it = state.counters.find(k);
+    return it == state.counters.end() ? absent : it->second;
+  }
+  /// Rank 0, after each committed checkpoint `ckpt` of the resumed run: the
+  /// first one moves the checkpoint resumed from aside when the world size
+  /// changed (set_aside_checkpoints); returns a line for the log or "".
+  std::string after_checkpoint(const std::string& out, const std::string& ckpt);
+  bool aside_pending = false;
+};
+/// A stage's --resume, the same on every rank: walks the candidates
+/// (resume_checkpoint: `read` reads a root attribute of the file kind, `load`
+/// loads a checkpoint into the model and *state), refuses a changed structural
+/// field or world size (unless --allow-world-size-change), and on rank 0 trims
+/// metrics.jsonl to what the checkpoint counted (untouched for a finished
+/// stage) and, after a world-size change, sets the old run's other checkpoints
+/// aside.  Without --resume: nothing loaded.
+Resumed resume_stage(const RunConfig& cfg, int world, bool root, const std::string& structural,
+                     std::string (*read)(const std::string&, const char*),
+                     const std::function<void(const std::string&, TrainState*)>& load);
 /// On resume: keeps the first `lines` lines of DIR/metrics.jsonl (the
 /// checkpoint's `metrics_lines` counter) or, for checkpoints without it
 /// (lines < 0), the lines of steps ≤ step; "final" events are dropped either way.
