@@ -18,6 +18,7 @@ class ProfilingBackend final : public Backend {
   std::string name() const override { return in_.name() + "+profiling"; }
   int threads() const override { return in_.threads(); }
   int64_t memory_free_bytes() const override { return in_.memory_free_bytes(); }
+  void synchronize() override { in_.synchronize(); }
   std::map<std::string, std::pair<double, long>> totals;
 
   void fill(Tensor& t, float v) override {

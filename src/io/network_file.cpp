@@ -132,7 +132,7 @@ void save_network_file(const std::string& path, Network& net, const NetworkFileI
       write_dataset(file, lcpl, "bn/" + b.prefix + "/var", b.var.shape(), v.data());
     }
     if (ts) {
-      write_attr_i64(file, "world_size", 1);
+      write_attr_i64(file, "world_size", info.world_size);
       for (Param& p : net.params()) {
         const std::vector<float> h = to_host(be, p.momentum);
         write_dataset(file, lcpl, "optim/momentum/" + p.name, p.momentum.shape(), h.data());

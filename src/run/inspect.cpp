@@ -93,7 +93,9 @@ int run_inspect(int argc, char** argv) {
     const auto& r = tr.records();
     std::cout << "records: " << r.size();
     if (!r.empty()) {
-      std::cout << ", steps " << r.front().step << " .. " << r.back().step << "\n"
+      std::cout << ", steps " << r.front().step << " .. " << r.back().step;
+      if (r.front().images >= 0) std::cout << ", training images " << r.front().images << " .. " << r.back().images;
+      std::cout << "\n"
                 << "zero λ: " << r.front().zero_lambda << " → " << r.back().zero_lambda << " of " << g.lambda().size()
                 << "; live MACs " << r.front().live_macs / 1e6 << " M → " << r.back().live_macs / 1e6
                 << " M; last loss " << r.back().loss << ", accuracy " << r.back().acc;

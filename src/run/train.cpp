@@ -156,6 +156,7 @@ class Trainer {
         o.mask_changed = true;
       }
     }
+    be_.synchronize();  // a GPU step's last kernels (clip, NAG) count in its own time
     o.seconds = seconds_since(t0);
     return o;
   }

@@ -183,11 +183,13 @@ else bad "trajectory across world changes: rc=$rc1/$rc2 $(tail -2 "$T/we2.log")"
 RT="$BIN retrain $SYN --arch baseline --retrain.target-macs 50000 --data.batch 32 --checkpoint-every 10 --max-steps 30"
 DSONAS_FAULT=kill-after-step:15 mpi2 $RT --out "$T/rw" >"$T/rw1.log" 2>&1
 wait_gone "$T/rw"
+ws2=$("$PY" -c 'import h5py,sys; print(h5py.File(sys.argv[1],"r").attrs["world_size"])' "$T/rw/ckpt/step_00000010.h5" 2>&1)
 if $RT --out "$T/rw" --resume --allow-world-size-change >"$T/rw2.log" 2>&1 \
    && grep -q "step counter rescaled for the new global batch: 10 steps of 64 -> 20 steps of 32" "$T/rw2.log" \
-   && grep -q "retrain done" "$T/rw2.log"; then
-  ok "retrain resumed from 2 ranks on 1: step 10 of 64 -> 20 of 32, finished"
-else bad "retrain world-size change: $(tail -2 "$T/rw2.log")"; fi
+   && grep -q "retrain done" "$T/rw2.log" && [ "$ws2" = 2 ] && [ -f "$T/rw/ckpt/world2_until_step10/step_00000010.h5" ] \
+   && [ "$("$PY" -c 'import h5py,sys; print(h5py.File(sys.argv[1],"r").attrs["world_size"])' "$T/rw/ckpt/step_00000030.h5")" = 1 ]; then
+  ok "retrain resumed from 2 ranks on 1: step 10 of 64 -> 20 of 32, finished; world_size attributes 2 then 1, the 2-rank checkpoint set aside"
+else bad "retrain world-size change: world_size attribute '$ws2'; $(ls -R "$T/rw/ckpt" | tr '\n' ' '); $(tail -2 "$T/rw2.log")"; fi
 
 echo "e2e mpi: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

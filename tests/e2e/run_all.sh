@@ -193,7 +193,7 @@ else bad "deadline: rc=$rc $(tail -2 "$T/rh.log")"; fi
 
 if "$BIN" inspect "$T/rb/ckpt/$(cat "$T/rb/ckpt/latest")" --diff "$T/ra/model.h5" >"$T/in1" 2>&1 && grep -q "exactly zero" "$T/in1" \
    && grep -q "step=60" "$T/in1" && grep -q "checkpoint-every: 0 vs 10\|checkpoint-every: 10 vs 0" "$T/in1" \
-   && "$BIN" inspect "$T/rb/lambda_trajectory.h5" >"$T/in2" 2>&1 && grep -q "records: 6, steps 10 .. 60" "$T/in2"; then
+   && "$BIN" inspect "$T/rb/lambda_trajectory.h5" >"$T/in2" 2>&1 && grep -q "records: 6, steps 10 .. 60, training images 80 .. 480" "$T/in2"; then
   ok "inspect: checkpoint (sparsity, position, config diff) and trajectory"
 else bad "inspect: $(cat "$T/in1" "$T/in2" | tail -5)"; fi
 expect_fail "inspect a non-HDF5 file" 3 "make_idx.py" "" -- "$BIN" inspect "$HERE/make_idx.py"

@@ -19,7 +19,10 @@
 //                          ≤ 2e-3·‖g_cpu‖∞ + 1e-2·|g_cpu|
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -29,6 +32,10 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/dist/nccl.hpp"
+#include "dsonas/io/model_file.hpp"
+#include "dsonas/io/network_file.hpp"
+#include "dsonas/model/architecture.hpp"
+#include "dsonas/model/network.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/prune.hpp"
 #include "gpu_test_util.hpp"
@@ -1051,6 +1058,160 @@ TEST_F(CudaVsCpu, ReductionsOverMoreThan65535Segments) {
     gpu->conv_backward_filter(d, gx, gdy, gdw, 0.5f, 1.f);
     expect_close_max(gv(gdw), cv(cdw), 2e-5, 1e-4, "depthwise backward-filter, 68600 taps");
   }
+}
+
+
+// ---- host code on the GPU path (review of src/model, src/io, src/run) ------------------------------------------
+
+/// ‖got − want‖₂ ≤ 1e-3·‖want‖₂ and elementwise within 2e-3·‖want‖∞ + 1e-2·|want|, as for the supergraph step.
+void expect_grad_close(const Vec& got, const Vec& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double d2 = 0, n2 = 0, ninf = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    d2 += d * d;
+    n2 += static_cast<double>(want[i]) * want[i];
+    ninf = std::max(ninf, std::fabs(static_cast<double>(want[i])));
+  }
+  EXPECT_LE(std::sqrt(d2), 1e-3 * std::sqrt(n2)) << what << ": relative L2 " << std::sqrt(d2 / std::max(n2, 1e-300));
+  expect_close(got, want, 2e-3 * ninf, 1e-2, what);
+}
+
+Vec bn_stats_of(Backend& be, std::vector<BnStats>& stats) {
+  Vec out;
+  for (BnStats& s : stats)
+    for (const Tensor* t : {&s.mean, &s.var}) {
+      Vec h(static_cast<size_t>(t->numel()));
+      be.download(*t, h.data());
+      out.insert(out.end(), h.begin(), h.end());
+    }
+  return out;
+}
+
+/// The retrain Network (the path `dsonas retrain` / `eval` run with --device cuda) had no
+/// device test: two training steps with every retraining extra on (aux head, classifier
+/// dropout, drop-path on edges and branches, label smoothing, a rank's sample_base), NAG in
+/// between, then inference; CUDA against the CPU.
+TEST_F(CudaVsCpu, RetrainNetworkStepsMatchCpu) {
+  SearchSpace sp = SearchSpace::preset_named("tiny");
+  sp.in_height = sp.in_width = 12;  // 6×6 after the reduction: room for the aux head
+  Rng r(11, 17);
+  std::vector<float> lam(static_cast<size_t>(sp.total_lambda()));
+  for (float& x : lam) x = r.uniform() < 0.3 ? 0.f : 0.1f + r.uniform();
+  const Architecture arch = Architecture::from_lambda(sp, lam.data(), nullptr);
+  NetworkOptions o;
+  o.dropout = 0.3;
+  o.drop_path = 0.6;
+  o.aux_head = true;
+  o.aux_mid_channels = 8;
+  o.aux_out_channels = 16;
+  o.label_smoothing = 0.1;
+  Network nc(arch, *cpu, 5, o), ng(arch, *gpu, 5, o);
+  ASSERT_FALSE(ng.drop_path_sites().empty());
+  const Batch b1 = random_batch(sp, 8, 12), b2 = random_batch(sp, 8, 13);
+  const std::vector<float> wds = nc.weight_decays(1e-4f);
+  for (int step = 0; step < 2; ++step) {
+    SCOPED_TRACE(testing::Message() << "step " << step);
+    const Batch& b = step ? b2 : b1;
+    const NetStepResult rc = nc.train_step(b.x.data(), b.y.data(), b.n, 1.f / b.n, 40 + step, 1.0, 16);
+    const NetStepResult rg = ng.train_step(b.x.data(), b.y.data(), b.n, 1.f / b.n, 40 + step, 1.0, 16);
+    EXPECT_NEAR(rg.loss_sum, rc.loss_sum, 1e-4 * std::fabs(rc.loss_sum));
+    EXPECT_NEAR(rg.aux_loss_sum, rc.aux_loss_sum, 1e-4 * std::fabs(rc.aux_loss_sum));
+    EXPECT_EQ(rg.correct, rc.correct);
+    expect_close(ng.last_logits(), nc.last_logits(), 1e-3, 1e-3, "logits");
+    expect_close(ng.last_aux_logits(), nc.last_aux_logits(), 1e-3, 1e-3, "aux logits");
+    expect_grad_close(gv(ng.flat_grad()), cv(nc.flat_grad()), "flat gradient");
+    expect_close(bn_stats_of(*gpu, ng.bn_stats()), bn_stats_of(*cpu, nc.bn_stats()), 1e-4, 1e-3, "BN running statistics");
+    for (size_t i = 0; i < nc.params().size(); ++i) {  // the optimiser step of `dsonas retrain`
+      Param &pc = nc.params()[i], &pg = ng.params()[i];
+      cpu->nag_update(pc.value, pc.grad, pc.momentum, 0.1f, 0.9f, wds[i]);
+      gpu->nag_update(pg.value, pg.grad, pg.momentum, 0.1f, 0.9f, wds[i]);
+    }
+  }
+  std::vector<float> lc, lg;
+  const NetStepResult ec = nc.eval_batch(b1.x.data(), b1.y.data(), b1.n, &lc);
+  const NetStepResult eg = ng.eval_batch(b1.x.data(), b1.y.data(), b1.n, &lg);
+  EXPECT_NEAR(eg.loss_sum, ec.loss_sum, 1e-4 * std::fabs(ec.loss_sum));
+  expect_close(lg, lc, 1e-3, 1e-3, "eval logits");
+}
+
+/// Checkpoints of models living on the GPU: every tensor is downloaded before HDF5 writes it
+/// and uploaded after it is read.  A CUDA supergraph's checkpoint loads into a CPU one bit
+/// for bit (and back into a CUDA one); the same for a retrain Network.
+TEST_F(CudaVsCpu, CheckpointsOfDeviceModelsRoundTripBitForBit) {
+  char tmpl[] = "/tmp/dsonas_gpu_ckpt_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto values = [](Backend& be, std::vector<Param>& ps, bool momentum) {
+    Vec out;
+    for (Param& p : ps) {
+      if (momentum && p.frozen) continue;
+      const Tensor& t = momentum ? p.momentum : p.value;
+      Vec h(static_cast<size_t>(t.numel()));
+      be.download(t, h.data());
+      out.insert(out.end(), h.begin(), h.end());
+    }
+    return out;
+  };
+  {
+    const SearchSpace sp = SearchSpace::preset_named("tiny");
+    const Batch b = random_batch(sp, 8, 21);
+    Supergraph gg(sp, *gpu, 3);
+    randomize_lambda(gg, 7, 0.3);
+    gg.train_step(b.x.data(), b.y.data(), b.n, 1.f / b.n, true, false);  // moves the running statistics
+    for (Param& p : gg.params())
+      if (!p.frozen) gpu->nag_update(p.value, p.grad, p.momentum, 0.05f, 0.9f, 1e-4f);
+    ModelFileInfo info;
+    info.stage = "search";
+    info.step = 3;
+    TrainState ts;
+    ts.lambda_v.assign(gg.lambda().size(), 0.25f);
+    ts.counters["step"] = 3;
+    const std::string path = dir + "/sg.h5";
+    save_model_file(path, gg, info, &ts);
+    Supergraph gc(sp, *cpu, 99), gg2(sp, *gpu, 98);
+    TrainState tc, tg;
+    load_model_file(path, gc, true, &tc);
+    load_model_file(path, gg2, true, &tg);
+    EXPECT_TRUE(same_bits(values(*cpu, gc.params(), false), values(*gpu, gg.params(), false))) << "parameters";
+    EXPECT_TRUE(same_bits(values(*cpu, gc.params(), true), values(*gpu, gg.params(), true))) << "momenta";
+    EXPECT_TRUE(same_bits(bn_stats_of(*cpu, gc.bn_stats()), bn_stats_of(*gpu, gg.bn_stats()))) << "BN statistics";
+    EXPECT_TRUE(same_bits(values(*gpu, gg2.params(), false), values(*gpu, gg.params(), false))) << "back on the GPU";
+    EXPECT_TRUE(same_bits(values(*gpu, gg2.params(), true), values(*gpu, gg.params(), true))) << "momenta on the GPU";
+    EXPECT_EQ(gc.lambda(), gg.lambda());
+    EXPECT_EQ(gc.mask(), gg.mask());
+    EXPECT_EQ(tc.lambda_v, ts.lambda_v);
+    std::remove(path.c_str());
+  }
+  {
+    SearchSpace sp = SearchSpace::preset_named("tiny");
+    sp.in_height = sp.in_width = 12;
+    std::vector<float> ones(static_cast<size_t>(sp.total_lambda()), 1.f);
+    NetworkOptions o;
+    o.aux_head = true;
+    o.aux_mid_channels = 8;
+    o.aux_out_channels = 16;
+    const Architecture arch = Architecture::from_lambda(sp, ones.data(), nullptr);
+    const Batch b = random_batch(sp, 8, 22);
+    Network ng(arch, *gpu, 4, o);
+    ng.train_step(b.x.data(), b.y.data(), b.n, 1.f / b.n, 0, 0.0);
+    for (Param& p : ng.params()) gpu->nag_update(p.value, p.grad, p.momentum, 0.05f, 0.9f, 1e-4f);
+    NetworkFileInfo info;
+    info.step = 1;
+    TrainState ts;
+    ts.counters["step"] = 1;
+    const std::string path = dir + "/net.h5";
+    save_network_file(path, ng, info, &ts);
+    Network nc(arch, *cpu, 77, o);
+    TrainState tc;
+    load_network_file(path, nc, &tc);
+    EXPECT_TRUE(same_bits(values(*cpu, nc.params(), false), values(*gpu, ng.params(), false))) << "parameters";
+    EXPECT_TRUE(same_bits(values(*cpu, nc.params(), true), values(*gpu, ng.params(), true))) << "momenta";
+    EXPECT_TRUE(same_bits(bn_stats_of(*cpu, nc.bn_stats()), bn_stats_of(*gpu, ng.bn_stats()))) << "BN statistics";
+    EXPECT_EQ(tc.counters["step"], 1);
+    std::remove(path.c_str());
+  }
+  ::rmdir(dir.c_str());
 }
 
 }  // namespace

@@ -31,6 +31,7 @@ struct NetworkFileInfo {
   uint64_t seed = 0;
   std::string config;      // resolved config text
   std::string structural;  // "key=value;..." fields a resumed run must not change
+  int world_size = 1;      // ranks that wrote a checkpoint (attribute world_size)
 };
 
 /// Writes a network file, or a checkpoint when ts is given (then the momenta and
