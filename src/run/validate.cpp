@@ -23,6 +23,9 @@
 #include "dsonas/model/network.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/run/run_common.hpp"
+#if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
+#include "../backend/cuda/cuda_probe.hpp"  // host-only declarations, no CUDA header
+#endif
 
 namespace dsonas {
 namespace {
@@ -263,6 +266,25 @@ int run_validate(int argc, char** argv) {
   const RunConfig cfg = parse_config("validate", static_cast<int>(av.size()), av.data());
   std::cout << "validate: data.dataset = " << cfg.dataset << ", data.dir = " << cfg.data_dir << "\n";
   ValidateReport r = validate_data(cfg);
+  if (cfg.device == "cuda") {
+    // a binary without CUDA cannot run the job anywhere; a machine without a
+    // GPU (a login node) is only noted: the job's nodes are what matters
+#if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
+    std::string why;
+    const int n = cuda_device_count(&why);
+    std::cout << "note: --device cuda (gpu-math " << cfg.gpu_math << "): "
+              << (n > 0 ? str(n, " usable GPU", n > 1 ? "s" : "", " here")
+                        : str("no usable GPU here (", why, "); fine on a login node, every rank of the job needs one"))
+              << "\n";
+#else
+    FileCheck f;
+    f.path = "--device";
+    f.role = "device";
+    f.ok = false;
+    f.detail = "--device cuda: this dsonas was built without CUDA (rebuild with USE_CUDA=1)";
+    r.files.push_back(f);
+#endif
+  }
   if (!resume_dir.empty()) validate_resume(r, resume_dir, args);
   for (const FileCheck& f : r.files) {
     if (f.ok) std::cout << "ok   " << f.path << " (" << f.role << "): " << f.detail << "\n";

@@ -51,6 +51,15 @@ expect_fail "unknown command" 2 "frobnicate" "" -- "$BIN" frobnicate
 expect_fail "bad device" 2 "--device" "$T/o15" -- "$BIN" search $SYN --device tpu --out "$T/o15"
 expect_fail "bad gpu-math" 2 "gpu-math: 'fp16' (expected fp32, tf32 or bf16)" "$T/o15m" -- "$BIN" search $SYN --device cuda --gpu-math fp16 --out "$T/o15m"
 expect_fail "gpu-math on the cpu" 2 "--gpu-math: tf32 needs --device cuda" "$T/o15c" -- "$BIN" search $SYN --gpu-math tf32 --out "$T/o15c"
+# validate --device cuda: with CUDA compiled in, a note on this machine's GPUs (none on a
+# login node or CI: still exit 0); without CUDA, a BAD line and exit 2
+vout=$("$BIN" validate $SYN --device cuda 2>&1); vrc=$?
+if grep -q "built without CUDA" <<<"$vout"; then
+  if [ "$vrc" -eq 2 ] && grep -q "^BAD  --device cuda: this dsonas was built without CUDA" <<<"$vout"; then ok "validate --device cuda without CUDA: BAD, exit 2"
+  else bad "validate --device cuda without CUDA: exit $vrc: $vout"; fi
+elif [ "$vrc" -eq 0 ] && grep -q "^note: --device cuda (gpu-math fp32): " <<<"$vout"; then
+  ok "validate --device cuda: $(grep '^note: --device cuda' <<<"$vout")"
+else bad "validate --device cuda: exit $vrc: $vout"; fi
 
 echo "e2e: pretrain → search (tiny synthetic)"
 if "$BIN" pretrain $SYN --max-steps 30 --log-every 10 --out "$T/run/pretrain" >"$T/pre.log" 2>&1 \
