@@ -29,47 +29,6 @@ namespace imagenet_detail {
 
 void h5_quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
-bool read_attr_str(hid_t obj, const char* name, std::string* out) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  if (!a.ok()) return false;
-  H5Id type(H5Aget_type(a), H5Tclose);
-  if (!type.ok() || H5Tget_class(type) != H5T_STRING) return false;
-  const size_t n = H5Tget_size(type);
-  std::vector<char> buf(n + 1, '\0');
-  H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(mem, n);
-  if (H5Aread(a, mem, buf.data()) < 0) return false;
-  *out = std::string(buf.data(), strnlen(buf.data(), n));
-  return true;
-}
-
-bool read_attr_i64(hid_t obj, const char* name, int64_t* out) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  if (!a.ok()) return false;
-  H5Id type(H5Aget_type(a), H5Tclose);
-  if (!type.ok() || H5Tget_class(type) != H5T_INTEGER) return false;
-  return H5Aread(a, H5T_NATIVE_INT64, out) >= 0;
-}
-
-void write_attr_str(hid_t obj, const char* name, const std::string& v) {
-  H5Id type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type, v.empty() ? 1 : v.size());
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id a(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  const std::string buf = v.empty() ? std::string(1, '\0') : v;
-  if (!a.ok() || H5Awrite(a, type, buf.data()) < 0)
-    fail_lib("HDF5", str("write attribute ", name), __FILE__, __LINE__);
-}
-
-void write_attr_i64(hid_t obj, const char* name, int64_t v) {
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id a(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (!a.ok() || H5Awrite(a, H5T_NATIVE_INT64, &v) < 0)
-    fail_lib("HDF5", str("write attribute ", name), __FILE__, __LINE__);
-}
-
 // ---- JSON ----------------------------------------------------------------------
 
 const JVal* JVal::get(const std::string& key) const {

@@ -10,29 +10,19 @@
 #include <utility>
 #include <vector>
 
+#include "../io/h5_util.hpp"  // H5Id, string / int64 attributes
+
 namespace dsonas {
 namespace imagenet_detail {
 
-/// RAII for an HDF5 id.
-struct H5Id {
-  hid_t id = -1;
-  herr_t (*closer)(hid_t) = nullptr;
-  H5Id(hid_t i, herr_t (*c)(hid_t)) : id(i), closer(c) {}
-  ~H5Id() {
-    if (id >= 0 && closer) closer(id);
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  operator hid_t() const { return id; }
-  bool ok() const { return id >= 0; }
-};
+using h5::H5Id;
+using h5::read_attr_i64;
+using h5::read_attr_str;
+using h5::write_attr_i64;
+using h5::write_attr_str;
 
 /// Turns off HDF5's automatic error printing for the calling thread.
 void h5_quiet();
-bool read_attr_str(hid_t obj, const char* name, std::string* out);
-bool read_attr_i64(hid_t obj, const char* name, int64_t* out);
-void write_attr_str(hid_t obj, const char* name, const std::string& v);
-void write_attr_i64(hid_t obj, const char* name, int64_t v);
 
 /// A parsed JSON value (the subset the manifest needs; numbers keep their text).
 struct JVal {

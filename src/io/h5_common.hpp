@@ -1,5 +1,5 @@
 // h5_common.hpp — private to src/io: the HDF5 C API helpers that model_file.cpp
-// and network_file.cpp share (RAII ids, scalar attributes, one-chunk Fletcher-32
+// and network_file.cpp share (on top of h5_util.hpp: float attributes, one-chunk Fletcher-32
 // float datasets, the training-state attribute walk).  Each file keeps its own
 // dataset reader: a model file checks element counts, a network file shapes.
 #pragma once
@@ -14,6 +14,7 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/tensor.hpp"
 #include "dsonas/io/model_file.hpp"  // TrainState
+#include "h5_util.hpp"               // H5Id, string / int64 attributes
 
 #define HDF5_CHECK(call, what)                                              \
   do {                                                                      \
@@ -23,19 +24,6 @@
 namespace dsonas {
 namespace h5 {
 
-/// RAII for HDF5 ids.
-struct H5Id {
-  hid_t id = -1;
-  herr_t (*closer)(hid_t) = nullptr;
-  H5Id(hid_t i, herr_t (*c)(hid_t)) : id(i), closer(c) {}
-  ~H5Id() {
-    if (id >= 0 && closer) closer(id);
-  }
-  H5Id(const H5Id&) = delete;
-  H5Id& operator=(const H5Id&) = delete;
-  operator hid_t() const { return id; }
-};
-
 inline void silence_hdf5() {
   static bool done = false;
   if (!done) {
@@ -44,43 +32,11 @@ inline void silence_hdf5() {
   }
 }
 
-inline void write_attr_str(hid_t obj, const char* name, const std::string& v) {
-  H5Id type(H5Tcopy(H5T_C_S1), H5Tclose);
-  HDF5_CHECK(H5Tset_size(type, v.empty() ? 1 : v.size()), "set string size");
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id a(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
-  std::string buf = v.empty() ? std::string(1, '\0') : v;
-  HDF5_CHECK(H5Awrite(a, type, buf.data()), str("write attribute ", name));
-}
-
-inline void write_attr_i64(hid_t obj, const char* name, int64_t v) {
-  H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  H5Id a(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
-  HDF5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, &v), str("write attribute ", name));
-}
-
 inline void write_attr_f64(hid_t obj, const char* name, double v) {
   H5Id space(H5Screate(H5S_SCALAR), H5Sclose);
   H5Id a(H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   if (a.id < 0) fail_lib("HDF5", str("create attribute ", name), __FILE__, __LINE__);
   HDF5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, &v), str("write attribute ", name));
-}
-
-inline bool read_attr_str(hid_t obj, const char* name, std::string* out) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  if (a.id < 0) return false;
-  H5Id type(H5Aget_type(a), H5Tclose);
-  if (H5Tget_class(type) != H5T_STRING) return false;
-  const size_t n = H5Tget_size(type);
-  std::vector<char> buf(n + 1, '\0');
-  H5Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(mem, n);
-  if (H5Aread(a, mem, buf.data()) < 0) return false;
-  *out = std::string(buf.data(), strnlen(buf.data(), n));
-  return true;
 }
 
 /// Every attribute of a group: integers into counters, floats into reals.

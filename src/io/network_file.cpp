@@ -28,12 +28,6 @@ namespace {
 constexpr const char* kFormat = "dsonas-network";
 constexpr const char* kFormatCkpt = "dsonas-network-checkpoint";
 
-bool read_attr_i64(hid_t obj, const char* name, int64_t* out) {
-  if (H5Aexists(obj, name) <= 0) return false;
-  H5Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
-  return a.id >= 0 && H5Aread(a, H5T_NATIVE_INT64, out) >= 0;
-}
-
 void read_dataset(hid_t file, const std::string& path, const std::string& name, const Shape& shape, float* out) {
   if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0)
     throw Error(kExitCheckpoint, str(path, ": missing dataset ", name));

@@ -12,18 +12,12 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/model/supergraph.hpp"
+#include "h5_util.hpp"
 
 namespace dsonas {
 namespace {
 
-struct Id {
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~Id() {
-    if (id >= 0) close(id);
-  }
-  operator hid_t() const { return id; }
-};
+using Id = h5::H5Id;
 
 void check(herr_t r, const std::string& what) {
   if (r < 0) fail_lib("HDF5", what, __FILE__, __LINE__);
