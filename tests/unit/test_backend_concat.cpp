@@ -8,6 +8,7 @@
 
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/rng.hpp"
+#include "test_util.hpp"
 
 using namespace dsonas;
 
@@ -45,7 +46,7 @@ struct ConcatCase {
 }  // namespace
 
 TEST(BackendConcat, ForwardMatchesReference) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   ConcatCase s;
   std::vector<Tensor> wt;
   std::vector<const Tensor*> ws;
@@ -64,7 +65,7 @@ TEST(BackendConcat, ForwardMatchesReference) {
 }
 
 TEST(BackendConcat, BackwardByFiniteDifferences) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   ConcatCase s;
   std::vector<Tensor> wt, dwt;
   std::vector<const Tensor*> ws;

@@ -13,6 +13,7 @@
 #include "../../src/backend/cpu/cpu_pool.hpp"
 #include "gradcheck.hpp"
 #include "naive_ref.hpp"
+#include "test_util.hpp"
 
 namespace dsonas {
 namespace {
@@ -74,14 +75,14 @@ bool same_bits(const Vec& a, const Vec& b) {
 
 class CpuBackendTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Backend> be = make_backend(Device::CPU, 2);
+  std::unique_ptr<Backend> be = make_backend(Device::CPU, dsonas_test::test_threads());
 };
 
 // ---- basics -------------------------------------------------------------------------------
 
 TEST_F(CpuBackendTest, Identity) {
   EXPECT_EQ(be->device(), Device::CPU);
-  EXPECT_EQ(be->threads(), 2);
+  EXPECT_EQ(be->threads(), dsonas_test::test_threads());
   EXPECT_FALSE(be->name().empty());
   auto be0 = make_backend(Device::CPU, 0);
   EXPECT_GE(be0->threads(), 1);
@@ -305,7 +306,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{7, 21, 1, 1, 0, 1, 3, 4, 4})); // 21 outputs (D, G with tails; F via BLAS)
 
 TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
-  auto be1 = make_backend(Device::CPU, 1);
+  auto be1 = make_backend(Device::CPU, dsonas_test::other_threads());
   struct C {
     ConvDesc d;
     int N, H, W;
@@ -325,11 +326,11 @@ TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
     be->conv_backward_filter(c.d, x, dy, dw2);
     be1->conv_backward_filter(c.d, x, dy, dw3);
     EXPECT_TRUE(same_bits(get(*be, dw1), get(*be, dw2)));
-    EXPECT_TRUE(same_bits(get(*be, dw1), get(*be, dw3))) << "1 vs 2 threads";
+    EXPECT_TRUE(same_bits(get(*be, dw1), get(*be, dw3))) << be->threads() << " vs " << be1->threads() << " threads";
     Tensor y1 = be->alloc(dy.shape()), y2 = be->alloc(dy.shape());
     be->conv_forward(c.d, x, w, y1);
     be1->conv_forward(c.d, x, w, y2);
-    EXPECT_TRUE(same_bits(get(*be, y1), get(*be, y2))) << "forward, 1 vs 2 threads";
+    EXPECT_TRUE(same_bits(get(*be, y1), get(*be, y2))) << "forward, " << be->threads() << " vs " << be1->threads() << " threads";
   }
 }
 
@@ -386,7 +387,7 @@ TEST(CpuPool, ChunksOnceNestedAndExceptions) {
 // thread-count independence of both.
 TEST_F(CpuBackendTest, Gemm1x1Avx512MatchesBlas) {
   if (!cpu::avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU";
-  auto be1 = make_backend(Device::CPU, 1);
+  auto be1 = make_backend(Device::CPU, dsonas_test::other_threads());
   for (int cin : {256, 16}) {
     SCOPED_TRACE(str("cin ", cin));
     ConvDesc d{cin, 16, 1, 1, 0, 1};
@@ -413,7 +414,7 @@ TEST_F(CpuBackendTest, Gemm1x1Avx512MatchesBlas) {
     expect_close(out[0][0], out[1][0], 1e-5, 1e-5, "forward");
     expect_close(out[0][1], out[1][1], 1e-5, 1e-5, "backward data");
     expect_close(out[0][2], out[1][2], 1e-3, 1e-5, "backward filter");
-    for (int q = 0; q < 3; ++q) EXPECT_TRUE(same_bits(out[0][q], out1[q])) << q << ": 1 vs 2 threads";
+    for (int q = 0; q < 3; ++q) EXPECT_TRUE(same_bits(out[0][q], out1[q])) << q << ": " << be->threads() << " vs " << be1->threads() << " threads";
   }
 }
 
@@ -591,7 +592,7 @@ TEST_P(BnTest, TrainInferBackward) {
 INSTANTIATE_TEST_SUITE_P(Relu, BnTest, ::testing::Values(true, false));
 
 TEST_F(CpuBackendTest, BnDeterministicAndThreadIndependent) {
-  auto be1 = make_backend(Device::CPU, 1);
+  auto be1 = make_backend(Device::CPU, dsonas_test::other_threads());
   const int C = 16, N = 8, H = 28, W = 28;
   const size_t n = static_cast<size_t>(C) * N * H * W;
   Tensor x = make(*be, {C, N, H, W}, rand_vec(n, 51));
@@ -614,7 +615,7 @@ TEST_F(CpuBackendTest, BnDeterministicAndThreadIndependent) {
   }
   for (int q = 0; q < 5; ++q) {
     EXPECT_TRUE(same_bits(outs[0][q], outs[1][q])) << q;
-    EXPECT_TRUE(same_bits(outs[0][q], outs[2][q])) << q << " (1 vs 2 threads)";
+    EXPECT_TRUE(same_bits(outs[0][q], outs[2][q])) << q << " (" << be->threads() << " vs " << be1->threads() << " threads)";
   }
 }
 
@@ -703,7 +704,7 @@ TEST_F(CpuBackendTest, WsumForwardBackward) {
 }
 
 TEST_F(CpuBackendTest, WsumDlamDeterministicAndThreadIndependent) {
-  auto be1 = make_backend(Device::CPU, 1);
+  auto be1 = make_backend(Device::CPU, dsonas_test::other_threads());
   const int J = 4, K = 13;
   const int64_t n = 16 * 8 * 28 * 28;
   Vec lam = rand_vec(J * K, 91);
@@ -720,7 +721,7 @@ TEST_F(CpuBackendTest, WsumDlamDeterministicAndThreadIndependent) {
   be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, d2.data());
   be1->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, d3.data());
   EXPECT_TRUE(same_bits(d1, d2));
-  EXPECT_TRUE(same_bits(d1, d3)) << "1 vs 2 threads";
+  EXPECT_TRUE(same_bits(d1, d3)) << be->threads() << " vs " << be1->threads() << " threads";
 }
 
 // ---- head ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/optimizer.hpp"
 #include "dsonas/optim/prune.hpp"
+#include "test_util.hpp"
 
 using namespace dsonas;
 
@@ -65,7 +66,7 @@ void randomize_lambda(Supergraph& g, uint64_t seed, double zero_frac) {
 }  // namespace
 
 TEST(Supergraph, LambdaCountsAndNames) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   SearchSpace fm = SearchSpace::preset_named("fmnist");
   Supergraph g(fm, *be, 1);
   EXPECT_EQ(g.lambda().size(), 748u);
@@ -97,7 +98,7 @@ TEST(Supergraph, LambdaCountsAndNames) {
 }
 
 TEST(Supergraph, InitFollowsAlgorithm9) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   SearchSpace sp = SearchSpace::preset_named("fmnist");
   Supergraph g(sp, *be, 3);
   // pointwise 16→16: σ = sqrt(2/(16·1·1)); depthwise 5×5 on 16: σ = sqrt(2/(16·25))
@@ -123,7 +124,7 @@ class SupergraphGrad : public ::testing::TestWithParam<bool> {};
 // The model's gradient in λ and in W against 4th-order finite differences of the
 // loss, on the tiny space with random λ and some pruned entries (full and share).
 TEST_P(SupergraphGrad, FiniteDifferences) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   SearchSpace sp = SearchSpace::preset_named("tiny");
   sp.share = GetParam();
   Supergraph g(sp, *be, 7);
@@ -185,7 +186,7 @@ INSTANTIATE_TEST_SUITE_P(FullAndShare, SupergraphGrad, ::testing::Values(false, 
 // A pruned plan (dead ops and edges not computed) gives the same logits and the
 // same gradients on live entries as the dense computation with the zero λ.
 TEST(Supergraph, PrunedPlanMatchesDense) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   SearchSpace sp = SearchSpace::preset_named("tiny");
   Supergraph a(sp, *be, 9), d(sp, *be, 9);
   randomize_lambda(a, 4, 0.4);
@@ -206,7 +207,7 @@ TEST(Supergraph, PrunedPlanMatchesDense) {
 }
 
 TEST(Supergraph, DeterministicForFixedThreads) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   SearchSpace sp = SearchSpace::preset_named("tiny");
   Batch b = random_batch(sp, 8, 2);
   std::vector<float> g1, g2, l1, l2;
@@ -223,7 +224,7 @@ TEST(Supergraph, DeterministicForFixedThreads) {
 }
 
 TEST(Supergraph, TrainingLowersTheLoss) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   SearchSpace sp = SearchSpace::preset_named("tiny");
   Supergraph g(sp, *be, 1);
   Batch b = random_batch(sp, 16, 1);
@@ -245,8 +246,8 @@ TEST(Supergraph, TrainingLowersTheLoss) {
 // blocks in the first stage (only the very first skips its input gradient),
 // and a live branch whose λ is too small to divide by (GEMM fallback).
 TEST(Supergraph, LambdaStepMatchesFullStep) {
-  auto be2 = make_backend(Device::CPU, 2);
-  auto be1 = make_backend(Device::CPU, 1);
+  auto be2 = make_backend(Device::CPU, dsonas_test::test_threads());
+  auto be1 = make_backend(Device::CPU, dsonas_test::other_threads());
   for (int variant = 0; variant < 4; ++variant) {
     SearchSpace sp = SearchSpace::preset_named("tiny");
     sp.share = variant == 1;
@@ -284,7 +285,7 @@ TEST(Supergraph, LambdaStepMatchesFullStep) {
       checked += f != 0.f;
     }
     EXPECT_GT(checked, 10) << variant;
-    EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[1].data(), lam[0].size() * sizeof(float))) << "1 vs 2 threads, variant " << variant;
+    EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[1].data(), lam[0].size() * sizeof(float))) << be2->threads() << " vs " << be1->threads() << " threads, variant " << variant;
     EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[2].data(), lam[0].size() * sizeof(float))) << "recompute, variant " << variant;
   }
 }
@@ -292,7 +293,7 @@ TEST(Supergraph, LambdaStepMatchesFullStep) {
 // Per-block recomputation changes memory, not numbers: logits, every gradient
 // and the BN running statistics are bit-identical.
 TEST(Supergraph, RecomputeIsBitIdentical) {
-  auto be = make_backend(Device::CPU, 2);
+  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
   SearchSpace sp = SearchSpace::preset_named("tiny");
   sp.normal_units = {2, 2};
   Batch b = random_batch(sp, 6, 12);

@@ -1,5 +1,6 @@
-// test_util.hpp — helpers shared by the unit tests: a scratch folder removed with
-// everything in it when it goes out of scope, and a check for usage errors (exit 2).
+// test_util.hpp — helpers shared by the unit tests: the thread count of the CPU
+// backends under test, a scratch folder removed with everything in it when it goes
+// out of scope, and a check for usage errors (exit 2).
 #pragma once
 #include <gtest/gtest.h>
 
@@ -11,6 +12,17 @@
 #include "dsonas/core/error.hpp"
 
 namespace dsonas_test {
+
+/// Threads of the CPU backends the numerical tests run on: DSONAS_TEST_THREADS
+/// (the test matrix runs the suite at 1, 2 and 3, the last oversubscribing a
+/// 2-core machine), default 2.
+inline int test_threads() {
+  const char* e = std::getenv("DSONAS_TEST_THREADS");
+  const int t = e && *e ? std::atoi(e) : 2;
+  return t > 0 ? t : 2;
+}
+/// The thread count that thread-independence tests compare test_threads() with.
+inline int other_threads() { return test_threads() == 1 ? 2 : 1; }
 
 class TempDir {
  public:
