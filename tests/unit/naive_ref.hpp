@@ -12,6 +12,29 @@ namespace ref {
 
 using Vec = std::vector<float>;
 
+// ---- the rounding-error model the kernel comparisons use ------------------------------
+//
+// A float32 kernel computing s = Σ_{i<n} a_i·b_i, in any order, blocked or not, with or
+// without FMA, satisfies (Higham & Mary, "A new approach to probabilistic rounding error
+// analysis", SIAM J. Sci. Comput. 2019, Thm 3.1)
+//     |ŝ − s| ≤ λ·√n·u·Σ|a_i·b_i|,   u = 2⁻²⁴,
+// with probability at least 1 − 2n·exp(−λ²/2) when the rounding errors are independent
+// with mean zero; λ = 10 makes that 1 − 4e-22·n.  Σ|a_i·b_i| is the same reference
+// computation run on |a| and |b|.  The bound does not depend on the summation order, so
+// it holds for every BLAS kernel, SIMD path and thread split; an indexing bug (a term
+// missing or doubled) moves the sum by about one |a_i·b_i|, far above it for the sizes
+// tested.  The double-precision reference adds u/2·|s| when rounded to float.
+constexpr double kUnitRoundoff = 1.0 / (1 << 24);
+constexpr double kLambda = 10.0;
+inline double sum_bound(int64_t n, double mag) {
+  return kLambda * std::sqrt(static_cast<double>(n)) * kUnitRoundoff * mag;
+}
+inline Vec abs_of(const Vec& v) {
+  Vec a(v.size());
+  for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(v[i]);
+  return a;
+}
+
 inline int64_t idx4(int a, int b, int c, int d, int B, int C, int D) {
   return ((static_cast<int64_t>(a) * B + b) * C + c) * D + d;
 }

@@ -63,6 +63,33 @@ void expect_close(const Vec& got, const Vec& want, double atol, double rtol, con
   EXPECT_EQ(bad, 0) << what;
 }
 
+/// |got − want| ≤ tol (element-wise), the tolerances from naive_ref.hpp's error model.
+void expect_within(const Vec& got, const Vec& want, const std::vector<double>& tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  ASSERT_EQ(tol.size(), want.size()) << what;
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= tol[i]) && bad++ < 5)
+      ADD_FAILURE() << what << ": [" << i << "] got " << got[i] << " want " << want[i] << " (bound " << tol[i] << ")";
+  EXPECT_EQ(bad, 0) << what;
+}
+
+/// Tolerances for out = alpha·Σ(n products) + beta·prior against a double reference:
+/// |alpha|·(the sum's bound over `mag`) + 3u·(|alpha·sum| + |beta·prior|) (the scaling,
+/// the addition and the reference's rounding to float) + `carried` (the prior's own
+/// error, when it was itself a computed result).
+std::vector<double> sum_tol(int64_t n, const Vec& mag, const Vec& sum, float alpha = 1.f, float beta = 0.f,
+                            const Vec* prior = nullptr, const std::vector<double>* carried = nullptr) {
+  std::vector<double> t(mag.size());
+  const double u = ref::kUnitRoundoff;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const double p = prior ? std::fabs(beta * static_cast<double>((*prior)[i])) : 0.0;
+    t[i] = std::fabs(alpha) * ref::sum_bound(n, mag[i]) + 3 * u * (std::fabs(alpha * static_cast<double>(sum[i])) + p) +
+           (carried ? std::fabs(beta) * (*carried)[i] : 0.0);
+  }
+  return t;
+}
+
 Vec lin(float a, const Vec& x, float b, const Vec& y) {
   Vec r(x.size());
   for (size_t i = 0; i < x.size(); ++i) r[i] = a * x[i] + b * y[i];
@@ -221,44 +248,53 @@ TEST_P(ConvTest, MatchesNaiveAndFiniteDifferences) {
   Tensor tx = be->act_from_nchw(x.data(), N, cc.cin, H, W);
   Tensor tw = make(*be, d.weight_shape(), w);
   Tensor tdy = be->act_from_nchw(dy.data(), N, cc.cout, Ho, Wo);
-  const double atol = 1e-5, rtol = 1e-4;
+  // Error model (naive_ref.hpp): each output is a sum of at most n products, bounded
+  // through the same reference run on |x|, |w|, |dy|.
+  const Vec ax = ref::abs_of(x), aw = ref::abs_of(w), ady = ref::abs_of(dy);
+  const int64_t n_fwd = static_cast<int64_t>(rd.cin_per_group()) * cc.k * cc.k;
+  const int64_t n_data = static_cast<int64_t>(rd.cout_per_group()) * cc.k * cc.k;
+  const int64_t n_filter = static_cast<int64_t>(N) * Ho * Wo;
 
   // forward, beta = 0 overwrites NaN garbage
   Tensor ty = be->alloc({cc.cout, N, Ho, Wo});
   fill_nan(*be, ty);
   be->conv_forward(d, tx, tw, ty);
-  const Vec yref = ref::conv_fwd(rd, x, w, N, H, W);
-  expect_close(get_nchw(*be, ty), yref, atol, rtol, "conv_forward");
+  const Vec yref = ref::conv_fwd(rd, x, w, N, H, W), ymag = ref::conv_fwd(rd, ax, aw, N, H, W);
+  expect_within(get_nchw(*be, ty), yref, sum_tol(n_fwd, ymag, yref), "conv_forward");
   // alpha/beta
   Vec y0 = rand_vec(yref.size(), 14);
   Tensor ty2 = be->act_from_nchw(y0.data(), N, cc.cout, Ho, Wo);
   be->conv_forward(d, tx, tw, ty2, 0.5f, 2.f);
-  expect_close(get_nchw(*be, ty2), lin(0.5f, yref, 2.f, y0), atol, rtol, "conv_forward alpha/beta");
+  expect_within(get_nchw(*be, ty2), lin(0.5f, yref, 2.f, y0), sum_tol(n_fwd, ymag, yref, 0.5f, 2.f, &y0),
+                "conv_forward alpha/beta");
 
   // backward data
   Tensor tdx = be->alloc(tx.shape());
   fill_nan(*be, tdx);
   be->conv_backward_data(d, tdy, tw, tdx);
-  const Vec dxref = ref::conv_bwd_data(rd, dy, w, N, H, W);
-  expect_close(get_nchw(*be, tdx), dxref, atol, rtol, "conv_backward_data");
+  const Vec dxref = ref::conv_bwd_data(rd, dy, w, N, H, W), dxmag = ref::conv_bwd_data(rd, ady, aw, N, H, W);
+  expect_within(get_nchw(*be, tdx), dxref, sum_tol(n_data, dxmag, dxref), "conv_backward_data");
   Vec dx0 = rand_vec(dxref.size(), 15);
   Tensor tdx2 = be->act_from_nchw(dx0.data(), N, cc.cin, H, W);
   be->conv_backward_data(d, tdy, tw, tdx2, 1.f, 1.f);
-  expect_close(get_nchw(*be, tdx2), lin(1.f, dxref, 1.f, dx0), atol, rtol, "conv_backward_data beta=1");
+  const Vec dx1 = lin(1.f, dxref, 1.f, dx0);
+  const std::vector<double> tol1 = sum_tol(n_data, dxmag, dxref, 1.f, 1.f, &dx0);
+  expect_within(get_nchw(*be, tdx2), dx1, tol1, "conv_backward_data beta=1");
   be->conv_backward_data(d, tdy, tw, tdx2, -2.f, 0.5f);
-  expect_close(get_nchw(*be, tdx2), lin(-2.f, dxref, 0.5f, lin(1.f, dxref, 1.f, dx0)), 1e-4, rtol,
-               "conv_backward_data alpha/beta");
+  expect_within(get_nchw(*be, tdx2), lin(-2.f, dxref, 0.5f, dx1), sum_tol(n_data, dxmag, dxref, -2.f, 0.5f, &dx1, &tol1),
+                "conv_backward_data alpha/beta");
 
   // backward filter
   Tensor tdw = be->alloc(tw.shape());
   fill_nan(*be, tdw);
   be->conv_backward_filter(d, tx, tdy, tdw);
-  const Vec dwref = ref::conv_bwd_filter(rd, x, dy, N, H, W);
-  expect_close(get(*be, tdw), dwref, 1e-4, rtol, "conv_backward_filter");
+  const Vec dwref = ref::conv_bwd_filter(rd, x, dy, N, H, W), dwmag = ref::conv_bwd_filter(rd, ax, ady, N, H, W);
+  expect_within(get(*be, tdw), dwref, sum_tol(n_filter, dwmag, dwref), "conv_backward_filter");
   Vec dw0 = rand_vec(dwref.size(), 16);
   Tensor tdw2 = make(*be, tw.shape(), dw0);
   be->conv_backward_filter(d, tx, tdy, tdw2, 2.f, 1.f);
-  expect_close(get(*be, tdw2), lin(2.f, dwref, 1.f, dw0), 1e-4, rtol, "conv_backward_filter alpha/beta");
+  expect_within(get(*be, tdw2), lin(2.f, dwref, 1.f, dw0), sum_tol(n_filter, dwmag, dwref, 2.f, 1.f, &dw0),
+                "conv_backward_filter alpha/beta");
 
   // finite differences of L = <dy, conv(x, w)> (small cases only)
   if (x.size() <= 2000) {
@@ -411,9 +447,32 @@ TEST_F(CpuBackendTest, Gemm1x1Avx512MatchesBlas) {
       }
     }
     cpu::avx512_allow(true);
-    expect_close(out[0][0], out[1][0], 1e-5, 1e-5, "forward");
-    expect_close(out[0][1], out[1][1], 1e-5, 1e-5, "backward data");
-    expect_close(out[0][2], out[1][2], 1e-3, 1e-5, "backward filter");
+    // Two float results of the same sums differ by at most twice the error model's
+    // bound (naive_ref.hpp); the magnitudes Σ|a·b| are the products of |W|, |X|, |dY|
+    // (CNHW: X is [cin, N·H·W], dY [16, N·H·W], W [16, cin]).
+    const int64_t P = static_cast<int64_t>(N) * H * W;
+    auto absmm = [](const Vec& A, bool ta, const Vec& B, bool tb, int64_t M, int64_t K, int64_t Nn) {
+      Vec C(static_cast<size_t>(M * Nn));
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < Nn; ++j) {
+          double acc = 0;
+          for (int64_t k = 0; k < K; ++k)
+            acc += std::fabs(static_cast<double>(A[static_cast<size_t>(ta ? k * M + i : i * K + k)])) *
+                   std::fabs(B[static_cast<size_t>(tb ? j * K + k : k * Nn + j)]);
+          C[static_cast<size_t>(i * Nn + j)] = static_cast<float>(acc);
+        }
+      return C;
+    };
+    const Vec hx = get(*be, x), hdy = get(*be, dy), hw = get(*be, w);
+    const Vec mag_y = absmm(hw, false, hx, false, 16, cin, P), mag_dx = absmm(hw, true, hdy, false, cin, 16, P),
+              mag_dw = absmm(hdy, false, hx, true, 16, P, cin);
+    auto twice = [](std::vector<double> t) {
+      for (double& v : t) v *= 2;
+      return t;
+    };
+    expect_within(out[0][0], out[1][0], twice(sum_tol(cin, mag_y, out[1][0])), "forward");
+    expect_within(out[0][1], out[1][1], twice(sum_tol(16, mag_dx, out[1][1])), "backward data");
+    expect_within(out[0][2], out[1][2], twice(sum_tol(P, mag_dw, out[1][2])), "backward filter");
     for (int q = 0; q < 3; ++q) EXPECT_TRUE(same_bits(out[0][q], out1[q])) << q << ": " << be->threads() << " vs " << be1->threads() << " threads";
   }
 }
@@ -761,7 +820,9 @@ TEST_F(CpuBackendTest, Linear) {
   Tensor ty = be->alloc({N, O});
   fill_nan(*be, ty);
   be->linear_forward(tx, tw, tb, ty);
-  expect_close(get(*be, ty), ref::linear_fwd(x, w, b, N, I, O), 1e-6, 1e-5, "linear_forward");
+  const Vec yref = ref::linear_fwd(x, w, b, N, I, O);
+  expect_within(get(*be, ty), yref, sum_tol(I + 1, ref::linear_fwd(ref::abs_of(x), ref::abs_of(w), ref::abs_of(b), N, I, O), yref),
+                "linear_forward");
   Tensor tr = make(*be, {N, O}, r);
   Tensor tdx = be->alloc({N, I}), tdw = be->alloc({O, I}), tdb = be->alloc({O});
   fill_nan(*be, tdx);

@@ -13,6 +13,7 @@
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/optimizer.hpp"
 #include "dsonas/optim/prune.hpp"
+#include "kink_backend.hpp"
 #include "test_util.hpp"
 
 using namespace dsonas;
@@ -123,15 +124,37 @@ class SupergraphGrad : public ::testing::TestWithParam<bool> {};
 
 // The model's gradient in λ and in W against 4th-order finite differences of the
 // loss, on the tiny space with random λ and some pruned entries (full and share).
+// The loss is evaluated with its ReLU masks and max-pool winners frozen at the point
+// where the gradient was taken (kink_backend.hpp): every difference is of one smooth
+// function, whose derivative there is the one backward computes, so no step crosses a
+// kink whatever the float rounding of the BLAS kernel or SIMD path.
 TEST_P(SupergraphGrad, FiniteDifferences) {
-  auto be = make_backend(Device::CPU, dsonas_test::test_threads());
+  auto cpu = make_backend(Device::CPU, dsonas_test::test_threads());
+  dsonas_test::KinkSignatureBackend kinks(*cpu);
+  Backend* be = &kinks;
+  using Mode = dsonas_test::KinkSignatureBackend::Mode;
   SearchSpace sp = SearchSpace::preset_named("tiny");
   sp.share = GetParam();
   Supergraph g(sp, *be, 7);
   randomize_lambda(g, 11, 0.15);
   Batch b = random_batch(sp, 6, 3);
-  g.train_step(b.x.data(), b.y.data(), b.n, 1.f / b.n, true, true);
+  kinks.set_mode(Mode::Record);
+  const double f0 = g.train_step(b.x.data(), b.y.data(), b.n, 1.f / b.n, true, true).loss_sum / b.n;
   std::vector<float> dlam = host(*be, g.lambda_grad());
+  std::vector<std::vector<float>> grads;
+  for (Param& p : g.params()) grads.push_back(p.frozen ? std::vector<float>() : host(*be, p.grad));
+  kinks.set_mode(Mode::Replay);
+  ASSERT_EQ(loss_of(g, b), f0) << "the forward pass with its own kinks replayed is the same pass";
+  ASSERT_TRUE(kinks.replay_complete());
+  auto loss = [&] {
+    kinks.start_pass();
+    return loss_of(g, b);
+  };
+  // Tolerance atol + 2 %·|numeric|: the objective is computed to ε ≤ 4·u·|f| (u = 2⁻²⁴;
+  // the rounding model of test_network.cpp's NetworkGrad, which measures it), the
+  // difference quotient's weights sum to 18/12, so rounding moves it by ≤ 1.5·ε/h; the
+  // 2 % covers the O(h⁴) truncation of a smooth function.
+  const double eps = 4 * std::ldexp(1.0, -24) * std::fabs(f0);
 
   // λ: every live entry
   int checked = 0, bad = 0;
@@ -141,9 +164,10 @@ TEST_P(SupergraphGrad, FiniteDifferences) {
       continue;
     }
     const float l0 = g.lambda()[i];
-    double num = fd4([&](double h) { g.lambda()[i] = l0 + static_cast<float>(h); double v = loss_of(g, b); g.lambda()[i] = l0; return v; }, 1e-2);
+    const double h = 1e-2;
+    double num = fd4([&](double d) { g.lambda()[i] = l0 + static_cast<float>(d); double v = loss(); g.lambda()[i] = l0; return v; }, h);
     ++checked;
-    const double tol = 2e-3 + 3e-2 * std::fabs(num);
+    const double tol = 1.5 * eps / h + 2e-2 * std::fabs(num);
     if (std::fabs(num - dlam[i]) > tol) {
       ++bad;
       ADD_FAILURE() << "λ[" << i << "]: analytic " << dlam[i] << " numeric " << num;
@@ -153,9 +177,6 @@ TEST_P(SupergraphGrad, FiniteDifferences) {
   EXPECT_EQ(bad, 0);
 
   // W: a directional derivative along a random direction per parameter tensor
-  g.train_step(b.x.data(), b.y.data(), b.n, 1.f / b.n, true, true);
-  std::vector<std::vector<float>> grads;
-  for (Param& p : g.params()) grads.push_back(p.frozen ? std::vector<float>() : host(*be, p.grad));
   Rng r(5, 6);
   int nparams = 0;
   for (size_t pi = 0; pi < g.params().size(); ++pi) {
@@ -171,12 +192,12 @@ TEST_P(SupergraphGrad, FiniteDifferences) {
       std::vector<float> w(w0);
       for (size_t k = 0; k < w.size(); ++k) w[k] += static_cast<float>(h) * dir[k];
       be->upload(w.data(), p.value);
-      double v = loss_of(g, b);
+      double v = loss();
       be->upload(w0.data(), p.value);
       return v;
     };
-    const double num = fd4(f, 3e-3);
-    EXPECT_NEAR(analytic, num, 3e-3 + 3e-2 * std::fabs(num)) << p.name;
+    const double h = 3e-3, num = fd4(f, h);
+    EXPECT_NEAR(analytic, num, 1.5 * eps / h + 2e-2 * std::fabs(num)) << p.name;
     ++nparams;
   }
   EXPECT_GT(nparams, 30);
