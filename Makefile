@@ -4,6 +4,8 @@
 #   make test       install deps (Debian, root), build, run every test
 #   make run        install deps, build, run the main job on its built-in default
 #   make bench      speed/memory benchmark -> bench/results/latest.json
+#   make test-matrix  the unit suite under every OpenBLAS kernel, SIMD path and
+#                   thread count a cluster brings, default and -march=native builds
 #   make asan       unit tests under AddressSanitizer + UBSan
 #   make deps       utils/install-deps.sh (idempotent)
 #
@@ -94,7 +96,7 @@ GPU_TEST_SRCS := $(sort $(wildcard tests/gpu/*.cpp))
 GPU_TEST_OBJS := $(GPU_TEST_SRCS:%.cpp=$(BUILD)/obj/%.o)
 GPU_TEST_BIN  := $(if $(filter 1,$(USE_CUDA)),$(BUILD)/tests/gpu_tests)
 
-.PHONY: all deps test unit-test mpi-test python-test e2e-test run bench asan clean info
+.PHONY: all deps test unit-test unit-matrix test-matrix mpi-test python-test e2e-test run bench asan clean info
 all: info $(BIN) $(TEST_BIN) $(MPI_TEST_BIN) $(TOOL_BINS) $(GPU_TEST_BIN)
 
 info:
@@ -138,12 +140,21 @@ deps:
 # without a GPU says it was skipped.
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
-	@$(MAKE) --no-print-directory unit-test mpi-test python-test e2e-test
+	@$(MAKE) --no-print-directory unit-test unit-matrix mpi-test python-test e2e-test
 	@echo "make test: all test suites passed"
 
 unit-test: $(TEST_BIN) $(GPU_TEST_BIN)
 	OMP_NUM_THREADS=2 $(TEST_BIN) --gtest_brief=1
 	@if [ -x "$(GPU_TEST_BIN)" ]; then echo "OMP_NUM_THREADS=2 $(GPU_TEST_BIN)"; OMP_NUM_THREADS=2 $(GPU_TEST_BIN); fi
+
+# The unit suite under 5 other machine settings (OpenBLAS kernel, AVX-512 switch,
+# 1-3 threads): a numerical test that passes only under this machine's settings
+# fails here, not on the next user's machine.  test-matrix: all 24 settings, on the
+# default build and on a -march=native build.
+unit-matrix: $(TEST_BIN)
+	bash tests/matrix.sh --quick
+test-matrix: $(TEST_BIN)
+	bash tests/matrix.sh
 
 # Open MPI refuses root without these two; --oversubscribe: 2 ranks on any core count.
 MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none
@@ -187,6 +198,6 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 build-asan/tests/unit_tests --gtest_brief=1
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-native
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
