@@ -169,11 +169,13 @@ python-test: $(BIN) $(TOOL_BINS)
 	$(PYTHON) tests/bench/test_twin.py --build $(BUILD)
 	DSONAS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/python
 
-e2e-test: $(BIN)
+e2e-test: $(BIN) $(GPU_TEST_BIN)
 	bash tests/e2e/run_all.sh $(BUILD)
 	bash tests/e2e/pipeline.sh $(BUILD)
 	bash tests/e2e/jobs.sh $(BUILD)
 	bash tests/e2e/slurm.sh $(BUILD)
+	bash tests/gpu/test_bundle_check.sh
+	bash tests/gpu/test_device_script.sh $(BUILD)
 
 # The main job: the whole method (pipeline: pretrain → search → derive → retrain →
 # eval, plus the hand-made baseline → report.md) on Fashion-MNIST with 2 MPI

@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -12,6 +14,7 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/tensor.hpp"
+#include "dsonas/dist/device_choice.hpp"
 #include "dsonas/dist/nccl.hpp"
 
 #if DSONAS_USE_MPI
@@ -187,31 +190,88 @@ void Communicator::check_same(uint64_t hash, const std::string& what, int64_t st
 }
 
 // ---------------------------------------------------------------------------
-// GradReducer
+// GradReducer and its transports
 
-struct GradReducer::Requests {
+namespace {
+
 #if DSONAS_USE_MPI
-  std::vector<MPI_Request> r;
+/// One MPI_Iallreduce per bucket (host memory); MPI_Testall drives progress.
+class MpiTransport final : public ReduceTransport {
+ public:
+  explicit MpiTransport(MPI_Comm c) : comm_(c) {}
+  // No MPI_Wait here: after an exception the world is about to be aborted, and a
+  // wait could hang on a rank that never posts its half.  Open MPI progresses
+  // requests only inside MPI calls, and the only one left is MPI_Abort.
+  ~MpiTransport() override = default;
+  void start(float* data, int64_t n) override {
+    DSO_CHECK(n <= INT32_MAX, "GradReducer: a bucket of ", n, " floats exceeds MPI's int count");
+    reqs_.emplace_back(MPI_REQUEST_NULL);
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, comm_, &reqs_.back()));
+  }
+  void progress() override {
+    if (reqs_.empty()) return;
+    int done = 0;
+    MPI_CHECK(MPI_Testall(static_cast<int>(reqs_.size()), reqs_.data(), &done, MPI_STATUSES_IGNORE));
+  }
+  void wait() override {
+    if (!reqs_.empty()) MPI_CHECK(MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE));
+    reqs_.clear();
+  }
+
+ private:
+  MPI_Comm comm_;
+  std::vector<MPI_Request> reqs_;
+};
 #endif
+
+/// One ncclAllReduce per bucket on the communicator's stream (nccl.hpp).
+class NcclTransport final : public ReduceTransport {
+ public:
+  explicit NcclTransport(NcclComm* c) : c_(c) {}
+  void start(float* data, int64_t n) override { nccl_sum_async(c_, data, n); }
+  void wait() override { nccl_wait(c_); }
+
+ private:
+  NcclComm* c_;
 };
 
+}  // namespace
+
 GradReducer::GradReducer(Communicator& comm, Backend& be, Tensor& flat, int64_t bucket_elems)
-    : comm_(comm), be_(be), flat_(flat), bucket_(std::max<int64_t>(1, bucket_elems)), reqs_(new Requests) {
-  cuda_ = flat.device() == Device::CUDA;
-  if (cuda_ && comm_.size() > 1) {
-    Communicator::Impl* ci = comm_.impl();
+    : flat_(flat), bucket_(std::max<int64_t>(1, bucket_elems)) {
+  if (comm.size() == 1) return;  // nothing to reduce
+  if (flat.device() == Device::CUDA) {
+    Communicator::Impl* ci = comm.impl();
     if (!ci->nccl) {
+      // NCCL stops with "Duplicate GPU detected" (ncclInvalidUsage, since NCCL
+      // 2.5) when two ranks of a communicator share a GPU: say so first, the
+      // same line on every rank, before any rank enters ncclCommInitRank
+      const std::string dev = comm.host() + " " + nccl_device_bus_id();
+      const std::vector<uint64_t> keys = comm.gather_all(hash_bytes(dev.data(), dev.size()));
+      const std::pair<int, int> dup = first_shared_device(keys);
+      if (dup.first >= 0)
+        throw Error(kExitUsage,
+                    str("--device cuda: ranks ", dup.first, " and ", dup.second,
+                        " use the same GPU: NCCL needs one GPU per rank (it stops with 'Duplicate GPU detected'); "
+                        "run at most as many ranks per node as it has GPUs (rank ", comm.rank(), " is on GPU ", dev,
+                        ")"));
       NcclId id{};
-      if (comm_.root()) nccl_get_unique_id(&id);
-      comm_.broadcast(&id, sizeof id);
-      ci->nccl = nccl_init(id, comm_.rank(), comm_.size());
+      if (comm.root()) nccl_get_unique_id(&id);
+      comm.broadcast(&id, sizeof id);
+      ci->nccl = nccl_init(id, comm.rank(), comm.size());
     }
+    own_.reset(new NcclTransport(ci->nccl));
+  } else {
+#if DSONAS_USE_MPI
+    own_.reset(new MpiTransport(comm.impl()->comm));
+#endif
   }
+  tr_ = own_.get();
 }
 
-// No MPI_Wait here: after an exception the world is about to be aborted, and a
-// wait could hang on a rank that never posts its half.  Open MPI progresses
-// requests only inside MPI calls, and the only one left is MPI_Abort.
+GradReducer::GradReducer(ReduceTransport& transport, Tensor& flat, int64_t bucket_elems)
+    : flat_(flat), bucket_(std::max<int64_t>(1, bucket_elems)), tr_(&transport) {}
+
 GradReducer::~GradReducer() = default;
 
 void GradReducer::begin(int64_t lo, int64_t hi) {
@@ -223,28 +283,12 @@ void GradReducer::begin(int64_t lo, int64_t hi) {
 void GradReducer::start(int64_t lo, int64_t hi) {
   if (hi <= lo) return;
   ++started_;
-  if (cuda_) {  // NCCL: enqueued on its own stream behind the bucket's gradients
-    nccl_sum_async(comm_.impl()->nccl, flat_.data() + lo, hi - lo);
-    return;
-  }
-#if DSONAS_USE_MPI
-  reqs_->r.emplace_back(MPI_REQUEST_NULL);
-  MPI_Comm mc = comm_.impl()->comm;
-  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, flat_.data() + lo, static_cast<int>(hi - lo), MPI_FLOAT, MPI_SUM, mc,
-                           &reqs_->r.back()));
-#endif
-}
-
-void GradReducer::progress() {
-#if DSONAS_USE_MPI
-  if (reqs_->r.empty()) return;
-  int done = 0;
-  MPI_CHECK(MPI_Testall(static_cast<int>(reqs_->r.size()), reqs_->r.data(), &done, MPI_STATUSES_IGNORE));
-#endif
+  // NCCL: enqueued on its own stream behind the bucket's gradients; MPI: posted
+  tr_->start(flat_.data() + lo, hi - lo);
 }
 
 void GradReducer::ready(int64_t from) {
-  if (comm_.size() == 1) return;
+  if (!tr_) return;
   from = std::max(from, lo_);
   // buckets are [hi − (k+1)·B, hi − k·B) clipped at lo: fixed by the range, not by timing
   while (next_hi_ > lo_ && std::max(lo_, next_hi_ - bucket_) >= from) {
@@ -252,26 +296,18 @@ void GradReducer::ready(int64_t from) {
     start(b, next_hi_);
     next_hi_ = b;
   }
-  progress();
+  tr_->progress();
 }
 
 void GradReducer::finish() {
-  if (comm_.size() == 1) return;
+  if (!tr_) return;
   const auto t0 = std::chrono::steady_clock::now();
   while (next_hi_ > lo_) {
     const int64_t b = std::max(lo_, next_hi_ - bucket_);
     start(b, next_hi_);
     next_hi_ = b;
   }
-  if (cuda_) {
-    nccl_wait(comm_.impl()->nccl);
-  } else {
-#if DSONAS_USE_MPI
-    if (!reqs_->r.empty())
-      MPI_CHECK(MPI_Waitall(static_cast<int>(reqs_->r.size()), reqs_->r.data(), MPI_STATUSES_IGNORE));
-    reqs_->r.clear();
-#endif
-  }
+  tr_->wait();
   wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 

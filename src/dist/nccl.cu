@@ -5,6 +5,7 @@
 #include <nccl.h>
 
 #include <cstring>
+#include <string>
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/dist/nccl.hpp"
@@ -16,13 +17,31 @@ static_assert(sizeof(ncclUniqueId) == sizeof(dsonas::NcclId), "NcclId must hold 
     const cudaError_t e_ = (call);                                                          \
     if (e_ != cudaSuccess) ::dsonas::fail_lib("CUDA", ::dsonas::str(#call, ": ", cudaGetErrorString(e_)), __FILE__, __LINE__); \
   } while (0)
+// with NCCL's own last message ("Duplicate GPU detected : rank 1 and rank 0 both on
+// CUDA device 1b000", a socket that failed, …): the first run on a new machine
+// must say why, on one line
 #define DSO_NCCL_OK(call)                                                                   \
   do {                                                                                      \
     const ncclResult_t r_ = (call);                                                         \
-    if (r_ != ncclSuccess) ::dsonas::fail_lib("NCCL", ::dsonas::str(#call, ": ", ncclGetErrorString(r_)), __FILE__, __LINE__); \
+    if (r_ != ncclSuccess)                                                                  \
+      ::dsonas::fail_lib("NCCL", ::dsonas::str(#call, ": ", ncclGetErrorString(r_), ::dsonas::nccl_last_error()), \
+                         __FILE__, __LINE__);                                               \
   } while (0)
 
 namespace dsonas {
+
+namespace {
+/// " (NCCL: <last message>)" without line breaks, or "" when NCCL has none.
+std::string nccl_last_error() {
+  const char* m = ncclGetLastError(nullptr);
+  if (!m || !*m) return "";
+  std::string s = m;
+  for (char& ch : s)
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s.empty() ? "" : " (NCCL: " + s + ")";
+}
+}  // namespace
 
 struct NcclComm {
   ncclComm_t comm = nullptr;
@@ -64,6 +83,20 @@ void nccl_wait(NcclComm* c) {
 void nccl_sum(NcclComm* c, float* d, int64_t n) {
   nccl_sum_async(c, d, n);
   nccl_wait(c);
+}
+
+std::string nccl_device_bus_id() {
+  int dev = 0;
+  DSO_CUDA_OK(cudaGetDevice(&dev));
+  char bus[64] = {0};
+  DSO_CUDA_OK(cudaDeviceGetPCIBusId(bus, sizeof bus - 1, dev));
+  return bus;
+}
+
+int nccl_library_version() {
+  int v = 0;
+  if (ncclGetVersion(&v) != ncclSuccess) return 0;
+  return v;
 }
 
 void nccl_destroy(NcclComm* c) {

@@ -16,5 +16,7 @@ void nccl_sum(NcclComm*, float*, int64_t) { no_nccl(); }
 void nccl_sum_async(NcclComm*, float*, int64_t) { no_nccl(); }
 void nccl_wait(NcclComm*) { no_nccl(); }
 void nccl_destroy(NcclComm*) {}
+std::string nccl_device_bus_id() { no_nccl(); }
+int nccl_library_version() { return 0; }
 }  // namespace dsonas
 #endif

@@ -14,6 +14,10 @@
 #include "dsonas/run/train.hpp"
 #include "dsonas/run/validate.hpp"
 
+#if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
+#include "../backend/cuda/cuda_probe.hpp"  // host-only declarations, no CUDA header
+#endif
+
 namespace {
 
 const char* kUsage =
@@ -36,6 +40,28 @@ const char* kUsage =
 }  // namespace
 
 namespace {
+/// --device cuda: choose the GPU from the launcher's node-local rank before
+/// MPI_Init, so that a CUDA-aware MPI opens its context on this rank's GPU, not
+/// on device 0 (dist/device_choice.hpp).  A configuration that does not parse
+/// is left to the run, which reports it as before.
+void choose_gpu_before_mpi(const std::string& cmd, int argc, char** argv) {
+#if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return;
+  bool cuda = false;
+  try {
+    cuda = dsonas::parse_config(cmd, argc - 1, argv + 1).device == "cuda";
+  } catch (const std::exception&) {
+    return;
+  }
+  if (cuda) dsonas::cuda_preselect_device();
+#else
+  (void)cmd;
+  (void)argc;
+  (void)argv;
+#endif
+}
+
 /// One line for the error, then the exit code; on a multi-rank run the whole
 /// world ends with it (MPI_Abort), so no rank is left waiting in a collective.
 int report(int code, const std::string& line) {
@@ -62,6 +88,7 @@ int main(int argc, char** argv) {
         cmd != "pipeline")
       fail_usage(str("unknown command '", cmd,
                      "' (expected pipeline, pretrain, search, derive, retrain, eval, bench, inspect, pack or validate)"));
+    choose_gpu_before_mpi(cmd, argc, argv);
     Communicator::init(&argc, &argv);  // the training commands are MPI programs
     int rc = kExitOk;
     if (cmd == "pipeline") {

@@ -15,7 +15,9 @@
 #                                           turbojpeg, …)
 #   dsonas-gpu/lib/fallback/*.so*          (libstdc++, libgcc_s, libgomp: used
 #                                           only if the machine's are missing)
-#   dsonas-gpu/MANIFEST.txt                (what was built, from what)
+#   dsonas-gpu/MANIFEST.txt                (what was built, from what: the commit,
+#                                           whether the tree was dirty, the md5 of
+#                                           every source; tests/gpu/bundle_stamp.sh)
 #
 # packed as build/gpu-bundle/bundle.tar.xz (~10 MB; unpacked ~80 MB, more than
 # the device tool carries) next to a copy of MANIFEST.txt and the Fashion-MNIST
@@ -25,8 +27,18 @@
 # them (run_on_gpu.sh puts their folders on LD_LIBRARY_PATH).
 #
 # Usage:  bash tests/gpu/make_bundle.sh          (JOBS=2 by default; ~10 min on 2 cores)
-# Then, with the device tool:
-#   run(command="bash tests/gpu/run_on_gpu.sh", carry=["build/gpu-bundle"], timeout_s=570)
+# Then, here, that the bundle matches the tree (no GPU time spent):
+#   bash tests/gpu/run_on_gpu.sh --check-bundle
+# and with the device tool (the script's budget is 420 s; see its header):
+#   run(command="DSONAS_HEAD=<git rev-parse HEAD, run here> bash tests/gpu/run_on_gpu.sh",
+#       carry=["build/gpu-bundle"], timeout_s=480)
+# (the device's copy of the tree may lack .git: the commit written into the
+# command lets run_on_gpu.sh compare it there too; the sources are compared by
+# content either way).
+# Multi-rank NCCL is not bundled (USE_MPI=0, no mpirun): the GPU machine has one
+# GPU and NCCL refuses two ranks on one device ("Duplicate GPU detected",
+# ncclInvalidUsage, NCCL >= 2.5; docs/design-notes.md), so a 2-rank run there
+# could only fail; the reducer's multi-rank logic is tested on the CPU instead.
 # build/ is git-ignored, so the bundle travels only because `carry` names it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,10 +57,18 @@ else
   BLAS="-lopenblas"
 fi
 
+# the sources the bundle is built from (commit, dirty, md5 of every C++/CUDA
+# file): run_on_gpu.sh refuses the bundle when the tree it runs in differs
+STAMP=$(bash tests/gpu/bundle_stamp.sh write) || exit 2
 echo "make_bundle: building $OBJ (sm_$ARCH, USE_MPI=0, static OpenBLAS and cudart) with -j$JOBS"
 make --no-print-directory BUILD="$OBJ" USE_CUDA=1 USE_MPI=0 CUDA_ARCH="$ARCH" EXTRA_CXXFLAGS=-g0 \
   OPENBLAS_LIB="$BLAS" CUDART_LIB="-lcudart_static -ldl -lrt" -j"$JOBS" "$OBJ/dsonas" "$OBJ/tests/gpu_tests" \
   "$OBJ/tests/loader_bench"
+
+if [ "$(bash tests/gpu/bundle_stamp.sh write)" != "$STAMP" ]; then
+  echo "make_bundle: the sources changed while the bundle was being built; run it again" >&2
+  exit 2
+fi
 
 rm -rf "$STAGE"
 STAGE_ROOT=$STAGE
@@ -81,9 +101,7 @@ done
   "${NVCC:-/usr/local/cuda/bin/nvcc}" --version | tail -2
   grep -h "define CUDNN_M\|define CUDNN_PATCH" /usr/local/cuda/include/cudnn_version.h 2>/dev/null || true
   echo "needs from the GPU machine: $(for b in "$DEST"/bin/*; do ldd "$b"; done | awk '{print $1}' | grep -E 'libcudnn|libcublas|libnccl' | sort -u | tr '\n' ' ')"
-  echo "sources (md5 of the C++/CUDA files of src/backend/cuda and tests/gpu):"
-  find src/backend/cuda tests/gpu -maxdepth 1 -type f \( -name '*.cu' -o -name '*.cuh' -o -name '*.hpp' -o -name '*.cpp' \) |
-    sort | xargs md5sum
+  echo "$STAMP"
 } > "$DEST/MANIFEST.txt"
 
 du -sh "$DEST"

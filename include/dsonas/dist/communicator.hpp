@@ -4,8 +4,10 @@
 //  * One process per device.  Communicator::init() calls MPI_Init_thread
 //    (FUNNELED: only the main thread calls MPI) whether or not a launcher
 //    started us — Open MPI runs a lone binary as a world-size-1 job — and
-//    MPI_Comm_split_type(SHARED) gives the node-local rank, which picks the
-//    GPU.  A build with USE_MPI=0 has a world of one and refuses to run under
+//    MPI_Comm_split_type(SHARED) gives the node-local rank.  The GPU is chosen
+//    before MPI_Init from the launcher's node-local rank variable
+//    (device_choice.hpp), and from MPI's node-local rank where no launcher set
+//    one.  A build with USE_MPI=0 has a world of one and refuses to run under
 //    a launcher that asked for more ranks.
 //  * Nothing above dist/ sees MPI or NCCL: the trainer asks for "sum these
 //    floats over the ranks", "do all ranks agree on this hash", "did any rank
@@ -14,7 +16,9 @@
 //    in place.  On the CPU it uses MPI_Iallreduce per bucket so the reduction
 //    of the layers whose backward has finished overlaps the backward of the
 //    rest (Supergraph's grad-ready hook drives it); on the GPU the same calls go
-//    to NCCL (communicator built from an MPI-broadcast ncclUniqueId).  For a
+//    to NCCL (communicator built from an MPI-broadcast ncclUniqueId); both sit
+//    behind ReduceTransport, so the bucketing is tested on the CPU with an
+//    in-process fake of two ranks (tests/unit/test_fake_reducer.cpp).  For a
 //    fixed world size, buffer and bucket size the summation order is fixed, so
 //    runs are reproducible; with 2 ranks a+b is exact in any order.
 //  * Failure: any rank's error ends the world (MPI_Abort with the error's exit
@@ -84,18 +88,41 @@ class Communicator {
 /// FNV-1a over bytes (λ / mask consistency checks).
 uint64_t hash_bytes(const void* data, size_t n, uint64_t h = 1469598103934665603ull);
 
+/// How GradReducer moves a bucket: an in-place sum over the ranks of `n`
+/// floats at `data` (host memory for MPI, device memory for NCCL), started now
+/// and complete after wait().  Every rank starts the same buckets in the same
+/// order (GradReducer guarantees it: the buckets depend on the range and the
+/// bucket size only); the transport may rely on that (NCCL does).
+/// Implementations: MPI_Iallreduce (CPU tensors), ncclAllReduce on the
+/// communicator's stream (CUDA tensors), and an in-process fake of several
+/// ranks in tests/unit/test_fake_reducer.cpp.
+class ReduceTransport {
+ public:
+  virtual ~ReduceTransport() = default;
+  virtual void start(float* data, int64_t n) = 0;
+  /// Lets started sums advance (MPI_Testall); may do nothing.
+  virtual void progress() {}
+  /// Blocks until every sum started so far is complete.
+  virtual void wait() = 0;
+};
+
 /// Sums ranges of a flat gradient buffer over the ranks, in buckets.
 ///   begin(lo, hi)   this step reduces [lo, hi) (elements)
 ///   ready(from)     [from, hi) is final (backward walks the buffer from the end):
 ///                   every complete bucket in it is started now
 ///   finish()        starts what is left and waits for everything
 /// A single rank does nothing.  Buckets are fixed by (lo, hi, bucket size), so
-/// the summation order never depends on timing.  Statistics for the benchmark:
-/// seconds spent inside finish() (the part of the reduction not hidden behind
-/// the backward pass) and in total.
+/// the summation order never depends on timing: bucket k is
+/// [max(lo, hi − (k+1)·B), hi − k·B), started in k order.  Statistics for the
+/// benchmark: seconds spent inside finish() (the part of the reduction not
+/// hidden behind the backward pass) and in total.
 class GradReducer {
  public:
+  /// Over the world: MPI for CPU tensors, NCCL for CUDA tensors (a communicator
+  /// made on first use; a world whose ranks share a GPU is refused first, exit 2).
   GradReducer(Communicator& comm, Backend& be, Tensor& flat, int64_t bucket_elems = 1 << 20);
+  /// The same bucketing over a given transport (which outlives the reducer).
+  GradReducer(ReduceTransport& transport, Tensor& flat, int64_t bucket_elems);
   ~GradReducer();
   void begin(int64_t lo, int64_t hi);
   void ready(int64_t from);
@@ -105,17 +132,13 @@ class GradReducer {
 
  private:
   void start(int64_t lo, int64_t hi);
-  void progress();
-  Communicator& comm_;
-  Backend& be_;
   Tensor& flat_;
   int64_t bucket_, lo_ = 0, hi_ = 0;
   int64_t next_hi_ = 0;  // [lo_, next_hi_) not started yet, [next_hi_, hi_) started
-  bool cuda_ = false;
   double wait_s_ = 0;
   int64_t started_ = 0;
-  struct Requests;
-  std::unique_ptr<Requests> reqs_;  // outstanding MPI requests (CPU path)
+  std::unique_ptr<ReduceTransport> own_;  // the world's transport (none for one rank)
+  ReduceTransport* tr_ = nullptr;         // own_ or the given one; null: nothing to reduce
 };
 
 }  // namespace dsonas

@@ -3,6 +3,7 @@
 // when USE_CUDA=1; without CUDA every entry point fails loudly.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace dsonas {
 
@@ -28,5 +29,10 @@ void nccl_sum_async(NcclComm* c, float* device_data, int64_t n);
 /// Blocks the host until every all-reduce issued so far has completed.
 void nccl_wait(NcclComm* c);
 void nccl_destroy(NcclComm* c);
+/// PCI bus id of the current CUDA device ("0000:1B:00.0"): with the host name
+/// it tells whether two ranks share a GPU, which NCCL refuses.
+std::string nccl_device_bus_id();
+/// ncclGetVersion() of the loaded library (NCCL_VERSION_CODE form, e.g. 22809).
+int nccl_library_version();
 
 }  // namespace dsonas

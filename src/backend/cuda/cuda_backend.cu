@@ -5,6 +5,7 @@
 // cuda_wsum.cu.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -15,6 +16,7 @@
 #include "cuda_backend.cuh"
 #include "cuda_probe.hpp"
 #include "dsonas/backend/cuda_backend.hpp"
+#include "dsonas/dist/device_choice.hpp"
 
 namespace dsonas {
 using cuda::check_dev;
@@ -36,6 +38,17 @@ const char* cublas_status_name(cublasStatus_t s) {
     case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
     default: return "unknown cublasStatus_t";
   }
+}
+
+std::string cudnn_last_error() {
+  char m[1024] = {0};
+  cudnnGetLastErrorString(m, sizeof m - 1);
+  std::string s = m;
+  for (char& ch : s)
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  if (s.size() > 400) s = s.substr(0, 400) + "…";
+  return s.empty() ? "" : " (cuDNN: " + s + ")";
 }
 
 bool sync_debug() {
@@ -182,13 +195,59 @@ std::unique_ptr<Backend> make_cuda_backend(int threads, GpuMath math) {
   return std::make_unique<CudaBackend>(threads, math);
 }
 
-int cuda_select_device(int local_rank) {
+namespace {
+
+/// The device main() chose before MPI_Init (cuda_preselect_device), if any.
+struct Preselected {
+  bool done = false;
+  LaunchLocalRank env;
+  int device = -1;
+} g_preselected;
+
+const char* getenv_c(const char* k) { return std::getenv(k); }
+
+/// Sets the chosen device; a note goes to stderr once per process.
+int apply_choice(const DeviceChoice& c) {
+  if (!c.error.empty()) fail_usage(c.error);
+  CUDA_CHECK(cudaSetDevice(c.device));
+  static bool noted = false;
+  // the sharing note is the same on every rank of a node: local rank 0 says it
+  if (!c.note.empty() && !noted && (c.local_rank == 0 || c.env_overruled)) {
+    std::fprintf(stderr, "dsonas: note: %s\n", c.note.c_str());
+    noted = true;
+  }
+  return c.device;
+}
+
+}  // namespace
+
+int cuda_preselect_device() {
+  const LaunchLocalRank env = local_rank_from_env(getenv_c);
+  // no launcher variable: nothing touches CUDA before MPI_Init; the device is
+  // chosen from MPI's node-local rank afterwards, as before
+  if (env.rank < 0 && env.error.empty()) return -1;
+  cuda_check_library_versions();
   std::string why;
   const int n = cuda_device_count(&why);
-  if (n <= 0) fail_usage(str("--device cuda: no usable GPU (", why, ")"));
-  const int d = local_rank % n;
-  CUDA_CHECK(cudaSetDevice(d));
+  const DeviceChoice c =
+      choose_cuda_device(env, -1, 0, n, why, parse_visible_devices(std::getenv("CUDA_VISIBLE_DEVICES")));
+  const int d = apply_choice(c);
+  g_preselected.done = true;
+  g_preselected.env = env;
+  g_preselected.device = d;
   return d;
+}
+
+int cuda_select_device(int local_rank) {
+  cuda_check_library_versions();
+  std::string why;
+  const int n = cuda_device_count(&why);
+  const LaunchLocalRank env = g_preselected.done ? g_preselected.env : local_rank_from_env(getenv_c);
+  const DeviceChoice c =
+      choose_cuda_device(env, local_rank, 0, n, why, parse_visible_devices(std::getenv("CUDA_VISIBLE_DEVICES")));
+  if (!c.error.empty()) fail_usage(c.error);
+  if (g_preselected.done && c.device == g_preselected.device) return c.device;  // current since before MPI_Init
+  return apply_choice(c);
 }
 
 namespace {
@@ -218,6 +277,7 @@ void probe_kernel_image(const cudaDeviceProp& p) {
 }  // namespace
 
 CudaBackend::CudaBackend(int threads, GpuMath math) : math_(math) {
+  cuda_check_library_versions();  // a cuDNN older than the headers: one line, exit 2
   const unsigned hc = std::thread::hardware_concurrency();
   nt_ = threads > 0 ? threads : static_cast<int>(hc > 0 ? hc : 1);
   std::string why;

@@ -9,7 +9,9 @@
 //    batch (CNHW makes it [Cout,Cin]×[Cin,N·H·W]); other dense = cuDNN with the
 //    CNHW tensors described by strides (deterministic algorithms from the
 //    heuristics, cached per shape), falling back to im2col + cuBLAS when cuDNN
-//    supports no deterministic algorithm for the strided layout; depthwise =
+//    supports no deterministic algorithm for the strided layout or refuses it
+//    when run (cuda_status.hpp: cuDNN 9's NOT_SUPPORTED sub-codes and
+//    misaligned pointers); depthwise =
 //    own direct kernels.  DSONAS_CUDA_CONV=auto|cudnn|gemm and
 //    DSONAS_CUDA_DW=own|cudnn override the choice (tests, benchmarks).
 //  * Reductions: the two-pass scheme of cuda_common.cuh (fixed chunks, double

@@ -35,6 +35,9 @@ namespace dsonas {
 namespace cuda {
 
 const char* cublas_status_name(cublasStatus_t s);
+/// " (cuDNN: <cudnnGetLastErrorString>)" on one line, or "" when cuDNN has no
+/// message: the reason behind a status code, for the one-line error.
+std::string cudnn_last_error();
 
 /// True when DSONAS_CUDA_SYNC=1: synchronize after every kernel (debugging).
 bool sync_debug();
@@ -83,7 +86,8 @@ inline void check_same(const Tensor& a, const Tensor& b, const char* what) {
   do {                                                                                       \
     cudnnStatus_t dso_s_ = (call);                                                           \
     if (dso_s_ != CUDNN_STATUS_SUCCESS)                                                      \
-      ::dsonas::fail_lib("cuDNN", ::dsonas::str(#call, ": ", cudnnGetErrorString(dso_s_)),   \
+      ::dsonas::fail_lib("cuDNN", ::dsonas::str(#call, ": ", cudnnGetErrorString(dso_s_),    \
+                                                ::dsonas::cuda::cudnn_last_error()),         \
                          __FILE__, __LINE__);                                                \
   } while (0)
 

@@ -9,8 +9,10 @@
 //    cuDNN's heuristics (cudnnGet…Algorithm_v7, no timing: the choice is the
 //    same on every run) is cached with its workspace size; the workspace is
 //    one scratch buffer reused by every call.  When cuDNN offers no such
-//    algorithm for the strided layout (or reports NOT_SUPPORTED when run), the
-//    shape falls back to im2col + cuBLAS (deterministic too).
+//    algorithm for the strided layout, or refuses it when run (cuDNN 9: any
+//    status of the NOT_SUPPORTED category, 3000–3014, or
+//    BAD_PARAM_MISALIGNED_POINTER; cuda_status.hpp), the shape falls back to
+//    im2col + cuBLAS (deterministic too).
 //  * depthwise: own direct kernels (one thread per output, per input-gradient
 //    element in gather form — no atomics; filter gradient by the two-pass
 //    reduction).  DSONAS_CUDA_DW=cudnn sends them through cuDNN instead.
@@ -25,9 +27,30 @@
 #include <vector>
 
 #include "cuda_backend.cuh"
+#include "cuda_status.hpp"
 
 namespace dsonas {
 using cuda::check_dev;
+
+// cuda_status.hpp mirrors these cuDNN 9 codes for the host tests
+static_assert(cuda::kCudnnSuccess == CUDNN_STATUS_SUCCESS, "cuDNN status codes changed");
+static_assert(cuda::kCudnnBadParam == CUDNN_STATUS_BAD_PARAM, "cuDNN status codes changed");
+static_assert(cuda::kCudnnBadParamMisalignedPointer == CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER,
+              "cuDNN status codes changed");
+static_assert(cuda::kCudnnNotSupported == CUDNN_STATUS_NOT_SUPPORTED, "cuDNN status codes changed");
+static_assert(cuda::kCudnnNotSupportedLast == CUDNN_STATUS_NOT_SUPPORTED_INVALID_DYNAMIC_SHAPE,
+              "cuDNN status codes changed");
+static_assert(CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER == 3005 &&
+                  CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE == 3009,
+              "cuDNN status codes changed (cudnn_refusal_is_environmental)");
+namespace {
+constexpr bool categories_agree() {
+  for (int s = 0; s < 6000; ++s)
+    if (cuda::cudnn_category(s) != CUDNN_STATUS_CATEGORY(s)) return false;
+  return true;
+}
+}  // namespace
+static_assert(categories_agree(), "cuda::cudnn_category differs from CUDNN_STATUS_CATEGORY");
 
 namespace {
 
@@ -425,9 +448,9 @@ bool CudaBackend::conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const 
   if (p.algo[dir] < 0) {
     if (forced)
       fail_lib("cuDNN",
-               str("no deterministic FP32 algorithm for the ", kDir[dir], " ", conv_str(d, static_cast<int>(x.dim(1)),
-                   static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3))), " in CNHW (", p.algo_name[dir],
-                   "; DSONAS_CUDA_CONV/DSONAS_CUDA_DW force cuDNN)"),
+               str(cuda::kCudnnRefusedTag, ": no deterministic FP32 algorithm for the ", kDir[dir], " ",
+                   conv_str(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3))),
+                   " in CNHW (", p.algo_name[dir], "; DSONAS_CUDA_CONV/DSONAS_CUDA_DW force cuDNN)"),
                __FILE__, __LINE__);
     return false;
   }
@@ -447,13 +470,30 @@ bool CudaBackend::conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const 
     st = cudnnConvolutionBackwardFilter(cudnn_, &alpha, p.x, x.data(), p.y, y.data(), p.conv,
                                         static_cast<cudnnConvolutionBwdFilterAlgo_t>(p.algo[2]), ws, p.ws[2], &beta,
                                         p.w, out);
-  if (st == CUDNN_STATUS_NOT_SUPPORTED && !forced) {
+  // cuDNN 9 refuses with sub-codes (CUDNN_STATUS_CATEGORY(st) == NOT_SUPPORTED:
+  // 3001 … 3014) or a misaligned pointer (BAD_PARAM_MISALIGNED_POINTER); a
+  // refused call launches nothing, so `out` is untouched and the GEMM path
+  // computes it instead (also with beta != 0)
+  if (cuda::cudnn_outcome(static_cast<int>(st)) == cuda::CudnnOutcome::UseGemm) {
+    const std::string shape =
+        conv_str(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3)));
+    const std::string why = str(p.algo_name[dir], " refused when run: ", cudnnGetErrorString(st), cuda::cudnn_last_error());
     p.algo[dir] = -1;  // this shape takes the GEMM path from now on
-    p.algo_name[dir] = "none: " + p.algo_name[dir] + " reported NOT_SUPPORTED when run";
+    p.algo_name[dir] = "none: " + why;
+    if (forced)
+      fail_lib("cuDNN",
+               str(cuda::kCudnnRefusedTag, ": the ", kDir[dir], " ", shape, " in CNHW: ", why,
+                   " (DSONAS_CUDA_CONV/DSONAS_CUDA_DW force cuDNN)"),
+               __FILE__, __LINE__);
+    static bool said_environmental = false;
     if (conv_verbose())
-      std::fprintf(stderr, "dsonas cuda: %s %s: %s -> GEMM path\n",
-                   conv_str(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3))).c_str(),
-                   kDir[dir], p.algo_name[dir].c_str());
+      std::fprintf(stderr, "dsonas cuda: %s %s: %s -> GEMM path\n", shape.c_str(), kDir[dir], p.algo_name[dir].c_str());
+    else if (cuda::cudnn_refusal_is_environmental(static_cast<int>(st)) && !said_environmental)
+      std::fprintf(stderr,
+                   "dsonas cuda: note: cuDNN refused the %s %s with %s, which no shape will avoid: convolutions "
+                   "take the im2col + cuBLAS path (check the cuDNN library against this driver and GPU)\n",
+                   kDir[dir], shape.c_str(), cudnnGetErrorString(st));
+    said_environmental = said_environmental || cuda::cudnn_refusal_is_environmental(static_cast<int>(st));
     return false;
   }
   CUDNN_CHECK(st);
