@@ -43,8 +43,12 @@ inline void write_attr_f64(hid_t obj, const char* name, double v) {
 inline herr_t collect_attr(hid_t loc, const char* name, const H5A_info_t*, void* op) {
   auto* ts = static_cast<TrainState*>(op);
   H5Id a(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  if (!a.ok() || !attr_is_single(a)) return -1;
   H5Id type(H5Aget_type(a), H5Tclose);
-  if (H5Tget_class(type) == H5T_INTEGER) {
+  if (!type.ok()) return -1;
+  const H5T_class_t cls = H5Tget_class(type);
+  if (cls != H5T_INTEGER && cls != H5T_FLOAT) return -1;
+  if (cls == H5T_INTEGER) {
     int64_t v = 0;
     if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) return -1;
     ts->counters[name] = v;
