@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/json.hpp"
 #include "dsonas/data/imagenet.hpp"  // defines: read_manifest, crc32_file, ImageNetShards, validate_imagenet_dir, ...
 #include "imagenet_internal.hpp"
 
@@ -29,179 +30,6 @@ namespace imagenet_detail {
 
 void h5_quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
-// ---- JSON ----------------------------------------------------------------------
-
-const JVal* JVal::get(const std::string& key) const {
-  if (kind != Obj) return nullptr;
-  for (const auto& kv : o)
-    if (kv.first == key) return &kv.second;
-  return nullptr;
-}
-
-namespace {
-struct JParser {
-  const std::string& t;
-  size_t p = 0;
-  std::string err;
-  explicit JParser(const std::string& text) : t(text) {}
-
-  int line() const { return 1 + static_cast<int>(std::count(t.begin(), t.begin() + std::min(p, t.size()), '\n')); }
-  bool fail(const std::string& what) {
-    if (err.empty()) err = str("line ", line(), ": ", what);
-    return false;
-  }
-  void ws() {
-    while (p < t.size() && (t[p] == ' ' || t[p] == '\n' || t[p] == '\r' || t[p] == '\t')) ++p;
-  }
-  bool lit(const char* w) {
-    const size_t n = std::strlen(w);
-    if (t.compare(p, n, w) != 0) return fail(str("expected '", w, "'"));
-    p += n;
-    return true;
-  }
-  bool string(std::string* out) {
-    if (p >= t.size() || t[p] != '"') return fail("expected a string");
-    ++p;
-    out->clear();
-    while (p < t.size() && t[p] != '"') {
-      char c = t[p++];
-      if (static_cast<unsigned char>(c) < 0x20) return fail("control character in a string");
-      if (c != '\\') {
-        out->push_back(c);
-        continue;
-      }
-      if (p >= t.size()) break;
-      c = t[p++];
-      switch (c) {
-        case '"': case '\\': case '/': out->push_back(c); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
-        case 'u': {
-          if (p + 4 > t.size()) return fail("bad \\u escape");
-          unsigned v = 0;
-          for (int k = 0; k < 4; ++k) {
-            const char h = t[p++];
-            v <<= 4;
-            if (h >= '0' && h <= '9') v |= unsigned(h - '0');
-            else if (h >= 'a' && h <= 'f') v |= unsigned(h - 'a' + 10);
-            else if (h >= 'A' && h <= 'F') v |= unsigned(h - 'A' + 10);
-            else return fail("bad \\u escape");
-          }
-          // UTF-8 (surrogate pairs are not needed by our writer: it escapes only < 0x20)
-          if (v < 0x80) out->push_back(static_cast<char>(v));
-          else if (v < 0x800) {
-            out->push_back(static_cast<char>(0xC0 | (v >> 6)));
-            out->push_back(static_cast<char>(0x80 | (v & 0x3F)));
-          } else {
-            out->push_back(static_cast<char>(0xE0 | (v >> 12)));
-            out->push_back(static_cast<char>(0x80 | ((v >> 6) & 0x3F)));
-            out->push_back(static_cast<char>(0x80 | (v & 0x3F)));
-          }
-          break;
-        }
-        default: return fail(str("bad escape \\", c));
-      }
-    }
-    if (p >= t.size()) return fail("unterminated string");
-    ++p;
-    return true;
-  }
-  bool value(JVal* v, int depth) {
-    if (depth > 64) return fail("nested too deeply");
-    ws();
-    if (p >= t.size()) return fail("unexpected end of file");
-    const char c = t[p];
-    if (c == '{') {
-      v->kind = JVal::Obj;
-      ++p;
-      ws();
-      if (p < t.size() && t[p] == '}') return ++p, true;
-      for (;;) {
-        ws();
-        std::string key;
-        if (!string(&key)) return false;
-        ws();
-        if (p >= t.size() || t[p] != ':') return fail("expected ':'");
-        ++p;
-        v->o.emplace_back(key, JVal{});
-        if (!value(&v->o.back().second, depth + 1)) return false;
-        ws();
-        if (p < t.size() && t[p] == ',') { ++p; continue; }
-        if (p < t.size() && t[p] == '}') return ++p, true;
-        return fail("expected ',' or '}'");
-      }
-    }
-    if (c == '[') {
-      v->kind = JVal::Arr;
-      ++p;
-      ws();
-      if (p < t.size() && t[p] == ']') return ++p, true;
-      for (;;) {
-        v->a.emplace_back();
-        if (!value(&v->a.back(), depth + 1)) return false;
-        ws();
-        if (p < t.size() && t[p] == ',') { ++p; continue; }
-        if (p < t.size() && t[p] == ']') return ++p, true;
-        return fail("expected ',' or ']'");
-      }
-    }
-    if (c == '"') {
-      v->kind = JVal::Str;
-      return string(&v->s);
-    }
-    if (c == 't') { v->kind = JVal::Bool; v->b = true; return lit("true"); }
-    if (c == 'f') { v->kind = JVal::Bool; v->b = false; return lit("false"); }
-    if (c == 'n') { v->kind = JVal::Null; return lit("null"); }
-    if (c == '-' || (c >= '0' && c <= '9')) {
-      const size_t q = p;
-      ++p;
-      while (p < t.size() && (std::isdigit(static_cast<unsigned char>(t[p])) || t[p] == '.' || t[p] == 'e' ||
-                              t[p] == 'E' || t[p] == '+' || t[p] == '-'))
-        ++p;
-      v->kind = JVal::Num;
-      v->s = t.substr(q, p - q);
-      return true;
-    }
-    return fail(str("unexpected character '", c, "'"));
-  }
-};
-}  // namespace
-
-bool parse_json(const std::string& text, JVal* out, std::string* err) {
-  JParser ps(text);
-  *out = JVal{};
-  if (!ps.value(out, 0)) {
-    if (err) *err = ps.err;
-    return false;
-  }
-  ps.ws();
-  if (ps.p != text.size()) {
-    ps.fail("trailing characters after the JSON value");
-    if (err) *err = ps.err;
-    return false;
-  }
-  return true;
-}
-
-std::string json_quote(const std::string& s) {
-  std::string r = "\"";
-  for (const char ch : s) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '"') r += "\\\"";
-    else if (c == '\\') r += "\\\\";
-    else if (c == '\n') r += "\\n";
-    else if (c == '\t') r += "\\t";
-    else if (c < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      r += b;
-    } else r += ch;
-  }
-  return r + "\"";
-}
 
 bool read_whole_file(const std::string& path, std::string* out, std::string* err) {
   std::ifstream f(path, std::ios::binary);
@@ -344,28 +172,35 @@ struct ManifestReader {
   [[noreturn]] void bad(const std::string& field, const std::string& what) const {
     fail_usage(str("data: ", path, " (ImageNet manifest): ", field.empty() ? "" : "field " + field + ": ", what));
   }
-  const JVal& need(const JVal& obj, const std::string& key, JVal::Kind kind, const std::string& ctx) const {
-    const JVal* v = obj.get(key);
+  /// The first member `key` of an object (null if absent).
+  static const JsonValue* member(const JsonValue& obj, const std::string& key) {
+    if (obj.kind != JsonValue::Obj) return nullptr;
+    for (const auto& kv : obj.obj)
+      if (kv.first == key) return &kv.second;
+    return nullptr;
+  }
+  const JsonValue& need(const JsonValue& obj, const std::string& key, JsonValue::Kind kind, const std::string& ctx) const {
+    const JsonValue* v = member(obj, key);
     const std::string f = ctx.empty() ? key : ctx + "." + key;
     if (!v) bad(f, "missing");
     if (v->kind != kind) bad(f, "wrong type");
     return *v;
   }
-  int64_t integer(const JVal& obj, const std::string& key, const std::string& ctx, int64_t lo) const {
-    const JVal& v = need(obj, key, JVal::Num, ctx);
+  int64_t integer(const JsonValue& obj, const std::string& key, const std::string& ctx, int64_t lo) const {
+    const JsonValue& v = need(obj, key, JsonValue::Num, ctx);
     const std::string f = ctx.empty() ? key : ctx + "." + key;
     try {
       size_t used = 0;
-      const long long x = std::stoll(v.s, &used);
-      if (used != v.s.size()) throw std::invalid_argument(v.s);
+      const long long x = std::stoll(v.text, &used);
+      if (used != v.text.size()) throw std::invalid_argument(v.text);
       if (x < lo) bad(f, str(x, " is below ", lo));
       return x;
     } catch (const std::logic_error&) {
-      bad(f, str("'", v.s, "' is not an integer"));
+      bad(f, str("'", v.text, "' is not an integer"));
     }
   }
-  std::string string(const JVal& obj, const std::string& key, const std::string& ctx) const {
-    return need(obj, key, JVal::Str, ctx).s;
+  std::string string(const JsonValue& obj, const std::string& key, const std::string& ctx) const {
+    return need(obj, key, JsonValue::Str, ctx).text;
   }
 };
 
@@ -384,9 +219,13 @@ Manifest read_manifest(const std::string& dir) {
                    " is not a dsonas pack output (run dsonas pack --src ROOT --out ", dir, ")"));
   std::string text, err;
   if (!read_whole_file(path, &text, &err)) R.bad("", "cannot read: " + err);
-  JVal j;
-  if (!parse_json(text, &j, &err)) R.bad("", "not valid JSON (" + err + ")");
-  if (j.kind != JVal::Obj) R.bad("", "not a JSON object");
+  JsonValue j;
+  try {
+    j = parse_json(text, path);
+  } catch (const Error& e) {  // "PATH: line L, column C: what"
+    R.bad("", "not valid JSON (" + std::string(e.what()).substr(path.size() + 2) + ")");
+  }
+  if (j.kind != JsonValue::Obj) R.bad("", "not a JSON object");
   Manifest m;
   if (R.string(j, "format", "") != kManifestFormat)
     R.bad("format", str("'", R.string(j, "format", ""), "', expected '", kManifestFormat, "'"));
@@ -399,26 +238,26 @@ Manifest read_manifest(const std::string& dir) {
   m.source = R.string(j, "source", "");
   m.resize = static_cast<int>(R.integer(j, "resize", "", 0));
   m.quality = static_cast<int>(R.integer(j, "quality", "", 0));
-  const JVal& cls = R.need(j, "classes", JVal::Arr, "");
-  for (size_t i = 0; i < cls.a.size(); ++i) {
-    if (cls.a[i].kind != JVal::Str || cls.a[i].s.empty()) R.bad(str("classes[", i, "]"), "not a non-empty string");
-    m.classes.push_back(cls.a[i].s);
+  const JsonValue& cls = R.need(j, "classes", JsonValue::Arr, "");
+  for (size_t i = 0; i < cls.arr.size(); ++i) {
+    if (cls.arr[i].kind != JsonValue::Str || cls.arr[i].text.empty()) R.bad(str("classes[", i, "]"), "not a non-empty string");
+    m.classes.push_back(cls.arr[i].text);
   }
   if (m.classes.empty()) R.bad("classes", "empty");
-  const JVal& splits = R.need(j, "splits", JVal::Obj, "");
-  for (const auto& kv : splits.o) {
+  const JsonValue& splits = R.need(j, "splits", JsonValue::Obj, "");
+  for (const auto& kv : splits.obj) {
     const std::string ctx = "splits." + kv.first;
     if (!valid_split_name(kv.first)) R.bad(ctx, "bad split name");
-    if (kv.second.kind != JVal::Obj) R.bad(ctx, "wrong type");
+    if (kv.second.kind != JsonValue::Obj) R.bad(ctx, "wrong type");
     SplitEntry s;
     s.name = kv.first;
     s.images = R.integer(kv.second, "images", ctx, 1);
-    const JVal& shards = R.need(kv.second, "shards", JVal::Arr, ctx);
+    const JsonValue& shards = R.need(kv.second, "shards", JsonValue::Arr, ctx);
     int64_t first = 0;
-    for (size_t i = 0; i < shards.a.size(); ++i) {
+    for (size_t i = 0; i < shards.arr.size(); ++i) {
       const std::string c = str(ctx, ".shards[", i, "]");
-      const JVal& e = shards.a[i];
-      if (e.kind != JVal::Obj) R.bad(c, "wrong type");
+      const JsonValue& e = shards.arr[i];
+      if (e.kind != JsonValue::Obj) R.bad(c, "wrong type");
       ShardEntry se;
       se.file = R.string(e, "file", c);
       if (se.file != shard_file_name(s.name, static_cast<int>(i)))
@@ -439,15 +278,15 @@ Manifest read_manifest(const std::string& dir) {
     if (s.images > 0x7fffffff) R.bad(ctx + ".images", str(s.images, " is more than supported (2^31-1)"));
     m.splits.push_back(std::move(s));
   }
-  if (const JVal* sk = j.get("skipped")) {
-    if (sk->kind != JVal::Arr) R.bad("skipped", "wrong type");
-    for (size_t i = 0; i < sk->a.size(); ++i) {
+  if (const JsonValue* sk = R.member(j, "skipped")) {
+    if (sk->kind != JsonValue::Arr) R.bad("skipped", "wrong type");
+    for (size_t i = 0; i < sk->arr.size(); ++i) {
       const std::string c = str("skipped[", i, "]");
-      if (sk->a[i].kind != JVal::Obj) R.bad(c, "wrong type");
-      m.skipped.push_back({R.string(sk->a[i], "path", c), R.string(sk->a[i], "reason", c)});
+      if (sk->arr[i].kind != JsonValue::Obj) R.bad(c, "wrong type");
+      m.skipped.push_back({R.string(sk->arr[i], "path", c), R.string(sk->arr[i], "reason", c)});
     }
   }
-  if (j.get("warnings")) m.warnings = R.integer(j, "warnings", "", 0);
+  if (R.member(j, "warnings")) m.warnings = R.integer(j, "warnings", "", 0);
   return m;
 }
 
