@@ -6,7 +6,9 @@
 #   make bench      speed/memory benchmark -> bench/results/latest.json
 #   make test-matrix  the unit suite under every OpenBLAS kernel, SIMD path and
 #                   thread count a cluster brings, default and -march=native builds
-#   make asan       unit tests under AddressSanitizer + UBSan
+#   make sanitize   unit, MPI and e2e suites under ASan + UBSan, and ThreadSanitizer
+#                   (make asan / make tsan for one of them)
+#   make odr        a -flto -Wodr build (One Definition Rule)
 #   make fuzz       libFuzzer campaigns over every parser of outside input
 #   make deps       utils/install-deps.sh (idempotent)
 #
@@ -104,7 +106,7 @@ FUZZ_NAMES   := $(sort $(patsubst tests/fuzz/fuzz_%.cpp,%,$(wildcard tests/fuzz/
 REPLAY_BINS  := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 FUZZER_BINS  := $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz_%)
 
-.PHONY: all deps test unit-test unit-matrix test-matrix mpi-test python-test e2e-test fuzz-replay fuzz fuzzers run bench asan clean info
+.PHONY: all deps test unit-test unit-matrix test-matrix mpi-test python-test e2e-test fuzz-replay fuzz fuzzers run bench asan tsan sanitize odr clean info
 all: info $(BIN) $(TEST_BIN) $(MPI_TEST_BIN) $(TOOL_BINS) $(GPU_TEST_BIN) $(REPLAY_BINS)
 
 info:
@@ -177,11 +179,16 @@ test-matrix: $(TEST_BIN)
 
 # Every stored fuzz input (the seed corpora of real files, what the campaigns kept,
 # every crash input found) through its harness: a regression test, no libFuzzer.
+# Inputs that crash libhdf5 itself (tests/fuzz/hdf5-crashes) are replayed through the
+# protected path only: the seal must refuse them before HDF5 sees them.
 fuzz-replay: $(REPLAY_BINS)
 	@for n in $(FUZZ_NAMES); do \
 	  dirs=$$(ls -d tests/fuzz/corpus/$$n tests/fuzz/crashes/$$n 2>/dev/null); \
 	  if [ -z "$$dirs" ]; then echo "fuzz-replay: no stored inputs for $$n" >&2; exit 1; fi; \
 	  printf '%-12s ' $$n; timeout 300 $(BUILD)/tests/replay_$$n $$dirs || { echo "fuzz-replay: $$n failed or hung"; exit 1; }; \
+	  if [ -d tests/fuzz/hdf5-crashes/$$n ]; then \
+	    printf '%-12s ' "$$n (files that crash libhdf5, through the seal)"; \
+	    DSONAS_FUZZ_PROTECTED_ONLY=1 timeout 300 $(BUILD)/tests/replay_$$n tests/fuzz/hdf5-crashes/$$n || exit 1; fi; \
 	done
 
 # libFuzzer campaigns under ASan + UBSan (clang): FUZZ_SECONDS per harness (default
@@ -224,13 +231,25 @@ bench: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
 	$(PYTHON) tests/bench/bench.py --build $(BUILD) --out bench/results/latest.json
 
-asan:
-	@$(MAKE) --no-print-directory -j$(NPROC) BUILD=build-asan OPT="-O1" \
-	  EXTRA_CXXFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" USE_CUDA=0 build-asan/tests/unit_tests
-	ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 build-asan/tests/unit_tests --gtest_brief=1
+# Sanitizers over the suites (tests/sanitize.sh): asan = ASan + UBSan over the unit,
+# MPI and e2e suites and the stored fuzz inputs; tsan = ThreadSanitizer over the unit
+# suite and the e2e runs (thread pool, prefetch thread, loader workers, signals,
+# deadlines); sanitize = both.  Any sanitizer report fails the run.
+asan: deps
+	bash tests/sanitize.sh asan
+tsan: deps
+	bash tests/sanitize.sh tsan
+sanitize: deps
+	bash tests/sanitize.sh all
+
+# One Definition Rule: a link-time-optimised build with -Wodr must be silent (types
+# private to a .cpp live in anonymous namespaces).
+odr:
+	@$(MAKE) --no-print-directory -j$(NPROC) BUILD=build-lto USE_CUDA=0 EXTRA_CXXFLAGS="-flto=auto -Werror=odr" \
+	  EXTRA_LDFLAGS="-flto=auto -Werror=odr" build-lto/dsonas build-lto/tests/unit_tests build-lto/tests/mpi_tests
+	@echo "odr: the -flto -Wodr build is clean"
 
 clean:
-	rm -rf build build-asan build-native
+	rm -rf build build-asan build-tsan build-native build-fuzz build-lto
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

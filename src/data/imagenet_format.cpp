@@ -153,7 +153,11 @@ std::string Manifest::to_json() const {
     for (size_t i = 0; i < s.shards.size(); ++i) {
       const ShardEntry& e = s.shards[i];
       o << (i ? "," : "") << "\n      {\"file\": " << json_quote(e.file) << ", \"first\": " << e.first
-        << ", \"images\": " << e.images << ", \"bytes\": " << e.bytes << ", \"crc32\": \"" << hex32(e.crc32) << "\"}";
+        << ", \"images\": " << e.images << ", \"bytes\": " << e.bytes << ", \"crc32\": \"" << hex32(e.crc32) << "\"";
+      if (e.jpeg_offset >= 0)
+        o << ", \"jpeg_offset\": " << e.jpeg_offset << ", \"jpeg_bytes\": " << e.jpeg_bytes << ", \"meta_crc32\": \""
+          << hex32(e.meta_crc32) << "\"";
+      o << "}";
     }
     o << "]}";
   }
@@ -265,10 +269,21 @@ Manifest read_manifest(const std::string& dir) {
       se.first = R.integer(e, "first", c, 0);
       se.images = R.integer(e, "images", c, 1);
       se.bytes = R.integer(e, "bytes", c, 1);
-      const std::string h = R.string(e, "crc32", c);
-      if (h.size() != 8 || h.find_first_not_of("0123456789abcdef") != std::string::npos)
-        R.bad(c + ".crc32", str("'", h, "' is not 8 lower-case hex digits"));
-      se.crc32 = static_cast<uint32_t>(std::stoul(h, nullptr, 16));
+      auto hex = [&](const char* key) {
+        const std::string h = R.string(e, key, c);
+        if (h.size() != 8 || h.find_first_not_of("0123456789abcdef") != std::string::npos)
+          R.bad(c + "." + key, str("'", h, "' is not 8 lower-case hex digits"));
+        return static_cast<uint32_t>(std::stoul(h, nullptr, 16));
+      };
+      se.crc32 = hex("crc32");
+      if (R.member(e, "jpeg_offset") || R.member(e, "jpeg_bytes") || R.member(e, "meta_crc32")) {
+        se.jpeg_offset = R.integer(e, "jpeg_offset", c, 0);
+        se.jpeg_bytes = R.integer(e, "jpeg_bytes", c, 0);
+        se.meta_crc32 = hex("meta_crc32");
+        if (se.jpeg_offset > se.bytes || se.jpeg_bytes > se.bytes - se.jpeg_offset)
+          R.bad(c + ".jpeg_bytes", str("the /jpeg region [", se.jpeg_offset, ", +", se.jpeg_bytes, ") is outside the ",
+                                       se.bytes, "-byte file"));
+      }
       if (se.first != first) R.bad(c + ".first", str(se.first, ", expected ", first, " (sum of the earlier shards)"));
       first += se.images;
       s.shards.push_back(se);
@@ -317,6 +332,30 @@ std::string read_name(const std::string& path, const ShardMeta& m, size_t i) {
   return ok ? s : "?";
 }
 
+/// CRC-32 of a shard's bytes outside [jpeg, jpeg + len): its HDF5 metadata and small
+/// datasets.  *err set on a read error.
+uint32_t shard_meta_crc(const std::string& path, uint64_t jpeg, uint64_t len, uint64_t size, std::string* err) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *err = str("cannot open: ", std::strerror(errno));
+    return 0;
+  }
+  uint32_t c = 0;
+  std::vector<uint8_t> buf;
+  for (const auto& r : {std::make_pair(uint64_t(0), jpeg), std::make_pair(jpeg + len, size - (jpeg + len))}) {
+    for (uint64_t at = r.first, left = r.second; left > 0 && err->empty();) {
+      const size_t k = static_cast<size_t>(std::min<uint64_t>(left, uint64_t(1) << 20));
+      buf.resize(k);
+      if (!pread_exact(fd, buf.data(), k, at, err)) break;
+      c = crc32_bytes(buf.data(), k, c);
+      at += k;
+      left -= k;
+    }
+  }
+  ::close(fd);
+  return c;
+}
+
 /// Opens the HDF5 file and checks everything but byte checksums.  Exit 2 on problems.
 ShardMeta read_shard_meta(const std::string& dir, const Manifest& man, const SplitEntry& sp, size_t index) {
   const ShardEntry& e = sp.shards[index];
@@ -332,6 +371,15 @@ ShardMeta read_shard_meta(const std::string& dir, const Manifest& man, const Spl
   if (static_cast<int64_t>(m.file_size) != e.bytes)
     bad(str("size ", m.file_size, " bytes, the manifest says ", e.bytes,
             m.file_size < static_cast<uint64_t>(e.bytes) ? " (truncated)" : " (the file was changed after packing)"));
+  if (e.jpeg_offset >= 0) {  // the HDF5 metadata's CRC-32 before HDF5 reads a byte
+    std::string err;
+    const uint32_t c = shard_meta_crc(path, static_cast<uint64_t>(e.jpeg_offset), static_cast<uint64_t>(e.jpeg_bytes),
+                                      m.file_size, &err);
+    if (!err.empty()) bad(err);
+    if (c != e.meta_crc32)
+      bad(str("its HDF5 metadata is damaged: CRC-32 ", hex32(c), ", the manifest says ", hex32(e.meta_crc32),
+              " (re-copy the file; dsonas validate checks every byte)"));
+  }
   h5_quiet();
   H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
 #if H5_VERSION_GE(1, 10, 7)
@@ -397,6 +445,9 @@ ShardMeta read_shard_meta(const std::string& dir, const Manifest& man, const Spl
       bad(str("dataset /", name, " ends at byte ", *base + *size, " beyond the file's ", m.file_size, " bytes"));
   };
   contiguous("jpeg", &m.jpeg_base, &m.jpeg_size);
+  if (e.jpeg_offset >= 0 && (m.jpeg_base != static_cast<uint64_t>(e.jpeg_offset) || m.jpeg_size != static_cast<uint64_t>(e.jpeg_bytes)))
+    bad(str("dataset /jpeg is bytes [", m.jpeg_base, ", +", m.jpeg_size, ") but the manifest says [", e.jpeg_offset, ", +",
+            e.jpeg_bytes, ")"));
   contiguous("names", &m.names_base, &m.names_size);
   m.offsets.resize(n + 1);
   m.name_offsets.resize(n + 1);
@@ -450,13 +501,13 @@ ImageNetShards::ImageNetShards(const std::string& dir, const std::string& split,
     std::unique_ptr<Shard> s(new Shard);
     s->path = join_path(dir, sp->shards[k].file);
     s->role = shard_role(split, k);
-    s->meta = read_shard_meta(dir, manifest_, *sp, k);
-    if (opt.verify_files) {
+    if (opt.verify_files) {  // every byte, before HDF5 parses the file
       const uint32_t c = crc32_file(s->path);
       if (c != sp->shards[k].crc32)
         fail_usage(str("data: ", s->path, " (", s->role, "): CRC-32 ", hex32(c), " differs from the manifest's ",
                        hex32(sp->shards[k].crc32), ": the file is corrupt or was changed after packing"));
     }
+    s->meta = read_shard_meta(dir, manifest_, *sp, k);
     s->fd = ::open(s->path.c_str(), O_RDONLY | O_CLOEXEC);
     if (s->fd < 0)
       fail_usage(str("data: ", s->path, " (", s->role, "): cannot open: ", std::strerror(errno),
@@ -605,6 +656,13 @@ std::vector<FileCheck> validate_imagenet_dir(const std::string& dir, int threads
     fc.path = join_path(dir, sp.shards[jobs[j].k].file);
     fc.role = shard_role(sp.name, jobs[j].k);
     try {
+      const ShardEntry& e = sp.shards[jobs[j].k];
+      if (e.jpeg_offset < 0) {  // an older pack: no metadata CRC, so the whole file's before HDF5 opens it
+        const uint32_t c = crc32_file(fc.path);
+        if (c != e.crc32)
+          fail_usage(str("data: ", fc.path, " (", fc.role, "): CRC-32 of the file is ", hex32(c),
+                         ", the manifest says ", hex32(e.crc32), ": the file is corrupt or was changed after packing"));
+      }
       metas[j] = read_shard_meta(dir, man, sp, jobs[j].k);
     } catch (const Error& e) {
       fc.ok = false;

@@ -97,7 +97,7 @@ std::string SearchSpace::to_json() const {
   for (size_t i = 0; i < ops.size(); ++i) ops_s += str(i ? "," : "", "\"", op_name(ops[i]), "\"");
   for (size_t i = 0; i < normal_units.size(); ++i) units_s += str(i ? "," : "", normal_units[i]);
   for (size_t i = 0; i < widths.size(); ++i) widths_s += str(i ? "," : "", widths[i]);
-  return str("{\"preset\":\"", preset, "\",\"levels\":", levels, ",\"ops\":[", ops_s,
+  return str("{\"preset\":", json_quote(preset), ",\"levels\":", levels, ",\"ops\":[", ops_s,
              "],\"input\":[", in_channels, ",", in_height, ",", in_width, "],\"classes\":", classes,
              ",\"stem\":\"", stem == StemKind::Conv3 ? "conv3" : "imagenet2x",
              "\",\"stem_channels\":", stem_channels, ",\"normal_units\":[", units_s,

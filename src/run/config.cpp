@@ -1,7 +1,11 @@
 // config.cpp — the option registry (Boost.Program_options) and validation.
 #include "dsonas/run/config.hpp"
 
+#include <sys/stat.h>
+
 #include <boost/program_options.hpp>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -202,6 +206,9 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
     po::store(po::command_line_parser(argc, argv).options(r.all).run(), vm);
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
+      struct stat st;
+      if (::stat(path.c_str(), &st) != 0) fail_usage(str("--config: cannot open ", path, ": ", std::strerror(errno)));
+      if (!S_ISREG(st.st_mode)) fail_usage(str("--config: ", path, " is not a regular file"));
       std::ifstream file(path);
       if (!file) fail_usage(str("--config: cannot open ", path));
       const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());

@@ -57,6 +57,24 @@ void expect_handled(std::initializer_list<int> allowed, F&& f) {
   }
 }
 
+/// True when DSONAS_FUZZ_PROTECTED_ONLY is set: HDF5 harnesses then skip their
+/// re-sealed pass (the replay of inputs that crash libhdf5 behind the seal).
+inline bool protected_only() {
+  static const bool on = std::getenv("DSONAS_FUZZ_PROTECTED_ONLY") != nullptr;
+  return on;
+}
+
+/// Aborts if the reader left HDF5 objects open (files, datasets, attributes …): every
+/// id dsonas opens must be closed on every path, error paths included.
+#define DSONAS_FUZZ_NO_OPEN_HDF5_IDS()                                                         \
+  do {                                                                                         \
+    const ssize_t open_ids = H5Fget_obj_count(static_cast<hid_t>(H5F_OBJ_ALL), H5F_OBJ_ALL); \
+    if (open_ids != 0) {                                                                       \
+      std::fprintf(stderr, "fuzz: %zd HDF5 objects left open\n", open_ids);                  \
+      std::abort();                                                                            \
+    }                                                                                          \
+  } while (0)
+
 /// Silences std::cout (readers that print, e.g. inspect) for the process.
 inline void quiet_stdout() {
   static bool done = false;

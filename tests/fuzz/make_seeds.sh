@@ -112,13 +112,14 @@ EOF
 # ImageNet pack of those JPEGs: one train shard and its manifest
 "$BIN" pack --src "$T/jpg" --out "$T/pack" --splits train --shard-size 16 --threads 1 >/dev/null
 cp "$T/pack/manifest.json" "$OUT/manifest/tiny_pack.json"
-# fuzz_h5_shard's input: the manifest with @BYTES@/@CRC@ for the shard's size and CRC, 0, the shard
+# fuzz_h5_shard's input: the manifest with @BYTES@/@CRC@ for the shard's size and whole-file CRC
+# (its jpeg_offset, jpeg_bytes and meta_crc32 as packed), 0, the shard
 "$PY" - "$T/pack" "$OUT/h5_shard/tiny_pack" <<'EOF'
 import json, sys
 d, out = sys.argv[1], sys.argv[2]
 m = open(d + "/manifest.json").read()
 e = json.loads(m)["splits"]["train"]["shards"][0]
-m = m.replace('"bytes": %d' % e["bytes"], '"bytes": @BYTES@').replace('"crc32": "%s"' % e["crc32"], '"crc32": "@CRC@"')
+m = m.replace('"bytes": %d' % e["bytes"], '"bytes": @BYTES@').replace('"crc32": "%s"' % e["crc32"], '"crc32": "@CRC@"', 1)
 open(out, "wb").write(m.encode() + b"\0" + open(d + "/train-00000.h5", "rb").read())
 EOF
 echo "make_seeds: $(find "$OUT" -type f | wc -l) seed files in $OUT"
