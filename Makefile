@@ -6,7 +6,10 @@
 #   make bench      speed/memory benchmark -> bench/results/latest.json
 #   make test-matrix  the unit suite under every OpenBLAS kernel, SIMD path and
 #                   thread count a cluster brings, default and -march=native builds
-#   make asan       unit tests under AddressSanitizer + UBSan
+#   make sanitize   unit, MPI and e2e suites under ASan + UBSan, and ThreadSanitizer
+#                   (make asan / make tsan for one of them)
+#   make odr        a -flto -Wodr build (One Definition Rule)
+#   make fuzz       libFuzzer campaigns over every parser of outside input
 #   make deps       utils/install-deps.sh (idempotent)
 #
 # Toggles and locations (override on the command line or in the environment;
@@ -96,8 +99,15 @@ GPU_TEST_SRCS := $(sort $(wildcard tests/gpu/*.cpp))
 GPU_TEST_OBJS := $(GPU_TEST_SRCS:%.cpp=$(BUILD)/obj/%.o)
 GPU_TEST_BIN  := $(if $(filter 1,$(USE_CUDA)),$(BUILD)/tests/gpu_tests)
 
-.PHONY: all deps test unit-test unit-matrix test-matrix mpi-test python-test e2e-test run bench asan clean info
-all: info $(BIN) $(TEST_BIN) $(MPI_TEST_BIN) $(TOOL_BINS) $(GPU_TEST_BIN)
+# Fuzz harnesses (tests/fuzz/fuzz_<name>.cpp, one reader of outside input each):
+# replay_<name> (any compiler) runs stored inputs as a regression test in make test;
+# fuzz_<name> (clang, -fsanitize=fuzzer) is the libFuzzer campaign of make fuzz.
+FUZZ_NAMES   := $(sort $(patsubst tests/fuzz/fuzz_%.cpp,%,$(wildcard tests/fuzz/fuzz_*.cpp)))
+REPLAY_BINS  := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
+FUZZER_BINS  := $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz_%)
+
+.PHONY: all deps test unit-test unit-matrix test-matrix mpi-test python-test e2e-test fuzz-replay fuzz fuzzers run bench asan tsan sanitize odr clean info
+all: info $(BIN) $(TEST_BIN) $(MPI_TEST_BIN) $(TOOL_BINS) $(GPU_TEST_BIN) $(REPLAY_BINS)
 
 info:
 	@echo "dsonas build: USE_MPI=$(USE_MPI) USE_CUDA=$(USE_CUDA) (nvcc:$(if $(HAVE_NVCC),found,missing) cudnn:$(if $(HAVE_CUDNN),found,missing)) CXX=$(CXX) BUILD=$(BUILD)"
@@ -133,6 +143,17 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+fuzzers: $(FUZZER_BINS)
+# keep the harness objects (they are intermediate files of two pattern rules)
+.SECONDARY:
+
 deps:
 	@./utils/install-deps.sh
 
@@ -140,7 +161,7 @@ deps:
 # without a GPU says it was skipped.
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
-	@$(MAKE) --no-print-directory unit-test unit-matrix mpi-test python-test e2e-test
+	@$(MAKE) --no-print-directory unit-test unit-matrix fuzz-replay mpi-test python-test e2e-test
 	@echo "make test: all test suites passed"
 
 unit-test: $(TEST_BIN) $(GPU_TEST_BIN)
@@ -155,6 +176,25 @@ unit-matrix: $(TEST_BIN)
 	bash tests/matrix.sh --quick
 test-matrix: $(TEST_BIN)
 	bash tests/matrix.sh
+
+# Every stored fuzz input (the seed corpora of real files, what the campaigns kept,
+# every crash input found) through its harness: a regression test, no libFuzzer.
+# Inputs that crash libhdf5 itself (tests/fuzz/hdf5-crashes) are replayed through the
+# protected path only: the seal must refuse them before HDF5 sees them.
+fuzz-replay: $(REPLAY_BINS)
+	@for n in $(FUZZ_NAMES); do \
+	  dirs=$$(ls -d tests/fuzz/corpus/$$n tests/fuzz/crashes/$$n 2>/dev/null); \
+	  if [ -z "$$dirs" ]; then echo "fuzz-replay: no stored inputs for $$n" >&2; exit 1; fi; \
+	  printf '%-12s ' $$n; timeout 300 $(BUILD)/tests/replay_$$n $$dirs || { echo "fuzz-replay: $$n failed or hung"; exit 1; }; \
+	  if [ -d tests/fuzz/hdf5-crashes/$$n ]; then \
+	    printf '%-12s ' "$$n (files that crash libhdf5, through the seal)"; \
+	    DSONAS_FUZZ_PROTECTED_ONLY=1 timeout 300 $(BUILD)/tests/replay_$$n tests/fuzz/hdf5-crashes/$$n || exit 1; fi; \
+	done
+
+# libFuzzer campaigns under ASan + UBSan (clang): FUZZ_SECONDS per harness (default
+# 900), FUZZ_JOBS at once; new inputs are merged (minimised) into tests/fuzz/corpus.
+fuzz: deps
+	bash tests/fuzz/run.sh
 
 # Open MPI refuses root without these two; --oversubscribe: 2 ranks on any core count.
 MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none
@@ -193,13 +233,25 @@ bench: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
 	$(PYTHON) tests/bench/bench.py --build $(BUILD) --out bench/results/latest.json
 
-asan:
-	@$(MAKE) --no-print-directory -j$(NPROC) BUILD=build-asan OPT="-O1" \
-	  EXTRA_CXXFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" USE_CUDA=0 build-asan/tests/unit_tests
-	ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=2 build-asan/tests/unit_tests --gtest_brief=1
+# Sanitizers over the suites (tests/sanitize.sh): asan = ASan + UBSan over the unit,
+# MPI and e2e suites and the stored fuzz inputs; tsan = ThreadSanitizer over the unit
+# suite and the e2e runs (thread pool, prefetch thread, loader workers, signals,
+# deadlines); sanitize = both.  Any sanitizer report fails the run.
+asan: deps
+	bash tests/sanitize.sh asan
+tsan: deps
+	bash tests/sanitize.sh tsan
+sanitize: deps
+	bash tests/sanitize.sh all
+
+# One Definition Rule: a link-time-optimised build with -Wodr must be silent (types
+# private to a .cpp live in anonymous namespaces).
+odr:
+	@$(MAKE) --no-print-directory -j$(NPROC) BUILD=build-lto USE_CUDA=0 EXTRA_CXXFLAGS="-flto=auto -Werror=odr" \
+	  EXTRA_LDFLAGS="-flto=auto -Werror=odr" build-lto/dsonas build-lto/tests/unit_tests build-lto/tests/mpi_tests
+	@echo "odr: the -flto -Wodr build is clean"
 
 clean:
-	rm -rf build build-asan build-native
+	rm -rf build build-asan build-tsan build-native build-fuzz build-lto
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

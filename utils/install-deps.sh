@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs every Debian package dsonas needs, idempotently.
+# (clang, its runtime and LLVM's OpenMP are for make fuzz and make tsan only.)
 #
 # Checks each package with dpkg-query first and calls apt-get only for what is
 # missing, so a second run is a no-op that takes well under a second.  For
@@ -20,6 +21,7 @@ PKGS=(
   graphviz
   python3-torch python3-numpy python3-h5py python3-matplotlib python3-pytest
   slurm-wlm munge
+  clang libclang-rt-14-dev libomp-dev
 )
 
 missing=()

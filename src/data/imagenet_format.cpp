@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/json.hpp"
 #include "dsonas/data/imagenet.hpp"  // defines: read_manifest, crc32_file, ImageNetShards, validate_imagenet_dir, ...
 #include "imagenet_internal.hpp"
 
@@ -29,179 +30,6 @@ namespace imagenet_detail {
 
 void h5_quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
-// ---- JSON ----------------------------------------------------------------------
-
-const JVal* JVal::get(const std::string& key) const {
-  if (kind != Obj) return nullptr;
-  for (const auto& kv : o)
-    if (kv.first == key) return &kv.second;
-  return nullptr;
-}
-
-namespace {
-struct JParser {
-  const std::string& t;
-  size_t p = 0;
-  std::string err;
-  explicit JParser(const std::string& text) : t(text) {}
-
-  int line() const { return 1 + static_cast<int>(std::count(t.begin(), t.begin() + std::min(p, t.size()), '\n')); }
-  bool fail(const std::string& what) {
-    if (err.empty()) err = str("line ", line(), ": ", what);
-    return false;
-  }
-  void ws() {
-    while (p < t.size() && (t[p] == ' ' || t[p] == '\n' || t[p] == '\r' || t[p] == '\t')) ++p;
-  }
-  bool lit(const char* w) {
-    const size_t n = std::strlen(w);
-    if (t.compare(p, n, w) != 0) return fail(str("expected '", w, "'"));
-    p += n;
-    return true;
-  }
-  bool string(std::string* out) {
-    if (p >= t.size() || t[p] != '"') return fail("expected a string");
-    ++p;
-    out->clear();
-    while (p < t.size() && t[p] != '"') {
-      char c = t[p++];
-      if (static_cast<unsigned char>(c) < 0x20) return fail("control character in a string");
-      if (c != '\\') {
-        out->push_back(c);
-        continue;
-      }
-      if (p >= t.size()) break;
-      c = t[p++];
-      switch (c) {
-        case '"': case '\\': case '/': out->push_back(c); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
-        case 'u': {
-          if (p + 4 > t.size()) return fail("bad \\u escape");
-          unsigned v = 0;
-          for (int k = 0; k < 4; ++k) {
-            const char h = t[p++];
-            v <<= 4;
-            if (h >= '0' && h <= '9') v |= unsigned(h - '0');
-            else if (h >= 'a' && h <= 'f') v |= unsigned(h - 'a' + 10);
-            else if (h >= 'A' && h <= 'F') v |= unsigned(h - 'A' + 10);
-            else return fail("bad \\u escape");
-          }
-          // UTF-8 (surrogate pairs are not needed by our writer: it escapes only < 0x20)
-          if (v < 0x80) out->push_back(static_cast<char>(v));
-          else if (v < 0x800) {
-            out->push_back(static_cast<char>(0xC0 | (v >> 6)));
-            out->push_back(static_cast<char>(0x80 | (v & 0x3F)));
-          } else {
-            out->push_back(static_cast<char>(0xE0 | (v >> 12)));
-            out->push_back(static_cast<char>(0x80 | ((v >> 6) & 0x3F)));
-            out->push_back(static_cast<char>(0x80 | (v & 0x3F)));
-          }
-          break;
-        }
-        default: return fail(str("bad escape \\", c));
-      }
-    }
-    if (p >= t.size()) return fail("unterminated string");
-    ++p;
-    return true;
-  }
-  bool value(JVal* v, int depth) {
-    if (depth > 64) return fail("nested too deeply");
-    ws();
-    if (p >= t.size()) return fail("unexpected end of file");
-    const char c = t[p];
-    if (c == '{') {
-      v->kind = JVal::Obj;
-      ++p;
-      ws();
-      if (p < t.size() && t[p] == '}') return ++p, true;
-      for (;;) {
-        ws();
-        std::string key;
-        if (!string(&key)) return false;
-        ws();
-        if (p >= t.size() || t[p] != ':') return fail("expected ':'");
-        ++p;
-        v->o.emplace_back(key, JVal{});
-        if (!value(&v->o.back().second, depth + 1)) return false;
-        ws();
-        if (p < t.size() && t[p] == ',') { ++p; continue; }
-        if (p < t.size() && t[p] == '}') return ++p, true;
-        return fail("expected ',' or '}'");
-      }
-    }
-    if (c == '[') {
-      v->kind = JVal::Arr;
-      ++p;
-      ws();
-      if (p < t.size() && t[p] == ']') return ++p, true;
-      for (;;) {
-        v->a.emplace_back();
-        if (!value(&v->a.back(), depth + 1)) return false;
-        ws();
-        if (p < t.size() && t[p] == ',') { ++p; continue; }
-        if (p < t.size() && t[p] == ']') return ++p, true;
-        return fail("expected ',' or ']'");
-      }
-    }
-    if (c == '"') {
-      v->kind = JVal::Str;
-      return string(&v->s);
-    }
-    if (c == 't') { v->kind = JVal::Bool; v->b = true; return lit("true"); }
-    if (c == 'f') { v->kind = JVal::Bool; v->b = false; return lit("false"); }
-    if (c == 'n') { v->kind = JVal::Null; return lit("null"); }
-    if (c == '-' || (c >= '0' && c <= '9')) {
-      const size_t q = p;
-      ++p;
-      while (p < t.size() && (std::isdigit(static_cast<unsigned char>(t[p])) || t[p] == '.' || t[p] == 'e' ||
-                              t[p] == 'E' || t[p] == '+' || t[p] == '-'))
-        ++p;
-      v->kind = JVal::Num;
-      v->s = t.substr(q, p - q);
-      return true;
-    }
-    return fail(str("unexpected character '", c, "'"));
-  }
-};
-}  // namespace
-
-bool parse_json(const std::string& text, JVal* out, std::string* err) {
-  JParser ps(text);
-  *out = JVal{};
-  if (!ps.value(out, 0)) {
-    if (err) *err = ps.err;
-    return false;
-  }
-  ps.ws();
-  if (ps.p != text.size()) {
-    ps.fail("trailing characters after the JSON value");
-    if (err) *err = ps.err;
-    return false;
-  }
-  return true;
-}
-
-std::string json_quote(const std::string& s) {
-  std::string r = "\"";
-  for (const char ch : s) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '"') r += "\\\"";
-    else if (c == '\\') r += "\\\\";
-    else if (c == '\n') r += "\\n";
-    else if (c == '\t') r += "\\t";
-    else if (c < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      r += b;
-    } else r += ch;
-  }
-  return r + "\"";
-}
 
 bool read_whole_file(const std::string& path, std::string* out, std::string* err) {
   std::ifstream f(path, std::ios::binary);
@@ -325,7 +153,11 @@ std::string Manifest::to_json() const {
     for (size_t i = 0; i < s.shards.size(); ++i) {
       const ShardEntry& e = s.shards[i];
       o << (i ? "," : "") << "\n      {\"file\": " << json_quote(e.file) << ", \"first\": " << e.first
-        << ", \"images\": " << e.images << ", \"bytes\": " << e.bytes << ", \"crc32\": \"" << hex32(e.crc32) << "\"}";
+        << ", \"images\": " << e.images << ", \"bytes\": " << e.bytes << ", \"crc32\": \"" << hex32(e.crc32) << "\"";
+      if (e.jpeg_offset >= 0)
+        o << ", \"jpeg_offset\": " << e.jpeg_offset << ", \"jpeg_bytes\": " << e.jpeg_bytes << ", \"meta_crc32\": \""
+          << hex32(e.meta_crc32) << "\"";
+      o << "}";
     }
     o << "]}";
   }
@@ -344,28 +176,35 @@ struct ManifestReader {
   [[noreturn]] void bad(const std::string& field, const std::string& what) const {
     fail_usage(str("data: ", path, " (ImageNet manifest): ", field.empty() ? "" : "field " + field + ": ", what));
   }
-  const JVal& need(const JVal& obj, const std::string& key, JVal::Kind kind, const std::string& ctx) const {
-    const JVal* v = obj.get(key);
+  /// The first member `key` of an object (null if absent).
+  static const JsonValue* member(const JsonValue& obj, const std::string& key) {
+    if (obj.kind != JsonValue::Obj) return nullptr;
+    for (const auto& kv : obj.obj)
+      if (kv.first == key) return &kv.second;
+    return nullptr;
+  }
+  const JsonValue& need(const JsonValue& obj, const std::string& key, JsonValue::Kind kind, const std::string& ctx) const {
+    const JsonValue* v = member(obj, key);
     const std::string f = ctx.empty() ? key : ctx + "." + key;
     if (!v) bad(f, "missing");
     if (v->kind != kind) bad(f, "wrong type");
     return *v;
   }
-  int64_t integer(const JVal& obj, const std::string& key, const std::string& ctx, int64_t lo) const {
-    const JVal& v = need(obj, key, JVal::Num, ctx);
+  int64_t integer(const JsonValue& obj, const std::string& key, const std::string& ctx, int64_t lo) const {
+    const JsonValue& v = need(obj, key, JsonValue::Num, ctx);
     const std::string f = ctx.empty() ? key : ctx + "." + key;
     try {
       size_t used = 0;
-      const long long x = std::stoll(v.s, &used);
-      if (used != v.s.size()) throw std::invalid_argument(v.s);
+      const long long x = std::stoll(v.text, &used);
+      if (used != v.text.size()) throw std::invalid_argument(v.text);
       if (x < lo) bad(f, str(x, " is below ", lo));
       return x;
     } catch (const std::logic_error&) {
-      bad(f, str("'", v.s, "' is not an integer"));
+      bad(f, str("'", v.text, "' is not an integer"));
     }
   }
-  std::string string(const JVal& obj, const std::string& key, const std::string& ctx) const {
-    return need(obj, key, JVal::Str, ctx).s;
+  std::string string(const JsonValue& obj, const std::string& key, const std::string& ctx) const {
+    return need(obj, key, JsonValue::Str, ctx).text;
   }
 };
 
@@ -384,9 +223,13 @@ Manifest read_manifest(const std::string& dir) {
                    " is not a dsonas pack output (run dsonas pack --src ROOT --out ", dir, ")"));
   std::string text, err;
   if (!read_whole_file(path, &text, &err)) R.bad("", "cannot read: " + err);
-  JVal j;
-  if (!parse_json(text, &j, &err)) R.bad("", "not valid JSON (" + err + ")");
-  if (j.kind != JVal::Obj) R.bad("", "not a JSON object");
+  JsonValue j;
+  try {
+    j = parse_json(text, path);
+  } catch (const Error& e) {  // "PATH: line L, column C: what"
+    R.bad("", "not valid JSON (" + std::string(e.what()).substr(path.size() + 2) + ")");
+  }
+  if (j.kind != JsonValue::Obj) R.bad("", "not a JSON object");
   Manifest m;
   if (R.string(j, "format", "") != kManifestFormat)
     R.bad("format", str("'", R.string(j, "format", ""), "', expected '", kManifestFormat, "'"));
@@ -399,26 +242,26 @@ Manifest read_manifest(const std::string& dir) {
   m.source = R.string(j, "source", "");
   m.resize = static_cast<int>(R.integer(j, "resize", "", 0));
   m.quality = static_cast<int>(R.integer(j, "quality", "", 0));
-  const JVal& cls = R.need(j, "classes", JVal::Arr, "");
-  for (size_t i = 0; i < cls.a.size(); ++i) {
-    if (cls.a[i].kind != JVal::Str || cls.a[i].s.empty()) R.bad(str("classes[", i, "]"), "not a non-empty string");
-    m.classes.push_back(cls.a[i].s);
+  const JsonValue& cls = R.need(j, "classes", JsonValue::Arr, "");
+  for (size_t i = 0; i < cls.arr.size(); ++i) {
+    if (cls.arr[i].kind != JsonValue::Str || cls.arr[i].text.empty()) R.bad(str("classes[", i, "]"), "not a non-empty string");
+    m.classes.push_back(cls.arr[i].text);
   }
   if (m.classes.empty()) R.bad("classes", "empty");
-  const JVal& splits = R.need(j, "splits", JVal::Obj, "");
-  for (const auto& kv : splits.o) {
+  const JsonValue& splits = R.need(j, "splits", JsonValue::Obj, "");
+  for (const auto& kv : splits.obj) {
     const std::string ctx = "splits." + kv.first;
     if (!valid_split_name(kv.first)) R.bad(ctx, "bad split name");
-    if (kv.second.kind != JVal::Obj) R.bad(ctx, "wrong type");
+    if (kv.second.kind != JsonValue::Obj) R.bad(ctx, "wrong type");
     SplitEntry s;
     s.name = kv.first;
     s.images = R.integer(kv.second, "images", ctx, 1);
-    const JVal& shards = R.need(kv.second, "shards", JVal::Arr, ctx);
+    const JsonValue& shards = R.need(kv.second, "shards", JsonValue::Arr, ctx);
     int64_t first = 0;
-    for (size_t i = 0; i < shards.a.size(); ++i) {
+    for (size_t i = 0; i < shards.arr.size(); ++i) {
       const std::string c = str(ctx, ".shards[", i, "]");
-      const JVal& e = shards.a[i];
-      if (e.kind != JVal::Obj) R.bad(c, "wrong type");
+      const JsonValue& e = shards.arr[i];
+      if (e.kind != JsonValue::Obj) R.bad(c, "wrong type");
       ShardEntry se;
       se.file = R.string(e, "file", c);
       if (se.file != shard_file_name(s.name, static_cast<int>(i)))
@@ -426,10 +269,21 @@ Manifest read_manifest(const std::string& dir) {
       se.first = R.integer(e, "first", c, 0);
       se.images = R.integer(e, "images", c, 1);
       se.bytes = R.integer(e, "bytes", c, 1);
-      const std::string h = R.string(e, "crc32", c);
-      if (h.size() != 8 || h.find_first_not_of("0123456789abcdef") != std::string::npos)
-        R.bad(c + ".crc32", str("'", h, "' is not 8 lower-case hex digits"));
-      se.crc32 = static_cast<uint32_t>(std::stoul(h, nullptr, 16));
+      auto hex = [&](const char* key) {
+        const std::string h = R.string(e, key, c);
+        if (h.size() != 8 || h.find_first_not_of("0123456789abcdef") != std::string::npos)
+          R.bad(c + "." + key, str("'", h, "' is not 8 lower-case hex digits"));
+        return static_cast<uint32_t>(std::stoul(h, nullptr, 16));
+      };
+      se.crc32 = hex("crc32");
+      if (R.member(e, "jpeg_offset") || R.member(e, "jpeg_bytes") || R.member(e, "meta_crc32")) {
+        se.jpeg_offset = R.integer(e, "jpeg_offset", c, 0);
+        se.jpeg_bytes = R.integer(e, "jpeg_bytes", c, 0);
+        se.meta_crc32 = hex("meta_crc32");
+        if (se.jpeg_offset > se.bytes || se.jpeg_bytes > se.bytes - se.jpeg_offset)
+          R.bad(c + ".jpeg_bytes", str("the /jpeg region [", se.jpeg_offset, ", +", se.jpeg_bytes, ") is outside the ",
+                                       se.bytes, "-byte file"));
+      }
       if (se.first != first) R.bad(c + ".first", str(se.first, ", expected ", first, " (sum of the earlier shards)"));
       first += se.images;
       s.shards.push_back(se);
@@ -439,15 +293,15 @@ Manifest read_manifest(const std::string& dir) {
     if (s.images > 0x7fffffff) R.bad(ctx + ".images", str(s.images, " is more than supported (2^31-1)"));
     m.splits.push_back(std::move(s));
   }
-  if (const JVal* sk = j.get("skipped")) {
-    if (sk->kind != JVal::Arr) R.bad("skipped", "wrong type");
-    for (size_t i = 0; i < sk->a.size(); ++i) {
+  if (const JsonValue* sk = R.member(j, "skipped")) {
+    if (sk->kind != JsonValue::Arr) R.bad("skipped", "wrong type");
+    for (size_t i = 0; i < sk->arr.size(); ++i) {
       const std::string c = str("skipped[", i, "]");
-      if (sk->a[i].kind != JVal::Obj) R.bad(c, "wrong type");
-      m.skipped.push_back({R.string(sk->a[i], "path", c), R.string(sk->a[i], "reason", c)});
+      if (sk->arr[i].kind != JsonValue::Obj) R.bad(c, "wrong type");
+      m.skipped.push_back({R.string(sk->arr[i], "path", c), R.string(sk->arr[i], "reason", c)});
     }
   }
-  if (j.get("warnings")) m.warnings = R.integer(j, "warnings", "", 0);
+  if (R.member(j, "warnings")) m.warnings = R.integer(j, "warnings", "", 0);
   return m;
 }
 
@@ -478,6 +332,30 @@ std::string read_name(const std::string& path, const ShardMeta& m, size_t i) {
   return ok ? s : "?";
 }
 
+/// CRC-32 of a shard's bytes outside [jpeg, jpeg + len): its HDF5 metadata and small
+/// datasets.  *err set on a read error.
+uint32_t shard_meta_crc(const std::string& path, uint64_t jpeg, uint64_t len, uint64_t size, std::string* err) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *err = str("cannot open: ", std::strerror(errno));
+    return 0;
+  }
+  uint32_t c = 0;
+  std::vector<uint8_t> buf;
+  for (const auto& r : {std::make_pair(uint64_t(0), jpeg), std::make_pair(jpeg + len, size - (jpeg + len))}) {
+    for (uint64_t at = r.first, left = r.second; left > 0 && err->empty();) {
+      const size_t k = static_cast<size_t>(std::min<uint64_t>(left, uint64_t(1) << 20));
+      buf.resize(k);
+      if (!pread_exact(fd, buf.data(), k, at, err)) break;
+      c = crc32_bytes(buf.data(), k, c);
+      at += k;
+      left -= k;
+    }
+  }
+  ::close(fd);
+  return c;
+}
+
 /// Opens the HDF5 file and checks everything but byte checksums.  Exit 2 on problems.
 ShardMeta read_shard_meta(const std::string& dir, const Manifest& man, const SplitEntry& sp, size_t index) {
   const ShardEntry& e = sp.shards[index];
@@ -493,6 +371,15 @@ ShardMeta read_shard_meta(const std::string& dir, const Manifest& man, const Spl
   if (static_cast<int64_t>(m.file_size) != e.bytes)
     bad(str("size ", m.file_size, " bytes, the manifest says ", e.bytes,
             m.file_size < static_cast<uint64_t>(e.bytes) ? " (truncated)" : " (the file was changed after packing)"));
+  if (e.jpeg_offset >= 0) {  // the HDF5 metadata's CRC-32 before HDF5 reads a byte
+    std::string err;
+    const uint32_t c = shard_meta_crc(path, static_cast<uint64_t>(e.jpeg_offset), static_cast<uint64_t>(e.jpeg_bytes),
+                                      m.file_size, &err);
+    if (!err.empty()) bad(err);
+    if (c != e.meta_crc32)
+      bad(str("its HDF5 metadata is damaged: CRC-32 ", hex32(c), ", the manifest says ", hex32(e.meta_crc32),
+              " (re-copy the file; dsonas validate checks every byte)"));
+  }
   h5_quiet();
   H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
 #if H5_VERSION_GE(1, 10, 7)
@@ -558,6 +445,9 @@ ShardMeta read_shard_meta(const std::string& dir, const Manifest& man, const Spl
       bad(str("dataset /", name, " ends at byte ", *base + *size, " beyond the file's ", m.file_size, " bytes"));
   };
   contiguous("jpeg", &m.jpeg_base, &m.jpeg_size);
+  if (e.jpeg_offset >= 0 && (m.jpeg_base != static_cast<uint64_t>(e.jpeg_offset) || m.jpeg_size != static_cast<uint64_t>(e.jpeg_bytes)))
+    bad(str("dataset /jpeg is bytes [", m.jpeg_base, ", +", m.jpeg_size, ") but the manifest says [", e.jpeg_offset, ", +",
+            e.jpeg_bytes, ")"));
   contiguous("names", &m.names_base, &m.names_size);
   m.offsets.resize(n + 1);
   m.name_offsets.resize(n + 1);
@@ -611,13 +501,13 @@ ImageNetShards::ImageNetShards(const std::string& dir, const std::string& split,
     std::unique_ptr<Shard> s(new Shard);
     s->path = join_path(dir, sp->shards[k].file);
     s->role = shard_role(split, k);
-    s->meta = read_shard_meta(dir, manifest_, *sp, k);
-    if (opt.verify_files) {
+    if (opt.verify_files) {  // every byte, before HDF5 parses the file
       const uint32_t c = crc32_file(s->path);
       if (c != sp->shards[k].crc32)
         fail_usage(str("data: ", s->path, " (", s->role, "): CRC-32 ", hex32(c), " differs from the manifest's ",
                        hex32(sp->shards[k].crc32), ": the file is corrupt or was changed after packing"));
     }
+    s->meta = read_shard_meta(dir, manifest_, *sp, k);
     s->fd = ::open(s->path.c_str(), O_RDONLY | O_CLOEXEC);
     if (s->fd < 0)
       fail_usage(str("data: ", s->path, " (", s->role, "): cannot open: ", std::strerror(errno),
@@ -766,6 +656,13 @@ std::vector<FileCheck> validate_imagenet_dir(const std::string& dir, int threads
     fc.path = join_path(dir, sp.shards[jobs[j].k].file);
     fc.role = shard_role(sp.name, jobs[j].k);
     try {
+      const ShardEntry& e = sp.shards[jobs[j].k];
+      if (e.jpeg_offset < 0) {  // an older pack: no metadata CRC, so the whole file's before HDF5 opens it
+        const uint32_t c = crc32_file(fc.path);
+        if (c != e.crc32)
+          fail_usage(str("data: ", fc.path, " (", fc.role, "): CRC-32 of the file is ", hex32(c),
+                         ", the manifest says ", hex32(e.crc32), ": the file is corrupt or was changed after packing"));
+      }
       metas[j] = read_shard_meta(dir, man, sp, jobs[j].k);
     } catch (const Error& e) {
       fc.ok = false;

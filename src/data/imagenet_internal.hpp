@@ -24,20 +24,6 @@ using h5::write_attr_str;
 /// Turns off HDF5's automatic error printing for the calling thread.
 void h5_quiet();
 
-/// A parsed JSON value (the subset the manifest needs; numbers keep their text).
-struct JVal {
-  enum Kind { Null, Bool, Num, Str, Arr, Obj } kind = Null;
-  bool b = false;
-  std::string s;  // string value, or the number's text
-  std::vector<JVal> a;
-  std::vector<std::pair<std::string, JVal>> o;
-  const JVal* get(const std::string& key) const;
-};
-/// Parses `text`; on a syntax error returns false and sets *err ("line L: what").
-bool parse_json(const std::string& text, JVal* out, std::string* err);
-/// JSON string literal with escapes.
-std::string json_quote(const std::string& s);
-
 /// Whole file into memory; false + errno text on failure.
 bool read_whole_file(const std::string& path, std::string* out, std::string* err);
 /// pread exactly n bytes at off; false on a short read or error (*err says which).

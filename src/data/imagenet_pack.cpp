@@ -196,8 +196,10 @@ Result process(const Item& it, const PackOptions& o) {
 }
 
 /// The shard as an HDF5 file image (core driver, no timestamps).
+/// The shard's file image; *jpeg_offset and *jpeg_bytes get where /jpeg lies in it.
 std::vector<char> build_shard(const std::string& label_name, const Manifest& man, const std::string& split, int index,
-                              const std::vector<const Item*>& items, const std::vector<const Result*>& res) {
+                              const std::vector<const Item*>& items, const std::vector<const Result*>& res,
+                              int64_t* jpeg_offset, int64_t* jpeg_bytes) {
   h5_quiet();
   const size_t n = items.size();
   std::vector<uint64_t> offsets(n + 1, 0), name_offsets(n + 1, 0);
@@ -266,6 +268,13 @@ std::vector<char> build_shard(const std::string& label_name, const Manifest& man
   small("labels", H5T_STD_I32LE, H5T_NATIVE_INT32, n, labels.data());
   small("crc32", H5T_STD_U32LE, H5T_NATIVE_UINT32, n, crcs.data());
   check(H5Fflush(file, H5F_SCOPE_GLOBAL), "flush");
+  {
+    H5Id ds(H5Dopen2(file, "jpeg", H5P_DEFAULT), H5Dclose);
+    const haddr_t at = ds.ok() ? H5Dget_offset(ds) : HADDR_UNDEF;
+    if (at == HADDR_UNDEF) fail_lib("HDF5", "offset of /jpeg", __FILE__, __LINE__);
+    *jpeg_offset = static_cast<int64_t>(at);  // no user block: file offset = HDF5 address
+    *jpeg_bytes = static_cast<int64_t>(offsets[n]);
+  }
   const ssize_t size = H5Fget_file_image(file, nullptr, 0);
   if (size <= 0) fail_lib("HDF5", "shard file image size", __FILE__, __LINE__);
   std::vector<char> image(static_cast<size_t>(size));
@@ -473,10 +482,14 @@ Manifest pack_imagenet(const PackOptions& o) {
         e.images = static_cast<int64_t>(keep_items.size());
         const std::string path = join_path(o.out, e.file);
         std::vector<char> image = build_shard(path + ".core", man, se.name, static_cast<int>(shard_index), keep_items,
-                                              keep_res);
+                                              keep_res, &e.jpeg_offset, &e.jpeg_bytes);
         res.clear();
         e.bytes = static_cast<int64_t>(image.size());
         e.crc32 = crc32_bytes(image.data(), image.size());
+        DSO_CHECK(e.jpeg_offset + e.jpeg_bytes <= e.bytes, "/jpeg outside the shard image");
+        e.meta_crc32 = crc32_bytes(image.data() + e.jpeg_offset + e.jpeg_bytes,
+                                   static_cast<size_t>(e.bytes - e.jpeg_offset - e.jpeg_bytes),
+                                   crc32_bytes(image.data(), static_cast<size_t>(e.jpeg_offset)));
         write_file_atomically(path, image.data(), image.size(),
                               [&](const char* phase) { hook(str("shard-", phase), path); });
         written.push_back(path);

@@ -43,8 +43,12 @@ inline void write_attr_f64(hid_t obj, const char* name, double v) {
 inline herr_t collect_attr(hid_t loc, const char* name, const H5A_info_t*, void* op) {
   auto* ts = static_cast<TrainState*>(op);
   H5Id a(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  if (!a.ok() || !attr_is_single(a)) return -1;
   H5Id type(H5Aget_type(a), H5Tclose);
-  if (H5Tget_class(type) == H5T_INTEGER) {
+  if (!type.ok()) return -1;
+  const H5T_class_t cls = H5Tget_class(type);
+  if (cls != H5T_INTEGER && cls != H5T_FLOAT) return -1;
+  if (cls == H5T_INTEGER) {
     int64_t v = 0;
     if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) return -1;
     ts->counters[name] = v;
@@ -64,6 +68,8 @@ inline void write_dataset(hid_t file, hid_t lcpl, const std::string& name, const
   H5Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   HDF5_CHECK(H5Pset_chunk(dcpl, static_cast<int>(dims.size()), dims.data()), str("chunk ", name));
   HDF5_CHECK(H5Pset_fletcher32(dcpl), str("fletcher32 ", name));
+  // no modification times: the same contents give the same bytes (and seal)
+  HDF5_CHECK(H5Pset_obj_track_times(dcpl, false), str("track times ", name));
   H5Id ds(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT), H5Dclose);
   if (ds.id < 0) fail_lib("HDF5", str("create dataset ", name), __FILE__, __LINE__);
   HDF5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), str("write ", name));

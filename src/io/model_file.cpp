@@ -16,6 +16,7 @@
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "h5_common.hpp"
+#include "h5_seal.hpp"
 
 namespace dsonas {
 using namespace h5;
@@ -41,11 +42,8 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
   Backend& be = g.backend();
   std::vector<char> image;
   {
-    // built in memory (core driver, no backing store); written by write_file_atomically
-    H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-    HDF5_CHECK(H5Pset_fapl_core(fapl, 1 << 20, 0), "core driver");
-    H5Id file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
-    if (file.id < 0) fail_lib("HDF5", str("create in-memory file for ", path), __FILE__, __LINE__);
+    MemoryFile mf(path);  // built in memory, sealed, written by write_file_atomically
+    const hid_t file = mf.id();
     H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     HDF5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
     write_attr_str(file, "format", ts ? "dsonas-checkpoint" : "dsonas-model");
@@ -90,36 +88,38 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
       for (const auto& kv : ts->counters) write_attr_i64(grp, kv.first.c_str(), kv.second);
       for (const auto& kv : ts->reals) write_attr_f64(grp, kv.first.c_str(), kv.second);
     }
-    HDF5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "flush in-memory file");
-    const ssize_t n = H5Fget_file_image(file, nullptr, 0);
-    if (n <= 0) fail_lib("HDF5", "file image size", __FILE__, __LINE__);
-    image.resize(static_cast<size_t>(n));
-    if (H5Fget_file_image(file, image.data(), image.size()) != n) fail_lib("HDF5", "file image", __FILE__, __LINE__);
+    image = mf.sealed_image();
   }
   write_file_atomically(path, image.data(), image.size(), [&](const char* phase) {
     if (ts) fault_point(str("ckpt-", phase).c_str(), info.step);
   });
 }
 
-std::string read_model_space(const std::string& path) {
+namespace {
+
+/// Opens a model file or checkpoint after checking its seal (h5_seal.hpp) and its
+/// format attribute; *space gets the space attribute.  Exit 3 naming the file.
+H5Id open_model_file(const std::string& path, std::string* space) {
   silence_hdf5();
-  if (::access(path.c_str(), R_OK) != 0)
-    throw Error(kExitCheckpoint, str(path, ": cannot read: ", std::strerror(errno)));
-  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
-  std::string fmt, space;
+  H5Id file = open_sealed(path);
+  std::string fmt;
   if (!read_attr_str(file, "format", &fmt) || (fmt != "dsonas-model" && fmt != "dsonas-checkpoint"))
     throw Error(kExitCheckpoint, str(path, ": not a dsonas model file (attribute format=", fmt, ")"));
-  if (!read_attr_str(file, "space", &space)) throw Error(kExitCheckpoint, str(path, ": no space attribute"));
+  if (!read_attr_str(file, "space", space)) throw Error(kExitCheckpoint, str(path, ": no space attribute"));
+  return file;
+}
+
+}  // namespace
+
+std::string read_model_space(const std::string& path) {
+  std::string space;
+  open_model_file(path, &space);
   return space;
 }
 
 std::string read_root_attr(const std::string& path, const char* name) {
   silence_hdf5();
-  if (::access(path.c_str(), R_OK) != 0)
-    throw Error(kExitCheckpoint, str(path, ": cannot read: ", std::strerror(errno)));
-  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
+  H5Id file = open_sealed(path);
   std::string v;
   read_attr_str(file, name, &v);
   return v;
@@ -127,26 +127,22 @@ std::string read_root_attr(const std::string& path, const char* name) {
 
 int64_t read_root_i64(const std::string& path, const char* name) {
   silence_hdf5();
-  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
+  H5Id file = open_sealed(path);
   int64_t v = 0;
-  if (H5Aexists(file, name) > 0) {
-    H5Id a(H5Aopen(file, name, H5P_DEFAULT), H5Aclose);
-    if (a.id < 0 || H5Aread(a, H5T_NATIVE_INT64, &v) < 0) v = 0;
-  }
+  if (!read_attr_i64(file, name, &v)) v = 0;
   return v;
 }
 
 std::string read_file_attr(const std::string& path, const char* name) {
-  read_model_space(path);  // exists, is HDF5, is ours
-  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  std::string v;
+  std::string space, v;
+  H5Id file = open_model_file(path, &space);  // exists, is sealed HDF5, is ours
   read_attr_str(file, name, &v);
   return v;
 }
 
 void load_model_file(const std::string& path, Supergraph& g, bool with_lambda, TrainState* ts) {
-  const std::string space = read_model_space(path);
+  std::string space;
+  H5Id file = open_model_file(path, &space);
   const std::string now = g.space().to_json();
   if (space != now) {
     // name the first differing field
@@ -170,8 +166,6 @@ void load_model_file(const std::string& path, Supergraph& g, bool with_lambda, T
         throw Error(kExitCheckpoint, str(path, ": space.", key, ": file=", field(space, key), " now=", field(now, key)));
     }
   }
-  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (file.id < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
   Backend& be = g.backend();
   for (Param& p : g.params()) {
     std::vector<float> h(static_cast<size_t>(p.value.numel()));

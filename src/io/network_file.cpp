@@ -20,6 +20,7 @@
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/network.hpp"
 #include "h5_common.hpp"
+#include "h5_seal.hpp"
 
 namespace dsonas {
 using namespace h5;
@@ -54,24 +55,18 @@ void load_tensor(hid_t file, const std::string& path, const std::string& name, B
   be.upload(h.data(), t);
 }
 
-/// Opens a network file read-only: exit 3 unless it is a readable dsonas network
-/// file or checkpoint of format_version 1.  *fmt gets the format.
-hid_t open_network_file(const std::string& path, std::string* fmt) {
+/// Opens a network file read-only after checking its seal (h5_seal.hpp): exit 3
+/// unless it is a readable dsonas network file or checkpoint of format_version 1.
+/// *fmt gets the format.
+H5Id open_network_file(const std::string& path, std::string* fmt) {
   silence_hdf5();
-  if (::access(path.c_str(), R_OK) != 0)
-    throw Error(kExitCheckpoint, str(path, ": cannot read: ", std::strerror(errno)));
-  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) throw Error(kExitCheckpoint, str(path, ": not an HDF5 file or corrupt"));
+  H5Id f = open_sealed(path);
   std::string v;
   int64_t ver = 0;
-  if (!read_attr_str(f, "format", &v) || (v != kFormat && v != kFormatCkpt)) {
-    H5Fclose(f);
+  if (!read_attr_str(f, "format", &v) || (v != kFormat && v != kFormatCkpt))
     throw Error(kExitCheckpoint, str(path, ": not a dsonas network file (attribute format=", v, ")"));
-  }
-  if (!read_attr_i64(f, "format_version", &ver) || ver != 1) {
-    H5Fclose(f);
+  if (!read_attr_i64(f, "format_version", &ver) || ver != 1)
     throw Error(kExitCheckpoint, str(path, ": network file format_version ", ver, " is not supported (this build reads 1)"));
-  }
   *fmt = v;
   return f;
 }
@@ -94,11 +89,8 @@ void save_network_file(const std::string& path, Network& net, const NetworkFileI
   const std::string arch = net.architecture().to_json(), options = net.options().to_string();
   std::vector<char> image;
   {
-    // built in memory (core driver, no backing store); written by write_file_atomically
-    H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-    HDF5_CHECK(H5Pset_fapl_core(fapl, 1 << 20, 0), "core driver");
-    H5Id file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
-    if (file.id < 0) fail_lib("HDF5", str("create in-memory file for ", path), __FILE__, __LINE__);
+    MemoryFile mf(path);  // built in memory, sealed, written by write_file_atomically
+    const hid_t file = mf.id();
     H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     HDF5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
     write_attr_str(file, "format", ts ? kFormatCkpt : kFormat);
@@ -136,11 +128,7 @@ void save_network_file(const std::string& path, Network& net, const NetworkFileI
       for (const auto& kv : ts->counters) write_attr_i64(grp, kv.first.c_str(), kv.second);
       for (const auto& kv : ts->reals) write_attr_f64(grp, kv.first.c_str(), kv.second);
     }
-    HDF5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "flush in-memory file");
-    const ssize_t n = H5Fget_file_image(file, nullptr, 0);
-    if (n <= 0) fail_lib("HDF5", "file image size", __FILE__, __LINE__);
-    image.resize(static_cast<size_t>(n));
-    if (H5Fget_file_image(file, image.data(), image.size()) != n) fail_lib("HDF5", "file image", __FILE__, __LINE__);
+    image = mf.sealed_image();
   }
   write_file_atomically(path, image.data(), image.size(), [&](const char* phase) {
     if (ts) fault_point(str("ckpt-", phase).c_str(), info.step);
@@ -149,13 +137,13 @@ void save_network_file(const std::string& path, Network& net, const NetworkFileI
 
 Architecture read_network_arch(const std::string& path) {
   std::string fmt;
-  H5Id file(open_network_file(path, &fmt), H5Fclose);
+  H5Id file = open_network_file(path, &fmt);
   return arch_of(file, path);
 }
 
 void load_network_file(const std::string& path, Network& net, TrainState* ts) {
   std::string fmt;
-  H5Id file(open_network_file(path, &fmt), H5Fclose);
+  H5Id file = open_network_file(path, &fmt);
   const Architecture file_arch = arch_of(file, path);
   const std::string diff = file_arch.structural_difference(net.architecture(), "file", "now");
   if (!diff.empty()) throw Error(kExitCheckpoint, str(path, ": arch.", diff));
@@ -184,7 +172,7 @@ std::string describe_network_file(const std::string& path) {
   int64_t step = 0, seed = 0;
   Architecture arch;
   {
-    H5Id file(open_network_file(path, &fmt), H5Fclose);
+    H5Id file = open_network_file(path, &fmt);
     arch = arch_of(file, path);
     read_attr_str(file, "options", &options);
     read_attr_str(file, "stage", &stage);

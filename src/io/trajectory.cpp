@@ -12,6 +12,7 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/model/supergraph.hpp"
+#include "h5_seal.hpp"
 #include "h5_util.hpp"
 
 namespace dsonas {
@@ -33,6 +34,8 @@ void write_table(hid_t file, const char* name, hid_t ftype, hid_t mtype, hsize_t
   Id dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
   check(H5Pset_chunk(dcpl, rank, chunk), str("chunk ", name));
   check(H5Pset_fletcher32(dcpl), str("fletcher32 ", name));
+  // no modification times: the same records give the same bytes (and seal) whenever written
+  check(H5Pset_obj_track_times(dcpl, false), str("track times ", name));
   Id lcpl{H5Pcreate(H5P_LINK_CREATE), H5Pclose};
   check(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
   Id ds{H5Dcreate2(file, name, ftype, space, lcpl, dcpl, H5P_DEFAULT), H5Dclose};
@@ -40,20 +43,37 @@ void write_table(hid_t file, const char* name, hid_t ftype, hid_t mtype, hsize_t
   if (n) check(H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), str("write ", name));
 }
 
+/// Reads the extendable dataset `name` ([n] or [n, width]) into memory.  Every
+/// HDF5 call is checked: a dataset that is missing, cannot be opened, has another
+/// rank, width or element type, or fails its Fletcher-32 check is exit 3 naming it.
 template <class T>
 std::vector<T> read_table(hid_t file, const std::string& path, const std::string& name, hid_t mtype,
                           hsize_t* n, hsize_t width) {
-  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0)
-    throw Error(kExitCheckpoint, str(path, ": missing dataset ", name));
+  auto bad = [&](const std::string& what) { return Error(kExitCheckpoint, str(path, ": dataset /", name, " ", what)); };
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) throw Error(kExitCheckpoint, str(path, ": missing dataset /", name));
   Id ds{H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose};
+  if (!ds.ok()) throw bad("cannot be opened (the file is damaged)");
   Id space{H5Dget_space(ds), H5Sclose};
+  Id type{H5Dget_type(ds), H5Tclose};
+  const int rank = space.ok() ? H5Sget_simple_extent_ndims(space) : -1;
+  const int want_rank = width ? 2 : 1;
+  if (rank != want_rank) throw bad(str("has rank ", rank, ", expected ", want_rank));
   hsize_t dims[2] = {0, 0};
-  H5Sget_simple_extent_dims(space, dims, nullptr);
-  if ((width && dims[1] != width)) throw Error(kExitCheckpoint, str(path, ": dataset ", name, " has width ", dims[1]));
+  if (H5Sget_simple_extent_dims(space, dims, nullptr) != rank) throw bad("has an unreadable shape");
+  if (width && dims[1] != width) throw bad(str("has width ", dims[1], ", expected ", width));
+  const H5T_class_t want_class = H5Tget_class(mtype);
+  if (!type.ok() || H5Tget_class(type) != want_class)
+    throw bad(want_class == H5T_FLOAT ? "is not a floating-point dataset" : "is not an integer dataset");
+  // Every chunk of a trajectory dataset is written, so its records fit in the storage
+  // the file gives it: a damaged extent must not become a huge allocation.
+  const hsize_t elems = dims[0] * (width ? width : 1);
+  if (width && elems / width != dims[0]) throw bad(str("claims ", dims[0], " records"));
+  if (elems > H5Dget_storage_size(ds) / sizeof(T))
+    throw bad(str("claims ", dims[0], " records but stores ", H5Dget_storage_size(ds), " bytes (the file is damaged)"));
   *n = dims[0];
   std::vector<T> v(static_cast<size_t>(dims[0] * (width ? width : 1)));
   if (!v.empty() && H5Dread(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
-    throw Error(kExitCheckpoint, str(path, ": dataset ", name, " is unreadable (checksum mismatch or truncated file)"));
+    throw bad("is unreadable (checksum mismatch or truncated file)");
   return v;
 }
 
@@ -76,27 +96,29 @@ void Trajectory::append(TrajectoryRecord r) {
 bool Trajectory::read_all(std::vector<TrajectoryRecord>* all) const {
   all->clear();
   if (::access(path_.c_str(), F_OK) != 0) return false;
-  Id file{H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-  if (file.id < 0) throw Error(kExitCheckpoint, str(path_, ": not an HDF5 file or corrupt"));
-  hsize_t n = 0, m = 0;
+  Id file = h5::open_sealed(path_);
+  hsize_t n = 0;
   auto step = read_table<int64_t>(file, path_, "step", H5T_NATIVE_INT64, &n, 0);
-  auto loss = read_table<double>(file, path_, "loss", H5T_NATIVE_DOUBLE, &m, 0);
-  auto acc = read_table<double>(file, path_, "acc", H5T_NATIVE_DOUBLE, &m, 0);
-  auto macs = read_table<double>(file, path_, "live_macs", H5T_NATIVE_DOUBLE, &m, 0);
-  auto zero = read_table<int64_t>(file, path_, "zero_lambda", H5T_NATIVE_INT64, &m, 0);
-  auto edges = read_table<int64_t>(file, path_, "live_edges", H5T_NATIVE_INT64, &m, 0);
+  // every per-record dataset has /step's record count
+  auto column = [&](const std::string& name, hid_t mtype, hsize_t width, auto tag) {
+    hsize_t m = 0;
+    auto v = read_table<decltype(tag)>(file, path_, name, mtype, &m, width);
+    if (m != n) throw Error(kExitCheckpoint, str(path_, ": dataset /", name, " has ", m, " records, /step has ", n));
+    return v;
+  };
+  auto loss = column("loss", H5T_NATIVE_DOUBLE, 0, double());
+  auto acc = column("acc", H5T_NATIVE_DOUBLE, 0, double());
+  auto macs = column("live_macs", H5T_NATIVE_DOUBLE, 0, double());
+  auto zero = column("zero_lambda", H5T_NATIVE_INT64, 0, int64_t());
+  auto edges = column("live_edges", H5T_NATIVE_INT64, 0, int64_t());
   // /images is absent from files written before it existed: unknown (-1)
   std::vector<int64_t> images(static_cast<size_t>(n), -1);
-  if (H5Lexists(file, "images", H5P_DEFAULT) > 0) {
-    images = read_table<int64_t>(file, path_, "images", H5T_NATIVE_INT64, &m, 0);
-    if (m != n) throw Error(kExitCheckpoint, str(path_, ": images has ", m, " records, step has ", n));
-  }
+  if (H5Lexists(file, "images", H5P_DEFAULT) > 0) images = column("images", H5T_NATIVE_INT64, 0, int64_t());
   size_t total = 0;
   for (const LambdaGroup& g : groups_) total = std::max(total, static_cast<size_t>(g.offset + g.size));
   std::vector<std::vector<float>> lam(static_cast<size_t>(n), std::vector<float>(total, 0.f));
   for (const LambdaGroup& g : groups_) {
-    auto v = read_table<float>(file, path_, "lambda/" + g.name, H5T_NATIVE_FLOAT, &m, static_cast<hsize_t>(g.size));
-    if (m != n) throw Error(kExitCheckpoint, str(path_, ": lambda/", g.name, " has ", m, " records, step has ", n));
+    auto v = column("lambda/" + g.name, H5T_NATIVE_FLOAT, static_cast<hsize_t>(g.size), float());
     for (hsize_t r = 0; r < n; ++r)
       std::memcpy(lam[r].data() + g.offset, v.data() + r * g.size, sizeof(float) * static_cast<size_t>(g.size));
   }
@@ -138,11 +160,8 @@ bool Trajectory::load_count(int64_t count) {
 void Trajectory::save() const {
   std::vector<char> image;
   {
-    // built in memory (core driver, no backing store); written by write_file_atomically
-    Id fapl{H5Pcreate(H5P_FILE_ACCESS), H5Pclose};
-    check(H5Pset_fapl_core(fapl, 1 << 20, 0), "core driver");
-    Id file{H5Fcreate(path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose};
-    if (file.id < 0) fail_lib("HDF5", str("create in-memory file for ", path_), __FILE__, __LINE__);
+    h5::MemoryFile mf(path_);  // built in memory, sealed, written by write_file_atomically
+    const hid_t file = mf.id();
     auto attr = [&](const char* name, const std::string& v) {
       Id type{H5Tcopy(H5T_C_S1), H5Tclose};
       H5Tset_size(type, v.empty() ? 1 : v.size());
@@ -180,11 +199,7 @@ void Trajectory::save() const {
       write_table(file, ("lambda/" + g.name).c_str(), H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, n, static_cast<hsize_t>(g.size),
                   v.data());
     }
-    check(H5Fflush(file, H5F_SCOPE_GLOBAL), "flush in-memory file");
-    const ssize_t bytes = H5Fget_file_image(file, nullptr, 0);
-    if (bytes <= 0) fail_lib("HDF5", "file image size", __FILE__, __LINE__);
-    image.resize(static_cast<size_t>(bytes));
-    if (H5Fget_file_image(file, image.data(), image.size()) != bytes) fail_lib("HDF5", "file image", __FILE__, __LINE__);
+    image = mf.sealed_image();
   }
   write_file_atomically(path_, image.data(), image.size());
 }

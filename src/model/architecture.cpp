@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/json.hpp"
 #include "dsonas/optim/prune.hpp"
 
 namespace dsonas {
@@ -538,348 +539,9 @@ std::string Architecture::to_dot() const {
 
 // ---- JSON input ----------------------------------------------------------------------
 //
-// Design note.  A small recursive-descent parser for RFC 8259 JSON (objects keep
-// their member order and may repeat a key; the reader below refuses a repeated
-// field it looks up), followed by a strict field-by-field reader.  Every error
-// is one fail_usage line "FILE: FIELD: message"; syntax errors name line and
-// column instead of a field.
+// The JSON reader is core/json.hpp (strict field-by-field reading: every error is
+// one fail_usage line "FILE: FIELD: message"; syntax errors name line and column).
 namespace {
-
-struct JV {
-  enum Kind { Null, Bool, Num, Str, Arr, Obj } kind = Null;
-  bool b = false;
-  std::string text;  // Num: the literal as written; Str: the decoded string
-  bool integral = false;
-  std::vector<JV> arr;
-  std::vector<std::pair<std::string, JV>> obj;
-};
-
-const char* kind_name(JV::Kind k) {
-  switch (k) {
-    case JV::Null: return "null";
-    case JV::Bool: return "a boolean";
-    case JV::Num: return "a number";
-    case JV::Str: return "a string";
-    case JV::Arr: return "an array";
-    case JV::Obj: return "an object";
-  }
-  return "?";
-}
-
-class JsonParser {
- public:
-  JsonParser(const std::string& text, const std::string& file) : t_(text), file_(file) {}
-
-  JV parse() {
-    skip_ws();
-    JV v = value(0);
-    skip_ws();
-    if (p_ != t_.size()) fail("unexpected text after the JSON value");
-    return v;
-  }
-
- private:
-  static constexpr int kMaxDepth = 64;
-  const std::string& t_;
-  const std::string& file_;
-  size_t p_ = 0;
-
-  [[noreturn]] void fail(const std::string& msg) const {
-    int line = 1, col = 1;
-    for (size_t i = 0; i < p_ && i < t_.size(); ++i) {
-      if (t_[i] == '\n') {
-        ++line;
-        col = 1;
-      } else {
-        ++col;
-      }
-    }
-    fail_usage(str(file_, ": line ", line, ", column ", col, ": ", msg));
-  }
-  void skip_ws() {
-    while (p_ < t_.size() && (t_[p_] == ' ' || t_[p_] == '\t' || t_[p_] == '\n' || t_[p_] == '\r')) ++p_;
-  }
-  bool literal(const char* w) {
-    const size_t n = std::strlen(w);
-    if (t_.compare(p_, n, w) != 0) return false;
-    p_ += n;
-    return true;
-  }
-
-  JV value(int depth) {
-    if (depth > kMaxDepth) fail("nesting deeper than 64 levels");
-    if (p_ >= t_.size()) fail("unexpected end of text (a value was expected)");
-    JV v;
-    const char c = t_[p_];
-    if (c == '{') {
-      v.kind = JV::Obj;
-      ++p_;
-      skip_ws();
-      if (p_ < t_.size() && t_[p_] == '}') {
-        ++p_;
-        return v;
-      }
-      for (;;) {
-        skip_ws();
-        if (p_ >= t_.size() || t_[p_] != '"') fail("expected a string key");
-        std::string key = string_body();
-        skip_ws();
-        if (p_ >= t_.size() || t_[p_] != ':') fail("expected ':' after a key");
-        ++p_;
-        skip_ws();
-        JV m = value(depth + 1);
-        v.obj.emplace_back(std::move(key), std::move(m));
-        skip_ws();
-        if (p_ < t_.size() && t_[p_] == ',') {
-          ++p_;
-          continue;
-        }
-        if (p_ < t_.size() && t_[p_] == '}') {
-          ++p_;
-          return v;
-        }
-        fail("expected ',' or '}' in an object");
-      }
-    }
-    if (c == '[') {
-      v.kind = JV::Arr;
-      ++p_;
-      skip_ws();
-      if (p_ < t_.size() && t_[p_] == ']') {
-        ++p_;
-        return v;
-      }
-      for (;;) {
-        skip_ws();
-        v.arr.push_back(value(depth + 1));
-        skip_ws();
-        if (p_ < t_.size() && t_[p_] == ',') {
-          ++p_;
-          continue;
-        }
-        if (p_ < t_.size() && t_[p_] == ']') {
-          ++p_;
-          return v;
-        }
-        fail("expected ',' or ']' in an array");
-      }
-    }
-    if (c == '"') {
-      v.kind = JV::Str;
-      v.text = string_body();
-      return v;
-    }
-    if (literal("true")) {
-      v.kind = JV::Bool;
-      v.b = true;
-      return v;
-    }
-    if (literal("false")) {
-      v.kind = JV::Bool;
-      return v;
-    }
-    if (literal("null")) return v;
-    if (c == '-' || (c >= '0' && c <= '9')) return number();
-    fail(str("unexpected character '", c, "'"));
-  }
-
-  JV number() {
-    const size_t b = p_;
-    auto digits = [&] {
-      const size_t s = p_;
-      while (p_ < t_.size() && t_[p_] >= '0' && t_[p_] <= '9') ++p_;
-      return p_ - s;
-    };
-    if (t_[p_] == '-') ++p_;
-    if (p_ < t_.size() && t_[p_] == '0') {
-      ++p_;
-    } else if (digits() == 0) {
-      fail("bad number");
-    }
-    bool integral = true;
-    if (p_ < t_.size() && t_[p_] == '.') {
-      ++p_;
-      integral = false;
-      if (digits() == 0) fail("bad number (digits expected after '.')");
-    }
-    if (p_ < t_.size() && (t_[p_] == 'e' || t_[p_] == 'E')) {
-      ++p_;
-      integral = false;
-      if (p_ < t_.size() && (t_[p_] == '+' || t_[p_] == '-')) ++p_;
-      if (digits() == 0) fail("bad number (digits expected in the exponent)");
-    }
-    JV v;
-    v.kind = JV::Num;
-    v.text = t_.substr(b, p_ - b);
-    v.integral = integral;
-    return v;
-  }
-
-  unsigned hex4() {
-    if (p_ + 4 > t_.size()) fail("truncated \\u escape");
-    unsigned u = 0;
-    for (int i = 0; i < 4; ++i) {
-      const char h = t_[p_++];
-      u <<= 4;
-      if (h >= '0' && h <= '9') u |= static_cast<unsigned>(h - '0');
-      else if (h >= 'a' && h <= 'f') u |= static_cast<unsigned>(h - 'a' + 10);
-      else if (h >= 'A' && h <= 'F') u |= static_cast<unsigned>(h - 'A' + 10);
-      else fail("bad hex digit in a \\u escape");
-    }
-    return u;
-  }
-
-  static void put_utf8(std::string& o, unsigned cp) {
-    if (cp < 0x80) {
-      o += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      o += static_cast<char>(0xC0 | (cp >> 6));
-      o += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      o += static_cast<char>(0xE0 | (cp >> 12));
-      o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      o += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      o += static_cast<char>(0xF0 | (cp >> 18));
-      o += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      o += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-
-  /// At the opening quote; returns the decoded string, leaves p_ after the closing quote.
-  std::string string_body() {
-    ++p_;
-    std::string o;
-    for (;;) {
-      if (p_ >= t_.size()) fail("unterminated string");
-      const unsigned char c = static_cast<unsigned char>(t_[p_]);
-      if (c == '"') {
-        ++p_;
-        return o;
-      }
-      if (c < 0x20) fail("control character inside a string");
-      if (c != '\\') {
-        o += static_cast<char>(c);
-        ++p_;
-        continue;
-      }
-      ++p_;
-      if (p_ >= t_.size()) fail("unterminated string");
-      const char e = t_[p_++];
-      switch (e) {
-        case '"': o += '"'; break;
-        case '\\': o += '\\'; break;
-        case '/': o += '/'; break;
-        case 'b': o += '\b'; break;
-        case 'f': o += '\f'; break;
-        case 'n': o += '\n'; break;
-        case 'r': o += '\r'; break;
-        case 't': o += '\t'; break;
-        case 'u': {
-          unsigned cp = hex4();
-          if (cp >= 0xD800 && cp <= 0xDBFF) {  // surrogate pair
-            if (p_ + 2 > t_.size() || t_[p_] != '\\' || t_[p_ + 1] != 'u') fail("unpaired surrogate in a \\u escape");
-            p_ += 2;
-            const unsigned lo = hex4();
-            if (lo < 0xDC00 || lo > 0xDFFF) fail("bad low surrogate in a \\u escape");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            fail("unpaired surrogate in a \\u escape");
-          }
-          put_utf8(o, cp);
-          break;
-        }
-        default: fail(str("bad escape '\\", e, "'"));
-      }
-    }
-  }
-};
-
-/// Strict reader of one JSON object: typed getters naming the field on error,
-/// and finish() refusing any member that was not read.
-class JObj {
- public:
-  JObj(const JV& v, std::string path, const std::string& file) : v_(v), path_(std::move(path)), file_(file) {
-    if (v.kind != JV::Obj) bad(path_.empty() ? "(top level)" : path_, str("expected an object, got ", kind_name(v.kind)));
-    used_.assign(v.obj.size(), 0);
-  }
-
-  [[noreturn]] void bad(const std::string& field, const std::string& msg) const {
-    fail_usage(str(file_, ": ", field, ": ", msg));
-  }
-  std::string field(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
-  const std::string& path() const { return path_; }
-  const std::string& file() const { return file_; }
-  const JV& value() const { return v_; }
-
-  const JV& get(const std::string& key) {
-    const JV* found = nullptr;
-    for (size_t i = 0; i < v_.obj.size(); ++i)
-      if (v_.obj[i].first == key) {
-        if (found) bad(field(key), "appears more than once");
-        found = &v_.obj[i].second;
-        used_[i] = 1;
-      }
-    if (!found) bad(field(key), "missing");
-    return *found;
-  }
-  int64_t i64(const std::string& key, int64_t lo, int64_t hi) { return as_i64(get(key), field(key), lo, hi); }
-  std::string text(const std::string& key) {
-    const JV& v = get(key);
-    if (v.kind != JV::Str) bad(field(key), str("expected a string, got ", kind_name(v.kind)));
-    return v.text;
-  }
-  bool boolean(const std::string& key) {
-    const JV& v = get(key);
-    if (v.kind != JV::Bool) bad(field(key), str("expected true or false, got ", kind_name(v.kind)));
-    return v.b;
-  }
-  const JV& array(const std::string& key, const char* what) {
-    const JV& v = get(key);
-    if (v.kind != JV::Arr) bad(field(key), str("expected ", what));
-    return v;
-  }
-  std::vector<int64_t> int_array(const std::string& key, int64_t lo, int64_t hi) {
-    const JV& a = array(key, "an array of integers");
-    std::vector<int64_t> out;
-    for (const JV& e : a.arr) {
-      if (e.kind != JV::Num || !e.integral) bad(field(key), "expected an array of integers");
-      out.push_back(as_i64(e, str(field(key), "[", out.size(), "]"), lo, hi));
-    }
-    return out;
-  }
-  std::vector<std::string> string_array(const std::string& key, const char* what) {
-    const JV& a = array(key, what);
-    std::vector<std::string> out;
-    for (const JV& e : a.arr) {
-      if (e.kind != JV::Str) bad(field(key), str("expected ", what));
-      out.push_back(e.text);
-    }
-    return out;
-  }
-  JObj object(const std::string& key) { return JObj(get(key), field(key), file_); }
-
-  void finish() const {
-    for (size_t i = 0; i < v_.obj.size(); ++i)
-      if (!used_[i]) bad(field(v_.obj[i].first), "unknown field");
-  }
-
-  int64_t as_i64(const JV& v, const std::string& f, int64_t lo, int64_t hi) const {
-    if (v.kind != JV::Num || !v.integral) bad(f, str("expected an integer, got ", v.kind == JV::Num ? v.text : kind_name(v.kind)));
-    errno = 0;
-    char* end = nullptr;
-    const long long x = std::strtoll(v.text.c_str(), &end, 10);
-    if (errno == ERANGE || x < lo || x > hi) bad(f, str("expected an integer in [", lo, ", ", hi, "], got ", v.text));
-    return x;
-  }
-
- private:
-  const JV& v_;
-  std::string path_;
-  const std::string& file_;
-  std::vector<uint8_t> used_;
-};
 
 std::string join_ints(const std::vector<int>& v, const char* sep = ",") {
   std::string o;
@@ -908,61 +570,11 @@ int parse_input_name(const std::string& s, int N, int* level) {
   return 1 + N * (l - 1) + (j - 1);
 }
 
-constexpr int64_t kMaxDim = 1 << 16;
-
-SearchSpace read_space(JObj o) {
-  SearchSpace sp;
-  sp.preset = o.text("preset");
-  sp.levels = static_cast<int>(o.i64("levels", 1, 16));
-  sp.ops.clear();
-  {
-    const std::vector<std::string> ops = o.string_array("ops", "an array of op names");
-    if (ops.empty() || ops.size() > 16) o.bad(o.field("ops"), str("expected 1 to 16 op names, got ", ops.size()));
-    for (size_t j = 0; j < ops.size(); ++j)
-      sp.ops.push_back(parse_op(ops[j], str(o.file(), ": ", o.field("ops"), "[", j, "]")));
-  }
-  const std::vector<int64_t> in = o.int_array("input", 1, kMaxDim);
-  if (in.size() != 3) o.bad(o.field("input"), str("expected [channels, height, width], got ", in.size(), " numbers"));
-  sp.in_channels = static_cast<int>(in[0]);
-  sp.in_height = static_cast<int>(in[1]);
-  sp.in_width = static_cast<int>(in[2]);
-  sp.classes = static_cast<int>(o.i64("classes", 2, 1 << 20));
-  const std::string stem = o.text("stem");
-  if (stem == "conv3") sp.stem = StemKind::Conv3;
-  else if (stem == "imagenet2x") sp.stem = StemKind::ImageNet2x;
-  else o.bad(o.field("stem"), str("expected \"conv3\" or \"imagenet2x\", got \"", stem, "\""));
-  sp.stem_channels = static_cast<int>(o.i64("stem_channels", 1, kMaxDim));
-  sp.normal_units.clear();
-  for (int64_t u : o.int_array("normal_units", 1, 1024)) sp.normal_units.push_back(static_cast<int>(u));
-  if (sp.normal_units.empty() || sp.normal_units.size() > 16)
-    o.bad(o.field("normal_units"), str("expected 1 to 16 stages, got ", sp.normal_units.size()));
-  sp.widths.clear();
-  for (int64_t w : o.int_array("widths", 1, kMaxDim)) sp.widths.push_back(static_cast<int>(w));
-  if (sp.widths.size() != sp.normal_units.size())
-    o.bad(o.field("widths"), str("expected ", sp.normal_units.size(), " widths (one per stage), got ", sp.widths.size()));
-  if (sp.widths[0] != sp.stem_channels)
-    o.bad(o.field("widths") + "[0]", str("the stage-1 width must equal stem_channels (", sp.stem_channels, "), got ",
-                                         sp.widths[0]));
-  if (sp.stem == StemKind::ImageNet2x && sp.stem_channels < 2)
-    o.bad(o.field("stem_channels"), "the imagenet2x stem needs at least 2 channels");
-  sp.share = o.boolean("share");
-  try {
-    sp.validate();
-  } catch (const Error& e) {
-    fail_usage(str(o.file(), ": ", e.what()));
-  }
-  const int64_t tl = o.i64("total_lambda", 0, INT64_MAX);
-  if (tl != sp.total_lambda())
-    o.bad(o.field("total_lambda"), str(tl, " does not match the space (", sp.total_lambda(), ")"));
-  o.finish();
-  return sp;
-}
-
 }  // namespace
 
 Architecture Architecture::from_json(const std::string& text, const std::string& file) {
-  const JV root_v = JsonParser(text, file).parse();
-  JObj root(root_v, "", file);
+  const JsonValue root_v = parse_json(text, file);
+  JsonObject root(root_v, "", file);
   const std::string fmt = root.text("format");
   if (fmt != "dsonas-architecture")
     root.bad("format", str("expected \"dsonas-architecture\", got \"", fmt, "\""));
@@ -973,21 +585,21 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
   a.source = root.text("source");
   a.stage = root.text("stage");
   a.step = root.i64("step", INT64_MIN, INT64_MAX);
-  a.space_ = read_space(root.object("space"));
+  a.space_ = SearchSpace::from_json_value(root.get("space"), "space", file, kExitUsage);
   const SearchSpace& sp = a.space_;
   const int L = sp.levels, N = sp.N();
   if (root.boolean("share") != sp.share)
     root.bad("share", str("expected ", sp.share ? "true" : "false", " (space.share)"));
 
   // ---- blocks
-  const JV& blocks = root.array("blocks", "an array of blocks");
+  const JsonValue& blocks = root.array("blocks", "an array of blocks");
   if (static_cast<int>(blocks.arr.size()) != sp.num_normal_blocks())
     root.bad("blocks", str("expected ", sp.num_normal_blocks(), " blocks (the space's normal units), got ",
                            blocks.arr.size()));
   size_t bi = 0;
   for (int s = 0; s < sp.stages(); ++s)
     for (int u = 0; u < sp.normal_units[s]; ++u, ++bi) {
-      JObj b(blocks.arr[bi], str("blocks[", bi, "]"), file);
+      JsonObject b(blocks.arr[bi], str("blocks[", bi, "]"), file);
       ArchBlock blk;
       blk.stage = s + 1;
       blk.unit = u + 1;
@@ -1012,11 +624,11 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
         b.bad(b.field("shortcut"), str("expected \"", want_sc, "\" (", blk.id_conv ? "the first" : "not the first",
                                        " unit of its stage), got \"", sc, "\""));
       const bool empty = b.boolean("empty");
-      const JV& ops = b.array("ops", "an array of ops");
+      const JsonValue& ops = b.array("ops", "an array of ops");
       std::vector<int> pos_of(static_cast<size_t>(L * N), -1);  // op index → position in blk.ops
       std::vector<uint8_t> consumed;
       for (size_t k = 0; k < ops.arr.size(); ++k) {
-        JObj o(ops.arr[k], str(b.field("ops"), "[", k, "]"), file);
+        JsonObject o(ops.arr[k], str(b.field("ops"), "[", k, "]"), file);
         ArchOp op;
         op.level = static_cast<int>(o.i64("level", 1, L));
         op.op = static_cast<int>(o.i64("op", 1, N));
@@ -1065,12 +677,12 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
     }
 
   // ---- reductions
-  const JV& reds = root.array("reductions", "an array of reductions");
+  const JsonValue& reds = root.array("reductions", "an array of reductions");
   if (static_cast<int>(reds.arr.size()) != sp.num_reductions())
     root.bad("reductions", str("expected ", sp.num_reductions(), " reductions (one after every stage but the last), got ",
                                reds.arr.size()));
   for (int s = 0; s < sp.num_reductions(); ++s) {
-    JObj r(reds.arr[static_cast<size_t>(s)], str("reductions[", s, "]"), file);
+    JsonObject r(reds.arr[static_cast<size_t>(s)], str("reductions[", s, "]"), file);
     ArchReduction red;
     red.stage = s + 1;
     red.name = str("s", s + 1, "/red");
@@ -1096,13 +708,13 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
 
   // ---- derived fields: must agree with the structure
   {
-    JObj sv = root.object("survivors");
+    JsonObject sv = root.object("survivors");
     const int64_t ops = sv.i64("ops", INT64_MIN, INT64_MAX), of = sv.i64("of", INT64_MIN, INT64_MAX);
     if (ops != a.live_ops()) sv.bad(sv.field("ops"), str(ops, " does not match the blocks (", a.live_ops(), " live ops)"));
     const int64_t all = static_cast<int64_t>(sp.num_normal_blocks()) * L * N;
     if (of != all) sv.bad(sv.field("of"), str(of, " does not match the space (", all, " ops)"));
     auto per = [&](const std::string& key, const std::vector<int64_t>& want, auto name_of) {
-      JObj m = sv.object(key);
+      JsonObject m = sv.object(key);
       const auto& mem = m.value().obj;
       if (mem.size() != want.size()) m.bad(m.path(), str("expected ", want.size(), " entries, got ", mem.size()));
       for (size_t i = 0; i < mem.size(); ++i) {

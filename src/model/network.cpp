@@ -128,6 +128,8 @@ NetworkOptions NetworkOptions::from_string(const std::string& s, const std::stri
 // ---------------------------------------------------------------------------
 // structure
 
+namespace {
+
 struct NBn {
   int gamma = -1, beta = -1, stats = -1;
 };
@@ -218,6 +220,8 @@ struct NAux {
   Tensor x, hb, m, iv, p, c1, r1, m1, i1, c2, r2, m2, i2, pooled, logits;
   void clear_acts() { x = hb = m = iv = p = c1 = r1 = m1 = i1 = c2 = r2 = m2 = i2 = pooled = logits = Tensor(); }
 };
+
+}  // namespace
 
 struct Network::Impl {
   NStem stem;
@@ -541,8 +545,6 @@ void bn_bwd(NCtx& c, const NBn& b, const Tensor& x, const Tensor& y, const Tenso
             const Tensor& si, Tensor& dx, float beta_dx = 0.f) {
   c.be.bn_backward(x, y, dy, c.P[b.gamma].value, sm, si, dx, &c.P[b.gamma].grad, &c.P[b.beta].grad, true, beta_dx);
 }
-
-}  // namespace
 
 struct NetFwd {
   Network& net;
@@ -979,6 +981,8 @@ struct NetFwd {
     I.aux.clear_acts();
   }
 };
+
+}  // namespace
 
 namespace {
 void check_batch(const SearchSpace& sp, const int32_t* labels, int n) {

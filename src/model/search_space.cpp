@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/json.hpp"
 
 namespace dsonas {
 
@@ -96,7 +97,7 @@ std::string SearchSpace::to_json() const {
   for (size_t i = 0; i < ops.size(); ++i) ops_s += str(i ? "," : "", "\"", op_name(ops[i]), "\"");
   for (size_t i = 0; i < normal_units.size(); ++i) units_s += str(i ? "," : "", normal_units[i]);
   for (size_t i = 0; i < widths.size(); ++i) widths_s += str(i ? "," : "", widths[i]);
-  return str("{\"preset\":\"", preset, "\",\"levels\":", levels, ",\"ops\":[", ops_s,
+  return str("{\"preset\":", json_quote(preset), ",\"levels\":", levels, ",\"ops\":[", ops_s,
              "],\"input\":[", in_channels, ",", in_height, ",", in_width, "],\"classes\":", classes,
              ",\"stem\":\"", stem == StemKind::Conv3 ? "conv3" : "imagenet2x",
              "\",\"stem_channels\":", stem_channels, ",\"normal_units\":[", units_s,
@@ -105,67 +106,65 @@ std::string SearchSpace::to_json() const {
 }
 
 namespace {
-
-/// The raw text of `"key":value` in a flat JSON object (value: number, string,
-/// bool or a flat array).
-std::string json_value(const std::string& js, const std::string& key, const std::string& source) {
-  const std::string pat = "\"" + key + "\":";
-  const size_t k = js.find(pat);
-  if (k == std::string::npos) throw Error(kExitCheckpoint, str(source, ": space JSON has no \"", key, "\""));
-  size_t b = k + pat.size(), e = b;
-  if (e < js.size() && js[e] == '[') {
-    e = js.find(']', e);
-    if (e == std::string::npos) throw Error(kExitCheckpoint, str(source, ": bad space JSON at ", key));
-    return js.substr(b + 1, e - b - 1);
-  }
-  while (e < js.size() && js[e] != ',' && js[e] != '}') ++e;
-  std::string v = js.substr(b, e - b);
-  if (v.size() >= 2 && v.front() == '"') v = v.substr(1, v.size() - 2);
-  return v;
-}
-
-std::vector<std::string> json_list(const std::string& raw) {
-  std::vector<std::string> out;
-  std::stringstream ss(raw);
-  std::string tok;
-  while (std::getline(ss, tok, ',')) {
-    if (tok.size() >= 2 && tok.front() == '"') tok = tok.substr(1, tok.size() - 2);
-    if (!tok.empty()) out.push_back(tok);
-  }
-  return out;
-}
-
+constexpr int64_t kMaxDim = 1 << 16;
 }  // namespace
 
-SearchSpace SearchSpace::from_json(const std::string& js, const std::string& source) {
-  SearchSpace s;
-  try {
-    s.preset = json_value(js, "preset", source);
-    s.levels = std::stoi(json_value(js, "levels", source));
-    s.ops.clear();
-    for (const std::string& o : json_list(json_value(js, "ops", source))) s.ops.push_back(parse_op(o, source));
-    std::vector<std::string> in = json_list(json_value(js, "input", source));
-    if (in.size() != 3) throw Error(kExitCheckpoint, str(source, ": space input must have 3 numbers"));
-    s.in_channels = std::stoi(in[0]);
-    s.in_height = std::stoi(in[1]);
-    s.in_width = std::stoi(in[2]);
-    s.classes = std::stoi(json_value(js, "classes", source));
-    s.stem = json_value(js, "stem", source) == "imagenet2x" ? StemKind::ImageNet2x : StemKind::Conv3;
-    s.stem_channels = std::stoi(json_value(js, "stem_channels", source));
-    s.normal_units.clear();
-    for (const std::string& u : json_list(json_value(js, "normal_units", source))) s.normal_units.push_back(std::stoi(u));
-    s.widths.clear();
-    for (const std::string& w : json_list(json_value(js, "widths", source))) s.widths.push_back(std::stoi(w));
-    s.share = json_value(js, "share", source) == "true";
-  } catch (const std::logic_error&) {
-    throw Error(kExitCheckpoint, str(source, ": malformed space JSON"));
+SearchSpace SearchSpace::from_json_value(const JsonValue& v, const std::string& path, const std::string& file, int code) {
+  JsonObject o(v, path, file, code);
+  SearchSpace sp;
+  sp.preset = o.text("preset");
+  sp.levels = static_cast<int>(o.i64("levels", 1, 16));
+  sp.ops.clear();
+  {
+    const std::vector<std::string> ops = o.string_array("ops", "an array of op names");
+    if (ops.empty() || ops.size() > 16) o.bad(o.field("ops"), str("expected 1 to 16 op names, got ", ops.size()));
+    for (size_t j = 0; j < ops.size(); ++j) {
+      try {
+        sp.ops.push_back(parse_op(ops[j], str(o.file(), ": ", o.field("ops"), "[", j, "]")));
+      } catch (const Error& e) {
+        throw Error(code, e.what());
+      }
+    }
   }
+  const std::vector<int64_t> in = o.int_array("input", 1, kMaxDim);
+  if (in.size() != 3) o.bad(o.field("input"), str("expected [channels, height, width], got ", in.size(), " numbers"));
+  sp.in_channels = static_cast<int>(in[0]);
+  sp.in_height = static_cast<int>(in[1]);
+  sp.in_width = static_cast<int>(in[2]);
+  sp.classes = static_cast<int>(o.i64("classes", 2, 1 << 20));
+  const std::string stem = o.text("stem");
+  if (stem == "conv3") sp.stem = StemKind::Conv3;
+  else if (stem == "imagenet2x") sp.stem = StemKind::ImageNet2x;
+  else o.bad(o.field("stem"), str("expected \"conv3\" or \"imagenet2x\", got \"", stem, "\""));
+  sp.stem_channels = static_cast<int>(o.i64("stem_channels", 1, kMaxDim));
+  sp.normal_units.clear();
+  for (int64_t u : o.int_array("normal_units", 1, 1024)) sp.normal_units.push_back(static_cast<int>(u));
+  if (sp.normal_units.empty() || sp.normal_units.size() > 16)
+    o.bad(o.field("normal_units"), str("expected 1 to 16 stages, got ", sp.normal_units.size()));
+  sp.widths.clear();
+  for (int64_t w : o.int_array("widths", 1, kMaxDim)) sp.widths.push_back(static_cast<int>(w));
+  if (sp.widths.size() != sp.normal_units.size())
+    o.bad(o.field("widths"), str("expected ", sp.normal_units.size(), " widths (one per stage), got ", sp.widths.size()));
+  if (sp.widths[0] != sp.stem_channels)
+    o.bad(o.field("widths") + "[0]", str("the stage-1 width must equal stem_channels (", sp.stem_channels, "), got ",
+                                         sp.widths[0]));
+  if (sp.stem == StemKind::ImageNet2x && sp.stem_channels < 2)
+    o.bad(o.field("stem_channels"), "the imagenet2x stem needs at least 2 channels");
+  sp.share = o.boolean("share");
   try {
-    s.validate();
+    sp.validate();
   } catch (const Error& e) {
-    throw Error(kExitCheckpoint, str(source, ": ", e.what()));
+    throw Error(code, str(o.file(), ": ", e.what()));
   }
-  return s;
+  const int64_t tl = o.i64("total_lambda", 0, INT64_MAX);
+  if (tl != sp.total_lambda())
+    o.bad(o.field("total_lambda"), str(tl, " does not match the space (", sp.total_lambda(), ")"));
+  o.finish();
+  return sp;
+}
+
+SearchSpace SearchSpace::from_json(const std::string& js, const std::string& source) {
+  return from_json_value(parse_json(js, source, kExitCheckpoint), "space", source, kExitCheckpoint);
 }
 
 SearchSpace SearchSpace::preset_named(const std::string& name) {

@@ -23,8 +23,6 @@ constexpr float kBnMomentum = 0.9f;
 enum class Init { ConvGauss, FcGauss, Zero, One };
 
 Shape act_shape(int c, int n, int h, int w) { return {c, n, h, w}; }
-}  // namespace
-
 struct BnIdx {
   int gamma = -1, beta = -1, stats = -1;
 };
@@ -91,6 +89,8 @@ struct HeadDef {
   Tensor x, hb, m, iv, pooled, logits;
   void clear_acts() { x = hb = m = iv = pooled = logits = Tensor(); }
 };
+
+}  // namespace
 
 struct Supergraph::Impl {
   StemDef stem;
@@ -393,8 +393,6 @@ ConvDesc conv_desc(int cin, int cout, int k, int stride, int pad, int groups = 1
   d.cin = cin; d.cout = cout; d.k = k; d.stride = stride; d.pad = pad; d.groups = groups;
   return d;
 }
-
-}  // namespace
 
 struct Fwd {
   Supergraph& g;
@@ -837,6 +835,8 @@ struct Fwd {
     ready(0);
   }
 };
+
+}  // namespace
 
 StepResult Supergraph::train_step(const float* x_nchw, const int32_t* labels, int n, float grad_scale,
                                   bool weight_grads, bool lambda_grads) {

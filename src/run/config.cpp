@@ -1,10 +1,15 @@
 // config.cpp — the option registry (Boost.Program_options) and validation.
 #include "dsonas/run/config.hpp"
 
+#include <sys/stat.h>
+
 #include <boost/program_options.hpp>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 
 #include "dsonas/backend/backend.hpp"
@@ -185,17 +190,30 @@ std::string config_help(const std::string& command) {
   return os.str();
 }
 
+void check_option_text(const std::string& text, const std::string& where) {
+  for (const char* ph : {"%canonical_option%", "%prefix_option%", "%original_token%", "%option%", "%prefix%", "%value%"})
+    if (text.find(ph) != std::string::npos)
+      fail_usage(str(where, ": contains '", ph, "', which the option parser cannot report errors about"));
+}
+
 RunConfig parse_config(const std::string& command, int argc, char** argv) {
   RunConfig c;
   c.command = command;
   Registry r(c);
   po::variables_map vm;
+  for (int i = 1; i < argc; ++i) check_option_text(argv[i], str("command line argument ", i));
   try {
     po::store(po::command_line_parser(argc, argv).options(r.all).run(), vm);
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
-      std::ifstream in(path);
-      if (!in) fail_usage(str("--config: cannot open ", path));
+      struct stat st;
+      if (::stat(path.c_str(), &st) != 0) fail_usage(str("--config: cannot open ", path, ": ", std::strerror(errno)));
+      if (!S_ISREG(st.st_mode)) fail_usage(str("--config: ", path, " is not a regular file"));
+      std::ifstream file(path);
+      if (!file) fail_usage(str("--config: cannot open ", path));
+      const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      check_option_text(text, path);
+      std::istringstream in(text);
       try {
         po::store(po::parse_config_file(in, r.all, false), vm);
       } catch (const po::error& e) {

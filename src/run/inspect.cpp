@@ -12,6 +12,7 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/io/network_file.hpp"
+#include "dsonas/io/seal.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/prune.hpp"
@@ -77,7 +78,7 @@ int run_inspect(int argc, char** argv) {
   if (path.empty()) fail_usage("inspect: a file is required (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])");
   const std::string fmt = read_root_attr(path, "format");
   if (fmt == "dsonas-network" || fmt == "dsonas-network-checkpoint") {  // retrain (io/network_file.hpp)
-    std::cout << describe_network_file(path);
+    std::cout << describe_network_file(path) << describe_seal(path);
     if (!other.empty()) print_diff(path, other);
     return kExitOk;
   }
@@ -86,7 +87,7 @@ int run_inspect(int argc, char** argv) {
   const SearchSpace sp = SearchSpace::from_json(read_root_attr(path, "space"), path);
   auto be = make_backend(Device::CPU, 1);
   Supergraph g(sp, *be, 0);
-  std::cout << path << ": " << fmt << "\nspace: " << sp.to_json() << "\n";
+  std::cout << path << ": " << fmt << "\n" << describe_seal(path) << "space: " << sp.to_json() << "\n";
   if (fmt == "dsonas-trajectory") {
     Trajectory tr(path, sp.to_json(), g.lambda_groups());
     tr.load(std::numeric_limits<int64_t>::max());

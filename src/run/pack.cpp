@@ -9,6 +9,7 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/fault.hpp"
 #include "dsonas/data/imagenet.hpp"
+#include "dsonas/run/config.hpp"
 #include "dsonas/run/validate.hpp"  // defines: run_pack
 
 namespace po = boost::program_options;
@@ -68,6 +69,7 @@ int run_pack(int argc, char** argv) {
      "listed); default: 0.1% of the images, at least 10")
     ("strict", po::bool_switch(&o.strict), "an undecodable image (or one with a libjpeg warning) is fatal");
   po::variables_map vm;
+  for (int i = 1; i < argc; ++i) check_option_text(argv[i], str("pack: command line argument ", i));
   try {
     po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
     po::notify(vm);

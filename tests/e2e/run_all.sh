@@ -126,24 +126,32 @@ flip_weight_byte() {  # one byte of the stem weights' stored chunk
   "$PY" - "$1" <<'PYEOF'
 import sys, h5py
 p = sys.argv[1]
-with h5py.File(p, "r") as f:
-    off = f["params/stem/conv/weight"].id.get_chunk_info(0).byte_offset
+with h5py.File(p, "r") as f:  # HDF5 addresses count from the end of the user block (the seal)
+    off = f["params/stem/conv/weight"].id.get_chunk_info(0).byte_offset + f.userblock_size
 with open(p, "r+b") as f:
     f.seek(off + 5); b = f.read(1); f.seek(off + 5); f.write(bytes([b[0] ^ 0xFF]))
 PYEOF
 }
+unseal() {  # zero the 512-byte seal: the file reads as one written before seals existed
+  "$PY" -c "import sys; f = open(sys.argv[1], 'r+b'); f.write(bytes(512))" "$1"
+}
 flip_weight_byte "$T/rd/ckpt/step_00000030.h5"
-expect_fail "flipped byte, --strict-resume" 3 "params/stem/conv/weight" "" -- $RES --checkpoint-every 10 --out "$T/rd" --resume --strict-resume
+expect_fail "flipped byte, --strict-resume: the seal (whole-file CRC-32) refuses it before HDF5 reads it" 3 \
+  "step_00000030.h5: damaged: CRC-32 of its contents is" "" -- $RES --checkpoint-every 10 --out "$T/rd" --resume --strict-resume
+cp "$T/rd/ckpt/step_00000030.h5" "$T/unsealed.h5"
+mkdir -p "$T/ru" && cp -r "$T/rd/." "$T/ru/" && unseal "$T/ru/ckpt/step_00000030.h5"
+expect_fail "flipped byte in a file without a seal: Fletcher32 names the dataset" 3 "params/stem/conv/weight" "" -- \
+  $RES --checkpoint-every 10 --out "$T/ru" --resume --strict-resume
 if $RES --checkpoint-every 10 --out "$T/rd" --resume >"$T/rd2.log" 2>&1 && grep -q "unusable" "$T/rd2.log" \
    && grep -q "resumed from .*step_00000020.h5" "$T/rd2.log" && same_model "$T/ra/model.h5" "$T/rd/model.h5"; then
-  ok "flipped byte detected (Fletcher32), fell back to step 20, still byte-identical at the end"
+  ok "flipped byte detected (seal), fell back to step 20, still byte-identical at the end"
 else bad "corrupt fallback: $(tail -3 "$T/rd2.log")"; fi
 # validate --resume: the same checkpoint walk and checks as --resume, no training
 if "$BIN" validate $SYN --resume "$T/re" >"$T/v1.log" 2>&1 && grep -q "ok   $T/re/ckpt/step_00000030.h5 (resume): search step 30, written by 1 rank" "$T/v1.log"; then
   ok "validate --resume names the checkpoint resume would load: $(grep -o 'search step 30, written by 1 rank' "$T/v1.log")"
 else bad "validate --resume: $(tail -3 "$T/v1.log")"; fi
 cp -r "$T/re" "$T/rv" && flip_weight_byte "$T/rv/ckpt/step_00000030.h5"
-if "$BIN" validate $SYN --resume "$T/rv" >"$T/v2.log" 2>&1 && grep -q "step_00000020.h5 (resume): search step 20.*newer .*step_00000030.h5 skipped" "$T/v2.log"; then
+if "$BIN" validate $SYN --resume "$T/rv" >"$T/v2.log" 2>&1 && grep -q "step_00000020.h5 (resume): search step 20.*step_00000030.h5 skipped (.*damaged: CRC-32" "$T/v2.log"; then
   ok "validate --resume with a corrupt newest checkpoint: falls back to step 20 as resume would, and says why"
 else bad "validate --resume fallback: $(tail -3 "$T/v2.log")"; fi
 expect_fail "validate --resume, changed seed" 2 "step_00000030.h5: seed: checkpoint=1 now=7" "" -- "$BIN" validate $SYN --resume "$T/re" --seed 7
@@ -202,8 +210,9 @@ else bad "deadline: rc=$rc $(tail -2 "$T/rh.log")"; fi
 
 if "$BIN" inspect "$T/rb/ckpt/$(cat "$T/rb/ckpt/latest")" --diff "$T/ra/model.h5" >"$T/in1" 2>&1 && grep -q "exactly zero" "$T/in1" \
    && grep -q "step=60" "$T/in1" && grep -q "checkpoint-every: 0 vs 10\|checkpoint-every: 10 vs 0" "$T/in1" \
-   && "$BIN" inspect "$T/rb/lambda_trajectory.h5" >"$T/in2" 2>&1 && grep -q "records: 6, steps 10 .. 60, training images 80 .. 480" "$T/in2"; then
-  ok "inspect: checkpoint (sparsity, position, config diff) and trajectory"
+   && "$BIN" inspect "$T/rb/lambda_trajectory.h5" >"$T/in2" 2>&1 && grep -q "records: 6, steps 10 .. 60, training images 80 .. 480" "$T/in2" \
+   && grep -q "^seal: CRC-32 [0-9a-f]\{8\} over [0-9]* bytes, ok$" "$T/in1" && grep -q "^seal: CRC-32 .*, ok$" "$T/in2"; then
+  ok "inspect: checkpoint (sparsity, position, config diff, seal) and trajectory"
 else bad "inspect: $(cat "$T/in1" "$T/in2" | tail -5)"; fi
 expect_fail "inspect a non-HDF5 file" 3 "make_idx.py" "" -- "$BIN" inspect "$HERE/make_idx.py"
 

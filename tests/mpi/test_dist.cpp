@@ -140,7 +140,9 @@ void data_parallel_equals_sequential(bool recompute, int64_t bucket) {
     par.train_step(h.x[r].data(), h.y[r].data(), B, scale, wstep, !wstep);
     red.finish();
     par.set_grad_ready_hook(nullptr);
-    if (wstep) EXPECT_GT(hooks, 2);
+    if (wstep) {
+      EXPECT_GT(hooks, 2);
+    }
     const std::vector<float> got = host_copy(*be, par.flat_grad());
     ref.train_step(h.x[0].data(), h.y[0].data(), B, scale, wstep, !wstep);
     std::vector<float> want = host_copy(*be, ref.flat_grad());

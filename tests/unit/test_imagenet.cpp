@@ -164,17 +164,45 @@ void flip_byte(const std::string& path, uint64_t off) {
   f.write(&c, 1);
 }
 
-/// Replaces the crc32 (and bytes) recorded for `file` in the manifest.
+/// Replaces the crc32 and bytes recorded for `file` in the manifest, and its /jpeg
+/// region and metadata CRC-32 (read from the file as it is now), as if the pack had
+/// written the file as it is now.
 void set_manifest_entry(const std::string& out, const std::string& file, uint32_t crc, uint64_t bytes) {
   std::string m = slurp(out + "/manifest.json");
   const size_t at = m.find("\"file\": \"" + file + "\"");
   ASSERT_NE(at, std::string::npos);
-  const size_t b = m.find("\"bytes\": ", at) + 9, be = m.find(',', b);
-  m.replace(b, be - b, std::to_string(bytes));
-  const size_t c = m.find("\"crc32\": \"", at) + 10;
-  char hex[16];
-  std::snprintf(hex, sizeof hex, "%08x", crc);
-  m.replace(c, 8, hex);
+  auto set = [&](const char* key, const std::string& v) {
+    const std::string k = std::string("\"") + key + "\": ";
+    size_t b = m.find(k, at);
+    ASSERT_NE(b, std::string::npos) << key;
+    b += k.size();
+    const size_t e = m.find_first_of(",}", b);
+    m.replace(b, e - b, v);
+  };
+  auto hex = [](uint32_t v) {
+    char h[16];
+    std::snprintf(h, sizeof h, "\"%08x\"", v);
+    return std::string(h);
+  };
+  uint64_t base = 0;
+  std::vector<uint64_t> off;
+  jpeg_layout(out + "/" + file, &base, &off);
+  const std::vector<uint8_t> b = read_bytes(out + "/" + file);
+  const uint64_t end = base + off.back();
+  const uint32_t meta = crc32_bytes(b.data() + end, b.size() - end, crc32_bytes(b.data(), base));
+  set("bytes", std::to_string(bytes));
+  set("crc32", hex(crc));
+  set("jpeg_offset", std::to_string(base));
+  set("jpeg_bytes", std::to_string(off.back()));
+  set("meta_crc32", hex(meta));
+  spit(out + "/manifest.json", m);
+}
+
+/// Drops the metadata CRC of every shard from the manifest: a pack made before it
+/// existed.
+void drop_meta_crc(const std::string& out) {
+  std::string m = slurp(out + "/manifest.json");
+  for (size_t at; (at = m.find(", \"jpeg_offset\": ")) != std::string::npos;) m.erase(at, m.find('}', at) - at);
   spit(out + "/manifest.json", m);
 }
 
@@ -909,8 +937,20 @@ TEST(ImageNetCorrupt, FlippedByteInLabelsFailsItsChecksum) {
   }
   ASSERT_NE(addr, HADDR_UNDEF);
   flip_byte(s0, addr + 1);
+  // the manifest's metadata CRC-32 refuses the shard before HDF5 reads it ...
+  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }),
+              HasSubstr(s0 + " (ImageNet train shard 0): its HDF5 metadata is damaged: CRC-32 "));
+  const std::vector<FileCheck> v = validate_imagenet_dir(p.out, 2);
+  EXPECT_FALSE(v[1].ok);
+  EXPECT_THAT(v[1].detail, HasSubstr("its HDF5 metadata is damaged"));
+  // ... and in a pack made before that CRC existed, the dataset's Fletcher-32 does
+  drop_meta_crc(p.out);
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }),
               HasSubstr(s0 + " (ImageNet train shard 0): dataset /labels is unreadable (Fletcher-32"));
+  // validate checks the whole file's CRC-32 before HDF5 opens such a shard
+  const std::vector<FileCheck> w = validate_imagenet_dir(p.out, 2);
+  EXPECT_FALSE(w[1].ok);
+  EXPECT_THAT(w[1].detail, HasSubstr("CRC-32 of the file is "));
 }
 
 TEST(ImageNetCorrupt, MissingOrBrokenManifestAndForeignShard) {

@@ -29,7 +29,9 @@ TEST(Latency, FactorsFollowTheFormula) {
   EXPECT_NEAR(r[7], 1.0, 1e-6);
   EXPECT_NEAR(r[20], 0.75, 1e-6);
   for (size_t e = 0; e < r.size(); ++e)
-    if (e != 3 && e != 7 && e != 20) EXPECT_EQ(r[e], 1.f) << e;
+    if (e != 3 && e != 7 && e != 20) {
+      EXPECT_EQ(r[e], 1.f) << e;
+    }
   // equal timings: 0/(0 + 1e-9) → every set bit 0.5
   const std::vector<float> q = lp.factors({1, 2}, {1e-3, 1e-3});
   EXPECT_NEAR(q[1], 0.5, 1e-6);

@@ -1,17 +1,25 @@
 // test_trajectory.cpp — the λ trajectory file (io/trajectory.hpp): the /images
 // axis round trip, resume trimming by record count (also across a world-size
 // change, where /step jumps), the step rule of older checkpoints, files written
-// before /images existed, and a file with fewer records than the checkpoint counts.
+// before /images existed, a file with fewer records than the checkpoint counts, and
+// damaged files: a seal mismatch, and (in files without a seal) unopenable datasets
+// and record counts that disagree — exit 3 naming the dataset, never a crash.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
 #include <fstream>
 #include <limits>
 #include <iterator>
 #include <string>
 #include <vector>
 
+#include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
+#include "dsonas/io/model_file.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "test_util.hpp"
@@ -50,6 +58,31 @@ TrajectoryRecord rec(int64_t step, int64_t images) {
 std::string bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+void put_bytes(const std::string& path, const std::string& b) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(b.data(), static_cast<std::streamsize>(b.size()));
+}
+
+/// Makes `path` a file as written before seals existed: the seal is zeroed (HDF5
+/// still sees its 512-byte user block), so the file is opened unchecked.
+void unseal(const std::string& path) {
+  std::string b = bytes(path);
+  std::fill(b.begin(), b.begin() + 512, '\0');
+  put_bytes(path, b);
+}
+
+/// The error of reading `path` as a trajectory (exit 3 expected).
+std::string read_error(const std::string& path) {
+  Trajectory t(path, kSpace, groups());
+  try {
+    t.load(std::numeric_limits<int64_t>::max());
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitCheckpoint) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error reading " << path;
+  return "";
 }
 
 std::vector<int64_t> steps(const Trajectory& t) {
@@ -183,11 +216,12 @@ TEST(Trajectory, FileWithoutImagesReadsMinusOneAndKeepsIt) {
   Trajectory a(p, kSpace, groups());
   for (int s = 10; s <= 30; s += 10) a.append(rec(s, s * 64));
   a.save();
-  {  // make it a file of an older version: no /images
+  {  // make it a file of an older version: no /images, no seal
     hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     ASSERT_GE(f, 0);
     ASSERT_GE(H5Ldelete(f, "images", H5P_DEFAULT), 0);
     H5Fclose(f);
+    unseal(p);
   }
   Trajectory b(p, kSpace, groups());
   ASSERT_TRUE(b.load_count(2));
@@ -212,4 +246,167 @@ TEST(Trajectory, ImagesMustIncrease) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), kExitInternal);
   }
+}
+
+// ---- damaged files -----------------------------------------------------------------------
+
+namespace {
+std::string saved_file(const TempDir& d) {
+  const std::string p = d.file("lambda_trajectory.h5");
+  Trajectory a(p, kSpace, groups());
+  for (int s = 10; s <= 40; s += 10) a.append(rec(s, s * 64));
+  a.save();
+  return p;
+}
+}  // namespace
+
+TEST(TrajectoryDamage, SealedFileWithAnyChangedByteIsRefusedBeforeHdf5ReadsIt) {
+  TempDir d;
+  const std::string p = saved_file(d);
+  const std::string good = bytes(p);
+  ASSERT_EQ(good.compare(0, 14, "DSONAS-SEAL 1\n"), 0) << "the writer seals the file";
+  for (size_t at : {size_t(520), good.size() / 2, good.size() - 1}) {
+    std::string b = good;
+    b[at] = static_cast<char>(b[at] ^ 0x10);
+    put_bytes(p, b);
+    EXPECT_THAT(read_error(p), ::testing::HasSubstr(p + ": damaged: CRC-32 of its contents is ")) << at;
+  }
+  put_bytes(p, good.substr(0, good.size() - 100));
+  EXPECT_THAT(read_error(p), ::testing::HasSubstr("truncated: "));
+  put_bytes(p, good + "x");
+  EXPECT_THAT(read_error(p), ::testing::HasSubstr("bytes after the seal, the seal says"));
+  std::string seal = good;
+  seal[20] = 'z';  // inside "crc32 <hex>"
+  put_bytes(p, seal);
+  EXPECT_THAT(read_error(p), ::testing::HasSubstr("its seal (the first 512 bytes) is malformed"));
+  put_bytes(p, good);
+  Trajectory ok(p, kSpace, groups());
+  ok.load(100);
+  EXPECT_EQ(ok.records().size(), 4u);
+}
+
+// The crash `dsonas inspect` hit on a fuzzed file (issue 15): /live_macs could not be
+// opened, read_table handed back 0 records without checking, and the reader indexed
+// them by /step's count.  Here without a seal (as an older file would be): each
+// per-record dataset in turn unopenable, then short by one record.
+TEST(TrajectoryDamage, UnopenableOrShortDatasetIsExit3NamingIt) {
+  for (const char* name : {"loss", "acc", "live_macs", "zero_lambda", "live_edges", "images", "lambda/s1/red/lambda"}) {
+    SCOPED_TRACE(name);
+    TempDir d;
+    const std::string p = saved_file(d);
+    {  // the dataset's name now links to a group: H5Dopen2 fails on it
+      hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+      ASSERT_GE(f, 0);
+      ASSERT_GE(H5Ldelete(f, name, H5P_DEFAULT), 0);
+      hid_t g = H5Gcreate2(f, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      ASSERT_GE(g, 0);
+      H5Gclose(g);
+      H5Fclose(f);
+      unseal(p);
+    }
+    EXPECT_THAT(read_error(p), ::testing::HasSubstr(p + ": dataset /" + name + " cannot be opened"));
+  }
+  for (const char* name : {"loss", "acc", "live_macs", "zero_lambda", "live_edges", "images", "lambda/s1/u1/lambda/after"}) {
+    SCOPED_TRACE(name);
+    TempDir d;
+    const std::string p = saved_file(d);
+    {  // one record fewer than /step
+      hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+      ASSERT_GE(f, 0);
+      hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+      ASSERT_GE(ds, 0);
+      hid_t sp = H5Dget_space(ds);
+      hsize_t dims[2] = {0, 0};
+      const int rank = H5Sget_simple_extent_dims(sp, dims, nullptr);
+      H5Sclose(sp);
+      dims[0] -= 1;
+      ASSERT_GE(H5Dset_extent(ds, dims), 0) << rank;
+      H5Dclose(ds);
+      H5Fclose(f);
+      unseal(p);
+    }
+    EXPECT_THAT(read_error(p), ::testing::HasSubstr(p + ": dataset /" + name + " has 3 records, /step has 4"));
+  }
+}
+
+TEST(TrajectoryDamage, WrongTypeOrShapeOrExtentIsExit3) {
+  TempDir d;
+  const std::string p = saved_file(d);
+  {
+    hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    ASSERT_GE(H5Ldelete(f, "loss", H5P_DEFAULT), 0);  // a string dataset in its place
+    hsize_t n = 4;
+    hid_t sp = H5Screate_simple(1, &n, nullptr), t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 4);
+    hid_t ds = H5Dcreate2(f, "loss", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    H5Dclose(ds);
+    H5Tclose(t);
+    H5Sclose(sp);
+    // /acc grows to a billion records that the file does not store (unwritten chunks)
+    hid_t a = H5Dopen2(f, "acc", H5P_DEFAULT);
+    hsize_t big = hsize_t(1) << 30;
+    ASSERT_GE(H5Dset_extent(a, &big), 0);
+    H5Dclose(a);
+    H5Fclose(f);
+    unseal(p);
+  }
+  EXPECT_THAT(read_error(p), ::testing::HasSubstr("dataset /loss is not a floating-point dataset"));
+  {
+    hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(H5Ldelete(f, "loss", H5P_DEFAULT), 0);
+    H5Fclose(f);
+  }
+  EXPECT_THAT(read_error(p), ::testing::HasSubstr("missing dataset /loss"));
+  {
+    hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);  // a 2-D /loss
+    hsize_t dims[2] = {4, 2};
+    hid_t sp = H5Screate_simple(2, dims, nullptr);
+    hid_t ds = H5Dcreate2(f, "loss", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    H5Fclose(f);
+  }
+  EXPECT_THAT(read_error(p), ::testing::HasSubstr("dataset /loss has rank 2, expected 1"));
+  {
+    hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(H5Ldelete(f, "loss", H5P_DEFAULT), 0);
+    hsize_t n = 4;
+    hid_t sp = H5Screate_simple(1, &n, nullptr);
+    hid_t ds = H5Dcreate2(f, "loss", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const double v[4] = {1, 2, 3, 4};
+    H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    H5Fclose(f);
+  }
+  EXPECT_THAT(read_error(p), ::testing::HasSubstr("dataset /acc claims 1073741824 records but stores"));
+}
+
+// The bytes of a file depend on its contents only, not on when it was written (HDF5
+// would store object modification times by default): a resumed run that writes the
+// same records or weights a second later gives the same file and the same seal.
+TEST(FileBytes, SameContentsSameBytesWhenWrittenLater) {
+  TempDir d;
+  auto be = make_backend(Device::CPU, 1);
+  Supergraph g(SearchSpace::preset_named("tiny"), *be, 3);
+  ModelFileInfo info;
+  info.stage = "search";
+  info.step = 7;
+  TrainState ts;
+  ts.counters["step"] = 7;
+  ts.lambda_v.assign(g.lambda().size(), 0.f);
+  auto write = [&](const std::string& tag) {
+    Trajectory t(d.file("t" + tag + ".h5"), kSpace, groups());
+    for (int s = 10; s <= 30; s += 10) t.append(rec(s, s * 64));
+    t.save();
+    save_model_file(d.file("m" + tag + ".h5"), g, info, &ts);
+  };
+  write("1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // another second on the clock
+  write("2");
+  EXPECT_EQ(bytes(d.file("t1.h5")), bytes(d.file("t2.h5"))) << "trajectory";
+  EXPECT_EQ(bytes(d.file("m1.h5")), bytes(d.file("m2.h5"))) << "checkpoint";
 }

@@ -93,6 +93,12 @@ struct ShardEntry {
   int64_t images = 0;
   int64_t bytes = 0;   ///< file size
   uint32_t crc32 = 0;  ///< CRC-32 of the whole file
+  /// The HDF5 metadata's checksum (packs since 2026-12-07; absent: -1): /jpeg is
+  /// bytes [jpeg_offset, jpeg_offset + jpeg_bytes) of the file, and meta_crc32 the
+  /// CRC-32 of every other byte — checked before HDF5 opens the shard, so that a
+  /// damaged shard never reaches HDF5's parser; the JPEG bytes carry per-image CRCs.
+  int64_t jpeg_offset = -1, jpeg_bytes = 0;
+  uint32_t meta_crc32 = 0;
 };
 
 struct SplitEntry {

@@ -21,6 +21,8 @@
 
 namespace dsonas {
 
+struct JsonValue;
+
 enum class OpKind { Sep3, Sep5, Max3, Avg3 };
 const char* op_name(OpKind k);
 /// Parses "sep3", "sep5", "max3", "avg3"; fails with exit 2 naming `field`.
@@ -77,8 +79,12 @@ struct SearchSpace {
 
   static SearchSpace preset_named(const std::string& name);
   /// Parses to_json()'s output (as stored in model, checkpoint and trajectory
-  /// files); fails with exit 3 naming `source` if it is not that.
+  /// files) strictly: every field present once with its type and range, no other
+  /// field, total_lambda consistent; fails with exit 3 naming `source` and the field.
   static SearchSpace from_json(const std::string& json, const std::string& source);
+  /// The same from a parsed object (e.g. the "space" member of an architecture
+  /// file, field path `path`), failing with exit `code`.
+  static SearchSpace from_json_value(const JsonValue& v, const std::string& path, const std::string& file, int code);
 };
 
 }  // namespace dsonas

@@ -95,6 +95,12 @@ struct RunConfig {
 
 /// Parses argv after the command word.  `--help` prints the options and exits 0.
 RunConfig parse_config(const std::string& command, int argc, char** argv);
+/// Refuses (exit 2, naming `where`) option text that Boost.Program_options cannot
+/// report an error about: its messages substitute placeholders such as
+/// %original_token% and loop forever when the substituted text contains the
+/// placeholder again (found by fuzzing; Boost 1.74).  Every Boost parse of user
+/// text (argv tokens, config files) is checked by this first.
+void check_option_text(const std::string& text, const std::string& where);
 /// "section.key" → value of a resolved-configuration text (INI).
 std::map<std::string, std::string> ini_map(const std::string& text);
 /// Help text for a command.
