@@ -114,6 +114,9 @@ bool Trajectory::read_all(std::vector<TrajectoryRecord>* all) const {
   // /images is absent from files written before it existed: unknown (-1)
   std::vector<int64_t> images(static_cast<size_t>(n), -1);
   if (H5Lexists(file, "images", H5P_DEFAULT) > 0) images = column("images", H5T_NATIVE_INT64, 0, int64_t());
+  // /revivals exists only for the reference pruning schedule: not recorded (-1) otherwise
+  std::vector<int64_t> revivals(static_cast<size_t>(n), -1);
+  if (H5Lexists(file, "revivals", H5P_DEFAULT) > 0) revivals = column("revivals", H5T_NATIVE_INT64, 0, int64_t());
   size_t total = 0;
   for (const LambdaGroup& g : groups_) total = std::max(total, static_cast<size_t>(g.offset + g.size));
   std::vector<std::vector<float>> lam(static_cast<size_t>(n), std::vector<float>(total, 0.f));
@@ -131,6 +134,7 @@ bool Trajectory::read_all(std::vector<TrajectoryRecord>* all) const {
     rec.live_macs = macs[r];
     rec.zero_lambda = zero[r];
     rec.live_edges = edges[r];
+    rec.revivals = revivals[r];
     rec.lambda = std::move(lam[r]);
     all->push_back(std::move(rec));
   }
@@ -178,11 +182,14 @@ void Trajectory::save() const {
     }
     attr("space", space_);
     const hsize_t n = recs_.size();
-    std::vector<int64_t> step(n), images(n), zero(n), edges(n);
+    std::vector<int64_t> step(n), images(n), zero(n), edges(n), revivals(n);
+    bool with_revivals = false;
     std::vector<double> loss(n), acc(n), macs(n);
     for (hsize_t r = 0; r < n; ++r) {
       const TrajectoryRecord& x = recs_[r];
       step[r] = x.step; images[r] = x.images; zero[r] = x.zero_lambda; edges[r] = x.live_edges;
+      revivals[r] = x.revivals;
+      with_revivals = with_revivals || x.revivals >= 0;
       loss[r] = x.loss; acc[r] = x.acc; macs[r] = x.live_macs;
     }
     write_table(file, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, n, 0, step.data());
@@ -192,6 +199,7 @@ void Trajectory::save() const {
     write_table(file, "live_macs", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, n, 0, macs.data());
     write_table(file, "zero_lambda", H5T_STD_I64LE, H5T_NATIVE_INT64, n, 0, zero.data());
     write_table(file, "live_edges", H5T_STD_I64LE, H5T_NATIVE_INT64, n, 0, edges.data());
+    if (with_revivals) write_table(file, "revivals", H5T_STD_I64LE, H5T_NATIVE_INT64, n, 0, revivals.data());
     for (const LambdaGroup& g : groups_) {
       std::vector<float> v(static_cast<size_t>(n * g.size));
       for (hsize_t r = 0; r < n; ++r)

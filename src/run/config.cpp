@@ -14,6 +14,7 @@
 
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
+#include "dsonas/optim/lambda_step.hpp"
 #include "dsonas/optim/lr_schedule.hpp"
 #include "dsonas/optim/penalty.hpp"
 
@@ -133,6 +134,10 @@ struct Registry {
       ("search.lambda-steps", po::value<int>(&c.lambda_steps)->default_value(1), "λ steps per cycle")
       ("search.target-zero-frac", po::value<double>(&c.target_zero_frac)->default_value(0), "stop once this fraction of λ is exactly 0 (0 = off)")
       ("search.stable-steps", po::value<int64_t>(&c.stable_steps)->default_value(0), "stop once the live mask is unchanged for this many λ-steps (0 = off)")
+      ("search.prune", po::value<std::string>(&c.prune)->default_value("step"),
+       "step: §6.1 after every λ-step (a λ at 0 leaves at once) | reference: the official schedule (ALGORITHM.md §6.2): dense for search.prune-dense-epochs epochs, then a rebuild every search.prune-every epochs; between rebuilds a λ at 0 stays wired and may revive")
+      ("search.prune-dense-epochs", po::value<int>(&c.prune_dense_epochs)->default_value(5), "reference schedule: epochs on the dense supergraph before the first rebuild (CIFAR: 5)")
+      ("search.prune-every", po::value<int>(&c.prune_every)->default_value(5), "reference schedule: epochs between rebuilds (CIFAR: 5, ImageNet: 1)")
       ("search.bn-reestimate", po::value<int>(&c.bn_reestimate)->default_value(512), "images used to re-estimate BN statistics before each evaluation (0 = off)");
     retrain.add_options()
       ("retrain.epochs", po::value<double>(), "retrain: epochs (when --epochs is not given)")
@@ -314,6 +319,7 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   check(c.lambda_steps >= 1, "search.lambda-steps", "must be >= 1");
   check(c.target_zero_frac >= 0 && c.target_zero_frac < 1, "search.target-zero-frac", "must be in [0,1)");
   check(c.stable_steps >= 0, "search.stable-steps", "must be >= 0");
+  PruneSchedule::from(c.prune, c.prune_dense_epochs, c.prune_every, "search.prune");
   check(c.bn_reestimate >= 0, "search.bn-reestimate", "must be >= 0");
   check(c.latency_iters > c.latency_warmup && c.latency_warmup >= 0, "search.latency-iters",
         "must exceed search.latency-warmup (>= 0)");

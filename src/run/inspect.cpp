@@ -100,6 +100,7 @@ int run_inspect(int argc, char** argv) {
                 << "zero λ: " << r.front().zero_lambda << " → " << r.back().zero_lambda << " of " << g.lambda().size()
                 << "; live MACs " << r.front().live_macs / 1e6 << " M → " << r.back().live_macs / 1e6
                 << " M; last loss " << r.back().loss << ", accuracy " << r.back().acc;
+      if (r.back().revivals >= 0) std::cout << "; " << r.back().revivals << " revivals (reference pruning schedule)";
     }
     std::cout << "\n";
   } else {

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/optim/lambda_step.hpp"
 #include "dsonas/core/fault.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/cifar.hpp"
@@ -239,9 +240,12 @@ void install_stop_handlers() {
 }
 
 std::string structural_fields(const RunConfig& cfg, const char* stage, int world_size) {
+  const std::string st(stage);
   return str("stage=", stage, ";seed=", cfg.seed, ";dataset=", cfg.dataset, ";batch=", cfg.batch, ";split=", cfg.split,
              ";w-steps=", cfg.w_steps, ";lambda-steps=", cfg.lambda_steps, ";world_size=", world_size,
-             std::string(stage) == "retrain" ? str(";cutout=", cfg.cutout) : std::string());
+             st == "retrain" ? str(";cutout=", cfg.cutout) : std::string(),
+             st == "search" ? str(";prune=", PruneSchedule::from(cfg.prune, cfg.prune_dense_epochs, cfg.prune_every).to_string())
+                            : std::string());
 }
 
 namespace {
@@ -295,6 +299,8 @@ std::string world_change_note(int world_then, int world) {
 void check_structural(const std::string& path, const std::string& was, const std::string& now,
                       const std::vector<std::string>& ignore) {
   auto a = parse_structural(was), b = parse_structural(now);
+  // fields added later: what a checkpoint written before them did
+  if (b.count("prune") && !a.count("prune")) a["prune"] = "step";
   for (const auto& kv : b)
     if (std::find(ignore.begin(), ignore.end(), kv.first) == ignore.end() && a[kv.first] != kv.second)
       throw Error(kExitCheckpoint, str(path, ": ", kv.first, ": checkpoint=", a[kv.first], " now=", kv.second));

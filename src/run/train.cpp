@@ -46,6 +46,7 @@
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
+#include "dsonas/optim/lambda_step.hpp"
 #include "dsonas/optim/latency.hpp"
 #include "dsonas/optim/lr_schedule.hpp"
 #include "dsonas/optim/optimizer.hpp"
@@ -68,16 +69,16 @@ class Trainer {
  public:
   Trainer(const RunConfig& cfg, Phase phase, Backend& be, Supergraph& g, int64_t epoch_steps, Communicator& comm)
       : cfg_(cfg), phase_(phase), be_(be), g_(g), comm_(comm), mode_(parse_penalty_mode(cfg.penalty, "search.penalty")),
-        red_(comm, be, g.flat_grad(), std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * (1 << 20) / 4))) {
+        red_(comm, be, g.flat_grad(), std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * (1 << 20) / 4))),
+        lam_step_(g.space(), static_cast<float>(cfg.gamma), mode_, cfg.lambda_lr_mult, static_cast<float>(cfg.momentum),
+                  PruneSchedule::from(cfg.prune, cfg.prune_dense_epochs, cfg.prune_every), epoch_steps, cfg.w_steps,
+                  cfg.lambda_steps) {
     LrParams lp;
     lp.base_lr = cfg.lr;
     lp.epoch_size = std::max<int64_t>(1, epoch_steps);
     sched_ = make_lr_schedule(cfg.lr_schedule, lp);
     const size_t T = g.lambda().size();
-    v_.assign(T, 0.f);
-    gamma_e_.assign(T, 0.f);
     grad_.assign(T, 0.f);
-    before_.assign(T, 0.f);
     lat_r_.assign(T, 1.f);
     if (phase == Phase::Search && mode_ == PenaltyMode::AdaptiveLatency)
       lat_.reset(new LatencyPenalty(g.space(), cfg.retrain_width, cfg.latency_iters, cfg.latency_warmup, be));
@@ -96,7 +97,7 @@ class Trainer {
   struct Out {
     StepResult r;
     double seconds = 0, reduce_seconds = 0;
-    bool mask_changed = false;
+    LambdaStepResult lam;  // λ-steps: plan change, rebuild, pruned and revived entries
   };
 
   /// One step on this rank's batch of n images (global batch n·world).
@@ -140,21 +141,9 @@ class Trainer {
       }
     } else {
       // identical reduced dλ on every rank → identical λ (checked by hash)
-      std::vector<float>& lam = g_.lambda();
-      std::vector<uint8_t>& mask = g_.mask();
       be_.download(g_.lambda_grad(), grad_.data());
-      penalty_gamma(g_.space(), lam.data(), mask.data(), static_cast<float>(cfg_.gamma), mode_, gamma_e_.data());
-      if (lat_)
-        for (size_t e = 0; e < gamma_e_.size(); ++e) gamma_e_[e] *= lat_r_[e];
-      before_ = lam;
-      std::vector<uint8_t> mask_before = mask;
-      apg_nag_step(lam.data(), v_.data(), grad_.data(), gamma_e_.data(), mask.data(), lam.size(),
-                   static_cast<float>(lr * cfg_.lambda_lr_mult), static_cast<float>(cfg_.momentum));
-      prune_all(g_.space(), lam.data(), mask.data(), v_.data(), before_.data());
-      if (mask != mask_before) {
-        g_.rebuild_plan();
-        o.mask_changed = true;
-      }
+      o.lam = lam_step_.step(g_.lambda(), g_.mask(), grad_.data(), lr, t, lat_ ? lat_r_.data() : nullptr);
+      if (o.lam.mask_changed) g_.rebuild_plan();
     }
     be_.synchronize();  // a GPU step's last kernels (clip, NAG) count in its own time
     o.seconds = seconds_since(t0);
@@ -162,7 +151,8 @@ class Trainer {
   }
 
   double lr(int64_t t) const { return sched_->lr(t); }
-  std::vector<float>& lambda_momentum() { return v_; }
+  std::vector<float>& lambda_momentum() { return lam_step_.momentum(); }
+  const PruneSchedule& prune_schedule() const { return lam_step_.schedule(); }
   bool adaptive_latency() const { return lat_ != nullptr; }
   /// The §5.3 factors in use (1 where not adaptive); saved in checkpoints.
   std::vector<float>& latency_factors() { return lat_r_; }
@@ -192,7 +182,8 @@ class Trainer {
   uint64_t lambda_hash() const {
     uint64_t h = hash_bytes(g_.lambda().data(), g_.lambda().size() * sizeof(float));
     h = hash_bytes(g_.mask().data(), g_.mask().size(), h);
-    return hash_bytes(v_.data(), v_.size() * sizeof(float), h);
+    const std::vector<float>& v = lam_step_.momentum();
+    return hash_bytes(v.data(), v.size() * sizeof(float), h);
   }
 
  private:
@@ -218,8 +209,9 @@ class Trainer {
   Communicator& comm_;
   PenaltyMode mode_;
   GradReducer red_;
+  LambdaStepper lam_step_;
   std::unique_ptr<LrSchedule> sched_;
-  std::vector<float> v_, gamma_e_, grad_, before_, lat_r_;
+  std::vector<float> grad_, lat_r_;
   std::unique_ptr<LatencyPenalty> lat_;
   bool in_w_step_ = false;
   int64_t checked_from_ = 0, step_ = 0;
@@ -412,6 +404,9 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   double win_loss = 0, win_time = 0, win_reduce = 0;
   int64_t win_correct = 0, win_n = 0;
   int64_t stable = 0, lambda_steps = 0;
+  // reference pruning schedule: λ entries revived so far (0 → > 0 while wired)
+  const bool reference = tr.prune_schedule().kind == PruneSchedule::Kind::Reference;
+  int64_t revivals = 0, last_zero = 0;
   int64_t t = 0;
   // training images consumed (global batch summed over the steps) and trajectory
   // records written (traj_records -1: unknown, a checkpoint of an older version)
@@ -421,6 +416,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     t = k["step"];
     stable = k["stable"];
     lambda_steps = k["lambda_steps"];
+    revivals = k.count("revivals") ? k["revivals"] : 0;
     // older checkpoints lack images_seen: their steps × their global batch (exact
     // unless that run had already changed its world size)
     images_seen = k.count("images_seen") ? k["images_seen"] : t * cfg.batch * world_then;
@@ -457,6 +453,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       t = rescaled;
     }
   }
+  last_zero = count_zero(g.lambda().data(), g.lambda().size()).zero;
   // λ trajectory (search, rank 0): saved before every checkpoint, so it is never
   // behind the newest checkpoint; on resume it keeps the checkpoint's traj_records
   // records (older checkpoints: those with step ≤ its step, in its own numbering)
@@ -497,6 +494,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       k["finished"] = finished;
       k["stable"] = stable;
       k["lambda_steps"] = lambda_steps;
+      if (reference) k["revivals"] = revivals;
       k["win_correct"] = win_correct;
       k["win_n"] = win_n;
       k["images_seen"] = images_seen;
@@ -567,7 +565,18 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     win_reduce += o.reduce_seconds;
     if (kind == StepKind::Lambda) {
       ++lambda_steps;
-      stable = o.mask_changed ? 0 : stable + 1;
+      if (!reference) {
+        stable = o.lam.mask_changed ? 0 : stable + 1;
+      } else {  // the plan changes only at rebuilds: "stable" = no λ crossed zero either way
+        const int64_t zero_now = count_zero(g.lambda().data(), g.lambda().size()).zero;
+        stable = o.lam.mask_changed || o.lam.revived > 0 || zero_now != last_zero ? 0 : stable + 1;
+        last_zero = zero_now;
+        revivals += o.lam.revived;
+        if (o.lam.rebuilt)
+          out.line(str("search: rebuild at step ", t + 1, " (epoch ", (t + 1 + epoch_steps - 1) / epoch_steps, "): ",
+                       o.lam.pruned, " λ entries left the plan, ", g.live_edges(), " live edges, ", g.live_ops(),
+                       " live ops; ", revivals, " revivals so far"));
+      }
     }
     if (search && world > 1 && cfg.lambda_check_every > 0 && (t + 1) % cfg.lambda_check_every == 0)
       comm.check_same(tr.lambda_hash(), "λ (values, live mask, momentum)", t + 1);
@@ -594,9 +603,10 @@ int train_loop(const RunConfig& cfg, Phase phase) {
                       ",\"acc\":", fmt("%.5f", w[1] / w[2]), ",\"img_per_s\":",
                       fmt("%.2f", ips), ",\"live_macs\":", fmt("%.0f", macs), ",\"zero_lambda\":", z.zero,
                       ",\"total_lambda\":", z.total, ",\"live_ops\":", g.live_ops(), ",\"live_edges\":",
-                      g.live_edges(), world > 1 ? str(",\"ranks\":", world, ",\"reduce_share\":",
-                                                      fmt("%.4f", win_time > 0 ? win_reduce / win_time : 0))
-                                                : std::string(),
+                      g.live_edges(), reference ? str(",\"revivals\":", revivals) : std::string(),
+                      world > 1 ? str(",\"ranks\":", world, ",\"reduce_share\":",
+                                      fmt("%.4f", win_time > 0 ? win_reduce / win_time : 0))
+                                : std::string(),
                       ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
       out.progress(str(stage, " epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total, "  ", fmt("%.1f", ips),
                        " img/s  loss ", fmt("%.4f", w[0] / w[2]), "  acc ", fmt("%.3f", w[1] / w[2]), "  MACs ",
@@ -616,6 +626,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
         rec.live_macs = live_macs(cfg.space, g.lambda().data(), g.mask().data());
         rec.zero_lambda = z.zero;
         rec.live_edges = g.live_edges();
+        rec.revivals = reference ? revivals : -1;
         rec.lambda = g.lambda();
         traj->append(std::move(rec));
         // also persist between checkpoints, at most once a minute, so a running

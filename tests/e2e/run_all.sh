@@ -216,6 +216,26 @@ if "$BIN" inspect "$T/rb/ckpt/$(cat "$T/rb/ckpt/latest")" --diff "$T/ra/model.h5
 else bad "inspect: $(cat "$T/in1" "$T/in2" | tail -5)"; fi
 expect_fail "inspect a non-HDF5 file" 3 "make_idx.py" "" -- "$BIN" inspect "$HERE/make_idx.py"
 
+echo "e2e: the reference pruning schedule (dense, then rebuilds; zero λ wired between rebuilds)"
+REF="$BIN search $SYN --max-steps 120 --log-every 10 --search.gamma 0.01 --search.lambda-lr-mult 5 --search.prune reference --search.prune-dense-epochs 3 --search.prune-every 3"
+$REF --out "$T/pa" >"$T/pa.log" 2>&1 || bad "reference schedule run: $(tail -2 "$T/pa.log")"
+nreb=$(grep -c "search: rebuild at step" "$T/pa.log")
+rev=$(grep -o '"revivals":[0-9]*' "$T/pa/metrics.jsonl" | tail -1 | cut -d: -f2)
+if [ "$nreb" -ge 3 ] && grep -q "search: rebuild at step 26 (epoch 4)" "$T/pa.log" && [ "${rev:-0}" -gt 0 ] \
+   && "$PY" -c "import h5py, sys; r = h5py.File(sys.argv[1])['revivals'][()]; sys.exit(0 if r[-1] == $rev and (r[1:] >= r[:-1]).all() else 1)" "$T/pa/lambda_trajectory.h5"; then
+  ok "reference schedule: first rebuild at the start of epoch 4, $nreb rebuilds, $rev revivals (metrics and trajectory /revivals agree)"
+else bad "reference schedule: $nreb rebuilds, revivals '$rev': $(grep rebuild "$T/pa.log" | head -2)"; fi
+{ DSONAS_FAULT=kill-after-step:45 $REF --checkpoint-every 20 --out "$T/pb" >/dev/null 2>&1; } 2>/dev/null
+if [ "$(cat "$T/pb/ckpt/latest" 2>/dev/null)" = step_00000040.h5 ] && $REF --checkpoint-every 20 --out "$T/pb" --resume >"$T/pb2.log" 2>&1 \
+   && same_model "$T/pa/model.h5" "$T/pb/model.h5" && same_model "$T/pa/lambda_trajectory.h5" "$T/pb/lambda_trajectory.h5" \
+   && diff <(grep -o '"revivals":[0-9]*' "$T/pa/metrics.jsonl") <(grep -o '"revivals":[0-9]*' "$T/pb/metrics.jsonl") >/dev/null; then
+  ok "reference schedule: kill -9 at step 45, resume from step 40 across the rebuilds at 50, 74, 98: model, trajectory and revival counts byte-identical"
+else bad "reference schedule resume: $(tail -3 "$T/pb2.log")"; fi
+{ DSONAS_FAULT=kill-after-step:45 $REF --checkpoint-every 20 --out "$T/pc" >/dev/null 2>&1; } 2>/dev/null
+expect_fail "resume under another pruning schedule" 3 "prune: checkpoint=reference:3:3 now=step" "" -- \
+  "$BIN" search $SYN --max-steps 120 --search.gamma 0.01 --search.lambda-lr-mult 5 --checkpoint-every 20 --out "$T/pc" --resume
+expect_fail "bad search.prune" 2 "search.prune: 'sometimes'" "$T/pd" -- $RES --search.prune sometimes --out "$T/pd"
+
 echo "e2e: derive (architecture JSON, DOT, PNG)"
 if "$BIN" search $SYN --max-steps 40 --search.gamma 0.02 --search.lambda-lr-mult 5 --out "$T/dv" >"$T/dv.log" 2>&1 \
    && "$BIN" derive --run "$T/dv" --out "$T/dv_a.json" --png "$T/dv_a.png" >"$T/dv_a.log" 2>&1 \

@@ -34,6 +34,7 @@ struct TrajectoryRecord {
   int64_t images = -1;  // training images consumed through this step; -1 = unknown (older file)
   double loss = 0, acc = 0, live_macs = 0;
   int64_t zero_lambda = 0, live_edges = 0;
+  int64_t revivals = -1;      // reference pruning schedule: revivals so far; -1 = not recorded
   std::vector<float> lambda;  // the whole flat λ vector
 };
 
