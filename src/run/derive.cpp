@@ -22,6 +22,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/model/architecture.hpp"
+#include "dsonas/model/random_arch.hpp"
 #include "dsonas/model/supergraph.hpp"
 
 extern char** environ;
@@ -45,7 +47,14 @@ const char* kDeriveUsage =
     "  --png    also render the DOT with Graphviz 'dot -Tpng' (skipped with a warning if 'dot' is missing)\n"
     "  --width  stem width C of the derived network; stage widths scale by C / search stem width\n"
     "           (default: the search width)\n"
-    "exit codes: 0 done, 2 bad usage (nothing written), 3 model/checkpoint file unusable\n";
+    "exit codes: 0 done, 2 bad usage (nothing written), 3 model/checkpoint file unusable\n"
+    "\n"
+    "usage: dsonas derive --random K --like ARCH.json --out DIR [--seed S] [--target-macs M] [--tolerance T]\n"
+    "  K random architectures of the same cost as ARCH.json (model/random_arch.hpp): per normal block\n"
+    "  the same number of live λ entries at uniformly random positions, §6.1 applied, the reductions'\n"
+    "  branches as searched, the width chosen for the MACs of ARCH.json (or M) within ±T (default\n"
+    "  0.02); refused draws are redrawn and counted.  Writes DIR/random_001.json + .dot, …;\n"
+    "  sample k depends on (S, k) only (default S = 1).\n";
 
 bool path_exists(const std::string& p, bool* is_dir = nullptr) {
   struct stat st {};
@@ -127,6 +136,12 @@ std::string percent(double part, double whole) {
   return buf;
 }
 
+std::string fmt_signed_percent(double v, double ref) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%+.2f %%", ref > 0 ? 100.0 * (v - ref) / ref : 0.0);
+  return buf;
+}
+
 std::string human(double v) {
   char buf[32];
   if (v >= 1e9) std::snprintf(buf, sizeof buf, "%.3f G", v / 1e9);
@@ -136,11 +151,62 @@ std::string human(double v) {
   return buf;
 }
 
+/// derive --random: K samples like `like` into folder `out`.
+int derive_random(int k, const std::string& like, const std::string& out, uint64_t seed, double target_macs,
+                  double tolerance) {
+  bool is_dir = false;
+  if (!path_exists(like, &is_dir) || is_dir) fail_usage(str("derive: --like ", like, ": no such architecture JSON"));
+  std::ifstream f(like, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  const Architecture found = Architecture::from_json(ss.str(), like);
+  if (path_exists(out, &is_dir) && !is_dir) fail_usage(str("derive: --out ", out, " exists and is not a folder"));
+  std::vector<std::string> names;
+  for (int i = 1; i <= k; ++i) {
+    char b[32];
+    std::snprintf(b, sizeof b, "random_%03d", i);
+    names.push_back(str(out, "/", b));
+    if (is_dir) {
+      check_output(names.back() + ".json", "--out", "\"format\": \"dsonas-architecture\"");
+      check_output(names.back() + ".dot", "--out", "// dsonas-architecture DOT");
+    }
+  }
+  RandomArchOptions o;
+  o.target_macs = target_macs;
+  o.tolerance = tolerance;
+  std::vector<RandomArch> rs;
+  for (int i = 0; i < k; ++i) rs.push_back(sample_random_like(found, seed, i, o));  // all drawn before any write
+  if (!is_dir && ::mkdir(out.c_str(), 0755) != 0) fail_usage(str("derive: --out ", out, ": ", std::strerror(errno)));
+  const double target = target_macs > 0 ? target_macs : found.macs();
+  std::cout << "derive --random: " << k << " architectures like " << like << " (" << found.live_ops() << " live ops, "
+            << human(found.macs()) << " MACs), seed " << seed << ", target " << human(target) << " MACs ± "
+            << tolerance * 100 << " %\n";
+  for (int i = 0; i < k; ++i) {
+    const RandomArch& r = rs[static_cast<size_t>(i)];
+    write_atomic(names[static_cast<size_t>(i)] + ".json", r.arch.to_json());
+    write_atomic(names[static_cast<size_t>(i)] + ".dot", r.arch.to_dot());
+    std::cout << names[static_cast<size_t>(i)] << ".json: width " << r.width << ", " << r.arch.live_ops() << " live ops, "
+              << human(r.arch.macs()) << " MACs (" << fmt_signed_percent(r.arch.macs(), target) << "), "
+              << human(r.arch.params()) << " params; redraws: " << r.block_redraws << " blocks, " << r.width_redraws
+              << " widths\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int run_derive(int argc, char** argv) {
-  std::string run, out, dot, png;
-  int width = 0;
+  std::string run, out, dot, png, like;
+  int width = 0, random = 0;
+  uint64_t seed = 1;
+  double target_macs = 0, tolerance = 0.02;
+  auto number = [](const std::string& opt, const std::string& v, double lo, double hi) {
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !(x >= lo && x <= hi))
+      fail_usage(str("derive: ", opt, ": expected a number in [", lo, ", ", hi, "] (got '", v, "')"));
+    return x;
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&](const char* opt) -> std::string {
@@ -151,6 +217,11 @@ int run_derive(int argc, char** argv) {
       std::cout << kDeriveUsage;
       return kExitOk;
     } else if (a == "--run") run = value("--run");
+    else if (a == "--like") like = value("--like");
+    else if (a == "--random") random = static_cast<int>(number("--random", value("--random"), 1, 999));
+    else if (a == "--seed") seed = static_cast<uint64_t>(number("--seed", value("--seed"), 0, 9e15));
+    else if (a == "--target-macs") target_macs = number("--target-macs", value("--target-macs"), 1, 1e18);
+    else if (a == "--tolerance") tolerance = number("--tolerance", value("--tolerance"), 1e-6, 1);
     else if (a == "--out") out = value("--out");
     else if (a == "--dot") dot = value("--dot");
     else if (a == "--png") png = value("--png");
@@ -164,6 +235,13 @@ int run_derive(int argc, char** argv) {
     } else {
       fail_usage(str("derive: unexpected argument '", a, "' (dsonas derive --help)"));
     }
+  }
+  if (random > 0 || !like.empty()) {
+    if (random <= 0 || like.empty()) fail_usage("derive: --random K and --like ARCH.json go together");
+    if (!run.empty() || !dot.empty() || !png.empty() || width > 0)
+      fail_usage("derive: --random takes --like, --out (a folder), --seed, --target-macs, --tolerance only");
+    if (out.empty()) fail_usage("derive: --out is required (the folder for the random architectures)");
+    return derive_random(random, like, out, seed, target_macs, tolerance);
   }
   if (run.empty()) fail_usage("derive: --run is required (a search run folder or a model/checkpoint .h5 file)");
   if (out.empty()) fail_usage("derive: --out is required (the architecture JSON to write)");
