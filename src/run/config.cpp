@@ -51,7 +51,7 @@ struct Registry {
   po::options_description all{"dsonas options"};
   po::options_description general{"General"}, space{"[space] search space"}, data{"[data]"},
       optim{"[optim]"}, pretrain{"[pretrain]"}, search{"[search]"}, retrain{"[retrain] (retrain, eval, pipeline)"},
-      bench{"[bench]"};
+      bench{"[bench]"}, study{"[study] (study, pipeline report)"};
 
   explicit Registry(RunConfig& c) {
     general.add_options()
@@ -157,11 +157,23 @@ struct Registry {
       ("retrain.cutout", po::value<int>(&c.cutout)->default_value(0), "cutout square side in pixels (0 = off; CIFAR-10: 16)")
       ("retrain.baseline", po::value<bool>(&c.baseline)->default_value(true), "pipeline: also retrain the hand-made baseline at the found architecture's MACs")
       ("retrain.baseline-op", po::value<std::string>(&c.baseline_op)->default_value("sep3"), "the baseline's op (a chain of it in every block)");
+    study.add_options()
+      ("study.random", po::value<int>(&c.study_random)->default_value(4), "study: random architectures of the found one's cost (dsonas derive --random)")
+      ("study.seeds", po::value<int>(&c.study_seeds)->default_value(3), "study: retrain seeds per architecture")
+      ("study.search-seeds", po::value<int>(&c.study_search_seeds)->default_value(1), "study: searches (seeds seed, seed+1, …), each found architecture retrained too")
+      ("study.tolerance", po::value<double>(&c.study_tolerance)->default_value(0.02), "study: the random architectures' MACs within ± this fraction of the found one's")
+      ("study.random-seed", po::value<int64_t>(&c.study_random_seed)->default_value(1), "study: stream of the random architectures")
+      ("study.reference-sd", po::value<double>(&c.study_reference_sd)->default_value(0), "pipeline report: seed-to-seed standard deviation (points of top-1) of this config's retrain as a study measured it (0 = unknown)")
+      ("study.reference", po::value<std::string>(&c.study_reference)->default_value(""), "pipeline report: where that measurement is (e.g. docs/results/...)")
+      ("study.task", po::value<int>(&c.study_task)->default_value(-1), "study: run retrain task N (0-based, see --study.plan) only: one Slurm array task")
+      ("study.prepare", po::bool_switch(&c.study_prepare), "study: searches, architectures and the task plan only, no retrain")
+      ("study.report", po::bool_switch(&c.study_report), "study: the report only, from the finished tasks")
+      ("study.plan", po::bool_switch(&c.study_plan), "study: print the task plan (one line per retrain) and exit");
     bench.add_options()
       ("bench.steps", po::value<int>(&c.bench_steps)->default_value(7), "timed search steps (after 2 warm-up steps); 0: report the model's sizes only")
       ("bench.json", po::value<std::string>(&c.bench_json), "write the results as JSON here")
       ("bench.profile", po::value<bool>(&c.bench_profile)->default_value(false), "print time per backend primitive");
-    all.add(general).add(space).add(data).add(optim).add(pretrain).add(search).add(retrain).add(bench);
+    all.add(general).add(space).add(data).add(optim).add(pretrain).add(search).add(retrain).add(study).add(bench);
   }
 };
 
@@ -319,6 +331,11 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   check(c.lambda_steps >= 1, "search.lambda-steps", "must be >= 1");
   check(c.target_zero_frac >= 0 && c.target_zero_frac < 1, "search.target-zero-frac", "must be in [0,1)");
   check(c.stable_steps >= 0, "search.stable-steps", "must be >= 0");
+  check(c.study_random >= 0 && c.study_random <= 999, "study.random", "must be in [0, 999]");
+  check(c.study_seeds >= 1 && c.study_seeds <= 999, "study.seeds", "must be in [1, 999]");
+  check(c.study_search_seeds >= 1 && c.study_search_seeds <= 99, "study.search-seeds", "must be in [1, 99]");
+  check(c.study_tolerance > 0 && c.study_tolerance < 1, "study.tolerance", "must be in (0, 1)");
+  check(c.study_reference_sd >= 0, "study.reference-sd", "must be >= 0");
   PruneSchedule::from(c.prune, c.prune_dense_epochs, c.prune_every, "search.prune");
   check(c.bn_reestimate >= 0, "search.bn-reestimate", "must be >= 0");
   check(c.latency_iters > c.latency_warmup && c.latency_warmup >= 0, "search.latency-iters",
@@ -365,13 +382,18 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
      << "\npenalty = " << c.penalty << "\nw-steps = " << c.w_steps << "\nlambda-steps = " << c.lambda_steps
      << "\ntarget-zero-frac = " << c.target_zero_frac << "\nstable-steps = " << c.stable_steps
      << "\nbn-reestimate = " << c.bn_reestimate << "\nlatency-iters = " << c.latency_iters
-     << "\nlatency-warmup = " << c.latency_warmup;
-  if (command == "retrain" || command == "eval" || command == "pipeline")
+     << "\nlatency-warmup = " << c.latency_warmup << "\nprune = " << c.prune;
+  if (c.prune == "reference")
+    os << "\nprune-dense-epochs = " << c.prune_dense_epochs << "\nprune-every = " << c.prune_every;
+  if (command == "retrain" || command == "eval" || command == "pipeline" || command == "study")
     os << "\n\n[retrain]\nwidth = " << c.retrain_width << "\ntarget-macs = " << c.target_macs
        << "\ntarget-params = " << c.target_params << "\ndropout = " << c.dropout << "\ndrop-path = " << c.drop_path
        << "\naux-head = " << (c.aux_head ? "true" : "false") << "\naux-weight = " << c.aux_weight
        << "\nlabel-smoothing = " << c.label_smoothing << "\ncutout = " << c.cutout
        << "\nbaseline = " << (c.baseline ? "true" : "false") << "\nbaseline-op = " << c.baseline_op;
+  if (command == "study")
+    os << "\n\n[study]\nrandom = " << c.study_random << "\nseeds = " << c.study_seeds << "\nsearch-seeds = "
+       << c.study_search_seeds << "\ntolerance = " << c.study_tolerance << "\nrandom-seed = " << c.study_random_seed;
   os << "\n";
   c.resolved = os.str();
   return c;

@@ -10,6 +10,7 @@
 #include "dsonas/run/derive.hpp"
 #include "dsonas/run/inspect.hpp"
 #include "dsonas/run/pipeline.hpp"
+#include "dsonas/run/study.hpp"
 #include "dsonas/run/retrain.hpp"
 #include "dsonas/run/train.hpp"
 #include "dsonas/run/validate.hpp"
@@ -24,11 +25,13 @@ const char* kUsage =
     "usage: dsonas COMMAND [options]   (dsonas COMMAND --help for its options)\n"
     "commands:\n"
     "  pipeline   pretrain → search → derive → retrain → eval (+ hand-made baseline) → report.md\n"
+    "  study      found vs hand-made vs random architectures of the same cost, several seeds, statistics\n"
     "  pretrain   train the supergraph with λ fixed at 1 (step 1)\n"
     "  search     DSO-NAS search: weights by NAG, λ by APG-NAG, pruning (step 2)\n"
     "  bench      time search steps on synthetic data (used by make bench)\n"
     "  inspect    what a model file, checkpoint or λ trajectory holds (FILE.h5 [--diff OTHER.h5])\n"
-    "  derive     the final architecture of a search as JSON + DOT (--run DIR --out ARCH.json)\n"
+    "  derive     the final architecture of a search as JSON + DOT (--run DIR --out ARCH.json),\n"
+    "             or random architectures of the same cost (--random K --like ARCH.json --out DIR)\n"
     "  retrain    train a derived architecture from scratch (--arch ARCH.json|baseline, step 3)\n"
     "  eval       top-1/top-5, per-class accuracy, confusion matrix of a retrained network (--run DIR)\n"
     "  pack       ImageNet JPEG tree -> HDF5 shards + manifest (--src ROOT --out OUT)\n"
@@ -85,14 +88,16 @@ int main(int argc, char** argv) {
     if (cmd == "pack") return run_pack(argc - 1, argv + 1);
     if (cmd == "validate") return run_validate(argc - 1, argv + 1);
     if (cmd != "pretrain" && cmd != "search" && cmd != "bench" && cmd != "retrain" && cmd != "eval" &&
-        cmd != "pipeline")
+        cmd != "pipeline" && cmd != "study")
       fail_usage(str("unknown command '", cmd,
-                     "' (expected pipeline, pretrain, search, derive, retrain, eval, bench, inspect, pack or validate)"));
+                     "' (expected pipeline, study, pretrain, search, derive, retrain, eval, bench, inspect, pack or validate)"));
     choose_gpu_before_mpi(cmd, argc, argv);
     Communicator::init(&argc, &argv);  // the training commands are MPI programs
     int rc = kExitOk;
     if (cmd == "pipeline") {
       rc = run_pipeline(argc - 1, argv + 1);
+    } else if (cmd == "study") {
+      rc = run_study(argc - 1, argv + 1);
     } else {
       RunConfig cfg = parse_config(cmd, argc - 1, argv + 1);
       if (cmd == "pretrain") rc = run_pretrain(cfg);

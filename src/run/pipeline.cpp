@@ -13,7 +13,6 @@
 // data parallel; derive and the report are written by rank 0.
 #include "dsonas/run/pipeline.hpp"
 
-#include <sys/stat.h>
 
 #include <cstring>
 #include <fstream>
@@ -27,67 +26,13 @@
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/run/config.hpp"
-#include "dsonas/run/derive.hpp"
 #include "dsonas/run/retrain.hpp"
 #include "dsonas/run/run_common.hpp"
 #include "dsonas/run/train.hpp"
+#include "stages.hpp"
 
 namespace dsonas {
 namespace {
-
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
-
-/// The pipeline's arguments with --out replaced (and extra ones appended).
-std::vector<std::string> stage_args(const std::vector<std::string>& args, const std::string& out,
-                                    const std::vector<std::string>& extra) {
-  std::vector<std::string> r;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--out") {
-      ++i;
-      continue;
-    }
-    if (args[i].rfind("--out=", 0) == 0) continue;
-    r.push_back(args[i]);
-  }
-  r.push_back("--out");
-  r.push_back(out);
-  if (exists(out + "/metrics.jsonl")) r.push_back("--resume");
-  for (const std::string& e : extra) r.push_back(e);
-  return r;
-}
-
-RunConfig stage_config(const std::string& command, const std::vector<std::string>& args) {
-  std::vector<std::string> a{command};
-  a.insert(a.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& s : a) argv.push_back(&s[0]);
-  return parse_config(command, static_cast<int>(argv.size()), argv.data());
-}
-
-std::string read_text(const std::string& p) {
-  std::ifstream f(p);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-/// The last "final" metrics line of a run folder, as text ("" if none).
-std::string final_metrics(const std::string& dir) {
-  std::ifstream f(dir + "/metrics.jsonl");
-  std::string line, last;
-  while (std::getline(f, line))
-    if (line.find("\"event\":\"final\"") != std::string::npos) last = line;
-  return last;
-}
-
-double json_number(const std::string& line, const std::string& key) {
-  const size_t k = line.find("\"" + key + "\":");
-  if (k == std::string::npos) return 0;
-  return std::atof(line.c_str() + k + key.size() + 3);
-}
 
 std::string pct(double v) { return fmt("%.2f %%", 100 * v); }
 
@@ -103,6 +48,7 @@ int run_pipeline(int argc, char** argv) {
   auto say = [&](const std::string& s) {
     if (comm.root()) std::cout << "== pipeline: " << s << std::endl;
   };
+  using namespace stages;
   auto stage = [&](const char* name, const std::string& out, const std::vector<std::string>& extra,
                    int (*fn)(const RunConfig&)) {
     say(str(name, " → ", out, exists(out + "/metrics.jsonl") ? " (resuming)" : ""));
@@ -122,33 +68,13 @@ int run_pipeline(int argc, char** argv) {
   if (rc) return rc;
   if (!exists(D + "/arch.json")) {
     say("derive → " + D + "/arch.json");
-    if (comm.root()) {
-      std::vector<std::string> a{"derive", "--run", D + "/search", "--out", D + "/arch.json", "--png", D + "/arch.png"};
-      std::vector<char*> av;
-      for (std::string& s : a) av.push_back(&s[0]);
-      rc = run_derive(static_cast<int>(av.size()), av.data());
-    }
-    double r = rc;
-    comm.sum(&r, 1);
-    if (r != 0) return rc ? rc : kExitInternal;
+    rc = derive_on_root(D + "/search", D + "/arch.json", D + "/arch.png");
+    if (rc) return rc;
   }
   const Architecture found = Architecture::from_json(read_text(D + "/arch.json"), D + "/arch.json");
   rc = stage("retrain", D + "/retrain", {"--arch", D + "/arch.json"}, run_retrain);
   if (rc) return rc;
-  auto eval_args = [&](const std::string& run) {
-    std::vector<std::string> a;
-    for (size_t i = 0; i < args.size(); ++i) {
-      if (args[i] == "--out") {
-        ++i;
-        continue;
-      }
-      if (args[i].rfind("--out=", 0) != 0) a.push_back(args[i]);
-    }
-    a.push_back("--run");
-    a.push_back(run);
-    return a;
-  };
-  RunConfig ec = stage_config("eval", eval_args(D + "/retrain"));
+  RunConfig ec = stage_config("eval", eval_args(args, D + "/retrain"));
   const EvalSummary fe = evaluate_network_file(ec);
 
   EvalSummary be;
@@ -159,7 +85,7 @@ int run_pipeline(int argc, char** argv) {
     rc = stage("retrain", D + "/baseline", {"--arch", "baseline", "--retrain.target-macs", fmt("%.0f", target)},
                run_retrain);
     if (rc) return rc;
-    RunConfig bc = stage_config("eval", eval_args(D + "/baseline"));
+    RunConfig bc = stage_config("eval", eval_args(args, D + "/baseline"));
     be = evaluate_network_file(bc);
     have_baseline = true;
   }

@@ -111,7 +111,8 @@ Counts evaluate_net(const RunConfig& cfg, Communicator& comm, Network& net, cons
   return c;
 }
 
-/// The architecture of --arch at the retrain width.
+}  // namespace
+
 Architecture retrain_architecture(const RunConfig& cfg, std::string* how) {
   Architecture a = cfg.arch == "baseline"
                        ? Architecture::baseline(cfg.space, parse_op(cfg.baseline_op, "retrain.baseline-op"))
@@ -132,7 +133,6 @@ Architecture retrain_architecture(const RunConfig& cfg, std::string* how) {
   return a.at_width(C);
 }
 
-}  // namespace
 
 int run_retrain(const RunConfig& cfg) {
   const char* stage = "retrain";

@@ -86,6 +86,13 @@ struct RunConfig {
   bool baseline = true;       // pipeline: also retrain the hand-made baseline
   std::string baseline_op = "sep3";
 
+  // [study]
+  int study_random = 4, study_seeds = 3, study_search_seeds = 1, study_task = -1;
+  double study_tolerance = 0.02, study_reference_sd = 0;
+  int64_t study_random_seed = 1;
+  std::string study_reference;
+  bool study_prepare = false, study_report = false, study_plan = false;
+
   // [bench]
   int bench_steps = 7;
   std::string bench_json;

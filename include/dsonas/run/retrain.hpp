@@ -15,9 +15,17 @@
 //   DIR/eval_<data>).  The dataset is the one the network was trained on (from
 //   the file's stored configuration) unless --config is given.
 #pragma once
+#include <string>
+
+#include "dsonas/model/architecture.hpp"
 #include "dsonas/run/config.hpp"
 
 namespace dsonas {
+
+/// The architecture of --arch (a JSON file, or "baseline") at the retrain width:
+/// retrain.target-macs, else retrain.target-params, else retrain.width, else its
+/// own; *how says which.  Exit 2 if it does not fit the configuration's space.
+Architecture retrain_architecture(const RunConfig& cfg, std::string* how);
 
 int run_retrain(const RunConfig& cfg);
 int run_eval(const RunConfig& cfg);

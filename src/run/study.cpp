@@ -1,0 +1,394 @@
+// study.cpp — see study.hpp.
+//
+// Design note.  The task list is a pure function of the configuration (search
+// seeds R, random architectures K, retrain seeds S), ordered seed-major (every
+// architecture's seed 1, then seed 2, …) so that an interrupted study has
+// balanced groups; every rank computes it, rank 0 writes the architectures and
+// DIR/plan.json.  A task is done when its eval_test/eval.json exists; the report
+// is built from those files only, holds no wall times or absolute paths, and so is
+// the same after any sequence of interruptions and re-runs.
+#include "dsonas/run/study.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dsonas/core/error.hpp"
+#include "dsonas/core/json.hpp"
+#include "dsonas/core/stats.hpp"
+#include "dsonas/dist/communicator.hpp"
+#include "dsonas/io/atomic_file.hpp"
+#include "dsonas/model/architecture.hpp"
+#include "dsonas/model/random_arch.hpp"
+#include "dsonas/run/config.hpp"
+#include "dsonas/run/derive.hpp"
+#include "dsonas/run/retrain.hpp"
+#include "dsonas/run/run_common.hpp"
+#include "dsonas/run/train.hpp"
+#include "stages.hpp"
+
+namespace dsonas {
+namespace {
+
+using namespace stages;
+
+struct Task {
+  std::string name, group, arch;  // arch: the architecture's name (DIR/archs/<arch>.json)
+  int64_t seed = 0;
+};
+
+std::string search_dir(const std::string& D, int r) { return str(D, "/r", r); }
+std::string found_name(int r) { return r == 1 ? "found" : str("found_r", r); }
+std::string random_name(int k) {
+  char b[32];
+  std::snprintf(b, sizeof b, "random_%03d", k);
+  return b;
+}
+
+std::vector<Task> plan_tasks(const RunConfig& cfg) {
+  std::vector<std::string> archs;
+  for (int r = 1; r <= cfg.study_search_seeds; ++r) archs.push_back(found_name(r));
+  archs.push_back("baseline");
+  for (int k = 1; k <= cfg.study_random; ++k) archs.push_back(random_name(k));
+  std::vector<Task> t;
+  for (int s = 1; s <= cfg.study_seeds; ++s)
+    for (const std::string& a : archs) {
+      Task x;
+      x.arch = a;
+      x.group = a.rfind("found", 0) == 0 ? "found" : a.rfind("random", 0) == 0 ? "random" : "baseline";
+      x.seed = cfg.seed + s - 1;
+      x.name = str(a, "_s", x.seed);
+      t.push_back(x);
+    }
+  return t;
+}
+
+std::string task_dir(const std::string& D, const Task& t) { return D + "/retrain/" + t.name; }
+std::string eval_file(const std::string& D, const Task& t) { return task_dir(D, t) + "/eval_test/eval.json"; }
+
+void write_text(const std::string& p, const std::string& text) { write_file_atomically(p, text.data(), text.size()); }
+
+/// Rank 0: the architectures (found at the retrain width, the baseline and the
+/// random ones at its MACs) and plan.json, unless plan.json exists.
+void write_architectures(const RunConfig& cfg, const std::vector<Task>& tasks) {
+  const std::string D = cfg.out, A = D + "/archs";
+  if (exists(D + "/plan.json")) return;
+  ::mkdir(A.c_str(), 0755);
+  std::vector<Architecture> found;
+  for (int r = 1; r <= cfg.study_search_seeds; ++r) {
+    RunConfig c = cfg;
+    c.arch = search_dir(D, r) + "/arch.json";
+    std::string how;
+    found.push_back(retrain_architecture(c, &how));
+    write_text(A + "/" + found_name(r) + ".json", found.back().to_json());
+  }
+  const double target = found.front().macs();
+  {
+    RunConfig c = cfg;
+    c.arch = "baseline";
+    c.target_macs = target;
+    c.target_params = 0;
+    c.retrain_width = 0;
+    std::string how;
+    write_text(A + "/baseline.json", retrain_architecture(c, &how).to_json());
+  }
+  RandomArchOptions o;
+  o.target_macs = target;
+  o.tolerance = cfg.study_tolerance;
+  for (int k = 1; k <= cfg.study_random; ++k) {
+    const RandomArch ra = sample_random_like(found.front(), static_cast<uint64_t>(cfg.study_random_seed), k - 1, o);
+    write_text(A + "/" + random_name(k) + ".json", ra.arch.to_json());
+    std::cout << "== study: " << random_name(k) << ": width " << ra.width << ", " << ra.arch.live_ops() << " live ops, "
+              << fmt("%.3fM", ra.arch.macs() / 1e6) << " MACs (found " << fmt("%.3fM", target / 1e6)
+              << "); redraws: " << ra.block_redraws << " blocks, " << ra.width_redraws << " widths" << std::endl;
+  }
+  std::ostringstream p;
+  p << "{\"format\": \"dsonas-study-plan\", \"format_version\": 1, \"target_macs\": " << fmt("%.0f", target)
+    << ", \"tasks\": [";
+  for (size_t i = 0; i < tasks.size(); ++i)
+    p << (i ? "," : "") << "\n  {\"name\": " << json_quote(tasks[i].name) << ", \"group\": " << json_quote(tasks[i].group)
+      << ", \"arch\": " << json_quote(tasks[i].arch) << ", \"seed\": " << tasks[i].seed << "}";
+  p << "\n]}\n";
+  write_text(D + "/plan.json", p.str());
+}
+
+/// One retrain task and its test evaluation (skipped when its eval.json exists).
+int run_task(const RunConfig& cfg, const std::vector<std::string>& args, const Task& t) {
+  const std::string D = cfg.out, out = task_dir(D, t);
+  Communicator& comm = Communicator::world();
+  if (exists(eval_file(D, t))) {
+    if (comm.root()) std::cout << "== study: " << t.name << " done" << std::endl;
+    return kExitOk;
+  }
+  if (comm.root())
+    std::cout << "== study: " << t.name << " → " << out << (exists(out + "/metrics.jsonl") ? " (resuming)" : "")
+              << std::endl;
+  if (comm.root()) ::mkdir((D + "/retrain").c_str(), 0755);
+  comm.barrier();
+  const RunConfig rc = stage_config(
+      "retrain", stage_args(args, out,
+                            {"--arch", D + "/archs/" + t.arch + ".json", "--seed", std::to_string(t.seed),
+                             "--retrain.width", "0", "--retrain.target-macs", "0", "--retrain.target-params", "0"}));
+  const int code = run_retrain(rc);
+  if (code) return code;
+  evaluate_network_file(stage_config("eval", eval_args(args, out)));
+  return kExitOk;
+}
+
+struct Result {
+  Task task;
+  bool done = false;
+  double top1 = 0, top5 = 0, macs = 0, params = 0;  // top-1/5 in percent
+};
+
+std::vector<Result> read_results(const std::string& D, const std::vector<Task>& tasks) {
+  std::vector<Result> rs;
+  for (const Task& t : tasks) {
+    Result r;
+    r.task = t;
+    const std::string f = eval_file(D, t);
+    if (exists(f)) {
+      const JsonValue v = parse_json(read_text(f), f);
+      JsonObject o(v, "", f);
+      auto num = [&](const char* k) {
+        const JsonValue* x = o.find(k);
+        if (!x || x->kind != JsonValue::Num) o.bad(k, "missing or not a number");
+        return std::atof(x->text.c_str());
+      };
+      r.top1 = 100 * num("top1");
+      r.top5 = 100 * num("top5");
+      r.macs = num("macs");
+      r.params = num("params");
+      r.done = true;
+    }
+    rs.push_back(r);
+  }
+  return rs;
+}
+
+std::string f2(double v) { return fmt("%.2f", v); }
+std::string f3(double v) { return fmt("%.3f", v); }
+std::string pval(double p) { return p < 1e-4 ? fmt("%.1e", p) : fmt("%.4f", p); }
+
+std::string group_json(const GroupStats& g, const std::vector<double>& v) {
+  std::string vals;
+  for (size_t i = 0; i < v.size(); ++i) vals += str(i ? ", " : "", f2(v[i]));
+  return str("{\"n\": ", g.n, ", \"mean\": ", fmt("%.6f", g.mean), ", \"sd\": ", fmt("%.6f", g.sd), ", \"ci95\": [",
+             fmt("%.6f", g.ci_lo), ", ", fmt("%.6f", g.ci_hi), "], \"values\": [", vals, "]}");
+}
+
+std::string test_json(const WelchTest& w) {
+  return str("{\"valid\": ", w.valid ? "true" : "false", ", \"diff\": ", fmt("%.6f", w.diff), ", \"t\": ", fmt("%.6f", w.t),
+             ", \"df\": ", fmt("%.6f", w.df), ", \"p\": ", fmt("%.6g", w.p), ", \"ci95\": [", fmt("%.6f", w.ci_lo), ", ",
+             fmt("%.6f", w.ci_hi), "], \"hedges_g\": ", fmt("%.6f", w.hedges_g), "}");
+}
+
+/// "found vs X: +0.41 points (95 % interval [a, b]), Welch t = …, p = … → verdict".
+std::string verdict(const char* other, const WelchTest& w, int na, int nb) {
+  if (!w.valid)
+    return str("found vs ", other, ": no test (", na, " and ", nb, " values; each group needs two with some spread)");
+  const bool sig = w.p < 0.05;
+  std::string v;
+  if (!sig) v = "not significant";
+  else v = w.diff > 0 ? str("the found architecture is better than ", other, " (significant, p < 0.05)")
+                      : str("the found architecture is WORSE than ", other, " (significant, p < 0.05)");
+  return str("found vs ", other, ": ", fmt("%+.2f", w.diff), " points (95 % interval [", fmt("%+.2f", w.ci_lo), ", ",
+             fmt("%+.2f", w.ci_hi), "]), Welch t = ", f3(w.t), ", df = ", f2(w.df), ", p = ", pval(w.p),
+             ", Hedges' g = ", f2(w.hedges_g), " → ", v);
+}
+
+/// Runs utils/study_plot.py on the study (matplotlib): "" or why the picture is missing.
+std::string plot(const std::string& D) {
+  std::string home;
+  if (const char* h = std::getenv("DSONAS_HOME")) home = h;
+  if (home.empty()) {  // a build folder inside the source tree: <tree>/build/dsonas
+    char exe[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+      std::string e(exe, static_cast<size_t>(n));
+      e = e.substr(0, e.find_last_of('/'));
+      home = e.substr(0, e.find_last_of('/'));
+    }
+  }
+  const std::string tool = home + "/utils/study_plot.py";
+  if (!exists(tool)) return str("no picture: ", tool, " not found (set DSONAS_HOME)");
+  const char* py = std::getenv("DSONAS_PYTHON");
+  const std::string cmd = str(py && *py ? py : "/usr/bin/python3", " '", tool, "' '", D, "' >/dev/null 2>'", D,
+                              "/study_plot.log'");
+  if (std::system(cmd.c_str()) != 0) return str("no picture: ", tool, " failed (", D, "/study_plot.log)");
+  std::remove((D + "/study_plot.log").c_str());
+  return "";
+}
+
+void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
+  const std::string D = cfg.out;
+  const std::vector<Result> rs = read_results(D, tasks);
+  const char* groups[] = {"found", "baseline", "random"};
+  std::vector<double> vals[3], macs[3], params[3];
+  int done = 0;
+  for (const Result& r : rs) {
+    if (!r.done) continue;
+    ++done;
+    const int g = r.task.group == "found" ? 0 : r.task.group == "baseline" ? 1 : 2;
+    vals[g].push_back(r.top1);
+    macs[g].push_back(r.macs);
+    params[g].push_back(r.params);
+  }
+  GroupStats gs[3];
+  for (int g = 0; g < 3; ++g) gs[g] = group_stats(vals[g]);
+  const WelchTest vs_random = welch_test(vals[0], vals[2]), vs_base = welch_test(vals[0], vals[1]);
+  auto mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+  };
+  double target = 0;
+  if (exists(D + "/plan.json")) {
+    const JsonValue pv = parse_json(read_text(D + "/plan.json"), D + "/plan.json");
+    for (const auto& kv : pv.obj)
+      if (kv.first == "target_macs") target = std::atof(kv.second.text.c_str());
+  }
+
+  // study.csv: one row per task
+  std::ostringstream csv;
+  csv << "task,group,arch,seed,done,top1,top5,macs,params\n";
+  for (const Result& r : rs)
+    csv << r.task.name << "," << r.task.group << "," << r.task.arch << "," << r.task.seed << "," << (r.done ? 1 : 0)
+        << "," << (r.done ? f2(r.top1) : "") << "," << (r.done ? f2(r.top5) : "") << ","
+        << (r.done ? fmt("%.0f", r.macs) : "") << "," << (r.done ? fmt("%.0f", r.params) : "") << "\n";
+  write_text(D + "/study.csv", csv.str());
+
+  // study.json
+  std::ostringstream js;
+  js << "{\"format\": \"dsonas-study\", \"format_version\": 1, \"config\": "
+     << json_quote(cfg.config_file.empty() ? "(command line)" : cfg.config_file) << ", \"search_seeds\": "
+     << cfg.study_search_seeds << ", \"random\": " << cfg.study_random << ", \"seeds\": " << cfg.study_seeds
+     << ", \"tolerance\": " << cfg.study_tolerance << ", \"target_macs\": " << fmt("%.0f", target)
+     << ", \"tasks_done\": " << done << ", \"tasks\": " << tasks.size() << ",\n \"results\": [";
+  for (size_t i = 0; i < rs.size(); ++i) {
+    const Result& r = rs[i];
+    js << (i ? "," : "") << "\n  {\"task\": " << json_quote(r.task.name) << ", \"group\": " << json_quote(r.task.group)
+       << ", \"arch\": " << json_quote(r.task.arch) << ", \"seed\": " << r.task.seed << ", \"done\": "
+       << (r.done ? "true" : "false");
+    if (r.done)
+      js << ", \"top1\": " << f2(r.top1) << ", \"top5\": " << f2(r.top5) << ", \"macs\": " << fmt("%.0f", r.macs)
+         << ", \"params\": " << fmt("%.0f", r.params);
+    js << "}";
+  }
+  js << "],\n \"groups\": {";
+  for (int g = 0; g < 3; ++g) js << (g ? ", " : "") << "\"" << groups[g] << "\": " << group_json(gs[g], vals[g]);
+  js << "},\n \"tests\": {\"found_vs_random\": " << test_json(vs_random) << ", \"found_vs_baseline\": " << test_json(vs_base)
+     << "}}\n";
+  write_text(D + "/study.json", js.str());
+
+  const std::string why_no_plot = plot(D);
+
+  // study.md
+  std::ostringstream m;
+  m << "# dsonas study: does the search beat chance?\n\n"
+    << "Configuration `" << (cfg.config_file.empty() ? "(command line)" : cfg.config_file) << "`: "
+    << cfg.study_search_seeds << " search" << (cfg.study_search_seeds > 1 ? "es" : "") << ", the hand-made baseline ("
+    << cfg.baseline_op << " chains) and " << cfg.study_random
+    << " random architectures of the same cost (per block the found architecture's number of live λ entries at "
+       "random positions, §6.1 applied, reductions as searched, MACs within ±"
+    << fmt("%.1f", 100 * cfg.study_tolerance) << " % of " << fmt("%.3fM", target / 1e6) << "), each retrained with "
+    << cfg.study_seeds << " seed" << (cfg.study_seeds > 1 ? "s" : "") << " under the same budget. Test accuracy (top-1, %) "
+    << "of " << done << " of " << tasks.size() << " retrains"
+    << (done < static_cast<int>(tasks.size()) ? " (the study is not finished: re-run the command to continue)" : "")
+    << ".\n\n";
+  if (why_no_plot.empty()) m << "![test accuracy per group and against MACs](study.png)\n\n";
+  else m << "(" << why_no_plot << ")\n\n";
+  m << "| group | n | mean | sd | 95 % interval | MACs | parameters | values |\n|---|---:|---:|---:|---|---:|---:|---|\n";
+  for (int g = 0; g < 3; ++g) {
+    std::string v;
+    for (size_t i = 0; i < vals[g].size(); ++i) v += str(i ? ", " : "", f2(vals[g][i]));
+    m << "| " << groups[g] << " | " << gs[g].n << " | " << f2(gs[g].mean) << " | " << f2(gs[g].sd) << " | ["
+      << f2(gs[g].ci_lo) << ", " << f2(gs[g].ci_hi) << "] | " << fmt("%.2fM", mean(macs[g]) / 1e6) << " | "
+      << fmt("%.3fM", mean(params[g]) / 1e6) << " | " << v << " |\n";
+  }
+  m << "\n**" << verdict("random", vs_random, gs[0].n, gs[2].n) << ".**\n\n**"
+    << verdict("hand-made", vs_base, gs[0].n, gs[1].n) << ".**\n\n"
+    << "Welch's unequal-variance t-test (two-sided), Student's t from Boost.Math; the random group pools every "
+       "random architecture and seed.\n\n"
+    << "## Every retrain\n\n| task | architecture | seed | top-1 | top-5 | MACs | parameters |\n|---|---|---:|---:|---:|---:|---:|\n";
+  for (const Result& r : rs) {
+    m << "| " << r.task.name << " | " << r.task.arch << " | " << r.task.seed << " | ";
+    if (r.done)
+      m << f2(r.top1) << " | " << f2(r.top5) << " | " << fmt("%.2fM", r.macs / 1e6) << " | " << fmt("%.3fM", r.params / 1e6)
+        << " |\n";
+    else
+      m << "(not run) | | | |\n";
+  }
+  m << "\nArchitectures: `archs/`; retrains: `retrain/<task>/` (`eval_test/` holds per-class accuracy and the "
+       "confusion matrix); the numbers: `study.json`, `study.csv`.\n";
+  write_text(D + "/study.md", m.str());
+  std::cout << "== study: " << verdict("random", vs_random, gs[0].n, gs[2].n) << "\n== study: "
+            << verdict("hand-made", vs_base, gs[0].n, gs[1].n) << "\n== study: report " << D << "/study.md ("
+            << done << " of " << tasks.size() << " retrains)" << std::endl;
+}
+
+}  // namespace
+
+int run_study(int argc, char** argv) {
+  const RunConfig cfg = parse_config("study", argc, argv);
+  Communicator& comm = Communicator::world();
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  const std::string D = cfg.out;
+  const std::vector<Task> tasks = plan_tasks(cfg);
+  if (cfg.study_plan) {
+    if (comm.root())
+      for (size_t i = 0; i < tasks.size(); ++i)
+        std::cout << i << " " << tasks[i].name << " " << tasks[i].group << " archs/" << tasks[i].arch << ".json seed "
+                  << tasks[i].seed << "\n";
+    return kExitOk;
+  }
+  if (cfg.study_task >= static_cast<int>(tasks.size()))
+    fail_usage(str("--study.task: ", cfg.study_task, " but the study has ", tasks.size(), " tasks (0 .. ",
+                   tasks.size() - 1, ")"));
+  const bool prepare = !cfg.study_report && cfg.study_task < 0;
+  if (comm.root()) {
+    prepare_out_dir(D, true);
+    if (prepare) write_text(D + "/study.cfg", cfg.resolved);
+  }
+  comm.barrier();
+  if (!cfg.study_report && !exists(D + "/plan.json")) {
+    if (cfg.study_task >= 0)
+      fail_usage(str("--study.task: ", D, "/plan.json is missing: run --study.prepare first"));
+    for (int r = 1; r <= cfg.study_search_seeds; ++r) {
+      const std::string R = search_dir(D, r), seed = std::to_string(cfg.seed + r - 1);
+      if (comm.root()) std::cout << "== study: search " << r << " (seed " << seed << ") → " << R << std::endl;
+      if (comm.root()) ::mkdir(R.c_str(), 0755);
+      comm.barrier();
+      int rc = run_pretrain(stage_config("pretrain", stage_args(args, R + "/pretrain", {"--seed", seed})));
+      if (rc) return rc;
+      rc = run_search(stage_config("search", stage_args(args, R + "/search", {"--init", R + "/pretrain", "--seed", seed})));
+      if (rc) return rc;
+      if (!exists(R + "/arch.json")) {
+        rc = derive_on_root(R + "/search", R + "/arch.json", R + "/arch.png");
+        if (rc) return rc;
+      }
+    }
+    if (comm.root()) write_architectures(cfg, tasks);
+    comm.barrier();
+  }
+  if (cfg.study_prepare) return kExitOk;
+  if (!cfg.study_report) {
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      if (cfg.study_task >= 0 && static_cast<int>(i) != cfg.study_task) continue;
+      const int rc = run_task(cfg, args, tasks[i]);
+      if (rc) return rc;
+    }
+    if (cfg.study_task >= 0) return kExitOk;
+  }
+  if (comm.root()) write_report(cfg, tasks);
+  comm.barrier();
+  return kExitOk;
+}
+
+}  // namespace dsonas
