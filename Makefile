@@ -212,6 +212,7 @@ python-test: $(BIN) $(TOOL_BINS)
 e2e-test: $(BIN) $(GPU_TEST_BIN)
 	bash tests/e2e/run_all.sh $(BUILD)
 	bash tests/e2e/pipeline.sh $(BUILD)
+	bash tests/e2e/study.sh $(BUILD)
 	bash tests/e2e/jobs.sh $(BUILD)
 	bash tests/e2e/slurm.sh $(BUILD)
 	bash tests/gpu/test_bundle_check.sh

@@ -19,7 +19,7 @@ PKGS=(
   python3-pil
   dataset-fashion-mnist
   graphviz
-  python3-torch python3-numpy python3-h5py python3-matplotlib python3-pytest
+  python3-torch python3-numpy python3-h5py python3-matplotlib python3-pytest python3-scipy
   slurm-wlm munge
   clang libclang-rt-14-dev libomp-dev
 )

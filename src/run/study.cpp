@@ -86,6 +86,7 @@ void write_architectures(const RunConfig& cfg, const std::vector<Task>& tasks) {
     c.arch = search_dir(D, r) + "/arch.json";
     std::string how;
     found.push_back(retrain_architecture(c, &how));
+    found.back().source = str("r", r, "/search");  // relative: a study folder moves as a whole
     write_text(A + "/" + found_name(r) + ".json", found.back().to_json());
   }
   const double target = found.front().macs();
@@ -119,9 +120,13 @@ void write_architectures(const RunConfig& cfg, const std::vector<Task>& tasks) {
 }
 
 /// One retrain task and its test evaluation (skipped when its eval.json exists).
-int run_task(const RunConfig& cfg, const std::vector<std::string>& args, const Task& t) {
+int run_task(const RunConfig& cfg, const std::vector<std::string>& args, const Task& t, size_t index) {
   const std::string D = cfg.out, out = task_dir(D, t);
   Communicator& comm = Communicator::world();
+  if (comm.root()) {  // a mark that this task ran now (slurm/study.sbatch checks that the step ran)
+    ::mkdir((D + "/retrain").c_str(), 0755);
+    write_text(str(D, "/retrain/task_", index, ".started"), t.name + "\n");
+  }
   if (exists(eval_file(D, t))) {
     if (comm.root()) std::cout << "== study: " << t.name << " done" << std::endl;
     return kExitOk;
@@ -129,7 +134,6 @@ int run_task(const RunConfig& cfg, const std::vector<std::string>& args, const T
   if (comm.root())
     std::cout << "== study: " << t.name << " → " << out << (exists(out + "/metrics.jsonl") ? " (resuming)" : "")
               << std::endl;
-  if (comm.root()) ::mkdir((D + "/retrain").c_str(), 0755);
   comm.barrier();
   const RunConfig rc = stage_config(
       "retrain", stage_args(args, out,
@@ -381,7 +385,7 @@ int run_study(int argc, char** argv) {
   if (!cfg.study_report) {
     for (size_t i = 0; i < tasks.size(); ++i) {
       if (cfg.study_task >= 0 && static_cast<int>(i) != cfg.study_task) continue;
-      const int rc = run_task(cfg, args, tasks[i]);
+      const int rc = run_task(cfg, args, tasks[i], i);
       if (rc) return rc;
     }
     if (cfg.study_task >= 0) return kExitOk;

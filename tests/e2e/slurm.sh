@@ -17,6 +17,8 @@
 #       requeued while the retrain job stays PENDING on its dependency; both COMPLETE;
 #       network.h5, arch.json, eval_test/eval.json
 #  (d2) pipeline.sh whose search fails -> search job FAILED, retrain job CANCELLED
+#  (d3) study.sh: prepare job, an array of one retrain task each (afterok), report job after the
+#       whole array; all COMPLETE and study.md reports every retrain
 #  (e)  sweep.sbatch --array=0-1 over search.gamma: task 0 gets SIGUSR1 and is requeued alone;
 #       both tasks COMPLETE, one folder per value holding its own gamma and a model.h5
 #  (e2) sweep.sbatch with a sweep file of 2 rows varying search.gamma and search.w-steps (plus
@@ -272,6 +274,39 @@ if out=$(pipe p2 DSONAS_SEARCH_ARGS=--no-such-option 2>&1) && ids=$(sed -n 's/^D
     ok "(d2) failing search job $S FAILED (2:0), retrain job $R CANCELLED ($(job_field "$R" Reason))"
   else bad "(d2) search $S $st $(job_field "$S" ExitCode), retrain $R $st2"; fi
 else bad "(d2) pipeline.sh failed: $out"; fi
+
+# (d3) study.sh: the prepare job, one array task per retrain, the report job after all of them
+cat > "$T/study.cfg" <<'CFG'
+threads = 1
+log-every = 100
+[space]
+preset = tiny
+[data]
+dataset = synthetic
+batch = 8
+synthetic-train = 64
+synthetic-test = 16
+[pretrain]
+max-steps = 20
+[search]
+max-steps = 60
+gamma = 0.01
+lambda-lr-mult = 5
+[retrain]
+max-steps = 30
+[study]
+random = 1
+seeds = 2
+CFG
+if out=$(cd "$T" && env DSONAS_BIN="$BIN" DSONAS_CONFIG=study.cfg "$ROOT/slurm/study.sh" "$T/study" 2>&1) \
+   && ids=$(sed -n 's/^DSONAS_JOBS=//p' <<<"$out") && [ -n "$ids" ]; then
+  P=${ids%%:*}; rest=${ids#*:}; A=${rest%%:*}; R=${rest#*:}
+  stp=$(wait_final "$P" 120); str=$(wait_final "$R" 240)
+  if [ "$stp" = COMPLETED ] && [ "$str" = COMPLETED ] && grep -q "6 of 6 retrains" "$T/study/study.md" \
+     && [ "$(ls "$T"/study/retrain/*/eval_test/eval.json | wc -l)" = 6 ] && grep -q "task array $A: 6 retrains" <<<"$out"; then
+    ok "(d3) study.sh: prepare job $P, task array $A (6 retrains, afterok), report job $R COMPLETED; study.md with 6 of 6"
+  else bad "(d3) study: prepare $stp, report $str; $(tail -2 "$T"/study/slurm-study-report-*.log 2>/dev/null)"; fi
+else bad "(d3) study.sh failed: $out"; fi
 
 # (e) a 2-value sweep as a job array; task 0 requeued on its own
 A=$(cd "$T" && DSONAS_BIN=$BIN DSONAS_CONFIG=$T/tiny.cfg DSONAS_OUT=$T/sw DSONAS_SWEEP="search.gamma=0.01,0.03" \

@@ -1,0 +1,102 @@
+"""The statistics of `dsonas study --study.report` against SciPy (python3-scipy),
+computed here from the same values: per group mean, sd, 95 % interval (Student's t),
+Welch's t-test (t, df, two-sided p, interval of the difference) and Hedges' g, for
+found vs random and found vs hand-made; and study.csv lists every retrain.
+
+The study folder is made here: DIR/plan.json and one eval_test/eval.json per retrain
+task with chosen accuracies, as finished retrains leave them (run: /usr/bin/python3 -m
+pytest -q tests/python; needs the dsonas binary, DSONAS_BIN or <repo>/build/dsonas)."""
+
+import csv
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from scipy import stats
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("DSONAS_BIN", os.path.join(REPO, "build", "dsonas"))
+SYN = ["--data.dataset", "synthetic", "--space.preset", "tiny", "--progress", "false"]
+
+# top-1 (fraction) per architecture, seeds 1..3 (R = 1 search, K = 2 random, S = 3)
+TOP1 = {
+    "found": [0.9391, 0.9359, 0.9379],
+    "baseline": [0.9372, 0.9349, 0.9340],
+    "random_001": [0.9301, 0.9322, 0.9288],
+    "random_002": [0.9355, 0.9310, 0.9334],
+}
+
+
+def make_study(d):
+    os.makedirs(d)
+    tasks = []
+    for s in (1, 2, 3):
+        for a in TOP1:
+            g = "found" if a == "found" else "baseline" if a == "baseline" else "random"
+            name = "%s_s%d" % (a, s)
+            tasks.append({"name": name, "group": g, "arch": a, "seed": s})
+            e = os.path.join(d, "retrain", name, "eval_test")
+            os.makedirs(e)
+            with open(os.path.join(e, "eval.json"), "w") as f:
+                json.dump({"top1": TOP1[a][s - 1], "top5": 0.999, "macs": 27754240 + 1000 * len(a),
+                           "params": 238906}, f)
+    with open(os.path.join(d, "plan.json"), "w") as f:
+        json.dump({"format": "dsonas-study-plan", "format_version": 1, "target_macs": 27754240, "tasks": tasks}, f)
+
+
+@pytest.mark.skipif(not os.path.exists(BIN), reason="the dsonas binary is not built (DSONAS_BIN)")
+def test_report_statistics_match_scipy(tmp_path):
+    d = str(tmp_path / "study")
+    make_study(d)
+    r = subprocess.run([BIN, "study"] + SYN + ["--study.random", "2", "--study.seeds", "3", "--study.report",
+                                               "--out", d], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = json.load(open(os.path.join(d, "study.json")))
+    found = [100 * v for v in TOP1["found"]]
+    base = [100 * v for v in TOP1["baseline"]]
+    rand = [100 * v for k in ("random_001", "random_002") for v in TOP1[k]]
+    for g, v in (("found", found), ("baseline", base), ("random", rand)):
+        st = s["groups"][g]
+        assert st["n"] == len(v)
+        assert st["mean"] == pytest.approx(np.mean(v), abs=1e-6)
+        assert st["sd"] == pytest.approx(np.std(v, ddof=1), abs=1e-6)
+        h = stats.t.ppf(0.975, len(v) - 1) * np.std(v, ddof=1) / np.sqrt(len(v))
+        assert st["ci95"] == pytest.approx([np.mean(v) - h, np.mean(v) + h], abs=1e-6)
+    for key, other in (("found_vs_random", rand), ("found_vs_baseline", base)):
+        t = s["tests"][key]
+        ref = stats.ttest_ind(found, other, equal_var=False)
+        va, vb, na, nb = np.var(found, ddof=1), np.var(other, ddof=1), len(found), len(other)
+        se2 = va / na + vb / nb
+        df = se2 ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+        diff = np.mean(found) - np.mean(other)
+        h = stats.t.ppf(0.975, df) * np.sqrt(se2)
+        pooled = np.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
+        g = (1 - 3 / (4 * (na + nb) - 9)) * diff / pooled
+        assert t["valid"]
+        assert t["t"] == pytest.approx(ref.statistic, abs=1e-5)
+        assert t["p"] == pytest.approx(ref.pvalue, rel=1e-4)
+        assert t["df"] == pytest.approx(df, abs=1e-5)
+        assert t["diff"] == pytest.approx(diff, abs=1e-6)
+        assert t["ci95"] == pytest.approx([diff - h, diff + h], abs=1e-5)
+        assert t["hedges_g"] == pytest.approx(g, abs=1e-5)
+    md = open(os.path.join(d, "study.md")).read()
+    p = stats.ttest_ind(found, rand, equal_var=False).pvalue
+    assert ("significant, p < 0.05" in md.split("found vs random")[1].split("\n")[0]) == (p < 0.05)
+    rows = list(csv.DictReader(open(os.path.join(d, "study.csv"))))
+    assert len(rows) == 12 and all(row["done"] == "1" for row in rows)
+    assert sorted(float(row["top1"]) for row in rows if row["group"] == "random") == sorted(round(v, 2) for v in rand)
+
+
+@pytest.mark.skipif(not os.path.exists(BIN), reason="the dsonas binary is not built (DSONAS_BIN)")
+def test_unfinished_study_says_so(tmp_path):
+    d = str(tmp_path / "study")
+    make_study(d)
+    os.remove(os.path.join(d, "retrain", "random_002_s3", "eval_test", "eval.json"))
+    r = subprocess.run([BIN, "study"] + SYN + ["--study.random", "2", "--study.seeds", "3", "--study.report",
+                                               "--out", d], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = json.load(open(os.path.join(d, "study.json")))
+    assert s["tasks_done"] == 11 and s["groups"]["random"]["n"] == 5
+    assert "the study is not finished" in open(os.path.join(d, "study.md")).read()
