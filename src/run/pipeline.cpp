@@ -14,6 +14,7 @@
 #include "dsonas/run/pipeline.hpp"
 
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -35,6 +36,23 @@ namespace dsonas {
 namespace {
 
 std::string pct(double v) { return fmt("%.2f %%", 100 * v); }
+
+/// What a single found-vs-baseline margin (points) means, given the seed-to-seed
+/// standard deviation of this configuration's retrain as a study measured it
+/// (study.reference-sd): the difference of two independent retrains has sd √2·sd,
+/// and a margin within two of those is seed noise.
+std::string margin_note(const RunConfig& cfg, double margin) {
+  const double sd = cfg.study_reference_sd;
+  if (!(sd > 0))
+    return str("Margin ", fmt("%+.2f", margin), " points from one retrain of each: no seed-to-seed spread is known for this "
+               "configuration (set study.reference-sd from a `dsonas study`), so it cannot be called significant.");
+  const double sd_diff = std::sqrt(2.0) * sd;
+  return str("Margin ", fmt("%+.2f", margin), " points from one retrain of each; the seed-to-seed standard deviation of "
+             "this retrain is ", fmt("%.2f", sd), " points (", cfg.study_reference.empty() ? "study.reference-sd" : cfg.study_reference,
+             "), so a difference of two single retrains has sd ", fmt("%.2f", sd_diff), ": ",
+             std::fabs(margin) < 2 * sd_diff ? "the margin is within seed noise (not significant)."
+                                             : "the margin is beyond two of those (see the study for a real test).");
+}
 
 }  // namespace
 
@@ -119,7 +137,8 @@ int run_pipeline(int argc, char** argv) {
         << pct(be.top5) << " |\n\n"
         << (fe.top1 > be.top1 ? "The searched architecture beats the hand-made baseline at equal MACs by "
                               : "The searched architecture does NOT beat the hand-made baseline at equal MACs (difference ")
-        << fmt("%+.2f", 100 * (fe.top1 - be.top1)) << " points" << (fe.top1 > be.top1 ? "" : ")") << ".\n";
+        << fmt("%+.2f", 100 * (fe.top1 - be.top1)) << " points" << (fe.top1 > be.top1 ? "" : ")") << ".\n\n"
+        << margin_note(cfg, 100 * (fe.top1 - be.top1)) << "\n";
     }
     r << "\nPer-class accuracy and confusion matrices: `retrain/eval_test/`" << (have_baseline ? ", `baseline/eval_test/`" : "")
       << ".  Total wall time of this invocation: " << fmt("%.0f", seconds_since(t0)) << " s.\n";
@@ -127,7 +146,9 @@ int run_pipeline(int argc, char** argv) {
     write_file_atomically(D + "/report.md", text.data(), text.size());
     std::cout << "pipeline done: found architecture " << pct(fe.top1) << " test accuracy, "
               << fmt("%.2fM", fe.macs / 1e6) << " MACs, " << fmt("%.3fM", fe.params / 1e6) << " parameters";
-    if (have_baseline) std::cout << " (hand-made baseline at equal MACs: " << pct(be.top1) << ")";
+    if (have_baseline)
+      std::cout << " (hand-made baseline at equal MACs: " << pct(be.top1) << ")\n  "
+                << margin_note(cfg, 100 * (fe.top1 - be.top1));
     std::cout << "\n  picture " << D << "/arch.png, report " << D << "/report.md" << std::endl;
   }
   comm.barrier();
