@@ -52,7 +52,9 @@ if [ "$mode" = asan ] || [ "$mode" = all ]; then
   R=$(pwd)/$B/sanitizer-reports
   LOGS=$(pwd)/$B/sanitize-logs
   rm -rf "$R" "$LOGS" && mkdir -p "$R" "$LOGS"
-  export ASAN_OPTIONS="detect_leaks=1:log_path=$R/asan:detect_stack_use_after_return=1:strict_string_checks=1"
+  # full malloc stacks and loaded Open MPI components: see tests/sanitizers/lsan.supp
+  export ASAN_OPTIONS="detect_leaks=1:fast_unwind_on_malloc=0:log_path=$R/asan:detect_stack_use_after_return=1:strict_string_checks=1"
+  export OMPI_MCA_mca_base_component_disable_dlclose=1
   export LSAN_OPTIONS="suppressions=$(pwd)/tests/sanitizers/lsan.supp:print_suppressions=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$R/ubsan"
   suite asan-unit env OMP_NUM_THREADS=2 $B/tests/unit_tests --gtest_brief=1
@@ -63,7 +65,7 @@ if [ "$mode" = asan ] || [ "$mode" = all ]; then
   suite asan-e2e-mpi env MPIRUN="OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none -x ASAN_OPTIONS -x LSAN_OPTIONS -x UBSAN_OPTIONS" \
     bash tests/e2e/mpi.sh $B
   suite asan-e2e-pipeline bash tests/e2e/pipeline.sh $B
-  unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
+  unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS OMPI_MCA_mca_base_component_disable_dlclose
   check_reports "$R" "ASan + UBSan"
 fi
 
