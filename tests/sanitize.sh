@@ -81,7 +81,8 @@ if [ "$mode" = tsan ] || [ "$mode" = all ]; then
   archer=$(ls /usr/lib/llvm-*/lib/libarcher.so 2>/dev/null | head -1)
   [ -n "$archer" ] || { echo "sanitize: LLVM's libarcher.so (package libomp-dev) is missing"; exit 2; }
   export OMP_TOOL_LIBRARIES=$archer
-  export TSAN_OPTIONS="log_path=$R/tsan:suppressions=$(pwd)/tests/sanitizers/tsan.supp:second_deadlock_stack=1:history_size=4"
+  # ignore_noninstrumented_modules: see tests/sanitizers/tsan.supp
+  export TSAN_OPTIONS="log_path=$R/tsan:suppressions=$(pwd)/tests/sanitizers/tsan.supp:second_deadlock_stack=1:history_size=4:ignore_noninstrumented_modules=1"
   export OPENBLAS_NUM_THREADS=1
   suite tsan-unit env OMP_NUM_THREADS=2 $B/tests/unit_tests --gtest_brief=1
   suite tsan-e2e bash tests/e2e/run_all.sh $B
