@@ -75,6 +75,28 @@ inline void write_dataset(hid_t file, hid_t lcpl, const std::string& name, const
   HDF5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), str("write ", name));
 }
 
+/// Before H5Dread of a float dataset written by write_dataset: refuses (exit 3, naming
+/// the dataset) an element type other than 4-byte float and a storage or chunk larger
+/// than `numel` floats could need.  libhdf5 sizes its read and conversion buffers from
+/// these fields, so a damaged file would otherwise make it allocate gigabytes (found by
+/// fuzzing behind the seal).
+inline void check_float_dataset(hid_t ds, int64_t numel, const std::string& path, const std::string& name) {
+  auto bad = [&](const std::string& what) { return Error(kExitCheckpoint, str(path, ": dataset ", name, " ", what)); };
+  H5Id type(H5Dget_type(ds), H5Tclose);
+  if (!type.ok() || H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 4) throw bad("is not 4-byte floats");
+  const hsize_t want = static_cast<hsize_t>(numel) * 4;
+  if (H5Dget_storage_size(ds) > want + 64) throw bad(str("stores ", H5Dget_storage_size(ds), " bytes, more than ", numel, " floats"));
+  H5Id dcpl(H5Dget_create_plist(ds), H5Pclose);
+  if (!dcpl.ok()) throw bad("has no readable creation properties");
+  if (H5Pget_layout(dcpl) == H5D_CHUNKED) {
+    hsize_t chunk[H5S_MAX_RANK];
+    const int rank = H5Pget_chunk(dcpl, H5S_MAX_RANK, chunk);
+    hsize_t elems = 1;
+    for (int i = 0; i < rank && elems <= static_cast<hsize_t>(numel); ++i) elems *= chunk[i];
+    if (rank < 1 || elems > static_cast<hsize_t>(numel)) throw bad("has a chunk larger than the dataset");
+  }
+}
+
 inline std::vector<float> to_host(Backend& be, const Tensor& t) {
   std::vector<float> h(static_cast<size_t>(t.numel()));
   be.download(t, h.data());

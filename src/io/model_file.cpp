@@ -31,6 +31,7 @@ void read_dataset(hid_t file, const std::string& path, const std::string& name, 
   hssize_t n = H5Sget_simple_extent_npoints(space);
   if (ds.id < 0 || n != numel)
     throw Error(kExitCheckpoint, str(path, ": dataset ", name, " has ", n, " elements, expected ", numel));
+  check_float_dataset(ds, numel, path, name);
   if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
     throw Error(kExitCheckpoint, str(path, ": dataset ", name, " is unreadable (checksum mismatch or truncated file)"));
 }

@@ -45,6 +45,7 @@ void read_dataset(hid_t file, const std::string& path, const std::string& name, 
     Shape got(dims.begin(), dims.end());
     throw Error(kExitCheckpoint, str(path, ": dataset ", name, " has shape ", shape_str(got), ", expected ", shape_str(want)));
   }
+  check_float_dataset(ds, shape_numel(want), path, name);
   if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
     throw Error(kExitCheckpoint, str(path, ": dataset ", name, " is unreadable (checksum mismatch or truncated file)"));
 }

@@ -64,6 +64,14 @@ std::vector<T> read_table(hid_t file, const std::string& path, const std::string
   const H5T_class_t want_class = H5Tget_class(mtype);
   if (!type.ok() || H5Tget_class(type) != want_class)
     throw bad(want_class == H5T_FLOAT ? "is not a floating-point dataset" : "is not an integer dataset");
+  if (H5Tget_size(type) != sizeof(T)) throw bad(str("has ", H5Tget_size(type), "-byte elements, expected ", sizeof(T)));
+  {  // libhdf5 sizes its chunk buffers from the chunk dimensions: a damaged one must not be huge
+    Id dcpl{H5Dget_create_plist(ds), H5Pclose};
+    hsize_t chunk[2] = {0, 0};
+    if (!dcpl.ok() || H5Pget_layout(dcpl) != H5D_CHUNKED || H5Pget_chunk(dcpl, 2, chunk) != rank ||
+        chunk[0] > 4096 || (width && chunk[1] != width))
+      throw bad("has a layout dsonas does not write (damaged file)");
+  }
   // Every chunk of a trajectory dataset is written, so its records fit in the storage
   // the file gives it: a damaged extent must not become a huge allocation.
   const hsize_t elems = dims[0] * (width ? width : 1);

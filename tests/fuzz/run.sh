@@ -45,7 +45,9 @@ classify() {
   if ! DSONAS_FUZZ_PROTECTED_ONLY=1 timeout 120 $FB/tests/fuzz_"$n" "$f" >/dev/null 2>&1; then echo ours; return; fi
   out=$(timeout 120 $FB/tests/fuzz_"$n" "$f" 2>&1) && { echo gone; return; }
   local top
-  top=$(echo "$out" | grep -E '^ +#[0-9]+ 0x' | grep -v -E 'libclang_rt|__interceptor_|__asan|__ubsan|__sanitizer|compiler-rt|/sanitizer_common/' | head -1)
+  # the first frame outside the sanitizer runtime, libFuzzer and libc (memcpy & co.)
+  top=$(echo "$out" | grep -E '^ +#[0-9]+ 0x' |
+        grep -v -E 'libclang_rt|__interceptor_|__asan|__ubsan|__sanitizer|compiler-rt|/sanitizer_common/|fuzzer::|sysdeps/|libc\.so' | head -1)
   if hdf5_harness "$n" && echo "$top" | grep -q 'libhdf5'; then echo hdf5; else echo ours; fi
 }
 

@@ -370,18 +370,25 @@ TEST(TrajectoryDamage, WrongTypeOrShapeOrExtentIsExit3) {
     H5Fclose(f);
   }
   EXPECT_THAT(read_error(p), ::testing::HasSubstr("dataset /loss has rank 2, expected 1"));
-  {
+  auto one_d_loss = [&](bool chunked) {
     hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     ASSERT_GE(H5Ldelete(f, "loss", H5P_DEFAULT), 0);
-    hsize_t n = 4;
-    hid_t sp = H5Screate_simple(1, &n, nullptr);
-    hid_t ds = H5Dcreate2(f, "loss", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t n = 4, maxn = H5S_UNLIMITED, chunk = 256;
+    hid_t sp = H5Screate_simple(1, &n, &maxn), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (chunked) H5Pset_chunk(dcpl, 1, &chunk);
+    else H5Sset_extent_simple(sp, 1, &n, nullptr);
+    hid_t ds = H5Dcreate2(f, "loss", H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
     const double v[4] = {1, 2, 3, 4};
     H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
     H5Dclose(ds);
+    H5Pclose(dcpl);
     H5Sclose(sp);
     H5Fclose(f);
-  }
+  };
+  one_d_loss(false);  // contiguous: not what the writer makes (chunk sizes are checked on that layout)
+  EXPECT_THAT(read_error(p), ::testing::HasSubstr("dataset /loss has a layout dsonas does not write"));
+  one_d_loss(true);
   EXPECT_THAT(read_error(p), ::testing::HasSubstr("dataset /acc claims 1073741824 records but stores"));
 }
 
