@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <thread>
 
@@ -206,6 +207,19 @@ struct ManifestReader {
   std::string string(const JsonValue& obj, const std::string& key, const std::string& ctx) const {
     return need(obj, key, JsonValue::Str, ctx).text;
   }
+  /// Every member of obj is one of `keys`, once: dsonas pack writes exactly these, so
+  /// anything else is damage.
+  void only(const JsonValue& obj, std::initializer_list<const char*> keys, const std::string& ctx) const {
+    for (size_t i = 0; i < obj.obj.size(); ++i) {
+      const std::string& k = obj.obj[i].first;
+      const std::string f = ctx.empty() ? k : ctx + "." + k;
+      bool known = false;
+      for (const char* x : keys) known = known || k == x;
+      if (!known) bad(f, "unknown field");
+      for (size_t j = 0; j < i; ++j)
+        if (obj.obj[j].first == k) bad(f, "appears more than once");
+    }
+  }
 };
 
 }  // namespace
@@ -230,6 +244,8 @@ Manifest read_manifest(const std::string& dir) {
     R.bad("", "not valid JSON (" + std::string(e.what()).substr(path.size() + 2) + ")");
   }
   if (j.kind != JsonValue::Obj) R.bad("", "not a JSON object");
+  R.only(j, {"format", "format_version", "pack_id", "source", "resize", "quality", "classes", "splits", "skipped", "warnings"},
+         "");
   Manifest m;
   if (R.string(j, "format", "") != kManifestFormat)
     R.bad("format", str("'", R.string(j, "format", ""), "', expected '", kManifestFormat, "'"));
@@ -253,6 +269,7 @@ Manifest read_manifest(const std::string& dir) {
     const std::string ctx = "splits." + kv.first;
     if (!valid_split_name(kv.first)) R.bad(ctx, "bad split name");
     if (kv.second.kind != JsonValue::Obj) R.bad(ctx, "wrong type");
+    R.only(kv.second, {"images", "shards"}, ctx);
     SplitEntry s;
     s.name = kv.first;
     s.images = R.integer(kv.second, "images", ctx, 1);
@@ -262,6 +279,7 @@ Manifest read_manifest(const std::string& dir) {
       const std::string c = str(ctx, ".shards[", i, "]");
       const JsonValue& e = shards.arr[i];
       if (e.kind != JsonValue::Obj) R.bad(c, "wrong type");
+      R.only(e, {"file", "first", "images", "bytes", "crc32", "jpeg_offset", "jpeg_bytes", "meta_crc32"}, c);
       ShardEntry se;
       se.file = R.string(e, "file", c);
       if (se.file != shard_file_name(s.name, static_cast<int>(i)))
@@ -298,6 +316,7 @@ Manifest read_manifest(const std::string& dir) {
     for (size_t i = 0; i < sk->arr.size(); ++i) {
       const std::string c = str("skipped[", i, "]");
       if (sk->arr[i].kind != JsonValue::Obj) R.bad(c, "wrong type");
+      R.only(sk->arr[i], {"path", "reason"}, c);
       m.skipped.push_back({R.string(sk->arr[i], "path", c), R.string(sk->arr[i], "reason", c)});
     }
   }
@@ -501,7 +520,13 @@ ImageNetShards::ImageNetShards(const std::string& dir, const std::string& split,
     std::unique_ptr<Shard> s(new Shard);
     s->path = join_path(dir, sp->shards[k].file);
     s->role = shard_role(split, k);
-    if (opt.verify_files) {  // every byte, before HDF5 parses the file
+    // Every byte before HDF5 parses the file: when asked (dsonas validate), and for a pack
+    // made before the metadata CRC existed (read_shard_meta checks that one otherwise).
+    const bool old_pack = sp->shards[k].jpeg_offset < 0;
+    if (old_pack && !opt.verify_files && k == 0)
+      std::cerr << "dsonas: note: " << join_path(dir, kManifestName) << " predates the shards' metadata checksums: "
+                << "each shard's whole-file CRC-32 is checked before it is opened (pack again to skip this)" << std::endl;
+    if (opt.verify_files || old_pack) {
       const uint32_t c = crc32_file(s->path);
       if (c != sp->shards[k].crc32)
         fail_usage(str("data: ", s->path, " (", s->role, "): CRC-32 ", hex32(c), " differs from the manifest's ",

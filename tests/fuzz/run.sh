@@ -47,7 +47,8 @@ classify() {
   local top
   # the first frame outside the sanitizer runtime, libFuzzer and libc (memcpy & co.)
   top=$(echo "$out" | grep -E '^ +#[0-9]+ 0x' |
-        grep -v -E 'libclang_rt|__interceptor_|__asan|__ubsan|__sanitizer|compiler-rt|/sanitizer_common/|fuzzer::|sysdeps/|libc\.so' | head -1)
+        grep -v -E 'libclang_rt|__interceptor_|__asan|__ubsan|__sanitizer|compiler-rt|/sanitizer_common/|fuzzer::|sysdeps/|libc\.so' |
+        grep -v -E '\(/[^)]*/tests/fuzz_[a-z0-9_]+\+0x' | head -1)  # interceptors (strdup …) in the harness binary
   if hdf5_harness "$n" && echo "$top" | grep -q 'libhdf5'; then echo hdf5; else echo ours; fi
 }
 

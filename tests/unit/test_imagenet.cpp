@@ -937,20 +937,27 @@ TEST(ImageNetCorrupt, FlippedByteInLabelsFailsItsChecksum) {
   }
   ASSERT_NE(addr, HADDR_UNDEF);
   flip_byte(s0, addr + 1);
-  // the manifest's metadata CRC-32 refuses the shard before HDF5 reads it ...
+  // 1. the manifest's metadata CRC-32 refuses the shard before HDF5 reads it
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }),
               HasSubstr(s0 + " (ImageNet train shard 0): its HDF5 metadata is damaged: CRC-32 "));
   const std::vector<FileCheck> v = validate_imagenet_dir(p.out, 2);
   EXPECT_FALSE(v[1].ok);
   EXPECT_THAT(v[1].detail, HasSubstr("its HDF5 metadata is damaged"));
-  // ... and in a pack made before that CRC existed, the dataset's Fletcher-32 does
+  // 2. a pack made before that CRC existed: the whole file's CRC-32 is checked before HDF5 opens it
+  const std::string manifest = slurp(p.out + "/manifest.json");
   drop_meta_crc(p.out);
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }),
-              HasSubstr(s0 + " (ImageNet train shard 0): dataset /labels is unreadable (Fletcher-32"));
-  // validate checks the whole file's CRC-32 before HDF5 opens such a shard
+              HasSubstr(s0 + " (ImageNet train shard 0): CRC-32 "));
   const std::vector<FileCheck> w = validate_imagenet_dir(p.out, 2);
   EXPECT_FALSE(w[1].ok);
   EXPECT_THAT(w[1].detail, HasSubstr("CRC-32 of the file is "));
+  // 3. behind both (a manifest that agrees with the damaged file), the dataset's Fletcher-32
+  spit(p.out + "/manifest.json", manifest);
+  uint64_t size = 0;
+  const uint32_t crc = crc32_file(s0, &size);
+  set_manifest_entry(p.out, shard_file_name("train", 0), crc, size);
+  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }),
+              HasSubstr(s0 + " (ImageNet train shard 0): dataset /labels is unreadable (Fletcher-32"));
 }
 
 TEST(ImageNetCorrupt, MissingOrBrokenManifestAndForeignShard) {
@@ -967,6 +974,10 @@ TEST(ImageNetCorrupt, MissingOrBrokenManifestAndForeignShard) {
   t3.replace(t3.find("\"images\": 15"), 12, "\"images\": 16");
   spit(man, t3);
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }), HasSubstr("splits.train.images: 16 but its shards hold 15"));
+  std::string t4 = text;  // a renamed field (damage): refused, not ignored
+  t4.replace(t4.find("\"crc32\""), 7, "\"crc3x\"");
+  spit(man, t4);
+  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }), HasSubstr("splits.train.shards[0].crc3x: unknown field"));
   ::unlink(man.c_str());
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }), HasSubstr(man + " (ImageNet manifest): missing"));
   spit(man, text);
