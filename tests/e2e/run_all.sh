@@ -215,6 +215,10 @@ if "$BIN" inspect "$T/rb/ckpt/$(cat "$T/rb/ckpt/latest")" --diff "$T/ra/model.h5
   ok "inspect: checkpoint (sparsity, position, config diff, seal) and trajectory"
 else bad "inspect: $(cat "$T/in1" "$T/in2" | tail -5)"; fi
 expect_fail "inspect a non-HDF5 file" 3 "make_idx.py" "" -- "$BIN" inspect "$HERE/make_idx.py"
+# issue 15's crash: a trajectory written by an earlier dsonas (no seal) whose /live_macs cannot be
+# opened; that version's inspect died with SIGSEGV in Trajectory::read_all
+expect_fail "inspect a trajectory whose /live_macs cannot be opened (was SIGSEGV)" 3 "dataset /live_macs cannot be opened" "" -- \
+  "$BIN" inspect "$HERE/../fuzz/crashes/h5_inspect/issue15-trajectory-live-macs-unopenable.h5"
 
 echo "e2e: the reference pruning schedule (dense, then rebuilds; zero λ wired between rebuilds)"
 REF="$BIN search $SYN --max-steps 120 --log-every 10 --search.gamma 0.01 --search.lambda-lr-mult 5 --search.prune reference --search.prune-dense-epochs 3 --search.prune-every 3"
