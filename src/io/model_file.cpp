@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/version.hpp"
 #include "dsonas/core/fault.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/io/atomic_file.hpp"
@@ -48,6 +49,7 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
     H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     HDF5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
     write_attr_str(file, "format", ts ? "dsonas-checkpoint" : "dsonas-model");
+    write_attr_str(file, "dsonas_version", version_text());
     write_attr_i64(file, "format_version", 1);
     write_attr_str(file, "space", g.space().to_json());
     write_attr_str(file, "stage", info.stage);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dsonas/backend/backend.hpp"
+#include "dsonas/core/version.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/fault.hpp"
 #include "dsonas/core/rng.hpp"
@@ -95,6 +96,7 @@ void save_network_file(const std::string& path, Network& net, const NetworkFileI
     H5Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
     HDF5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
     write_attr_str(file, "format", ts ? kFormatCkpt : kFormat);
+    write_attr_str(file, "dsonas_version", version_text());
     write_attr_i64(file, "format_version", 1);
     write_attr_str(file, "arch", arch);
     write_attr_str(file, "options", options);

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/version.hpp"
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "h5_seal.hpp"
@@ -182,6 +183,7 @@ void Trajectory::save() const {
       check(H5Awrite(a, type, v.empty() ? "" : v.data()), str("attribute ", name));
     };
     attr("format", "dsonas-trajectory");
+    attr("dsonas_version", version_text());
     {
       Id sp{H5Screate(H5S_SCALAR), H5Sclose};
       Id a{H5Acreate2(file, "format_version", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};

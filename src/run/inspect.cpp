@@ -62,6 +62,20 @@ void print_diff(const std::string& path, const std::string& other) {
   if (!n) std::cout << "  none\n";
 }
 
+/// "written by: dsonas 0.6.0 (commit …)" and the build and library lines under it,
+/// from the file's dsonas_version attribute (absent in files of dsonas < 0.6.0).
+std::string written_by(const std::string& path) {
+  const std::string v = read_root_attr(path, "dsonas_version");
+  if (v.empty()) return "written by: not recorded (a file written before dsonas 0.6.0)\n";
+  std::string o = "written by: ";
+  for (size_t i = 0; i < v.size(); ++i) {
+    o += v[i];
+    if (v[i] == '\n' && i + 1 < v.size()) o += "  ";
+  }
+  if (o.back() != '\n') o += '\n';
+  return o;
+}
+
 }  // namespace
 
 int run_inspect(int argc, char** argv) {
@@ -78,7 +92,7 @@ int run_inspect(int argc, char** argv) {
   if (path.empty()) fail_usage("inspect: a file is required (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])");
   const std::string fmt = read_root_attr(path, "format");
   if (fmt == "dsonas-network" || fmt == "dsonas-network-checkpoint") {  // retrain (io/network_file.hpp)
-    std::cout << describe_network_file(path) << describe_seal(path);
+    std::cout << describe_network_file(path) << describe_seal(path) << written_by(path);
     if (!other.empty()) print_diff(path, other);
     return kExitOk;
   }
@@ -87,7 +101,7 @@ int run_inspect(int argc, char** argv) {
   const SearchSpace sp = SearchSpace::from_json(read_root_attr(path, "space"), path);
   auto be = make_backend(Device::CPU, 1);
   Supergraph g(sp, *be, 0);
-  std::cout << path << ": " << fmt << "\n" << describe_seal(path) << "space: " << sp.to_json() << "\n";
+  std::cout << path << ": " << fmt << "\n" << describe_seal(path) << written_by(path) << "space: " << sp.to_json() << "\n";
   if (fmt == "dsonas-trajectory") {
     Trajectory tr(path, sp.to_json(), g.lambda_groups());
     tr.load(std::numeric_limits<int64_t>::max());

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/version.hpp"
 #include "dsonas/dist/communicator.hpp"
 #include "dsonas/run/config.hpp"
 #include "dsonas/run/derive.hpp"
@@ -22,7 +23,7 @@
 namespace {
 
 const char* kUsage =
-    "usage: dsonas COMMAND [options]   (dsonas COMMAND --help for its options)\n"
+    "usage: dsonas COMMAND [options]   (dsonas COMMAND --help for its options; dsonas --version)\n"
     "commands:\n"
     "  pipeline   pretrain → search → derive → retrain → eval (+ hand-made baseline) → report.md\n"
     "  study      found vs hand-made vs random architectures of the same cost, several seeds, statistics\n"
@@ -80,6 +81,10 @@ int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::cout << kUsage;
     return argc < 2 ? kExitUsage : kExitOk;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::cout << version_text();
+    return kExitOk;
   }
   const std::string cmd = argv[1];
   try {

@@ -214,6 +214,13 @@ if "$BIN" inspect "$T/rb/ckpt/$(cat "$T/rb/ckpt/latest")" --diff "$T/ra/model.h5
    && grep -q "^seal: CRC-32 [0-9a-f]\{8\} over [0-9]* bytes, ok$" "$T/in1" && grep -q "^seal: CRC-32 .*, ok$" "$T/in2"; then
   ok "inspect: checkpoint (sparsity, position, config diff, seal) and trajectory"
 else bad "inspect: $(cat "$T/in1" "$T/in2" | tail -5)"; fi
+"$BIN" --version >"$T/ver" 2>&1; rc=$?
+vline=$(head -1 "$T/ver")
+if [ "$rc" -eq 0 ] && echo "$vline" | grep -q "^dsonas [0-9][0-9.]* (commit " && grep -q "^build: .*USE_MPI=" "$T/ver" \
+   && grep -q "^libraries: .*HDF5 .*Boost .*OpenBLAS" "$T/ver" && grep -qxF "written by: $vline" "$T/in1" \
+   && grep -qxF "written by: $vline" "$T/in2"; then
+  ok "dsonas --version; inspect prints it back from the checkpoint and the trajectory (written by)"
+else bad "--version: rc=$rc $(head -3 "$T/ver"); $(grep written "$T/in1" "$T/in2")"; fi
 expect_fail "inspect a non-HDF5 file" 3 "make_idx.py" "" -- "$BIN" inspect "$HERE/make_idx.py"
 # issue 15's crash: a trajectory written by an earlier dsonas (no seal) whose /live_macs cannot be
 # opened; that version's inspect died with SIGSEGV in Trajectory::read_all

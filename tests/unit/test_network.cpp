@@ -18,6 +18,8 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
+#include "dsonas/core/version.hpp"
+#include "dsonas/io/model_file.hpp"
 #include "dsonas/io/network_file.hpp"
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/network.hpp"
@@ -839,6 +841,8 @@ TEST(NetworkFile, SaveLoadCheckpointAndInspect) {
   EXPECT_EQ(got.counters, ts.counters);
   EXPECT_EQ(got.reals, ts.reals);
   EXPECT_EQ(read_network_arch(file).to_json(), arch.to_json());
+  EXPECT_EQ(read_root_attr(file, "dsonas_version"), version_text()) << "network file: which dsonas wrote it";
+  EXPECT_EQ(read_root_attr(ckpt, "dsonas_version"), version_text()) << "network checkpoint";
 
   auto ckpt_error = [&](auto f) {
     try {

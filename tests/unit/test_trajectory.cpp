@@ -19,6 +19,7 @@
 
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/version.hpp"
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
@@ -416,4 +417,32 @@ TEST(FileBytes, SameContentsSameBytesWhenWrittenLater) {
   write("2");
   EXPECT_EQ(bytes(d.file("t1.h5")), bytes(d.file("t2.h5"))) << "trajectory";
   EXPECT_EQ(bytes(d.file("m1.h5")), bytes(d.file("m2.h5"))) << "checkpoint";
+}
+
+// dsonas --version's text is stored in every file dsonas writes (inspect prints it).
+TEST(FileVersion, EveryFileRecordsWhichDsonasWroteIt) {
+  const std::string v = version_text();
+  EXPECT_EQ(v.rfind("dsonas ", 0), 0u) << v;
+  EXPECT_NE(v.find("(commit "), std::string::npos) << v;
+  EXPECT_NE(v.find("\nbuild: "), std::string::npos) << v;
+  unsigned ma = 0, mi = 0, re = 0;
+  H5get_libversion(&ma, &mi, &re);  // the library this process runs with
+  EXPECT_NE(v.find(str("; HDF5 ", ma, ".", mi, ".", re, ";")), std::string::npos) << v;
+  EXPECT_NE(v.find("OpenBLAS "), std::string::npos) << v;
+  EXPECT_EQ(v.back(), '\n');
+
+  TempDir d;
+  auto be = make_backend(Device::CPU, 1);
+  Supergraph g(SearchSpace::preset_named("tiny"), *be, 3);
+  ModelFileInfo info;
+  info.stage = "search";
+  TrainState ts;
+  ts.counters["step"] = 1;
+  ts.lambda_v.assign(g.lambda().size(), 0.f);
+  save_model_file(d.file("m.h5"), g, info);
+  save_model_file(d.file("c.h5"), g, info, &ts);
+  Trajectory t(d.file("t.h5"), kSpace, groups());
+  t.append(rec(10, 640));
+  t.save();
+  for (const char* f : {"m.h5", "c.h5", "t.h5"}) EXPECT_EQ(read_root_attr(d.file(f), "dsonas_version"), v) << f;
 }
