@@ -11,6 +11,9 @@
 #   make odr        a -flto -Wodr build (One Definition Rule)
 #   make fuzz       libFuzzer campaigns over every parser of outside input
 #   make deps       utils/install-deps.sh (idempotent)
+#   make install    PREFIX=/opt/dsonas/0.6.0 [DESTDIR=] [MODULEFILES=] [MODULE_DEPS=]:
+#                   binary, jobs, Slurm scripts, tools, docs, man page, Lmod and
+#                   Environment Modules modulefiles; make uninstall (same variables)
 #
 # Toggles and locations (override on the command line or in the environment;
 # on a cluster point them at your modules — make never installs anything):
@@ -118,7 +121,7 @@ FUZZ_NAMES   := $(sort $(patsubst tests/fuzz/fuzz_%.cpp,%,$(wildcard tests/fuzz/
 REPLAY_BINS  := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 FUZZER_BINS  := $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz_%)
 
-.PHONY: all deps test unit-test unit-matrix test-matrix mpi-test python-test e2e-test fuzz-replay fuzz fuzzers run bench asan tsan sanitize odr clean info
+.PHONY: install uninstall all deps test unit-test unit-matrix test-matrix mpi-test python-test e2e-test fuzz-replay fuzz fuzzers run bench asan tsan sanitize odr clean info
 all: info $(BIN) $(TEST_BIN) $(MPI_TEST_BIN) $(TOOL_BINS) $(GPU_TEST_BIN) $(REPLAY_BINS)
 
 info:
@@ -168,6 +171,21 @@ fuzzers: $(FUZZER_BINS)
 
 deps:
 	@./utils/install-deps.sh
+
+# ---- make install / uninstall (utils/install.sh: the layout, the modulefiles, the manifest)
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+MODULEFILES ?= $(PREFIX)/modulefiles
+MODULE_DEPS ?=
+MAN_PAGE    := $(BUILD)/dsonas.1
+$(MAN_PAGE): $(BIN) utils/make-man.sh
+	bash utils/make-man.sh $(BIN) $@ $(VERSION)
+install: $(BIN) $(MAN_PAGE)
+	PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' MODULEFILES='$(MODULEFILES)' MODULE_DEPS='$(MODULE_DEPS)' \
+	  VERSION='$(VERSION)' bash utils/install.sh install $(BIN) $(MAN_PAGE)
+uninstall:
+	PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' MODULEFILES='$(MODULEFILES)' VERSION='$(VERSION)' \
+	  bash utils/install.sh uninstall
 
 # The README's test command.  Every test prints its own verdict; a CUDA test
 # without a GPU says it was skipped.
@@ -227,6 +245,7 @@ e2e-test: $(BIN) $(GPU_TEST_BIN)
 	bash tests/e2e/study.sh $(BUILD)
 	bash tests/e2e/jobs.sh $(BUILD)
 	bash tests/e2e/slurm.sh $(BUILD)
+	bash tests/e2e/install.sh $(BUILD)
 	bash tests/gpu/test_bundle_check.sh
 	bash tests/gpu/test_device_script.sh $(BUILD)
 

@@ -20,9 +20,12 @@
 #   dsonas_die CODE MSG      log MSG and end the job with CODE
 #
 # Common environment (set at submission; sbatch exports the submitting shell's environment)
-#   DSONAS_BIN          the dsonas binary          default: <repo>/build/dsonas
-#                       (<repo> = the folder above slurm/, found from this file's path)
+#   DSONAS_BIN          the dsonas binary          default: <repo>/build/dsonas in a checkout
+#                       (<repo> = the folder above slurm/, found from this file's path); in an
+#                       installed tree (make install: PREFIX/share/dsonas/slurm) PREFIX/bin/dsonas;
+#                       else the dsonas on PATH (module load dsonas)
 #   DSONAS_CONFIG       INI config (--config)      default: <repo>/jobs/fmnist.cfg; "none": no --config
+#                       (installed: PREFIX/share/dsonas/jobs/fmnist.cfg = $DSONAS_HOME/jobs/...)
 #   DSONAS_ARGS         extra dsonas options for every training step, word-split   default: empty
 #   DSONAS_DEVICE       auto | cpu | cuda          default: auto = --device cuda when Slurm gave the
 #                       job GPUs (sbatch --gpus-per-task=1 ...), else no --device option (the
@@ -73,6 +76,17 @@ if [ -z "${BASH_VERSION:-}" ]; then echo "slurm/lib.sh: needs bash" >&2; exit 2;
 DSONAS_SLURM_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 DSONAS_REPO=$(dirname -- "$DSONAS_SLURM_DIR")
 
+# The binary these scripts run unless DSONAS_BIN says otherwise: a checkout's build/dsonas;
+# an installed tree's PREFIX/bin/dsonas (this file is PREFIX/share/dsonas/slurm/lib.sh); the
+# dsonas on PATH (a loaded module); else the checkout's path (reported missing by the caller).
+dsonas_default_bin() {
+  local installed=$DSONAS_REPO/../../bin/dsonas
+  if [ -x "$DSONAS_REPO/build/dsonas" ]; then echo "$DSONAS_REPO/build/dsonas"
+  elif [ -x "$installed" ]; then echo "$(cd -- "$(dirname -- "$installed")" && pwd)/dsonas"
+  elif command -v dsonas >/dev/null 2>&1; then command -v dsonas
+  else echo "$DSONAS_REPO/build/dsonas"; fi
+}
+
 dsonas_log() {
   echo "[${DSONAS_SCRIPT:-dsonas} $(date +%H:%M:%S) job $(dsonas_self) restart ${SLURM_RESTART_COUNT:-0}] $*"
 }
@@ -104,7 +118,7 @@ dsonas_job_has_gpus() {
 dsonas_setup() {  # dsonas_setup NAME
   DSONAS_SCRIPT=$1
   [ -n "${SLURM_JOB_ID:-}" ] || dsonas_log "note: not inside a Slurm job (SLURM_JOB_ID unset); srun will fail unless it can allocate"
-  DSONAS_BIN=${DSONAS_BIN:-$DSONAS_REPO/build/dsonas}
+  DSONAS_BIN=${DSONAS_BIN:-$(dsonas_default_bin)}
   DSONAS_CONFIG=${DSONAS_CONFIG:-$DSONAS_REPO/jobs/fmnist.cfg}
   DSONAS_ARGS=${DSONAS_ARGS:-}
   DSONAS_SRUN_MPI=${DSONAS_SRUN_MPI:-pmix}

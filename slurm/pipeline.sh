@@ -30,7 +30,7 @@
 #   DSONAS_SBATCH_ARGS         sbatch options for both jobs (word-split), e.g. "--ntasks=2
 #                              --gpus-per-task=1 --partition=gpu --account=X"
 #   DSONAS_SEARCH_SBATCH_ARGS, DSONAS_RETRAIN_SBATCH_ARGS   sbatch options for one job only
-#   DSONAS_BIN                 the binary (checked here)            default: <repo>/build/dsonas
+#   DSONAS_BIN                 the binary (checked here)   default: as slurm/lib.sh (build/dsonas, or installed)
 #   DSONAS_DEVICE, DSONAS_THREADS, DSONAS_SRUN_MPI, DSONAS_SRUN_ARGS, DSONAS_MAX_REQUEUES,
 #   DSONAS_LAUNCH_RETRIES, DSONAS_LAUNCH_RETRY_SECS   passed on to the jobs (see slurm/lib.sh)
 # DIR, the configs and the binary are made absolute here, so the jobs find them whatever their
@@ -51,13 +51,14 @@ abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname -- "$HERE")
+source "$HERE/lib.sh"  # dsonas_default_bin: the checkout's build/dsonas or the installed one
 command -v sbatch >/dev/null || die "sbatch not found: run this where Slurm commands work"
 D=$(abs "$1")
 CONFIG=$(abs "${DSONAS_CONFIG:-$REPO/jobs/fmnist.cfg}")
 RCONFIG=$(abs "${DSONAS_RETRAIN_CONFIG:-$CONFIG}")
 [ -f "$CONFIG" ] || die "DSONAS_CONFIG=$CONFIG: no such file"
 [ -f "$RCONFIG" ] || die "DSONAS_RETRAIN_CONFIG=$RCONFIG: no such file"
-BIN=$(abs "${DSONAS_BIN:-$REPO/build/dsonas}")
+BIN=$(abs "${DSONAS_BIN:-$(dsonas_default_bin)}")
 [ -x "$BIN" ] || die "DSONAS_BIN=$BIN is not an executable (build it with make, or set DSONAS_BIN)"
 read -r -a SB_BOTH <<<"${DSONAS_SBATCH_ARGS:-}"
 read -r -a SB_SEARCH <<<"${DSONAS_SEARCH_SBATCH_ARGS:-}"

@@ -17,7 +17,7 @@
 # Environment (all optional): DSONAS_CONFIG (default <repo>/jobs/fmnist_study.cfg), DSONAS_ARGS
 # (dsonas options for every part), DSONAS_SBATCH_ARGS (sbatch options for every job),
 # DSONAS_PREPARE_SBATCH_ARGS, DSONAS_TASK_SBATCH_ARGS, DSONAS_REPORT_SBATCH_ARGS (one part only),
-# DSONAS_BIN (default <repo>/build/dsonas), and what slurm/lib.sh reads.
+# DSONAS_BIN (default as in slurm/lib.sh: <repo>/build/dsonas, or the installed one), and what slurm/lib.sh reads.
 # Prints the job IDs and, as its last line, "DSONAS_JOBS=P:A:R".  Exit 0 when all three were
 # submitted; 2 on bad usage; 1 if a submission fails (the jobs already submitted are cancelled).
 # Job logs: DIR/slurm-study-<part>-<id>[_<task>].log.
@@ -30,11 +30,12 @@ abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname -- "$HERE")
+source "$HERE/lib.sh"  # dsonas_default_bin: the checkout's build/dsonas or the installed one
 command -v sbatch >/dev/null || die "sbatch not found: run this where Slurm commands work"
 D=$(abs "$1")
 CONFIG=$(abs "${DSONAS_CONFIG:-$REPO/jobs/fmnist_study.cfg}")
 [ -f "$CONFIG" ] || die "DSONAS_CONFIG=$CONFIG: no such file"
-BIN=$(abs "${DSONAS_BIN:-$REPO/build/dsonas}")
+BIN=$(abs "${DSONAS_BIN:-$(dsonas_default_bin)}")
 [ -x "$BIN" ] || die "DSONAS_BIN=$BIN is not an executable (build it with make, or set DSONAS_BIN)"
 read -r -a SB_ALL <<<"${DSONAS_SBATCH_ARGS:-}"
 read -r -a SB_P <<<"${DSONAS_PREPARE_SBATCH_ARGS:-}"

@@ -24,6 +24,7 @@ namespace {
 
 const char* kUsage =
     "usage: dsonas COMMAND [options]   (dsonas COMMAND --help for its options; dsonas --version)\n"
+    "\n"
     "commands:\n"
     "  pipeline   pretrain → search → derive → retrain → eval (+ hand-made baseline) → report.md\n"
     "  study      found vs hand-made vs random architectures of the same cost, several seeds, statistics\n"
@@ -37,9 +38,13 @@ const char* kUsage =
     "  eval       top-1/top-5, per-class accuracy, confusion matrix of a retrained network (--run DIR)\n"
     "  pack       ImageNet JPEG tree -> HDF5 shards + manifest (--src ROOT --out OUT)\n"
     "  validate   check every data file of the configured dataset, no training (--config C [--resume DIR])\n"
-    "exit codes: 0 done, 2 bad usage/config/data (nothing written), 3 model/checkpoint\n"
-    "  file unusable, 4 non-finite loss or gradient, 75 stopped on a signal or deadline\n"
-    "  after a checkpoint (run again with --resume), 1 internal error\n";
+    "exit codes:\n"
+    "  0          done\n"
+    "  1          internal error\n"
+    "  2          bad usage, configuration or data (nothing written)\n"
+    "  3          model, checkpoint or network file unusable\n"
+    "  4          non-finite loss or gradient\n"
+    "  75         stopped on a signal or deadline after a checkpoint (run again with --resume)\n";
 
 }  // namespace
 

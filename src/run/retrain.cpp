@@ -279,6 +279,7 @@ int run_retrain(const RunConfig& cfg) {
   };
 
   const auto t_start = Clock::now();
+  const StageClock clock(t, total, deadline, false);
   const int64_t W = net.num_weights();
   const float scale = 1.f / static_cast<float>(global_batch);
   for (; t < total; ++t) {
@@ -331,10 +332,10 @@ int run_retrain(const RunConfig& cfg) {
       out.metrics(str("{\"stage\":\"retrain\",\"step\":", t + 1, ",\"epoch\":", fmt("%.4f", epoch), ",\"lr\":",
                       fmt("%.6g", lr), ",\"loss\":", fmt("%.6f", w[0] / w[2]), ",\"acc\":", fmt("%.5f", w[1] / w[2]),
                       opt.aux_head ? str(",\"aux_loss\":", fmt("%.6f", w[3] / w[2])) : std::string(),
-                      ",\"img_per_s\":", fmt("%.2f", ips), ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
+                      ",\"img_per_s\":", fmt("%.2f", ips), clock.json(t + 1), "}"));
       out.progress(str("retrain epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total, "  ", fmt("%.1f", ips),
                        " img/s  loss ", fmt("%.4f", w[0] / w[2]), "  acc ", fmt("%.3f", w[1] / w[2]), "  lr ",
-                       fmt("%.4g", lr)));
+                       fmt("%.4g", lr), clock.text(t + 1)));
       win_loss = win_time = win_aux = 0;
       win_correct = win_n = 0;
     }

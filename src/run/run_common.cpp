@@ -78,6 +78,42 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
+std::string human_duration(double s) {
+  if (!(s >= 0) || s > 1e9) return "?";
+  const int64_t n = static_cast<int64_t>(s + 0.5);
+  char b[32];
+  if (n < 60) std::snprintf(b, sizeof b, "%llds", static_cast<long long>(n));
+  else if (n < 3600) std::snprintf(b, sizeof b, "%lldm%02llds", static_cast<long long>(n / 60), static_cast<long long>(n % 60));
+  else if (n < 86400)
+    std::snprintf(b, sizeof b, "%lldh%02lldm", static_cast<long long>(n / 3600), static_cast<long long>(n % 3600 / 60));
+  else std::snprintf(b, sizeof b, "%lldd%02lldh", static_cast<long long>(n / 86400), static_cast<long long>(n % 86400 / 3600));
+  return b;
+}
+
+StageClock::StageClock(int64_t first_step, int64_t total_steps, double deadline_epoch, bool may_stop_early)
+    : t0_(Clock::now()), first_(first_step), total_(total_steps), deadline_(deadline_epoch), bound_(may_stop_early) {}
+
+double StageClock::eta(int64_t done) const {
+  if (done <= first_) return -1;
+  return std::max<double>(0, static_cast<double>(total_ - done)) * elapsed() / static_cast<double>(done - first_);
+}
+
+std::string StageClock::text(int64_t done) const {
+  const double e = eta(done);
+  std::string s = str("  elapsed ", human_duration(elapsed()), "  left ", bound_ ? "≤" : "~", human_duration(e));
+  if (deadline_ > 0)
+    s += str("  deadline in ", human_duration(deadline_ - static_cast<double>(std::time(nullptr))));
+  return s;
+}
+
+std::string StageClock::json(int64_t done) const {
+  const double e = eta(done);
+  std::string s = str(",\"time_s\":", fmt("%.3f", elapsed()), ",\"eta_s\":", e >= 0 ? fmt("%.1f", e) : "null");
+  if (bound_) s += ",\"eta_is_bound\":true";
+  if (deadline_ > 0) s += str(",\"deadline_in_s\":", fmt("%.0f", deadline_ - static_cast<double>(std::time(nullptr))));
+  return s;
+}
+
 // ---------------------------------------------------------------------------
 // data
 

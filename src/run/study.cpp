@@ -209,19 +209,23 @@ std::string verdict(const char* other, const WelchTest& w, int na, int nb) {
 
 /// Runs utils/study_plot.py on the study (matplotlib): "" or why the picture is missing.
 std::string plot(const std::string& D) {
-  std::string home;
-  if (const char* h = std::getenv("DSONAS_HOME")) home = h;
-  if (home.empty()) {  // a build folder inside the source tree: <tree>/build/dsonas
-    char exe[4096];
-    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-      std::string e(exe, static_cast<size_t>(n));
-      e = e.substr(0, e.find_last_of('/'));
-      home = e.substr(0, e.find_last_of('/'));
-    }
+  // DSONAS_HOME (the modulefile sets it), else next to the binary: <tree>/build/dsonas in
+  // a checkout, PREFIX/bin/dsonas beside PREFIX/share/dsonas in an installed tree
+  std::vector<std::string> homes;
+  if (const char* h = std::getenv("DSONAS_HOME"); h && *h) homes.push_back(h);
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    std::string e(exe, static_cast<size_t>(n));
+    e = e.substr(0, e.find_last_of('/'));
+    const std::string up = e.substr(0, e.find_last_of('/'));
+    homes.push_back(up);
+    homes.push_back(up + "/share/dsonas");
   }
-  const std::string tool = home + "/utils/study_plot.py";
-  if (!exists(tool)) return str("no picture: ", tool, " not found (set DSONAS_HOME)");
+  std::string tool;
+  for (const std::string& h : homes)
+    if (tool.empty() && exists(h + "/utils/study_plot.py")) tool = h + "/utils/study_plot.py";
+  if (tool.empty()) return "no picture: utils/study_plot.py not found (set DSONAS_HOME)";
   const char* py = std::getenv("DSONAS_PYTHON");
   const std::string cmd = str(py && *py ? py : "/usr/bin/python3", " '", tool, "' '", D, "' >/dev/null 2>'", D,
                               "/study_plot.log'");

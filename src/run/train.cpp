@@ -528,6 +528,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     return path.empty() ? str(cfg.out, "/ckpt/", ckpt_name(step)) : path;
   };
   const auto t_start = Clock::now();
+  const StageClock clock(t, total, deadline, search && (cfg.target_zero_frac > 0 || cfg.stable_steps > 0));
   std::string stop_reason = "step budget reached";
   for (; t < total; ++t) {
     // Signals, the deadline and the checkpoint timer are seen by each rank at
@@ -607,10 +608,10 @@ int train_loop(const RunConfig& cfg, Phase phase) {
                       world > 1 ? str(",\"ranks\":", world, ",\"reduce_share\":",
                                       fmt("%.4f", win_time > 0 ? win_reduce / win_time : 0))
                                 : std::string(),
-                      ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
+                      clock.json(t + 1), "}"));
       out.progress(str(stage, " epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total, "  ", fmt("%.1f", ips),
                        " img/s  loss ", fmt("%.4f", w[0] / w[2]), "  acc ", fmt("%.3f", w[1] / w[2]), "  MACs ",
-                       fmt("%.2fM", macs / 1e6), "  zero λ ", z.zero, "/", z.total));
+                       fmt("%.2fM", macs / 1e6), "  zero λ ", z.zero, "/", z.total, clock.text(t + 1)));
       win_loss = win_time = win_reduce = 0;
       win_correct = win_n = 0;
     }

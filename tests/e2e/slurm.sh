@@ -32,6 +32,8 @@
 #       to requeue; past DSONAS_MAX_REQUEUES the job ends FAILED 75:0
 #  (g)  a step that fails to launch (its PMIx socket name taken) while srun returns 0 is
 #       launched again by lib.sh; the job COMPLETES
+#  (j)  an installed tree (make install): module load dsonas, sbatch $DSONAS_HOME/slurm/search.sbatch
+#       without DSONAS_BIN runs the installed binary; its model.h5 is "written by" it
 #  and at the end, whatever happened: every job cancelled, the daemons stopped (their PIDs
 #  gone), no process of this cluster left (found by SLURM_CONF in /proc/*/environ).
 set -uo pipefail
@@ -41,6 +43,7 @@ PY=/usr/bin/python3
 T=$(mktemp -d /tmp/dsonas-slurm.XXXXXX)
 chmod 755 "$T"   # munged (user munge) keeps its log and PID file under $T/cluster
 BIN=$T/dsonas
+BUILD_ARG=$1   # for make -C ROOT install: a build folder relative to the repository (or absolute)
 cp "$1/dsonas" "$BIN" || { rm -rf "$T"; echo "FAIL no $1/dsonas"; echo "slurm: 0 passed, 1 failed"; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # mpirun as root (the jobs inherit them)
 MPIRUN=(mpirun --oversubscribe --bind-to none -np 2)
@@ -425,6 +428,22 @@ if [ "$st" = COMPLETED ] && grep -q "launch failed" "$T/g.log" && grep -q "exite
    && grep -q "launching it again" "$T/g.log" && [ -s "$T/g/model.h5" ]; then
   ok "(g) srun returned 0 for a step that failed to launch; lib.sh launched it again and job $J COMPLETED with model.h5"
 else bad "(g) job $J $st: $(grep '^\[search\|^srun' "$T/g.log" | tail -4 | tr '\n' ' ')"; fi
+
+# (j) an installed tree: make install into a prefix, `module load dsonas` (Lmod) in the submitting
+# shell, sbatch $DSONAS_HOME/slurm/search.sbatch with no DSONAS_BIN: the job finds and runs the
+# installed binary, and its model.h5 says it was written by that binary
+PJ=$T/prefix
+if make -s -C "$ROOT" --no-print-directory BUILD="$BUILD_ARG" install PREFIX="$PJ" >"$T/j-install.log" 2>&1; then
+  J=$(cd "$T" && env -u DSONAS_BIN bash --noprofile --norc -c "source /usr/share/lmod/lmod/init/bash && module use '$PJ/modulefiles' \
+        && module load dsonas && DSONAS_CONFIG='$T/tiny.cfg' DSONAS_OUT='$T/j' sbatch --parsable --output='$T/j.log' \"\$DSONAS_HOME/slurm/search.sbatch\"" 2>"$T/j.err") \
+    || bad "(j) module load + sbatch failed: $(tail -2 "$T/j.err")"
+  st=$(wait_final "$J" 60)
+  vline=$("$PJ/bin/dsonas" --version | head -1)
+  if [ "$st" = COMPLETED ] && grep -q "binary $PJ/bin/dsonas" "$T/j.log" && [ -s "$T/j/model.h5" ] \
+     && "$PJ/bin/dsonas" inspect "$T/j/model.h5" 2>&1 | grep -qxF "written by: $vline"; then
+    ok "(j) installed tree: module load dsonas, sbatch \$DSONAS_HOME/slurm/search.sbatch → job $J COMPLETED with the installed binary; model.h5 written by '$vline'"
+  else bad "(j) job $J: state $st; $(notes "$T/j.log")"; fi
+else bad "(j) make install failed: $(tail -3 "$T/j-install.log")"; fi
 
 retries=$(grep -l "launching it again" "$T"/*.log "$T"/*/slurm-*.log 2>/dev/null | grep -v 'f3.log\|/g.log')
 [ -z "$retries" ] || echo "note: srun reported a step done that never ran, relaunched by lib.sh, in: $(tr '\n' ' ' <<<"${retries//$T\//}")"

@@ -39,6 +39,33 @@ constexpr uint64_t kStreamSplit = 11, kStreamW = 21, kStreamLam = 22, kStreamAug
 /// printf of one number.
 std::string fmt(const char* f, double v);
 
+/// "45s", "4m10s", "2h03m", "3d04h": a duration for a log line (negative: "?").
+std::string human_duration(double seconds);
+
+/// The clock of a training stage's log lines and metrics: the elapsed time of this
+/// invocation, an estimate of the time left (the steps left at this invocation's mean
+/// step time, checkpoints included; where the stage may stop early — a search's
+/// target sparsity or settled mask — an upper bound, shown "≤"), and the time left
+/// before the job's deadline (--deadline, SLURM_JOB_END_TIME) when one is set.
+class StageClock {
+ public:
+  /// first_step: the step this invocation starts from (a resumed run: its checkpoint's).
+  StageClock(int64_t first_step, int64_t total_steps, double deadline_epoch, bool may_stop_early);
+  double elapsed() const { return seconds_since(t0_); }
+  /// Seconds left after `done` steps (done > first_step), or −1 before any step.
+  double eta(int64_t done) const;
+  /// "  elapsed 1m05s  left ~4m10s  deadline in 2h03m" (the last part only with a deadline).
+  std::string text(int64_t done) const;
+  /// ",\"time_s\":65.000,\"eta_s\":250.0[,\"eta_is_bound\":true][,\"deadline_in_s\":7380]"
+  std::string json(int64_t done) const;
+
+ private:
+  Clock::time_point t0_;
+  int64_t first_, total_;
+  double deadline_;
+  bool bound_;
+};
+
 /// Console (rank 0), DIR/log.rank<r> (every rank), DIR/metrics.jsonl (rank 0).
 class Output {
  public:
