@@ -91,11 +91,13 @@ LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CU_OBJS)
 # ---- version: `dsonas --version`, also the dsonas_version attribute of every HDF5
 # file dsonas writes.  BUILD/version.inc is rewritten only when the commit, the
 # tree's clean/dirty state or these build options change (utils/version-inc.sh).
+# COMMIT=text replaces the git commit (two builds compared byte for byte: same COMMIT).
 VERSION       := 0.6.0
+COMMIT        ?=
 VERSION_INC   := $(BUILD)/version.inc
 VERSION_BUILD := $(ARCH_FLAGS) $(OPT), USE_MPI=$(USE_MPI), USE_CUDA=$(USE_CUDA)$(if $(filter 1,$(USE_CUDA)), (sm_$(CUDA_ARCH)))$(if $(strip $(EXTRA_CXXFLAGS)), extra: $(strip $(EXTRA_CXXFLAGS)))
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
-  $(shell sh utils/version-inc.sh '$(VERSION_INC)' '$(VERSION)' '$(VERSION_BUILD)')
+  $(shell sh utils/version-inc.sh '$(VERSION_INC)' '$(VERSION)' '$(VERSION_BUILD)' '$(COMMIT)')
 endif
 $(BUILD)/obj/src/core/version.o: $(VERSION_INC)
 $(BUILD)/obj/src/core/version.o: CPPFLAGS += -I$(BUILD)

@@ -1,15 +1,19 @@
 #!/bin/sh
-# version-inc.sh OUT VERSION BUILD_DESC — write the C header fragment that
+# version-inc.sh OUT VERSION BUILD_DESC [COMMIT] — write the C header fragment that
 # src/core/version.cpp includes (DSONAS_VERSION, DSONAS_COMMIT, DSONAS_BUILD),
 # and rewrite OUT only when its text changes, so that make rebuilds version.o
 # (and relinks) after a commit or a change of build options, and nothing else.
 # The commit is `git rev-parse` of the source tree, "+dirty" when tracked files
-# differ from it, "unknown" outside a git checkout (a release tarball).
+# differ from it, "unknown" outside a git checkout (a release tarball); a non-empty COMMIT
+# (make COMMIT=...) replaces it: two builds that must write byte-identical files (a
+# refactoring checked before/after) are built with the same COMMIT.
 set -eu
-out=$1 version=$2 build=$3
+out=$1 version=$2 build=$3 forced=${4:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 commit=unknown
-if c=$(git -C "$here" rev-parse --short=12 HEAD 2>/dev/null); then
+if [ -n "$forced" ]; then
+  commit=$forced
+elif c=$(git -C "$here" rev-parse --short=12 HEAD 2>/dev/null); then
   commit=$c
   if [ -n "$(git -C "$here" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
     commit="$commit, dirty"
@@ -18,7 +22,7 @@ if c=$(git -C "$here" rev-parse --short=12 HEAD 2>/dev/null); then
   fi
 fi
 esc() { printf '%s' "$1" | sed 's/[\\"]/\\&/g'; }  # a C string literal's body
-build=$(esc "$build") version=$(esc "$version")
+build=$(esc "$build") version=$(esc "$version") commit=$(esc "$commit")
 mkdir -p "$(dirname "$out")"
 tmp="$out.tmp.$$"
 {
