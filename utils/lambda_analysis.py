@@ -16,7 +16,7 @@ Per run:
   loss_acc.csv/.png   loss and accuracy against step (trajectory + metrics.jsonl)
   heatmap_<block>.png every λ of each normal block (or the shared block) over time
   deaths.csv          per λ entry: the step from which it stayed exactly 0
-  op_deaths.csv       per op: the step from which it stayed dead (ALGORITHM §6.1)
+  op_deaths.csv       per op: the step from which it stayed dead (docs/method.md §6.1)
   survivors.csv/.png  ops alive at the end per op type and per level
   summary.txt         the text summary that is also printed (incl. collapse report)
 
@@ -259,7 +259,7 @@ def op_index(r, l, j):
 
 
 def dead_op_rule(b):
-    """ALGORITHM.md §6.1, vectorised over records.
+    """docs/method.md §6.1, vectorised over records.
 
     Returns (alive, after_clean): alive[(l, j)] bool [n]; after_clean [n, N·L]."""
     L, N = b.L, b.N

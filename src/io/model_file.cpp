@@ -57,7 +57,7 @@ void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo
     write_attr_i64(file, "seed", static_cast<int64_t>(info.seed));
     write_attr_str(file, "config", info.config);
     write_attr_str(file, "structural", info.structural);
-    {  // DESIGN.md §5: a hash of the structural fields (space + structural options), FNV-1a 64
+    {  // docs/design.md §5: a hash of the structural fields (space + structural options), FNV-1a 64
       const std::string key = g.space().to_json() + "|" + info.structural;
       char hex[17];
       std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash_name(key.c_str())));

@@ -105,7 +105,7 @@ void save_network_file(const std::string& path, Network& net, const NetworkFileI
     write_attr_i64(file, "seed", static_cast<int64_t>(info.seed));
     write_attr_str(file, "config", info.config);
     write_attr_str(file, "structural", info.structural);
-    {  // DESIGN.md §5: a hash of the structural fields, FNV-1a 64
+    {  // docs/design.md §5: a hash of the structural fields, FNV-1a 64
       const std::string key = arch + "|" + options + "|" + info.structural;
       char hex[17];
       std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash_name(key.c_str())));

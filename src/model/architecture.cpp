@@ -1,4 +1,4 @@
-// architecture.cpp — the derived network of ALGORITHM.md §6.3: structure from
+// architecture.cpp — the derived network of docs/method.md §6.3: structure from
 // pruned λ, §11.1 MAC / parameter counts, collapse warnings, JSON and DOT.
 //
 // Design note.  Topology comes from prune_all + block_topology + reduction_topology

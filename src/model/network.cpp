@@ -1,5 +1,5 @@
 // network.cpp — parameters, forward and backward of the retrain-time network
-// (ALGORITHM.md §2, §6.3, §9); see network.hpp.
+// (docs/method.md §2, §6.3, §9); see network.hpp.
 //
 // Design note.  The execution mirrors Supergraph::Impl op for op, so that a
 // Network built from an all-live architecture computes exactly what the
@@ -53,7 +53,7 @@ ConvDesc conv_desc(int cin, int cout, int k, int stride, int pad, int groups = 1
 }
 
 PoolDesc op_pool(OpKind k) {
-  PoolDesc pd;  // 3×3, stride 1, pad 1 (ALGORITHM.md §1.1)
+  PoolDesc pd;  // 3×3, stride 1, pad 1 (docs/method.md §1.1)
   pd.kind = k == OpKind::Max3 ? PoolKind::Max : PoolKind::Avg;
   return pd;
 }
@@ -294,7 +294,7 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
     }
   }
 
-  // drop-path layer indices (ALGORITHM.md §2.4, generalised): a stage holds
+  // drop-path layer indices (docs/method.md §2.4, generalised): a stage holds
   // units + 1 slots (the last one the reduction's), L layers each.
   int slots = 0;
   for (int u : sp.normal_units) slots += u + 1;

@@ -180,12 +180,12 @@ SearchSpace SearchSpace::preset_named(const std::string& name) {
     s.stem_channels = 4; s.normal_units = {1, 1}; s.widths = {4, 8};
     return s;
   }
-  if (name == "cifar10") {  // ALGORITHM.md §2.1: C = 48, depth 110 → 8 normal units per stage
+  if (name == "cifar10") {  // docs/method.md §2.1: C = 48, depth 110 → 8 normal units per stage
     s.in_channels = 3; s.in_height = 32; s.in_width = 32; s.classes = 10;
     s.stem_channels = 48; s.normal_units = {8, 8, 8}; s.widths = {48, 96, 192};
     return s;
   }
-  if (name == "imagenet") {  // ALGORITHM.md §2.2: C = 28, units [3,3,14,7] → 2,2,13,6 normal
+  if (name == "imagenet") {  // docs/method.md §2.2: C = 28, units [3,3,14,7] → 2,2,13,6 normal
     s.in_channels = 3; s.in_height = 224; s.in_width = 224; s.classes = 1000;
     s.stem = StemKind::ImageNet2x; s.stem_channels = 28;
     s.normal_units = {2, 2, 13, 6}; s.widths = {28, 56, 112, 224};

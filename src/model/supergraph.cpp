@@ -1,5 +1,5 @@
 // supergraph.cpp — parameters, execution plan, forward and backward of the
-// DSO-NAS search network (ALGORITHM.md §1–2, §9).
+// DSO-NAS search network (docs/method.md §1–2, §9).
 //
 // Memory: forward() keeps, per live op, its input sum a (levels ≥ 2), the
 // depthwise output t1 (sep ops), the pre-BN output t2 and the node h; per block
@@ -54,7 +54,7 @@ struct NormalBlock {
   std::vector<int> branches;                    // live output branches k
   std::vector<int> alive_list;                  // alive ops in index order (their h are stacked)
   // stored activations; hcat stacks the alive ops' outputs along C so that the
-  // block output's λ-scaled 1×1 convs are one GEMM with wcat (ALGORITHM.md §1.3)
+  // block output's λ-scaled 1×1 convs are one GEMM with wcat (docs/method.md §1.3)
   Tensor x, hcat, wcat, y, r, ymean, yinv, tsc, sc, scmean, scinv, out;
   std::vector<OpActs> acts;
 };
@@ -223,7 +223,7 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
   I.head.fc_w = add("head/fc/weight", {space_.classes, Flast}, Init::FcGauss, false);
   I.head.fc_b = add("head/fc/bias", {space_.classes}, Init::Zero, false);
 
-  // values (ALGORITHM.md §9), gradients (one flat buffer), momenta
+  // values (docs/method.md §9), gradients (one flat buffer), momenta
   int64_t total = 0;
   for (size_t i = 0; i < params_.size(); ++i)
     if (!params_[i].frozen) total += shape_numel(shapes[i]);

@@ -15,7 +15,7 @@ namespace dsonas {
 LatencyPenalty::LatencyPenalty(const SearchSpace& space, int width, int iters, int warmup, Backend& be)
     : space_(space), width_(width > 0 ? width : space.stem_channels), iters_(iters), warmup_(warmup), be_(be) {
   if (!space.share)
-    fail_usage("search.penalty: adaptive-latency needs the share space (space.share = true, ALGORITHM.md §5.3)");
+    fail_usage("search.penalty: adaptive-latency needs the share space (space.share = true, docs/method.md §5.3)");
   if (iters_ < 1 || warmup_ < 0 || warmup_ >= iters_)
     fail_usage(str("search.latency-iters: ", iters_, " forwards with ", warmup_,
                    " warm-up ones leaves nothing to time (need iters > warm-up >= 0)"));

@@ -1,4 +1,4 @@
-// lr_schedule.cpp — the four schedules of ALGORITHM.md §4.5 and their factory.
+// lr_schedule.cpp — the four schedules of docs/method.md §4.5 and their factory.
 #include "dsonas/optim/lr_schedule.hpp"
 
 #include <cmath>                    // defines: std::cos, std::isfinite

@@ -1,6 +1,6 @@
 // optimizer.cpp — host NAG, APG-NAG, clipping and the weight-decay name rule.
 //
-// The arithmetic is kept in float and in the exact order of ALGORITHM.md §4.2/§4.3
+// The arithmetic is kept in float and in the exact order of docs/method.md §4.2/§4.3
 // so that a device implementation doing the same float operations can be compared
 // bit for bit (no FMA contraction is relied on: each step is written as its own
 // statement).

@@ -1,4 +1,4 @@
-// penalty.cpp — per-entry γ of ALGORITHM.md §5 (adaptive FLOPs proxy/exact, adaptive MAC).
+// penalty.cpp — per-entry γ of docs/method.md §5 (adaptive FLOPs proxy/exact, adaptive MAC).
 #include "dsonas/optim/penalty.hpp"
 
 #include "dsonas/core/error.hpp"    // defines: fail_usage, DSO_CHECK, str

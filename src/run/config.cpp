@@ -99,7 +99,7 @@ struct Registry {
       ("space.stem-channels", po::value<int>(), "C: stem output channels (= stage-1 width)")
       ("space.units", po::value<std::string>(), "normal units per stage, e.g. 2,2,2")
       ("space.widths", po::value<std::string>(), "width per stage, e.g. 16,32,64")
-      ("space.share", po::value<bool>(), "share λ across all normal blocks (ALGORITHM.md §3)");
+      ("space.share", po::value<bool>(), "share λ across all normal blocks (docs/method.md §3)");
     data.add_options()
       ("data.dataset", po::value<std::string>(&c.dataset)->default_value("fmnist"), "fmnist | cifar10 | imagenet (HDF5 shards of dsonas pack) | synthetic")
       ("data.dir", po::value<std::string>(&c.data_dir)->default_value("/usr/share/datasets/fashion-mnist"),
@@ -116,7 +116,7 @@ struct Registry {
     optim.add_options()
       ("optim.lr", po::value<double>(&c.lr)->default_value(0.1), "base learning rate")
       ("optim.momentum", po::value<double>(&c.momentum)->default_value(0.9), "NAG momentum (weights and λ)")
-      ("optim.wd", po::value<double>(&c.wd)->default_value(1e-4), "weight decay (ALGORITHM.md §4.2 rules)")
+      ("optim.wd", po::value<double>(&c.wd)->default_value(1e-4), "weight decay (docs/method.md §4.2 rules)")
       ("optim.lr-schedule", po::value<std::string>(&c.lr_schedule)->default_value("constant"), "constant | step:E1,E2,... (×0.1 at these epochs) | cosine[:T0[,Tmult]] | warmup-linear[:W]")
       ("optim.clip", po::value<double>(&c.clip)->default_value(2.0), "search: clip gradients to [-clip, clip] (0 = off)");
     pretrain.add_options()
@@ -127,7 +127,7 @@ struct Registry {
       ("search.max-steps", po::value<int64_t>(), "search: step limit (when --max-steps is not given)")
       ("search.gamma", po::value<double>(&c.gamma)->default_value(0.001), "γ: L1 strength on λ")
       ("search.lambda-lr-mult", po::value<double>(&c.lambda_lr_mult)->default_value(1.0), "λ lr = lr × this")
-      ("search.penalty", po::value<std::string>(&c.penalty)->default_value("none"), "none | adaptive-flops | adaptive-flops-exact | adaptive-mac | adaptive-latency (ALGORITHM.md §5)")
+      ("search.penalty", po::value<std::string>(&c.penalty)->default_value("none"), "none | adaptive-flops | adaptive-flops-exact | adaptive-mac | adaptive-latency (docs/method.md §5)")
       ("search.latency-iters", po::value<int>(&c.latency_iters)->default_value(100), "adaptive-latency: forwards timed per network (§5.3: 100)")
       ("search.latency-warmup", po::value<int>(&c.latency_warmup)->default_value(10), "adaptive-latency: of which untimed warm-up forwards (§5.3: 10)")
       ("search.w-steps", po::value<int>(&c.w_steps)->default_value(1), "weight steps per cycle")
@@ -135,7 +135,7 @@ struct Registry {
       ("search.target-zero-frac", po::value<double>(&c.target_zero_frac)->default_value(0), "stop once this fraction of λ is exactly 0 (0 = off)")
       ("search.stable-steps", po::value<int64_t>(&c.stable_steps)->default_value(0), "stop once the live mask is unchanged for this many λ-steps (0 = off)")
       ("search.prune", po::value<std::string>(&c.prune)->default_value("step"),
-       "step: §6.1 after every λ-step (a λ at 0 leaves at once) | reference: the official schedule (ALGORITHM.md §6.2): dense for search.prune-dense-epochs epochs, then a rebuild every search.prune-every epochs; between rebuilds a λ at 0 stays wired and may revive")
+       "step: §6.1 after every λ-step (a λ at 0 leaves at once) | reference: the official schedule (docs/method.md §6.2): dense for search.prune-dense-epochs epochs, then a rebuild every search.prune-every epochs; between rebuilds a λ at 0 stays wired and may revive")
       ("search.prune-dense-epochs", po::value<int>(&c.prune_dense_epochs)->default_value(5), "reference schedule: epochs on the dense supergraph before the first rebuild (CIFAR: 5)")
       ("search.prune-every", po::value<int>(&c.prune_every)->default_value(5), "reference schedule: epochs between rebuilds (CIFAR: 5, ImageNet: 1)")
       ("search.bn-reestimate", po::value<int>(&c.bn_reestimate)->default_value(512), "images used to re-estimate BN statistics before each evaluation (0 = off)");
@@ -149,7 +149,7 @@ struct Registry {
       ("retrain.width", po::value<int>(&c.retrain_width)->default_value(0), "stem width C of the retrained network (0: the architecture's own)")
       ("retrain.target-macs", po::value<double>(&c.target_macs)->default_value(0), "pick the width whose MACs are closest to this (0 = off)")
       ("retrain.target-params", po::value<double>(&c.target_params)->default_value(0), "pick the width whose parameter count is closest to this (0 = off)")
-      ("retrain.dropout", po::value<double>(&c.dropout)->default_value(0), "dropout before the classifier (ALGORITHM.md §2.4)")
+      ("retrain.dropout", po::value<double>(&c.dropout)->default_value(0), "dropout before the classifier (docs/method.md §2.4)")
       ("retrain.drop-path", po::value<double>(&c.drop_path)->default_value(0), "drop-path rate of the deepest block (§2.4)")
       ("retrain.aux-head", po::value<bool>(&c.aux_head)->default_value(false), "auxiliary head on the last reduction (§2.3)")
       ("retrain.aux-weight", po::value<double>(&c.aux_weight)->default_value(0.4), "its weight in the loss")
@@ -252,7 +252,7 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
     if (vm["max-steps"].defaulted() && vm.count(command + ".max-steps"))
       c.max_steps = vm[command + ".max-steps"].as<int64_t>();
   }
-  // retraining has its own optimiser settings (ALGORITHM.md §7): [retrain] wins
+  // retraining has its own optimiser settings (docs/method.md §7): [retrain] wins
   if (command == "retrain" || command == "eval") {
     if (vm.count("retrain.lr")) c.lr = vm["retrain.lr"].as<double>();
     if (vm.count("retrain.lr-schedule")) c.lr_schedule = vm["retrain.lr-schedule"].as<std::string>();
@@ -341,7 +341,7 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   check(c.latency_iters > c.latency_warmup && c.latency_warmup >= 0, "search.latency-iters",
         "must exceed search.latency-warmup (>= 0)");
   if (c.penalty == "adaptive-latency" && !c.space.share)
-    fail_usage("search.penalty: adaptive-latency needs the share space (space.share = true, ALGORITHM.md §5.3)");
+    fail_usage("search.penalty: adaptive-latency needs the share space (space.share = true, docs/method.md §5.3)");
   {
     LrParams lp;
     lp.base_lr = c.lr;

@@ -1,5 +1,5 @@
 // main.cpp — the dsonas command line: dispatch to a stage, turn every error into
-// one line and its documented exit code (DESIGN.md §6).
+// one line and its documented exit code (docs/design.md §6).
 #include <cstring>
 #include <iostream>
 #include <string>

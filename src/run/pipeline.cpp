@@ -1,5 +1,5 @@
 // pipeline.cpp — `dsonas pipeline --config C --out DIR [stage options]`: the
-// whole method as one command (ALGORITHM.md §7):
+// whole method as one command (docs/method.md §7):
 //   DIR/pretrain   supergraph, λ fixed at 1            (dsonas pretrain)
 //   DIR/search     DSO-NAS search from the pretrain    (dsonas search --init)
 //   DIR/arch.json  + arch.dot / arch.png               (dsonas derive)

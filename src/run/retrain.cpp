@@ -1,7 +1,7 @@
 // retrain.cpp — `dsonas retrain` and `dsonas eval` (design in run/retrain.hpp).
 //
 // The retrain loop is the search loop's little sibling: one kind of step (NAG on
-// every parameter, BN γ decayed, ALGORITHM.md §4.2), the whole training set
+// every parameter, BN γ decayed, docs/method.md §4.2), the whole training set
 // (no W/λ split), and the same machinery around it from run_common: rank-aware
 // output, run lock, checkpoint files with retention and fallback, signals and
 // the deadline agreed over the ranks, bit-exact resume.

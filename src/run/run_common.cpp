@@ -190,7 +190,7 @@ void training_batch(const RunConfig& cfg, const Data& d, const std::vector<int>&
     make_batch(d.train, ids, train_augment(cfg), cfg.seed, stream, batch_counter, out_nchw, labels, slot_offset);
 }
 
-/// Normalisation of the dataset (ALGORITHM.md §8.1 for CIFAR-10).
+/// Normalisation of the dataset (docs/method.md §8.1 for CIFAR-10).
 Augment eval_augment(const RunConfig& cfg) {
   return cfg.dataset == "cifar10" ? cifar10_eval_augment() : fashion_mnist_eval_augment();
 }
@@ -253,7 +253,7 @@ int threads_for_rank(const RunConfig& cfg, std::string* note) {
 
 std::unique_ptr<Backend> backend_for(const RunConfig& cfg) {
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
-  // one rank per GPU: the node-local rank picks the device (DESIGN.md §7)
+  // one rank per GPU: the node-local rank picks the device (docs/design.md §7)
   if (cfg.device == "cuda") cuda_select_device(Communicator::multi_rank() ? Communicator::world().local_rank() : 0);
 #endif
   return make_backend(cfg.device == "cuda" ? Device::CUDA : Device::CPU, threads_for_rank(cfg, nullptr),

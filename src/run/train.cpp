@@ -1,6 +1,6 @@
 // train.cpp — pretrain and search loops, evaluation, metrics and the bench.
 //
-// Order of work in one search step (DESIGN.md §3): batch from the W- or
+// Order of work in one search step (docs/design.md §3): batch from the W- or
 // λ-loader (this rank's slice of the global batch) → Supergraph::train_step
 // (W-step: weight gradients only; λ-step: λ gradients only) → finite check →
 // sum over the ranks (W-steps: bucketed, overlapping the backward pass) → clip

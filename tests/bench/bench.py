@@ -50,7 +50,7 @@ import twin  # noqa: E402
 FMNIST_SPACE = {"preset": "fmnist", "levels": 4, "ops": ["sep3", "sep5", "max3", "avg3"],
                 "input": [1, 28, 28], "classes": 10, "stem": "conv3", "stem_channels": 16,
                 "normal_units": [2, 2, 2], "widths": [16, 32, 64], "share": False, "total_lambda": 748}
-# Search hyper-parameters of ALGORITHM.md §12 (they do not change the cost of a step).
+# Search hyper-parameters of docs/method.md §12 (they do not change the cost of a step).
 W_LR, MOMENTUM, WD, LAMBDA_LR, GAMMA = 0.1, 0.9, 1e-4, 0.1, 0.01
 
 

@@ -9,7 +9,7 @@ exact dsonas parameter names ('/'-separated, e.g. "s1/u1/l2/o1/dw/weight",
   Supergraph through a DSOD dump, see `load_dump`), and
 * the speed baseline of tests/bench/bench.py (`w_step` / `lambda_step`).
 
-Semantics (ALGORITHM.md §1–4): NCHW float tensors, convs without bias, every BN
+Semantics (docs/method.md §1–4): NCHW float tensors, convs without bias, every BN
 eps 2e-5 / momentum 0.1 (MXNet 0.9) with batch statistics in training mode;
 BN γ fixed to 1 in the op BNs, id_conv and reduction BNs (stored as buffers,
 not trained), learned in stem, block-output and head BNs.  A normal block is
@@ -30,7 +30,7 @@ running statistics updated by F.batch_norm.  `dtype` picks float32 (default)
 or float64.  `enable_lambda_trace()` switches to a slower path that also
 measures the conditioning of every λ gradient (used by the test only).
 
-Masks: `set_masks({λ group: 0/1 array})` marks pruned λ entries (ALGORITHM.md
+Masks: `set_masks({λ group: 0/1 array})` marks pruned λ entries (docs/method.md
 §6.2).  Masked entries count as 0, and ops that the dead-op rule (§6.1) finds
 dead are skipped entirely (no compute, no BN statistics update), as in the
 C++ Supergraph.  Without masks everything is live.
@@ -268,7 +268,7 @@ class DsoTwin(nn.Module):
         return [1.0] * n if m is None else [float(v) for v in m.reshape(-1).tolist()]
 
     def _update_liveness(self):
-        """Applies the dead-op rule (ALGORITHM.md §6.1) to the masks of every block."""
+        """Applies the dead-op rule (docs/method.md §6.1) to the masks of every block."""
         L, N = self.L, self.N
         for blocks, red in self.stages:
             for b in blocks:
@@ -445,7 +445,7 @@ def _set_trainable(model, weights, lambdas):
 
 
 def w_step(model, x, y, lr, momentum=0.9, wd=0.0):
-    """One weight step (ALGORITHM.md §4.1–4.2); returns the loss.
+    """One weight step (docs/method.md §4.1–4.2); returns the loss.
 
     Forward + backward of weights and λ (λ gradients are discarded), elementwise
     clip to ±2, then MXNet NAG on the weights: g ← g + wd·w (only names ending
@@ -469,7 +469,7 @@ def w_step(model, x, y, lr, momentum=0.9, wd=0.0):
 
 
 def lambda_step(model, x, y, lr, momentum=0.9, gamma=0.0):
-    """One λ step (ALGORITHM.md §4.3); returns the loss.
+    """One λ step (docs/method.md §4.3); returns the loss.
 
     Weights get no gradient; λ gradients are clipped to ±2, then APG-NAG:
     v ← μv; z ← S_{lr·γ}(λ − lr·g); v ← z − λ + v; λ ← max(0, z + μv).

@@ -108,7 +108,7 @@ if "$BIN" retrain $SYN --arch baseline --retrain.target-macs 50000 --max-steps 5
   ok "retrain --arch baseline --retrain.target-macs: $(grep -o 'at width.*parameters' "$T/rt.log")"
 else bad "target-macs: $(tail -2 "$T/rt.log")"; fi
 
-echo "e2e: adaptive latency penalty (ALGORITHM.md §5.3)"
+echo "e2e: adaptive latency penalty (docs/method.md §5.3)"
 LAT="--search.penalty adaptive-latency --search.latency-iters 4 --search.latency-warmup 1 --data.batch 16 --max-steps 100 --search.gamma 0.02 --search.lambda-lr-mult 5"
 if "$BIN" search $SYN --space.share true $LAT --out "$T/lat" >"$T/lat.log" 2>&1 \
    && [ "$(grep -c '"event":"latency"' "$T/lat/metrics.jsonl")" -ge 2 ] && grep -q "adaptive latency at step" "$T/lat/log.rank0"; then

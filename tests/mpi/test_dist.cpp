@@ -4,7 +4,7 @@
 // batch, BN statistics per rank, gradients summed by GradReducer while the
 // backward pass runs) must give exactly — bit for bit — the gradient that one
 // process computes by running the two halves one after the other and adding
-// them.  That is the definition of data parallelism with per-rank BN (DESIGN.md
+// them.  That is the definition of data parallelism with per-rank BN (docs/design.md
 // §7), so any error in scaling, bucketing, the grad-ready hook or the slicing
 // shows up as a mismatch, with no tolerance to hide behind.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// test_architecture.cpp — the derived architecture (ALGORITHM.md §6.3) on hand-made
+// test_architecture.cpp — the derived architecture (docs/method.md §6.3) on hand-made
 // λ patterns of the tiny space (L = 3, N = 4, stages 4 and 8 wide, 8×8 input):
 // exactly the expected live ops / inputs / outputs, empty blocks and collapse
 // warnings, §11.1 MAC / param counts checked by hand, share mode, width scaling,
@@ -153,7 +153,7 @@ TEST(Architecture, AllAliveIsTheDenseSupernet) {
 }
 
 TEST(Architecture, CifarSupernetMatchesReferenceValues) {
-  // ALGORITHM.md §11.1: CIFAR supernet C = 48 → 10.0 M params, 1.48 G MACs; C = 24 → 2.6 M, 0.39 G.
+  // docs/method.md §11.1: CIFAR supernet C = 48 → 10.0 M params, 1.48 G MACs; C = 24 → 2.6 M, 0.39 G.
   const SearchSpace c48 = SearchSpace::preset_named("cifar10");
   const std::vector<float> ones(static_cast<size_t>(c48.total_lambda()), 1.0f);
   const Architecture a = Architecture::from_lambda(c48, ones.data(), nullptr);

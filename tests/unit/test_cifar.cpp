@@ -74,7 +74,7 @@ using dsonas_test::usage_error;
 
 const double kMean[3] = {0.5071, 0.4867, 0.4408};
 const double kStd[3] = {0.2675, 0.2565, 0.2761};
-// ALGORITHM.md §8.1 formula, in double.
+// docs/method.md §8.1 formula, in double.
 double norm_ref(int c, int v) { return (v - 255.0 * kMean[c]) / (255.0 * kStd[c]); }
 
 // ---- reader ---------------------------------------------------------------------

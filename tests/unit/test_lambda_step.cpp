@@ -1,5 +1,5 @@
 // test_lambda_step.cpp — the λ-step (optim/lambda_step.hpp): the step schedule is
-// exactly APG-NAG followed by §6.1 pruning; the reference schedule (ALGORITHM.md
+// exactly APG-NAG followed by §6.1 pruning; the reference schedule (docs/method.md
 // §6.2) keeps a λ at 0 wired between rebuilds, where it receives gradients and can
 // revive, and at a rebuild removes it with its momentum; the rebuild times; the
 // schedule's names and checkpoint form.

@@ -1,4 +1,4 @@
-// test_latency.cpp — adaptive latency factors (ALGORITHM.md §5.3) against
+// test_latency.cpp — adaptive latency factors (docs/method.md §5.3) against
 // hand-computed values; live bits after §6.1; the timing cache.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// test_network.cpp — the retrain-time Network (ALGORITHM.md §2.3–2.4, §6.3) and its
+// test_network.cpp — the retrain-time Network (docs/method.md §2.3–2.4, §6.3) and its
 // backend primitives: label-smoothed cross-entropy, counter-based dropout and
 // per-sample scaling against naive references and finite differences; MACs and
 // parameters against the Architecture's §11.1 counts; parameter names against the
@@ -527,7 +527,7 @@ TEST(NetworkDropPath, LayerScheduleKeepRateAndScaling) {
   o.drop_path = 0.5;
   const Architecture a = Architecture::baseline(SearchSpace::preset_named("cifar10")).at_width(8);
   Network net(a, *be, 1, o);
-  // ALGORITHM.md §2.4: p_final = 0.5·(n+1)/112, n = 36(s−1) + 4(u−1).
+  // docs/method.md §2.4: p_final = 0.5·(n+1)/112, n = 36(s−1) + 4(u−1).
   EXPECT_NEAR(net.drop_path_final(0), 0.5 * 1 / 112, 1e-15);    // s1u1: 0.0045
   EXPECT_NEAR(net.drop_path_final(7), 0.5 * 29 / 112, 1e-15);   // s1u8: 0.129
   EXPECT_NEAR(net.drop_path_final(8), 0.5 * 37 / 112, 1e-15);   // s2u1: 0.165

@@ -14,7 +14,7 @@ using namespace dsonas;
 
 namespace {
 
-/// One normal block's λ with named accessors (1-based l, j as in ALGORITHM.md).
+/// One normal block's λ with named accessors (1-based l, j as in docs/method.md).
 struct Blk {
   BlockLayout b;
   std::vector<float> lam;
@@ -433,7 +433,7 @@ TEST(Counts, LiveOpsPerType) {
 }
 
 TEST(Macs, CifarSupernetIs148G) {
-  // ALGORITHM.md §11.1: CIFAR supernet C = 48, all alive: 1.48 G MACs.
+  // docs/method.md §11.1: CIFAR supernet C = 48, all alive: 1.48 G MACs.
   const SearchSpace sp = SearchSpace::preset_named("cifar10");
   const double m = full_macs(sp);
   EXPECT_NEAR(m / 1e9, 1.48, 0.005) << m;
@@ -450,7 +450,7 @@ TEST(Macs, CifarSupernetIs148G) {
 }
 
 TEST(Macs, ImageNetSupernetIs150G) {
-  // ALGORITHM.md §11.1: ImageNet supernet C = 28: 1.50 G MACs.
+  // docs/method.md §11.1: ImageNet supernet C = 28: 1.50 G MACs.
   const SearchSpace sp = SearchSpace::preset_named("imagenet");
   EXPECT_NEAR(full_macs(sp) / 1e9, 1.50, 0.01) << full_macs(sp);
 }

@@ -1,6 +1,6 @@
 // backend.hpp — the compute interface the model is written against.
 //
-// One virtual method per primitive (DESIGN.md §4).  CpuBackend (OpenBLAS GEMMs,
+// One virtual method per primitive (docs/design.md §4).  CpuBackend (OpenBLAS GEMMs,
 // own OpenMP kernels) and CudaBackend (cuDNN, cuBLAS, own kernels) implement it;
 // Supergraph and Network are written once on top.  Nothing above backend/
 // includes a vendor header.
@@ -172,7 +172,7 @@ class Backend {
                             Tensor& dlogits, double* loss_sum, int64_t* correct) = 0;
 
   // ---- optimiser ------------------------------------------------------------
-  /// MXNet NAG (ALGORITHM.md §4.2): g ← g + wd·w; m ← μ·m + g; w ← w − lr·(g + μ·m).
+  /// MXNet NAG (docs/method.md §4.2): g ← g + wd·w; m ← μ·m + g; w ← w − lr·(g + μ·m).
   /// g is not modified.
   virtual void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
                           float wd) = 0;

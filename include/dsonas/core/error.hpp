@@ -2,7 +2,7 @@
 //
 // Everything inside the program throws dsonas::Error; main() catches it, prints
 // one line "dsonas: rank R: <message>" and exits with the error's code
-// (DESIGN.md §6).  On a multi-rank run main() then aborts the world.
+// (docs/design.md §6).  On a multi-rank run main() then aborts the world.
 //
 // Exit codes (documented in the README):
 //   0 done · 2 bad usage/config/data (nothing written) · 3 checkpoint unusable

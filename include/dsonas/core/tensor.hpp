@@ -9,7 +9,7 @@
 //
 // Activations are 4-D with logical dims (C, N, H, W); their memory layout is the
 // backend's business (see backend.hpp).  Parameters are stored in the file
-// layout of DESIGN.md §5: OIHW conv weights, [out,in] linear weights.
+// layout of docs/design.md §5: OIHW conv weights, [out,in] linear weights.
 #pragma once
 #include <cstdint>
 #include <memory>

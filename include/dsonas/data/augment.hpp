@@ -1,6 +1,6 @@
 // augment.hpp — per-image augmentation and batch assembly (uint8 → float NCHW).
 //
-// Design (ALGORITHM.md §8.1):
+// Design (docs/method.md §8.1):
 //  per image: pad P px with a constant (0..255, before normalisation) → random
 //  H×W crop out of the (H+2P)×(W+2P) canvas (offsets uniform in {0..2P}) →
 //  horizontal flip with p = 0.5 → normalise (pixel/255 − mean_c)/std_c →

@@ -1,5 +1,5 @@
 // cifar.hpp — the CIFAR-10 binary reader and the CIFAR-10 augmentation presets
-// (ALGORITHM.md §8.1).
+// (docs/method.md §8.1).
 //
 // Format (the "binary version" from the CIFAR site, cifar-10-batches-bin/):
 // data_batch_1.bin … data_batch_5.bin (train, 10 000 records each) and

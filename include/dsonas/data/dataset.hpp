@@ -10,7 +10,7 @@
 // mismatch, truncated payload (expected vs actual bytes), corrupt gzip, label
 // out of range (file, index, value, limit).
 //
-// The split (ALGORITHM.md §4.4) is a pure function of (labels, fraction, seed):
+// The split (docs/method.md §4.4) is a pure function of (labels, fraction, seed):
 // stratified by class, with cumulative rounding so that the first half has
 // exactly round(fraction·n) samples and each class is within one sample of its
 // share.  Both halves are returned sorted ascending (order is the Sampler's job).
@@ -63,7 +63,7 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 /// Pure function of the arguments; parallel over images.
 ImageSet make_synthetic(int n, int c, int h, int w, int classes, uint64_t seed);
 
-/// Two disjoint index lists covering 0..n-1 (ALGORITHM.md §4.4: part 1 trains
+/// Two disjoint index lists covering 0..n-1 (docs/method.md §4.4: part 1 trains
 /// the weights, part 2 the λ).
 struct Split {
   std::vector<int> first;   ///< W-half

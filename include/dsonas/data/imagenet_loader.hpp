@@ -1,7 +1,7 @@
 // imagenet_loader.hpp — ImageNet batches from HDF5 shards: §7.2/§8.2
 // augmentation, a pool of decoding threads, a bounded prefetch queue.
 //
-// Augmentation (ALGORITHM.md §7.2, §8.2; "fb.resnet" style):
+// Augmentation (docs/method.md §7.2, §8.2; "fb.resnet" style):
 //  * training (random_crop = true): RandomSizedCrop as in fb.resnet.torch —
 //    up to 10 attempts: target area = U(area_min, area_max)·W·H, aspect
 //    ratio r = U(ratio_min, ratio_max), w = round(sqrt(area·r)),

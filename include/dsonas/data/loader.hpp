@@ -1,6 +1,6 @@
 // loader.hpp — training batches with a prefetch thread, and an evaluation iterator.
 //
-// Design (DESIGN.md §3):
+// Design (docs/design.md §3):
 //  * A Loader owns a Sampler and an Augment; batch k's data is a pure function
 //    of the sampler state before it (indices from the permutation, augmentation
 //    keyed by the global batch number and the rank's slot offset), so prefetch

@@ -1,6 +1,6 @@
 // sampler.hpp — epoch-wise shuffled batches of indices, sharded over ranks.
 //
-// Design (DESIGN.md §3, §7):
+// Design (docs/design.md §3, §7):
 //  * Epoch e visits a permutation of the index list that is a pure function of
 //    (seed, stream, e) (Fisher–Yates driven by the counter-based Rng), so any
 //    rank, any thread and any restarted process computes the same order.

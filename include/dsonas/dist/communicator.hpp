@@ -1,4 +1,4 @@
-// communicator.hpp — the ranks of a data-parallel run (DESIGN.md §7).
+// communicator.hpp — the ranks of a data-parallel run (docs/design.md §7).
 //
 // Design.
 //  * One process per device.  Communicator::init() calls MPI_Init_thread

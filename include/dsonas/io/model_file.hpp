@@ -3,7 +3,7 @@
 // resumable checkpoint, which adds the optimiser state and the training
 // position (TrainState).
 //
-// Layout (DESIGN.md §5 naming): /params/<name>, /bn/<prefix>/{mean,var},
+// Layout (docs/design.md §5 naming): /params/<name>, /bn/<prefix>/{mean,var},
 // /lambda/<group>, /mask/<group> (0/1 as float); root attributes `format`
 // ("dsonas-model"), `format_version` (1), `space` (SearchSpace JSON), `stage`,
 // `step`, `seed`, `config`.  Written to a temporary name in the same folder,

@@ -2,7 +2,7 @@
 // network file (weights and BN running statistics) and the resumable checkpoint,
 // which adds the NAG momenta and the training position (TrainState).
 //
-// Layout, with the conventions of io/model_file.hpp (DESIGN.md §5): /params/<name>
+// Layout, with the conventions of io/model_file.hpp (docs/design.md §5): /params/<name>
 // (OIHW conv weights, [out,in] FC weights), /bn/<prefix>/{mean,var}; a checkpoint
 // adds /optim/momentum/<name> and the integer / real counters of TrainState as
 // attributes of the group /state (TrainState::lambda_v is not used by networks).

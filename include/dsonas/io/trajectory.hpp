@@ -1,4 +1,4 @@
-// trajectory.hpp — DIR/lambda_trajectory.h5: how every λ evolved (DESIGN.md §5).
+// trajectory.hpp — DIR/lambda_trajectory.h5: how every λ evolved (docs/design.md §5).
 //
 // Records are kept in memory and the file is rewritten atomically (temporary
 // name, fsync, rename) before every checkpoint, at most once a minute in between,

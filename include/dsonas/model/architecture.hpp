@@ -1,4 +1,4 @@
-// architecture.hpp — the derived (final) network of a DSO-NAS search, ALGORITHM.md §6.3.
+// architecture.hpp — the derived (final) network of a DSO-NAS search, docs/method.md §6.3.
 //
 // Design note.  An Architecture is pure topology plus geometry: for every normal
 // block its live ops (level, op index, type), each op's live inputs (block input or
@@ -36,7 +36,7 @@
 
 namespace dsonas {
 
-/// One live op of a derived normal block (1-based level / op as in ALGORITHM.md).
+/// One live op of a derived normal block (1-based level / op as in docs/method.md).
 struct ArchOp {
   int level = 1, op = 1;
   OpKind type = OpKind::Sep3;

@@ -1,4 +1,4 @@
-// network.hpp — the retrain-time network of a derived architecture (ALGORITHM.md
+// network.hpp — the retrain-time network of a derived architecture (docs/method.md
 // §6.3), over a Backend.
 //
 // Design note.  A Network is the Supergraph with λ discarded: every live op of
@@ -101,7 +101,7 @@ class Network {
   /// The flat gradient buffer: every parameter's gradient, in params() order.
   Tensor& flat_grad() { return flat_grad_; }
   int64_t num_weights() const { return flat_grad_.numel(); }
-  /// Weight decay of every parameter (params() order) for retraining, ALGORITHM.md §4.2:
+  /// Weight decay of every parameter (params() order) for retraining, docs/method.md §4.2:
   /// wd on names ending in "weight" or "gamma" (BN γ IS decayed), 0 on β and biases.
   std::vector<float> weight_decays(float wd) const;
 

@@ -1,5 +1,5 @@
 // random_arch.hpp — random architectures of the same cost as a found one: the
-// control the paper compares DSO-NAS with ("random structures", ALGORITHM.md §10.3).
+// control the paper compares DSO-NAS with ("random structures", docs/method.md §10.3).
 //
 // A sample follows the found architecture's rules:
 //  * per normal block (share mode: the one shared block) the same number K of live

@@ -2,10 +2,10 @@
 //
 // A SearchSpace says how many levels (L) and which ops (N) a block has, the
 // macro structure (stem, stages, normal units per stage, widths, reductions),
-// the input and the classes, and whether λ are shared (ALGORITHM.md §1–3).
+// the input and the classes, and whether λ are shared (docs/method.md §1–3).
 // It holds no tensors.  Presets: fmnist, bench_fmnist, cifar10, imagenet, tiny.
 //
-// λ layout (one flat float vector for the whole network, ALGORITHM.md §3
+// λ layout (one flat float vector for the whole network, docs/method.md §3
 // "adflops layout", generalised to any L and N):
 //   normal block (124 entries for L = N = 4):
 //     for l = 2..L, for j = 1..N: row λ(l,j) of length K_l = 1 + N(l−1)

@@ -1,11 +1,11 @@
 // supergraph.hpp — the DSO-NAS search network over a Backend.
 //
-// Holds every parameter (readable hierarchical names, DESIGN.md §5), the BN
+// Holds every parameter (readable hierarchical names, docs/design.md §5), the BN
 // running statistics, the λ vector with its live mask, and an execution plan
 // derived from that mask: dead ops, edges and output branches are not in the
-// plan, so they cost neither time nor memory (DESIGN.md §3).  forward() keeps
+// plan, so they cost neither time nor memory (docs/design.md §3).  forward() keeps
 // what backward() needs; backward() computes the weight gradients only when
-// asked (a λ-step needs none, ALGORITHM.md §4.4) and the λ gradients only when
+// asked (a λ-step needs none, docs/method.md §4.4) and the λ gradients only when
 // asked (pretraining needs none).
 //
 // All gradients (weights, then λ) live in one flat device buffer, so a
@@ -25,7 +25,7 @@
 namespace dsonas {
 
 /// One learnable tensor.  `grad` is a view into the flat gradient buffer;
-/// frozen parameters (BN γ fixed to 1, ALGORITHM.md §1.1) have no gradient.
+/// frozen parameters (BN γ fixed to 1, docs/method.md §1.1) have no gradient.
 struct Param {
   std::string name;
   Tensor value, grad, momentum;
@@ -91,15 +91,15 @@ class Supergraph {
   StepResult eval_batch(const float* x_nchw, const int32_t* labels, int n,
                         std::vector<float>* logits_out = nullptr);
   /// Training-mode forward only (BN in training mode, running stats updated);
-  /// used to re-estimate BN statistics (ALGORITHM.md §12).
+  /// used to re-estimate BN statistics (docs/method.md §12).
   void forward_train_only(const float* x_nchw, int n);
-  /// Re-estimate the BN running statistics (ALGORITHM.md §12): reset them, then
+  /// Re-estimate the BN running statistics (docs/method.md §12): reset them, then
   /// run each batch forward in training mode, averaging the batch statistics
   /// with equal weights (cumulative average).  Weights and λ are unchanged.
   void reestimate_bn(const std::vector<const float*>& batches_nchw, int n);
   /// Per-block recomputation: forward keeps only each normal block's input and
   /// backward recomputes the block before differentiating it (the MXNet
-  /// "mirror" of the reference code, ALGORITHM.md §10.1 item 8).  Same numbers,
+  /// "mirror" of the reference code, docs/method.md §10.1 item 8).  Same numbers,
   /// about a third more time, a fraction of the memory.
   void set_recompute(bool on) { recompute_ = on; }
   bool recompute() const { return recompute_; }

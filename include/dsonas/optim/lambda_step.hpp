@@ -1,5 +1,5 @@
 // lambda_step.hpp — the DSO-NAS λ-step: budget-aware γ, APG-NAG with the
-// non-negativity clamp, and the pruning schedule (ALGORITHM.md §4.3, §5, §6.1–6.2).
+// non-negativity clamp, and the pruning schedule (docs/method.md §4.3, §5, §6.1–6.2).
 //
 // Two pruning schedules (search.prune):
 //  * step       (the default, and the only one before 2026-12-07): §6.1 and the live

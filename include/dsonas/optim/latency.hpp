@@ -1,4 +1,4 @@
-// latency.hpp — adaptive latency penalty factors (ALGORITHM.md §5.3).
+// latency.hpp — adaptive latency penalty factors (docs/method.md §5.3).
 //
 // Every search epoch the factors r_e ∈ [0.5, 1] of the shared block's λ are
 // recomputed from timings of the RETRAIN network:

@@ -1,6 +1,6 @@
 // lr_schedule.hpp — learning-rate schedules as pure functions of the global step.
 //
-// Design note.  ALGORITHM.md §4.5: every schedule is a function of the global
+// Design note.  docs/method.md §4.5: every schedule is a function of the global
 // step count t, which counts weight steps AND λ steps (§10.1 item 2).  Here t is
 // 0-based: lr(t) is the rate used by the (t+1)-th update.  (MXNet calls its
 // scheduler with num_update = t + 1 and decays when num_update > boundary, which
@@ -78,7 +78,7 @@ class CosineLr : public LrSchedule {
 };
 
 /**
- * @brief Linear warm-up then linear decay, per step (ALGORITHM.md §4.5, ImageNet retrain).
+ * @brief Linear warm-up then linear decay, per step (docs/method.md §4.5, ImageNet retrain).
  *
  * W = warmup_epochs·epoch_size, S = total_epochs·epoch_size:
  *   t < W:  lr = lr_start + (lr_peak − lr_start)·t / W

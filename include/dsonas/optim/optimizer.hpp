@@ -5,9 +5,9 @@
 // production weight update on device tensors lives in the backend; nag_step()
 // below is the reference it is tested against.  The λ update is small (at most
 // a few thousand entries) and is always done on the host, on every rank, from
-// identical inputs, so every rank gets bit-identical λ (ALGORITHM.md §4).
+// identical inputs, so every rank gets bit-identical λ (docs/method.md §4).
 //
-// Live mask.  Every λ entry has a persistent uint8 live bit (ALGORITHM.md §6.2):
+// Live mask.  Every λ entry has a persistent uint8 live bit (docs/method.md §6.2):
 // a masked entry (bit 0) is an edge removed from the execution plan.  It is held
 // at exactly λ = 0, v = 0 and is skipped by the update.  A null mask = all live.
 #pragma once
@@ -22,7 +22,7 @@ enum class Phase { Pretrain, Search, Retrain };
 const char* phase_name(Phase p);
 
 /**
- * @brief NAG step, MXNet flavour (ALGORITHM.md §4.2), host reference.
+ * @brief NAG step, MXNet flavour (docs/method.md §4.2), host reference.
  *
  * Per element, with g the (rescaled, optionally clipped) gradient:
  * @f[ g' = g + \mathrm{wd}\,w,\quad m \leftarrow \mu m + g',\quad
@@ -32,7 +32,7 @@ const char* phase_name(Phase p);
 void nag_step(float* w, const float* g, float* m, size_t n, float lr, float mom, float wd);
 
 /**
- * @brief APG-NAG proximal update of λ with non-negativity (ALGORITHM.md §4.3).
+ * @brief APG-NAG proximal update of λ with non-negativity (docs/method.md §4.3).
  *
  * Accelerated proximal gradient with Nesterov momentum, as in DSO-NAS (Zhang,
  * Huang & Wang, "You Only Search Once: Single Shot Neural Architecture Search via
@@ -66,12 +66,12 @@ void apg_nag_step(float* lam, float* v, const float* g, const float* gamma_e,
 void apg_nag_step(float* lam, float* v, const float* g, float gamma, const uint8_t* mask,
                   size_t n, float lr, float mom);
 
-/// Elementwise clip of g to [−c, c] in place (ALGORITHM.md §4.1: c = 2, search only).
+/// Elementwise clip of g to [−c, c] in place (docs/method.md §4.1: c = 2, search only).
 /// NaN stays NaN (the caller's finiteness check must see it).  c must be > 0.
 void clip_elementwise(float* g, size_t n, float c);
 
 /**
- * @brief Weight decay for a parameter, by its hierarchical name (ALGORITHM.md §4.2).
+ * @brief Weight decay for a parameter, by its hierarchical name (docs/method.md §4.2).
  *
  * Names are '/'-separated paths, e.g. "s1/u2/l3/o1/pw/weight", "s1/u1/out/bn/gamma",
  * "head/fc/bias".  The rule looks at the last component only:

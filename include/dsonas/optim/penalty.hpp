@@ -1,4 +1,4 @@
-// penalty.hpp — budget-aware sparsity strength γ_e per λ entry (ALGORITHM.md §5).
+// penalty.hpp — budget-aware sparsity strength γ_e per λ entry (docs/method.md §5).
 //
 // Design note.  The APG step (optimizer.hpp) takes a per-entry γ_e.  This module
 // fills that vector for the whole flat λ from the base γ, the current λ (before

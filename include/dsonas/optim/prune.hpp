@@ -1,4 +1,4 @@
-// prune.hpp — the dead-op rule of ALGORITHM.md §6.1, the persistent live mask of
+// prune.hpp — the dead-op rule of docs/method.md §6.1, the persistent live mask of
 // §6.2, the block topology the execution plan is built from, and λ / MAC counts.
 //
 // Design note.  λ is one flat float vector laid out by SearchSpace / BlockLayout
@@ -125,7 +125,7 @@ std::vector<int64_t> live_ops_per_type(const SearchSpace& space, const float* la
                                        const uint8_t* mask);
 
 /**
- * @brief MACs of the live network (ALGORITHM.md §11.1: conv/FC weights only).
+ * @brief MACs of the live network (docs/method.md §11.1: conv/FC weights only).
  *
  * Stem (K²·C_in·C·H·W; ImageNet: 9·C_in·(C/2)·H₁W₁ + 9·(C/2)·C·H₂W₂), per normal block
  * Σ_live sep convs (K²F + F²)HW + Σ_live branches F²HW, id_conv F²HW in the first

@@ -60,7 +60,7 @@ struct RunConfig {
   double momentum = 0.9;
   double wd = 1e-4;
   std::string lr_schedule = "constant";
-  double clip = 2.0;               // search only (ALGORITHM.md §4.1); 0 = off
+  double clip = 2.0;               // search only (docs/method.md §4.1); 0 = off
 
   // [search]
   double gamma = 0.001;

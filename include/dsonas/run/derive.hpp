@@ -1,5 +1,5 @@
 // derive.hpp — `dsonas derive --run DIR|FILE.h5 --out ARCH.json [--dot F] [--png F]
-// [--width C]`: the final architecture of a search (ALGORITHM.md §6.3) as a
+// [--width C]`: the final architecture of a search (docs/method.md §6.3) as a
 // deterministic JSON file and a Graphviz DOT picture (PNG when `dot` is on PATH),
 // with per-op survivor counts, MACs / params and collapse warnings.
 //

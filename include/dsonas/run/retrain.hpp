@@ -1,4 +1,4 @@
-// retrain.hpp — step 3 of the method (ALGORITHM.md §6.3, §7): the derived
+// retrain.hpp — step 3 of the method (docs/method.md §6.3, §7): the derived
 // architecture trained from scratch, and its evaluation.
 //
 // `dsonas retrain --config C --arch ARCH.json|baseline --out DIR [--resume]`

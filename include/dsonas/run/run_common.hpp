@@ -5,7 +5,7 @@
 //
 // Ranks: every rank logs to DIR/log.rank<r>; rank 0 alone prints to the
 // console and writes DIR/metrics.jsonl, checkpoints, model files and the λ
-// trajectory (the other ranks wait for its commit, DESIGN.md §7).
+// trajectory (the other ranks wait for its commit, docs/design.md §7).
 #pragma once
 #include <chrono>
 #include <csignal>
@@ -112,7 +112,7 @@ std::unique_ptr<EvalSource> eval_source(const RunConfig& cfg, const Data& d, boo
 /// batch_counter keys the draws, slot_offset = rank·batch.
 void training_batch(const RunConfig& cfg, const Data& d, const std::vector<int>& ids, uint64_t stream,
                     uint64_t batch_counter, uint64_t slot_offset, float* out_nchw, int32_t* labels);
-/// Normalisation of the dataset (ALGORITHM.md §8.1 for CIFAR-10).
+/// Normalisation of the dataset (docs/method.md §8.1 for CIFAR-10).
 Augment eval_augment(const RunConfig& cfg);
 /// The dataset's training augmentation with data.pad / data.flip applied.
 Augment train_augment(const RunConfig& cfg);
@@ -238,7 +238,7 @@ std::string set_aside_checkpoints(const std::string& out, const std::string& kee
 
 // ---- data parallel --------------------------------------------------------------
 class Communicator;
-/// BN running statistics averaged over the ranks (ALGORITHM.md §4.1: statistics are
+/// BN running statistics averaged over the ranks (docs/method.md §4.1: statistics are
 /// per rank; their running averages are made one before every evaluation and
 /// checkpoint, written back, so every rank evaluates and saves the same model).
 void average_bn_stats(Communicator& comm, Backend& be, std::vector<BnStats>& stats);

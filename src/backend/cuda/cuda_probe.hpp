@@ -19,7 +19,7 @@ int cuda_device_count(std::string* why);
 /// for no usable GPU, an unusable variable or a cuDNN older than the headers.
 int cuda_preselect_device();
 
-/// One rank per GPU (DESIGN.md §7), after MPI_Init: makes device (MPI's
+/// One rank per GPU (docs/design.md §7), after MPI_Init: makes device (MPI's
 /// node-local rank mod visible devices) current, before the backend is built;
 /// returns its index.  Keeps the device cuda_preselect_device chose when it
 /// agrees (it normally does; a disagreeing inherited variable is overruled,
