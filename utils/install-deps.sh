@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs every Debian package dsonas needs, idempotently.
 # (clang, its runtime and LLVM's OpenMP are for make fuzz and make tsan only; lmod,
-# help2man and tcl for make install, its man page and the modulefile tests.)
+# help2man and tcl for make install, its man page and the modulefile tests; python3-onnx
+# and python3-opencv for dsonas export and its test, which runs the ONNX file in OpenCV.)
 #
 # Environment Modules (the other module system make install writes a modulefile for)
 # conflicts with lmod as a Debian package, so its .deb is unpacked, not installed, into
@@ -26,6 +27,7 @@ PKGS=(
   dataset-fashion-mnist
   graphviz
   python3-torch python3-numpy python3-h5py python3-matplotlib python3-pytest python3-scipy
+  python3-onnx python3-opencv
   slurm-wlm munge
   clang libclang-rt-14-dev libomp-dev
   lmod help2man tcl

@@ -9,7 +9,7 @@ inc=$(mktemp)
 trap 'rm -f "$inc"' EXIT
 roff() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }  # text as literal roff lines
 {
-  for cmd in pipeline study pretrain search derive retrain eval bench inspect pack validate; do
+  for cmd in pipeline study pretrain search derive retrain eval export bench inspect pack validate; do
     echo "[COMMAND: ${cmd^^}]"
     echo ".nf"
     OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$BIN" "$cmd" --help 2>&1 | roff

@@ -62,6 +62,10 @@ struct Registry {
       ("arch", po::value<std::string>(&c.arch), "retrain: the architecture JSON (dsonas derive), or 'baseline' for the hand-made design")
       ("run", po::value<std::string>(&c.run_dir), "eval: a retrain run folder (its network.h5) or a network file")
       ("data", po::value<std::string>(&c.eval_data)->default_value("test"), "eval: test | train")
+      ("logits", po::value<std::string>(&c.logits_file),
+       "eval: also write the first --logits-count images of the set (inputs in [0, 1] and normalised) and "
+       "dsonas's logits for them to this HDF5 file (to compare an exported network, dsonas export)")
+      ("logits-count", po::value<int>(&c.logits_count)->default_value(64), "eval: images in the --logits file")
       ("device", po::value<std::string>(&c.device)->default_value("cpu"), "cpu | cuda")
       ("gpu-math", po::value<std::string>(&c.gpu_math)->default_value("fp32"),
        "cuda: fp32 | tf32 (TF32 tensor cores in cuBLAS and cuDNN) | bf16 (bfloat16 tensor-core GEMMs, TF32 convolutions); the CPU is fp32")
@@ -353,6 +357,7 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   if (command == "retrain") check(!c.arch.empty(), "--arch", "an architecture JSON (dsonas derive) or 'baseline' is required");
   if (command == "eval") check(!c.run_dir.empty(), "--run", "a retrain run folder or network file is required");
   check(c.eval_data == "test" || c.eval_data == "train", "--data", str("'", c.eval_data, "' (expected test or train)"));
+  check(c.logits_count >= 1 && c.logits_count <= 1000000, "--logits-count", "must be in [1, 1000000]");
   check(c.retrain_width >= 0, "retrain.width", "must be >= 0");
   check(c.target_macs >= 0 && c.target_params >= 0, "retrain.target-macs", "targets must be >= 0");
   check(!(c.target_macs > 0 && c.target_params > 0), "retrain.target-params", "give target-macs or target-params, not both");

@@ -9,6 +9,7 @@
 #include "dsonas/dist/communicator.hpp"
 #include "dsonas/run/config.hpp"
 #include "dsonas/run/derive.hpp"
+#include "dsonas/run/export.hpp"
 #include "dsonas/run/inspect.hpp"
 #include "dsonas/run/pipeline.hpp"
 #include "dsonas/run/study.hpp"
@@ -36,6 +37,7 @@ const char* kUsage =
     "             or random architectures of the same cost (--random K --like ARCH.json --out DIR)\n"
     "  retrain    train a derived architecture from scratch (--arch ARCH.json|baseline, step 3)\n"
     "  eval       top-1/top-5, per-class accuracy, confusion matrix of a retrained network (--run DIR)\n"
+    "  export     a retrained network as ONNX or TorchScript for use elsewhere (--run DIR --format onnx|pytorch --out F)\n"
     "  pack       ImageNet JPEG tree -> HDF5 shards + manifest (--src ROOT --out OUT)\n"
     "  validate   check every data file of the configured dataset, no training (--config C [--resume DIR])\n"
     "exit codes:\n"
@@ -95,12 +97,13 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "inspect") return run_inspect(argc - 1, argv + 1);
     if (cmd == "derive") return run_derive(argc - 1, argv + 1);
+    if (cmd == "export") return run_export(argc - 1, argv + 1);
     if (cmd == "pack") return run_pack(argc - 1, argv + 1);
     if (cmd == "validate") return run_validate(argc - 1, argv + 1);
     if (cmd != "pretrain" && cmd != "search" && cmd != "bench" && cmd != "retrain" && cmd != "eval" &&
         cmd != "pipeline" && cmd != "study")
       fail_usage(str("unknown command '", cmd,
-                     "' (expected pipeline, study, pretrain, search, derive, retrain, eval, bench, inspect, pack or validate)"));
+                     "' (expected pipeline, study, pretrain, search, derive, retrain, eval, export, bench, inspect, pack or validate)"));
     choose_gpu_before_mpi(cmd, argc, argv);
     Communicator::init(&argc, &argv);  // the training commands are MPI programs
     int rc = kExitOk;

@@ -26,6 +26,7 @@
 #include "dsonas/data/sampler.hpp"
 #include "dsonas/dist/communicator.hpp"
 #include "dsonas/io/atomic_file.hpp"
+#include "dsonas/io/logits_file.hpp"
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/io/network_file.hpp"
 #include "dsonas/model/architecture.hpp"
@@ -109,6 +110,52 @@ Counts evaluate_net(const RunConfig& cfg, Communicator& comm, Network& net, cons
   c.top5 = s[2];
   c.n = s[3];
   return c;
+}
+
+/// --logits: refuses (exit 2) a path in a missing folder or naming a folder.
+void check_logits_path(const std::string& p) {
+  bool dir = false;
+  if (file_exists(p, &dir) && dir) fail_usage(str("--logits: ", p, " is a folder"));
+  const size_t slash = p.find_last_of('/');
+  const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : p.substr(0, slash));
+  if (!file_exists(parent, &dir) || !dir) fail_usage(str("--logits: ", p, ": folder ", parent, " does not exist"));
+}
+
+/// --logits: the first K images of the set through the evaluation preprocessing,
+/// with and without its normalisation, and the network's logits (io/logits_file.hpp).
+void write_logits(const RunConfig& cfg, Network& net, const Data& data, bool test_set, const std::string& file) {
+  const SearchSpace& sp = net.space();
+  const int total = test_set ? data.test_size() : data.train_size();
+  const int K = std::min(cfg.logits_count, total);
+  std::vector<int> idx(static_cast<size_t>(K));
+  for (int i = 0; i < K; ++i) idx[static_cast<size_t>(i)] = i;
+  LogitsRecord r;
+  r.source = file;
+  r.dataset = cfg.dataset;
+  r.data = cfg.eval_data;
+  const InputNormalisation norm = input_normalisation(cfg, sp.in_channels);
+  r.mean = norm.mean;
+  r.std = norm.std;
+  r.n = K;
+  r.c = sp.in_channels;
+  r.h = sp.in_height;
+  r.w = sp.in_width;
+  r.classes = sp.classes;
+  r.index = std::vector<int32_t>(idx.begin(), idx.end());
+  std::unique_ptr<EvalSource> raw = eval_source(cfg, data, test_set, idx, true), it = eval_source(cfg, data, test_set, idx);
+  Batch a, b;
+  std::vector<float> logits;
+  while (it->next(b)) {
+    DSO_CHECK(raw->next(a) && a.n == b.n, "--logits: the two passes over the images differ");
+    net.eval_batch(b.data.data(), b.labels.data(), b.n, &logits);
+    r.input.insert(r.input.end(), a.data.begin(), a.data.begin() + static_cast<std::ptrdiff_t>(a.n) * r.c * r.h * r.w);
+    r.input_normalised.insert(r.input_normalised.end(), b.data.begin(),
+                              b.data.begin() + static_cast<std::ptrdiff_t>(b.n) * r.c * r.h * r.w);
+    r.logits.insert(r.logits.end(), logits.begin(), logits.begin() + static_cast<std::ptrdiff_t>(b.n) * r.classes);
+    r.labels.insert(r.labels.end(), b.labels.begin(), b.labels.begin() + b.n);
+  }
+  DSO_CHECK(static_cast<int>(r.labels.size()) == K, "--logits: ", r.labels.size(), " images, expected ", K);
+  save_logits_file(cfg.logits_file, r);
 }
 
 }  // namespace
@@ -368,6 +415,7 @@ EvalSummary evaluate_network_file(const RunConfig& cfg_in) {
   const std::string run = dir ? cfg_in.run_dir : slash == std::string::npos ? "." : cfg_in.run_dir.substr(0, slash);
   if (!file_exists(file))
     throw Error(kExitCheckpoint, str("--run: ", cfg_in.run_dir, " holds no network.h5 (did its retrain finish?)"));
+  if (!cfg_in.logits_file.empty()) check_logits_path(cfg_in.logits_file);
   RunConfig cfg = cfg_in;
   // the dataset the network was trained on, unless --config says otherwise
   if (cfg.config_file.empty()) {
@@ -397,6 +445,7 @@ EvalSummary evaluate_network_file(const RunConfig& cfg_in) {
   s.params = net.params_count();
   s.out_dir = cfg.out.empty() ? str(run.empty() ? "/" : run, "/eval_", cfg.eval_data) : cfg.out;
   if (!comm.root()) return s;
+  if (!cfg.logits_file.empty()) write_logits(cfg, net, data, test_set, file);
   const int K = arch.space().classes;
   std::ostringstream conf, per, js;
   conf << "true\\predicted";
@@ -437,7 +486,8 @@ int run_eval(const RunConfig& cfg) {
     std::cout << "eval (" << cfg.eval_data << ", " << s.n << " images): top-1 " << fmt("%.4f", s.top1) << ", top-5 "
               << fmt("%.4f", s.top5) << ", loss " << fmt("%.4f", s.loss) << "; " << fmt("%.2fM", s.macs / 1e6)
               << " MACs, " << fmt("%.3fM", s.params / 1e6) << " parameters; confusion matrix and per-class accuracy in "
-              << s.out_dir << "/" << std::endl;
+              << s.out_dir << "/" << (cfg.logits_file.empty() ? "" : "; inputs and logits of the first images in ")
+              << cfg.logits_file << std::endl;
   return kExitOk;
 }
 

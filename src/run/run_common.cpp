@@ -172,13 +172,43 @@ std::unique_ptr<BatchSource> train_source(const RunConfig& cfg, const Data& d, s
       new Loader(d.train, std::move(smp), aug ? *aug : train_augment(cfg), cfg.seed, aug_stream, cfg.prefetch));
 }
 
-std::unique_ptr<EvalSource> eval_source(const RunConfig& cfg, const Data& d, bool test_set, std::vector<int> idx) {
-  if (d.imagenet())
+std::unique_ptr<EvalSource> eval_source(const RunConfig& cfg, const Data& d, bool test_set, std::vector<int> idx,
+                                        bool unit_range) {
+  if (d.imagenet()) {
+    ImageNetAugment a = imagenet_eval_augment();
+    if (unit_range) {  // §8.2's statistics are on the 0..255 scale
+      a.mean = {{0.f, 0.f, 0.f}};
+      a.std = {{255.f, 255.f, 255.f}};
+    }
     return std::unique_ptr<EvalSource>(new ShardEvalIterator(test_set ? *d.shards_test : *d.shards_train,
-                                                             std::move(idx), cfg.batch, imagenet_eval_augment(),
-                                                             cfg.workers, 2));
-  return std::unique_ptr<EvalSource>(new EvalIterator(test_set ? d.test : d.train, std::move(idx), cfg.batch,
-                                                      eval_augment(cfg)));
+                                                             std::move(idx), cfg.batch, a, cfg.workers, 2));
+  }
+  Augment a = eval_augment(cfg);
+  if (unit_range) {
+    a.mean = {0.f};
+    a.std = {1.f};
+  }
+  return std::unique_ptr<EvalSource>(new EvalIterator(test_set ? d.test : d.train, std::move(idx), cfg.batch, a));
+}
+
+InputNormalisation input_normalisation(const RunConfig& cfg, int channels) {
+  InputNormalisation n;
+  auto at = [](const auto& v, int c) { return v.size() == 1 ? v[0] : v[static_cast<size_t>(c)]; };
+  if (cfg.dataset == "imagenet") {
+    const ImageNetAugment a = imagenet_eval_augment();
+    for (int c = 0; c < channels; ++c) {
+      n.mean.push_back(static_cast<float>(a.mean[static_cast<size_t>(c % 3)] / 255.0));
+      n.std.push_back(static_cast<float>(a.std[static_cast<size_t>(c % 3)] / 255.0));
+    }
+    return n;
+  }
+  const Augment a = eval_augment(cfg);
+  a.validate(channels);
+  for (int c = 0; c < channels; ++c) {
+    n.mean.push_back(at(a.mean, c));
+    n.std.push_back(at(a.std, c));
+  }
+  return n;
 }
 
 void training_batch(const RunConfig& cfg, const Data& d, const std::vector<int>& ids, uint64_t stream,

@@ -30,6 +30,7 @@
 #include "dsonas/run/derive.hpp"
 #include "dsonas/run/retrain.hpp"
 #include "dsonas/run/run_common.hpp"
+#include "dsonas/run/tools.hpp"
 #include "dsonas/run/train.hpp"
 #include "stages.hpp"
 
@@ -209,26 +210,9 @@ std::string verdict(const char* other, const WelchTest& w, int na, int nb) {
 
 /// Runs utils/study_plot.py on the study (matplotlib): "" or why the picture is missing.
 std::string plot(const std::string& D) {
-  // DSONAS_HOME (the modulefile sets it), else next to the binary: <tree>/build/dsonas in
-  // a checkout, PREFIX/bin/dsonas beside PREFIX/share/dsonas in an installed tree
-  std::vector<std::string> homes;
-  if (const char* h = std::getenv("DSONAS_HOME"); h && *h) homes.push_back(h);
-  char exe[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    std::string e(exe, static_cast<size_t>(n));
-    e = e.substr(0, e.find_last_of('/'));
-    const std::string up = e.substr(0, e.find_last_of('/'));
-    homes.push_back(up);
-    homes.push_back(up + "/share/dsonas");
-  }
-  std::string tool;
-  for (const std::string& h : homes)
-    if (tool.empty() && exists(h + "/utils/study_plot.py")) tool = h + "/utils/study_plot.py";
+  const std::string tool = find_tool("study_plot.py");  // DSONAS_HOME, else next to the binary (run/tools.hpp)
   if (tool.empty()) return "no picture: utils/study_plot.py not found (set DSONAS_HOME)";
-  const char* py = std::getenv("DSONAS_PYTHON");
-  const std::string cmd = str(py && *py ? py : "/usr/bin/python3", " '", tool, "' '", D, "' >/dev/null 2>'", D,
-                              "/study_plot.log'");
+  const std::string cmd = str(python_interpreter(), " '", tool, "' '", D, "' >/dev/null 2>'", D, "/study_plot.log'");
   if (std::system(cmd.c_str()) != 0) return str("no picture: ", tool, " failed (", D, "/study_plot.log)");
   std::remove((D + "/study_plot.log").c_str());
   return "";

@@ -8,7 +8,8 @@
 #      real Lmod: module load dsonas/VERSION -> dsonas on PATH is P/bin/dsonas, DSONAS_HOME,
 #      man dsonas found, module help names the jobs and Slurm folders; dsonas --version; a
 #      tiny search; inspect prints "written by" = the installed binary's --version; validate
-#      of the installed jobs/fmnist_demo.cfg
+#      of the installed jobs/fmnist_demo.cfg; a tiny retrain exported to ONNX (the installed
+#      share/dsonas/utils/export_net.py, found through DSONAS_HOME)
 #  (c) the same with Environment Modules (its modulecmd.tcl, as the package's `module` does)
 #  (d) DESTDIR staging: files under DESTDIR/PREFIX, none at PREFIX itself, the modulefile names
 #      PREFIX (not DESTDIR); make uninstall with the same DESTDIR empties it
@@ -38,7 +39,7 @@ if minst install PREFIX="$P" >"$T/install.log" 2>&1; then
   missing=""
   for f in bin/dsonas share/man/man1/dsonas.1 share/dsonas/jobs/fmnist.cfg share/dsonas/jobs/fmnist_demo.cfg \
            share/dsonas/slurm/search.sbatch share/dsonas/slurm/lib.sh share/dsonas/slurm/pipeline.sh \
-           share/dsonas/utils/study_plot.py share/dsonas/docs/checkpoint-format.md share/dsonas/docs/README.md \
+           share/dsonas/utils/study_plot.py share/dsonas/utils/export_net.py share/dsonas/docs/checkpoint-format.md share/dsonas/docs/README.md \
            "modulefiles/dsonas/$VERSION" "modulefiles/dsonas/$VERSION.lua"; do
     [ -e "$P/$f" ] || missing="$missing $f"
   done
@@ -68,6 +69,9 @@ rm -rf run && dsonas search --data.dataset synthetic --space.preset tiny --data.
 dsonas inspect run/model.h5 >inspect.txt 2>&1 || echo "RESULT inspect failed"
 grep -qxF "written by: $(head -1 version.txt)" inspect.txt && echo "RESULT written by = --version"
 dsonas validate --config "$DSONAS_HOME/jobs/fmnist_demo.cfg" >validate.txt 2>&1 && echo "RESULT validate ok"
+rm -rf rt rt.onnx && dsonas retrain --data.dataset synthetic --space.preset tiny --arch baseline --data.batch 8 \
+  --data.synthetic-train 64 --data.synthetic-test 16 --threads 1 --max-steps 2 --out rt >retrain.log 2>&1 \
+  && dsonas export --run rt --format onnx --out rt.onnx >export.log 2>&1 && [ -s rt.onnx ] && echo "RESULT export ok"
 case ":$PATH:" in *:'"$ROOT"'*) echo "RESULT PATH names the source tree" ;; esac
 module unload dsonas && [ -z "${DSONAS_HOME:-}" ] && ! command -v dsonas >/dev/null && echo "RESULT unloaded"
 '
@@ -75,11 +79,11 @@ module unload dsonas && [ -z "${DSONAS_HOME:-}" ] && ! command -v dsonas >/dev/n
 check_shell() {  # check_shell NAME OUTPUT_FILE
   local n=$1 o=$2
   local want=("which $P/bin/dsonas" "home $P/share/dsonas" "man $P/share/man/man1/dsonas.1" "help names the Slurm scripts"
-              "written by = --version" "validate ok" "unloaded")
+              "written by = --version" "validate ok" "export ok" "unloaded")
   local miss="" w
   for w in "${want[@]}"; do grep -qxF "RESULT $w" "$o" || miss="$miss [$w]"; done
   if [ -z "$miss" ] && ! grep -q "RESULT .*failed\|RESULT PATH names" "$o"; then
-    ok "$n: module load dsonas/$VERSION in a clean shell outside the tree → $P/bin/dsonas, DSONAS_HOME, man page, module help; tiny search, inspect written by '$(head -1 "$T/work/version.txt")', validate of \$DSONAS_HOME/jobs/fmnist_demo.cfg; unload"
+    ok "$n: module load dsonas/$VERSION in a clean shell outside the tree → $P/bin/dsonas, DSONAS_HOME, man page, module help; tiny search, inspect written by '$(head -1 "$T/work/version.txt")', validate of \$DSONAS_HOME/jobs/fmnist_demo.cfg; retrain + export (the installed utils/export_net.py); unload"
   else bad "$n: missing$miss; $(grep RESULT "$o" | tr '\n' ';' | head -c 600)"; fi
 }
 

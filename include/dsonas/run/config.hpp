@@ -78,6 +78,8 @@ struct RunConfig {
   std::string arch;           // --arch: architecture JSON or "baseline"
   std::string run_dir;        // eval: --run
   std::string eval_data = "test";
+  std::string logits_file;    // eval: --logits FILE (io/logits_file.hpp)
+  int logits_count = 64;      // eval: --logits-count K, the first K images of the set
   int retrain_width = 0;      // 0: the architecture's own width
   double target_macs = 0, target_params = 0;
   double dropout = 0, drop_path = 0, label_smoothing = 0, aux_weight = 0.4;

@@ -106,8 +106,17 @@ std::unique_ptr<BatchSource> train_source(const RunConfig& cfg, const Data& d, s
                                           int world, uint64_t sampler_stream, uint64_t aug_stream,
                                           const Augment* aug = nullptr);
 /// One pass over `idx` of the training (test_set = false) or test/val set,
-/// evaluation preprocessing.
-std::unique_ptr<EvalSource> eval_source(const RunConfig& cfg, const Data& d, bool test_set, std::vector<int> idx);
+/// evaluation preprocessing.  unit_range: the same preprocessing without the
+/// normalisation, i.e. pixel values / 255 in [0, 1] (the input of an exported network).
+std::unique_ptr<EvalSource> eval_source(const RunConfig& cfg, const Data& d, bool test_set, std::vector<int> idx,
+                                        bool unit_range = false);
+/// The evaluation normalisation of the configured dataset on the [0, 1] pixel scale,
+/// one value per channel: the network sees (pixel / 255 − mean_c) / std_c
+/// (eval_augment, or §8.2's ImageNet statistics divided by 255).
+struct InputNormalisation {
+  std::vector<float> mean, std;
+};
+InputNormalisation input_normalisation(const RunConfig& cfg, int channels);
 /// One training-augmented batch of the training set (BN re-estimation);
 /// batch_counter keys the draws, slot_offset = rank·batch.
 void training_batch(const RunConfig& cfg, const Data& d, const std::vector<int>& ids, uint64_t stream,
