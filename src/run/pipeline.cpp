@@ -67,9 +67,26 @@ int run_pipeline(int argc, char** argv) {
     if (comm.root()) std::cout << "== pipeline: " << s << std::endl;
   };
   using namespace stages;
+  // the pipeline's clock (the "pipeline left" of every stage's log lines): each stage's
+  // configuration as it will run (the retrains' architecture does not change their steps)
+  const RunConfig plan_pre = stage_config("pretrain", stage_args(args, D + "/pretrain", {}));
+  const RunConfig plan_search = stage_config("search", stage_args(args, D + "/search", {"--init", D + "/pretrain"}));
+  const RunConfig plan_re = stage_config("retrain", stage_args(args, D + "/retrain", {"--arch", "baseline"}));
+  const RunConfig plan_base = stage_config("retrain", stage_args(args, D + "/baseline", {"--arch", "baseline"}));
+  const RunConfig* const plan[PipelineClock::kStages] = {&plan_pre, &plan_search, &plan_re,
+                                                         cfg.baseline ? &plan_base : nullptr};
+  PipelineClock pclock(plan, comm.size());
   auto stage = [&](const char* name, const std::string& out, const std::vector<std::string>& extra,
                    int (*fn)(const RunConfig&)) {
-    say(str(name, " → ", out, exists(out + "/metrics.jsonl") ? " (resuming)" : ""));
+    const PipelineClock::Stage s = out == D + "/pretrain" ? PipelineClock::kPretrain
+                                   : out == D + "/search"   ? PipelineClock::kSearch
+                                   : out == D + "/retrain"  ? PipelineClock::kRetrain
+                                                            : PipelineClock::kBaseline;
+    pclock.begin(s);
+    const int64_t planned = pclock.planned_steps(s);  // known once a stage has reported the dataset's size
+    say(str(name, " → ", out, exists(out + "/metrics.jsonl") ? " (resuming)" : "", "  (",
+            planned > 0 ? str(planned, " steps planned; ") : std::string(), "pipeline elapsed ",
+            human_duration(seconds_since(t0)), ")"));
     const RunConfig c = stage_config(name, stage_args(args, out, extra));
     return fn(c);
   };

@@ -327,6 +327,8 @@ int run_retrain(const RunConfig& cfg) {
 
   const auto t_start = Clock::now();
   const StageClock clock(t, total, deadline, false);
+  if (PipelineClock* pc = PipelineClock::active())
+    pc->started({global_batch, net.macs(), 0, static_cast<int64_t>(train_idx.size())});
   const int64_t W = net.num_weights();
   const float scale = 1.f / static_cast<float>(global_batch);
   for (; t < total; ++t) {

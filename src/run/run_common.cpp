@@ -98,9 +98,20 @@ double StageClock::eta(int64_t done) const {
   return std::max<double>(0, static_cast<double>(total_ - done)) * elapsed() / static_cast<double>(done - first_);
 }
 
+namespace {
+// The whole pipeline's seconds left after `done` steps of the running stage (−1 unknown).
+double pipeline_eta(const PipelineClock* p, double stage_eta, double elapsed, int64_t done, int64_t first) {
+  if (!p || stage_eta < 0 || done <= first) return -1;
+  const double after = p->after_current(elapsed / static_cast<double>(done - first));
+  return after < 0 ? -1 : stage_eta + after;
+}
+}  // namespace
+
 std::string StageClock::text(int64_t done) const {
   const double e = eta(done);
   std::string s = str("  elapsed ", human_duration(elapsed()), "  left ", bound_ ? "≤" : "~", human_duration(e));
+  if (const PipelineClock* p = PipelineClock::active())
+    s += str("  pipeline left ~", human_duration(pipeline_eta(p, e, elapsed(), done, first_)));
   if (deadline_ > 0)
     s += str("  deadline in ", human_duration(deadline_ - static_cast<double>(std::time(nullptr))));
   return s;
@@ -110,8 +121,68 @@ std::string StageClock::json(int64_t done) const {
   const double e = eta(done);
   std::string s = str(",\"time_s\":", fmt("%.3f", elapsed()), ",\"eta_s\":", e >= 0 ? fmt("%.1f", e) : "null");
   if (bound_) s += ",\"eta_is_bound\":true";
+  if (const PipelineClock* p = PipelineClock::active()) {
+    const double pe = pipeline_eta(p, e, elapsed(), done, first_);
+    s += str(",\"pipeline_eta_s\":", pe >= 0 ? fmt("%.1f", pe) : "null");
+  }
   if (deadline_ > 0) s += str(",\"deadline_in_s\":", fmt("%.0f", deadline_ - static_cast<double>(std::time(nullptr))));
   return s;
+}
+
+namespace {
+PipelineClock* g_pipeline_clock = nullptr;
+}
+
+PipelineClock::PipelineClock(const RunConfig* const (&cfg)[kStages], int world) : world_(world) {
+  for (int s = 0; s < kStages; ++s) cfg_[s] = cfg[s];
+  g_pipeline_clock = this;
+}
+PipelineClock::~PipelineClock() {
+  if (g_pipeline_clock == this) g_pipeline_clock = nullptr;
+}
+PipelineClock* PipelineClock::active() { return g_pipeline_clock; }
+
+void PipelineClock::begin(Stage s) { current_ = s; }
+
+void PipelineClock::started(const StageWork& w) {
+  work_[current_] = w;
+  reported_[current_] = true;
+  if (w.w_images > 0) w_images_ = w.w_images;
+  if (w.train_images > 0) train_images_ = w.train_images;
+  if (current_ <= kSearch && w.macs > 0 && !(live_macs_ > 0)) live_macs_ = w.macs;
+}
+
+int64_t PipelineClock::planned_steps(Stage s) const {
+  const RunConfig* c = cfg_[s];
+  if (!c) return 0;
+  if (c->max_steps > 0) return c->max_steps;
+  // as train.cpp and retrain.cpp plan them (a sampler drops the partial global batch)
+  const int64_t gb = static_cast<int64_t>(c->batch) * world_;
+  const int64_t n = s <= kSearch ? w_images_ : train_images_;
+  if (n <= 0 || gb <= 0) return -1;
+  int64_t epoch_steps = n / gb;
+  if (s == kSearch) epoch_steps = epoch_steps * (c->w_steps + c->lambda_steps) / c->w_steps;
+  return std::max<int64_t>(1, std::llround(c->epochs * static_cast<double>(epoch_steps)));
+}
+
+double PipelineClock::after_current(double sec_per_step) const {
+  const StageWork& now = work_[current_];
+  if (!reported_[current_] || !(sec_per_step > 0) || !(now.macs > 0) || now.global_batch <= 0) return -1;
+  const double sec_per_unit = sec_per_step / (static_cast<double>(now.global_batch) * now.macs);
+  // MACs per image of each stage's model
+  double macs[kStages];
+  macs[kPretrain] = macs[kSearch] = reported_[kPretrain] ? work_[kPretrain].macs : now.macs;
+  if (reported_[kSearch]) macs[kSearch] = work_[kSearch].macs;
+  macs[kRetrain] = reported_[kRetrain] ? work_[kRetrain].macs : live_macs_;
+  macs[kBaseline] = reported_[kBaseline] ? work_[kBaseline].macs : macs[kRetrain];
+  double left = 0;
+  for (int s = current_ + 1; s < kStages; ++s) {
+    if (!cfg_[s]) continue;
+    const int64_t steps = planned_steps(static_cast<Stage>(s));
+    if (steps < 0 || !(macs[s] > 0)) return -1;
+    left += static_cast<double>(steps) * static_cast<double>(cfg_[s]->batch) * world_ * macs[s] * sec_per_unit;
+  }
+  return left;
 }
 
 // ---------------------------------------------------------------------------

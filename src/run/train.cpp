@@ -529,6 +529,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   };
   const auto t_start = Clock::now();
   const StageClock clock(t, total, deadline, search && (cfg.target_zero_frac > 0 || cfg.stable_steps > 0));
+  if (PipelineClock* pc = PipelineClock::active())
+    pc->started({global_batch, full, static_cast<int64_t>(data.split.first.size()), static_cast<int64_t>(data.train_size())});
   std::string stop_reason = "step budget reached";
   for (; t < total; ++t) {
     // Signals, the deadline and the checkpoint timer are seen by each rank at
@@ -597,6 +599,7 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       double w[3] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n)};
       comm.sum(w, 3);
       const double macs = search ? live_macs(cfg.space, g.lambda().data(), g.mask().data()) : full;
+      if (PipelineClock* pc = PipelineClock::active(); pc && search) pc->note_live_macs(macs);
       const double ips = win_time > 0 ? w[2] / win_time : 0;  // global images / rank 0's time
       const double epoch = static_cast<double>(t + 1) / static_cast<double>(epoch_steps);
       out.metrics(str("{\"stage\":\"", stage, "\",\"step\":", t + 1, ",\"epoch\":", fmt("%.4f", epoch),

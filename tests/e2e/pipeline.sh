@@ -67,6 +67,32 @@ if "$BIN" pipeline $SYN $STAGES --out "$T/p" >"$T/p2.log" 2>&1 && [ "$(grep -c '
   ok "re-running the pipeline redoes nothing (4 stages: 'nothing to do'; their metrics.jsonl, final lines included, unchanged)"
 else bad "pipeline re-run: $(grep -c 'nothing to do' "$T/p2.log") stages skipped; $(tail -2 "$T/p2.log")"; fi
 
+# the pipeline's clock: every stage's log lines carry "pipeline left ~…" (and its metrics
+# pipeline_eta_s); the steps the pipeline planned for each later stage (from its epochs and
+# the dataset sizes the first stage reported) are the steps the stage itself then ran
+if "$BIN" pipeline $SYN --pretrain.epochs 1 --search.epochs 2 --retrain.epochs 1 --search.target-zero-frac 0 \
+     --search.stable-steps 0 --data.batch 16 --out "$T/pe" >"$T/pe.log" 2>&1 \
+   && "$PY" - "$T/pe" "$T/pe.log" <<'EOF'
+import json, re, sys
+d, log = sys.argv[1], open(sys.argv[2]).read()
+planned = dict(re.findall(r"== pipeline: \w+ → \S+/(\w+)  \((\d+) steps planned", log))
+assert set(planned) == {"search", "retrain", "baseline"}, planned
+msg = []
+for st in ("pretrain", "search", "retrain", "baseline"):
+    ran = int(re.search(r", (\d+) steps; ", open("%s/%s/log.rank0" % (d, st)).read()).group(1))
+    lines = [json.loads(l) for l in open("%s/%s/metrics.jsonl" % (d, st)) if '"step"' in l and '"event"' not in l]
+    assert lines and all("pipeline_eta_s" in l for l in lines), st
+    assert lines[-1]["pipeline_eta_s"] is not None, st
+    left = [l for l in open("%s/%s/log.rank0" % (d, st)) if " step " in l and "pipeline left ~" in l]
+    assert left, st + ": no log line with the pipeline's time left"
+    if st in planned:
+        assert int(planned[st]) == ran, (st, planned[st], ran)
+    msg.append("%s %d" % (st, ran))
+print("    steps planned = steps run: " + ", ".join(msg))
+EOF
+then ok "pipeline clock: log lines show 'pipeline left ~', metrics pipeline_eta_s; the steps planned for search, retrain and baseline = the steps they ran"
+else bad "pipeline clock: $(tail -3 "$T/pe.log")"; fi
+
 echo "e2e: dsonas eval"
 if "$BIN" eval --run "$T/p/retrain" --out "$T/ev" >"$T/ev.log" 2>&1 && "$PY" - "$T/ev" <<'EOF'
 import csv, json, sys

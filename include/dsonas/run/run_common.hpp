@@ -66,6 +66,57 @@ class StageClock {
   bool bound_;
 };
 
+/// What a training stage tells the pipeline's clock when it starts (or resumes).
+struct StageWork {
+  int64_t global_batch = 0;  ///< images per step, all ranks
+  double macs = 0;           ///< forward MACs per image of the stage's model as it starts
+  int64_t w_images = 0;      ///< images of the W-half (pretrain, search; 0 in a retrain)
+  int64_t train_images = 0;  ///< images of the whole training set
+};
+
+/// The whole pipeline's time left, shown in every log line of its stages ("pipeline
+/// left ~…") and in their metrics (`pipeline_eta_s`); only `dsonas pipeline` creates
+/// one (active() is null otherwise).  The time left is the running stage's own estimate
+/// plus a prediction for each stage still ahead: its steps, planned from its resolved
+/// configuration and the dataset sizes the running stage reported (as the stage itself
+/// will plan them), times images per step times MACs per image of its model, at the
+/// running stage's measured seconds per image·MAC.  The model of a retrain is the
+/// search's current live MACs until the found network's retrain runs; the baseline is
+/// retrained at the found network's MACs.  Speed per MAC differs between the supergraph
+/// and a derived network, so the prediction for stages of another kind is rough until
+/// one of that kind has run: the same stage kind (pretrain → search, found → baseline)
+/// predicts well.
+class PipelineClock {
+ public:
+  enum Stage { kPretrain = 0, kSearch, kRetrain, kBaseline, kStages };
+  /// cfg[s]: the resolved configuration of stage s (null: the stage does not run).
+  PipelineClock(const RunConfig* const (&cfg)[kStages], int world);
+  ~PipelineClock();
+  PipelineClock(const PipelineClock&) = delete;
+  PipelineClock& operator=(const PipelineClock&) = delete;
+  static PipelineClock* active();
+  /// The pipeline enters stage s.
+  void begin(Stage s);
+  /// The running stage's work (train.cpp, retrain.cpp, where they create their StageClock).
+  void started(const StageWork& w);
+  /// The search's live MACs now: the prediction of the found network's size.
+  void note_live_macs(double macs) { live_macs_ = macs; }
+  /// Seconds the stages after the running one will take at sec_per_step of the running
+  /// one; −1 while unknown (no step timed yet, or no stage has reported its work).
+  double after_current(double sec_per_step) const;
+  /// The steps stage s will run (its max-steps, or its epochs at the reported dataset sizes).
+  int64_t planned_steps(Stage s) const;
+
+ private:
+  const RunConfig* cfg_[kStages];
+  int world_;
+  Stage current_ = kPretrain;
+  StageWork work_[kStages] = {};
+  bool reported_[kStages] = {};
+  int64_t w_images_ = 0, train_images_ = 0;
+  double live_macs_ = 0;
+};
+
 /// Console (rank 0), DIR/log.rank<r> (every rank), DIR/metrics.jsonl (rank 0).
 class Output {
  public:
