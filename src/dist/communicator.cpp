@@ -14,7 +14,7 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/tensor.hpp"
-#include "dsonas/dist/device_choice.hpp"
+#include "dsonas/backend/device_choice.hpp"
 #include "dsonas/dist/nccl.hpp"
 
 #if DSONAS_USE_MPI
@@ -309,6 +309,22 @@ void GradReducer::finish() {
   }
   tr_->wait();
   wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string mpi_library_version() {
+#if DSONAS_USE_MPI
+  // allowed before MPI_Init; "Open MPI v4.1.4, package: ..., ident: ..." -> up to the first comma
+  char buf[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int len = 0;
+  if (MPI_Get_library_version(buf, &len) != MPI_SUCCESS) return "unknown (MPI_Get_library_version failed)";
+  std::string mpi(buf, static_cast<size_t>(len));
+  const size_t comma = mpi.find(',');
+  if (comma != std::string::npos) mpi.resize(comma);
+  while (!mpi.empty() && (mpi.back() == '\n' || mpi.back() == ' ')) mpi.pop_back();
+  return mpi;
+#else
+  return "none (USE_MPI=0)";
+#endif
 }
 
 }  // namespace dsonas

@@ -99,6 +99,10 @@ int nccl_library_version() {
   return v;
 }
 
+std::string nccl_versions_json() {
+  return str("{\"header\": ", NCCL_VERSION_CODE, ", \"library\": ", nccl_library_version(), "}");
+}
+
 void nccl_destroy(NcclComm* c) {
   if (!c) return;
   if (c->comm) ncclCommDestroy(c->comm);

@@ -18,5 +18,6 @@ void nccl_wait(NcclComm*) { no_nccl(); }
 void nccl_destroy(NcclComm*) {}
 std::string nccl_device_bus_id() { no_nccl(); }
 int nccl_library_version() { return 0; }
+std::string nccl_versions_json() { return "{\"header\": 0, \"library\": 0}"; }
 }  // namespace dsonas
 #endif

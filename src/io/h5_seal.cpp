@@ -159,4 +159,10 @@ std::string describe_seal(const std::string& path) {
   return str("seal: CRC-32 ", hex, " over ", si.bytes, " bytes, ok\n");
 }
 
+std::string hdf5_library_version() {
+  unsigned maj = 0, min = 0, rel = 0;
+  H5get_libversion(&maj, &min, &rel);
+  return str(maj, ".", min, ".", rel);
+}
+
 }  // namespace dsonas

@@ -2,7 +2,7 @@
 // pruned λ, §11.1 MAC / parameter counts, collapse warnings, JSON and DOT.
 //
 // Design note.  Topology comes from prune_all + block_topology + reduction_topology
-// (optim/prune.hpp), so derive, the search's live plan and inspect agree by
+// (model/prune.hpp), so derive, the search's live plan and inspect agree by
 // construction.  The JSON is produced by a tiny ordered value tree (below) whose
 // printer is fully deterministic: only integers, strings and booleans appear, keys
 // keep insertion order, and every number is an exact integer (MACs and params are
@@ -21,7 +21,7 @@
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/json.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 
 namespace dsonas {
 namespace {

@@ -26,7 +26,7 @@
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
-#include "dsonas/optim/optimizer.hpp"
+#include "dsonas/model/weight_decay.hpp"
 
 namespace dsonas {
 

@@ -6,7 +6,7 @@
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/optim/optimizer.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 
 namespace dsonas {
 

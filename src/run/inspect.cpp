@@ -15,7 +15,7 @@
 #include "dsonas/io/seal.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 #include "dsonas/run/config.hpp"
 
 namespace dsonas {

@@ -16,9 +16,10 @@
 #include "dsonas/run/retrain.hpp"
 #include "dsonas/run/train.hpp"
 #include "dsonas/run/validate.hpp"
+#include "dsonas/run/version_report.hpp"
 
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
-#include "../backend/cuda/cuda_probe.hpp"  // host-only declarations, no CUDA header
+#include "dsonas/backend/cuda_probe.hpp"  // host-only declarations, no CUDA header
 #endif
 
 namespace {
@@ -53,7 +54,7 @@ const char* kUsage =
 namespace {
 /// --device cuda: choose the GPU from the launcher's node-local rank before
 /// MPI_Init, so that a CUDA-aware MPI opens its context on this rank's GPU, not
-/// on device 0 (dist/device_choice.hpp).  A configuration that does not parse
+/// on device 0 (backend/device_choice.hpp).  A configuration that does not parse
 /// is left to the run, which reports it as before.
 void choose_gpu_before_mpi(const std::string& cmd, int argc, char** argv) {
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
@@ -85,6 +86,7 @@ int report(int code, const std::string& line) {
 
 int main(int argc, char** argv) {
   using namespace dsonas;
+  set_library_report(&library_lines);  // the --version text, also stored in every file
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::cout << kUsage;
     return argc < 2 ? kExitUsage : kExitOk;

@@ -28,7 +28,7 @@
 #include "dsonas/dist/communicator.hpp"
 #include "dsonas/io/atomic_file.hpp"
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
-#include "../backend/cuda/cuda_probe.hpp"  // host-only declarations, no CUDA header
+#include "dsonas/backend/cuda_probe.hpp"  // host-only declarations, no CUDA header
 #endif
 
 namespace dsonas {

@@ -51,7 +51,7 @@
 #include "dsonas/optim/lr_schedule.hpp"
 #include "dsonas/optim/optimizer.hpp"
 #include "dsonas/optim/penalty.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 #include "dsonas/run/run_common.hpp"
 
 namespace dsonas {

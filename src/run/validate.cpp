@@ -24,7 +24,7 @@
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/run/run_common.hpp"
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
-#include "../backend/cuda/cuda_probe.hpp"  // host-only declarations, no CUDA header
+#include "dsonas/backend/cuda_probe.hpp"  // host-only declarations, no CUDA header
 #endif
 
 namespace dsonas {

@@ -17,7 +17,7 @@
 #include "dsonas/core/rng.hpp"
 #include "dsonas/io/dump.hpp"
 #include "dsonas/model/supergraph.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 
 using namespace dsonas;
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "../../src/backend/cuda/cuda_probe.hpp"
+#include "dsonas/backend/cuda_probe.hpp"
 #include "../../src/backend/cuda/kernel_math.hpp"
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"

@@ -38,7 +38,7 @@
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/network.hpp"
 #include "dsonas/model/supergraph.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 #include "../../src/backend/cuda/cuda_status.hpp"
 #include "gpu_test_util.hpp"
 

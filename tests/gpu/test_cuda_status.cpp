@@ -13,9 +13,10 @@
 #include <iostream>
 #include <string>
 
-#include "../../src/backend/cuda/cuda_probe.hpp"
+#include "dsonas/backend/cuda_probe.hpp"
 #include "../../src/backend/cuda/cuda_status.hpp"
 #include "dsonas/core/error.hpp"
+#include "dsonas/dist/nccl.hpp"
 
 namespace dsonas {
 namespace {
@@ -99,7 +100,7 @@ TEST(CudnnVersion, SameMajorRunsOlderMinorWithANote) {
 // The libraries this gpu_tests binary loaded (no GPU needed): recorded, and
 // accepted by the same check the backend runs at start.
 TEST(CudaLibraries, VersionsRecordedAndCompatible) {
-  const std::string j = cuda_library_versions_json(true);
+  const std::string j = cuda_library_versions_json(true, nccl_versions_json());
   std::cout << "[ VERSIONS ] " << j << std::endl;
   for (const char* k : {"\"cudnn\": {\"header\": ", "\"cublas\": {\"header\": ", "\"nccl\": {\"header\": ",
                         "\"cudart\": {\"header\": ", "\"driver_cuda_version\": "})

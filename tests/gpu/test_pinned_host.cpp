@@ -15,7 +15,7 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/data/augment.hpp"
 #include "dsonas/data/dataset.hpp"
-#include "dsonas/data/host_memory.hpp"
+#include "dsonas/core/host_memory.hpp"
 #include "dsonas/data/loader.hpp"
 #include "dsonas/data/sampler.hpp"
 #include "gpu_test_util.hpp"

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "dsonas/data/host_memory.hpp"
+#include "dsonas/core/host_memory.hpp"
 
 namespace dsonas {
 namespace testing_host {

@@ -10,7 +10,7 @@
 
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/search_space.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 
 using namespace dsonas;
 

@@ -31,7 +31,7 @@
 #include "dsonas/core/rng.hpp"
 #include "dsonas/data/augment.hpp"
 #include "dsonas/data/dataset.hpp"
-#include "dsonas/data/host_memory.hpp"
+#include "dsonas/core/host_memory.hpp"
 #include "dsonas/data/loader.hpp"
 #include "dsonas/data/sampler.hpp"
 

@@ -1,12 +1,12 @@
 // test_device_choice.cpp — the GPU of a rank, chosen from the launcher's
-// node-local rank before MPI_Init (dist/device_choice.hpp), on fake device
+// node-local rank before MPI_Init (backend/device_choice.hpp), on fake device
 // counts and fake environments: no GPU, no MPI needed.
 #include <gtest/gtest.h>
 
 #include <map>
 #include <string>
 
-#include "dsonas/dist/device_choice.hpp"
+#include "dsonas/backend/device_choice.hpp"
 
 namespace dsonas {
 namespace {

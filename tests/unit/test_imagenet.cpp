@@ -34,7 +34,7 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/data/cifar.hpp"
 #include "dsonas/data/dataset.hpp"
-#include "dsonas/data/host_memory.hpp"
+#include "dsonas/core/host_memory.hpp"
 #include "dsonas/data/imagenet.hpp"
 #include "dsonas/data/imagenet_loader.hpp"
 #include "dsonas/data/jpeg.hpp"

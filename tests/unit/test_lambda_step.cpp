@@ -13,7 +13,7 @@
 #include "dsonas/optim/lambda_step.hpp"
 #include "dsonas/optim/optimizer.hpp"
 #include "dsonas/optim/penalty.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 #include "test_util.hpp"
 
 using namespace dsonas;

@@ -25,7 +25,7 @@
 #include "dsonas/model/network.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/optimizer.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 #include "dsonas/run/inspect.hpp"
 #include "gradcheck.hpp"
 #include "kink_backend.hpp"

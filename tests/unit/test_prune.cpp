@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "dsonas/model/search_space.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 
 using namespace dsonas;
 

@@ -13,7 +13,7 @@
 #include "dsonas/core/rng.hpp"
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/random_arch.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 
 using namespace dsonas;
 

@@ -12,7 +12,7 @@
 #include "dsonas/core/rng.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/optim/optimizer.hpp"
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 #include "kink_backend.hpp"
 #include "test_util.hpp"
 

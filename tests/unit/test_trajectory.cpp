@@ -20,6 +20,7 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/version.hpp"
+#include "dsonas/run/version_report.hpp"
 #include "dsonas/io/model_file.hpp"
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
@@ -421,6 +422,9 @@ TEST(FileBytes, SameContentsSameBytesWhenWrittenLater) {
 
 // dsonas --version's text is stored in every file dsonas writes (inspect prints it).
 TEST(FileVersion, EveryFileRecordsWhichDsonasWroteIt) {
+  set_library_report(nullptr);  // a program that registers no library report says so
+  EXPECT_NE(version_text().find("\nlibraries: not reported by this program\n"), std::string::npos) << version_text();
+  set_library_report(&library_lines);  // as dsonas's main() does
   const std::string v = version_text();
   EXPECT_EQ(v.rfind("dsonas ", 0), 0u) << v;
   EXPECT_NE(v.find("(commit "), std::string::npos) << v;

@@ -227,4 +227,9 @@ const char* gpu_math_name(GpuMath m);
 /// error.
 std::unique_ptr<Backend> make_backend(Device dev, int threads, GpuMath math = GpuMath::FP32);
 
+/// The BLAS library the CPU backend runs with, as it describes itself
+/// ("OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64").  For dsonas
+/// --version (run/version_report.hpp).
+std::string blas_library_config();
+
 }  // namespace dsonas

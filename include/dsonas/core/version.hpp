@@ -2,6 +2,11 @@
 // `dsonas --version` and the `dsonas_version` attribute of every HDF5 file dsonas
 // writes (model files, checkpoints, network files, λ trajectories); `dsonas inspect`
 // prints it back ("written by").
+//
+// The versions of the libraries a process runs with are known only to the layers
+// that own them (MPI: dist, HDF5: io, BLAS and CUDA: backend); the program composes
+// them (run/version_report.hpp) and registers the composition here, so that io can
+// store the whole text without depending on anything above core.
 #pragma once
 #include <string>
 
@@ -12,12 +17,12 @@ namespace dsonas {
 std::string version_line();
 /// "build: -march=x86-64-v3 -O3, USE_MPI=1, USE_CUDA=1 (sm_90); compiler 12.2.0".
 std::string build_line();
-/// "libraries: Open MPI v4.1.4; HDF5 1.10.8; Boost 1.74.0; OpenBLAS 0.3.21 ..." —
-/// the versions of the libraries this process runs with (not only compiled against),
-/// and in a CUDA build a further line "cuda: ..." with cuDNN, cuBLAS, NCCL and the
-/// CUDA runtime (header and library versions; no GPU needed).
-std::string library_lines();
-/// The three (four) lines above, each ending in '\n'.
+/// Registers the program's report of the libraries it runs with ("libraries: …\n", in a
+/// CUDA build a further "cuda: …\n"); called on first use of version_text(), once.
+/// dsonas's main() registers run/version_report.hpp's library_lines.
+void set_library_report(std::string (*report)());
+/// version_line, build_line, each ending in '\n', then the registered library report
+/// (without one: "libraries: not reported by this program\n").
 std::string version_text();
 
 }  // namespace dsonas

@@ -33,7 +33,7 @@
 
 #include "dsonas/data/augment.hpp"
 #include "dsonas/data/dataset.hpp"
-#include "dsonas/data/host_memory.hpp"
+#include "dsonas/core/host_memory.hpp"
 #include "dsonas/data/sampler.hpp"
 
 namespace dsonas {

@@ -141,4 +141,9 @@ class GradReducer {
   ReduceTransport* tr_ = nullptr;         // own_ or the given one; null: nothing to reduce
 };
 
+/// The MPI library this process runs with, as MPI_Get_library_version names it up to
+/// its first comma ("Open MPI v4.1.4"); "none (USE_MPI=0)" in a build without MPI.
+/// Allowed before MPI_Init.  For dsonas --version (run/version_report.hpp).
+std::string mpi_library_version();
+
 }  // namespace dsonas

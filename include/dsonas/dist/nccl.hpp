@@ -34,5 +34,8 @@ void nccl_destroy(NcclComm* c);
 std::string nccl_device_bus_id();
 /// ncclGetVersion() of the loaded library (NCCL_VERSION_CODE form, e.g. 22809).
 int nccl_library_version();
+/// `{"header": NCCL_VERSION_CODE, "library": nccl_library_version()}` (header 0 in a
+/// build without NCCL): the "nccl" member of dsonas --version's cuda line.
+std::string nccl_versions_json();
 
 }  // namespace dsonas

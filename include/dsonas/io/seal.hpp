@@ -11,4 +11,8 @@ namespace dsonas {
 /// (…)" for a file written before seals existed.  A damaged file is exit 3 naming it.
 std::string describe_seal(const std::string& path);
 
+/// The HDF5 library this process runs with ("1.10.8", H5get_libversion).  For dsonas
+/// --version (run/version_report.hpp).
+std::string hdf5_library_version();
+
 }  // namespace dsonas

@@ -1,5 +1,6 @@
-// optimizer.hpp — host reference updates: NAG for weights, APG-NAG for λ,
-// the weight-decay rule by parameter name, and elementwise gradient clipping.
+// optimizer.hpp — host reference updates: NAG for weights, APG-NAG for λ and
+// elementwise gradient clipping (the weight-decay rule by parameter name, with the
+// training phases, is model/weight_decay.hpp).
 //
 // Design note.  Everything here works on plain float arrays on the host.  The
 // production weight update on device tensors lives in the backend; nag_step()
@@ -15,11 +16,9 @@
 #include <cstdint>   // defines: uint8_t
 #include <string>    // defines: std::string
 
-namespace dsonas {
+#include "dsonas/model/weight_decay.hpp"  // defines: Phase, weight_decay_for
 
-/// The three training phases; they differ in which parameters get weight decay.
-enum class Phase { Pretrain, Search, Retrain };
-const char* phase_name(Phase p);
+namespace dsonas {
 
 /**
  * @brief NAG step, MXNet flavour (docs/method.md §4.2), host reference.
@@ -69,17 +68,5 @@ void apg_nag_step(float* lam, float* v, const float* g, float gamma, const uint8
 /// Elementwise clip of g to [−c, c] in place (docs/method.md §4.1: c = 2, search only).
 /// NaN stays NaN (the caller's finiteness check must see it).  c must be > 0.
 void clip_elementwise(float* g, size_t n, float c);
-
-/**
- * @brief Weight decay for a parameter, by its hierarchical name (docs/method.md §4.2).
- *
- * Names are '/'-separated paths, e.g. "s1/u2/l3/o1/pw/weight", "s1/u1/out/bn/gamma",
- * "head/fc/bias".  The rule looks at the last component only:
- *   - Search: wd for "weight"; 0 for everything else (BN γ, β, bias, λ).
- *   - Pretrain / Retrain: wd for "weight" or "gamma"; 0 for β, bias, λ.
- * Any name with a component starting with "lambda" (λ tensors) gets 0 in every
- * phase, whatever its last component.
- */
-float weight_decay_for(const std::string& name, Phase phase, float wd);
 
 }  // namespace dsonas

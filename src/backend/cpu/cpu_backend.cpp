@@ -907,4 +907,10 @@ void CpuBackend::concat_scaled_columns_backward(const std::vector<const Tensor*>
   }
 }
 
+std::string blas_library_config() {
+  std::string blas = openblas_get_config();  // "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64"
+  while (!blas.empty() && (blas.back() == ' ' || blas.back() == '\n')) blas.pop_back();
+  return blas;
+}
+
 }  // namespace dsonas

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "cuda_backend.cuh"
-#include "cuda_probe.hpp"
+#include "dsonas/backend/cuda_probe.hpp"
 #include "dsonas/backend/cuda_backend.hpp"
-#include "dsonas/dist/device_choice.hpp"
+#include "dsonas/backend/device_choice.hpp"
 
 namespace dsonas {
 using cuda::check_dev;

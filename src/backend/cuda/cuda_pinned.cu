@@ -1,5 +1,5 @@
 // cuda_pinned.cu — page-locked host memory for batch buffers: the host-memory
-// hook (data/host_memory.hpp) the CUDA backend installs while it exists.
+// hook (core/host_memory.hpp) the CUDA backend installs while it exists.
 //
 //  * Installed by the first CudaBackend, removed when the last one is
 //    destroyed (a count), so CPU runs of a CUDA build keep ordinary memory.
@@ -25,8 +25,8 @@
 #include <mutex>
 #include <vector>
 
-#include "cuda_probe.hpp"
-#include "dsonas/data/host_memory.hpp"
+#include "dsonas/backend/cuda_probe.hpp"
+#include "dsonas/core/host_memory.hpp"
 
 namespace dsonas {
 

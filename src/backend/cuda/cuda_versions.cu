@@ -6,17 +6,15 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
-#include <nccl.h>
 
 #include <cstdio>
 #include <mutex>
 #include <sstream>
 #include <string>
 
-#include "cuda_probe.hpp"
+#include "dsonas/backend/cuda_probe.hpp"
 #include "cuda_status.hpp"
 #include "dsonas/core/error.hpp"
-#include "dsonas/dist/nccl.hpp"
 
 namespace dsonas {
 
@@ -48,7 +46,7 @@ long cublas_library_version() {
 
 }  // namespace
 
-std::string cuda_library_versions_json(bool with_gpu) {
+std::string cuda_library_versions_json(bool with_gpu, const std::string& nccl_json) {
   std::ostringstream o;
   const long cudnn_lib = static_cast<long>(cudnnGetVersion());
   std::string line;
@@ -70,7 +68,7 @@ std::string cuda_library_versions_json(bool with_gpu) {
     o << "null";
   if (h) cublasDestroy(h);
   o << "}";
-  o << ", \"nccl\": {\"header\": " << NCCL_VERSION_CODE << ", \"library\": " << nccl_library_version() << "}";
+  o << ", \"nccl\": " << nccl_json;
   int rt = 0, drv = 0;
   if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
   if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;

@@ -12,7 +12,7 @@ int cuda_device_count(std::string* why);
 
 /// Before MPI_Init (main(), --device cuda): where a launcher announced the
 /// node-local rank (OMPI_COMM_WORLD_LOCAL_RANK, MV2_COMM_WORLD_LOCAL_RANK,
-/// MPI_LOCALRANKID, PMI_LOCAL_RANK, SLURM_LOCALID; dist/device_choice.hpp),
+/// MPI_LOCALRANKID, PMI_LOCAL_RANK, SLURM_LOCALID; backend/device_choice.hpp),
 /// makes device (local rank mod visible devices) current, so a CUDA-aware MPI
 /// opens its context there; returns it.  Without such a variable it touches
 /// nothing and returns -1 (cuda_select_device decides after MPI_Init).  Exit 2
@@ -34,7 +34,9 @@ int cuda_select_device(int local_rank);
 /// ncclGetVersion()), the CUDA runtime (CUDART_VERSION, cudaRuntimeGetVersion)
 /// and the driver (cudaDriverGetVersion: the CUDA version it supports, 0 = no
 /// driver).  Needs no GPU.  Never throws.
-std::string cuda_library_versions_json(bool with_gpu);
+/// NCCL is dist's library: its member comes from the caller (dist/nccl.hpp's
+/// nccl_versions_json()), placed where it always was in the object.
+std::string cuda_library_versions_json(bool with_gpu, const std::string& nccl_json);
 
 /// Exit 2 with one line when the loaded cuDNN is older than the headers' major
 /// version (cuda_status.hpp, check_cudnn_version); a note on stderr, once, for
@@ -42,7 +44,7 @@ std::string cuda_library_versions_json(bool with_gpu);
 void cuda_check_library_versions();
 
 /// Page-locked batch buffers (cuda_pinned.cu): the first acquire installs the
-/// host-memory hook (data/host_memory.hpp) with cudaHostAlloc on `device`, the
+/// host-memory hook (core/host_memory.hpp) with cudaHostAlloc on `device`, the
 /// matching last release removes it.  CudaBackend calls them; no-ops with
 /// DSONAS_CUDA_PINNED=0.
 void cuda_pinned_host_acquire(int device);

@@ -1,5 +1,5 @@
 // prune.cpp — §6.1 dead-op rule, live mask upkeep, block topology and MAC counts.
-#include "dsonas/optim/prune.hpp"
+#include "dsonas/model/prune.hpp"
 
 #include "dsonas/core/error.hpp"    // defines: DSO_CHECK
 

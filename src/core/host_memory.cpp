@@ -1,7 +1,7 @@
 // host_memory.cpp — see host_memory.hpp.  Block layout: [64-byte header | data];
 // the header records the free function and the size handed to it, so a block
 // is always released by the allocator that made it.
-#include "dsonas/data/host_memory.hpp"  // defines: set_host_memory, HostAllocator's blocks
+#include "dsonas/core/host_memory.hpp"  // defines: set_host_memory, HostAllocator's blocks
 
 #include <atomic>
 #include <cstdlib>

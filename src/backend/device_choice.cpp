@@ -1,6 +1,6 @@
 // device_choice.cpp — the GPU of a rank from its node-local rank (design in
-// dist/device_choice.hpp).  Pure: no CUDA, no MPI, no global state.
-#include "dsonas/dist/device_choice.hpp"
+// backend/device_choice.hpp).  Pure: no CUDA, no MPI, no global state.
+#include "dsonas/backend/device_choice.hpp"
 
 #include <cctype>
 #include <cerrno>
