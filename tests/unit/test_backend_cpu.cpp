@@ -10,7 +10,7 @@
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/core/error.hpp"
 #include "../../src/backend/cpu/cpu_backend.hpp"  // the AVX-512 kernel switch (avx512_allow)
-#include "../../src/backend/cpu/cpu_pool.hpp"
+#include "../../src/backend/cpu/cpu_thread_pool.hpp"
 #include "gradcheck.hpp"
 #include "naive_ref.hpp"
 #include "test_util.hpp"
@@ -370,7 +370,7 @@ TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
   }
 }
 
-// The kernels' thread pool (cpu_pool.hpp): every chunk runs exactly once,
+// The kernels' thread pool (cpu_thread_pool.hpp): every chunk runs exactly once,
 // jobs back to back (workers arriving late must not take chunks of a later
 // job), nested calls run serially, and an exception in a chunk reaches the
 // caller after the job's other chunks have run.  The last round has fewer

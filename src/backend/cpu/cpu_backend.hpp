@@ -185,7 +185,7 @@ inline void store_scaled(float* __restrict out, const float* __restrict v, int64
   }
 }
 
-// ---- AVX-512 kernels (cpu_gemm1x1.cpp, cpu_backend.cpp) -----------------------
+// ---- AVX-512 kernels (cpu_gemm1x1.cpp, cpu_wsum.cpp) --------------------------
 // The build targets x86-64-v3 (AVX2); functions marked DSO_AVX512 are compiled
 // for AVX-512F as well and called only when avx512_available(): the CPU has
 // AVX-512F and neither DSONAS_CPU_AVX512=0 nor avx512_allow(false) (tests)

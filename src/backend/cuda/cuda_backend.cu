@@ -1,8 +1,8 @@
 // cuda_backend.cu — CudaBackend: construction, the caching allocator, memory
 // and layout conversion, elementwise ops, the head (GAP, linear, softmax
-// cross-entropy) and the optimiser.  Convolution and pooling: cuda_conv.cu;
-// batch-norm: cuda_bn.cu; λ-weighted sums and the scaled concatenation:
-// cuda_wsum.cu.
+// cross-entropy) and the optimiser.  Convolution: cuda_conv.cu; pooling:
+// cuda_pooling.cu; batch-norm: cuda_bn.cu; λ-weighted sums and the scaled
+// concatenation: cuda_wsum.cu (each named as its CPU twin, cpu_*.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

@@ -1,4 +1,4 @@
-// cpu_pool.hpp — private to src/backend/cpu: the thread pool CpuBackend's
+// cpu_thread_pool.hpp — private to src/backend/cpu: the thread pool CpuBackend's
 // kernels run on (instead of OpenMP parallel regions).
 //
 // par_for(nt, n, body) runs body(i, tid) for every chunk i in [0, n) on up to

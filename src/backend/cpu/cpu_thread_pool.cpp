@@ -1,4 +1,4 @@
-// cpu_pool.cpp — see cpu_pool.hpp.
+// cpu_thread_pool.cpp — see cpu_thread_pool.hpp.
 //
 // One process-wide pool; workers are made on demand, up to the largest nt
 // asked for.  A job is published as
@@ -14,7 +14,7 @@
 // worker may arrive late or look at a word of a later job; its claim, if it
 // succeeds, is that job's.  The fields are written before the words are
 // (release) and read after a claim (acquire), so a claimer sees them.
-#include "cpu_pool.hpp"
+#include "cpu_thread_pool.hpp"
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
