@@ -27,7 +27,8 @@ const char* gpu_math_name(GpuMath m) {
 std::unique_ptr<Backend> make_backend(Device dev, int threads, GpuMath math) {
   if (dev == Device::CPU) {
     if (math != GpuMath::FP32)
-      fail_usage(str("--gpu-math ", gpu_math_name(math), ": only --device cuda has tensor-core math (the CPU "
+      fail_usage(str("--gpu-math ", gpu_math_name(math),
+                     ": only --device cuda has tensor-core math (the CPU "
                      "computes in fp32; set gpu-math = fp32)"));
     return make_cpu_backend(threads);
   }

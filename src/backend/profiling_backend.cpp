@@ -64,13 +64,15 @@ class ProfilingBackend final : public Backend {
     in_.synchronize();
     add(std::string("conv_forward") + conv_kind(d), t0);
   }
-  void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx, float alpha, float beta) override {
+  void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx, float alpha,
+                          float beta) override {
     auto t0 = clk::now();
     in_.conv_backward_data(d, dy, w, dx, alpha, beta);
     in_.synchronize();
     add(std::string("conv_backward_data") + conv_kind(d), t0);
   }
-  void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw, float alpha, float beta) override {
+  void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw, float alpha,
+                            float beta) override {
     auto t0 = clk::now();
     in_.conv_backward_filter(d, x, dy, dw, alpha, beta);
     in_.synchronize();
@@ -82,37 +84,45 @@ class ProfilingBackend final : public Backend {
     in_.synchronize();
     add(std::string("pool_forward") + (d.kind == PoolKind::Max ? " max" : " avg"), t0);
   }
-  void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, float beta) override {
+  void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                     float beta) override {
     auto t0 = clk::now();
     in_.pool_backward(d, x, y, dy, dx, beta);
     in_.synchronize();
     add(std::string("pool_backward") + (d.kind == PoolKind::Max ? " max" : " avg"), t0);
   }
-  void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean, Tensor& run_var, float momentum, float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd, bool relu) override {
+  void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean, Tensor& run_var,
+                        float momentum, float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd,
+                        bool relu) override {
     auto t0 = clk::now();
     in_.bn_forward_train(x, gamma, beta, run_mean, run_var, momentum, eps, y, save_mean, save_invstd, relu);
     in_.synchronize();
     add("bn_forward_train", t0);
   }
-  void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& run_mean, const Tensor& run_var, float eps, Tensor& y, bool relu) override {
+  void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& run_mean,
+                        const Tensor& run_var, float eps, Tensor& y, bool relu) override {
     auto t0 = clk::now();
     in_.bn_forward_infer(x, gamma, beta, run_mean, run_var, eps, y, relu);
     in_.synchronize();
     add("bn_forward_infer", t0);
   }
-  void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma, Tensor* dbeta, bool relu, float beta_dx) override {
+  void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                   const Tensor& save_invstd, Tensor& dx, Tensor* dgamma, Tensor* dbeta, bool relu,
+                   float beta_dx) override {
     auto t0 = clk::now();
     in_.bn_backward(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, relu, beta_dx);
     in_.synchronize();
     add("bn_backward", t0);
   }
-  void wsum_forward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys) override {
+  void wsum_forward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
+                    const std::vector<Tensor*>& ys) override {
     auto t0 = clk::now();
     in_.wsum_forward(J, K, lam, live, xs, ys);
     in_.synchronize();
     add("wsum_forward", t0);
   }
-  void wsum_backward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& dys, const std::vector<Tensor*>& dxs, float* dlam) override {
+  void wsum_backward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
+                     const std::vector<const Tensor*>& dys, const std::vector<Tensor*>& dxs, float* dlam) override {
     auto t0 = clk::now();
     in_.wsum_backward(J, K, lam, live, xs, dys, dxs, dlam);
     in_.synchronize();
@@ -124,7 +134,8 @@ class ProfilingBackend final : public Backend {
     in_.synchronize();
     add("concat_scaled_columns", t0);
   }
-  void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale, const Tensor& m, const std::vector<Tensor*>& dws, const std::vector<float*>& dscale) override {
+  void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale, const Tensor& m,
+                                      const std::vector<Tensor*>& dws, const std::vector<float*>& dscale) override {
     auto t0 = clk::now();
     in_.concat_scaled_columns_backward(ws, scale, m, dws, dscale);
     in_.synchronize();
@@ -186,13 +197,15 @@ class ProfilingBackend final : public Backend {
     in_.synchronize();
     add("linear_forward", t0);
   }
-  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* db) override {
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                       Tensor* db) override {
     auto t0 = clk::now();
     in_.linear_backward(x, w, dy, dx, dw, db);
     in_.synchronize();
     add("linear_backward", t0);
   }
-  void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits, double* loss_sum, int64_t* correct) override {
+  void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits, double* loss_sum,
+                    int64_t* correct) override {
     auto t0 = clk::now();
     in_.softmax_xent(logits, labels, grad_scale, dlogits, loss_sum, correct);
     in_.synchronize();
@@ -228,9 +241,12 @@ class ProfilingBackend final : public Backend {
   using clk = std::chrono::steady_clock;
   static std::string conv_kind(const ConvDesc& d) {
     char b[64];
-    if (d.depthwise()) std::snprintf(b, sizeof b, " dw%dx%d", d.k, d.k);
-    else if (d.k == 1 && d.stride == 1) std::snprintf(b, sizeof b, " 1x1 %d->%d", d.cin, d.cout);
-    else std::snprintf(b, sizeof b, " %dx%d/s%d", d.k, d.k, d.stride);
+    if (d.depthwise())
+      std::snprintf(b, sizeof b, " dw%dx%d", d.k, d.k);
+    else if (d.k == 1 && d.stride == 1)
+      std::snprintf(b, sizeof b, " 1x1 %d->%d", d.cin, d.cout);
+    else
+      std::snprintf(b, sizeof b, " %dx%d/s%d", d.k, d.k, d.stride);
     return b;
   }
   void add(const std::string& what, clk::time_point t0) {

@@ -178,10 +178,14 @@ class JsonParser {
     for (int i = 0; i < 4; ++i) {
       const char h = t_[p_++];
       u <<= 4;
-      if (h >= '0' && h <= '9') u |= static_cast<unsigned>(h - '0');
-      else if (h >= 'a' && h <= 'f') u |= static_cast<unsigned>(h - 'a' + 10);
-      else if (h >= 'A' && h <= 'F') u |= static_cast<unsigned>(h - 'A' + 10);
-      else fail("bad hex digit in a \\u escape");
+      if (h >= '0' && h <= '9')
+        u |= static_cast<unsigned>(h - '0');
+      else if (h >= 'a' && h <= 'f')
+        u |= static_cast<unsigned>(h - 'a' + 10);
+      else if (h >= 'A' && h <= 'F')
+        u |= static_cast<unsigned>(h - 'A' + 10);
+      else
+        fail("bad hex digit in a \\u escape");
     }
     return u;
   }
@@ -263,10 +267,14 @@ std::string json_quote(const std::string& s) {
   std::string r = "\"";
   for (const char ch : s) {
     const unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '"') r += "\\\"";
-    else if (c == '\\') r += "\\\\";
-    else if (c == '\n') r += "\\n";
-    else if (c == '\t') r += "\\t";
+    if (c == '"')
+      r += "\\\"";
+    else if (c == '\\')
+      r += "\\\\";
+    else if (c == '\n')
+      r += "\\n";
+    else if (c == '\t')
+      r += "\\t";
     else if (c < 0x20) {
       char b[8];
       std::snprintf(b, sizeof b, "\\u%04x", c);

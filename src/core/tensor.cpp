@@ -117,8 +117,8 @@ Tensor Tensor::zeros(const Shape& shape) {
 
 Tensor Tensor::view(int64_t offset, const Shape& shape) const {
   int64_t n = shape_numel(shape);
-  DSO_CHECK(offset >= 0 && offset + n <= numel_, "view [", offset, ",", offset + n,
-            ") out of range of ", shape_str(shape_));
+  DSO_CHECK(offset >= 0 && offset + n <= numel_, "view [", offset, ",", offset + n, ") out of range of ",
+            shape_str(shape_));
   Tensor t = *this;
   t.offset_ = offset_ + offset;
   t.shape_ = shape;

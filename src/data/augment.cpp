@@ -16,8 +16,8 @@ void Augment::validate(int channels) const {
   if (cutout < 0) fail_usage(str("data: cutout size must be >= 0, got ", cutout));
   auto ok_size = [&](size_t s) { return s == 1 || s == static_cast<size_t>(channels); };
   if (!ok_size(mean.size()) || !ok_size(std.size()))
-    fail_usage(str("data: normalisation mean/std have ", mean.size(), "/", std.size(),
-                   " values, expected 1 or ", channels, " (one per channel)"));
+    fail_usage(str("data: normalisation mean/std have ", mean.size(), "/", std.size(), " values, expected 1 or ",
+                   channels, " (one per channel)"));
   for (float s : std)
     if (!(s > 0)) fail_usage(str("data: normalisation std must be > 0, got ", s));
 }
@@ -31,8 +31,8 @@ Augment fashion_mnist_train_augment() {
   return a;
 }
 
-AugDraw draw_augment(const Augment& a, int h, int w, uint64_t seed, uint64_t stream,
-                     uint64_t batch_counter, uint64_t slot) {
+AugDraw draw_augment(const Augment& a, int h, int w, uint64_t seed, uint64_t stream, uint64_t batch_counter,
+                     uint64_t slot) {
   Rng r(seed, stream, (batch_counter << 32) + slot * kAugSlots);
   AugDraw d;
   const uint32_t positions = 2 * static_cast<uint32_t>(std::max(a.pad, 0)) + 1;
@@ -88,15 +88,13 @@ std::vector<float> make_lut(const Augment& a, int c) {
 }
 }  // namespace
 
-void augment_image(const uint8_t* src, int c, int h, int w, const Augment& a, const AugDraw& d,
-                   float* out) {
+void augment_image(const uint8_t* src, int c, int h, int w, const Augment& a, const AugDraw& d, float* out) {
   a.validate(c);
   apply(src, c, h, w, a, d, out, make_lut(a, c).data());
 }
 
-void make_batch(const ImageSet& set, const std::vector<int>& idx, const Augment& a, uint64_t seed,
-                uint64_t stream, uint64_t batch_counter, float* out_nchw, int32_t* labels,
-                uint64_t slot_offset) {
+void make_batch(const ImageSet& set, const std::vector<int>& idx, const Augment& a, uint64_t seed, uint64_t stream,
+                uint64_t batch_counter, float* out_nchw, int32_t* labels, uint64_t slot_offset) {
   a.validate(set.c);
   const int nb = static_cast<int>(idx.size());
   DSO_CHECK(slot_offset + idx.size() < (uint64_t(1) << 29), "batch too large for the rng layout");
@@ -104,7 +102,7 @@ void make_batch(const ImageSet& set, const std::vector<int>& idx, const Augment&
     DSO_CHECK(idx[i] >= 0 && idx[i] < set.n, "index ", idx[i], " outside the set of ", set.n);
   const std::vector<float> lut = make_lut(a, set.c);
   const size_t img = set.image_size();
-#pragma omp parallel for schedule(static) if (static_cast<size_t>(nb) * img >= 32768)
+#pragma omp parallel for schedule(static) if (static_cast <size_t>(nb) * img >= 32768)
   for (int i = 0; i < nb; ++i) {
     const AugDraw d = draw_augment(a, set.h, set.w, seed, stream, batch_counter, slot_offset + i);
     apply(set.image(idx[i]), set.c, set.h, set.w, a, d, out_nchw + i * img, lut.data());

@@ -39,14 +39,13 @@ void check_size(CifarFile& f) {
   if (::stat(f.path.c_str(), &st) != 0) fail_file(f, str("cannot open: ", std::strerror(errno), "; ", kHint));
   if (S_ISDIR(st.st_mode)) fail_file(f, "is a directory, expected a CIFAR-10 .bin file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size == 0) fail_file(f, str("empty file, expected ", kCifarRecordsPerFile, " records of ",
-                                  kCifarRecordBytes, " bytes"));
+  if (size == 0)
+    fail_file(f, str("empty file, expected ", kCifarRecordsPerFile, " records of ", kCifarRecordBytes, " bytes"));
   if (size % kCifarRecordBytes != 0)
-    fail_file(f, str("size ", size, " bytes is not a multiple of the ", kCifarRecordBytes,
-                     "-byte record (", size / kCifarRecordBytes, " whole records + ",
-                     size % kCifarRecordBytes, " bytes; expected ",
-                     uint64_t(kCifarRecordsPerFile) * kCifarRecordBytes, " bytes for ",
-                     kCifarRecordsPerFile, " records): truncated or not a CIFAR-10 binary file"));
+    fail_file(f, str("size ", size, " bytes is not a multiple of the ", kCifarRecordBytes, "-byte record (",
+                     size / kCifarRecordBytes, " whole records + ", size % kCifarRecordBytes, " bytes; expected ",
+                     uint64_t(kCifarRecordsPerFile) * kCifarRecordBytes, " bytes for ", kCifarRecordsPerFile,
+                     " records): truncated or not a CIFAR-10 binary file"));
   f.records = size / kCifarRecordBytes;
 }
 
@@ -65,8 +64,8 @@ void read_records(const CifarFile& f, uint8_t* pixels, int32_t* labels) {
       const int e = errno;
       std::fclose(fp);
       fail_file(f, str(err ? str("read error (", std::strerror(e), ")") : std::string("truncated while reading"),
-                       ": expected ", f.records * kCifarRecordBytes, " bytes, got ",
-                       done * kCifarRecordBytes + got, " (did the file change?)"));
+                       ": expected ", f.records * kCifarRecordBytes, " bytes, got ", done * kCifarRecordBytes + got,
+                       " (did the file change?)"));
     }
     for (uint64_t r = 0; r < want; ++r) {
       const uint8_t* rec = buf.data() + r * kCifarRecordBytes;
@@ -103,8 +102,8 @@ ImageSet load_cifar10(const std::string& dir, bool train) {
     files.push_back({paths[k], train ? str("CIFAR-10 train batch ", k + 1) : std::string("CIFAR-10 test batch"), 0});
   // The tarball unpacks to cifar-10-batches-bin/: say so if data.dir is its parent.
   if (!is_file(files[0].path) && is_file(base + "cifar-10-batches-bin/" + files[0].path.substr(base.size())))
-    fail_file(files[0], str("not found, but ", base, "cifar-10-batches-bin/ holds it: set data.dir to ",
-                            base, "cifar-10-batches-bin"));
+    fail_file(files[0], str("not found, but ", base, "cifar-10-batches-bin/ holds it: set data.dir to ", base,
+                            "cifar-10-batches-bin"));
 
   // Sizes of all files first: a missing or truncated file is reported before any big read.
   uint64_t total = 0;

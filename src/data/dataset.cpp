@@ -29,8 +29,8 @@ std::vector<int64_t> ImageSet::class_histogram() const {
 
 ImageSet make_synthetic(int n, int c, int h, int w, int classes, uint64_t seed) {
   if (n < 1 || c < 1 || h < 1 || w < 1 || classes < 1)
-    fail_usage(str("data: synthetic set needs positive sizes, got n=", n, " c=", c, " h=", h, " w=", w,
-                   " classes=", classes));
+    fail_usage(
+        str("data: synthetic set needs positive sizes, got n=", n, " c=", c, " h=", h, " w=", w, " classes=", classes));
   ImageSet s;
   s.n = n, s.c = c, s.h = h, s.w = w, s.classes = classes;
   s.pixels.resize(static_cast<size_t>(n) * c * h * w);
@@ -71,8 +71,8 @@ ImageSet make_synthetic(int n, int c, int h, int w, int classes, uint64_t seed) 
 Split split_indices(const ImageSet& set, double first_fraction, uint64_t seed) {
   if (set.classes <= 0)  // unlabelled: one class
     return split_labels(std::vector<int32_t>(static_cast<size_t>(std::max(set.n, 0)), 0), 0, first_fraction, seed);
-  DSO_CHECK(set.labels.size() == static_cast<size_t>(std::max(set.n, 0)), "labels ", set.labels.size(), " for ",
-            set.n, " images");
+  DSO_CHECK(set.labels.size() == static_cast<size_t>(std::max(set.n, 0)), "labels ", set.labels.size(), " for ", set.n,
+            " images");
   return split_labels(set.labels, set.classes, first_fraction, seed);
 }
 
@@ -103,8 +103,8 @@ Split split_labels(const std::vector<int32_t>& labels, int n_classes, double fir
   std::sort(sp.first.begin(), sp.first.end());
   std::sort(sp.second.begin(), sp.second.end());
   if (sp.first.empty() || sp.second.empty())
-    fail_usage(str("data: splitting ", n, " images with fraction ", first_fraction,
-                   " leaves one half empty (", sp.first.size(), " / ", sp.second.size(), ")"));
+    fail_usage(str("data: splitting ", n, " images with fraction ", first_fraction, " leaves one half empty (",
+                   sp.first.size(), " / ", sp.second.size(), ")"));
   return sp;
 }
 

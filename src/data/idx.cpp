@@ -31,8 +31,7 @@ class IdxFile {
  public:
   IdxFile(std::string path, std::string role) : path_(std::move(path)), role_(std::move(role)) {
     struct stat st;
-    if (::stat(path_.c_str(), &st) != 0)
-      fail(str("cannot open: ", std::strerror(errno), "; ", kHint));
+    if (::stat(path_.c_str(), &st) != 0) fail(str("cannot open: ", std::strerror(errno), "; ", kHint));
     if (S_ISDIR(st.st_mode)) fail("is a directory, expected an IDX file");
     f_ = gzopen(path_.c_str(), "rb");
     if (!f_) fail(str("cannot open: ", errno ? std::strerror(errno) : "zlib out of memory"));
@@ -44,9 +43,7 @@ class IdxFile {
   IdxFile(const IdxFile&) = delete;
   IdxFile& operator=(const IdxFile&) = delete;
 
-  [[noreturn]] void fail(const std::string& what) const {
-    fail_usage(str("data: ", path_, " (", role_, "): ", what));
-  }
+  [[noreturn]] void fail(const std::string& what) const { fail_usage(str("data: ", path_, " (", role_, "): ", what)); }
 
   /// Reads up to len bytes; stops early only at end of data.  Corrupt gzip → fail.
   size_t read(void* buf, size_t len) {
@@ -77,8 +74,7 @@ class IdxFile {
     unsigned char b[4];
     size_t got = read(b, 4);
     if (got != 4)
-      fail(str("truncated: expected a ", header_bytes, "-byte IDX header, got ", got_total_, " bytes",
-               eof_note()));
+      fail(str("truncated: expected a ", header_bytes, "-byte IDX header, got ", got_total_, " bytes", eof_note()));
     return (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | uint32_t(b[3]);
   }
 
@@ -93,8 +89,7 @@ class IdxFile {
 
   /// Reads exactly `bytes` payload bytes after a header of `header_bytes`,
   /// then checks that nothing follows.
-  void read_payload(std::vector<uint8_t>& out, uint64_t bytes, size_t header_bytes,
-                    const char* what) {
+  void read_payload(std::vector<uint8_t>& out, uint64_t bytes, size_t header_bytes, const char* what) {
     out.clear();
     const uint64_t step = uint64_t(64) << 20;
     uint64_t have = 0;
@@ -116,8 +111,8 @@ class IdxFile {
       extra += got;
     }
     if (extra)
-      fail(str("size disagrees with the header: ", extra, " bytes after the ", bytes, " bytes of ",
-               what, " the header promises"));
+      fail(str("size disagrees with the header: ", extra, " bytes after the ", bytes, " bytes of ", what,
+               " the header promises"));
   }
 
   const std::string& path() const { return path_; }
@@ -157,8 +152,8 @@ ImageSet load_idx(const std::string& images_path, const std::string& labels_path
   if (rows == 0 || cols == 0 || rows > 65535 || cols > 65535)
     img.fail(str("bad image size ", rows, "x", cols, " in the header (each must be in [1, 65535])"));
   if (n_img != n_lab)
-    fail_usage(str("data: ", images_path, " (", pre, "images) has ", n_img, " images but ", labels_path,
-                   " (", pre, "labels) has ", n_lab, " labels"));
+    fail_usage(str("data: ", images_path, " (", pre, "images) has ", n_img, " images but ", labels_path, " (", pre,
+                   "labels) has ", n_lab, " labels"));
 
   ImageSet s;
   s.n = static_cast<int>(n_img);

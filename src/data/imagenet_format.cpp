@@ -31,7 +31,6 @@ namespace imagenet_detail {
 
 void h5_quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
-
 bool read_whole_file(const std::string& path, std::string* out, std::string* err) {
   std::ifstream f(path, std::ios::binary);
   if (!f) {
@@ -184,7 +183,8 @@ struct ManifestReader {
       if (kv.first == key) return &kv.second;
     return nullptr;
   }
-  const JsonValue& need(const JsonValue& obj, const std::string& key, JsonValue::Kind kind, const std::string& ctx) const {
+  const JsonValue& need(const JsonValue& obj, const std::string& key, JsonValue::Kind kind,
+                        const std::string& ctx) const {
     const JsonValue* v = member(obj, key);
     const std::string f = ctx.empty() ? key : ctx + "." + key;
     if (!v) bad(f, "missing");
@@ -244,15 +244,17 @@ Manifest read_manifest(const std::string& dir) {
     R.bad("", "not valid JSON (" + std::string(e.what()).substr(path.size() + 2) + ")");
   }
   if (j.kind != JsonValue::Obj) R.bad("", "not a JSON object");
-  R.only(j, {"format", "format_version", "pack_id", "source", "resize", "quality", "classes", "splits", "skipped", "warnings"},
+  R.only(j,
+         {"format", "format_version", "pack_id", "source", "resize", "quality", "classes", "splits", "skipped",
+          "warnings"},
          "");
   Manifest m;
   if (R.string(j, "format", "") != kManifestFormat)
     R.bad("format", str("'", R.string(j, "format", ""), "', expected '", kManifestFormat, "'"));
   m.format_version = static_cast<int>(R.integer(j, "format_version", "", 0));
   if (m.format_version != kShardFormatVersion)
-    R.bad("format_version", str(m.format_version, " is not supported (this dsonas reads version ", kShardFormatVersion,
-                                ")"));
+    R.bad("format_version",
+          str(m.format_version, " is not supported (this dsonas reads version ", kShardFormatVersion, ")"));
   m.pack_id = R.string(j, "pack_id", "");
   if (m.pack_id.empty()) R.bad("pack_id", "empty");
   m.source = R.string(j, "source", "");
@@ -260,7 +262,8 @@ Manifest read_manifest(const std::string& dir) {
   m.quality = static_cast<int>(R.integer(j, "quality", "", 0));
   const JsonValue& cls = R.need(j, "classes", JsonValue::Arr, "");
   for (size_t i = 0; i < cls.arr.size(); ++i) {
-    if (cls.arr[i].kind != JsonValue::Str || cls.arr[i].text.empty()) R.bad(str("classes[", i, "]"), "not a non-empty string");
+    if (cls.arr[i].kind != JsonValue::Str || cls.arr[i].text.empty())
+      R.bad(str("classes[", i, "]"), "not a non-empty string");
     m.classes.push_back(cls.arr[i].text);
   }
   if (m.classes.empty()) R.bad("classes", "empty");
@@ -417,7 +420,8 @@ ShardMeta read_shard_meta(const std::string& dir, const Manifest& man, const Spl
   if (!read_attr_str(file, "pack_id", &s) || s != man.pack_id)
     bad(str("attribute pack_id is '", s, "' but the manifest's is '", man.pack_id,
             "': the shard belongs to another pack"));
-  if (!read_attr_str(file, "split", &s) || s != sp.name) bad(str("attribute split is '", s, "', expected '", sp.name, "'"));
+  if (!read_attr_str(file, "split", &s) || s != sp.name)
+    bad(str("attribute split is '", s, "', expected '", sp.name, "'"));
   if (!read_attr_i64(file, "shard", &v) || v != static_cast<int64_t>(index))
     bad(str("attribute shard is ", v, ", expected ", index));
   if (!read_attr_i64(file, "images", &v) || v != e.images)
@@ -464,9 +468,10 @@ ShardMeta read_shard_meta(const std::string& dir, const Manifest& man, const Spl
       bad(str("dataset /", name, " ends at byte ", *base + *size, " beyond the file's ", m.file_size, " bytes"));
   };
   contiguous("jpeg", &m.jpeg_base, &m.jpeg_size);
-  if (e.jpeg_offset >= 0 && (m.jpeg_base != static_cast<uint64_t>(e.jpeg_offset) || m.jpeg_size != static_cast<uint64_t>(e.jpeg_bytes)))
-    bad(str("dataset /jpeg is bytes [", m.jpeg_base, ", +", m.jpeg_size, ") but the manifest says [", e.jpeg_offset, ", +",
-            e.jpeg_bytes, ")"));
+  if (e.jpeg_offset >= 0 &&
+      (m.jpeg_base != static_cast<uint64_t>(e.jpeg_offset) || m.jpeg_size != static_cast<uint64_t>(e.jpeg_bytes)))
+    bad(str("dataset /jpeg is bytes [", m.jpeg_base, ", +", m.jpeg_size, ") but the manifest says [", e.jpeg_offset,
+            ", +", e.jpeg_bytes, ")"));
   contiguous("names", &m.names_base, &m.names_size);
   m.offsets.resize(n + 1);
   m.name_offsets.resize(n + 1);
@@ -525,7 +530,8 @@ ImageNetShards::ImageNetShards(const std::string& dir, const std::string& split,
     const bool old_pack = sp->shards[k].jpeg_offset < 0;
     if (old_pack && !opt.verify_files && k == 0)
       std::cerr << "dsonas: note: " << join_path(dir, kManifestName) << " predates the shards' metadata checksums: "
-                << "each shard's whole-file CRC-32 is checked before it is opened (pack again to skip this)" << std::endl;
+                << "each shard's whole-file CRC-32 is checked before it is opened (pack again to skip this)"
+                << std::endl;
     if (opt.verify_files || old_pack) {
       const uint32_t c = crc32_file(s->path);
       if (c != sp->shards[k].crc32)
@@ -654,7 +660,8 @@ std::vector<FileCheck> validate_imagenet_dir(const std::string& dir, int threads
       if (!man.split(r))
         fail_usage(str("data: ", mc.path, " (ImageNet manifest): no split '", r, "'; pack ROOT/", r, " too"));
     std::string d = str(man.classes.size(), " classes");
-    for (const SplitEntry& s : man.splits) d += str(", ", s.name, " ", s.images, " images in ", s.shards.size(), " shards");
+    for (const SplitEntry& s : man.splits)
+      d += str(", ", s.name, " ", s.images, " images in ", s.shards.size(), " shards");
     if (!man.skipped.empty()) d += str(", ", man.skipped.size(), " source images skipped when packing");
     mc.detail = d;
   } catch (const Error& e) {

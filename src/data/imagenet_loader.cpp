@@ -24,7 +24,8 @@ const uint64_t kAugTag = hash_name("data.imagenet.augment");
 
 void ImageNetAugment::validate() const {
   if (size < 8 || size > 4096) fail_usage(str("data: ImageNet crop size must be in [8, 4096], got ", size));
-  if (eval_resize < size) fail_usage(str("data: ImageNet eval resize ", eval_resize, " is smaller than the crop ", size));
+  if (eval_resize < size)
+    fail_usage(str("data: ImageNet eval resize ", eval_resize, " is smaller than the crop ", size));
   if (!(area_min > 0 && area_min <= area_max && area_max <= 1))
     fail_usage(str("data: ImageNet crop area range [", area_min, ", ", area_max, "] must satisfy 0 < min <= max <= 1"));
   if (!(ratio_min > 0 && ratio_min <= ratio_max))
@@ -191,8 +192,14 @@ class ShardPipeline {
  public:
   ShardPipeline(const ImageNetShards& set, const ImageNetAugment& aug, uint64_t seed, uint64_t stream, int workers,
                 int depth, Planner planner)
-      : set_(set), aug_(aug), seed_(seed), stream_(stream), workers_(workers), depth_(depth),
-        planner_(std::move(planner)), ring_(static_cast<size_t>(depth)) {
+      : set_(set),
+        aug_(aug),
+        seed_(seed),
+        stream_(stream),
+        workers_(workers),
+        depth_(depth),
+        planner_(std::move(planner)),
+        ring_(static_cast<size_t>(depth)) {
     for (int t = 0; t < workers_; ++t) threads_.emplace_back(&ShardPipeline::worker, this);
   }
   ~ShardPipeline() {
@@ -331,8 +338,14 @@ class ShardPipeline {
 
 ShardLoader::ShardLoader(const ImageNetShards& set, Sampler sampler, ImageNetAugment aug, uint64_t aug_seed,
                          uint64_t aug_stream, int workers, int depth)
-    : set_(&set), sampler_(std::move(sampler)), aug_(aug), seed_(aug_seed), stream_(aug_stream), workers_(workers),
-      depth_(depth), steps_per_epoch_(sampler_.steps_per_epoch()) {
+    : set_(&set),
+      sampler_(std::move(sampler)),
+      aug_(aug),
+      seed_(aug_seed),
+      stream_(aug_stream),
+      workers_(workers),
+      depth_(depth),
+      steps_per_epoch_(sampler_.steps_per_epoch()) {
   aug_.validate();
   if (workers_ < 0) fail_usage(str("data: loader worker threads must be >= 0, got ", workers_));
   if (depth_ < 1) fail_usage(str("data: prefetch depth must be >= 1, got ", depth_));
@@ -349,14 +362,15 @@ ShardLoader::~ShardLoader() { pipe_.reset(); }
 void ShardLoader::start() {
   const uint64_t B = static_cast<uint64_t>(sampler_.batch());
   const uint64_t world = static_cast<uint64_t>(sampler_.world()), rank = static_cast<uint64_t>(sampler_.rank());
-  pipe_.reset(new detail::ShardPipeline(*set_, aug_, seed_, stream_, workers_, depth_, [this, B, world, rank](detail::Plan& p) {
-    p.before = sampler_.state();
-    p.global_step = sampler_.global_step();
-    sampler_.next(p.idx, &p.epoch_end);
-    p.after = sampler_.state();
-    p.first_id = static_cast<uint64_t>(p.global_step) * B * world + rank * B;
-    return true;
-  }));
+  pipe_.reset(
+      new detail::ShardPipeline(*set_, aug_, seed_, stream_, workers_, depth_, [this, B, world, rank](detail::Plan& p) {
+        p.before = sampler_.state();
+        p.global_step = sampler_.global_step();
+        sampler_.next(p.idx, &p.epoch_end);
+        p.after = sampler_.state();
+        p.first_id = static_cast<uint64_t>(p.global_step) * B * world + rank * B;
+        return true;
+      }));
 }
 
 void ShardLoader::next(Batch& b) {
@@ -366,7 +380,7 @@ void ShardLoader::next(Batch& b) {
 
 void ShardLoader::restore(const SamplerState& s) {
   sampler_.check_state(s);  // before the producer is stopped: a bad state changes nothing
-  pipe_.reset();  // joins the workers before the sampler is touched
+  pipe_.reset();            // joins the workers before the sampler is touched
   sampler_.set_state(s);
   consumer_state_ = s;
   start();

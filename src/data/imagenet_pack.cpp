@@ -219,7 +219,8 @@ std::vector<char> build_shard(const std::string& label_name, const Manifest& man
   H5Id fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
   check(H5Pset_obj_track_times(fcpl, 0), "track times");
   H5Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  const size_t incr = static_cast<size_t>(std::min<uint64_t>(offsets[n] + names.size() + (size_t(1) << 20), size_t(1) << 30));
+  const size_t incr =
+      static_cast<size_t>(std::min<uint64_t>(offsets[n] + names.size() + (size_t(1) << 20), size_t(1) << 30));
   check(H5Pset_fapl_core(fapl, incr, 0), "core driver");
   H5Id file(H5Fcreate(label_name.c_str(), H5F_ACC_TRUNC, fcpl, fapl), H5Fclose);
   if (!file.ok()) fail_lib("HDF5", "create in-memory shard " + label_name, __FILE__, __LINE__);
@@ -319,7 +320,8 @@ Manifest pack_imagenet(const PackOptions& o) {
     fail_usage(str("--src: ", o.src, ": ", ::stat(o.src.c_str(), &st) != 0 ? std::strerror(errno) : "not a folder"));
   const std::string train_dir = join_path(o.src, "train");
   if (::stat(train_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    fail_usage(str("--src: ", train_dir, " is missing: ROOT must hold train/<class>/*.JPEG (classes are the train "
+    fail_usage(str("--src: ", train_dir,
+                   " is missing: ROOT must hold train/<class>/*.JPEG (classes are the train "
                    "folder names)"));
 
   // ---- list the source (nothing written yet)
@@ -379,8 +381,8 @@ Manifest pack_imagenet(const PackOptions& o) {
     splits.emplace_back(sname, std::move(items));
   }
   if (ignored && o.log)
-    *o.log << "pack: note: ignored " << ignored << " entries that are not .jpg/.jpeg files in class folders (first: "
-           << first_ignored << ")\n";
+    *o.log << "pack: note: ignored " << ignored
+           << " entries that are not .jpg/.jpeg files in class folders (first: " << first_ignored << ")\n";
   {
     uint64_t h = fnv(14695981039346656037ull, "dsonas-imagenet-shards/1");
     for (const std::string& c : man.classes) h = fnv(h, c);
@@ -398,16 +400,15 @@ Manifest pack_imagenet(const PackOptions& o) {
 
   // ---- output folder
   const bool created_out = prepare_out(o);
-  const int nthreads =
-      o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int nthreads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (o.log) {
     *o.log << "pack: " << o.src << " -> " << o.out << ": " << man.classes.size() << " classes";
     for (const auto& sp : splits) *o.log << ", " << sp.first << " " << sp.second.size() << " images";
     *o.log << "; " << o.shard_size << " images per shard, "
            << (o.resize > 0 ? str("resize shorter side > ", o.resize, " to ", o.resize, " (quality ", o.quality, ")")
                             : std::string("original JPEG bytes"))
-           << ", " << nthreads << " threads; at most " << max_bad << " undecodable images ("
-           << corrupt_limit_rule(o) << ")\n";
+           << ", " << nthreads << " threads; at most " << max_bad << " undecodable images (" << corrupt_limit_rule(o)
+           << ")\n";
   }
 
   // From here on, an error removes what this run wrote (see the file comment).
@@ -529,10 +530,10 @@ Manifest pack_imagenet(const PackOptions& o) {
   if (o.log) {
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     *o.log << "pack: done in " << str(static_cast<int64_t>(s + 0.5)) << " s:";
-    for (const SplitEntry& se : man.splits) *o.log << " " << se.name << " " << se.images << " images / " << se.shards.size() << " shards;";
+    for (const SplitEntry& se : man.splits)
+      *o.log << " " << se.name << " " << se.images << " images / " << se.shards.size() << " shards;";
     *o.log << " " << man.skipped.size() << " skipped (undecodable; limit " << max_bad << "), " << man.warnings
-           << " kept with warnings; "
-           << join_path(o.out, kManifestName) << " written\n";
+           << " kept with warnings; " << join_path(o.out, kManifestName) << " written\n";
   }
   return man;
 }

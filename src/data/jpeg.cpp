@@ -24,8 +24,8 @@ bool JpegCodec::header(const uint8_t* data, size_t n, JpegInfo* info, std::strin
   if (n < 4 || data[0] != 0xFF || data[1] != 0xD8) {
     if (err) {
       char b[96];
-      std::snprintf(b, sizeof b, "not a JPEG file (%zu bytes, starts with %02x %02x %02x %02x)", n,
-                    n > 0 ? data[0] : 0, n > 1 ? data[1] : 0, n > 2 ? data[2] : 0, n > 3 ? data[3] : 0);
+      std::snprintf(b, sizeof b, "not a JPEG file (%zu bytes, starts with %02x %02x %02x %02x)", n, n > 0 ? data[0] : 0,
+                    n > 1 ? data[1] : 0, n > 2 ? data[2] : 0, n > 3 ? data[3] : 0);
       *err = b;
     }
     return false;
@@ -172,10 +172,10 @@ void make_coeffs(int in_size, double x0, double len, int out, bool flip, Coeffs&
 
 }  // namespace
 
-void resample_rgb(const uint8_t* rgb, int w, int h, double x0, double y0, double rw, double rh, int out_w,
-                  int out_h, bool flip, float* out_chw, std::vector<float>& scratch) {
-  DSO_CHECK(w > 0 && h > 0 && out_w > 0 && out_h > 0 && rw > 0 && rh > 0, "resample ", w, "x", h, " -> ", out_w,
-            "x", out_h);
+void resample_rgb(const uint8_t* rgb, int w, int h, double x0, double y0, double rw, double rh, int out_w, int out_h,
+                  bool flip, float* out_chw, std::vector<float>& scratch) {
+  DSO_CHECK(w > 0 && h > 0 && out_w > 0 && out_h > 0 && rw > 0 && rh > 0, "resample ", w, "x", h, " -> ", out_w, "x",
+            out_h);
   thread_local Coeffs ch, cv;
   make_coeffs(w, x0, rw, out_w, flip, ch);
   make_coeffs(h, y0, rh, out_h, false, cv);

@@ -9,10 +9,15 @@
 
 namespace dsonas {
 
-Loader::Loader(const ImageSet& set, Sampler sampler, Augment aug, uint64_t aug_seed,
-               uint64_t aug_stream, bool prefetch, int depth)
-    : set_(&set), sampler_(std::move(sampler)), aug_(std::move(aug)), aug_seed_(aug_seed),
-      aug_stream_(aug_stream), prefetch_(prefetch), depth_(depth),
+Loader::Loader(const ImageSet& set, Sampler sampler, Augment aug, uint64_t aug_seed, uint64_t aug_stream, bool prefetch,
+               int depth)
+    : set_(&set),
+      sampler_(std::move(sampler)),
+      aug_(std::move(aug)),
+      aug_seed_(aug_seed),
+      aug_stream_(aug_stream),
+      prefetch_(prefetch),
+      depth_(depth),
       steps_per_epoch_(sampler_.steps_per_epoch()) {
   aug_.validate(set.c);
   DSO_CHECK(depth_ >= 1, "prefetch depth ", depth_);
@@ -36,9 +41,8 @@ void Loader::produce(Batch& b) {
   b.data.resize(static_cast<size_t>(b.n) * set_->image_size());
   b.labels.resize(b.n);
   b.indices = idx_;
-  make_batch(*set_, idx_, aug_, aug_seed_, aug_stream_, static_cast<uint64_t>(b.global_step),
-             b.data.data(), b.labels.data(),
-             static_cast<uint64_t>(sampler_.rank()) * static_cast<uint64_t>(sampler_.batch()));
+  make_batch(*set_, idx_, aug_, aug_seed_, aug_stream_, static_cast<uint64_t>(b.global_step), b.data.data(),
+             b.labels.data(), static_cast<uint64_t>(sampler_.rank()) * static_cast<uint64_t>(sampler_.batch()));
 }
 
 void Loader::start() {
@@ -156,8 +160,6 @@ bool EvalIterator::next(Batch& b) {
   return true;
 }
 
-int64_t EvalIterator::num_batches() const {
-  return static_cast<int64_t>((indices_.size() + batch_ - 1) / batch_);
-}
+int64_t EvalIterator::num_batches() const { return static_cast<int64_t>((indices_.size() + batch_ - 1) / batch_); }
 
 }  // namespace dsonas

@@ -10,18 +10,22 @@ namespace {
 const uint64_t kPermTag = hash_name("data.sampler.permutation");
 }
 
-Sampler::Sampler(std::vector<int> indices, int batch, int rank, int world, uint64_t seed,
-                 uint64_t stream, bool shuffle)
-    : indices_(std::move(indices)), batch_(batch), rank_(rank), world_(world), seed_(seed),
-      stream_(stream), shuffle_(shuffle) {
+Sampler::Sampler(std::vector<int> indices, int batch, int rank, int world, uint64_t seed, uint64_t stream, bool shuffle)
+    : indices_(std::move(indices)),
+      batch_(batch),
+      rank_(rank),
+      world_(world),
+      seed_(seed),
+      stream_(stream),
+      shuffle_(shuffle) {
   if (batch < 1) fail_usage(str("data: batch size must be >= 1, got ", batch));
   if (world < 1 || rank < 0 || rank >= world)
     fail_usage(str("data: rank ", rank, " is not in [0, world size ", world, ")"));
   const int64_t global = static_cast<int64_t>(batch) * world;
   steps_ = epoch_steps_ = static_cast<int64_t>(indices_.size()) / global;
   if (steps_ < 1)
-    fail_usage(str("data: ", indices_.size(), " samples are fewer than one global batch (", batch,
-                   " per rank x ", world, " ranks = ", global, ")"));
+    fail_usage(str("data: ", indices_.size(), " samples are fewer than one global batch (", batch, " per rank x ",
+                   world, " ranks = ", global, ")"));
 }
 
 std::vector<int> Sampler::permutation(int64_t epoch) const {

@@ -19,15 +19,15 @@
 
 #if DSONAS_USE_MPI
 #include <mpi.h>
-#define MPI_CHECK(call)                                                                     \
-  do {                                                                                      \
-    const int rc_ = (call);                                                                 \
-    if (rc_ != MPI_SUCCESS) {                                                               \
-      char msg_[MPI_MAX_ERROR_STRING];                                                      \
-      int len_ = 0;                                                                         \
-      MPI_Error_string(rc_, msg_, &len_);                                                   \
+#define MPI_CHECK(call)                                                                                   \
+  do {                                                                                                    \
+    const int rc_ = (call);                                                                               \
+    if (rc_ != MPI_SUCCESS) {                                                                             \
+      char msg_[MPI_MAX_ERROR_STRING];                                                                    \
+      int len_ = 0;                                                                                       \
+      MPI_Error_string(rc_, msg_, &len_);                                                                 \
       ::dsonas::fail_lib("MPI", ::dsonas::str(#call, ": ", std::string(msg_, len_)), __FILE__, __LINE__); \
-    }                                                                                       \
+    }                                                                                                     \
   } while (0)
 #endif
 
@@ -129,19 +129,25 @@ namespace {
 template <class T>
 MPI_Datatype mpi_type();
 template <>
-MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
+MPI_Datatype mpi_type<float>() {
+  return MPI_FLOAT;
+}
 template <>
-MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
+MPI_Datatype mpi_type<double>() {
+  return MPI_DOUBLE;
+}
 template <>
-MPI_Datatype mpi_type<int64_t>() { return MPI_INT64_T; }
+MPI_Datatype mpi_type<int64_t>() {
+  return MPI_INT64_T;
+}
 
 /// MPI counts are int: large buffers go in pieces.
 template <class T>
 void allreduce_sum(MPI_Comm comm, T* data, int64_t n) {
   constexpr int64_t kMax = int64_t(1) << 30;
   for (int64_t off = 0; off < n; off += kMax)
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + off, static_cast<int>(std::min(kMax, n - off)), mpi_type<T>(),
-                            MPI_SUM, comm));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + off, static_cast<int>(std::min(kMax, n - off)), mpi_type<T>(), MPI_SUM,
+                            comm));
 }
 }  // namespace
 
@@ -184,9 +190,9 @@ void Communicator::check_same(uint64_t hash, const std::string& what, int64_t st
   const std::vector<uint64_t> all = gather_all(hash);
   for (int r = 1; r < size_; ++r)
     if (all[static_cast<size_t>(r)] != all[0])
-      throw Error(kExitInternal, str(what, " differs on rank ", r, " at step ", step, " (hash ", std::hex,
-                                     all[static_cast<size_t>(r)], " vs rank 0's ", all[0], std::dec,
-                                     "): the replicas have drifted apart"));
+      throw Error(kExitInternal,
+                  str(what, " differs on rank ", r, " at step ", step, " (hash ", std::hex, all[static_cast<size_t>(r)],
+                      " vs rank 0's ", all[0], std::dec, "): the replicas have drifted apart"));
 }
 
 // ---------------------------------------------------------------------------
@@ -253,8 +259,8 @@ GradReducer::GradReducer(Communicator& comm, Backend& be, Tensor& flat, int64_t 
         throw Error(kExitUsage,
                     str("--device cuda: ranks ", dup.first, " and ", dup.second,
                         " use the same GPU: NCCL needs one GPU per rank (it stops with 'Duplicate GPU detected'); "
-                        "run at most as many ranks per node as it has GPUs (rank ", comm.rank(), " is on GPU ", dev,
-                        ")"));
+                        "run at most as many ranks per node as it has GPUs (rank ",
+                        comm.rank(), " is on GPU ", dev, ")"));
       NcclId id{};
       if (comm.root()) nccl_get_unique_id(&id);
       comm.broadcast(&id, sizeof id);

@@ -12,20 +12,21 @@
 
 static_assert(sizeof(ncclUniqueId) == sizeof(dsonas::NcclId), "NcclId must hold an ncclUniqueId");
 
-#define DSO_CUDA_OK(call)                                                                   \
-  do {                                                                                      \
-    const cudaError_t e_ = (call);                                                          \
-    if (e_ != cudaSuccess) ::dsonas::fail_lib("CUDA", ::dsonas::str(#call, ": ", cudaGetErrorString(e_)), __FILE__, __LINE__); \
+#define DSO_CUDA_OK(call)                                                                                 \
+  do {                                                                                                    \
+    const cudaError_t e_ = (call);                                                                        \
+    if (e_ != cudaSuccess)                                                                                \
+      ::dsonas::fail_lib("CUDA", ::dsonas::str(#call, ": ", cudaGetErrorString(e_)), __FILE__, __LINE__); \
   } while (0)
 // with NCCL's own last message ("Duplicate GPU detected : rank 1 and rank 0 both on
 // CUDA device 1b000", a socket that failed, …): the first run on a new machine
 // must say why, on one line
-#define DSO_NCCL_OK(call)                                                                   \
-  do {                                                                                      \
-    const ncclResult_t r_ = (call);                                                         \
-    if (r_ != ncclSuccess)                                                                  \
+#define DSO_NCCL_OK(call)                                                                                         \
+  do {                                                                                                            \
+    const ncclResult_t r_ = (call);                                                                               \
+    if (r_ != ncclSuccess)                                                                                        \
       ::dsonas::fail_lib("NCCL", ::dsonas::str(#call, ": ", ncclGetErrorString(r_), ::dsonas::nccl_last_error()), \
-                         __FILE__, __LINE__);                                               \
+                         __FILE__, __LINE__);                                                                     \
   } while (0)
 
 namespace dsonas {

@@ -51,8 +51,7 @@ void DumpFile::write(const std::string& path) const {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
   if (!f) throw Error(kExitInternal, str("dump: cannot write ", path, ": ", std::strerror(errno)));
   auto w = [&](const void* p, size_t n) {
-    if (n && std::fwrite(p, 1, n, f.get()) != n)
-      throw Error(kExitInternal, str("dump: write failed on ", path));
+    if (n && std::fwrite(p, 1, n, f.get()) != n) throw Error(kExitInternal, str("dump: write failed on ", path));
   };
   w("DSONASD1", 8);
   uint32_t n = static_cast<uint32_t>(recs_.size());
@@ -99,9 +98,18 @@ DumpFile DumpFile::read(const std::string& path) {
     rd(r.dims.data(), nd * sizeof(int64_t));
     int64_t c = count(r.dims);
     if (c < 0 || c > (int64_t(1) << 32)) fail_usage(str("dump: ", path, ": bad dims for ", name));
-    if (r.dtype == 0) { r.f32.resize(c); rd(r.f32.data(), c * 4); }
-    if (r.dtype == 1) { r.i32.resize(c); rd(r.i32.data(), c * 4); }
-    if (r.dtype == 2) { r.text.resize(c); rd(&r.text[0], c); }
+    if (r.dtype == 0) {
+      r.f32.resize(c);
+      rd(r.f32.data(), c * 4);
+    }
+    if (r.dtype == 1) {
+      r.i32.resize(c);
+      rd(r.i32.data(), c * 4);
+    }
+    if (r.dtype == 2) {
+      r.text.resize(c);
+      rd(&r.text[0], c);
+    }
     d.recs_[name] = std::move(r);
   }
   return d;

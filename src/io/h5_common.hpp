@@ -16,9 +16,9 @@
 #include "dsonas/io/model_file.hpp"  // TrainState
 #include "h5_util.hpp"               // H5Id, string / int64 attributes
 
-#define HDF5_CHECK(call, what)                                              \
-  do {                                                                      \
-    if ((call) < 0) ::dsonas::fail_lib("HDF5", what, __FILE__, __LINE__);   \
+#define HDF5_CHECK(call, what)                                            \
+  do {                                                                    \
+    if ((call) < 0) ::dsonas::fail_lib("HDF5", what, __FILE__, __LINE__); \
   } while (0)
 
 namespace dsonas {
@@ -85,7 +85,8 @@ inline void check_float_dataset(hid_t ds, int64_t numel, const std::string& path
   H5Id type(H5Dget_type(ds), H5Tclose);
   if (!type.ok() || H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 4) throw bad("is not 4-byte floats");
   const hsize_t want = static_cast<hsize_t>(numel) * 4;
-  if (H5Dget_storage_size(ds) > want + 64) throw bad(str("stores ", H5Dget_storage_size(ds), " bytes, more than ", numel, " floats"));
+  if (H5Dget_storage_size(ds) > want + 64)
+    throw bad(str("stores ", H5Dget_storage_size(ds), " bytes, more than ", numel, " floats"));
   H5Id dcpl(H5Dget_create_plist(ds), H5Pclose);
   if (!dcpl.ok()) throw bad("has no readable creation properties");
   if (H5Pget_layout(dcpl) == H5D_CHUNKED) {

@@ -42,7 +42,8 @@ namespace {
 hid_t create_in_memory(const std::string& name) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   H5Id fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose), fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  if (!fcpl.ok() || H5Pset_userblock(fcpl, kSealBytes) < 0) fail_lib("HDF5", "user block for the seal", __FILE__, __LINE__);
+  if (!fcpl.ok() || H5Pset_userblock(fcpl, kSealBytes) < 0)
+    fail_lib("HDF5", "user block for the seal", __FILE__, __LINE__);
   if (!fapl.ok() || H5Pset_fapl_core(fapl, 1 << 20, 0) < 0) fail_lib("HDF5", "core driver", __FILE__, __LINE__);
   const hid_t f = H5Fcreate(name.c_str(), H5F_ACC_TRUNC, fcpl, fapl);
   if (f < 0) fail_lib("HDF5", str("create in-memory file for ", name), __FILE__, __LINE__);
@@ -53,7 +54,8 @@ hid_t create_in_memory(const std::string& name) {
 MemoryFile::MemoryFile(const std::string& name) : name_(name), file_(create_in_memory(name), H5Fclose) {}
 
 std::vector<char> MemoryFile::sealed_image() {
-  if (H5Fflush(file_, H5F_SCOPE_GLOBAL) < 0) fail_lib("HDF5", str("flush in-memory file for ", name_), __FILE__, __LINE__);
+  if (H5Fflush(file_, H5F_SCOPE_GLOBAL) < 0)
+    fail_lib("HDF5", str("flush in-memory file for ", name_), __FILE__, __LINE__);
   // The core driver's image starts at the superblock (the user block is not part of
   // it; the superblock records base address 512): the seal goes in front.
   const ssize_t n = H5Fget_file_image(file_, nullptr, 0);

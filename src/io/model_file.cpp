@@ -23,8 +23,7 @@ namespace dsonas {
 using namespace h5;
 namespace {
 
-void read_dataset(hid_t file, const std::string& path, const std::string& name, int64_t numel,
-                  float* out) {
+void read_dataset(hid_t file, const std::string& path, const std::string& name, int64_t numel, float* out) {
   if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0)
     throw Error(kExitCheckpoint, str(path, ": missing dataset ", name));
   H5Id ds(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
@@ -163,10 +162,11 @@ void load_model_file(const std::string& path, Supergraph& g, bool with_lambda, T
       }
       return js.substr(k, e - k);
     };
-    for (const char* key : {"levels", "ops", "input", "classes", "stem", "stem_channels", "normal_units",
-                            "widths", "share"}) {
+    for (const char* key :
+         {"levels", "ops", "input", "classes", "stem", "stem_channels", "normal_units", "widths", "share"}) {
       if (field(space, key) != field(now, key))
-        throw Error(kExitCheckpoint, str(path, ": space.", key, ": file=", field(space, key), " now=", field(now, key)));
+        throw Error(kExitCheckpoint,
+                    str(path, ": space.", key, ": file=", field(space, key), " now=", field(now, key)));
     }
   }
   Backend& be = g.backend();
@@ -207,7 +207,8 @@ void load_model_file(const std::string& path, Supergraph& g, bool with_lambda, T
       read_dataset(file, path, "lambda/" + grp.name, grp.size, g.lambda().data() + grp.offset);
       std::vector<float> mk(static_cast<size_t>(grp.size));
       read_dataset(file, path, "mask/" + grp.name, grp.size, mk.data());
-      for (int i = 0; i < grp.size; ++i) g.mask()[static_cast<size_t>(grp.offset + i)] = mk[static_cast<size_t>(i)] != 0.f;
+      for (int i = 0; i < grp.size; ++i)
+        g.mask()[static_cast<size_t>(grp.offset + i)] = mk[static_cast<size_t>(i)] != 0.f;
     }
     g.rebuild_plan();
   }

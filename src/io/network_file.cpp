@@ -44,7 +44,8 @@ void read_dataset(hid_t file, const std::string& path, const std::string& name, 
   for (size_t i = 0; same && i < dims.size(); ++i) same = static_cast<int64_t>(dims[i]) == want[i];
   if (!same) {
     Shape got(dims.begin(), dims.end());
-    throw Error(kExitCheckpoint, str(path, ": dataset ", name, " has shape ", shape_str(got), ", expected ", shape_str(want)));
+    throw Error(kExitCheckpoint,
+                str(path, ": dataset ", name, " has shape ", shape_str(got), ", expected ", shape_str(want)));
   }
   check_float_dataset(ds, shape_numel(want), path, name);
   if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
@@ -68,7 +69,8 @@ H5Id open_network_file(const std::string& path, std::string* fmt) {
   if (!read_attr_str(f, "format", &v) || (v != kFormat && v != kFormatCkpt))
     throw Error(kExitCheckpoint, str(path, ": not a dsonas network file (attribute format=", v, ")"));
   if (!read_attr_i64(f, "format_version", &ver) || ver != 1)
-    throw Error(kExitCheckpoint, str(path, ": network file format_version ", ver, " is not supported (this build reads 1)"));
+    throw Error(kExitCheckpoint,
+                str(path, ": network file format_version ", ver, " is not supported (this build reads 1)"));
   *fmt = v;
   return f;
 }

@@ -26,8 +26,7 @@ void check(herr_t r, const std::string& what) {
 }
 
 /// An extendable dataset [n, width] (width 0: 1-D [n]) of `ftype`, written from `mem`.
-void write_table(hid_t file, const char* name, hid_t ftype, hid_t mtype, hsize_t n, hsize_t width,
-                 const void* data) {
+void write_table(hid_t file, const char* name, hid_t ftype, hid_t mtype, hsize_t n, hsize_t width, const void* data) {
   const int rank = width ? 2 : 1;
   hsize_t dims[2] = {n, width}, maxd[2] = {H5S_UNLIMITED, width};
   hsize_t chunk[2] = {256, width ? width : 1};
@@ -48,10 +47,11 @@ void write_table(hid_t file, const char* name, hid_t ftype, hid_t mtype, hsize_t
 /// HDF5 call is checked: a dataset that is missing, cannot be opened, has another
 /// rank, width or element type, or fails its Fletcher-32 check is exit 3 naming it.
 template <class T>
-std::vector<T> read_table(hid_t file, const std::string& path, const std::string& name, hid_t mtype,
-                          hsize_t* n, hsize_t width) {
+std::vector<T> read_table(hid_t file, const std::string& path, const std::string& name, hid_t mtype, hsize_t* n,
+                          hsize_t width) {
   auto bad = [&](const std::string& what) { return Error(kExitCheckpoint, str(path, ": dataset /", name, " ", what)); };
-  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) throw Error(kExitCheckpoint, str(path, ": missing dataset /", name));
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0)
+    throw Error(kExitCheckpoint, str(path, ": missing dataset /", name));
   Id ds{H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose};
   if (!ds.ok()) throw bad("cannot be opened (the file is damaged)");
   Id space{H5Dget_space(ds), H5Sclose};
@@ -69,8 +69,8 @@ std::vector<T> read_table(hid_t file, const std::string& path, const std::string
   {  // libhdf5 sizes its chunk buffers from the chunk dimensions: a damaged one must not be huge
     Id dcpl{H5Dget_create_plist(ds), H5Pclose};
     hsize_t chunk[2] = {0, 0};
-    if (!dcpl.ok() || H5Pget_layout(dcpl) != H5D_CHUNKED || H5Pget_chunk(dcpl, 2, chunk) != rank ||
-        chunk[0] > 4096 || (width && chunk[1] != width))
+    if (!dcpl.ok() || H5Pget_layout(dcpl) != H5D_CHUNKED || H5Pget_chunk(dcpl, 2, chunk) != rank || chunk[0] > 4096 ||
+        (width && chunk[1] != width))
       throw bad("has a layout dsonas does not write (damaged file)");
   }
   // Every chunk of a trajectory dataset is written, so its records fit in the storage
@@ -164,7 +164,7 @@ bool Trajectory::load_count(int64_t count) {
   DSO_CHECK(count >= 0, "trajectory record count ", count);
   if (static_cast<int64_t>(all.size()) < count)
     throw Error(kExitCheckpoint, str(path_, ": ", all.size(), " records, fewer than the ", count,
-                                    " the checkpoint counts (traj_records)"));
+                                     " the checkpoint counts (traj_records)"));
   all.resize(static_cast<size_t>(count));
   recs_ = std::move(all);
   return true;
@@ -197,10 +197,15 @@ void Trajectory::save() const {
     std::vector<double> loss(n), acc(n), macs(n);
     for (hsize_t r = 0; r < n; ++r) {
       const TrajectoryRecord& x = recs_[r];
-      step[r] = x.step; images[r] = x.images; zero[r] = x.zero_lambda; edges[r] = x.live_edges;
+      step[r] = x.step;
+      images[r] = x.images;
+      zero[r] = x.zero_lambda;
+      edges[r] = x.live_edges;
       revivals[r] = x.revivals;
       with_revivals = with_revivals || x.revivals >= 0;
-      loss[r] = x.loss; acc[r] = x.acc; macs[r] = x.live_macs;
+      loss[r] = x.loss;
+      acc[r] = x.acc;
+      macs[r] = x.live_macs;
     }
     write_table(file, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, n, 0, step.data());
     write_table(file, "images", H5T_STD_I64LE, H5T_NATIVE_INT64, n, 0, images.data());
@@ -213,7 +218,8 @@ void Trajectory::save() const {
     for (const LambdaGroup& g : groups_) {
       std::vector<float> v(static_cast<size_t>(n * g.size));
       for (hsize_t r = 0; r < n; ++r)
-        std::memcpy(v.data() + r * g.size, recs_[r].lambda.data() + g.offset, sizeof(float) * static_cast<size_t>(g.size));
+        std::memcpy(v.data() + r * g.size, recs_[r].lambda.data() + g.offset,
+                    sizeof(float) * static_cast<size_t>(g.size));
       write_table(file, ("lambda/" + g.name).c_str(), H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, n, static_cast<hsize_t>(g.size),
                   v.data());
     }

@@ -35,14 +35,43 @@ struct J {
   std::vector<J> arr;
   std::vector<std::pair<std::string, J>> obj;
 
-  static J num(int64_t v) { J j; j.kind = Int; j.i = v; return j; }
+  static J num(int64_t v) {
+    J j;
+    j.kind = Int;
+    j.i = v;
+    return j;
+  }
   static J num_d(double v) { return num(static_cast<int64_t>(std::llround(v))); }
-  static J text(const std::string& v) { J j; j.kind = Str; j.s = v; return j; }
-  static J boolean(bool v) { J j; j.kind = Bool; j.b = v; return j; }
-  static J array() { J j; j.kind = Arr; return j; }
-  static J object() { J j; j.kind = Obj; return j; }
-  J& add(const std::string& key, J v) { obj.emplace_back(key, std::move(v)); return *this; }
-  J& push(J v) { arr.push_back(std::move(v)); return *this; }
+  static J text(const std::string& v) {
+    J j;
+    j.kind = Str;
+    j.s = v;
+    return j;
+  }
+  static J boolean(bool v) {
+    J j;
+    j.kind = Bool;
+    j.b = v;
+    return j;
+  }
+  static J array() {
+    J j;
+    j.kind = Arr;
+    return j;
+  }
+  static J object() {
+    J j;
+    j.kind = Obj;
+    return j;
+  }
+  J& add(const std::string& key, J v) {
+    obj.emplace_back(key, std::move(v));
+    return *this;
+  }
+  J& push(J v) {
+    arr.push_back(std::move(v));
+    return *this;
+  }
 
   bool scalar() const { return kind == Int || kind == Str || kind == Bool; }
   /// Printed on one line: scalars, arrays of scalars, objects of those.
@@ -124,8 +153,10 @@ void print_pretty(const J& v, int depth, std::string& out) {
     out += "[\n";
     for (size_t k = 0; k < v.arr.size(); ++k) {
       out += pad;
-      if (v.arr[k].flat()) print_inline(v.arr[k], out);
-      else print_pretty(v.arr[k], depth + 1, out);
+      if (v.arr[k].flat())
+        print_inline(v.arr[k], out);
+      else
+        print_pretty(v.arr[k], depth + 1, out);
       out += k + 1 < v.arr.size() ? ",\n" : "\n";
     }
     out += end + "]";
@@ -479,8 +510,8 @@ std::string Architecture::to_dot() const {
     << "  edge [arrowsize=0.6, fontname=\"Helvetica\", fontsize=9];\n"
     << "  input [shape=plaintext, label=\"input " << sp.in_channels << "×" << sp.in_height << "×" << sp.in_width
     << "\"];\n"
-    << "  stem [shape=box, label=\"stem "
-    << (sp.stem == StemKind::Conv3 ? "3×3 conv" : "2 × 3×3 conv s2") << " → " << sp.stem_channels << "\"];\n"
+    << "  stem [shape=box, label=\"stem " << (sp.stem == StemKind::Conv3 ? "3×3 conv" : "2 × 3×3 conv s2") << " → "
+    << sp.stem_channels << "\"];\n"
     << "  input -> stem;\n";
   std::string prev = "stem";
   size_t bi = 0;
@@ -504,7 +535,8 @@ std::string Architecture::to_dot() const {
       for (const ArchOp& o : blk.ops) {
         const std::string me = str(id, "_l", o.level, "_o", o.op);
         for (int i : o.inputs) {
-          const std::string src = i == 0 ? id + "_in" : str(id, "_", "l", 1 + (i - 1) / sp.N(), "_o", 1 + (i - 1) % sp.N());
+          const std::string src =
+              i == 0 ? id + "_in" : str(id, "_", "l", 1 + (i - 1) / sp.N(), "_o", 1 + (i - 1) % sp.N());
           d << "  " << src << " -> " << me << ";\n";
         }
         if (o.output) d << "  " << me << " -> " << id << "_out;\n";
@@ -526,7 +558,8 @@ std::string Architecture::to_dot() const {
       d << "    " << id << "_sum [shape=circle, label=\"+\"];\n"
         << "  }\n";
       for (int k = 0; k < 2; ++k)
-        if (r.branch[k]) d << "  " << prev << " -> " << id << "_b" << k << ";\n  " << id << "_b" << k << " -> " << id << "_sum;\n";
+        if (r.branch[k])
+          d << "  " << prev << " -> " << id << "_b" << k << ";\n  " << id << "_b" << k << " -> " << id << "_sum;\n";
       prev = id + "_sum";
     }
   }
@@ -535,7 +568,6 @@ std::string Architecture::to_dot() const {
     << "}\n";
   return d.str();
 }
-
 
 // ---- JSON input ----------------------------------------------------------------------
 //
@@ -576,8 +608,7 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
   const JsonValue root_v = parse_json(text, file);
   JsonObject root(root_v, "", file);
   const std::string fmt = root.text("format");
-  if (fmt != "dsonas-architecture")
-    root.bad("format", str("expected \"dsonas-architecture\", got \"", fmt, "\""));
+  if (fmt != "dsonas-architecture") root.bad("format", str("expected \"dsonas-architecture\", got \"", fmt, "\""));
   const int64_t ver = root.i64("format_version", INT64_MIN, INT64_MAX);
   if (ver != 1) root.bad("format_version", str("version ", ver, " is not supported (this build reads 1)"));
 
@@ -594,8 +625,8 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
   // ---- blocks
   const JsonValue& blocks = root.array("blocks", "an array of blocks");
   if (static_cast<int>(blocks.arr.size()) != sp.num_normal_blocks())
-    root.bad("blocks", str("expected ", sp.num_normal_blocks(), " blocks (the space's normal units), got ",
-                           blocks.arr.size()));
+    root.bad("blocks",
+             str("expected ", sp.num_normal_blocks(), " blocks (the space's normal units), got ", blocks.arr.size()));
   size_t bi = 0;
   for (int s = 0; s < sp.stages(); ++s)
     for (int u = 0; u < sp.normal_units[s]; ++u, ++bi) {
@@ -636,8 +667,9 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
         if (!blk.ops.empty()) {
           const ArchOp& prev = blk.ops.back();
           if (N * (prev.level - 1) + (prev.op - 1) >= idx)
-            o.bad(o.path(), str("l", op.level, "/o", op.op, " is out of order or repeated (ops are listed level-major, "
-                                                             "in op order, once each)"));
+            o.bad(o.path(), str("l", op.level, "/o", op.op,
+                                " is out of order or repeated (ops are listed level-major, "
+                                "in op order, once each)"));
         }
         const std::string type = o.text("type");
         op.type = parse_op(type, str(file, ": ", o.field("type")));
@@ -654,7 +686,8 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
           if (op.level == 1 && i != 0) o.bad(o.field("inputs"), "a level-1 op reads the block input only ([\"in\"])");
           if (i > 0 && (lvl >= op.level || pos_of[static_cast<size_t>(i - 1)] < 0))
             o.bad(o.field("inputs"), str("\"", in, "\" is not an earlier op of this block"));
-          if (i <= last) o.bad(o.field("inputs"), "inputs must be sorted (\"in\" first, then level-major) without repeats");
+          if (i <= last)
+            o.bad(o.field("inputs"), "inputs must be sorted (\"in\" first, then level-major) without repeats");
           last = i;
           op.inputs.push_back(i);
           if (i > 0) consumed[static_cast<size_t>(pos_of[static_cast<size_t>(i - 1)])] = 1;
@@ -667,11 +700,12 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
       }
       for (size_t k = 0; k < blk.ops.size(); ++k)
         if (!blk.ops[k].output && !consumed[k])
-          b.bad(str(b.field("ops"), "[", k, "]"), str("l", blk.ops[k].level, "/o", blk.ops[k].op,
-                                                     " feeds neither the block output nor a later op"));
+          b.bad(str(b.field("ops"), "[", k, "]"),
+                str("l", blk.ops[k].level, "/o", blk.ops[k].op, " feeds neither the block output nor a later op"));
       blk.empty = blk.live_branches() == 0;
       if (empty != blk.empty)
-        b.bad(b.field("empty"), str("expected ", blk.empty ? "true (no op has \"output\": true)" : "false (an op has \"output\": true)"));
+        b.bad(b.field("empty"),
+              str("expected ", blk.empty ? "true (no op has \"output\": true)" : "false (an op has \"output\": true)"));
       b.finish();
       a.blocks_.push_back(std::move(blk));
     }
@@ -679,8 +713,8 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
   // ---- reductions
   const JsonValue& reds = root.array("reductions", "an array of reductions");
   if (static_cast<int>(reds.arr.size()) != sp.num_reductions())
-    root.bad("reductions", str("expected ", sp.num_reductions(), " reductions (one after every stage but the last), got ",
-                               reds.arr.size()));
+    root.bad("reductions", str("expected ", sp.num_reductions(),
+                               " reductions (one after every stage but the last), got ", reds.arr.size()));
   for (int s = 0; s < sp.num_reductions(); ++s) {
     JsonObject r(reds.arr[static_cast<size_t>(s)], str("reductions[", s, "]"), file);
     ArchReduction red;
@@ -693,7 +727,8 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
     const std::string name = r.text("name");
     if (name != red.name) r.bad(r.field("name"), str("expected \"", red.name, "\", got \"", name, "\""));
     const int64_t ci = r.i64("in_channels", INT64_MIN, INT64_MAX), co = r.i64("out_channels", INT64_MIN, INT64_MAX);
-    if (ci != red.in_channels) r.bad(r.field("in_channels"), str("expected ", red.in_channels, " (the space's stage width), got ", ci));
+    if (ci != red.in_channels)
+      r.bad(r.field("in_channels"), str("expected ", red.in_channels, " (the space's stage width), got ", ci));
     if (co != red.out_channels)
       r.bad(r.field("out_channels"), str("expected ", red.out_channels, " (the next stage's width), got ", co));
     const std::vector<std::string> br = r.string_array("branches", "an array of branch names");
@@ -710,7 +745,8 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
   {
     JsonObject sv = root.object("survivors");
     const int64_t ops = sv.i64("ops", INT64_MIN, INT64_MAX), of = sv.i64("of", INT64_MIN, INT64_MAX);
-    if (ops != a.live_ops()) sv.bad(sv.field("ops"), str(ops, " does not match the blocks (", a.live_ops(), " live ops)"));
+    if (ops != a.live_ops())
+      sv.bad(sv.field("ops"), str(ops, " does not match the blocks (", a.live_ops(), " live ops)"));
     const int64_t all = static_cast<int64_t>(sp.num_normal_blocks()) * L * N;
     if (of != all) sv.bad(sv.field("of"), str(of, " does not match the space (", all, " ops)"));
     auto per = [&](const std::string& key, const std::vector<int64_t>& want, auto name_of) {
@@ -719,7 +755,8 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
       if (mem.size() != want.size()) m.bad(m.path(), str("expected ", want.size(), " entries, got ", mem.size()));
       for (size_t i = 0; i < mem.size(); ++i) {
         const std::string nm = name_of(i);
-        if (mem[i].first != nm) m.bad(m.path(), str("entry ", i + 1, " must be \"", nm, "\", got \"", mem[i].first, "\""));
+        if (mem[i].first != nm)
+          m.bad(m.path(), str("entry ", i + 1, " must be \"", nm, "\", got \"", mem[i].first, "\""));
         const int64_t got = m.as_i64(mem[i].second, m.field(nm), INT64_MIN, INT64_MAX);
         if (got != want[i]) m.bad(m.field(nm), str(got, " does not match the blocks (", want[i], ")"));
       }
@@ -765,8 +802,7 @@ Architecture Architecture::baseline(const SearchSpace& space, OpKind kind) {
   int j = 0;
   for (int k = 0; k < space.N() && j == 0; ++k)
     if (space.ops[static_cast<size_t>(k)] == kind) j = k + 1;
-  if (j == 0)
-    fail_usage(str("baseline: the space's ops (", join_ops(space.ops), ") do not include ", op_name(kind)));
+  if (j == 0) fail_usage(str("baseline: the space's ops (", join_ops(space.ops), ") do not include ", op_name(kind)));
   std::vector<float> lam(static_cast<size_t>(space.total_lambda()), 0.0f);
   const BlockLayout b = space.block_layout();
   const int blocks = space.share ? 1 : space.num_normal_blocks();
@@ -810,16 +846,18 @@ void Architecture::check_fits(const SearchSpace& c, const std::string& file) con
   if (a.N() != c.N()) refuse("N", str(a.N()), str(c.N()));
   if (a.ops != c.ops) refuse("ops", join_ops(a.ops), join_ops(c.ops));
   if (a.stem != c.stem)
-    refuse("stem", a.stem == StemKind::Conv3 ? "conv3" : "imagenet2x", c.stem == StemKind::Conv3 ? "conv3" : "imagenet2x");
+    refuse("stem", a.stem == StemKind::Conv3 ? "conv3" : "imagenet2x",
+           c.stem == StemKind::Conv3 ? "conv3" : "imagenet2x");
   if (a.stages() != c.stages()) refuse("stages", str(a.stages()), str(c.stages()));
   if (a.normal_units != c.normal_units) refuse("normal_units", join_ints(a.normal_units), join_ints(c.normal_units));
   if (a.in_channels != c.in_channels || a.in_height != c.in_height || a.in_width != c.in_width)
-    refuse("input", str(a.in_channels, "x", a.in_height, "x", a.in_width), str(c.in_channels, "x", c.in_height, "x", c.in_width));
+    refuse("input", str(a.in_channels, "x", a.in_height, "x", a.in_width),
+           str(c.in_channels, "x", c.in_height, "x", c.in_width));
   if (a.classes != c.classes) refuse("classes", str(a.classes), str(c.classes));
 }
 
 std::string Architecture::structural_difference(const Architecture& o, const char* this_label,
-                                               const char* other_label) const {
+                                                const char* other_label) const {
   const SearchSpace &a = space_, &b = o.space_;
   auto diff = [&](const std::string& field, const std::string& x, const std::string& y) {
     return str(field, ": ", this_label, "=", x, " ", other_label, "=", y);
@@ -830,10 +868,13 @@ std::string Architecture::structural_difference(const Architecture& o, const cha
     return diff("space.input", str(a.in_channels, "x", a.in_height, "x", a.in_width),
                 str(b.in_channels, "x", b.in_height, "x", b.in_width));
   if (a.classes != b.classes) return diff("space.classes", str(a.classes), str(b.classes));
-  if (a.stem != b.stem) return diff("space.stem", a.stem == StemKind::Conv3 ? "conv3" : "imagenet2x",
-                                    b.stem == StemKind::Conv3 ? "conv3" : "imagenet2x");
-  if (a.stem_channels != b.stem_channels) return diff("space.stem_channels", str(a.stem_channels), str(b.stem_channels));
-  if (a.normal_units != b.normal_units) return diff("space.normal_units", join_ints(a.normal_units), join_ints(b.normal_units));
+  if (a.stem != b.stem)
+    return diff("space.stem", a.stem == StemKind::Conv3 ? "conv3" : "imagenet2x",
+                b.stem == StemKind::Conv3 ? "conv3" : "imagenet2x");
+  if (a.stem_channels != b.stem_channels)
+    return diff("space.stem_channels", str(a.stem_channels), str(b.stem_channels));
+  if (a.normal_units != b.normal_units)
+    return diff("space.normal_units", join_ints(a.normal_units), join_ints(b.normal_units));
   if (a.widths != b.widths) return diff("space.widths", join_ints(a.widths), join_ints(b.widths));
   // Same space: same block and reduction counts and geometry.
   auto inputs = [&](const ArchOp& op) {
@@ -844,7 +885,8 @@ std::string Architecture::structural_difference(const Architecture& o, const cha
   for (size_t bi = 0; bi < blocks_.size(); ++bi) {
     const ArchBlock &x = blocks_[bi], &y = o.blocks_[bi];
     const std::string f = str("blocks[", bi, "]");
-    if (x.id_conv != y.id_conv) return diff(f + ".shortcut", x.id_conv ? "id_conv" : "identity", y.id_conv ? "id_conv" : "identity");
+    if (x.id_conv != y.id_conv)
+      return diff(f + ".shortcut", x.id_conv ? "id_conv" : "identity", y.id_conv ? "id_conv" : "identity");
     if (x.ops.size() != y.ops.size()) return diff(f + ".ops", str(x.ops.size(), " ops"), str(y.ops.size(), " ops"));
     for (size_t k = 0; k < x.ops.size(); ++k) {
       const ArchOp &p = x.ops[k], &q = y.ops[k];
@@ -861,7 +903,8 @@ std::string Architecture::structural_difference(const Architecture& o, const cha
     auto br = [](const ArchReduction& z) {
       return std::string(z.branch[0] && z.branch[1] ? "[1x1, 3x3]" : z.branch[0] ? "[1x1]" : "[3x3]");
     };
-    if (x.branch[0] != y.branch[0] || x.branch[1] != y.branch[1]) return diff(str("reductions[", r, "].branches"), br(x), br(y));
+    if (x.branch[0] != y.branch[0] || x.branch[1] != y.branch[1])
+      return diff(str("reductions[", r, "].branches"), br(x), br(y));
   }
   return "";
 }
@@ -885,8 +928,10 @@ int width_for_target(const Architecture& arch, double target, CostKind kind) {
   int a = lo;
   while (a < hi) {  // invariant: cost(hi) ≥ target
     const int mid = a + (hi - a) / 2;
-    if (cost(mid) >= target) hi = mid;
-    else a = mid + 1;
+    if (cost(mid) >= target)
+      hi = mid;
+    else
+      a = mid + 1;
   }
   if (hi > lo && target - cost(hi - 1) <= cost(hi) - target) {
     int below = hi - 1;  // the closest cost is under the target: the smallest width giving it

@@ -104,14 +104,22 @@ NetworkOptions NetworkOptions::from_string(const std::string& s, const std::stri
       auto whole = [&](size_t u) {
         if (u != v.size()) throw std::invalid_argument(v);
       };
-      if (k == "dropout") o.dropout = std::stod(v, &used);
-      else if (k == "drop_path") o.drop_path = std::stod(v, &used);
-      else if (k == "aux_head") o.aux_head = std::stoi(v, &used) != 0;
-      else if (k == "aux_weight") o.aux_weight = std::stod(v, &used);
-      else if (k == "aux_mid_channels") o.aux_mid_channels = std::stoi(v, &used);
-      else if (k == "aux_out_channels") o.aux_out_channels = std::stoi(v, &used);
-      else if (k == "label_smoothing") o.label_smoothing = std::stod(v, &used);
-      else throw Error(kExitCheckpoint, str(source, ": unknown network option '", k, "'"));
+      if (k == "dropout")
+        o.dropout = std::stod(v, &used);
+      else if (k == "drop_path")
+        o.drop_path = std::stod(v, &used);
+      else if (k == "aux_head")
+        o.aux_head = std::stoi(v, &used) != 0;
+      else if (k == "aux_weight")
+        o.aux_weight = std::stod(v, &used);
+      else if (k == "aux_mid_channels")
+        o.aux_mid_channels = std::stoi(v, &used);
+      else if (k == "aux_out_channels")
+        o.aux_out_channels = std::stoi(v, &used);
+      else if (k == "label_smoothing")
+        o.label_smoothing = std::stod(v, &used);
+      else
+        throw Error(kExitCheckpoint, str(source, ": unknown network option '", k, "'"));
       whole(used);
     } catch (const std::logic_error&) {
       throw Error(kExitCheckpoint, str(source, ": bad value '", v, "' for network option ", k));
@@ -175,7 +183,7 @@ struct NBlock {
   std::vector<NLevelSum> sums;  // level l ≥ 2 → sums[l − 2]
   double p_final = 0;
   // per step
-  bool dp = false;  // drop-path active
+  bool dp = false;                   // drop-path active
   std::vector<float> branch_scales;  // G·n, branch-major
   Tensor x, hcat, hs, wcat, y, r, ym, yi, tsc, sc, scm, sci;
   void release() {
@@ -239,8 +247,7 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
   Impl& I = *impl_;
   const int L = sp.levels, N = sp.N();
   const int C = sp.stem_channels;
-  if (sp.widths[0] != C)
-    fail_usage(str("space.widths: stage 1 width ", sp.widths[0], " must equal stem-channels ", C));
+  if (sp.widths[0] != C) fail_usage(str("space.widths: stage 1 width ", sp.widths[0], " must equal stem-channels ", C));
   DSO_CHECK(static_cast<int>(arch_.blocks().size()) == sp.num_normal_blocks() &&
                 static_cast<int>(arch_.reductions().size()) == sp.num_reductions(),
             "architecture does not match its space");
@@ -286,7 +293,8 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
       I.stem.w1 = conv_w("stem/conv/weight", C, sp.in_channels, 3, hw0);
       I.stem.bn1 = add_bn("stem/bn", C);
     } else {
-      const int h1 = conv_desc(1, 1, 3, 2, 1).out_size(sp.in_height), w1 = conv_desc(1, 1, 3, 2, 1).out_size(sp.in_width);
+      const int h1 = conv_desc(1, 1, 3, 2, 1).out_size(sp.in_height),
+                w1 = conv_desc(1, 1, 3, 2, 1).out_size(sp.in_width);
       I.stem.w1 = conv_w("stem/conv1/weight", C / 2, sp.in_channels, 3, static_cast<double>(h1) * w1);
       I.stem.bn1 = add_bn("stem/bn1", C / 2);
       I.stem.w2 = conv_w("stem/conv2/weight", C, C / 2, 3, hw0);
@@ -351,7 +359,8 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
         b.ops.push_back(std::move(op));
       }
       for (int l = 1; l <= L; ++l)  // levels without ops start where the previous ended
-        b.level_begin[static_cast<size_t>(l)] = std::max(b.level_begin[static_cast<size_t>(l)], b.level_begin[static_cast<size_t>(l - 1)]);
+        b.level_begin[static_cast<size_t>(l)] =
+            std::max(b.level_begin[static_cast<size_t>(l)], b.level_begin[static_cast<size_t>(l - 1)]);
       for (size_t p = 0; p < b.ops.size(); ++p) {
         NOp& op = b.ops[p];
         if (!op.output) continue;
@@ -426,8 +435,8 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
     A.H = sp.stage_height(sp.stages() - 1);
     A.W = sp.stage_width(sp.stages() - 1);
     if (A.H != A.W || A.H < 6)
-      fail_usage(str("retrain.aux-head: needs a square feature map of at least 6x6 after the last reduction (got ",
-                     A.H, "x", A.W, ")"));
+      fail_usage(str("retrain.aux-head: needs a square feature map of at least 6x6 after the last reduction (got ", A.H,
+                     "x", A.W, ")"));
     A.stride = A.H - 5;  // 5×5 windows at the two corners: a 2×2 output
     adding_aux = true;
     A.bn = add_bn("aux/bn", A.F);
@@ -584,7 +593,8 @@ struct NetFwd {
     if (sp().stem == StemKind::Conv3) {
       Tensor dc = c.be.alloc(s.c1.shape());
       bn_bwd(c, s.bn1, s.c1, s.r1, d, s.m1, s.i1, dc);
-      c.be.conv_backward_filter(conv_desc(sp().in_channels, sp().stem_channels, 3, 1, 1), s.x, dc, c.P[s.w1].grad, 1.f, 1.f);
+      c.be.conv_backward_filter(conv_desc(sp().in_channels, sp().stem_channels, 3, 1, 1), s.x, dc, c.P[s.w1].grad, 1.f,
+                                1.f);
     } else {
       const ConvDesc d2 = conv_desc(sp().stem_channels / 2, sp().stem_channels, 3, 2, 1);
       Tensor dc2 = c.be.alloc(s.c2.shape());
@@ -628,7 +638,8 @@ struct NetFwd {
     const int64_t plane = x.numel();
     if (G > 0) {
       b.hcat = c.be.alloc(act_shape(static_cast<int64_t>(G) * F, n, b.H, b.W));
-      for (int g = 0; g < G; ++g) b.ops[static_cast<size_t>(b.branch_ops[static_cast<size_t>(g)])].h = b.hcat.view(g * plane, x.shape());
+      for (int g = 0; g < G; ++g)
+        b.ops[static_cast<size_t>(b.branch_ops[static_cast<size_t>(g)])].h = b.hcat.view(g * plane, x.shape());
     }
     for (int l = 1; l <= L; ++l) {
       const int p0 = b.level_begin[static_cast<size_t>(l - 1)], p1 = b.level_begin[static_cast<size_t>(l)];
@@ -739,7 +750,8 @@ struct NetFwd {
         dws.push_back(&c.P[w].grad);
       }
       const std::vector<float> ones(static_cast<size_t>(G), 1.f);
-      c.be.concat_scaled_columns_backward(ws, ones.data(), M, dws, std::vector<float*>(static_cast<size_t>(G), nullptr));
+      c.be.concat_scaled_columns_backward(ws, ones.data(), M, dws,
+                                          std::vector<float*>(static_cast<size_t>(G), nullptr));
     }
     if (b.dp) c.be.scale_samples(dhcat, G, b.branch_scales.data(), dhcat);
     dy = Tensor();
@@ -1007,8 +1019,10 @@ NetStepResult Network::train_step(const float* x_nchw, const int32_t* labels, in
   r.n = n;
   const float eps = static_cast<float>(opt_.label_smoothing);
   auto loss = [&](const Tensor& z, float scale, Tensor& dz, double* sum, int64_t* hits) {
-    if (eps > 0.f) be_.softmax_xent_smoothed(z, labels, eps, scale, dz, sum, hits);
-    else be_.softmax_xent(z, labels, scale, dz, sum, hits);
+    if (eps > 0.f)
+      be_.softmax_xent_smoothed(z, labels, eps, scale, dz, sum, hits);
+    else
+      be_.softmax_xent(z, labels, scale, dz, sum, hits);
   };
   Tensor dlogits = be_.alloc(logits.shape());
   loss(logits, grad_scale, dlogits, &r.loss_sum, &r.correct);

@@ -1,7 +1,7 @@
 // prune.cpp — §6.1 dead-op rule, live mask upkeep, block topology and MAC counts.
 #include "dsonas/model/prune.hpp"
 
-#include "dsonas/core/error.hpp"    // defines: DSO_CHECK
+#include "dsonas/core/error.hpp"  // defines: DSO_CHECK
 
 namespace dsonas {
 namespace {
@@ -79,8 +79,7 @@ void prune_block(float* lam, const BlockLayout& b) {
   }
 }
 
-void prune_all(const SearchSpace& space, float* lam, uint8_t* mask, float* v,
-               const float* lam_before) {
+void prune_all(const SearchSpace& space, float* lam, uint8_t* mask, float* v, const float* lam_before) {
   DSO_CHECK(mask != nullptr, "prune_all needs the live mask");
   const BlockLayout b = space.block_layout();
   const int bs = b.size();
@@ -211,8 +210,7 @@ BlockTopology block_topology(const float* lam, const uint8_t* mask, const BlockL
   return t;
 }
 
-ReductionTopology reduction_topology(const SearchSpace& space, int s, const float* lam,
-                                     const uint8_t* mask) {
+ReductionTopology reduction_topology(const SearchSpace& space, int s, const float* lam, const uint8_t* mask) {
   DSO_CHECK(s >= 0 && s < space.num_reductions(), "reduction ", s);
   const int r = space.reduction_lambda_offset(s);
   ReductionTopology t;
@@ -233,8 +231,7 @@ ZeroCount count_zero(const float* lam, size_t n) {
   return c;
 }
 
-std::vector<int64_t> live_ops_per_type(const SearchSpace& space, const float* lam,
-                                       const uint8_t* mask) {
+std::vector<int64_t> live_ops_per_type(const SearchSpace& space, const float* lam, const uint8_t* mask) {
   const BlockLayout b = space.block_layout();
   std::vector<int64_t> count(static_cast<size_t>(space.N()), 0);
   for (int s = 0; s < space.stages(); ++s)
@@ -268,8 +265,7 @@ double live_macs(const SearchSpace& sp, const float* lam, const uint8_t* mask) {
     }
     if (s + 1 < sp.stages()) {
       const ReductionTopology r = reduction_topology(sp, s, lam, mask);
-      const double out = static_cast<double>(sp.widths[s + 1]) * sp.stage_height(s + 1) *
-                         sp.stage_width(s + 1);
+      const double out = static_cast<double>(sp.widths[s + 1]) * sp.stage_height(s + 1) * sp.stage_width(s + 1);
       if (r.branch_live[0]) macs += 1.0 * g.F * out;
       if (r.branch_live[1]) macs += 9.0 * g.F * out;
     }

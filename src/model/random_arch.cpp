@@ -22,15 +22,14 @@ int block_entries(const ArchBlock& b) {
 
 /// One block of K live entries at random positions that is a fixed point of §6.1.
 /// Writes the block's λ (0/1) into `out` (layout: BlockLayout, size lay.size()).
-void draw_block(const BlockLayout& lay, int K, Rng& rng, const RandomArchOptions& opt, int64_t* redraws,
-                float* out) {
+void draw_block(const BlockLayout& lay, int K, Rng& rng, const RandomArchOptions& opt, int64_t* redraws, float* out) {
   const int S = lay.size();
   std::vector<int> pos(static_cast<size_t>(S));
   std::vector<float> lam(static_cast<size_t>(S)), pruned;
   for (int64_t draw = 0;; ++draw) {
     if (draw >= opt.max_draws)
-      fail_usage(str("derive --random: no random block with ", K, " live λ entries that §6.1 keeps after ", draw,
-                     " draws"));
+      fail_usage(
+          str("derive --random: no random block with ", K, " live λ entries that §6.1 keeps after ", draw, " draws"));
     std::iota(pos.begin(), pos.end(), 0);
     std::fill(lam.begin(), lam.end(), 0.f);
     for (int i = 0; i < K; ++i) {  // partial Fisher-Yates: K distinct positions

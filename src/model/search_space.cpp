@@ -97,11 +97,10 @@ std::string SearchSpace::to_json() const {
   for (size_t i = 0; i < ops.size(); ++i) ops_s += str(i ? "," : "", "\"", op_name(ops[i]), "\"");
   for (size_t i = 0; i < normal_units.size(); ++i) units_s += str(i ? "," : "", normal_units[i]);
   for (size_t i = 0; i < widths.size(); ++i) widths_s += str(i ? "," : "", widths[i]);
-  return str("{\"preset\":", json_quote(preset), ",\"levels\":", levels, ",\"ops\":[", ops_s,
-             "],\"input\":[", in_channels, ",", in_height, ",", in_width, "],\"classes\":", classes,
-             ",\"stem\":\"", stem == StemKind::Conv3 ? "conv3" : "imagenet2x",
-             "\",\"stem_channels\":", stem_channels, ",\"normal_units\":[", units_s,
-             "],\"widths\":[", widths_s, "],\"share\":", share ? "true" : "false",
+  return str("{\"preset\":", json_quote(preset), ",\"levels\":", levels, ",\"ops\":[", ops_s, "],\"input\":[",
+             in_channels, ",", in_height, ",", in_width, "],\"classes\":", classes, ",\"stem\":\"",
+             stem == StemKind::Conv3 ? "conv3" : "imagenet2x", "\",\"stem_channels\":", stem_channels,
+             ",\"normal_units\":[", units_s, "],\"widths\":[", widths_s, "],\"share\":", share ? "true" : "false",
              ",\"total_lambda\":", total_lambda(), "}");
 }
 
@@ -109,7 +108,8 @@ namespace {
 constexpr int64_t kMaxDim = 1 << 16;
 }  // namespace
 
-SearchSpace SearchSpace::from_json_value(const JsonValue& v, const std::string& path, const std::string& file, int code) {
+SearchSpace SearchSpace::from_json_value(const JsonValue& v, const std::string& path, const std::string& file,
+                                         int code) {
   JsonObject o(v, path, file, code);
   SearchSpace sp;
   sp.preset = o.text("preset");
@@ -133,9 +133,12 @@ SearchSpace SearchSpace::from_json_value(const JsonValue& v, const std::string& 
   sp.in_width = static_cast<int>(in[2]);
   sp.classes = static_cast<int>(o.i64("classes", 2, 1 << 20));
   const std::string stem = o.text("stem");
-  if (stem == "conv3") sp.stem = StemKind::Conv3;
-  else if (stem == "imagenet2x") sp.stem = StemKind::ImageNet2x;
-  else o.bad(o.field("stem"), str("expected \"conv3\" or \"imagenet2x\", got \"", stem, "\""));
+  if (stem == "conv3")
+    sp.stem = StemKind::Conv3;
+  else if (stem == "imagenet2x")
+    sp.stem = StemKind::ImageNet2x;
+  else
+    o.bad(o.field("stem"), str("expected \"conv3\" or \"imagenet2x\", got \"", stem, "\""));
   sp.stem_channels = static_cast<int>(o.i64("stem_channels", 1, kMaxDim));
   sp.normal_units.clear();
   for (int64_t u : o.int_array("normal_units", 1, 1024)) sp.normal_units.push_back(static_cast<int>(u));
@@ -144,10 +147,11 @@ SearchSpace SearchSpace::from_json_value(const JsonValue& v, const std::string& 
   sp.widths.clear();
   for (int64_t w : o.int_array("widths", 1, kMaxDim)) sp.widths.push_back(static_cast<int>(w));
   if (sp.widths.size() != sp.normal_units.size())
-    o.bad(o.field("widths"), str("expected ", sp.normal_units.size(), " widths (one per stage), got ", sp.widths.size()));
+    o.bad(o.field("widths"),
+          str("expected ", sp.normal_units.size(), " widths (one per stage), got ", sp.widths.size()));
   if (sp.widths[0] != sp.stem_channels)
-    o.bad(o.field("widths") + "[0]", str("the stage-1 width must equal stem_channels (", sp.stem_channels, "), got ",
-                                         sp.widths[0]));
+    o.bad(o.field("widths") + "[0]",
+          str("the stage-1 width must equal stem_channels (", sp.stem_channels, "), got ", sp.widths[0]));
   if (sp.stem == StemKind::ImageNet2x && sp.stem_channels < 2)
     o.bad(o.field("stem_channels"), "the imagenet2x stem needs at least 2 channels");
   sp.share = o.boolean("share");
@@ -176,23 +180,38 @@ SearchSpace SearchSpace::preset_named(const std::string& name) {
   }
   if (name == "tiny") {  // for tests: 2 stages, 1 unit each, L = 3
     s.levels = 3;
-    s.in_channels = 1; s.in_height = 8; s.in_width = 8; s.classes = 3;
-    s.stem_channels = 4; s.normal_units = {1, 1}; s.widths = {4, 8};
+    s.in_channels = 1;
+    s.in_height = 8;
+    s.in_width = 8;
+    s.classes = 3;
+    s.stem_channels = 4;
+    s.normal_units = {1, 1};
+    s.widths = {4, 8};
     return s;
   }
   if (name == "cifar10") {  // docs/method.md §2.1: C = 48, depth 110 → 8 normal units per stage
-    s.in_channels = 3; s.in_height = 32; s.in_width = 32; s.classes = 10;
-    s.stem_channels = 48; s.normal_units = {8, 8, 8}; s.widths = {48, 96, 192};
+    s.in_channels = 3;
+    s.in_height = 32;
+    s.in_width = 32;
+    s.classes = 10;
+    s.stem_channels = 48;
+    s.normal_units = {8, 8, 8};
+    s.widths = {48, 96, 192};
     return s;
   }
   if (name == "imagenet") {  // docs/method.md §2.2: C = 28, units [3,3,14,7] → 2,2,13,6 normal
-    s.in_channels = 3; s.in_height = 224; s.in_width = 224; s.classes = 1000;
-    s.stem = StemKind::ImageNet2x; s.stem_channels = 28;
-    s.normal_units = {2, 2, 13, 6}; s.widths = {28, 56, 112, 224};
+    s.in_channels = 3;
+    s.in_height = 224;
+    s.in_width = 224;
+    s.classes = 1000;
+    s.stem = StemKind::ImageNet2x;
+    s.stem_channels = 28;
+    s.normal_units = {2, 2, 13, 6};
+    s.widths = {28, 56, 112, 224};
     return s;
   }
-  fail_usage(str("space.preset: unknown preset '", name,
-                 "' (expected fmnist, bench_fmnist, cifar10, imagenet or tiny)"));
+  fail_usage(
+      str("space.preset: unknown preset '", name, "' (expected fmnist, bench_fmnist, cifar10, imagenet or tiny)"));
 }
 
 }  // namespace dsonas

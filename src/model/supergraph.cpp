@@ -39,8 +39,8 @@ struct OpActs {
 
 struct NormalBlock {
   int s = 0, u = 0, F = 0, H = 0, W = 0;
-  int first_param = 0;     // index of the block's first parameter
-  int64_t grad_from = 0;   // its offset in the flat gradient buffer
+  int first_param = 0;    // index of the block's first parameter
+  int64_t grad_from = 0;  // its offset in the flat gradient buffer
   bool first = false;
   int lam_off = 0;
   std::vector<OpDef> ops;  // (l-1)*N + (j-1)
@@ -49,10 +49,10 @@ struct NormalBlock {
   int id_w = -1;
   BnIdx id_bn;
   // plan
-  std::vector<uint8_t> alive;                   // L*N
-  std::vector<std::vector<uint8_t>> level_live; // [l-1] → N*K_l (l ≥ 2)
-  std::vector<int> branches;                    // live output branches k
-  std::vector<int> alive_list;                  // alive ops in index order (their h are stacked)
+  std::vector<uint8_t> alive;                    // L*N
+  std::vector<std::vector<uint8_t>> level_live;  // [l-1] → N*K_l (l ≥ 2)
+  std::vector<int> branches;                     // live output branches k
+  std::vector<int> alive_list;                   // alive ops in index order (their h are stacked)
   // stored activations; hcat stacks the alive ops' outputs along C so that the
   // block output's λ-scaled 1×1 convs are one GEMM with wcat (docs/method.md §1.3)
   Tensor x, hcat, wcat, y, r, ymean, yinv, tsc, sc, scmean, scinv, out;
@@ -170,7 +170,11 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
     const int F = space_.widths[s], H = space_.stage_height(s), W = space_.stage_width(s);
     for (int u = 0; u < space_.normal_units[s]; ++u) {
       NormalBlock b;
-      b.s = s; b.u = u; b.F = F; b.H = H; b.W = W;
+      b.s = s;
+      b.u = u;
+      b.F = F;
+      b.H = H;
+      b.W = W;
       b.first_param = static_cast<int>(params_.size());
       b.first = (u == 0);
       b.lam_off = space_.block_lambda_offset(s, u);
@@ -204,7 +208,10 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
     }
     if (s + 1 < space_.stages()) {
       ReductionBlock r;
-      r.s = s; r.Fin = F; r.H = H; r.W = W;
+      r.s = s;
+      r.Fin = F;
+      r.H = H;
+      r.W = W;
       r.first_param = static_cast<int>(params_.size());
       const int Fout = space_.widths[s + 1];
       const std::string pre = str("s", s + 1, "/red/");
@@ -320,8 +327,7 @@ void Supergraph::rebuild_plan() {
       for (int j = 1; j <= N; ++j) {
         if (!alive[static_cast<size_t>((l - 1) * N + j - 1)]) continue;
         for (int i = 0; i < K; ++i)
-          lv[static_cast<size_t>((j - 1) * K + i)] =
-              live_in(l, j, i) && (i == 0 || alive[static_cast<size_t>(i - 1)]);
+          lv[static_cast<size_t>((j - 1) * K + i)] = live_in(l, j, i) && (i == 0 || alive[static_cast<size_t>(i - 1)]);
       }
     }
     b.branches.clear();
@@ -371,16 +377,16 @@ void bn_fwd(Ctx& c, const BnIdx& b, const Tensor& x, Tensor& y, Tensor& sm, Tens
   if (c.train) {
     sm = c.be.alloc({x.dim(0)});
     si = c.be.alloc({x.dim(0)});
-    c.be.bn_forward_train(x, c.P[b.gamma].value, c.P[b.beta].value, c.S[b.stats].mean,
-                          c.S[b.stats].var, c.momentum, kBnEps, y, sm, si, true);
+    c.be.bn_forward_train(x, c.P[b.gamma].value, c.P[b.beta].value, c.S[b.stats].mean, c.S[b.stats].var, c.momentum,
+                          kBnEps, y, sm, si, true);
   } else {
-    c.be.bn_forward_infer(x, c.P[b.gamma].value, c.P[b.beta].value, c.S[b.stats].mean,
-                          c.S[b.stats].var, kBnEps, y, true);
+    c.be.bn_forward_infer(x, c.P[b.gamma].value, c.P[b.beta].value, c.S[b.stats].mean, c.S[b.stats].var, kBnEps, y,
+                          true);
   }
 }
 
-void bn_bwd(Ctx& c, const BnIdx& b, const Tensor& x, const Tensor& y, const Tensor& dy,
-            const Tensor& sm, const Tensor& si, Tensor& dx, bool wgrads, float beta_dx = 0.f) {
+void bn_bwd(Ctx& c, const BnIdx& b, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& sm,
+            const Tensor& si, Tensor& dx, bool wgrads, float beta_dx = 0.f) {
   Param& g = c.P[b.gamma];
   Param& bt = c.P[b.beta];
   Tensor* dg = (wgrads && !g.frozen) ? &g.grad : nullptr;
@@ -390,7 +396,12 @@ void bn_bwd(Ctx& c, const BnIdx& b, const Tensor& x, const Tensor& y, const Tens
 
 ConvDesc conv_desc(int cin, int cout, int k, int stride, int pad, int groups = 1) {
   ConvDesc d;
-  d.cin = cin; d.cout = cout; d.k = k; d.stride = stride; d.pad = pad; d.groups = groups;
+  d.cin = cin;
+  d.cout = cout;
+  d.k = k;
+  d.stride = stride;
+  d.pad = pad;
+  d.groups = groups;
   return d;
 }
 
@@ -433,8 +444,8 @@ struct Fwd {
       Tensor dc = c.be.alloc(s.c1.shape());
       bn_bwd(c, s.bn1, s.c1, s.r1, dout, s.m1, s.i1, dc, wgrads);
       if (wgrads)
-        c.be.conv_backward_filter(conv_desc(sp.in_channels, sp.stem_channels, 3, 1, 1), s.x, dc,
-                                  c.P[s.w1].grad, 1.f, 1.f);
+        c.be.conv_backward_filter(conv_desc(sp.in_channels, sp.stem_channels, 3, 1, 1), s.x, dc, c.P[s.w1].grad, 1.f,
+                                  1.f);
     } else {
       Tensor dc2 = c.be.alloc(s.c2.shape());
       bn_bwd(c, s.bn2, s.c2, s.r2, dout, s.m2, s.i2, dc2, wgrads);
@@ -445,8 +456,8 @@ struct Fwd {
       Tensor dc1 = c.be.alloc(s.c1.shape());
       bn_bwd(c, s.bn1, s.c1, s.r1, dr1, s.m1, s.i1, dc1, wgrads);
       if (wgrads)
-        c.be.conv_backward_filter(conv_desc(sp.in_channels, sp.stem_channels / 2, 3, 2, 1), s.x, dc1,
-                                  c.P[s.w1].grad, 1.f, 1.f);
+        c.be.conv_backward_filter(conv_desc(sp.in_channels, sp.stem_channels / 2, 3, 2, 1), s.x, dc1, c.P[s.w1].grad,
+                                  1.f, 1.f);
     }
     s.clear_acts();
   }
@@ -501,7 +512,11 @@ struct Fwd {
       if (!c.train) {  // inputs of this level are no longer needed
         for (int j = 1; j <= N; ++j) {
           OpActs& A = b.acts[(l - 1) * N + j - 1];
-          A.a = Tensor(); A.t1 = Tensor(); A.t2 = Tensor(); A.smean = Tensor(); A.sinv = Tensor();
+          A.a = Tensor();
+          A.t1 = Tensor();
+          A.t2 = Tensor();
+          A.smean = Tensor();
+          A.sinv = Tensor();
         }
       }
     }
@@ -778,8 +793,8 @@ struct Fwd {
   Tensor head_backward(const Tensor& dlogits) {
     HeadDef& h = I.head;
     Tensor dpooled = c.be.alloc(h.pooled.shape());
-    c.be.linear_backward(h.pooled, c.P[h.fc_w].value, dlogits, &dpooled,
-                         wgrads ? &c.P[h.fc_w].grad : nullptr, wgrads ? &c.P[h.fc_b].grad : nullptr);
+    c.be.linear_backward(h.pooled, c.P[h.fc_w].value, dlogits, &dpooled, wgrads ? &c.P[h.fc_w].grad : nullptr,
+                         wgrads ? &c.P[h.fc_b].grad : nullptr);
     Tensor dhb = c.be.alloc(h.hb.shape());
     c.be.global_avg_pool_backward(dpooled, dhb);
     Tensor dx = c.be.alloc(h.x.shape());
@@ -830,8 +845,10 @@ struct Fwd {
         ready(b.grad_from);
       }
     }
-    if (d.defined()) stem_backward(d);
-    else I.stem.clear_acts();
+    if (d.defined())
+      stem_backward(d);
+    else
+      I.stem.clear_acts();
     ready(0);
   }
 };
@@ -844,8 +861,12 @@ StepResult Supergraph::train_step(const float* x_nchw, const int32_t* labels, in
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
   be_.fill(flat_grad_, 0.f);
   const bool lg = lambda_grads && !lambda_fixed_;
-  Fwd f{*this, *impl_, Ctx{be_, params_, bn_, true, bn_momentum_}, lambda_fixed_ ? impl_->ones.data() : lam_.data(),
-        lg ? lambda_grad_.data() : nullptr, weight_grads};
+  Fwd f{*this,
+        *impl_,
+        Ctx{be_, params_, bn_, true, bn_momentum_},
+        lambda_fixed_ ? impl_->ones.data() : lam_.data(),
+        lg ? lambda_grad_.data() : nullptr,
+        weight_grads};
   f.recompute = recompute_;
   Tensor logits = f.forward(x);
   Tensor dlogits = be_.alloc(logits.shape());
@@ -858,11 +879,10 @@ StepResult Supergraph::train_step(const float* x_nchw, const int32_t* labels, in
   return r;
 }
 
-StepResult Supergraph::eval_batch(const float* x_nchw, const int32_t* labels, int n,
-                                  std::vector<float>* logits_out) {
+StepResult Supergraph::eval_batch(const float* x_nchw, const int32_t* labels, int n, std::vector<float>* logits_out) {
   const SearchSpace& sp = space_;
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
-  Fwd f{*this, *impl_, Ctx{be_, params_, bn_, false, bn_momentum_}, lambda_fixed_ ? impl_->ones.data() : lam_.data(),
+  Fwd f{*this,   *impl_, Ctx{be_, params_, bn_, false, bn_momentum_}, lambda_fixed_ ? impl_->ones.data() : lam_.data(),
         nullptr, false};
   Tensor logits = f.forward(x);
   Tensor dlogits = be_.alloc(logits.shape());
@@ -881,7 +901,7 @@ StepResult Supergraph::eval_batch(const float* x_nchw, const int32_t* labels, in
 void Supergraph::forward_train_only(const float* x_nchw, int n) {
   const SearchSpace& sp = space_;
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
-  Fwd f{*this, *impl_, Ctx{be_, params_, bn_, true, bn_momentum_}, lambda_fixed_ ? impl_->ones.data() : lam_.data(),
+  Fwd f{*this,   *impl_, Ctx{be_, params_, bn_, true, bn_momentum_}, lambda_fixed_ ? impl_->ones.data() : lam_.data(),
         nullptr, false};
   f.forward(x);
   // drop everything forward kept

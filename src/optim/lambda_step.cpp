@@ -41,8 +41,7 @@ PruneSchedule PruneSchedule::parse(const std::string& s, const std::string& sour
 }
 
 LambdaStepper::LambdaStepper(const SearchSpace& space, float gamma, PenaltyMode mode, double lambda_lr_mult,
-                             float momentum, PruneSchedule schedule, int64_t epoch_steps, int w_steps,
-                             int lambda_steps)
+                             float momentum, PruneSchedule schedule, int64_t epoch_steps, int w_steps, int lambda_steps)
     : space_(space),
       gamma_(gamma),
       lr_mult_(lambda_lr_mult),
@@ -78,8 +77,8 @@ LambdaStepResult LambdaStepper::step(std::vector<float>& lam, std::vector<uint8_
     for (size_t e = 0; e < gamma_e_.size(); ++e) gamma_e_[e] *= gamma_scale[e];
   before_ = lam;
   const std::vector<uint8_t> mask_before = mask;
-  apg_nag_step(lam.data(), v_.data(), grad, gamma_e_.data(), mask.data(), lam.size(),
-               static_cast<float>(lr * lr_mult_), mom_);
+  apg_nag_step(lam.data(), v_.data(), grad, gamma_e_.data(), mask.data(), lam.size(), static_cast<float>(lr * lr_mult_),
+               mom_);
   for (size_t e = 0; e < lam.size(); ++e) r.revived += before_[e] == 0.f && lam[e] > 0.f;
   const bool prune = schedule_.kind == PruneSchedule::Kind::Step || rebuild_due(t);
   if (prune) {

@@ -1,9 +1,9 @@
 // lr_schedule.cpp — the four schedules of docs/method.md §4.5 and their factory.
 #include "dsonas/optim/lr_schedule.hpp"
 
-#include <cmath>                    // defines: std::cos, std::isfinite
+#include <cmath>  // defines: std::cos, std::isfinite
 
-#include "dsonas/core/error.hpp"    // defines: fail_usage, DSO_CHECK, str
+#include "dsonas/core/error.hpp"  // defines: fail_usage, DSO_CHECK, str
 
 namespace dsonas {
 namespace {
@@ -52,8 +52,7 @@ std::string ConstantLr::describe() const { return str("constant(", base_, ")"); 
 // ---- Step ----------------------------------------------------------------------
 StepLr::StepLr(double base, std::vector<int64_t> boundaries_steps, double factor)
     : base_(base), factor_(factor), bounds_(std::move(boundaries_steps)) {
-  for (size_t i = 1; i < bounds_.size(); ++i)
-    DSO_CHECK(bounds_[i] > bounds_[i - 1], "step boundaries must increase");
+  for (size_t i = 1; i < bounds_.size(); ++i) DSO_CHECK(bounds_[i] > bounds_[i - 1], "step boundaries must increase");
 }
 
 double StepLr::lr(int64_t t) const {
@@ -97,14 +96,13 @@ double CosineLr::lr(int64_t t) const {
 }
 
 std::string CosineLr::describe() const {
-  return str("cosine(", lr_min_, "..", lr_max_, "; T0=", t0_, " T_mult=", t_mult_,
-             " epoch=", epoch_size_, " steps)");
+  return str("cosine(", lr_min_, "..", lr_max_, "; T0=", t0_, " T_mult=", t_mult_, " epoch=", epoch_size_, " steps)");
 }
 
 // ---- Warm-up + linear decay ----------------------------------------------------
-WarmupLinearLr::WarmupLinearLr(double lr_start, double lr_peak, int warmup_epochs,
-                               int total_epochs, int64_t epoch_size)
-    : start_(lr_start), peak_(lr_peak),
+WarmupLinearLr::WarmupLinearLr(double lr_start, double lr_peak, int warmup_epochs, int total_epochs, int64_t epoch_size)
+    : start_(lr_start),
+      peak_(lr_peak),
       warm_steps_(static_cast<int64_t>(warmup_epochs) * epoch_size),
       total_steps_(static_cast<int64_t>(total_epochs) * epoch_size) {
   DSO_CHECK(warm_steps_ >= 0 && total_steps_ > warm_steps_, "warm-up parameters");
@@ -112,16 +110,14 @@ WarmupLinearLr::WarmupLinearLr(double lr_start, double lr_peak, int warmup_epoch
 
 double WarmupLinearLr::lr(int64_t t) const {
   if (t < 0) t = 0;
-  if (t < warm_steps_)
-    return start_ + (peak_ - start_) * static_cast<double>(t) / static_cast<double>(warm_steps_);
-  const double lr = peak_ - peak_ * static_cast<double>(t - warm_steps_) /
-                                static_cast<double>(total_steps_ - warm_steps_);
+  if (t < warm_steps_) return start_ + (peak_ - start_) * static_cast<double>(t) / static_cast<double>(warm_steps_);
+  const double lr =
+      peak_ - peak_ * static_cast<double>(t - warm_steps_) / static_cast<double>(total_steps_ - warm_steps_);
   return lr > 0.0 ? lr : 0.0;
 }
 
 std::string WarmupLinearLr::describe() const {
-  return str("warmup-linear(", start_, "->", peak_, " over ", warm_steps_, " steps, ->0 at ",
-             total_steps_, ")");
+  return str("warmup-linear(", start_, "->", peak_, " over ", warm_steps_, " steps, ->0 at ", total_steps_, ")");
 }
 
 // ---- Factory -------------------------------------------------------------------
@@ -156,15 +152,13 @@ std::unique_ptr<LrSchedule> make_lr_schedule(const std::string& spec, const LrPa
   }
   if (kind == "cosine") {
     check_rate(p.lr_min, "optim.lr-min");
-    if (p.lr_min > p.base_lr)
-      fail_usage(str("optim.lr-min: ", p.lr_min, " is above optim.lr ", p.base_lr));
+    if (p.lr_min > p.base_lr) fail_usage(str("optim.lr-min: ", p.lr_min, " is above optim.lr ", p.base_lr));
     if (args.size() > 2) bad_spec(spec, "cosine takes at most T0,T_mult");
     const int64_t t0 = args.size() > 0 ? args[0] : 10;
     const int64_t tm = args.size() > 1 ? args[1] : 2;
     if (t0 < 1 || t0 > 1000000) bad_spec(spec, "T0 must be in 1..1000000 epochs");
     if (tm < 1 || tm > 100) bad_spec(spec, "T_mult must be in 1..100");
-    return std::make_unique<CosineLr>(p.lr_min, p.base_lr, static_cast<int>(t0),
-                                      static_cast<int>(tm), p.epoch_size);
+    return std::make_unique<CosineLr>(p.lr_min, p.base_lr, static_cast<int>(t0), static_cast<int>(tm), p.epoch_size);
   }
   if (kind == "warmup-linear") {
     check_rate(p.warmup_lr, "optim.warmup-lr");
@@ -173,8 +167,7 @@ std::unique_ptr<LrSchedule> make_lr_schedule(const std::string& spec, const LrPa
     if (w < 0) fail_usage(str("optim.warmup-epochs: must be >= 0 (got ", w, ")"));
     if (p.total_epochs < 1 || p.total_epochs <= w)
       fail_usage(str("optim.epochs: must exceed the ", w, " warm-up epochs (got ", p.total_epochs, ")"));
-    return std::make_unique<WarmupLinearLr>(p.warmup_lr, p.base_lr, static_cast<int>(w),
-                                            p.total_epochs, p.epoch_size);
+    return std::make_unique<WarmupLinearLr>(p.warmup_lr, p.base_lr, static_cast<int>(w), p.total_epochs, p.epoch_size);
   }
   bad_spec(spec, str("unknown kind '", kind, "'"));
 }

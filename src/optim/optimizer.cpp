@@ -6,9 +6,9 @@
 // statement).
 #include "dsonas/optim/optimizer.hpp"
 
-#include <cmath>                    // defines: std::fabs, std::isnan
+#include <cmath>  // defines: std::fabs, std::isnan
 
-#include "dsonas/core/error.hpp"    // defines: DSO_CHECK
+#include "dsonas/core/error.hpp"  // defines: DSO_CHECK
 
 namespace dsonas {
 
@@ -20,8 +20,8 @@ void nag_step(float* w, const float* g, float* m, size_t n, float lr, float mom,
   }
 }
 
-void apg_nag_step(float* lam, float* v, const float* g, const float* gamma_e,
-                  const uint8_t* mask, size_t n, float lr, float mom) {
+void apg_nag_step(float* lam, float* v, const float* g, const float* gamma_e, const uint8_t* mask, size_t n, float lr,
+                  float mom) {
   for (size_t i = 0; i < n; ++i) {
     if (mask && !mask[i]) {  // removed edge: held at exactly 0, excluded
       lam[i] = 0.0f;
@@ -40,8 +40,8 @@ void apg_nag_step(float* lam, float* v, const float* g, const float* gamma_e,
   }
 }
 
-void apg_nag_step(float* lam, float* v, const float* g, float gamma, const uint8_t* mask,
-                  size_t n, float lr, float mom) {
+void apg_nag_step(float* lam, float* v, const float* g, float gamma, const uint8_t* mask, size_t n, float lr,
+                  float mom) {
   for (size_t i = 0; i < n; ++i) {
     // Same as above with γ_e = γ; written out so no temporary vector is needed.
     apg_nag_step(lam + i, v + i, g + i, &gamma, mask ? mask + i : nullptr, 1, lr, mom);
@@ -51,8 +51,10 @@ void apg_nag_step(float* lam, float* v, const float* g, float gamma, const uint8
 void clip_elementwise(float* g, size_t n, float c) {
   DSO_CHECK(c > 0.0f, "clip bound ", c);
   for (size_t i = 0; i < n; ++i) {
-    if (g[i] > c) g[i] = c;
-    else if (g[i] < -c) g[i] = -c;
+    if (g[i] > c)
+      g[i] = c;
+    else if (g[i] < -c)
+      g[i] = -c;
   }
 }
 

@@ -1,7 +1,7 @@
 // penalty.cpp — per-entry γ of docs/method.md §5 (adaptive FLOPs proxy/exact, adaptive MAC).
 #include "dsonas/optim/penalty.hpp"
 
-#include "dsonas/core/error.hpp"    // defines: fail_usage, DSO_CHECK, str
+#include "dsonas/core/error.hpp"  // defines: fail_usage, DSO_CHECK, str
 
 namespace dsonas {
 namespace {
@@ -51,8 +51,7 @@ double adaptive_mac_factor(OpKind op) {
 
 double adaptive_mac_after_factor() { return (2 * kH * kW * kF + kF) / mac_sep(5); }
 
-double block_penalty_factor(const SearchSpace& sp, const float* lam, const uint8_t* mask,
-                            int stage, PenaltyMode mode) {
+double block_penalty_factor(const SearchSpace& sp, const float* lam, const uint8_t* mask, int stage, PenaltyMode mode) {
   if (mode == PenaltyMode::None || mode == PenaltyMode::AdaptiveMac || mode == PenaltyMode::AdaptiveLatency) return 1.0;
   const BlockLayout b = sp.block_layout();
   const int L = b.L, N = b.N;
@@ -82,8 +81,8 @@ double block_penalty_factor(const SearchSpace& sp, const float* lam, const uint8
   return full > 0.0 ? live / full : 1.0;  // no conv op at all: nothing to scale
 }
 
-void penalty_gamma(const SearchSpace& sp, const float* lam, const uint8_t* mask, float gamma,
-                   PenaltyMode mode, float* out) {
+void penalty_gamma(const SearchSpace& sp, const float* lam, const uint8_t* mask, float gamma, PenaltyMode mode,
+                   float* out) {
   const BlockLayout b = sp.block_layout();
   const int bs = b.size();
   const int total = sp.total_lambda();
@@ -115,8 +114,8 @@ void penalty_gamma(const SearchSpace& sp, const float* lam, const uint8_t* mask,
   }
 }
 
-std::vector<float> penalty_gamma(const SearchSpace& sp, const std::vector<float>& lam,
-                                 const std::vector<uint8_t>* mask, float gamma, PenaltyMode mode) {
+std::vector<float> penalty_gamma(const SearchSpace& sp, const std::vector<float>& lam, const std::vector<uint8_t>* mask,
+                                 float gamma, PenaltyMode mode) {
   DSO_CHECK(static_cast<int>(lam.size()) == sp.total_lambda(), "λ has ", lam.size(), " entries");
   DSO_CHECK(!mask || mask->size() == lam.size(), "mask has ", mask->size(), " entries");
   std::vector<float> out(lam.size());

@@ -78,7 +78,8 @@ void check_output(const std::string& p, const std::string& what, const std::stri
     const size_t slash = p.find_last_of('/');
     const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : p.substr(0, slash));
     bool pdir = false;
-    if (!path_exists(parent, &pdir) || !pdir) fail_usage(str("derive: ", what, " ", p, ": folder ", parent, " does not exist"));
+    if (!path_exists(parent, &pdir) || !pdir)
+      fail_usage(str("derive: ", what, " ", p, ": folder ", parent, " does not exist"));
     return;
   }
   if (dir || read_head(p, 4096).find(signature) == std::string::npos)
@@ -86,10 +87,7 @@ void check_output(const std::string& p, const std::string& what, const std::stri
 }
 
 /// Writes `text` to p atomically (exit 1 with the errno text on error).
-void write_atomic(const std::string& p, const std::string& text) {
-  write_file_atomically(p, text.data(), text.size());
-}
-
+void write_atomic(const std::string& p, const std::string& text) { write_file_atomically(p, text.data(), text.size()); }
 
 /// Full path of `prog` on $PATH, or "".
 std::string find_on_path(const std::string& prog) {
@@ -144,10 +142,14 @@ std::string fmt_signed_percent(double v, double ref) {
 
 std::string human(double v) {
   char buf[32];
-  if (v >= 1e9) std::snprintf(buf, sizeof buf, "%.3f G", v / 1e9);
-  else if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.3f M", v / 1e6);
-  else if (v >= 1e3) std::snprintf(buf, sizeof buf, "%.3f k", v / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", v);
+  if (v >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.3f G", v / 1e9);
+  else if (v >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.3f M", v / 1e6);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.3f k", v / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", v);
   return buf;
 }
 
@@ -185,10 +187,10 @@ int derive_random(int k, const std::string& like, const std::string& out, uint64
     const RandomArch& r = rs[static_cast<size_t>(i)];
     write_atomic(names[static_cast<size_t>(i)] + ".json", r.arch.to_json());
     write_atomic(names[static_cast<size_t>(i)] + ".dot", r.arch.to_dot());
-    std::cout << names[static_cast<size_t>(i)] << ".json: width " << r.width << ", " << r.arch.live_ops() << " live ops, "
-              << human(r.arch.macs()) << " MACs (" << fmt_signed_percent(r.arch.macs(), target) << "), "
-              << human(r.arch.params()) << " params; redraws: " << r.block_redraws << " blocks, " << r.width_redraws
-              << " widths\n";
+    std::cout << names[static_cast<size_t>(i)] << ".json: width " << r.width << ", " << r.arch.live_ops()
+              << " live ops, " << human(r.arch.macs()) << " MACs (" << fmt_signed_percent(r.arch.macs(), target)
+              << "), " << human(r.arch.params()) << " params; redraws: " << r.block_redraws << " blocks, "
+              << r.width_redraws << " widths\n";
   }
   return kExitOk;
 }
@@ -216,15 +218,24 @@ int run_derive(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::cout << kDeriveUsage;
       return kExitOk;
-    } else if (a == "--run") run = value("--run");
-    else if (a == "--like") like = value("--like");
-    else if (a == "--random") random = static_cast<int>(number("--random", value("--random"), 1, 999));
-    else if (a == "--seed") seed = static_cast<uint64_t>(number("--seed", value("--seed"), 0, 9e15));
-    else if (a == "--target-macs") target_macs = number("--target-macs", value("--target-macs"), 1, 1e18);
-    else if (a == "--tolerance") tolerance = number("--tolerance", value("--tolerance"), 1e-6, 1);
-    else if (a == "--out") out = value("--out");
-    else if (a == "--dot") dot = value("--dot");
-    else if (a == "--png") png = value("--png");
+    } else if (a == "--run")
+      run = value("--run");
+    else if (a == "--like")
+      like = value("--like");
+    else if (a == "--random")
+      random = static_cast<int>(number("--random", value("--random"), 1, 999));
+    else if (a == "--seed")
+      seed = static_cast<uint64_t>(number("--seed", value("--seed"), 0, 9e15));
+    else if (a == "--target-macs")
+      target_macs = number("--target-macs", value("--target-macs"), 1, 1e18);
+    else if (a == "--tolerance")
+      tolerance = number("--tolerance", value("--tolerance"), 1e-6, 1);
+    else if (a == "--out")
+      out = value("--out");
+    else if (a == "--dot")
+      dot = value("--dot");
+    else if (a == "--png")
+      png = value("--png");
     else if (a == "--width") {
       const std::string v = value("--width");
       char* end = nullptr;
@@ -247,8 +258,9 @@ int run_derive(int argc, char** argv) {
   if (out.empty()) fail_usage("derive: --out is required (the architecture JSON to write)");
   if (dot.empty()) {
     const size_t slash = out.find_last_of('/'), dotpos = out.find_last_of('.');
-    dot = (dotpos != std::string::npos && (slash == std::string::npos || dotpos > slash) ? out.substr(0, dotpos) : out) +
-          ".dot";
+    dot =
+        (dotpos != std::string::npos && (slash == std::string::npos || dotpos > slash) ? out.substr(0, dotpos) : out) +
+        ".dot";
   }
   if (dot == out || (!png.empty() && (png == out || png == dot)))
     fail_usage("derive: --out, --dot and --png must be different files");
@@ -262,8 +274,9 @@ int run_derive(int argc, char** argv) {
     if (!path_exists(file)) {
       std::string hint;
       const std::string latest = read_head(run + "/ckpt/latest", 256);
-      if (!latest.empty()) hint = str("; to derive from the newest checkpoint pass --run ", run, "/ckpt/",
-                                      latest.substr(0, latest.find_first_of("\r\n")));
+      if (!latest.empty())
+        hint = str("; to derive from the newest checkpoint pass --run ", run, "/ckpt/",
+                   latest.substr(0, latest.find_first_of("\r\n")));
       throw Error(kExitCheckpoint, str("derive: ", run, ": run folder has no model.h5 (stage not finished?)", hint));
     }
   }
@@ -286,7 +299,8 @@ int run_derive(int argc, char** argv) {
   arch.stage = read_root_attr(file, "stage");
   arch.step = read_root_i64(file, "step");
   if (arch.stage == "pretrain")
-    arch.extra_warnings.push_back("source is a pretrain model (lambda not searched): the derived network is the dense supernet");
+    arch.extra_warnings.push_back(
+        "source is a pretrain model (lambda not searched): the derived network is the dense supernet");
 
   write_atomic(out, arch.to_json());
   write_atomic(dot, arch.to_dot());
@@ -297,8 +311,10 @@ int run_derive(int argc, char** argv) {
       std::cerr << "dsonas: derive: warning: Graphviz 'dot' not found on PATH; " << png << " not written" << std::endl;
     } else {
       const std::string why = render_png(dot_bin, dot, png);
-      if (why.empty()) png_note = ", " + png;
-      else std::cerr << "dsonas: derive: warning: " << why << "; " << png << " not written" << std::endl;
+      if (why.empty())
+        png_note = ", " + png;
+      else
+        std::cerr << "dsonas: derive: warning: " << why << "; " << png << " not written" << std::endl;
     }
   }
 
@@ -314,8 +330,8 @@ int run_derive(int argc, char** argv) {
   for (int w : target.widths) std::cout << " " << w;
   std::cout << ")\n"
             << "live ops: " << arch.live_ops() << " (" << ops << ") of "
-            << static_cast<int64_t>(target.num_normal_blocks()) * target.levels * target.N() << "; per level: " << levels
-            << "\n"
+            << static_cast<int64_t>(target.num_normal_blocks()) * target.levels * target.N()
+            << "; per level: " << levels << "\n"
             << "MACs: " << human(macs) << " of " << human(mfull) << " dense (" << percent(macs, mfull) << ")\n"
             << "params: " << human(params) << " of " << human(pfull) << " dense (" << percent(params, pfull) << ")\n";
   if (warns.empty()) std::cout << "warnings: none\n";

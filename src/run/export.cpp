@@ -103,7 +103,8 @@ std::string last_line(const std::string& text) {
   size_t end = text.find_last_not_of(" \t\r\n");
   if (end == std::string::npos) return "";
   const size_t begin = text.find_last_of('\n', end);
-  return text.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1);
+  return text.substr(begin == std::string::npos ? 0 : begin + 1,
+                     end - (begin == std::string::npos ? 0 : begin + 1) + 1);
 }
 
 }  // namespace
@@ -120,9 +121,12 @@ int run_export(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::cout << kExportUsage;
       return kExitOk;
-    } else if (a == "--run") run = value("--run");
-    else if (a == "--format") format = value("--format");
-    else if (a == "--out") out = value("--out");
+    } else if (a == "--run")
+      run = value("--run");
+    else if (a == "--format")
+      format = value("--format");
+    else if (a == "--out")
+      out = value("--out");
     else if (a == "--batch") {
       const std::string v = value("--batch");
       char* end = nullptr;
@@ -176,9 +180,14 @@ int run_export(int argc, char** argv) {
     throw Error(kExitInternal, str("export: utils/export_net.py not found (looked in ", where, "; set DSONAS_HOME)"));
   }
   const std::string tmp = str(out, ".tmp", ::getpid());
-  std::vector<std::string> args = {"--net", file, "--format", format, "--out", tmp, "--dataset", cfg.dataset,
-                                   "--mean", join_floats(norm.mean), "--std", join_floats(norm.std),
-                                   "--exporter", str("dsonas export (", version_line(), ")"), "--name", out};
+  std::vector<std::string> args = {"--net",      file,
+                                   "--format",   format,
+                                   "--out",      tmp,
+                                   "--dataset",  cfg.dataset,
+                                   "--mean",     join_floats(norm.mean),
+                                   "--std",      join_floats(norm.std),
+                                   "--exporter", str("dsonas export (", version_line(), ")"),
+                                   "--name",     out};
   if (batch > 0) {
     args.push_back("--batch");
     args.push_back(std::to_string(batch));

@@ -29,9 +29,9 @@ std::string summary_counts(const SearchSpace& sp, Supergraph& g) {
   std::string ops;
   for (size_t j = 0; j < per.size(); ++j) ops += str(j ? ", " : "", op_name(sp.ops[j]), " ", per[j]);
   const double live = live_macs(sp, g.lambda().data(), g.mask().data()), full = full_macs(sp);
-  return str("λ: ", z.zero, " of ", z.total, " exactly zero (", masked, " pruned)\n", "live ops: ", g.live_ops(),
-             " (", ops, "), live edges ", g.live_edges(), "\n", "live MACs: ", live / 1e6, " M of ", full / 1e6,
-             " M (", 100.0 * live / full, " %)\n");
+  return str("λ: ", z.zero, " of ", z.total, " exactly zero (", masked, " pruned)\n", "live ops: ", g.live_ops(), " (",
+             ops, "), live edges ", g.live_edges(), "\n", "live MACs: ", live / 1e6, " M of ", full / 1e6, " M (",
+             100.0 * live / full, " %)\n");
 }
 
 /// `--diff`: the space (or arch) and config differences of two dsonas files.
@@ -82,12 +82,15 @@ int run_inspect(int argc, char** argv) {
   std::string path, other;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--diff" && i + 1 < argc) other = argv[++i];
+    if (a == "--diff" && i + 1 < argc)
+      other = argv[++i];
     else if (a == "--help" || a == "-h") {
       std::cout << "usage: dsonas inspect FILE.h5 [--diff OTHER.h5]\n";
       return kExitOk;
-    } else if (path.empty() && a[0] != '-') path = a;
-    else fail_usage(str("inspect: unexpected argument '", a, "' (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])"));
+    } else if (path.empty() && a[0] != '-')
+      path = a;
+    else
+      fail_usage(str("inspect: unexpected argument '", a, "' (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])"));
   }
   if (path.empty()) fail_usage("inspect: a file is required (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])");
   const std::string fmt = read_root_attr(path, "format");
@@ -101,7 +104,8 @@ int run_inspect(int argc, char** argv) {
   const SearchSpace sp = SearchSpace::from_json(read_root_attr(path, "space"), path);
   auto be = make_backend(Device::CPU, 1);
   Supergraph g(sp, *be, 0);
-  std::cout << path << ": " << fmt << "\n" << describe_seal(path) << written_by(path) << "space: " << sp.to_json() << "\n";
+  std::cout << path << ": " << fmt << "\n"
+            << describe_seal(path) << written_by(path) << "space: " << sp.to_json() << "\n";
   if (fmt == "dsonas-trajectory") {
     Trajectory tr(path, sp.to_json(), g.lambda_groups());
     tr.load(std::numeric_limits<int64_t>::max());

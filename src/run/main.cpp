@@ -38,7 +38,8 @@ const char* kUsage =
     "             or random architectures of the same cost (--random K --like ARCH.json --out DIR)\n"
     "  retrain    train a derived architecture from scratch (--arch ARCH.json|baseline, step 3)\n"
     "  eval       top-1/top-5, per-class accuracy, confusion matrix of a retrained network (--run DIR)\n"
-    "  export     a retrained network as ONNX or TorchScript for use elsewhere (--run DIR --format onnx|pytorch --out F)\n"
+    "  export     a retrained network as ONNX or TorchScript for use elsewhere (--run DIR --format onnx|pytorch --out "
+    "F)\n"
     "  pack       ImageNet JPEG tree -> HDF5 shards + manifest (--src ROOT --out OUT)\n"
     "  validate   check every data file of the configured dataset, no training (--config C [--resume DIR])\n"
     "exit codes:\n"
@@ -105,7 +106,8 @@ int main(int argc, char** argv) {
     if (cmd != "pretrain" && cmd != "search" && cmd != "bench" && cmd != "retrain" && cmd != "eval" &&
         cmd != "pipeline" && cmd != "study")
       fail_usage(str("unknown command '", cmd,
-                     "' (expected pipeline, study, pretrain, search, derive, retrain, eval, export, bench, inspect, pack or validate)"));
+                     "' (expected pipeline, study, pretrain, search, derive, retrain, eval, export, bench, inspect, "
+                     "pack or validate)"));
     choose_gpu_before_mpi(cmd, argc, argv);
     Communicator::init(&argc, &argv);  // the training commands are MPI programs
     int rc = kExitOk;
@@ -115,11 +117,16 @@ int main(int argc, char** argv) {
       rc = run_study(argc - 1, argv + 1);
     } else {
       RunConfig cfg = parse_config(cmd, argc - 1, argv + 1);
-      if (cmd == "pretrain") rc = run_pretrain(cfg);
-      else if (cmd == "search") rc = run_search(cfg);
-      else if (cmd == "retrain") rc = run_retrain(cfg);
-      else if (cmd == "eval") rc = run_eval(cfg);
-      else rc = run_bench(cfg);
+      if (cmd == "pretrain")
+        rc = run_pretrain(cfg);
+      else if (cmd == "search")
+        rc = run_search(cfg);
+      else if (cmd == "retrain")
+        rc = run_retrain(cfg);
+      else if (cmd == "eval")
+        rc = run_eval(cfg);
+      else
+        rc = run_bench(cfg);
     }
     Communicator::finalize();
     return rc;

@@ -54,20 +54,21 @@ int run_pack(int argc, char** argv) {
       "  are skipped with a warning and listed in the manifest; more of them than --max-corrupt allows, or\n"
       "  any one with --strict, is an error (exit 2) and removes the shards written so far.\n"
       "  exit codes: 0 done, 2 bad usage or input, 1 write error\noptions");
-  d.add_options()
-    ("help,h", po::bool_switch(&help), "print this help and exit")
-    ("src", po::value<std::string>(&o.src), "ROOT of the JPEG tree (required)")
-    ("out", po::value<std::string>(&o.out), "output folder: new, empty, or an unfinished pack's (required)")
-    ("resize", po::value<int>(&o.resize)->default_value(0),
-     "0: store the original JPEG bytes; S > 0: images whose shorter side exceeds S are resized to S and re-encoded")
-    ("quality", po::value<int>(&o.quality)->default_value(90), "JPEG quality of re-encoded images (1..100)")
-    ("shard-size", po::value<int>(&o.shard_size)->default_value(5000), "images per shard (memory while packing ~ 3x a shard)")
-    ("threads", po::value<int>(&o.threads)->default_value(0), "decoding threads (0 = all cores)")
-    ("splits", po::value<std::string>(&splits)->default_value("train,val"), "comma-separated split folders (a missing one other than train is skipped with a note)")
-    ("max-corrupt", po::value<std::string>(&max_corrupt),
-     "undecodable images allowed (over all splits) before the pack fails: N (a count) or P% (of the images "
-     "listed); default: 0.1% of the images, at least 10")
-    ("strict", po::bool_switch(&o.strict), "an undecodable image (or one with a libjpeg warning) is fatal");
+  d.add_options()("help,h", po::bool_switch(&help), "print this help and exit")("src", po::value<std::string>(&o.src),
+                                                                                "ROOT of the JPEG tree (required)")(
+      "out", po::value<std::string>(&o.out), "output folder: new, empty, or an unfinished pack's (required)")(
+      "resize", po::value<int>(&o.resize)->default_value(0),
+      "0: store the original JPEG bytes; S > 0: images whose shorter side exceeds S are resized to S and re-encoded")(
+      "quality", po::value<int>(&o.quality)->default_value(90), "JPEG quality of re-encoded images (1..100)")(
+      "shard-size", po::value<int>(&o.shard_size)->default_value(5000),
+      "images per shard (memory while packing ~ 3x a shard)")("threads", po::value<int>(&o.threads)->default_value(0),
+                                                              "decoding threads (0 = all cores)")(
+      "splits", po::value<std::string>(&splits)->default_value("train,val"),
+      "comma-separated split folders (a missing one other than train is skipped with a note)")(
+      "max-corrupt", po::value<std::string>(&max_corrupt),
+      "undecodable images allowed (over all splits) before the pack fails: N (a count) or P% (of the images "
+      "listed); default: 0.1% of the images, at least 10")(
+      "strict", po::bool_switch(&o.strict), "an undecodable image (or one with a libjpeg warning) is fatal");
   po::variables_map vm;
   for (int i = 1; i < argc; ++i) check_option_text(argv[i], str("pack: command line argument ", i));
   try {

@@ -13,7 +13,6 @@
 // data parallel; derive and the report are written by rank 0.
 #include "dsonas/run/pipeline.hpp"
 
-
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -44,11 +43,14 @@ std::string pct(double v) { return fmt("%.2f %%", 100 * v); }
 std::string margin_note(const RunConfig& cfg, double margin) {
   const double sd = cfg.study_reference_sd;
   if (!(sd > 0))
-    return str("Margin ", fmt("%+.2f", margin), " points from one retrain of each: no seed-to-seed spread is known for this "
+    return str("Margin ", fmt("%+.2f", margin),
+               " points from one retrain of each: no seed-to-seed spread is known for this "
                "configuration (set study.reference-sd from a `dsonas study`), so it cannot be called significant.");
   const double sd_diff = std::sqrt(2.0) * sd;
-  return str("Margin ", fmt("%+.2f", margin), " points from one retrain of each; the seed-to-seed standard deviation of "
-             "this retrain is ", fmt("%.2f", sd), " points (", cfg.study_reference.empty() ? "study.reference-sd" : cfg.study_reference,
+  return str("Margin ", fmt("%+.2f", margin),
+             " points from one retrain of each; the seed-to-seed standard deviation of "
+             "this retrain is ",
+             fmt("%.2f", sd), " points (", cfg.study_reference.empty() ? "study.reference-sd" : cfg.study_reference,
              "), so a difference of two single retrains has sd ", fmt("%.2f", sd_diff), ": ",
              std::fabs(margin) < 2 * sd_diff ? "the margin is within seed noise (not significant)."
                                              : "the margin is beyond two of those (see the study for a real test).");
@@ -78,10 +80,10 @@ int run_pipeline(int argc, char** argv) {
   PipelineClock pclock(plan, comm.size());
   auto stage = [&](const char* name, const std::string& out, const std::vector<std::string>& extra,
                    int (*fn)(const RunConfig&)) {
-    const PipelineClock::Stage s = out == D + "/pretrain" ? PipelineClock::kPretrain
-                                   : out == D + "/search"   ? PipelineClock::kSearch
-                                   : out == D + "/retrain"  ? PipelineClock::kRetrain
-                                                            : PipelineClock::kBaseline;
+    const PipelineClock::Stage s = out == D + "/pretrain"  ? PipelineClock::kPretrain
+                                   : out == D + "/search"  ? PipelineClock::kSearch
+                                   : out == D + "/retrain" ? PipelineClock::kRetrain
+                                                           : PipelineClock::kBaseline;
     pclock.begin(s);
     const int64_t planned = pclock.planned_steps(s);  // known once a stage has reported the dataset's size
     say(str(name, " → ", out, exists(out + "/metrics.jsonl") ? " (resuming)" : "", "  (",
@@ -127,11 +129,12 @@ int run_pipeline(int argc, char** argv) {
 
   if (comm.root()) {
     const std::string sf = final_metrics(D + "/search");
-    const Architecture retrained = Architecture::from_json(read_text(D + "/retrain/arch.json"), D + "/retrain/arch.json");
+    const Architecture retrained =
+        Architecture::from_json(read_text(D + "/retrain/arch.json"), D + "/retrain/arch.json");
     std::ostringstream r;
     r << "# dsonas pipeline report\n\n"
-      << "Configuration: `" << (cfg.config_file.empty() ? "(command line)" : cfg.config_file) << "`, "
-      << comm.size() << " rank" << (comm.size() > 1 ? "s" : "") << ", dataset " << cfg.dataset << ".\n\n"
+      << "Configuration: `" << (cfg.config_file.empty() ? "(command line)" : cfg.config_file) << "`, " << comm.size()
+      << " rank" << (comm.size() > 1 ? "s" : "") << ", dataset " << cfg.dataset << ".\n\n"
       << "## Found architecture\n\n![architecture](arch.png)\n\n"
       << "(`arch.json`, `arch.dot`; derived from `search/model.h5`.)\n\n"
       << "- search: " << static_cast<int64_t>(json_number(sf, "zero_lambda")) << " of "
@@ -148,16 +151,19 @@ int run_pipeline(int argc, char** argv) {
       << "| found (DSO-NAS) | " << retrained.space().stem_channels << " | " << fmt("%.2fM", fe.macs / 1e6) << " | "
       << fmt("%.3fM", fe.params / 1e6) << " | " << pct(fe.top1) << " | " << pct(fe.top5) << " |\n";
     if (have_baseline) {
-      const Architecture base = Architecture::from_json(read_text(D + "/baseline/arch.json"), D + "/baseline/arch.json");
+      const Architecture base =
+          Architecture::from_json(read_text(D + "/baseline/arch.json"), D + "/baseline/arch.json");
       r << "| hand-made baseline (" << cfg.baseline_op << " chains) | " << base.space().stem_channels << " | "
         << fmt("%.2fM", be.macs / 1e6) << " | " << fmt("%.3fM", be.params / 1e6) << " | " << pct(be.top1) << " | "
         << pct(be.top5) << " |\n\n"
-        << (fe.top1 > be.top1 ? "The searched architecture beats the hand-made baseline at equal MACs by "
-                              : "The searched architecture does NOT beat the hand-made baseline at equal MACs (difference ")
+        << (fe.top1 > be.top1
+                ? "The searched architecture beats the hand-made baseline at equal MACs by "
+                : "The searched architecture does NOT beat the hand-made baseline at equal MACs (difference ")
         << fmt("%+.2f", 100 * (fe.top1 - be.top1)) << " points" << (fe.top1 > be.top1 ? "" : ")") << ".\n\n"
         << margin_note(cfg, 100 * (fe.top1 - be.top1)) << "\n";
     }
-    r << "\nPer-class accuracy and confusion matrices: `retrain/eval_test/`" << (have_baseline ? ", `baseline/eval_test/`" : "")
+    r << "\nPer-class accuracy and confusion matrices: `retrain/eval_test/`"
+      << (have_baseline ? ", `baseline/eval_test/`" : "")
       << ".  Total wall time of this invocation: " << fmt("%.0f", seconds_since(t0)) << " s.\n";
     const std::string text = r.str();
     write_file_atomically(D + "/report.md", text.data(), text.size());

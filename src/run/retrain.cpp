@@ -142,7 +142,8 @@ void write_logits(const RunConfig& cfg, Network& net, const Data& data, bool tes
   r.w = sp.in_width;
   r.classes = sp.classes;
   r.index = std::vector<int32_t>(idx.begin(), idx.end());
-  std::unique_ptr<EvalSource> raw = eval_source(cfg, data, test_set, idx, true), it = eval_source(cfg, data, test_set, idx);
+  std::unique_ptr<EvalSource> raw = eval_source(cfg, data, test_set, idx, true),
+                              it = eval_source(cfg, data, test_set, idx);
   Batch a, b;
   std::vector<float> logits;
   while (it->next(b)) {
@@ -179,7 +180,6 @@ Architecture retrain_architecture(const RunConfig& cfg, std::string* how) {
   }
   return a.at_width(C);
 }
-
 
 int run_retrain(const RunConfig& cfg) {
   const char* stage = "retrain";
@@ -224,10 +224,10 @@ int run_retrain(const RunConfig& cfg) {
     out.line("retrain had already finished; nothing to do");
     return kExitOk;
   }
-  out.line(str("dsonas retrain: ", cfg.arch == "baseline" ? str("hand-made baseline (", cfg.baseline_op, " chains)")
-                                                           : cfg.arch,
-               " at ", how, ": ", fmt("%.2fM", net.macs() / 1e6), " MACs, ", fmt("%.3fM", net.params_count() / 1e6),
-               " parameters, ", arch.live_ops(), " ops"));
+  out.line(str(
+      "dsonas retrain: ", cfg.arch == "baseline" ? str("hand-made baseline (", cfg.baseline_op, " chains)") : cfg.arch,
+      " at ", how, ": ", fmt("%.2fM", net.macs() / 1e6), " MACs, ", fmt("%.3fM", net.params_count() / 1e6),
+      " parameters, ", arch.live_ops(), " ops"));
   out.line(cfg.resolved);
   if (root) {
     std::ofstream(cfg.out + "/config.resolved.cfg") << cfg.resolved;
@@ -245,15 +245,17 @@ int run_retrain(const RunConfig& cfg) {
   LrParams lp;
   lp.base_lr = cfg.lr;
   lp.epoch_size = std::max<int64_t>(1, epoch_steps);
-  lp.total_epochs = std::max(1, static_cast<int>(std::ceil(static_cast<double>(total) / static_cast<double>(epoch_steps))));
+  lp.total_epochs =
+      std::max(1, static_cast<int>(std::ceil(static_cast<double>(total) / static_cast<double>(epoch_steps))));
   std::unique_ptr<LrSchedule> sched = make_lr_schedule(cfg.lr_schedule, lp);
   const std::vector<float> wds = net.weight_decays(static_cast<float>(cfg.wd));
-  out.line(str("train ", train_idx.size(), " images, test ", data.test_size(), "; ", epoch_steps, " steps per epoch, ", total,
-               " steps; ", world, " rank", world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ",
+  out.line(str("train ", train_idx.size(), " images, test ", data.test_size(), "; ", epoch_steps, " steps per epoch, ",
+               total, " steps; ", world, " rank", world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ",
                global_batch, "; backend ", be->name(), " with ", be->threads(), " threads; ", net.num_weights(),
                " weights"));
 
-  GradReducer red(comm, *be, net.flat_grad(), std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * (1 << 20) / 4)));
+  GradReducer red(comm, *be, net.flat_grad(),
+                  std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * (1 << 20) / 4)));
   Batch batch;
   double win_loss = 0, win_time = 0, win_aux = 0;
   int64_t win_correct = 0, win_n = 0;
@@ -332,9 +334,12 @@ int run_retrain(const RunConfig& cfg) {
   const int64_t W = net.num_weights();
   const float scale = 1.f / static_cast<float>(global_batch);
   for (; t < total; ++t) {
-    double flags[3] = {g_stop_signal ? static_cast<double>(g_stop_signal) : 0.0,
-                       deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline ? 1.0 : 0.0,
-                       cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs ? 1.0 : 0.0};
+    double flags[3] = {
+        g_stop_signal ? static_cast<double>(g_stop_signal) : 0.0,
+        deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline
+            ? 1.0
+            : 0.0,
+        cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs ? 1.0 : 0.0};
     comm.sum(flags, 3);
     if (flags[0] > 0 || flags[1] > 0) {
       const std::string path = checkpoint(t, false);
@@ -395,9 +400,9 @@ int run_retrain(const RunConfig& cfg) {
   average_bn_stats(comm, net.backend(), net.bn_stats());
   const Counts c = evaluate_net(cfg, comm, net, data, true, all_indices(data.test_size()), false);
   const double acc = c.n > 0 ? c.top1 / c.n : 0, top5 = c.n > 0 ? c.top5 / c.n : 0;
-  out.metrics(str("{\"stage\":\"retrain\",\"event\":\"final\",\"step\":", t, ",\"test_loss\":",
-                  fmt("%.6f", c.n > 0 ? c.loss / c.n : 0), ",\"test_acc\":", fmt("%.5f", acc), ",\"test_top5\":",
-                  fmt("%.5f", top5), ",\"macs\":", fmt("%.0f", net.macs()), ",\"params\":",
+  out.metrics(str("{\"stage\":\"retrain\",\"event\":\"final\",\"step\":", t,
+                  ",\"test_loss\":", fmt("%.6f", c.n > 0 ? c.loss / c.n : 0), ",\"test_acc\":", fmt("%.5f", acc),
+                  ",\"test_top5\":", fmt("%.5f", top5), ",\"macs\":", fmt("%.0f", net.macs()), ",\"params\":",
                   fmt("%.0f", net.params_count()), ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
   info.step = t;
   if (root) save_network_file(cfg.out + "/network.h5", net, info);
@@ -436,8 +441,8 @@ EvalSummary evaluate_network_file(const RunConfig& cfg_in) {
   load_network_file(file, net);
   Data data = load_data(cfg);
   const bool test_set = cfg.eval_data != "train";
-  const Counts c = evaluate_net(cfg, comm, net, data, test_set,
-                                all_indices(test_set ? data.test_size() : data.train_size()), true);
+  const Counts c =
+      evaluate_net(cfg, comm, net, data, test_set, all_indices(test_set ? data.test_size() : data.train_size()), true);
   EvalSummary s;
   s.n = static_cast<int64_t>(c.n);
   s.top1 = c.n > 0 ? c.top1 / c.n : 0;
@@ -456,8 +461,8 @@ EvalSummary evaluate_network_file(const RunConfig& cfg_in) {
   per << "class,images,correct,accuracy\n";
   js << "{\"file\":\"" << file << "\",\"data\":\"" << cfg.eval_data << "\",\"dataset\":\"" << cfg.dataset
      << "\",\"images\":" << s.n << ",\"top1\":" << fmt("%.6f", s.top1) << ",\"top5\":" << fmt("%.6f", s.top5)
-     << ",\"loss\":" << fmt("%.6f", s.loss) << ",\"macs\":" << fmt("%.0f", s.macs) << ",\"params\":"
-     << fmt("%.0f", s.params) << ",\"per_class_accuracy\":[";
+     << ",\"loss\":" << fmt("%.6f", s.loss) << ",\"macs\":" << fmt("%.0f", s.macs)
+     << ",\"params\":" << fmt("%.0f", s.params) << ",\"per_class_accuracy\":[";
   for (int y = 0; y < K; ++y) {
     conf << y;
     int64_t row = 0;
@@ -475,9 +480,9 @@ EvalSummary evaluate_network_file(const RunConfig& cfg_in) {
   js << "]}\n";
   if (::mkdir(s.out_dir.c_str(), 0775) != 0 && errno != EEXIST)
     fail_usage(str("--out: cannot create ", s.out_dir, ": ", std::strerror(errno)));
-  for (auto& f : {std::make_pair(std::string("/confusion.csv"), conf.str()),
-                  std::make_pair(std::string("/per_class.csv"), per.str()),
-                  std::make_pair(std::string("/eval.json"), js.str())})
+  for (auto& f :
+       {std::make_pair(std::string("/confusion.csv"), conf.str()),
+        std::make_pair(std::string("/per_class.csv"), per.str()), std::make_pair(std::string("/eval.json"), js.str())})
     write_file_atomically(s.out_dir + f.first, f.second.data(), f.second.size());
   return s;
 }

@@ -71,7 +71,6 @@ void Output::end_progress() {
   open_ = false;
 }
 
-
 std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
@@ -82,11 +81,15 @@ std::string human_duration(double s) {
   if (!(s >= 0) || s > 1e9) return "?";
   const int64_t n = static_cast<int64_t>(s + 0.5);
   char b[32];
-  if (n < 60) std::snprintf(b, sizeof b, "%llds", static_cast<long long>(n));
-  else if (n < 3600) std::snprintf(b, sizeof b, "%lldm%02llds", static_cast<long long>(n / 60), static_cast<long long>(n % 60));
+  if (n < 60)
+    std::snprintf(b, sizeof b, "%llds", static_cast<long long>(n));
+  else if (n < 3600)
+    std::snprintf(b, sizeof b, "%lldm%02llds", static_cast<long long>(n / 60), static_cast<long long>(n % 60));
   else if (n < 86400)
     std::snprintf(b, sizeof b, "%lldh%02lldm", static_cast<long long>(n / 3600), static_cast<long long>(n % 3600 / 60));
-  else std::snprintf(b, sizeof b, "%lldd%02lldh", static_cast<long long>(n / 86400), static_cast<long long>(n % 86400 / 3600));
+  else
+    std::snprintf(b, sizeof b, "%lldd%02lldh", static_cast<long long>(n / 86400),
+                  static_cast<long long>(n % 86400 / 3600));
   return b;
 }
 
@@ -112,8 +115,7 @@ std::string StageClock::text(int64_t done) const {
   std::string s = str("  elapsed ", human_duration(elapsed()), "  left ", bound_ ? "≤" : "~", human_duration(e));
   if (const PipelineClock* p = PipelineClock::active())
     s += str("  pipeline left ~", human_duration(pipeline_eta(p, e, elapsed(), done, first_)));
-  if (deadline_ > 0)
-    s += str("  deadline in ", human_duration(deadline_ - static_cast<double>(std::time(nullptr))));
+  if (deadline_ > 0) s += str("  deadline in ", human_duration(deadline_ - static_cast<double>(std::time(nullptr))));
   return s;
 }
 
@@ -188,7 +190,6 @@ double PipelineClock::after_current(double sec_per_step) const {
 // ---------------------------------------------------------------------------
 // data
 
-
 int Data::train_size() const { return imagenet() ? shards_train->size() : train.n; }
 int Data::test_size() const { return imagenet() ? shards_test->size() : test.n; }
 
@@ -206,8 +207,8 @@ Data load_data(const RunConfig& cfg) {
     for (const ImageNetShards* set : {d.shards_train.get(), d.shards_test.get()})
       if (set->classes() > s.classes)
         fail_usage(str("space.classes: ", s.classes, " but ", set->source(), " has ", set->classes(), " classes"));
-    d.split = split_labels(d.shards_train->labels(), d.shards_train->classes(), cfg.split,
-                           mix64(cfg.seed, kStreamSplit, 0));
+    d.split =
+        split_labels(d.shards_train->labels(), d.shards_train->classes(), cfg.split, mix64(cfg.seed, kStreamSplit, 0));
     return d;
   }
   if (cfg.dataset == "fmnist") {
@@ -218,13 +219,12 @@ Data load_data(const RunConfig& cfg) {
     d.test = load_cifar10(cfg.data_dir, false);
   } else {
     d.train = make_synthetic(cfg.synthetic_train, s.in_channels, s.in_height, s.in_width, s.classes, cfg.seed);
-    d.test = make_synthetic(cfg.synthetic_test, s.in_channels, s.in_height, s.in_width, s.classes,
-                            cfg.seed + 0x5eed);
+    d.test = make_synthetic(cfg.synthetic_test, s.in_channels, s.in_height, s.in_width, s.classes, cfg.seed + 0x5eed);
   }
   for (const ImageSet* set : {&d.train, &d.test}) {
     if (set->c != s.in_channels || set->h != s.in_height || set->w != s.in_width)
-      fail_usage(str("space.input: ", s.in_channels, "x", s.in_height, "x", s.in_width, " but ", set->source,
-                     " holds ", set->c, "x", set->h, "x", set->w, " images"));
+      fail_usage(str("space.input: ", s.in_channels, "x", s.in_height, "x", s.in_width, " but ", set->source, " holds ",
+                     set->c, "x", set->h, "x", set->w, " images"));
     if (set->classes > s.classes)
       fail_usage(str("space.classes: ", s.classes, " but ", set->source, " has ", set->classes, " classes"));
   }
@@ -233,8 +233,7 @@ Data load_data(const RunConfig& cfg) {
 }
 
 std::unique_ptr<BatchSource> train_source(const RunConfig& cfg, const Data& d, std::vector<int> idx, int rank,
-                                          int world, uint64_t sampler_stream, uint64_t aug_stream,
-                                          const Augment* aug) {
+                                          int world, uint64_t sampler_stream, uint64_t aug_stream, const Augment* aug) {
   Sampler smp(std::move(idx), cfg.batch, rank, world, cfg.seed, sampler_stream);
   if (d.imagenet())
     return std::unique_ptr<BatchSource>(new ShardLoader(*d.shards_train, std::move(smp), imagenet_train_augment(),
@@ -336,7 +335,6 @@ std::string resolve_init(const std::string& init) {
   return init;
 }
 
-
 int threads_for_rank(const RunConfig& cfg, std::string* note) {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   const int local = Communicator::multi_rank() ? Communicator::world().local_size() : 1;
@@ -381,8 +379,9 @@ std::string structural_fields(const RunConfig& cfg, const char* stage, int world
   return str("stage=", stage, ";seed=", cfg.seed, ";dataset=", cfg.dataset, ";batch=", cfg.batch, ";split=", cfg.split,
              ";w-steps=", cfg.w_steps, ";lambda-steps=", cfg.lambda_steps, ";world_size=", world_size,
              st == "retrain" ? str(";cutout=", cfg.cutout) : std::string(),
-             st == "search" ? str(";prune=", PruneSchedule::from(cfg.prune, cfg.prune_dense_epochs, cfg.prune_every).to_string())
-                            : std::string());
+             st == "search"
+                 ? str(";prune=", PruneSchedule::from(cfg.prune, cfg.prune_dense_epochs, cfg.prune_every).to_string())
+                 : std::string());
 }
 
 namespace {
@@ -449,7 +448,6 @@ std::string ckpt_name(int64_t step) {
   return b;
 }
 
-
 std::string resume_checkpoint(const RunConfig& cfg, std::string (*read)(const std::string&, const char*),
                               const std::function<void(const std::string&, const std::string&)>& check,
                               const std::function<void(const std::string&)>& load, std::string* skipped) {
@@ -491,8 +489,10 @@ std::vector<std::string> checkpoint_candidates(const std::string& out) {
   if (DIR* d = ::opendir(dir.c_str())) {
     while (dirent* e = ::readdir(d)) {
       const std::string n = e->d_name;
-      if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) ::unlink((dir + "/" + n).c_str());
-      else if (n.rfind("step_", 0) == 0 && n.size() > 3 && n.compare(n.size() - 3, 3, ".h5") == 0) files.push_back(n);
+      if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0)
+        ::unlink((dir + "/" + n).c_str());
+      else if (n.rfind("step_", 0) == 0 && n.size() > 3 && n.compare(n.size() - 3, 3, ".h5") == 0)
+        files.push_back(n);
     }
     ::closedir(d);
   }
@@ -582,8 +582,7 @@ Resumed resume_stage(const RunConfig& cfg, int world, bool root, const std::stri
       },
       [&](const std::string& c) { load(c, &r.state); }, &skipped);
   // what the resumed run will write again goes (a finished stage writes nothing)
-  if (root && !r.finished())
-    truncate_metrics(cfg.out, r.step(), r.counter("metrics_lines", -1));
+  if (root && !r.finished()) truncate_metrics(cfg.out, r.step(), r.counter("metrics_lines", -1));
   if (!skipped.empty()) r.notes.push_back(skipped.substr(0, skipped.size() - 1));
   r.notes.push_back(r.loaded() ? str("resumed from ", r.path, " (step ", r.step(), ")")
                                : str("--resume: no checkpoint in ", cfg.out, "/ckpt; starting from the beginning"));
@@ -608,8 +607,7 @@ std::string Resumed::after_checkpoint(const std::string& out, const std::string&
   return set_aside_checkpoints(out, ckpt, world_then, step());
 }
 
-std::string set_aside_checkpoints(const std::string& out, const std::string& keep, int world_then,
-                                  int64_t step_then) {
+std::string set_aside_checkpoints(const std::string& out, const std::string& keep, int world_then, int64_t step_then) {
   const std::string dir = out + "/ckpt", sub = str("world", world_then, "_until_step", step_then);
   int moved = 0;
   for (const std::string& c : checkpoint_candidates(out)) {

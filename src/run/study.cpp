@@ -114,8 +114,9 @@ void write_architectures(const RunConfig& cfg, const std::vector<Task>& tasks) {
   p << "{\"format\": \"dsonas-study-plan\", \"format_version\": 1, \"target_macs\": " << fmt("%.0f", target)
     << ", \"tasks\": [";
   for (size_t i = 0; i < tasks.size(); ++i)
-    p << (i ? "," : "") << "\n  {\"name\": " << json_quote(tasks[i].name) << ", \"group\": " << json_quote(tasks[i].group)
-      << ", \"arch\": " << json_quote(tasks[i].arch) << ", \"seed\": " << tasks[i].seed << "}";
+    p << (i ? "," : "") << "\n  {\"name\": " << json_quote(tasks[i].name)
+      << ", \"group\": " << json_quote(tasks[i].group) << ", \"arch\": " << json_quote(tasks[i].arch)
+      << ", \"seed\": " << tasks[i].seed << "}";
   p << "\n]}\n";
   write_text(D + "/plan.json", p.str());
 }
@@ -189,9 +190,10 @@ std::string group_json(const GroupStats& g, const std::vector<double>& v) {
 }
 
 std::string test_json(const WelchTest& w) {
-  return str("{\"valid\": ", w.valid ? "true" : "false", ", \"diff\": ", fmt("%.6f", w.diff), ", \"t\": ", fmt("%.6f", w.t),
-             ", \"df\": ", fmt("%.6f", w.df), ", \"p\": ", fmt("%.6g", w.p), ", \"ci95\": [", fmt("%.6f", w.ci_lo), ", ",
-             fmt("%.6f", w.ci_hi), "], \"hedges_g\": ", fmt("%.6f", w.hedges_g), "}");
+  return str("{\"valid\": ", w.valid ? "true" : "false", ", \"diff\": ", fmt("%.6f", w.diff),
+             ", \"t\": ", fmt("%.6f", w.t), ", \"df\": ", fmt("%.6f", w.df), ", \"p\": ", fmt("%.6g", w.p),
+             ", \"ci95\": [", fmt("%.6f", w.ci_lo), ", ", fmt("%.6f", w.ci_hi),
+             "], \"hedges_g\": ", fmt("%.6f", w.hedges_g), "}");
 }
 
 /// "found vs X: +0.41 points (95 % interval [a, b]), Welch t = …, p = … → verdict".
@@ -200,9 +202,11 @@ std::string verdict(const char* other, const WelchTest& w, int na, int nb) {
     return str("found vs ", other, ": no test (", na, " and ", nb, " values; each group needs two with some spread)");
   const bool sig = w.p < 0.05;
   std::string v;
-  if (!sig) v = "not significant";
-  else v = w.diff > 0 ? str("the found architecture is better than ", other, " (significant, p < 0.05)")
-                      : str("the found architecture is WORSE than ", other, " (significant, p < 0.05)");
+  if (!sig)
+    v = "not significant";
+  else
+    v = w.diff > 0 ? str("the found architecture is better than ", other, " (significant, p < 0.05)")
+                   : str("the found architecture is WORSE than ", other, " (significant, p < 0.05)");
   return str("found vs ", other, ": ", fmt("%+.2f", w.diff), " points (95 % interval [", fmt("%+.2f", w.ci_lo), ", ",
              fmt("%+.2f", w.ci_hi), "]), Welch t = ", f3(w.t), ", df = ", f2(w.df), ", p = ", pval(w.p),
              ", Hedges' g = ", f2(w.hedges_g), " → ", v);
@@ -259,15 +263,16 @@ void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
   // study.json
   std::ostringstream js;
   js << "{\"format\": \"dsonas-study\", \"format_version\": 1, \"config\": "
-     << json_quote(cfg.config_file.empty() ? "(command line)" : cfg.config_file) << ", \"search_seeds\": "
-     << cfg.study_search_seeds << ", \"random\": " << cfg.study_random << ", \"seeds\": " << cfg.study_seeds
-     << ", \"tolerance\": " << cfg.study_tolerance << ", \"target_macs\": " << fmt("%.0f", target)
-     << ", \"tasks_done\": " << done << ", \"tasks\": " << tasks.size() << ",\n \"results\": [";
+     << json_quote(cfg.config_file.empty() ? "(command line)" : cfg.config_file)
+     << ", \"search_seeds\": " << cfg.study_search_seeds << ", \"random\": " << cfg.study_random
+     << ", \"seeds\": " << cfg.study_seeds << ", \"tolerance\": " << cfg.study_tolerance
+     << ", \"target_macs\": " << fmt("%.0f", target) << ", \"tasks_done\": " << done << ", \"tasks\": " << tasks.size()
+     << ",\n \"results\": [";
   for (size_t i = 0; i < rs.size(); ++i) {
     const Result& r = rs[i];
     js << (i ? "," : "") << "\n  {\"task\": " << json_quote(r.task.name) << ", \"group\": " << json_quote(r.task.group)
-       << ", \"arch\": " << json_quote(r.task.arch) << ", \"seed\": " << r.task.seed << ", \"done\": "
-       << (r.done ? "true" : "false");
+       << ", \"arch\": " << json_quote(r.task.arch) << ", \"seed\": " << r.task.seed
+       << ", \"done\": " << (r.done ? "true" : "false");
     if (r.done)
       js << ", \"top1\": " << f2(r.top1) << ", \"top5\": " << f2(r.top5) << ", \"macs\": " << fmt("%.0f", r.macs)
          << ", \"params\": " << fmt("%.0f", r.params);
@@ -275,8 +280,8 @@ void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
   }
   js << "],\n \"groups\": {";
   for (int g = 0; g < 3; ++g) js << (g ? ", " : "") << "\"" << groups[g] << "\": " << group_json(gs[g], vals[g]);
-  js << "},\n \"tests\": {\"found_vs_random\": " << test_json(vs_random) << ", \"found_vs_baseline\": " << test_json(vs_base)
-     << "}}\n";
+  js << "},\n \"tests\": {\"found_vs_random\": " << test_json(vs_random)
+     << ", \"found_vs_baseline\": " << test_json(vs_base) << "}}\n";
   write_text(D + "/study.json", js.str());
 
   const std::string why_no_plot = plot(D);
@@ -284,19 +289,23 @@ void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
   // study.md
   std::ostringstream m;
   m << "# dsonas study: does the search beat chance?\n\n"
-    << "Configuration `" << (cfg.config_file.empty() ? "(command line)" : cfg.config_file) << "`: "
-    << cfg.study_search_seeds << " search" << (cfg.study_search_seeds > 1 ? "es" : "") << ", the hand-made baseline ("
-    << cfg.baseline_op << " chains) and " << cfg.study_random
+    << "Configuration `" << (cfg.config_file.empty() ? "(command line)" : cfg.config_file)
+    << "`: " << cfg.study_search_seeds << " search" << (cfg.study_search_seeds > 1 ? "es" : "")
+    << ", the hand-made baseline (" << cfg.baseline_op << " chains) and " << cfg.study_random
     << " random architectures of the same cost (per block the found architecture's number of live λ entries at "
        "random positions, §6.1 applied, reductions as searched, MACs within ±"
     << fmt("%.1f", 100 * cfg.study_tolerance) << " % of " << fmt("%.3fM", target / 1e6) << "), each retrained with "
-    << cfg.study_seeds << " seed" << (cfg.study_seeds > 1 ? "s" : "") << " under the same budget. Test accuracy (top-1, %) "
+    << cfg.study_seeds << " seed" << (cfg.study_seeds > 1 ? "s" : "")
+    << " under the same budget. Test accuracy (top-1, %) "
     << "of " << done << " of " << tasks.size() << " retrains"
     << (done < static_cast<int>(tasks.size()) ? " (the study is not finished: re-run the command to continue)" : "")
     << ".\n\n";
-  if (why_no_plot.empty()) m << "![test accuracy per group and against MACs](study.png)\n\n";
-  else m << "(" << why_no_plot << ")\n\n";
-  m << "| group | n | mean | sd | 95 % interval | MACs | parameters | values |\n|---|---:|---:|---:|---|---:|---:|---|\n";
+  if (why_no_plot.empty())
+    m << "![test accuracy per group and against MACs](study.png)\n\n";
+  else
+    m << "(" << why_no_plot << ")\n\n";
+  m << "| group | n | mean | sd | 95 % interval | MACs | parameters | values "
+       "|\n|---|---:|---:|---:|---|---:|---:|---|\n";
   for (int g = 0; g < 3; ++g) {
     std::string v;
     for (size_t i = 0; i < vals[g].size(); ++i) v += str(i ? ", " : "", f2(vals[g][i]));
@@ -308,21 +317,22 @@ void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
     << verdict("hand-made", vs_base, gs[0].n, gs[1].n) << ".**\n\n"
     << "Welch's unequal-variance t-test (two-sided), Student's t from Boost.Math; the random group pools every "
        "random architecture and seed.\n\n"
-    << "## Every retrain\n\n| task | architecture | seed | top-1 | top-5 | MACs | parameters |\n|---|---|---:|---:|---:|---:|---:|\n";
+    << "## Every retrain\n\n| task | architecture | seed | top-1 | top-5 | MACs | parameters "
+       "|\n|---|---|---:|---:|---:|---:|---:|\n";
   for (const Result& r : rs) {
     m << "| " << r.task.name << " | " << r.task.arch << " | " << r.task.seed << " | ";
     if (r.done)
-      m << f2(r.top1) << " | " << f2(r.top5) << " | " << fmt("%.2fM", r.macs / 1e6) << " | " << fmt("%.3fM", r.params / 1e6)
-        << " |\n";
+      m << f2(r.top1) << " | " << f2(r.top5) << " | " << fmt("%.2fM", r.macs / 1e6) << " | "
+        << fmt("%.3fM", r.params / 1e6) << " |\n";
     else
       m << "(not run) | | | |\n";
   }
   m << "\nArchitectures: `archs/`; retrains: `retrain/<task>/` (`eval_test/` holds per-class accuracy and the "
        "confusion matrix); the numbers: `study.json`, `study.csv`.\n";
   write_text(D + "/study.md", m.str());
-  std::cout << "== study: " << verdict("random", vs_random, gs[0].n, gs[2].n) << "\n== study: "
-            << verdict("hand-made", vs_base, gs[0].n, gs[1].n) << "\n== study: report " << D << "/study.md ("
-            << done << " of " << tasks.size() << " retrains)" << std::endl;
+  std::cout << "== study: " << verdict("random", vs_random, gs[0].n, gs[2].n)
+            << "\n== study: " << verdict("hand-made", vs_base, gs[0].n, gs[1].n) << "\n== study: report " << D
+            << "/study.md (" << done << " of " << tasks.size() << " retrains)" << std::endl;
 }
 
 }  // namespace
@@ -350,8 +360,7 @@ int run_study(int argc, char** argv) {
   }
   comm.barrier();
   if (!cfg.study_report && !exists(D + "/plan.json")) {
-    if (cfg.study_task >= 0)
-      fail_usage(str("--study.task: ", D, "/plan.json is missing: run --study.prepare first"));
+    if (cfg.study_task >= 0) fail_usage(str("--study.task: ", D, "/plan.json is missing: run --study.prepare first"));
     for (int r = 1; r <= cfg.study_search_seeds; ++r) {
       const std::string R = search_dir(D, r), seed = std::to_string(cfg.seed + r - 1);
       if (comm.root()) std::cout << "== study: search " << r << " (seed " << seed << ") → " << R << std::endl;
@@ -359,7 +368,8 @@ int run_study(int argc, char** argv) {
       comm.barrier();
       int rc = run_pretrain(stage_config("pretrain", stage_args(args, R + "/pretrain", {"--seed", seed})));
       if (rc) return rc;
-      rc = run_search(stage_config("search", stage_args(args, R + "/search", {"--init", R + "/pretrain", "--seed", seed})));
+      rc = run_search(
+          stage_config("search", stage_args(args, R + "/search", {"--init", R + "/pretrain", "--seed", seed})));
       if (rc) return rc;
       if (!exists(R + "/arch.json")) {
         rc = derive_on_root(R + "/search", R + "/arch.json", R + "/arch.png");

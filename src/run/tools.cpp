@@ -24,7 +24,7 @@ std::vector<std::string> tool_homes() {
   const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) {
     std::string e(exe, static_cast<size_t>(n));
-    e = e.substr(0, e.find_last_of('/'));              // the binary's folder
+    e = e.substr(0, e.find_last_of('/'));                     // the binary's folder
     const std::string up = e.substr(0, e.find_last_of('/'));  // <tree> or PREFIX
     homes.push_back(up);
     homes.push_back(up + "/share/dsonas");

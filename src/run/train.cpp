@@ -57,9 +57,6 @@
 namespace dsonas {
 namespace {
 
-
-
-
 // ---------------------------------------------------------------------------
 // the trainer
 
@@ -68,7 +65,12 @@ enum class StepKind { W, Lambda };
 class Trainer {
  public:
   Trainer(const RunConfig& cfg, Phase phase, Backend& be, Supergraph& g, int64_t epoch_steps, Communicator& comm)
-      : cfg_(cfg), phase_(phase), be_(be), g_(g), comm_(comm), mode_(parse_penalty_mode(cfg.penalty, "search.penalty")),
+      : cfg_(cfg),
+        phase_(phase),
+        be_(be),
+        g_(g),
+        comm_(comm),
+        mode_(parse_penalty_mode(cfg.penalty, "search.penalty")),
         red_(comm, be, g.flat_grad(), std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * (1 << 20) / 4))),
         lam_step_(g.space(), static_cast<float>(cfg.gamma), mode_, cfg.lambda_lr_mult, static_cast<float>(cfg.momentum),
                   PruneSchedule::from(cfg.prune, cfg.prune_dense_epochs, cfg.prune_every), epoch_steps, cfg.w_steps,
@@ -115,8 +117,10 @@ class Trainer {
     in_w_step_ = kind == StepKind::W;
     checked_from_ = in_w_step_ ? W : T;
     if (multi) {
-      if (in_w_step_) red_.begin(0, W);
-      else red_.begin(W, T);
+      if (in_w_step_)
+        red_.begin(0, W);
+      else
+        red_.begin(W, T);
     }
     o.r = g_.train_step(x, y, n, scale, kind == StepKind::W, kind == StepKind::Lambda);
     if (!std::isfinite(o.r.loss_sum))
@@ -132,7 +136,8 @@ class Trainer {
       check_finite(0, T);
     }
     in_w_step_ = false;
-    if (search && cfg_.clip > 0) be_.clip(g_.flat_grad(), static_cast<float>(-cfg_.clip), static_cast<float>(cfg_.clip));
+    if (search && cfg_.clip > 0)
+      be_.clip(g_.flat_grad(), static_cast<float>(-cfg_.clip), static_cast<float>(cfg_.clip));
     if (kind == StepKind::W) {
       for (Param& p : g_.params()) {
         if (p.frozen) continue;
@@ -172,11 +177,12 @@ class Trainer {
     }
     std::string detail;
     for (size_t k = 0; k < bits.size(); ++k)
-      detail += str(k ? "," : "", "[", bits[k], ",", fmt("%.4g", t[k] * 1e3), ",", fmt("%.3f", lat_r_[static_cast<size_t>(bits[k])]), "]");
+      detail += str(k ? "," : "", "[", bits[k], ",", fmt("%.4g", t[k] * 1e3), ",",
+                    fmt("%.3f", lat_r_[static_cast<size_t>(bits[k])]), "]");
     return str("{\"event\":\"latency\",\"live_bits\":", bits.size(), ",\"timed\":", lat_->timed() - timed0,
-               ",\"cached\":", lat_->cached() - cached0, ",\"width\":", lat_->width(), ",\"ms_min\":",
-               fmt("%.4g", bits.empty() ? 0 : lo * 1e3), ",\"ms_max\":", fmt("%.4g", hi * 1e3), ",\"seconds\":",
-               fmt("%.2f", seconds_since(t0)), ",\"bits\":[", detail, "]}");
+               ",\"cached\":", lat_->cached() - cached0, ",\"width\":", lat_->width(),
+               ",\"ms_min\":", fmt("%.4g", bits.empty() ? 0 : lo * 1e3), ",\"ms_max\":", fmt("%.4g", hi * 1e3),
+               ",\"seconds\":", fmt("%.2f", seconds_since(t0)), ",\"bits\":[", detail, "]}");
   }
   /// Hash of what must be identical on every rank: λ, live mask, APG momentum.
   uint64_t lambda_hash() const {
@@ -199,7 +205,8 @@ class Trainer {
         fail_numerical(str("step ", step_, ": non-finite gradient in ", p.name, " on rank ", comm_.rank(),
                            " (found before the reduction)"));
     }
-    fail_numerical(str("step ", step_, ": non-finite λ gradient on rank ", comm_.rank(), " (found before the reduction)"));
+    fail_numerical(
+        str("step ", step_, ": non-finite λ gradient on rank ", comm_.rank(), " (found before the reduction)"));
   }
 
   const RunConfig& cfg_;
@@ -242,8 +249,8 @@ EvalResult evaluate(const RunConfig& cfg, Communicator& comm, Supergraph& g, con
       std::vector<int> ids = smp.next();
       bufs[static_cast<size_t>(b)].resize(static_cast<size_t>(cfg.batch) * image);
       training_batch(cfg, data, ids, kStreamBn, static_cast<uint64_t>(b),
-                     static_cast<uint64_t>(rank) * static_cast<uint64_t>(cfg.batch), bufs[static_cast<size_t>(b)].data(),
-                     labels.data());
+                     static_cast<uint64_t>(rank) * static_cast<uint64_t>(cfg.batch),
+                     bufs[static_cast<size_t>(b)].data(), labels.data());
       ptrs.push_back(bufs[static_cast<size_t>(b)].data());
     }
     g.reestimate_bn(ptrs, cfg.batch);
@@ -288,8 +295,8 @@ std::string apply_recompute(const RunConfig& cfg, Supergraph& g, Backend& be) {
   return str("activations without recomputation ~", est >> 20, " MiB; per-block recomputation ", on ? "on" : "off",
              " (--recompute ", cfg.recompute,
              cfg.recompute != "auto" ? std::string()
-             : free_b > 0 ? str(": limit half of the ", free_b >> 20, " MiB free on the device")
-                          : std::string(": limit 2048 MiB"),
+             : free_b > 0            ? str(": limit half of the ", free_b >> 20, " MiB free on the device")
+                                     : std::string(": limit 2048 MiB"),
              ")");
 }
 
@@ -299,9 +306,6 @@ std::string ops_summary(const SearchSpace& s, Supergraph& g) {
   for (size_t j = 0; j < per.size(); ++j) r += str(j ? " " : "", op_name(s.ops[j]), "=", per[j]);
   return r;
 }
-
-
-
 
 /// Writes the checkpoint (rank 0), then the `latest` pointer (both atomically).
 std::string write_checkpoint(const std::string& out, Supergraph& g, const ModelFileInfo& info, const TrainState& ts) {
@@ -393,9 +397,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   total = std::max<int64_t>(total, 1);
   out.line(str("W-half ", data.split.first.size(), " images, λ-half ", data.split.second.size(), ", test ",
                data.test_size(), "; ", epoch_steps, " steps per epoch, ", total, " steps; ", world, " rank",
-               world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ", global_batch, "; backend ",
-               be->name(), " with ", be->threads(), " threads; ", g.num_weights(), " weights, ", g.lambda().size(),
-               " λ"));
+               world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ", global_batch, "; backend ", be->name(),
+               " with ", be->threads(), " threads; ", g.num_weights(), " weights, ", g.lambda().size(), " λ"));
 
   Trainer tr(cfg, phase, *be, g, epoch_steps, comm);
   const double full = full_macs(cfg.space);
@@ -460,7 +463,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   std::unique_ptr<Trajectory> traj;
   if (search && cfg.trajectory_every > 0 && root) {
     traj.reset(new Trajectory(cfg.out + "/lambda_trajectory.h5", cfg.space.to_json(), g.lambda_groups()));
-    if (!resumed_from.empty() && traj_records < 0) traj->load(rs.counters["step"]);
+    if (!resumed_from.empty() && traj_records < 0)
+      traj->load(rs.counters["step"]);
     else if (!resumed_from.empty() && !traj->load_count(traj_records) && traj_records > 0)
       out.line(str("note: ", cfg.out, "/lambda_trajectory.h5 is missing (the checkpoint counts ", traj_records,
                    " records); a new one starts at step ", t));
@@ -530,14 +534,18 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   const auto t_start = Clock::now();
   const StageClock clock(t, total, deadline, search && (cfg.target_zero_frac > 0 || cfg.stable_steps > 0));
   if (PipelineClock* pc = PipelineClock::active())
-    pc->started({global_batch, full, static_cast<int64_t>(data.split.first.size()), static_cast<int64_t>(data.train_size())});
+    pc->started(
+        {global_batch, full, static_cast<int64_t>(data.split.first.size()), static_cast<int64_t>(data.train_size())});
   std::string stop_reason = "step budget reached";
   for (; t < total; ++t) {
     // Signals, the deadline and the checkpoint timer are seen by each rank at
     // its own moment: one small sum makes every rank act on the same step.
-    double flags[3] = {g_stop_signal ? static_cast<double>(g_stop_signal) : 0.0,
-                       deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline ? 1.0 : 0.0,
-                       cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs ? 1.0 : 0.0};
+    double flags[3] = {
+        g_stop_signal ? static_cast<double>(g_stop_signal) : 0.0,
+        deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline
+            ? 1.0
+            : 0.0,
+        cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs ? 1.0 : 0.0};
     comm.sum(flags, 3);
     if (flags[0] > 0) {
       const int sig = g_stop_signal ? static_cast<int>(g_stop_signal) : SIGTERM;
@@ -576,8 +584,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
         last_zero = zero_now;
         revivals += o.lam.revived;
         if (o.lam.rebuilt)
-          out.line(str("search: rebuild at step ", t + 1, " (epoch ", (t + 1 + epoch_steps - 1) / epoch_steps, "): ",
-                       o.lam.pruned, " λ entries left the plan, ", g.live_edges(), " live edges, ", g.live_ops(),
+          out.line(str("search: rebuild at step ", t + 1, " (epoch ", (t + 1 + epoch_steps - 1) / epoch_steps,
+                       "): ", o.lam.pruned, " λ entries left the plan, ", g.live_edges(), " live edges, ", g.live_ops(),
                        " live ops; ", revivals, " revivals so far"));
       }
     }
@@ -604,12 +612,12 @@ int train_loop(const RunConfig& cfg, Phase phase) {
       const double epoch = static_cast<double>(t + 1) / static_cast<double>(epoch_steps);
       out.metrics(str("{\"stage\":\"", stage, "\",\"step\":", t + 1, ",\"epoch\":", fmt("%.4f", epoch),
                       ",\"lr\":", fmt("%.6g", tr.lr(t)), ",\"loss\":", fmt("%.6f", w[0] / w[2]),
-                      ",\"acc\":", fmt("%.5f", w[1] / w[2]), ",\"img_per_s\":",
-                      fmt("%.2f", ips), ",\"live_macs\":", fmt("%.0f", macs), ",\"zero_lambda\":", z.zero,
-                      ",\"total_lambda\":", z.total, ",\"live_ops\":", g.live_ops(), ",\"live_edges\":",
-                      g.live_edges(), reference ? str(",\"revivals\":", revivals) : std::string(),
-                      world > 1 ? str(",\"ranks\":", world, ",\"reduce_share\":",
-                                      fmt("%.4f", win_time > 0 ? win_reduce / win_time : 0))
+                      ",\"acc\":", fmt("%.5f", w[1] / w[2]), ",\"img_per_s\":", fmt("%.2f", ips),
+                      ",\"live_macs\":", fmt("%.0f", macs), ",\"zero_lambda\":", z.zero, ",\"total_lambda\":", z.total,
+                      ",\"live_ops\":", g.live_ops(), ",\"live_edges\":", g.live_edges(),
+                      reference ? str(",\"revivals\":", revivals) : std::string(),
+                      world > 1 ? str(",\"ranks\":", world,
+                                      ",\"reduce_share\":", fmt("%.4f", win_time > 0 ? win_reduce / win_time : 0))
                                 : std::string(),
                       clock.json(t + 1), "}"));
       out.progress(str(stage, " epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total, "  ", fmt("%.1f", ips),
@@ -644,7 +652,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
     if (tr.adaptive_latency() && (t + 1) % epoch_steps == 0 && !stop && t + 1 < total) {
       const std::string j = tr.update_latency();  // §5.3: at the end of every search epoch
       out.metrics(str("{\"stage\":\"search\",\"step\":", t + 1, ",", j.substr(1)));
-      out.line(str("adaptive latency at step ", t + 1, ": ", j.substr(0, std::min<size_t>(j.find(",\"bits\""), j.size())), "}"));
+      out.line(str("adaptive latency at step ", t + 1, ": ",
+                   j.substr(0, std::min<size_t>(j.find(",\"bits\""), j.size())), "}"));
     }
     if (cfg.checkpoint_every > 0 && (t + 1) % cfg.checkpoint_every == 0 && !stop && t + 1 < total)
       checkpoint(t + 1, false);
@@ -662,12 +671,11 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   EvalResult test = evaluate(cfg, comm, g, data, true, all_indices(data.test_size()), data.split.first, 0);
   ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
   const double macs = search ? live_macs(cfg.space, g.lambda().data(), g.mask().data()) : full;
-  out.metrics(str("{\"stage\":\"", stage, "\",\"event\":\"final\",\"step\":", t, ",\"val_loss\":",
-                  fmt("%.6f", val.loss), ",\"val_acc\":", fmt("%.5f", val.acc), ",\"test_loss\":",
-                  fmt("%.6f", test.loss), ",\"test_acc\":", fmt("%.5f", test.acc), ",\"live_macs\":",
-                  fmt("%.0f", macs), ",\"full_macs\":", fmt("%.0f", full), ",\"zero_lambda\":", z.zero,
-                  ",\"total_lambda\":", z.total, ",\"live_ops\":", g.live_ops(), ",\"time_s\":",
-                  fmt("%.3f", seconds_since(t_start)), "}"));
+  out.metrics(str("{\"stage\":\"", stage, "\",\"event\":\"final\",\"step\":", t,
+                  ",\"val_loss\":", fmt("%.6f", val.loss), ",\"val_acc\":", fmt("%.5f", val.acc), ",\"test_loss\":",
+                  fmt("%.6f", test.loss), ",\"test_acc\":", fmt("%.5f", test.acc), ",\"live_macs\":", fmt("%.0f", macs),
+                  ",\"full_macs\":", fmt("%.0f", full), ",\"zero_lambda\":", z.zero, ",\"total_lambda\":", z.total,
+                  ",\"live_ops\":", g.live_ops(), ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
   info.step = t;
   if (root) save_model_file(cfg.out + "/model.h5", g, info);
   checkpoint(t, true);  // also checks that λ and the weights agree on every rank
@@ -696,10 +704,10 @@ int run_bench(const RunConfig& cfg) {
   const std::string rc = apply_recompute(cfg, g, *be);
   if (comm.root()) std::cerr << rc << "\n";
   if (cfg.bench_steps == 0) {  // sizes only (the scaling model's flat-buffer size)
-    const std::string j = str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"weights\":",
-                              g.num_weights(), ",\"lambda\":", g.lambda().size(), ",\"flat_grad_bytes\":",
-                              g.flat_grad().numel() * 4, ",\"activation_bytes_batch\":",
-                              g.activation_bytes_estimate(cfg.batch), ",\"batch\":", cfg.batch, "}");
+    const std::string j =
+        str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"weights\":", g.num_weights(),
+            ",\"lambda\":", g.lambda().size(), ",\"flat_grad_bytes\":", g.flat_grad().numel() * 4,
+            ",\"activation_bytes_batch\":", g.activation_bytes_estimate(cfg.batch), ",\"batch\":", cfg.batch, "}");
     if (comm.root()) std::cout << j << std::endl;
     return kExitOk;
   }
@@ -712,8 +720,7 @@ int run_bench(const RunConfig& cfg) {
   std::vector<int32_t> y(static_cast<size_t>(cfg.batch));
   make_batch(data, mine, fashion_mnist_eval_augment(), cfg.seed, 0, 0, x.data(), y.data());
   const int warm = std::min(2, cfg.bench_steps);
-  for (int i = 0; i < warm; ++i)
-    tr.step(i % 2 ? StepKind::Lambda : StepKind::W, i, x.data(), y.data(), cfg.batch);
+  for (int i = 0; i < warm; ++i) tr.step(i % 2 ? StepKind::Lambda : StepKind::W, i, x.data(), y.data(), cfg.batch);
   if (prof) profiling_report(*be, 1);  // drop the warm-up
   std::vector<double> w_ms, l_ms, all_ms, red_ms;
   for (int i = 0; i < cfg.bench_steps; ++i) {
@@ -741,17 +748,16 @@ int run_bench(const RunConfig& cfg) {
   for (double v : all_ms) all_total += v;
   const double rss_mb = static_cast<double>(peak_rss_kb()) / 1024.0;
   const double alloc_mb = static_cast<double>(allocator(be->device()).peak()) / (1024.0 * 1024.0);
-  std::string json = str("{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"batch\":", cfg.batch,
-                         ",\"device\":\"", cfg.device, "\",\"gpu_math\":\"", cfg.gpu_math, "\",\"backend\":\"", be->name(), "\"",
-                         ",\"ranks\":", comm.size(), ",\"threads\":", be->threads(),
-                         ",\"reduce_ms_median\":", fmt("%.3f", median(red_ms)), ",\"reduce_share\":",
-                         fmt("%.4f", all_total > 0 ? red_total / all_total : 0),
-                         ",\"steps\":", cfg.bench_steps, ",\"recompute\":", g.recompute() ? "true" : "false", ",\"step_ms_median\":", fmt("%.3f", med),
-                         ",\"w_step_ms_median\":", fmt("%.3f", median(w_ms)), ",\"lambda_step_ms_median\":",
-                         fmt("%.3f", median(l_ms)), ",\"img_per_s\":", fmt("%.3f", ips), ",\"peak_rss_mb\":",
-                         fmt("%.1f", rss_mb), ",\"peak_tensor_mb\":", fmt("%.1f", alloc_mb), ",\"weights\":",
-                         g.num_weights(), ",\"lambda\":", g.lambda().size(), ",\"w_step_ms\":", list(w_ms),
-                         ",\"lambda_step_ms\":", list(l_ms), "}");
+  std::string json = str(
+      "{\"preset\":\"", s.preset, "\",\"space\":", s.to_json(), ",\"batch\":", cfg.batch, ",\"device\":\"", cfg.device,
+      "\",\"gpu_math\":\"", cfg.gpu_math, "\",\"backend\":\"", be->name(), "\"", ",\"ranks\":", comm.size(),
+      ",\"threads\":", be->threads(), ",\"reduce_ms_median\":", fmt("%.3f", median(red_ms)),
+      ",\"reduce_share\":", fmt("%.4f", all_total > 0 ? red_total / all_total : 0), ",\"steps\":", cfg.bench_steps,
+      ",\"recompute\":", g.recompute() ? "true" : "false", ",\"step_ms_median\":", fmt("%.3f", med),
+      ",\"w_step_ms_median\":", fmt("%.3f", median(w_ms)), ",\"lambda_step_ms_median\":", fmt("%.3f", median(l_ms)),
+      ",\"img_per_s\":", fmt("%.3f", ips), ",\"peak_rss_mb\":", fmt("%.1f", rss_mb),
+      ",\"peak_tensor_mb\":", fmt("%.1f", alloc_mb), ",\"weights\":", g.num_weights(),
+      ",\"lambda\":", g.lambda().size(), ",\"w_step_ms\":", list(w_ms), ",\"lambda_step_ms\":", list(l_ms), "}");
   if (!comm.root()) return kExitOk;
   if (prof) std::cout << profiling_report(*be, cfg.bench_steps);
   std::cout << json << std::endl;

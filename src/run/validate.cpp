@@ -183,12 +183,12 @@ void validate_stage_resume(ValidateReport& r, const std::string& folder, const s
         Supergraph g(cfg.space, *be, cfg.seed);
         load_model_file(c, g, true, &ts);
       }
-      r.files.push_back(ok_line(
-          c, "resume",
-          str(stage, " step ", ts.counters["step"], ts.counters["finished"] ? " (finished)" : "", ", written by ", world,
-              " rank", world > 1 ? "s" : "", world > 1 ? str(": resume with ", world, " ranks or --allow-world-size-change")
-                                                      : std::string(": resume with 1 rank or --allow-world-size-change"),
-              notes)));
+      r.files.push_back(ok_line(c, "resume",
+                                str(stage, " step ", ts.counters["step"], ts.counters["finished"] ? " (finished)" : "",
+                                    ", written by ", world, " rank", world > 1 ? "s" : "",
+                                    world > 1 ? str(": resume with ", world, " ranks or --allow-world-size-change")
+                                              : std::string(": resume with 1 rank or --allow-world-size-change"),
+                                    notes)));
       return;
     } catch (const Error& e) {
       if (cfg.strict_resume) {
@@ -233,9 +233,12 @@ std::string ValidateReport::first_error() const {
 ValidateReport validate_data(const RunConfig& cfg) {
   ValidateReport r;
   try {
-    if (cfg.dataset == "fmnist") validate_fmnist(r, cfg);
-    else if (cfg.dataset == "cifar10") validate_cifar10(r, cfg);
-    else if (cfg.dataset == "imagenet") validate_imagenet(r, cfg);
+    if (cfg.dataset == "fmnist")
+      validate_fmnist(r, cfg);
+    else if (cfg.dataset == "cifar10")
+      validate_cifar10(r, cfg);
+    else if (cfg.dataset == "imagenet")
+      validate_imagenet(r, cfg);
     else if (cfg.dataset == "synthetic")
       r.files.push_back(ok_line("(synthetic)", "data", "generated in memory; no files to check"));
     else
@@ -287,8 +290,10 @@ int run_validate(int argc, char** argv) {
   }
   if (!resume_dir.empty()) validate_resume(r, resume_dir, args);
   for (const FileCheck& f : r.files) {
-    if (f.ok) std::cout << "ok   " << f.path << " (" << f.role << "): " << f.detail << "\n";
-    else std::cout << "BAD  " << f.detail << "\n";
+    if (f.ok)
+      std::cout << "ok   " << f.path << " (" << f.role << "): " << f.detail << "\n";
+    else
+      std::cout << "BAD  " << f.detail << "\n";
   }
   const int bad = r.bad();
   std::cout << "validate: " << r.files.size() << " checked, " << bad << " bad" << std::endl;

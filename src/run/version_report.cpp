@@ -15,9 +15,9 @@
 namespace dsonas {
 
 std::string library_lines() {
-  std::string s = str("libraries: ", mpi_library_version(), "; HDF5 ", hdf5_library_version(), "; Boost ",
-                      BOOST_VERSION / 100000, ".", BOOST_VERSION / 100 % 1000, ".", BOOST_VERSION % 100, "; ",
-                      blas_library_config(), "\n");
+  std::string s =
+      str("libraries: ", mpi_library_version(), "; HDF5 ", hdf5_library_version(), "; Boost ", BOOST_VERSION / 100000,
+          ".", BOOST_VERSION / 100 % 1000, ".", BOOST_VERSION % 100, "; ", blas_library_config(), "\n");
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
   s += str("cuda: ", cuda_library_versions_json(false, nccl_versions_json()), "\n");
 #endif

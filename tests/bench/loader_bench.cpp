@@ -67,7 +67,7 @@ std::vector<uint8_t> synthetic_photo(int w, int h, uint64_t seed) {
       for (int c = 0; c < 3; ++c) {
         double v = 110 + 60 * std::sin(f1 * x + ph + c) * std::cos(f2 * y - c) + (inside ? 50 - 30 * c : 0);
         v += 18 * std::sin(0.9 * x + 1.3 * y + c) * std::sin(0.35 * y * (c + 1));  // texture
-        v += 17 * r.normal();                                                     // sensor noise
+        v += 17 * r.normal();                                                      // sensor noise
         px[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>(std::min(255.0, std::max(0.0, v)));
       }
     }
@@ -118,13 +118,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--images") images = std::atoi(val().c_str());
-    else if (a == "--width") width = std::atoi(val().c_str());
-    else if (a == "--height") height = std::atoi(val().c_str());
-    else if (a == "--batch") batch = std::atoi(val().c_str());
-    else if (a == "--batches") batches = std::atoi(val().c_str());
-    else if (a == "--runs") runs = std::atoi(val().c_str());
-    else if (a == "--json") json = val();
+    if (a == "--images")
+      images = std::atoi(val().c_str());
+    else if (a == "--width")
+      width = std::atoi(val().c_str());
+    else if (a == "--height")
+      height = std::atoi(val().c_str());
+    else if (a == "--batch")
+      batch = std::atoi(val().c_str());
+    else if (a == "--batches")
+      batches = std::atoi(val().c_str());
+    else if (a == "--runs")
+      runs = std::atoi(val().c_str());
+    else if (a == "--json")
+      json = val();
     else if (a == "--workers") {
       workers.clear();
       std::stringstream ss(val());
@@ -230,8 +237,8 @@ int main(int argc, char** argv) {
     for (size_t wi = 0; wi < workers.size(); ++wi) {
       const int nw = workers[wi];
       const std::vector<double> v = measure([&](int r) {
-        return std::unique_ptr<BatchSource>(new ShardLoader(set, Sampler(list, batch, 0, 1, 1, static_cast<uint64_t>(r)),
-                                                            imagenet_train_augment(), 1, 2, nw, 3));
+        return std::unique_ptr<BatchSource>(new ShardLoader(
+            set, Sampler(list, batch, 0, 1, 1, static_cast<uint64_t>(r)), imagenet_train_augment(), 1, 2, nw, 3));
       });
       js << (wi ? "," : "") << "\"" << nw << "\":" << fmt(median(v));
       cpu_js << (wi ? "," : "") << "\"" << nw << "\":" << fmt(median(per_cpu));
@@ -261,9 +268,10 @@ int main(int argc, char** argv) {
       // 1.28 M images × E epochs.  Decode threads per GPU = needed img/s /
       // images per CPU-second of a 1-worker loader (one fully used core).
       const double epochs30 = 1281167.0 * 30 / (18 * 3600) / 8, epochs120 = 1281167.0 * 120 / (18 * 3600) / 8;
-      js << ",\"img_per_cpu_s_1worker\":" << fmt(per_thread) << ",\"paper_search_img_s_per_gpu\":{\"30_epochs\":"
-         << fmt(epochs30) << ",\"120_epochs\":" << fmt(epochs120) << "},\"workers_per_gpu\":{\"30_epochs\":"
-         << fmt(epochs30 / per_thread, 2) << ",\"120_epochs\":" << fmt(epochs120 / per_thread, 2) << "}";
+      js << ",\"img_per_cpu_s_1worker\":" << fmt(per_thread)
+         << ",\"paper_search_img_s_per_gpu\":{\"30_epochs\":" << fmt(epochs30) << ",\"120_epochs\":" << fmt(epochs120)
+         << "},\"workers_per_gpu\":{\"30_epochs\":" << fmt(epochs30 / per_thread, 2)
+         << ",\"120_epochs\":" << fmt(epochs120 / per_thread, 2) << "}";
     }
     js << "}";
     std::cout << js.str() << std::endl;

@@ -36,18 +36,33 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto val = [&]() -> std::string {
-      if (i + 1 >= argc) { std::cerr << a << " needs a value\n"; std::exit(2); }
+      if (i + 1 >= argc) {
+        std::cerr << a << " needs a value\n";
+        std::exit(2);
+      }
       return argv[++i];
     };
-    if (a == "--preset") preset = val();
-    else if (a == "--share") share = true;
-    else if (a == "--seed") seed = std::stoull(val());
-    else if (a == "--batch") batch = std::stoi(val());
-    else if (a == "--zero-frac") zero_frac = std::stod(val());
-    else if (a == "--out") out = val();
-    else { std::cerr << "unknown option " << a << "\n"; return 2; }
+    if (a == "--preset")
+      preset = val();
+    else if (a == "--share")
+      share = true;
+    else if (a == "--seed")
+      seed = std::stoull(val());
+    else if (a == "--batch")
+      batch = std::stoi(val());
+    else if (a == "--zero-frac")
+      zero_frac = std::stod(val());
+    else if (a == "--out")
+      out = val();
+    else {
+      std::cerr << "unknown option " << a << "\n";
+      return 2;
+    }
   }
-  if (out.empty()) { std::cerr << "--out is required\n"; return 2; }
+  if (out.empty()) {
+    std::cerr << "--out is required\n";
+    return 2;
+  }
   try {
     SearchSpace sp = SearchSpace::preset_named(preset);
     sp.share = share;

@@ -33,8 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   std::vector<char*> av;
   for (std::string& s : args) av.push_back(&s[0]);
-  dsonas_fuzz::expect_handled({dsonas::kExitUsage}, [&] {
-    dsonas::parse_config(args[0], static_cast<int>(av.size()), av.data());
-  });
+  dsonas_fuzz::expect_handled({dsonas::kExitUsage},
+                              [&] { dsonas::parse_config(args[0], static_cast<int>(av.size()), av.data()); });
   return 0;
 }

@@ -38,7 +38,8 @@ std::string hex(uint32_t v) {
   return b;
 }
 void replace_all(std::string& s, const std::string& key, const std::string& val) {
-  for (size_t at = s.find(key); at != std::string::npos; at = s.find(key, at + val.size())) s.replace(at, key.size(), val);
+  for (size_t at = s.find(key); at != std::string::npos; at = s.find(key, at + val.size()))
+    s.replace(at, key.size(), val);
 }
 /// The integer after `"key": ` in the template, or -1.
 long long number_after(const std::string& s, const std::string& key) {
@@ -84,7 +85,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (dsonas_fuzz::protected_only()) return 0;
   const long long off = number_after(man, "jpeg_offset"), len = number_after(man, "jpeg_bytes");
   if (off < 0 || len < 0 || static_cast<unsigned long long>(off) + static_cast<unsigned long long>(len) > n) return 0;
-  const uint32_t meta = crc(shard + off + len, n - static_cast<size_t>(off + len), crc(shard, static_cast<size_t>(off)));
+  const uint32_t meta =
+      crc(shard + off + len, n - static_cast<size_t>(off + len), crc(shard, static_cast<size_t>(off)));
   const size_t at = man.find("\"meta_crc32\": \"");
   if (at == std::string::npos || at + 15 + 8 > man.size()) return 0;
   man.replace(at + 15, 8, hex(meta));

@@ -14,8 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static std::vector<float> out(3 * 224 * 224);
   const dsonas::ImageNetAugment& a = data[0] & 1 ? eval : train;
   std::string err;
-  dsonas_fuzz::expect_handled({dsonas::kExitUsage}, [&] {
-    dsonas::imagenet_image(data + 1, size - 1, a, 7, 1, data[0], out.data(), &err);
-  });
+  dsonas_fuzz::expect_handled({dsonas::kExitUsage},
+                              [&] { dsonas::imagenet_image(data + 1, size - 1, a, 7, 1, data[0], out.data(), &err); });
   return 0;
 }

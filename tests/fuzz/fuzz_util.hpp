@@ -66,13 +66,13 @@ inline bool protected_only() {
 
 /// Aborts if the reader left HDF5 objects open (files, datasets, attributes …): every
 /// id dsonas opens must be closed on every path, error paths included.
-#define DSONAS_FUZZ_NO_OPEN_HDF5_IDS()                                                         \
-  do {                                                                                         \
+#define DSONAS_FUZZ_NO_OPEN_HDF5_IDS()                                                       \
+  do {                                                                                       \
     const ssize_t open_ids = H5Fget_obj_count(static_cast<hid_t>(H5F_OBJ_ALL), H5F_OBJ_ALL); \
-    if (open_ids != 0) {                                                                       \
+    if (open_ids != 0) {                                                                     \
       std::fprintf(stderr, "fuzz: %zd HDF5 objects left open\n", open_ids);                  \
-      std::abort();                                                                            \
-    }                                                                                          \
+      std::abort();                                                                          \
+    }                                                                                        \
   } while (0)
 
 /// Silences std::cout (readers that print, e.g. inspect) for the process.

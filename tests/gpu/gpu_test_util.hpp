@@ -77,8 +77,10 @@ inline void host_sgemm(const km::GemmPlan& p, float alpha, const float* A, const
     for (int i = 0; i < p.m; ++i) {
       double s = 0;
       for (int l = 0; l < p.k; ++l) {
-        const float a = p.ta ? A[p.a_off + l + static_cast<int64_t>(i) * p.lda] : A[p.a_off + i + static_cast<int64_t>(l) * p.lda];
-        const float b = p.tb ? B[p.b_off + j + static_cast<int64_t>(l) * p.ldb] : B[p.b_off + l + static_cast<int64_t>(j) * p.ldb];
+        const float a =
+            p.ta ? A[p.a_off + l + static_cast<int64_t>(i) * p.lda] : A[p.a_off + i + static_cast<int64_t>(l) * p.lda];
+        const float b =
+            p.tb ? B[p.b_off + j + static_cast<int64_t>(l) * p.ldb] : B[p.b_off + l + static_cast<int64_t>(j) * p.ldb];
         s += static_cast<double>(a) * b;
       }
       float& c = C[p.c_off + i + static_cast<int64_t>(j) * p.ldc];
@@ -120,8 +122,8 @@ inline bool have_gpu(std::string* why) {
 }  // namespace dsonas
 
 /// First statement of every test that needs a GPU.
-#define REQUIRE_GPU()                                                        \
-  do {                                                                       \
-    std::string dso_why_;                                                    \
+#define REQUIRE_GPU()                                                                            \
+  do {                                                                                           \
+    std::string dso_why_;                                                                        \
     if (!::dsonas::gputest::have_gpu(&dso_why_)) GTEST_SKIP() << "no CUDA device: " << dso_why_; \
   } while (0)

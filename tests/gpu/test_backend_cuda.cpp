@@ -248,7 +248,8 @@ TEST_P(ConvCuda, MatchesCpu) {
   d.groups = cc.groups;
   const int N = cc.N, H = cc.H, W = cc.W, Ho = d.out_size(H), Wo = d.out_size(W);
   const Shape xs{cc.cin, N, H, W}, ys{cc.cout, N, Ho, Wo};
-  Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 11), w = rand_vec(static_cast<size_t>(shape_numel(d.weight_shape())), 12),
+  Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 11),
+      w = rand_vec(static_cast<size_t>(shape_numel(d.weight_shape())), 12),
       dy = rand_vec(static_cast<size_t>(shape_numel(ys)), 13), y0 = rand_vec(dy.size(), 14),
       dx0 = rand_vec(x.size(), 15), dw0 = rand_vec(w.size(), 16);
   Tensor cx = c(xs, x), cw = c(d.weight_shape(), w), cdy = c(ys, dy);
@@ -308,24 +309,24 @@ TEST_P(ConvCuda, MatchesCpu) {
 
 std::vector<ConvParam> conv_params() {
   const std::vector<ConvCase> cases = {
-      {3, 3, 3, 1, 1, 3, 2, 5, 7},      // depthwise 3x3
-      {3, 3, 5, 1, 2, 3, 2, 5, 7},      // depthwise 5x5
-      {3, 3, 3, 2, 1, 3, 2, 7, 9},      // depthwise 3x3 stride 2
-      {4, 4, 5, 2, 2, 4, 2, 5, 7},      // depthwise 5x5 stride 2
-      {3, 3, 3, 1, 0, 3, 1, 4, 6},      // depthwise, no pad
-      {2, 2, 7, 1, 3, 2, 2, 9, 17},     // depthwise 7x7 (generic-k kernel)
-      {2, 2, 1, 1, 0, 2, 2, 5, 7},      // depthwise 1x1
+      {3, 3, 3, 1, 1, 3, 2, 5, 7},        // depthwise 3x3
+      {3, 3, 5, 1, 2, 3, 2, 5, 7},        // depthwise 5x5
+      {3, 3, 3, 2, 1, 3, 2, 7, 9},        // depthwise 3x3 stride 2
+      {4, 4, 5, 2, 2, 4, 2, 5, 7},        // depthwise 5x5 stride 2
+      {3, 3, 3, 1, 0, 3, 1, 4, 6},        // depthwise, no pad
+      {2, 2, 7, 1, 3, 2, 2, 9, 17},       // depthwise 7x7 (generic-k kernel)
+      {2, 2, 1, 1, 0, 2, 2, 5, 7},        // depthwise 1x1
       {16, 16, 3, 1, 1, 16, 16, 28, 28},  // depthwise bench-size (several reduction chunks)
       {32, 32, 5, 1, 2, 32, 13, 14, 14},  // depthwise 5x5, odd batch
-      {3, 4, 1, 1, 0, 1, 2, 5, 7},      // pointwise (cuBLAS)
-      {48, 48, 1, 1, 0, 1, 7, 13, 11},  // pointwise, odd sizes
-      {3, 4, 1, 2, 0, 1, 2, 5, 7},      // 1x1 stride 2
-      {3, 4, 3, 1, 1, 1, 2, 5, 7},      // 3x3 dense
-      {3, 4, 3, 2, 1, 1, 2, 5, 7},      // 3x3 stride 2 odd
-      {2, 5, 3, 2, 1, 1, 3, 8, 6},      // 3x3 stride 2 even
-      {1, 16, 3, 1, 1, 1, 16, 28, 28},  // the fmnist stem
-      {16, 32, 3, 2, 1, 1, 9, 14, 14},  // reduction branch 3x3 s2
-      {16, 32, 1, 2, 0, 1, 9, 14, 14},  // reduction branch 1x1 s2
+      {3, 4, 1, 1, 0, 1, 2, 5, 7},        // pointwise (cuBLAS)
+      {48, 48, 1, 1, 0, 1, 7, 13, 11},    // pointwise, odd sizes
+      {3, 4, 1, 2, 0, 1, 2, 5, 7},        // 1x1 stride 2
+      {3, 4, 3, 1, 1, 1, 2, 5, 7},        // 3x3 dense
+      {3, 4, 3, 2, 1, 1, 2, 5, 7},        // 3x3 stride 2 odd
+      {2, 5, 3, 2, 1, 1, 3, 8, 6},        // 3x3 stride 2 even
+      {1, 16, 3, 1, 1, 1, 16, 28, 28},    // the fmnist stem
+      {16, 32, 3, 2, 1, 1, 9, 14, 14},    // reduction branch 3x3 s2
+      {16, 32, 1, 2, 0, 1, 9, 14, 14},    // reduction branch 1x1 s2
   };
   std::vector<ConvParam> r;
   for (const ConvCase& c : cases) {
@@ -420,8 +421,8 @@ TEST_P(BnCuda, MatchesCpuAndIsReproducible) {
         rv0 = rand_vec(static_cast<size_t>(C), 45, 0.5f, 2.f), r = rand_vec(n, 46), dx0 = rand_vec(n, 47);
     const float mom = 0.9f, eps = 2e-5f;
     const Shape cs{C};
-    Tensor cx = c(xs, x), cg = c(cs, gamma), cb = c(cs, beta), crm = c(cs, rm0), crv = c(cs, rv0),
-           cy = cpu->alloc(xs), csm = cpu->alloc(cs), csi = cpu->alloc(cs);
+    Tensor cx = c(xs, x), cg = c(cs, gamma), cb = c(cs, beta), crm = c(cs, rm0), crv = c(cs, rv0), cy = cpu->alloc(xs),
+           csm = cpu->alloc(cs), csi = cpu->alloc(cs);
     Tensor gx = g(xs, x), gg = g(cs, gamma), gb = g(cs, beta), grm = g(cs, rm0), grv = g(cs, rv0), gy = gnan(xs),
            gsm = gnan(cs), gsi = gnan(cs);
     cpu->bn_forward_train(cx, cg, cb, crm, crv, mom, eps, cy, csm, csi, relu);
@@ -513,7 +514,9 @@ TEST_F(CudaVsCpu, Wsum) {
     cpu->wsum_forward(J, K, lam.data(), live.data(), cxs, cys);
     gpu->wsum_forward(J, K, lam.data(), live.data(), gxs, gys);
     for (int j = 0; j < J; ++j)
-      if (j != 1) expect_close(gv(gy[static_cast<size_t>(j)]), cv(cy[static_cast<size_t>(j)]), 1e-5, 1e-5, str("wsum_forward row ", j));
+      if (j != 1)
+        expect_close(gv(gy[static_cast<size_t>(j)]), cv(cy[static_cast<size_t>(j)]), 1e-5, 1e-5,
+                     str("wsum_forward row ", j));
     // a live output row whose every input is dead gives zeros (not garbage)
     {
       std::vector<uint8_t> lz(live.size(), 0);
@@ -533,15 +536,20 @@ TEST_F(CudaVsCpu, Wsum) {
       if (!live[static_cast<size_t>(q)]) {
         EXPECT_EQ(gdl[static_cast<size_t>(q)], dlam0[static_cast<size_t>(q)]) << "dead λ " << q << " changed";
       } else {
-        EXPECT_NEAR(gdl[static_cast<size_t>(q)], cdlam[static_cast<size_t>(q)], 1e-5 * (1 + std::sqrt(static_cast<double>(n)))) << q;
+        EXPECT_NEAR(gdl[static_cast<size_t>(q)], cdlam[static_cast<size_t>(q)],
+                    1e-5 * (1 + std::sqrt(static_cast<double>(n))))
+            << q;
       }
     }
     for (int k = 0; k < K; ++k)
-      expect_close(gv(gdx[static_cast<size_t>(k)]), cv(cdx[static_cast<size_t>(k)]), 1e-5, 1e-5, str("wsum_backward dx ", k));
+      expect_close(gv(gdx[static_cast<size_t>(k)]), cv(cdx[static_cast<size_t>(k)]), 1e-5, 1e-5,
+                   str("wsum_backward dx ", k));
     // null dlam is allowed; dλ is reproducible bit for bit
-    gpu->wsum_backward(J, K, lam.data(), live.data(), gxs, gdys, std::vector<Tensor*>(static_cast<size_t>(K), nullptr), nullptr);
+    gpu->wsum_backward(J, K, lam.data(), live.data(), gxs, gdys, std::vector<Tensor*>(static_cast<size_t>(K), nullptr),
+                       nullptr);
     Tensor gdlam2 = g({J * K}, dlam0);
-    gpu->wsum_backward(J, K, lam.data(), live.data(), gxs, gdys, std::vector<Tensor*>(static_cast<size_t>(K), nullptr), gdlam2.data());
+    gpu->wsum_backward(J, K, lam.data(), live.data(), gxs, gdys, std::vector<Tensor*>(static_cast<size_t>(K), nullptr),
+                       gdlam2.data());
     EXPECT_TRUE(same_bits(gv(gdlam2), gdl)) << "dλ not reproducible";
   }
 }
@@ -558,7 +566,8 @@ TEST_F(CudaVsCpu, ConcatScaledColumns) {
     std::vector<const Tensor*> cws, gws;
     std::vector<Tensor*> cdws, gdws;
     for (int j = 0; j < J; ++j) {
-      const Vec wv = rand_vec(O * I, 10 + static_cast<uint32_t>(j)), d0 = rand_vec(O * I, 500 + static_cast<uint32_t>(j));
+      const Vec wv = rand_vec(O * I, 10 + static_cast<uint32_t>(j)),
+                d0 = rand_vec(O * I, 500 + static_cast<uint32_t>(j));
       cw.push_back(c({O, I, 1, 1}, wv));
       gw.push_back(g({O, I, 1, 1}, wv));
       cdw.push_back(c({O, I, 1, 1}, d0));
@@ -843,7 +852,6 @@ TEST_F(CudaVsCpu, EvalBatchMatchesCpu) {
   expect_close(lg, lc, 1e-3, 1e-3, "eval logits");
 }
 
-
 // ---- --gpu-math tf32 | bf16 ---------------------------------------------------------------------------------
 // Tensor-core math rounds each GEMM input to p mantissa bits (TF32: 10,
 // bfloat16: 7) and accumulates in FP32.  Whatever rounding the conversion uses
@@ -872,7 +880,9 @@ double worst_rel(const Vec& got, const std::vector<double>& exact, const std::ve
   for (size_t i = 0; i < got.size(); ++i) {
     const double r = std::fabs(got[i] - exact[i]) / std::max(mag[i], 1e-30);
     worst = std::max(worst, r);
-    if (!(r <= unit) && bad++ < 5) ADD_FAILURE() << what << ": [" << i << "] got " << got[i] << " exact " << exact[i] << " (" << r << " > " << unit << ")";
+    if (!(r <= unit) && bad++ < 5)
+      ADD_FAILURE() << what << ": [" << i << "] got " << got[i] << " exact " << exact[i] << " (" << r << " > " << unit
+                    << ")";
   }
   return worst;
 }
@@ -887,7 +897,8 @@ TEST_P(MathCuda, PointwiseConvWithinTheFormatsBound) {
   const int N = 8, H = 12, W = 12;
   const int64_t cols = static_cast<int64_t>(N) * H * W;
   const Shape xs{d.cin, N, H, W}, ys{d.cout, N, H, W};
-  const Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 21), w = rand_vec(static_cast<size_t>(d.cout * d.cin), 22),
+  const Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 21),
+            w = rand_vec(static_cast<size_t>(d.cout * d.cin), 22),
             dy = rand_vec(static_cast<size_t>(shape_numel(ys)), 23);
   // exact products and their magnitudes, in double: y = W·X, dx = Wᵀ·dy (CNHW: c·cols + col)
   std::vector<double> y_ex(dy.size()), y_mag(dy.size()), dx_ex(x.size()), dx_mag(x.size());
@@ -922,9 +933,10 @@ TEST_P(MathCuda, PointwiseConvWithinTheFormatsBound) {
   const double bm = worst_rel(dxm, dx_ex, dx_mag, um, str(gpu_math_name(m), " backward-data"));
   EXPECT_TRUE(same_bits(ym, ym2) && same_bits(dxm, dxm2)) << "the same GEMM twice gave different bits";
   // what happened, for the record: error ≫ FP32's means the inputs were rounded
-  std::cout << "[ INFO     ] " << gpu_math_name(m) << ": max |got − exact| / Σ|a·b| forward " << fm << ", backward-data "
-            << bm << " (fp32 " << f32 << ", 2^-" << p << " = " << std::ldexp(1.0, -p) << "): "
-            << (fm > 16 * std::max(f32, std::ldexp(1.0, -24)) ? "tensor-core rounding seen" : "no rounding seen (cuBLAS chose FP32 kernels)")
+  std::cout << "[ INFO     ] " << gpu_math_name(m) << ": max |got − exact| / Σ|a·b| forward " << fm
+            << ", backward-data " << bm << " (fp32 " << f32 << ", 2^-" << p << " = " << std::ldexp(1.0, -p) << "): "
+            << (fm > 16 * std::max(f32, std::ldexp(1.0, -24)) ? "tensor-core rounding seen"
+                                                              : "no rounding seen (cuBLAS chose FP32 kernels)")
             << std::endl;
 }
 
@@ -958,7 +970,9 @@ TEST_P(MathCuda, TrainStepNearFp32AndBitReproducible) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TensorCores, MathCuda, ::testing::Values(GpuMath::TF32, GpuMath::BF16),
-                         [](const ::testing::TestParamInfo<GpuMath>& i) { return std::string(gpu_math_name(i.param)); });
+                         [](const ::testing::TestParamInfo<GpuMath>& i) {
+                           return std::string(gpu_math_name(i.param));
+                         });
 
 // NCCL plumbing on the one GPU of the test machine (it has no MPI, and NCCL
 // refuses two ranks on one device, so the 2-rank sum runs only on a cluster;
@@ -1042,7 +1056,8 @@ TEST_F(CudaVsCpu, CudnnChoiceIndependentOfCallOrder) {
   ConvDesc d{16, 24, 3, 1, 1, 1};
   const int N = 4, H = 14, W = 14;
   const Shape xs{d.cin, N, H, W}, ys{d.cout, N, H, W};
-  const Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 31), w = rand_vec(static_cast<size_t>(shape_numel(d.weight_shape())), 32),
+  const Vec x = rand_vec(static_cast<size_t>(shape_numel(xs)), 31),
+            w = rand_vec(static_cast<size_t>(shape_numel(d.weight_shape())), 32),
             dy = rand_vec(static_cast<size_t>(shape_numel(ys)), 33);
   Tensor cx = c(xs, x), cw = c(d.weight_shape(), w), cdy = c(ys, dy), cy = cpu->alloc(ys), cdx = cpu->alloc(xs),
          cdw = cpu->alloc(d.weight_shape());
@@ -1111,7 +1126,6 @@ TEST_F(CudaVsCpu, ReductionsOverMoreThan65535Segments) {
   }
 }
 
-
 // ---- host code on the GPU path (review of src/model, src/io, src/run) ------------------------------------------
 
 /// ‖got − want‖₂ ≤ 1e-3·‖want‖₂ and elementwise within 2e-3·‖want‖∞ + 1e-2·|want|, as for the supergraph step.
@@ -1172,7 +1186,8 @@ TEST_F(CudaVsCpu, RetrainNetworkStepsMatchCpu) {
     expect_close(ng.last_logits(), nc.last_logits(), 1e-3, 1e-3, "logits");
     expect_close(ng.last_aux_logits(), nc.last_aux_logits(), 1e-3, 1e-3, "aux logits");
     expect_grad_close(gv(ng.flat_grad()), cv(nc.flat_grad()), "flat gradient");
-    expect_close(bn_stats_of(*gpu, ng.bn_stats()), bn_stats_of(*cpu, nc.bn_stats()), 1e-4, 1e-3, "BN running statistics");
+    expect_close(bn_stats_of(*gpu, ng.bn_stats()), bn_stats_of(*cpu, nc.bn_stats()), 1e-4, 1e-3,
+                 "BN running statistics");
     for (size_t i = 0; i < nc.params().size(); ++i) {  // the optimiser step of `dsonas retrain`
       Param &pc = nc.params()[i], &pg = ng.params()[i];
       cpu->nag_update(pc.value, pc.grad, pc.momentum, 0.1f, 0.9f, wds[i]);

@@ -21,8 +21,8 @@
 namespace dsonas {
 namespace {
 
-using cuda::CudnnOutcome;
 using cuda::cudnn_outcome;
+using cuda::CudnnOutcome;
 
 TEST(CudnnStatus, CategoryIsTheThousands) {
   EXPECT_EQ(cuda::cudnn_category(0), 0);
@@ -37,8 +37,7 @@ TEST(CudnnStatus, EveryNotSupportedSubCodeTakesTheGemmPath) {
   EXPECT_EQ(cudnn_outcome(0), CudnnOutcome::Ran);
   // cuDNN 9.19: 3000 NOT_SUPPORTED and its sub-codes 3001 … 3014 (…_LAYOUT = 3004,
   // …_SHAPE = 3002, …_PADDING = 3011, …) — the old test `== NOT_SUPPORTED` saw only 3000
-  for (int s = 3000; s <= cuda::kCudnnNotSupportedLast; ++s)
-    EXPECT_EQ(cudnn_outcome(s), CudnnOutcome::UseGemm) << s;
+  for (int s = 3000; s <= cuda::kCudnnNotSupportedLast; ++s) EXPECT_EQ(cudnn_outcome(s), CudnnOutcome::UseGemm) << s;
   // sub-codes a later cuDNN may add in the category
   EXPECT_EQ(cudnn_outcome(3015), CudnnOutcome::UseGemm);
   EXPECT_EQ(cudnn_outcome(3999), CudnnOutcome::UseGemm);

@@ -175,8 +175,7 @@ TEST_P(ConvMath, ElementFunctionsAndGemmPlansMatchCpu) {
       for (int64_t q = 0; q < static_cast<int64_t>(col.size()); ++q)
         col[static_cast<size_t>(q)] = km::im2col_elem(x.data(), g, n0, nc, q);
       host_sgemm(km::gemm_im2col_fwd(g, n0, nc), alpha, col.data(), w.data(), beta, y.data());
-      host_sgemm(km::gemm_im2col_bwd_filter(g, n0, nc), alpha, col.data(), dy.data(), n0 == 0 ? beta : 1.f,
-                 dw.data());
+      host_sgemm(km::gemm_im2col_bwd_filter(g, n0, nc), alpha, col.data(), dy.data(), n0 == 0 ? beta : 1.f, dw.data());
       Vec colg(col.size(), std::numeric_limits<float>::quiet_NaN());
       host_sgemm(km::gemm_im2col_bwd_data(g, n0, nc), 1.f, dy.data(), w.data(), 0.f, colg.data());
       const int64_t total = int64_t(cc.cin) * nc * HW;
@@ -197,23 +196,22 @@ TEST_P(ConvMath, ElementFunctionsAndGemmPlansMatchCpu) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, ConvMath,
-    ::testing::Values(ConvCase{3, 3, 3, 1, 1, 3, 2, 5, 7},    // depthwise 3x3
-                      ConvCase{3, 3, 5, 1, 2, 3, 2, 5, 7},    // depthwise 5x5
-                      ConvCase{3, 3, 3, 2, 1, 3, 2, 7, 9},    // depthwise 3x3 stride 2
-                      ConvCase{4, 4, 5, 2, 2, 4, 2, 5, 7},    // depthwise 5x5 stride 2
-                      ConvCase{3, 3, 3, 1, 0, 3, 1, 4, 6},    // depthwise, no pad
-                      ConvCase{3, 3, 3, 1, 2, 3, 2, 5, 7},    // depthwise, pad k-1
-                      ConvCase{2, 2, 7, 1, 3, 2, 2, 9, 17},   // depthwise 7x7
-                      ConvCase{2, 2, 1, 1, 0, 2, 2, 5, 7},    // depthwise 1x1
-                      ConvCase{5, 5, 3, 2, 1, 5, 3, 8, 6},    // depthwise stride 2, even sizes
-                      ConvCase{3, 4, 1, 1, 0, 1, 2, 5, 7},    // pointwise
-                      ConvCase{3, 4, 1, 2, 0, 1, 2, 5, 7},    // 1x1 stride 2
-                      ConvCase{3, 4, 3, 1, 1, 1, 2, 5, 7},    // 3x3 dense
-                      ConvCase{3, 4, 3, 2, 1, 1, 3, 5, 7},    // 3x3 stride 2 odd
-                      ConvCase{2, 5, 3, 2, 1, 1, 3, 8, 6},    // 3x3 stride 2 even
-                      ConvCase{4, 3, 5, 1, 2, 1, 3, 6, 5}));  // 5x5 dense
+INSTANTIATE_TEST_SUITE_P(Shapes, ConvMath,
+                         ::testing::Values(ConvCase{3, 3, 3, 1, 1, 3, 2, 5, 7},    // depthwise 3x3
+                                           ConvCase{3, 3, 5, 1, 2, 3, 2, 5, 7},    // depthwise 5x5
+                                           ConvCase{3, 3, 3, 2, 1, 3, 2, 7, 9},    // depthwise 3x3 stride 2
+                                           ConvCase{4, 4, 5, 2, 2, 4, 2, 5, 7},    // depthwise 5x5 stride 2
+                                           ConvCase{3, 3, 3, 1, 0, 3, 1, 4, 6},    // depthwise, no pad
+                                           ConvCase{3, 3, 3, 1, 2, 3, 2, 5, 7},    // depthwise, pad k-1
+                                           ConvCase{2, 2, 7, 1, 3, 2, 2, 9, 17},   // depthwise 7x7
+                                           ConvCase{2, 2, 1, 1, 0, 2, 2, 5, 7},    // depthwise 1x1
+                                           ConvCase{5, 5, 3, 2, 1, 5, 3, 8, 6},    // depthwise stride 2, even sizes
+                                           ConvCase{3, 4, 1, 1, 0, 1, 2, 5, 7},    // pointwise
+                                           ConvCase{3, 4, 1, 2, 0, 1, 2, 5, 7},    // 1x1 stride 2
+                                           ConvCase{3, 4, 3, 1, 1, 1, 2, 5, 7},    // 3x3 dense
+                                           ConvCase{3, 4, 3, 2, 1, 1, 3, 5, 7},    // 3x3 stride 2 odd
+                                           ConvCase{2, 5, 3, 2, 1, 1, 3, 8, 6},    // 3x3 stride 2 even
+                                           ConvCase{4, 3, 5, 1, 2, 1, 3, 6, 5}));  // 5x5 dense
 
 // ---- linear -------------------------------------------------------------------------------------
 
@@ -229,7 +227,8 @@ TEST_F(KernelMath, LinearPlansMatchCpu) {
     for (int o = 0; o < O; ++o) y[static_cast<size_t>(n * O + o)] = b[static_cast<size_t>(o)];
   host_sgemm(km::gemm_linear_fwd(N, I, O), 1.f, w.data(), x.data(), 1.f, y.data());
   expect_close(y, get(ty), 1e-6, 1e-5, "linear forward plan");
-  Vec dx(static_cast<size_t>(N * I), std::numeric_limits<float>::quiet_NaN()), dw(static_cast<size_t>(O * I), std::numeric_limits<float>::quiet_NaN());
+  Vec dx(static_cast<size_t>(N * I), std::numeric_limits<float>::quiet_NaN()),
+      dw(static_cast<size_t>(O * I), std::numeric_limits<float>::quiet_NaN());
   host_sgemm(km::gemm_linear_bwd_data(N, I, O), 1.f, w.data(), r.data(), 0.f, dx.data());
   host_sgemm(km::gemm_linear_bwd_weight(N, I, O), 1.f, x.data(), r.data(), 0.f, dw.data());
   expect_close(dx, get(tdx), 1e-6, 1e-5, "linear backward-data plan");
@@ -460,7 +459,8 @@ TEST_F(KernelMath, WsumPlansMatchCpu) {
       EXPECT_GT(plan.size(), 1u);
     }
     run_plan(plan, n);
-    for (int j = 0; j < J; ++j) expect_close(hy[static_cast<size_t>(j)], get(ty[static_cast<size_t>(j)]), 1e-6, 1e-5, "wsum forward");
+    for (int j = 0; j < J; ++j)
+      expect_close(hy[static_cast<size_t>(j)], get(ty[static_cast<size_t>(j)]), 1e-6, 1e-5, "wsum forward");
     // backward dx rows
     std::vector<km::WsRow> brows;
     for (int k = 0; k < K; ++k) {
@@ -474,7 +474,8 @@ TEST_F(KernelMath, WsumPlansMatchCpu) {
     }
     run_plan(km::wsum_plan(brows, dyin), n);
     for (int k = 0; k < K; ++k)
-      if (k != 2) expect_close(hdx[static_cast<size_t>(k)], get(tdx[static_cast<size_t>(k)]), 1e-6, 1e-5, "wsum backward dx");
+      if (k != 2)
+        expect_close(hdx[static_cast<size_t>(k)], get(tdx[static_cast<size_t>(k)]), 1e-6, 1e-5, "wsum backward dx");
   }
 }
 
@@ -519,7 +520,8 @@ TEST_F(KernelMath, ConcatIndexAndScaleIndexMatchCpu) {
     cpu->scale_samples(tx, groups, s.data(), ty, 0.f);
     Vec y(x.size());
     for (int64_t e = 0; e < static_cast<int64_t>(x.size()); ++e)
-      y[static_cast<size_t>(e)] = s[static_cast<size_t>(km::scale_index(e, N, H * W, C / groups))] * x[static_cast<size_t>(e)];
+      y[static_cast<size_t>(e)] =
+          s[static_cast<size_t>(km::scale_index(e, N, H * W, C / groups))] * x[static_cast<size_t>(e)];
     expect_close(y, get(ty), 0, 0, "scale_samples");
   }
 }
@@ -534,17 +536,18 @@ namespace {
 // values whose TF32 / bfloat16 roundings are known.
 TEST(GpuMathHost, RoundMantissaToNearestEven) {
   using gputest::round_mantissa;
-  const float e7 = std::ldexp(1.f, -7), e8 = std::ldexp(1.f, -8), e10 = std::ldexp(1.f, -10), e11 = std::ldexp(1.f, -11);
-  EXPECT_EQ(round_mantissa(1.f + e7, 7), 1.f + e7);                  // representable
-  EXPECT_EQ(round_mantissa(1.f + e8, 7), 1.f);                       // tie, to even (down)
-  EXPECT_EQ(round_mantissa(1.f + e7 + e8, 7), 1.f + 2 * e7);         // tie, to even (up)
-  EXPECT_EQ(round_mantissa(1.f + e8 + e11, 7), 1.f + e7);            // above the tie
-  EXPECT_EQ(round_mantissa(-(1.f + e8 + e11), 7), -(1.f + e7));      // sign kept
-  EXPECT_EQ(round_mantissa(1.f + e11, 10), 1.f);                     // TF32 tie, down
-  EXPECT_EQ(round_mantissa(1.f + e10 + e11, 10), 1.f + 2 * e10);     // TF32 tie, up
-  EXPECT_EQ(round_mantissa(2.f - e8 / 2, 7), 2.f);                   // carry into the exponent
+  const float e7 = std::ldexp(1.f, -7), e8 = std::ldexp(1.f, -8), e10 = std::ldexp(1.f, -10),
+              e11 = std::ldexp(1.f, -11);
+  EXPECT_EQ(round_mantissa(1.f + e7, 7), 1.f + e7);               // representable
+  EXPECT_EQ(round_mantissa(1.f + e8, 7), 1.f);                    // tie, to even (down)
+  EXPECT_EQ(round_mantissa(1.f + e7 + e8, 7), 1.f + 2 * e7);      // tie, to even (up)
+  EXPECT_EQ(round_mantissa(1.f + e8 + e11, 7), 1.f + e7);         // above the tie
+  EXPECT_EQ(round_mantissa(-(1.f + e8 + e11), 7), -(1.f + e7));   // sign kept
+  EXPECT_EQ(round_mantissa(1.f + e11, 10), 1.f);                  // TF32 tie, down
+  EXPECT_EQ(round_mantissa(1.f + e10 + e11, 10), 1.f + 2 * e10);  // TF32 tie, up
+  EXPECT_EQ(round_mantissa(2.f - e8 / 2, 7), 2.f);                // carry into the exponent
   EXPECT_EQ(round_mantissa(3.14159265f, 23), 3.14159265f);
-  EXPECT_EQ(round_mantissa(3.14159265f, 7), 3.140625f);              // bfloat16(π) = 0x4049
+  EXPECT_EQ(round_mantissa(3.14159265f, 7), 3.140625f);  // bfloat16(π) = 0x4049
   EXPECT_TRUE(std::isinf(round_mantissa(std::numeric_limits<float>::infinity(), 7)));
   EXPECT_TRUE(std::isnan(round_mantissa(std::numeric_limits<float>::quiet_NaN(), 7)));
   // relative error at most 2^-(bits+1) on random values

@@ -58,7 +58,7 @@ TEST(CudaPinnedHost, BackendMakesBatchBuffersPageLocked) {
     HostVector<float> again(1 << 20);
     EXPECT_EQ(again.data(), p);
     EXPECT_TRUE(cuda_is_pinned_host(again.data()));
-    kept = std::move(again);  // outlives the backend
+    kept = std::move(again);      // outlives the backend
     early = HostVector<float>();  // a pre-hook block freed while the hook is installed
   }
   EXPECT_STREQ(host_memory_name(), "default");

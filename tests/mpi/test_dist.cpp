@@ -75,7 +75,8 @@ TEST(GradReducer, BucketsAndReadyPointsGiveTheExactSum) {
   for (int64_t bucket : {int64_t(1), int64_t(7), int64_t(100), int64_t(4096)}) {
     for (int64_t lo : {int64_t(0), int64_t(333)}) {
       std::vector<float> h(static_cast<size_t>(n));
-      for (int64_t k = 0; k < n; ++k) h[static_cast<size_t>(k)] = static_cast<float>(k % 17) + 0.25f * static_cast<float>(comm().rank() + 1);
+      for (int64_t k = 0; k < n; ++k)
+        h[static_cast<size_t>(k)] = static_cast<float>(k % 17) + 0.25f * static_cast<float>(comm().rank() + 1);
       be->upload(h.data(), flat);
       GradReducer red(comm(), *be, flat, bucket);
       red.begin(lo, n);
@@ -124,7 +125,8 @@ void data_parallel_equals_sequential(bool recompute, int64_t bucket) {
   par.set_recompute(recompute);
   ref.set_recompute(recompute);
   Rng lr(11, 1);
-  for (size_t k = 0; k < par.lambda().size(); ++k) par.lambda()[k] = ref.lambda()[k] = 0.5f + static_cast<float>(lr.uniform());
+  for (size_t k = 0; k < par.lambda().size(); ++k)
+    par.lambda()[k] = ref.lambda()[k] = 0.5f + static_cast<float>(lr.uniform());
   par.rebuild_plan();
   ref.rebuild_plan();
   const Halves h = make_halves(sp, B, 77);
@@ -135,7 +137,11 @@ void data_parallel_equals_sequential(bool recompute, int64_t bucket) {
     const bool wstep = kind == 0;
     GradReducer red(comm(), *be, par.flat_grad(), bucket);
     int hooks = 0;
-    if (wstep) par.set_grad_ready_hook([&](int64_t from) { red.ready(from); ++hooks; });
+    if (wstep)
+      par.set_grad_ready_hook([&](int64_t from) {
+        red.ready(from);
+        ++hooks;
+      });
     red.begin(wstep ? 0 : W, wstep ? W : T);
     par.train_step(h.x[r].data(), h.y[r].data(), B, scale, wstep, !wstep);
     red.finish();

@@ -51,8 +51,8 @@ struct GradCheckResult {
   }
   std::string summary() const {
     std::ostringstream os;
-    os << "checked " << checked << ", skipped " << skipped << " (kinks), failed " << failed
-       << ", max |err| " << max_abs_err << "\n"
+    os << "checked " << checked << ", skipped " << skipped << " (kinks), failed " << failed << ", max |err| "
+       << max_abs_err << "\n"
        << failures;
     return os.str();
   }
@@ -63,8 +63,7 @@ using StateFn = std::function<std::vector<uint8_t>()>;
 
 /// x: the n parameters the loss reads (perturbed in place, restored after).
 inline GradCheckResult check_gradient(float* x, size_t n, const float* analytic, const LossFn& loss,
-                                      const GradCheckOptions& o = GradCheckOptions(),
-                                      const StateFn& state = nullptr) {
+                                      const GradCheckOptions& o = GradCheckOptions(), const StateFn& state = nullptr) {
   GradCheckResult r;
   std::vector<size_t> coords(n);
   for (size_t i = 0; i < n; ++i) coords[i] = i;
@@ -121,8 +120,7 @@ inline GradCheckResult check_gradient(float* x, size_t n, const float* analytic,
 /// <a, b> in double.
 inline double dot(const std::vector<float>& a, const std::vector<float>& b) {
   double s = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
-    s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
   return s;
 }
 

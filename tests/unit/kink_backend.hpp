@@ -59,22 +59,24 @@ class KinkSignatureBackend final : public dsonas::Backend {
 
   // ---- recording ------------------------------------------------------------------
   void bn_forward_train(const dsonas::Tensor& x, const dsonas::Tensor& gamma, const dsonas::Tensor& beta,
-                        dsonas::Tensor& run_mean, dsonas::Tensor& run_var, float momentum, float eps,
-                        dsonas::Tensor& y, dsonas::Tensor& save_mean, dsonas::Tensor& save_invstd,
-                        bool relu) override {
+                        dsonas::Tensor& run_mean, dsonas::Tensor& run_var, float momentum, float eps, dsonas::Tensor& y,
+                        dsonas::Tensor& save_mean, dsonas::Tensor& save_invstd, bool relu) override {
     const bool frozen = relu && mode_ == Mode::Replay;
-    in_.bn_forward_train(x, gamma, beta, run_mean, run_var, momentum, eps, y, save_mean, save_invstd,
-                         relu && !frozen);
-    if (frozen) replay_relu(y);
-    else if (relu && mode_ == Mode::Record) record_relu(y);
+    in_.bn_forward_train(x, gamma, beta, run_mean, run_var, momentum, eps, y, save_mean, save_invstd, relu && !frozen);
+    if (frozen)
+      replay_relu(y);
+    else if (relu && mode_ == Mode::Record)
+      record_relu(y);
   }
   void bn_forward_infer(const dsonas::Tensor& x, const dsonas::Tensor& gamma, const dsonas::Tensor& beta,
-                        const dsonas::Tensor& run_mean, const dsonas::Tensor& run_var, float eps,
-                        dsonas::Tensor& y, bool relu) override {
+                        const dsonas::Tensor& run_mean, const dsonas::Tensor& run_var, float eps, dsonas::Tensor& y,
+                        bool relu) override {
     const bool frozen = relu && mode_ == Mode::Replay;
     in_.bn_forward_infer(x, gamma, beta, run_mean, run_var, eps, y, relu && !frozen);
-    if (frozen) replay_relu(y);
-    else if (relu && mode_ == Mode::Record) record_relu(y);
+    if (frozen)
+      replay_relu(y);
+    else if (relu && mode_ == Mode::Record)
+      record_relu(y);
   }
   void pool_forward(const dsonas::PoolDesc& d, const dsonas::Tensor& x, dsonas::Tensor& y) override {
     if (d.kind == dsonas::PoolKind::Max && mode_ != Mode::Pass) {
@@ -98,8 +100,8 @@ class KinkSignatureBackend final : public dsonas::Backend {
     return in_.act_from_nchw(h, n, c, hh, w);
   }
   void act_to_nchw(const dsonas::Tensor& a, float* h) override { in_.act_to_nchw(a, h); }
-  void conv_forward(const dsonas::ConvDesc& d, const dsonas::Tensor& x, const dsonas::Tensor& w,
-                    dsonas::Tensor& y, float alpha, float beta) override {
+  void conv_forward(const dsonas::ConvDesc& d, const dsonas::Tensor& x, const dsonas::Tensor& w, dsonas::Tensor& y,
+                    float alpha, float beta) override {
     in_.conv_forward(d, x, w, y, alpha, beta);
   }
   void conv_backward_data(const dsonas::ConvDesc& d, const dsonas::Tensor& dy, const dsonas::Tensor& w,
@@ -124,9 +126,9 @@ class KinkSignatureBackend final : public dsonas::Backend {
                     const std::vector<dsonas::Tensor*>& ys) override {
     in_.wsum_forward(J, K, lam, live, xs, ys);
   }
-  void wsum_backward(int J, int K, const float* lam, const uint8_t* live,
-                     const std::vector<const dsonas::Tensor*>& xs, const std::vector<const dsonas::Tensor*>& dys,
-                     const std::vector<dsonas::Tensor*>& dxs, float* dlam) override {
+  void wsum_backward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const dsonas::Tensor*>& xs,
+                     const std::vector<const dsonas::Tensor*>& dys, const std::vector<dsonas::Tensor*>& dxs,
+                     float* dlam) override {
     in_.wsum_backward(J, K, lam, live, xs, dys, dxs, dlam);
   }
   void concat_scaled_columns(const std::vector<const dsonas::Tensor*>& ws, const float* scale,
@@ -156,8 +158,8 @@ class KinkSignatureBackend final : public dsonas::Backend {
                       dsonas::Tensor& y) override {
     in_.linear_forward(x, w, b, y);
   }
-  void linear_backward(const dsonas::Tensor& x, const dsonas::Tensor& w, const dsonas::Tensor& dy,
-                       dsonas::Tensor* dx, dsonas::Tensor* dw, dsonas::Tensor* db) override {
+  void linear_backward(const dsonas::Tensor& x, const dsonas::Tensor& w, const dsonas::Tensor& dy, dsonas::Tensor* dx,
+                       dsonas::Tensor* dw, dsonas::Tensor* db) override {
     in_.linear_backward(x, w, dy, dx, dw, db);
   }
   void softmax_xent(const dsonas::Tensor& logits, const int32_t* labels, float grad_scale, dsonas::Tensor& dlogits,
@@ -172,12 +174,10 @@ class KinkSignatureBackend final : public dsonas::Backend {
                              dsonas::Tensor& dlogits, double* loss_sum, int64_t* correct) override {
     in_.softmax_xent_smoothed(logits, labels, smoothing, grad_scale, dlogits, loss_sum, correct);
   }
-  void dropout_apply(const dsonas::Tensor& x, float p, uint64_t key, int64_t index_base,
-                     dsonas::Tensor& y) override {
+  void dropout_apply(const dsonas::Tensor& x, float p, uint64_t key, int64_t index_base, dsonas::Tensor& y) override {
     in_.dropout_apply(x, p, key, index_base, y);
   }
-  void scale_samples(const dsonas::Tensor& x, int groups, const float* scale, dsonas::Tensor& y,
-                     float beta) override {
+  void scale_samples(const dsonas::Tensor& x, int groups, const float* scale, dsonas::Tensor& y, float beta) override {
     in_.scale_samples(x, groups, scale, y, beta);
   }
 

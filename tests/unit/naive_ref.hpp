@@ -142,8 +142,7 @@ inline Vec pool_fwd(const Pool& d, const Vec& x, int P, int H, int W) {
             if (v > m) m = v;
             s += v;
           }
-        y[(static_cast<size_t>(pl) * Ho + oh) * Wo + ow] =
-            static_cast<float>(d.max ? m : s / (d.k * d.k));
+        y[(static_cast<size_t>(pl) * Ho + oh) * Wo + ow] = static_cast<float>(d.max ? m : s / (d.k * d.k));
       }
   return y;
 }
@@ -196,9 +195,8 @@ inline Vec pool_bwd(const Pool& d, const Vec& x, const Vec& dy, int P, int H, in
 }
 
 /// Training-mode BN(+ReLU) on NCHW; also returns batch mean and biased var.
-inline Vec bn_train(const Vec& x, const Vec& gamma, const Vec& beta, int N, int C, int HW,
-                    float eps, bool relu, std::vector<double>* mean_out = nullptr,
-                    std::vector<double>* var_out = nullptr) {
+inline Vec bn_train(const Vec& x, const Vec& gamma, const Vec& beta, int N, int C, int HW, float eps, bool relu,
+                    std::vector<double>* mean_out = nullptr, std::vector<double>* var_out = nullptr) {
   Vec y(x.size());
   const double M = static_cast<double>(N) * HW;
   if (mean_out) mean_out->assign(static_cast<size_t>(C), 0);
@@ -227,8 +225,8 @@ inline Vec bn_train(const Vec& x, const Vec& gamma, const Vec& beta, int N, int 
   return y;
 }
 
-inline Vec bn_infer(const Vec& x, const Vec& gamma, const Vec& beta, const Vec& rm, const Vec& rv,
-                    int N, int C, int HW, float eps, bool relu) {
+inline Vec bn_infer(const Vec& x, const Vec& gamma, const Vec& beta, const Vec& rm, const Vec& rv, int N, int C, int HW,
+                    float eps, bool relu) {
   Vec y(x.size());
   for (int n = 0; n < N; ++n)
     for (int c = 0; c < C; ++c)

@@ -112,7 +112,8 @@ TEST(ArchJson, EveryMalformedFieldIsNamed) {
     std::string from, to, want;  // want: the message after "arch.json: "
   };
   const std::vector<Case> cases = {
-      {"\"format\": \"dsonas-architecture\"", "\"format\": \"dsonas-model\"", "format: expected \"dsonas-architecture\""},
+      {"\"format\": \"dsonas-architecture\"", "\"format\": \"dsonas-model\"",
+       "format: expected \"dsonas-architecture\""},
       {"\"format\": \"dsonas-architecture\"", "\"format\": 7", "format: expected a string"},
       {"\"format_version\": 1", "\"format_version\": 2", "format_version: version 2 is not supported"},
       {"\"format_version\": 1", "\"format_version\": 1.0", "format_version: expected an integer, got 1.0"},
@@ -138,27 +139,37 @@ TEST(ArchJson, EveryMalformedFieldIsNamed) {
       {"\"empty\": true, \"ops\": []", "\"empty\": false, \"ops\": []", "blocks[1].empty: expected true"},
       {"\"ops\": []", "\"ops\": {}", "blocks[1].ops: expected an array of ops"},
       {"\"ops\": []}", "\"ops\": [], \"extra\": 1}", "blocks[1].extra: unknown field"},
-      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [0, 6]", "blocks[0].ops[3].inputs: expected an array of input names"},
-      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"l2/o2\", \"in\"]", "blocks[0].ops[3].inputs: inputs must be sorted"},
-      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"in\", \"in\"]", "blocks[0].ops[3].inputs: inputs must be sorted"},
-      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"in\", \"l2/o1\"]", "blocks[0].ops[3].inputs: \"l2/o1\" is not an earlier op"},
-      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"in\", \"l3/o1\"]", "blocks[0].ops[3].inputs: \"l3/o1\" is not an earlier op"},
-      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"in\", \"l02/o2\"]", "blocks[0].ops[3].inputs: \"l02/o2\" is not an input name"},
+      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [0, 6]",
+       "blocks[0].ops[3].inputs: expected an array of input names"},
+      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"l2/o2\", \"in\"]",
+       "blocks[0].ops[3].inputs: inputs must be sorted"},
+      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"in\", \"in\"]",
+       "blocks[0].ops[3].inputs: inputs must be sorted"},
+      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"in\", \"l2/o1\"]",
+       "blocks[0].ops[3].inputs: \"l2/o1\" is not an earlier op"},
+      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"in\", \"l3/o1\"]",
+       "blocks[0].ops[3].inputs: \"l3/o1\" is not an earlier op"},
+      {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": [\"in\", \"l02/o2\"]",
+       "blocks[0].ops[3].inputs: \"l02/o2\" is not an input name"},
       {"\"inputs\": [\"in\", \"l2/o2\"]", "\"inputs\": []", "blocks[0].ops[3].inputs: an op needs at least one input"},
       {"\"type\": \"sep3\", \"inputs\": [\"in\"]", "\"type\": \"sep3\", \"inputs\": [\"l1/o1\"]",
        "blocks[0].ops[0].inputs: a level-1 op reads the block input only"},
-      {"\"type\": \"sep5\"", "\"type\": \"sep3\"", "blocks[0].ops[2].type: expected \"sep5\" (op 2 of the space), got \"sep3\""},
+      {"\"type\": \"sep5\"", "\"type\": \"sep3\"",
+       "blocks[0].ops[2].type: expected \"sep5\" (op 2 of the space), got \"sep3\""},
       {"\"level\": 2, \"op\": 2", "\"level\": 1, \"op\": 2", "blocks[0].ops[2]: l1/o2 is out of order or repeated"},
-      {"\"level\": 3, \"op\": 4", "\"level\": 4, \"op\": 4", "blocks[0].ops[3].level: expected an integer in [1, 3], got 4"},
+      {"\"level\": 3, \"op\": 4", "\"level\": 4, \"op\": 4",
+       "blocks[0].ops[3].level: expected an integer in [1, 3], got 4"},
       {"\"inputs\": [\"in\"], \"output\": true", "\"inputs\": [\"in\"], \"output\": false",
        "blocks[0].ops[0]: l1/o1 feeds neither the block output nor a later op"},
       {"\"output\": true}", "\"output\": 1}", "blocks[0].ops[0].output: expected true or false, got a number"},
       {"\"output\": true}", "\"output\": true, \"output\": true}", "blocks[0].ops[0].output: appears more than once"},
-      {"\"branches\": [\"1x1\"]", "\"branches\": [\"2x2\"]", "reductions[0].branches: expected [\"1x1\"], [\"3x3\"] or"},
+      {"\"branches\": [\"1x1\"]", "\"branches\": [\"2x2\"]",
+       "reductions[0].branches: expected [\"1x1\"], [\"3x3\"] or"},
       {"\"branches\": [\"1x1\"]", "\"branches\": []", "reductions[0].branches: expected [\"1x1\"], [\"3x3\"] or"},
       {"\"out_channels\": 8", "\"out_channels\": 16", "reductions[0].out_channels: expected 8"},
       {"\"ops\": 4,", "\"ops\": 5,", "survivors.ops: 5 does not match the blocks (4 live ops)"},
-      {"\"sep3\": 1, \"sep5\": 1", "\"sep3\": 2, \"sep5\": 1", "survivors.per_type.sep3: 2 does not match the blocks (1)"},
+      {"\"sep3\": 1, \"sep5\": 1", "\"sep3\": 2, \"sep5\": 1",
+       "survivors.per_type.sep3: 2 does not match the blocks (1)"},
       {"\"l1\": 2, ", "", "survivors.per_level: expected 3 entries, got 2"},
       {"\"macs\": 18712", "\"macs\": 18713", "macs: 18713 does not match the architecture (18712)"},
       {"\"params_full\": 3519", "\"params_full\": \"3519\"", "params_full: expected an integer, got a string"},
@@ -172,7 +183,8 @@ TEST(ArchJson, EveryMalformedFieldIsNamed) {
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
   }
   // Missing top-level sections, wrong top-level type.
-  EXPECT_EQ(usage_error([&] { Architecture::from_json("[]", "a.json"); }), "a.json: (top level): expected an object, got an array");
+  EXPECT_EQ(usage_error([&] { Architecture::from_json("[]", "a.json"); }),
+            "a.json: (top level): expected an object, got an array");
   EXPECT_EQ(usage_error([&] { Architecture::from_json("{}", "a.json"); }), "a.json: format: missing");
 }
 
@@ -201,7 +213,8 @@ TEST(ArchJson, SyntaxErrorsNameLineAndColumn) {
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   }
   // Escapes decode: \u00e9 and a surrogate pair become UTF-8.
-  const Architecture a = Architecture::from_json(edit(j, "\"stage\": \"\"", "\"stage\": \"\\u00e9\\ud83d\\ude00\\/\""), "a.json");
+  const Architecture a =
+      Architecture::from_json(edit(j, "\"stage\": \"\"", "\"stage\": \"\\u00e9\\ud83d\\ude00\\/\""), "a.json");
   EXPECT_EQ(a.stage, "\xc3\xa9\xf0\x9f\x98\x80/");
 }
 
@@ -219,10 +232,18 @@ TEST(ArchJson, CheckFitsComparesTheStructuralFields) {
   const Case cases[] = {
       {[](SearchSpace& s) { s.levels = 4; }, "arch.json: levels: arch=3 config=4"},
       {[](SearchSpace& s) { s.ops.pop_back(); }, "arch.json: N: arch=4 config=3"},
-      {[](SearchSpace& s) { std::swap(s.ops[0], s.ops[1]); }, "arch.json: ops: arch=sep3,sep5,max3,avg3 config=sep5,sep3,max3,avg3"},
+      {[](SearchSpace& s) { std::swap(s.ops[0], s.ops[1]); },
+       "arch.json: ops: arch=sep3,sep5,max3,avg3 config=sep5,sep3,max3,avg3"},
       {[](SearchSpace& s) { s.stem = StemKind::ImageNet2x; }, "arch.json: stem: arch=conv3 config=imagenet2x"},
-      {[](SearchSpace& s) { s.normal_units = {1, 1, 1}; s.widths = {4, 8, 16}; }, "arch.json: stages: arch=2 config=3"},
-      {[](SearchSpace& s) { s.normal_units = {1, 2}; }, "arch.json: normal_units: arch=1,1 config=1,2"},
+      {[](SearchSpace& s) {
+         s.normal_units = {1, 1, 1};
+         s.widths = {4, 8, 16};
+       },
+       "arch.json: stages: arch=2 config=3"},
+      {[](SearchSpace& s) {
+         s.normal_units = {1, 2};
+       },
+       "arch.json: normal_units: arch=1,1 config=1,2"},
       {[](SearchSpace& s) { s.in_channels = 3; }, "arch.json: input: arch=1x8x8 config=3x8x8"},
       {[](SearchSpace& s) { s.in_width = 10; }, "arch.json: input: arch=1x8x8 config=1x8x10"},
       {[](SearchSpace& s) { s.classes = 10; }, "arch.json: classes: arch=3 config=10"},
@@ -297,8 +318,10 @@ TEST(ArchJson, WidthForTargetIsTheClosestWidth) {
   EXPECT_LE(std::fabs(b.at_width(C).params() - 3.0e6), std::fabs(b.at_width(C + 1).params() - 3.0e6));
   EXPECT_LE(std::fabs(b.at_width(C).params() - 3.0e6), std::fabs(b.at_width(C - 1).params() - 3.0e6));
   EXPECT_NE(usage_error([&] { width_for_target(b, 0.0, CostKind::Macs); }).find("--target-macs"), std::string::npos);
-  EXPECT_NE(usage_error([&] { width_for_target(b, -1.0, CostKind::Params); }).find("--target-params"), std::string::npos);
-  EXPECT_NE(usage_error([&] { width_for_target(b, NAN, CostKind::Params); }).find("--target-params"), std::string::npos);
+  EXPECT_NE(usage_error([&] { width_for_target(b, -1.0, CostKind::Params); }).find("--target-params"),
+            std::string::npos);
+  EXPECT_NE(usage_error([&] { width_for_target(b, NAN, CostKind::Params); }).find("--target-params"),
+            std::string::npos);
   EXPECT_NE(usage_error([&] { width_for_target(b, 1e30, CostKind::Macs); }).find("beyond reach"), std::string::npos);
 }
 
@@ -324,10 +347,12 @@ TEST(ArchJson, BaselineIsAChainOfSep3) {
     for (const ArchReduction& r : a.reductions()) EXPECT_TRUE(r.branch[0] && r.branch[1]);
     // MACs by hand (§11.1): stem 9·16·784; per block of width F on H×W:
     // 4 sep3 (9F + F²)·HW + one branch F²·HW + id_conv F²·HW in the first unit.
-    auto block = [](double F, double hw, bool first) { return (4 * (9 * F + F * F) + F * F + (first ? F * F : 0)) * hw; };
+    auto block = [](double F, double hw, bool first) {
+      return (4 * (9 * F + F * F) + F * F + (first ? F * F : 0)) * hw;
+    };
     const double hand = 9.0 * 16 * 784 + block(16, 784, true) + block(16, 784, false) + block(32, 196, true) +
-                        block(32, 196, false) + block(64, 49, true) + block(64, 49, false) +
-                        10.0 * 16 * 32 * 196 + 10.0 * 32 * 64 * 49 + 64.0 * 10;
+                        block(32, 196, false) + block(64, 49, true) + block(64, 49, false) + 10.0 * 16 * 32 * 196 +
+                        10.0 * 32 * 64 * 49 + 64.0 * 10;
     EXPECT_DOUBLE_EQ(a.macs(), hand);
     EXPECT_TRUE(a.warnings().empty());
   }

@@ -26,7 +26,9 @@ struct Lam {
   float& edge(int s, int u, int l, int j, int lp, int jp) {
     return v[sp.block_lambda_offset(s, u) + b.row_offset(l, j) + b.input_index(lp, jp)];
   }
-  float& after(int s, int u, int l, int j) { return v[sp.block_lambda_offset(s, u) + b.after_offset() + b.after_index(l, j)]; }
+  float& after(int s, int u, int l, int j) {
+    return v[sp.block_lambda_offset(s, u) + b.after_offset() + b.after_index(l, j)];
+  }
   float& red(int s, int k) { return v[sp.reduction_lambda_offset(s) + k]; }
 };
 
@@ -47,8 +49,8 @@ Lam pattern() {
   L.in(0, 0, 3, 4) = 0.2f;
   L.edge(0, 0, 3, 4, 2, 2) = 0.1f;
   L.after(0, 0, 3, 4) = 0.4f;
-  L.in(0, 0, 2, 1) = 0.7f;       // dead: no path to the output
-  L.after(0, 0, 3, 1) = 1.0f;    // dead: no input
+  L.in(0, 0, 2, 1) = 0.7f;     // dead: no path to the output
+  L.after(0, 0, 3, 1) = 1.0f;  // dead: no input
   L.red(0, 0) = 0.8f;
   return L;
 }
@@ -66,7 +68,12 @@ TEST(Architecture, SurvivingOpsInputsOutputsExactly) {
   EXPECT_TRUE(b.id_conv);
   EXPECT_FALSE(b.empty);
   ASSERT_EQ(b.ops.size(), 4u);
-  struct E { int l, j; OpKind t; std::vector<std::string> in; bool out; };
+  struct E {
+    int l, j;
+    OpKind t;
+    std::vector<std::string> in;
+    bool out;
+  };
   const std::vector<E> want = {{1, 1, OpKind::Sep3, {"in"}, true},
                                {1, 3, OpKind::Max3, {"in"}, false},
                                {2, 2, OpKind::Sep5, {"l1/o3"}, true},
@@ -82,10 +89,13 @@ TEST(Architecture, SurvivingOpsInputsOutputsExactly) {
     EXPECT_EQ(o.output, want[k].out) << k;
   }
   const std::string js = a.to_json();
-  EXPECT_NE(js.find(R"({"level": 1, "op": 1, "type": "sep3", "inputs": ["in"], "output": true})"), std::string::npos) << js;
+  EXPECT_NE(js.find(R"({"level": 1, "op": 1, "type": "sep3", "inputs": ["in"], "output": true})"), std::string::npos)
+      << js;
   EXPECT_NE(js.find(R"({"level": 1, "op": 3, "type": "max3", "inputs": ["in"], "output": false})"), std::string::npos);
-  EXPECT_NE(js.find(R"({"level": 2, "op": 2, "type": "sep5", "inputs": ["l1/o3"], "output": true})"), std::string::npos);
-  EXPECT_NE(js.find(R"({"level": 3, "op": 4, "type": "avg3", "inputs": ["in", "l2/o2"], "output": true})"), std::string::npos);
+  EXPECT_NE(js.find(R"({"level": 2, "op": 2, "type": "sep5", "inputs": ["l1/o3"], "output": true})"),
+            std::string::npos);
+  EXPECT_NE(js.find(R"({"level": 3, "op": 4, "type": "avg3", "inputs": ["in", "l2/o2"], "output": true})"),
+            std::string::npos);
   EXPECT_EQ(count(js, R"("level": )"), 4u) << "only live ops are listed";
   EXPECT_NE(js.find(R"("format": "dsonas-architecture")"), std::string::npos);
   EXPECT_NE(js.find(R"("format_version": 1)"), std::string::npos);
@@ -108,7 +118,8 @@ TEST(Architecture, EmptyBlockIsShortcutOnlyWithWarning) {
   EXPECT_NE(js.find(R"("name": "s2/u1")"), std::string::npos);
   EXPECT_NE(js.find(R"("empty": true)"), std::string::npos);
   bool warned = false;
-  for (const std::string& w : a.warnings()) warned = warned || w.find("s2/u1: no live output branch") != std::string::npos;
+  for (const std::string& w : a.warnings())
+    warned = warned || w.find("s2/u1: no live output branch") != std::string::npos;
   EXPECT_TRUE(warned);
   EXPECT_NE(js.find("s2/u1: no live output branch; the block is reduced to its shortcut (id_conv)"), std::string::npos);
 }
@@ -142,10 +153,10 @@ TEST(Architecture, AllAliveIsTheDenseSupernet) {
   // Hand count, per block of width F (L = 3 levels of sep3, sep5, max3, avg3):
   //   L·[(9F+F²+2F) + (25F+F²+2F) + 2F + 2F] + 12 branches·F² + out BN 2F + id_conv F²+2F
   auto block = [](double F) { return 3 * (2 * F * F + 42 * F) + 12 * F * F + 2 * F + F * F + 2 * F; };
-  const double hand = (9 * 4 + 2 * 4)            // stem
-                      + block(4) + block(8)      // s1/u1, s2/u1 (first units: id_conv)
-                      + (20 * 16 + 8 * 4)        // reduction 4 → 8: 20F² + 8F
-                      + (2 * 8 + 8 * 3 + 3);     // head BN + FC with bias
+  const double hand = (9 * 4 + 2 * 4)         // stem
+                      + block(4) + block(8)   // s1/u1, s2/u1 (first units: id_conv)
+                      + (20 * 16 + 8 * 4)     // reduction 4 → 8: 20F² + 8F
+                      + (2 * 8 + 8 * 3 + 3);  // head BN + FC with bias
   EXPECT_DOUBLE_EQ(a.params(), hand);
   EXPECT_DOUBLE_EQ(a.params(), 3519.0);
   EXPECT_DOUBLE_EQ(a.params(), a.params_full());

@@ -142,7 +142,8 @@ TEST_F(CpuBackendTest, GpuMathNamesAndCpuRefusal) {
     FAIL() << "expected an Error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), kExitUsage);
-    EXPECT_NE(std::string(e.what()).find("gpu-math: 'fp16' (expected fp32, tf32 or bf16)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("gpu-math: 'fp16' (expected fp32, tf32 or bf16)"), std::string::npos)
+        << e.what();
   }
   EXPECT_EQ(make_backend(Device::CPU, 1, GpuMath::FP32)->device(), Device::CPU);
   for (GpuMath m : {GpuMath::TF32, GpuMath::BF16}) {
@@ -222,8 +223,8 @@ struct ConvCase {
 };
 
 std::string conv_name(const ConvCase& c) {
-  return str("cin", c.cin, " cout", c.cout, " k", c.k, " s", c.s, " p", c.p, " g", c.groups, " N",
-             c.N, " H", c.H, " W", c.W);
+  return str("cin", c.cin, " cout", c.cout, " k", c.k, " s", c.s, " p", c.p, " g", c.groups, " N", c.N, " H", c.H, " W",
+             c.W);
 }
 
 void PrintTo(const ConvCase& c, std::ostream* os) { *os << conv_name(c); }
@@ -281,8 +282,8 @@ TEST_P(ConvTest, MatchesNaiveAndFiniteDifferences) {
   const std::vector<double> tol1 = sum_tol(n_data, dxmag, dxref, 1.f, 1.f, &dx0);
   expect_within(get_nchw(*be, tdx2), dx1, tol1, "conv_backward_data beta=1");
   be->conv_backward_data(d, tdy, tw, tdx2, -2.f, 0.5f);
-  expect_within(get_nchw(*be, tdx2), lin(-2.f, dxref, 0.5f, dx1), sum_tol(n_data, dxmag, dxref, -2.f, 0.5f, &dx1, &tol1),
-                "conv_backward_data alpha/beta");
+  expect_within(get_nchw(*be, tdx2), lin(-2.f, dxref, 0.5f, dx1),
+                sum_tol(n_data, dxmag, dxref, -2.f, 0.5f, &dx1, &tol1), "conv_backward_data alpha/beta");
 
   // backward filter
   Tensor tdw = be->alloc(tw.shape());
@@ -317,29 +318,29 @@ TEST_P(ConvTest, MatchesNaiveAndFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ConvTest,
-    ::testing::Values(ConvCase{3, 3, 3, 1, 1, 3, 2, 5, 7},    // depthwise 3x3
-                      ConvCase{3, 3, 5, 1, 2, 3, 2, 5, 7},    // depthwise 5x5
-                      ConvCase{3, 3, 3, 2, 1, 3, 2, 7, 9},    // depthwise 3x3 stride 2
-                      ConvCase{4, 4, 5, 2, 2, 4, 2, 5, 7},    // depthwise 5x5 stride 2
-                      ConvCase{3, 3, 3, 1, 0, 3, 1, 4, 6},    // depthwise, no pad
-                      ConvCase{3, 3, 3, 1, 2, 3, 2, 5, 7},    // depthwise, pad k-1
-                      ConvCase{2, 2, 7, 1, 3, 2, 2, 9, 17},   // depthwise 7x7
-                      ConvCase{2, 2, 1, 1, 0, 2, 2, 5, 7},    // depthwise 1x1
-                      ConvCase{3, 4, 1, 1, 0, 1, 2, 5, 7},    // pointwise
-                      ConvCase{3, 4, 1, 2, 0, 1, 2, 5, 7},    // 1x1 stride 2
-                      ConvCase{3, 4, 3, 1, 1, 1, 2, 5, 7},    // 3x3 dense
-                      ConvCase{3, 4, 3, 2, 1, 1, 2, 5, 7},    // 3x3 stride 2 odd
-                      ConvCase{2, 5, 3, 2, 1, 1, 3, 8, 6},    // 3x3 stride 2 even
-                      ConvCase{5, 6, 1, 1, 0, 1, 6, 28, 28},  // pointwise, several column blocks/chunks
-                      ConvCase{4, 3, 3, 2, 1, 1, 13, 12, 12}, // dense, several image chunks
-                      ConvCase{4, 6, 1, 2, 0, 1, 13, 9, 9},   // 1x1 s2, several chunks
-                      ConvCase{6, 6, 5, 1, 2, 6, 5, 28, 28},  // depthwise, bench-like
-                      ConvCase{2, 2, 3, 1, 1, 2, 2, 5, 37},   // depthwise, rows of 5 vectors (overlap)
-                      ConvCase{2, 2, 5, 1, 2, 2, 2, 4, 45},   // depthwise 5x5, rows of 6 vectors
+    ::testing::Values(ConvCase{3, 3, 3, 1, 1, 3, 2, 5, 7},     // depthwise 3x3
+                      ConvCase{3, 3, 5, 1, 2, 3, 2, 5, 7},     // depthwise 5x5
+                      ConvCase{3, 3, 3, 2, 1, 3, 2, 7, 9},     // depthwise 3x3 stride 2
+                      ConvCase{4, 4, 5, 2, 2, 4, 2, 5, 7},     // depthwise 5x5 stride 2
+                      ConvCase{3, 3, 3, 1, 0, 3, 1, 4, 6},     // depthwise, no pad
+                      ConvCase{3, 3, 3, 1, 2, 3, 2, 5, 7},     // depthwise, pad k-1
+                      ConvCase{2, 2, 7, 1, 3, 2, 2, 9, 17},    // depthwise 7x7
+                      ConvCase{2, 2, 1, 1, 0, 2, 2, 5, 7},     // depthwise 1x1
+                      ConvCase{3, 4, 1, 1, 0, 1, 2, 5, 7},     // pointwise
+                      ConvCase{3, 4, 1, 2, 0, 1, 2, 5, 7},     // 1x1 stride 2
+                      ConvCase{3, 4, 3, 1, 1, 1, 2, 5, 7},     // 3x3 dense
+                      ConvCase{3, 4, 3, 2, 1, 1, 2, 5, 7},     // 3x3 stride 2 odd
+                      ConvCase{2, 5, 3, 2, 1, 1, 3, 8, 6},     // 3x3 stride 2 even
+                      ConvCase{5, 6, 1, 1, 0, 1, 6, 28, 28},   // pointwise, several column blocks/chunks
+                      ConvCase{4, 3, 3, 2, 1, 1, 13, 12, 12},  // dense, several image chunks
+                      ConvCase{4, 6, 1, 2, 0, 1, 13, 9, 9},    // 1x1 s2, several chunks
+                      ConvCase{6, 6, 5, 1, 2, 6, 5, 28, 28},   // depthwise, bench-like
+                      ConvCase{2, 2, 3, 1, 1, 2, 2, 5, 37},    // depthwise, rows of 5 vectors (overlap)
+                      ConvCase{2, 2, 5, 1, 2, 2, 2, 4, 45},    // depthwise 5x5, rows of 6 vectors
                       // 1x1 with N·H·W a multiple of 16: the AVX-512 kernels where the CPU has them
-                      ConvCase{48, 16, 1, 1, 0, 1, 4, 8, 8},  // 16 outputs (F, D, G)
-                      ConvCase{24, 32, 1, 1, 0, 1, 2, 4, 8},  // 32 outputs: two row groups
-                      ConvCase{7, 21, 1, 1, 0, 1, 3, 4, 4})); // 21 outputs (D, G with tails; F via BLAS)
+                      ConvCase{48, 16, 1, 1, 0, 1, 4, 8, 8},   // 16 outputs (F, D, G)
+                      ConvCase{24, 32, 1, 1, 0, 1, 2, 4, 8},   // 32 outputs: two row groups
+                      ConvCase{7, 21, 1, 1, 0, 1, 3, 4, 4}));  // 21 outputs (D, G with tails; F via BLAS)
 
 TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
   auto be1 = make_backend(Device::CPU, dsonas_test::other_threads());
@@ -366,7 +367,8 @@ TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
     Tensor y1 = be->alloc(dy.shape()), y2 = be->alloc(dy.shape());
     be->conv_forward(c.d, x, w, y1);
     be1->conv_forward(c.d, x, w, y2);
-    EXPECT_TRUE(same_bits(get(*be, y1), get(*be, y2))) << "forward, " << be->threads() << " vs " << be1->threads() << " threads";
+    EXPECT_TRUE(same_bits(get(*be, y1), get(*be, y2)))
+        << "forward, " << be->threads() << " vs " << be1->threads() << " threads";
   }
 }
 
@@ -473,7 +475,9 @@ TEST_F(CpuBackendTest, Gemm1x1Avx512MatchesBlas) {
     expect_within(out[0][0], out[1][0], twice(sum_tol(cin, mag_y, out[1][0])), "forward");
     expect_within(out[0][1], out[1][1], twice(sum_tol(16, mag_dx, out[1][1])), "backward data");
     expect_within(out[0][2], out[1][2], twice(sum_tol(P, mag_dw, out[1][2])), "backward filter");
-    for (int q = 0; q < 3; ++q) EXPECT_TRUE(same_bits(out[0][q], out1[q])) << q << ": " << be->threads() << " vs " << be1->threads() << " threads";
+    for (int q = 0; q < 3; ++q)
+      EXPECT_TRUE(same_bits(out[0][q], out1[q]))
+          << q << ": " << be->threads() << " vs " << be1->threads() << " threads";
   }
 }
 
@@ -583,7 +587,8 @@ TEST_P(BnTest, TrainInferBackward) {
   const float eps = 2e-5f, mom = 0.9f;
   Vec x = rand_vec(static_cast<size_t>(N) * C * HW, 41, -1.f, 2.f);
   for (int n = 0; n < N; ++n)  // give channel 2 an offset and scale
-    for (int i = 0; i < HW; ++i) x[static_cast<size_t>((n * C + 2) * HW + i)] = 3.f + 4.f * x[static_cast<size_t>((n * C + 2) * HW + i)];
+    for (int i = 0; i < HW; ++i)
+      x[static_cast<size_t>((n * C + 2) * HW + i)] = 3.f + 4.f * x[static_cast<size_t>((n * C + 2) * HW + i)];
   Vec gamma = {1.f, 0.5f, -1.5f}, beta = {0.1f, -0.2f, 0.3f};
   Vec rm0 = {0.5f, -0.5f, 1.f}, rv0 = {1.f, 2.f, 0.5f};
   Tensor tx = be->act_from_nchw(x.data(), N, C, H, W);
@@ -599,7 +604,8 @@ TEST_P(BnTest, TrainInferBackward) {
   for (int c = 0; c < C; ++c) {
     EXPECT_NEAR(sm[static_cast<size_t>(c)], m[static_cast<size_t>(c)], 1e-6);
     EXPECT_NEAR(si[static_cast<size_t>(c)], 1.0 / std::sqrt(v[static_cast<size_t>(c)] + eps), 1e-5);
-    EXPECT_NEAR(rm[static_cast<size_t>(c)], mom * rm0[static_cast<size_t>(c)] + (1 - mom) * m[static_cast<size_t>(c)], 1e-6);
+    EXPECT_NEAR(rm[static_cast<size_t>(c)], mom * rm0[static_cast<size_t>(c)] + (1 - mom) * m[static_cast<size_t>(c)],
+                1e-6);
     EXPECT_NEAR(rv[static_cast<size_t>(c)],
                 mom * rv0[static_cast<size_t>(c)] + (1 - mom) * v[static_cast<size_t>(c)] * M / (M - 1.0), 1e-5);
   }
@@ -607,8 +613,8 @@ TEST_P(BnTest, TrainInferBackward) {
   // inference
   Tensor tyi = be->alloc(tx.shape());
   be->bn_forward_infer(tx, tg, tb, trm, trv, eps, tyi, relu);
-  expect_close(get_nchw(*be, tyi), ref::bn_infer(x, gamma, beta, rm, rv, N, C, HW, eps, relu), 1e-5,
-               1e-5, "bn_forward_infer");
+  expect_close(get_nchw(*be, tyi), ref::bn_infer(x, gamma, beta, rm, rv, N, C, HW, eps, relu), 1e-5, 1e-5,
+               "bn_forward_infer");
 
   // backward by finite differences of L = <r, y> wrt x, gamma, beta
   Vec r = rand_vec(x.size(), 42);
@@ -660,8 +666,8 @@ TEST_F(CpuBackendTest, BnDeterministicAndThreadIndependent) {
   Vec outs[3][5];
   Backend* bes[3] = {be.get(), be.get(), be1.get()};
   for (int t = 0; t < 3; ++t) {
-    Tensor rm = be->alloc({C}), rv = be->alloc({C}), y = be->alloc(x.shape()), sm = be->alloc({C}),
-           si = be->alloc({C}), dx = be->alloc(x.shape()), dg = be->alloc({C}), db = be->alloc({C});
+    Tensor rm = be->alloc({C}), rv = be->alloc({C}), y = be->alloc(x.shape()), sm = be->alloc({C}), si = be->alloc({C}),
+           dx = be->alloc(x.shape()), dg = be->alloc({C}), db = be->alloc({C});
     be->fill(rm, 0.f);
     be->fill(rv, 1.f);
     bes[t]->bn_forward_train(x, g, b, rm, rv, 0.9f, 2e-5f, y, sm, si, true);
@@ -674,7 +680,8 @@ TEST_F(CpuBackendTest, BnDeterministicAndThreadIndependent) {
   }
   for (int q = 0; q < 5; ++q) {
     EXPECT_TRUE(same_bits(outs[0][q], outs[1][q])) << q;
-    EXPECT_TRUE(same_bits(outs[0][q], outs[2][q])) << q << " (" << be->threads() << " vs " << be1->threads() << " threads)";
+    EXPECT_TRUE(same_bits(outs[0][q], outs[2][q]))
+        << q << " (" << be->threads() << " vs " << be1->threads() << " threads)";
   }
 }
 
@@ -683,83 +690,87 @@ TEST_F(CpuBackendTest, BnDeterministicAndThreadIndependent) {
 // Both code paths: the AVX-512 kernels where the CPU has them, and AVX2.
 TEST_F(CpuBackendTest, WsumForwardBackward) {
   for (int z = 1; z >= 0; --z)
-  for (int64_t n : {int64_t(1000), int64_t(70001)}) {
-    SCOPED_TRACE(str("n ", n, z ? " (AVX-512 where available)" : " (AVX2)"));
-    cpu::avx512_allow(z == 1);
-    const int J = 3, K = 5;
-    Vec lam = rand_vec(J * K, 61);
-    // row 1 dead; input 3 dead everywhere (passed as null); some holes
-    std::vector<uint8_t> live = {1, 1, 0, 0, 1,  //
-                                 0, 0, 0, 0, 0,  //
-                                 1, 0, 1, 0, 1};
-    std::vector<Vec> x(K), dy(J);
-    std::vector<Tensor> tx(K), ty(J), tdy(J), tdx(K);
-    std::vector<const Tensor*> xs(K), dys(J);
-    std::vector<Tensor*> ys(J), dxs(K);
-    for (int k = 0; k < K; ++k) {
-      x[static_cast<size_t>(k)] = rand_vec(static_cast<size_t>(n), 62 + static_cast<uint32_t>(k));
-      tx[static_cast<size_t>(k)] = make(*be, {n}, x[static_cast<size_t>(k)]);
-      xs[static_cast<size_t>(k)] = k == 3 ? nullptr : &tx[static_cast<size_t>(k)];
-    }
-    for (int j = 0; j < J; ++j) {
-      ty[static_cast<size_t>(j)] = be->alloc({n});
-      fill_nan(*be, ty[static_cast<size_t>(j)]);
-      ys[static_cast<size_t>(j)] = &ty[static_cast<size_t>(j)];
-      dy[static_cast<size_t>(j)] = rand_vec(static_cast<size_t>(n), 70 + static_cast<uint32_t>(j));
-      tdy[static_cast<size_t>(j)] = make(*be, {n}, dy[static_cast<size_t>(j)]);
-      dys[static_cast<size_t>(j)] = j == 1 ? nullptr : &tdy[static_cast<size_t>(j)];
-    }
-    be->wsum_forward(J, K, lam.data(), live.data(), xs, ys);
-    for (int j = 0; j < J; ++j) {
-      Vec want(static_cast<size_t>(n), 0.f);
-      for (int k = 0; k < K; ++k)
-        if (live[static_cast<size_t>(j * K + k)])
-          for (size_t i = 0; i < want.size(); ++i) want[i] += lam[static_cast<size_t>(j * K + k)] * x[static_cast<size_t>(k)][i];
-      expect_close(get(*be, ty[static_cast<size_t>(j)]), want, 1e-6, 1e-5, str("wsum_forward row ", j));
-    }
-    // backward: dxs[2] null (skipped), others accumulate; dlam accumulates (+=)
-    std::vector<Vec> dx0(K);
-    for (int k = 0; k < K; ++k) {
-      dx0[static_cast<size_t>(k)] = rand_vec(static_cast<size_t>(n), 80 + static_cast<uint32_t>(k));
-      tdx[static_cast<size_t>(k)] = make(*be, {n}, dx0[static_cast<size_t>(k)]);
-      dxs[static_cast<size_t>(k)] = k == 2 ? nullptr : &tdx[static_cast<size_t>(k)];
-    }
-    Vec dlam0 = rand_vec(J * K, 90), dlam = dlam0;
-    be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, dlam.data());
-    for (int j = 0; j < J; ++j)
+    for (int64_t n : {int64_t(1000), int64_t(70001)}) {
+      SCOPED_TRACE(str("n ", n, z ? " (AVX-512 where available)" : " (AVX2)"));
+      cpu::avx512_allow(z == 1);
+      const int J = 3, K = 5;
+      Vec lam = rand_vec(J * K, 61);
+      // row 1 dead; input 3 dead everywhere (passed as null); some holes
+      std::vector<uint8_t> live = {1, 1, 0, 0, 1,  //
+                                   0, 0, 0, 0, 0,  //
+                                   1, 0, 1, 0, 1};
+      std::vector<Vec> x(K), dy(J);
+      std::vector<Tensor> tx(K), ty(J), tdy(J), tdx(K);
+      std::vector<const Tensor*> xs(K), dys(J);
+      std::vector<Tensor*> ys(J), dxs(K);
       for (int k = 0; k < K; ++k) {
-        const size_t q = static_cast<size_t>(j * K + k);
-        const double want = dlam0[q] + (live[q] ? test::dot(dy[static_cast<size_t>(j)], x[static_cast<size_t>(k)]) : 0.0);
-        EXPECT_NEAR(dlam[q], want, 1e-5 * std::sqrt(static_cast<double>(n)) + 1e-5) << j << "," << k;
-        if (!live[q]) {
-          EXPECT_EQ(dlam[q], dlam0[q]);
-        }
+        x[static_cast<size_t>(k)] = rand_vec(static_cast<size_t>(n), 62 + static_cast<uint32_t>(k));
+        tx[static_cast<size_t>(k)] = make(*be, {n}, x[static_cast<size_t>(k)]);
+        xs[static_cast<size_t>(k)] = k == 3 ? nullptr : &tx[static_cast<size_t>(k)];
       }
-    for (int k = 0; k < K; ++k) {
-      Vec want = dx0[static_cast<size_t>(k)];
-      if (k != 2)
-        for (int j = 0; j < J; ++j)
+      for (int j = 0; j < J; ++j) {
+        ty[static_cast<size_t>(j)] = be->alloc({n});
+        fill_nan(*be, ty[static_cast<size_t>(j)]);
+        ys[static_cast<size_t>(j)] = &ty[static_cast<size_t>(j)];
+        dy[static_cast<size_t>(j)] = rand_vec(static_cast<size_t>(n), 70 + static_cast<uint32_t>(j));
+        tdy[static_cast<size_t>(j)] = make(*be, {n}, dy[static_cast<size_t>(j)]);
+        dys[static_cast<size_t>(j)] = j == 1 ? nullptr : &tdy[static_cast<size_t>(j)];
+      }
+      be->wsum_forward(J, K, lam.data(), live.data(), xs, ys);
+      for (int j = 0; j < J; ++j) {
+        Vec want(static_cast<size_t>(n), 0.f);
+        for (int k = 0; k < K; ++k)
           if (live[static_cast<size_t>(j * K + k)])
-            for (size_t i = 0; i < want.size(); ++i) want[i] += lam[static_cast<size_t>(j * K + k)] * dy[static_cast<size_t>(j)][i];
-      expect_close(get(*be, tdx[static_cast<size_t>(k)]), want, 1e-6, 1e-5, str("wsum_backward dx ", k));
+            for (size_t i = 0; i < want.size(); ++i)
+              want[i] += lam[static_cast<size_t>(j * K + k)] * x[static_cast<size_t>(k)][i];
+        expect_close(get(*be, ty[static_cast<size_t>(j)]), want, 1e-6, 1e-5, str("wsum_forward row ", j));
+      }
+      // backward: dxs[2] null (skipped), others accumulate; dlam accumulates (+=)
+      std::vector<Vec> dx0(K);
+      for (int k = 0; k < K; ++k) {
+        dx0[static_cast<size_t>(k)] = rand_vec(static_cast<size_t>(n), 80 + static_cast<uint32_t>(k));
+        tdx[static_cast<size_t>(k)] = make(*be, {n}, dx0[static_cast<size_t>(k)]);
+        dxs[static_cast<size_t>(k)] = k == 2 ? nullptr : &tdx[static_cast<size_t>(k)];
+      }
+      Vec dlam0 = rand_vec(J * K, 90), dlam = dlam0;
+      be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, dlam.data());
+      for (int j = 0; j < J; ++j)
+        for (int k = 0; k < K; ++k) {
+          const size_t q = static_cast<size_t>(j * K + k);
+          const double want =
+              dlam0[q] + (live[q] ? test::dot(dy[static_cast<size_t>(j)], x[static_cast<size_t>(k)]) : 0.0);
+          EXPECT_NEAR(dlam[q], want, 1e-5 * std::sqrt(static_cast<double>(n)) + 1e-5) << j << "," << k;
+          if (!live[q]) {
+            EXPECT_EQ(dlam[q], dlam0[q]);
+          }
+        }
+      for (int k = 0; k < K; ++k) {
+        Vec want = dx0[static_cast<size_t>(k)];
+        if (k != 2)
+          for (int j = 0; j < J; ++j)
+            if (live[static_cast<size_t>(j * K + k)])
+              for (size_t i = 0; i < want.size(); ++i)
+                want[i] += lam[static_cast<size_t>(j * K + k)] * dy[static_cast<size_t>(j)][i];
+        expect_close(get(*be, tdx[static_cast<size_t>(k)]), want, 1e-6, 1e-5, str("wsum_backward dx ", k));
+      }
+      // dlam may be null (a W-step: the gradient-only kernel); a dead row's output may be null
+      std::vector<Vec> dx1(K);
+      for (int k = 0; k < K; ++k) dx1[static_cast<size_t>(k)] = get(*be, tdx[static_cast<size_t>(k)]);
+      be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, nullptr);
+      for (int k = 0; k < K; ++k) {
+        Vec want = dx1[static_cast<size_t>(k)];
+        if (k != 2)
+          for (int j = 0; j < J; ++j)
+            if (live[static_cast<size_t>(j * K + k)])
+              for (size_t i = 0; i < want.size(); ++i)
+                want[i] += lam[static_cast<size_t>(j * K + k)] * dy[static_cast<size_t>(j)][i];
+        expect_close(get(*be, tdx[static_cast<size_t>(k)]), want, 1e-6, 1e-5, str("wsum_backward (no dλ) dx ", k));
+      }
+      std::vector<Tensor*> ys2 = ys;
+      ys2[1] = nullptr;
+      be->wsum_forward(J, K, lam.data(), live.data(), xs, ys2);
+      cpu::avx512_allow(true);
     }
-    // dlam may be null (a W-step: the gradient-only kernel); a dead row's output may be null
-    std::vector<Vec> dx1(K);
-    for (int k = 0; k < K; ++k) dx1[static_cast<size_t>(k)] = get(*be, tdx[static_cast<size_t>(k)]);
-    be->wsum_backward(J, K, lam.data(), live.data(), xs, dys, dxs, nullptr);
-    for (int k = 0; k < K; ++k) {
-      Vec want = dx1[static_cast<size_t>(k)];
-      if (k != 2)
-        for (int j = 0; j < J; ++j)
-          if (live[static_cast<size_t>(j * K + k)])
-            for (size_t i = 0; i < want.size(); ++i) want[i] += lam[static_cast<size_t>(j * K + k)] * dy[static_cast<size_t>(j)][i];
-      expect_close(get(*be, tdx[static_cast<size_t>(k)]), want, 1e-6, 1e-5, str("wsum_backward (no dλ) dx ", k));
-    }
-    std::vector<Tensor*> ys2 = ys;
-    ys2[1] = nullptr;
-    be->wsum_forward(J, K, lam.data(), live.data(), xs, ys2);
-    cpu::avx512_allow(true);
-  }
 }
 
 TEST_F(CpuBackendTest, WsumDlamDeterministicAndThreadIndependent) {
@@ -771,8 +782,10 @@ TEST_F(CpuBackendTest, WsumDlamDeterministicAndThreadIndependent) {
   std::vector<Tensor> tx, tdy;
   std::vector<const Tensor*> xs, dys;
   std::vector<Tensor*> dxs(K, nullptr);
-  for (int k = 0; k < K; ++k) tx.push_back(make(*be, {n}, rand_vec(static_cast<size_t>(n), 100 + static_cast<uint32_t>(k))));
-  for (int j = 0; j < J; ++j) tdy.push_back(make(*be, {n}, rand_vec(static_cast<size_t>(n), 200 + static_cast<uint32_t>(j))));
+  for (int k = 0; k < K; ++k)
+    tx.push_back(make(*be, {n}, rand_vec(static_cast<size_t>(n), 100 + static_cast<uint32_t>(k))));
+  for (int j = 0; j < J; ++j)
+    tdy.push_back(make(*be, {n}, rand_vec(static_cast<size_t>(n), 200 + static_cast<uint32_t>(j))));
   for (auto& t : tx) xs.push_back(&t);
   for (auto& t : tdy) dys.push_back(&t);
   Vec d1(J * K, 0.f), d2(J * K, 0.f), d3(J * K, 0.f);
@@ -821,7 +834,8 @@ TEST_F(CpuBackendTest, Linear) {
   fill_nan(*be, ty);
   be->linear_forward(tx, tw, tb, ty);
   const Vec yref = ref::linear_fwd(x, w, b, N, I, O);
-  expect_within(get(*be, ty), yref, sum_tol(I + 1, ref::linear_fwd(ref::abs_of(x), ref::abs_of(w), ref::abs_of(b), N, I, O), yref),
+  expect_within(get(*be, ty), yref,
+                sum_tol(I + 1, ref::linear_fwd(ref::abs_of(x), ref::abs_of(w), ref::abs_of(b), N, I, O), yref),
                 "linear_forward");
   Tensor tr = make(*be, {N, O}, r);
   Tensor tdx = be->alloc({N, I}), tdw = be->alloc({O, I}), tdb = be->alloc({O});

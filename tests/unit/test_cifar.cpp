@@ -98,8 +98,7 @@ TEST(Cifar, LoadsTrainExactPixelsLabelsAndFileOrder) {
       const uint8_t* im = s.image(i);
       for (int c = 0; c < 3; ++c)
         for (int y = 0; y < 32; ++y)
-          for (int x = 0; x < 32; ++x)
-            bad += im[(c * 32 + y) * 32 + x] != px(k, r, c, y, x);
+          for (int x = 0; x < 32; ++x) bad += im[(c * 32 + y) * 32 + x] != px(k, r, c, y, x);
     }
   EXPECT_EQ(bad, 0);
   // Spot checks in plain numbers: file 3, record 5, G plane (c=1), row 2, col 7.
@@ -180,8 +179,7 @@ TEST(Cifar, MissingOrWrongDirectory) {
   EXPECT_THAT(m, HasSubstr("not a directory"));
   // data.dir pointed at the parent of the unpacked tarball.
   ASSERT_EQ(::mkdir(d.file("cifar-10-batches-bin").c_str(), 0700), 0);
-  for (int k = 1; k <= 5; ++k)
-    write_raw(d.file("cifar-10-batches-bin/" + batch_name(k)), cifar_file(k, 2));
+  for (int k = 1; k <= 5; ++k) write_raw(d.file("cifar-10-batches-bin/" + batch_name(k)), cifar_file(k, 2));
   m = usage_error([&] { load_cifar10(d.path(), true); });
   EXPECT_THAT(m, HasSubstr("set data.dir to " + d.path() + "/cifar-10-batches-bin"));
   EXPECT_EQ(load_cifar10(d.file("cifar-10-batches-bin"), true).n, 10);
@@ -253,8 +251,7 @@ TEST(Cifar, FileListAndSingleFileCheck) {
               HasSubstr(tr[1] + " (CIFAR-10 train batch 2): label 10 at record 2"));
   b.pop_back();
   write_raw(d.file("data_batch_2.bin"), b);
-  EXPECT_THAT(usage_error([&] { check_cifar10_file(tr[1], "CIFAR-10 train batch 2"); }),
-              HasSubstr("not a multiple"));
+  EXPECT_THAT(usage_error([&] { check_cifar10_file(tr[1], "CIFAR-10 train batch 2"); }), HasSubstr("not a multiple"));
 }
 
 TEST(Cifar, RealFilesWhenAvailable) {
@@ -316,8 +313,8 @@ constexpr uint64_t kSeed = 20240611, kStream = 7;
 
 TEST(CifarAugment, NormalisationExactForKnownPixels) {
   ImageSet s = position_image();
-  s.pixels[0] = 0;                        // R(0,0) = 0
-  s.pixels[(1 * 32 + 5) * 32 + 9] = 128;  // G(5,9) = 128
+  s.pixels[0] = 0;                          // R(0,0) = 0
+  s.pixels[(1 * 32 + 5) * 32 + 9] = 128;    // G(5,9) = 128
   s.pixels[(2 * 32 + 31) * 32 + 31] = 255;  // B(31,31) = 255
   std::vector<float> out(3072);
   int32_t label = -1;

@@ -42,9 +42,7 @@ namespace {
 
 // ---- fixtures -------------------------------------------------------------------
 
-std::vector<uint8_t> be32(uint32_t v) {
-  return {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)};
-}
+std::vector<uint8_t> be32(uint32_t v) { return {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)}; }
 
 std::vector<uint8_t> idx_images(uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols,
                                 const std::vector<uint8_t>& px) {
@@ -195,8 +193,7 @@ TEST_F(IdxFixture, TrailingBytes) {
 }
 
 TEST_F(IdxFixture, CountMismatch) {
-  write(true, idx_images(0x803, kN, kRows, kCols, fixture_pixels()),
-        idx_labels(0x801, kN - 1, {3, 0, 9, 4}));
+  write(true, idx_images(0x803, kN, kRows, kCols, fixture_pixels()), idx_labels(0x801, kN - 1, {3, 0, 9, 4}));
   std::string m = usage_error([&] { load_idx(img, lab, 10); });
   EXPECT_THAT(m, HasSubstr(img));
   EXPECT_THAT(m, HasSubstr(lab));
@@ -205,8 +202,7 @@ TEST_F(IdxFixture, CountMismatch) {
 }
 
 TEST_F(IdxFixture, LabelOutOfRange) {
-  write(false, idx_images(0x803, kN, kRows, kCols, fixture_pixels()),
-        idx_labels(0x801, kN, {3, 0, 9, 12, 7}));
+  write(false, idx_images(0x803, kN, kRows, kCols, fixture_pixels()), idx_labels(0x801, kN, {3, 0, 9, 12, 7}));
   std::string m = usage_error([&] { load_idx(img, lab, 10); });
   EXPECT_THAT(m, HasSubstr(lab));
   EXPECT_THAT(m, HasSubstr("label 12 at index 3"));
@@ -238,7 +234,8 @@ TEST_F(IdxFixture, MissingFileNamesPathAndRole) {
 TEST_F(IdxFixture, GarbageFiles) {
   write_good(true);
   // Plain garbage (not gzip): read transparently, fails on the magic.
-  write_raw(img, std::vector<uint8_t>{'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd', '!', '!', '!', '!', '!', '!'});
+  write_raw(img,
+            std::vector<uint8_t>{'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd', '!', '!', '!', '!', '!', '!'});
   std::string m = usage_error([&] { load_idx(img, lab, 10); });
   EXPECT_THAT(m, HasSubstr(img));
   EXPECT_THAT(m, HasSubstr("bad magic"));
@@ -442,8 +439,7 @@ TEST(Sampler, StateResumesExactly) {
     for (int k = from; k < 40; ++k) EXPECT_EQ(b.next(), ref[k]) << "from " << from << " k " << k;
   }
   EXPECT_THAT(usage_error([&] { a.set_state({0, 5}); }), HasSubstr("position"));
-  EXPECT_THAT(usage_error([&] { Sampler(all_indices(9), 5, 0, 2, 1, 1); }),
-              HasSubstr("fewer than one global batch"));
+  EXPECT_THAT(usage_error([&] { Sampler(all_indices(9), 5, 0, 2, 1, 1); }), HasSubstr("fewer than one global batch"));
   EXPECT_THAT(usage_error([&] { Sampler(list, 5, 2, 2, 1, 1); }), HasSubstr("rank"));
 }
 
@@ -583,8 +579,7 @@ TEST(Augment, NormalisationExact) {
   EXPECT_FLOAT_EQ(d.std[0], 0.3530f);
   Augment bad;
   bad.mean = {0.1f, 0.2f};
-  EXPECT_THAT(usage_error([&] { make_batch(s, {0}, bad, 1, 2, 3, out.data(), lab.data()); }),
-              HasSubstr("mean/std"));
+  EXPECT_THAT(usage_error([&] { make_batch(s, {0}, bad, 1, 2, 3, out.data(), lab.data()); }), HasSubstr("mean/std"));
 }
 
 TEST(Augment, PadCropFlipExact) {
@@ -607,9 +602,8 @@ TEST(Augment, PadCropFlipExact) {
             for (int x = 0; x < w; ++x) {
               int xc = flip ? w - 1 - x : x;
               int sy = y + dy - 3, sx = xc + dx - 3;
-              float want = (sy >= 0 && sy < h && sx >= 0 && sx < w)
-                               ? s.image(0)[(ch * h + sy) * w + sx] / 255.0f
-                               : 127 / 255.0f;
+              float want =
+                  (sy >= 0 && sy < h && sx >= 0 && sx < w) ? s.image(0)[(ch * h + sy) * w + sx] / 255.0f : 127 / 255.0f;
               ASSERT_EQ(out[(ch * h + y) * w + x], want) << dy << " " << dx << " " << flip;
             }
       }
@@ -626,7 +620,9 @@ TEST(Augment, CutoutAreaWithClipping) {
   Augment a;
   a.cutout = 4;
   std::vector<float> out(c * h * w);
-  struct Case { int cy, cx, area; };
+  struct Case {
+    int cy, cx, area;
+  };
   for (Case k : {Case{5, 5, 16}, Case{0, 0, 4}, Case{9, 9, 9}, Case{0, 5, 8}, Case{1, 9, 9}}) {
     AugDraw d;
     d.cy = k.cy, d.cx = k.cx;
@@ -637,8 +633,10 @@ TEST(Augment, CutoutAreaWithClipping) {
         for (int x = 0; x < w; ++x) {
           bool in = y >= k.cy - 2 && y < k.cy + 2 && x >= k.cx - 2 && x < k.cx + 2;
           float v = out[(ch * h + y) * w + x];
-          if (in) EXPECT_EQ(v, 0.0f);
-          else EXPECT_NE(v, 0.0f);
+          if (in)
+            EXPECT_EQ(v, 0.0f);
+          else
+            EXPECT_NE(v, 0.0f);
           zeros += v == 0.0f;
         }
       EXPECT_EQ(zeros, k.area) << "centre " << k.cy << "," << k.cx;

@@ -31,8 +31,11 @@ namespace {
 class FakeFabric {
  public:
   explicit FakeFabric(int ranks)
-      : R_(ranks), log_(static_cast<size_t>(ranks)), next_(static_cast<size_t>(ranks), 0),
-        waiting_(static_cast<size_t>(ranks), false), left_(static_cast<size_t>(ranks), false) {}
+      : R_(ranks),
+        log_(static_cast<size_t>(ranks)),
+        next_(static_cast<size_t>(ranks), 0),
+        waiting_(static_cast<size_t>(ranks), false),
+        left_(static_cast<size_t>(ranks), false) {}
 
   /// Rank r starts a sum of n floats at data (offset `off` into its flat buffer).
   void post(int r, float* data, int64_t n, int64_t off) {
@@ -154,8 +157,8 @@ struct RankResult {
 
 /// Runs one step on R threads; rank r's gradient is init(r, i).
 std::vector<RankResult> run_ranks(FakeFabric& fab, int64_t n, int64_t lo, int64_t hi,
-                                  const std::vector<RankPlan>& plans,
-                                  const std::function<float(int, int64_t)>& init, int steps = 1) {
+                                  const std::vector<RankPlan>& plans, const std::function<float(int, int64_t)>& init,
+                                  int steps = 1) {
   const int R = static_cast<int>(plans.size());
   auto be = make_backend(Device::CPU, 1);
   std::vector<Tensor> flats;
@@ -184,7 +187,8 @@ std::vector<RankResult> run_ranks(FakeFabric& fab, int64_t n, int64_t lo, int64_
     });
   for (auto& t : th) t.join();
   for (int r = 0; r < R; ++r)
-    res[static_cast<size_t>(r)].flat.assign(flats[static_cast<size_t>(r)].data(), flats[static_cast<size_t>(r)].data() + n);
+    res[static_cast<size_t>(r)].flat.assign(flats[static_cast<size_t>(r)].data(),
+                                            flats[static_cast<size_t>(r)].data() + n);
   return res;
 }
 
@@ -198,7 +202,9 @@ std::vector<std::pair<int64_t, int64_t>> expected_buckets(int64_t lo, int64_t hi
   return v;
 }
 
-float grad(int r, int64_t i) { return static_cast<float>((i * 7 + 3) % 101) * 0.01f + 0.5f * static_cast<float>(r + 1); }
+float grad(int r, int64_t i) {
+  return static_cast<float>((i * 7 + 3) % 101) * 0.01f + 0.5f * static_cast<float>(r + 1);
+}
 
 TEST(FakeReducer, TwoRanksWithDifferentHookTimingGetTheExactSumInFixedBuckets) {
   const int64_t n = 10007, B = 1000;

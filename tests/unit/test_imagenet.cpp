@@ -72,8 +72,10 @@ std::vector<uint8_t> image_pixels(int cls, int idx, int w, int h, bool textured)
     for (int x = 0; x < w; ++x)
       for (int c = 0; c < 3; ++c) {
         double v = kColour[cls][c];
-        if (textured) v += 50 * std::sin(0.37 * x + 0.21 * y * (idx + 1) + c) + 30 * std::cos(0.11 * x * y / (idx + 2.0));
-        px[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>(std::min(255.0, std::max(0.0, std::round(v))));
+        if (textured)
+          v += 50 * std::sin(0.37 * x + 0.21 * y * (idx + 1) + c) + 30 * std::cos(0.11 * x * y / (idx + 2.0));
+        px[(static_cast<size_t>(y) * w + x) * 3 + c] =
+            static_cast<uint8_t>(std::min(255.0, std::max(0.0, std::round(v))));
       }
   return px;
 }
@@ -383,7 +385,8 @@ TEST(ImageNetPack, LayoutManifestAndReader) {
     tr.read_jpeg(i, b);
     EXPECT_EQ(b, read_bytes(p.root + "/" + tr.name(i))) << i;
   }
-  EXPECT_THAT(tr.where(6), HasSubstr(p.shard("train", 1) + " (ImageNet train shard 1): image 2 (train/n002/img1.JPEG)"));
+  EXPECT_THAT(tr.where(6),
+              HasSubstr(p.shard("train", 1) + " (ImageNet train shard 1): image 2 (train/n002/img1.JPEG)"));
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "test"); }), HasSubstr("no split 'test'"));
 }
 
@@ -754,7 +757,8 @@ TEST(ImageNetPack, TooManyCorruptImagesIsAnErrorAndLeavesNoOutput) {
   o.log = &log;
   const std::string e = usage_error([&] { pack_imagenet(o); });
   EXPECT_THAT(e, HasSubstr("pack: too many undecodable images: 3 in the first 16 of 24 images, the limit is 2 "
-                           "(--max-corrupt 2); first: " + root + "/train/n002/zz_bad0.JPEG (not a JPEG"));
+                           "(--max-corrupt 2); first: " +
+                           root + "/train/n002/zz_bad0.JPEG (not a JPEG"));
   EXPECT_THAT(e, HasSubstr(root + "/train/n002/zz_bad2.JPEG ("));
   EXPECT_THAT(e, HasSubstr("no pack written"));
   EXPECT_EQ(e.find('\n'), std::string::npos);
@@ -915,7 +919,8 @@ TEST(ImageNetCorrupt, LabelOutOfRange) {
   const uint32_t crc = crc32_file(s2, &size);
   set_manifest_entry(p.out, shard_file_name("train", 2), crc, size);
   const std::string e = usage_error([&] { ImageNetShards(p.out, "train"); });
-  EXPECT_THAT(e, HasSubstr(s2 + " (ImageNet train shard 2): label 7 of image 3 (train/n003/img1.JPEG) is out of range [0, 3)"));
+  EXPECT_THAT(
+      e, HasSubstr(s2 + " (ImageNet train shard 2): label 7 of image 3 (train/n003/img1.JPEG) is out of range [0, 3)"));
   const std::vector<FileCheck> v = validate_imagenet_dir(p.out, 2);
   EXPECT_FALSE(v[3].ok);
   EXPECT_THAT(v[3].detail, HasSubstr("label 7 of image 3"));
@@ -965,7 +970,8 @@ TEST(ImageNetCorrupt, MissingOrBrokenManifestAndForeignShard) {
   const std::string man = p.out + "/manifest.json";
   const std::string text = slurp(man);
   spit(man, text.substr(0, text.size() / 2));
-  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }), HasSubstr(man + " (ImageNet manifest): not valid JSON"));
+  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }),
+              HasSubstr(man + " (ImageNet manifest): not valid JSON"));
   std::string t2 = text;
   t2.replace(t2.find("\"format_version\": 1"), 19, "\"format_version\": 9");
   spit(man, t2);
@@ -973,11 +979,13 @@ TEST(ImageNetCorrupt, MissingOrBrokenManifestAndForeignShard) {
   std::string t3 = text;
   t3.replace(t3.find("\"images\": 15"), 12, "\"images\": 16");
   spit(man, t3);
-  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }), HasSubstr("splits.train.images: 16 but its shards hold 15"));
+  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }),
+              HasSubstr("splits.train.images: 16 but its shards hold 15"));
   std::string t4 = text;  // a renamed field (damage): refused, not ignored
   t4.replace(t4.find("\"crc32\""), 7, "\"crc3x\"");
   spit(man, t4);
-  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }), HasSubstr("splits.train.shards[0].crc3x: unknown field"));
+  EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }),
+              HasSubstr("splits.train.shards[0].crc3x: unknown field"));
   ::unlink(man.c_str());
   EXPECT_THAT(usage_error([&] { ImageNetShards(p.out, "train"); }), HasSubstr(man + " (ImageNet manifest): missing"));
   spit(man, text);
@@ -1044,7 +1052,9 @@ TEST(ImageNetCorrupt, UndecodableImageWithAGoodChecksumNamesShardAndImage) {
   }
   std::vector<float> x(2 * 3 * 224 * 224);
   std::vector<int32_t> y(2);
-  EXPECT_THAT(usage_error([&] { make_imagenet_batch(tr, {0, 1}, imagenet_eval_augment(), 0, 0, 0, x.data(), y.data()); }),
+  EXPECT_THAT(usage_error([&] {
+                make_imagenet_batch(tr, {0, 1}, imagenet_eval_augment(), 0, 0, 0, x.data(), y.data());
+              }),
               HasSubstr(where));
 }
 
@@ -1190,8 +1200,8 @@ TEST(Validate, ImageNetThroughConfigAndCommand) {
   EXPECT_EQ(r.files.size(), 7u);
   // the command: parse_config("validate", ...) accepts data.dataset = imagenet and needs no --out
   auto run = [&](const std::string& dir) {
-    std::vector<std::string> args = {"validate", "--data.dataset", "imagenet", "--data.dir", dir,
-                                     "--space.preset", "imagenet", "--threads", "1"};
+    std::vector<std::string> args = {"validate",       "--data.dataset", "imagenet",  "--data.dir", dir,
+                                     "--space.preset", "imagenet",       "--threads", "1"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(&a[0]);
     return run_validate(static_cast<int>(argv.size()), argv.data());
@@ -1216,7 +1226,9 @@ TEST(Validate, ImageNetThroughConfigAndCommand) {
     for (auto& x : args) argv.push_back(&x[0]);
     return parse_config("search", static_cast<int>(argv.size()), argv.data());
   };
-  EXPECT_THAT(usage_error([&] { parse_search({"search", "--data.dataset", "imagenet", "--out", only + "/x"}); }),
+  EXPECT_THAT(usage_error([&] {
+                parse_search({"search", "--data.dataset", "imagenet", "--out", only + "/x"});
+              }),
               HasSubstr("data.dir: ImageNet is read from the HDF5 shards"));
   EXPECT_EQ(parse_search({"search", "--data.dataset", "imagenet", "--data.dir", p.out, "--out", only + "/x"}).dataset,
             "imagenet");

@@ -64,8 +64,10 @@ TEST(Latency, TimingsAreCachedByCodeAndDealtOutByPart) {
   const std::vector<int> bits = lp.live_bits(lam.data(), nullptr);
   std::vector<double> even = lp.time_removals(lam.data(), nullptr, bits, 0, 2);
   for (size_t k = 0; k < bits.size(); ++k) {
-    if (k % 2 == 0) EXPECT_GT(even[k], 0.0) << k;
-    else EXPECT_EQ(even[k], 0.0) << k;
+    if (k % 2 == 0)
+      EXPECT_GT(even[k], 0.0) << k;
+    else
+      EXPECT_EQ(even[k], 0.0) << k;
   }
   const int64_t timed = lp.timed();
   EXPECT_EQ(timed, static_cast<int64_t>((bits.size() + 1) / 2));

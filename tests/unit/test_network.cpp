@@ -144,7 +144,8 @@ TEST(NetworkPrimitives, SoftmaxXentSmoothedHandValues) {
   const std::vector<float> g = host(*be, dz);
   for (int n = 0; n < 2; ++n)
     for (int k = 0; k < 3; ++k)
-      EXPECT_NEAR(g[static_cast<size_t>(3 * n + k)], 0.5 * (std::exp(z[static_cast<size_t>(3 * n + k)] - lse[n]) - q[n][k]), 1e-7);
+      EXPECT_NEAR(g[static_cast<size_t>(3 * n + k)],
+                  0.5 * (std::exp(z[static_cast<size_t>(3 * n + k)] - lse[n]) - q[n][k]), 1e-7);
 
   // smoothing 0 is softmax_xent exactly
   Tensor d0 = be->alloc({2, 3}), d1 = be->alloc({2, 3});
@@ -173,8 +174,9 @@ TEST(NetworkPrimitives, SoftmaxXentSmoothedHandValues) {
   EXPECT_TRUE(res.ok()) << res.summary();
 
   const std::vector<int32_t> bad = {0, 3};
-  EXPECT_NE(usage_error([&] { be->softmax_xent_smoothed(logits, bad.data(), 0.1f, 1.f, dz, nullptr, nullptr); })
-                .find("label 3 at index 1"),
+  EXPECT_NE(usage_error([&] {
+              be->softmax_xent_smoothed(logits, bad.data(), 0.1f, 1.f, dz, nullptr, nullptr);
+            }).find("label 3 at index 1"),
             std::string::npos);
 }
 
@@ -218,8 +220,10 @@ TEST(NetworkPrimitives, DropoutMatchesReferenceAndStatistics) {
   int64_t zeros = 0;
   double sum = 0;
   for (float v : host(*be, out)) {
-    if (v == 0.f) ++zeros;
-    else EXPECT_EQ(v, 1.f / 0.6f);
+    if (v == 0.f)
+      ++zeros;
+    else
+      EXPECT_EQ(v, 1.f / 0.6f);
     sum += v;
   }
   EXPECT_NEAR(static_cast<double>(zeros) / M, 0.4, 0.006);  // 5σ
@@ -322,7 +326,7 @@ TEST(NetworkStructure, NamesShapesAndWeightDecay) {
   for (const Architecture& a : {Architecture::from_lambda(sp, ones.data(), nullptr), random_arch(sp, 2, 0.4)}) {
     Network net(a, *be, 1);
     for (Param& p : net.params()) {
-      Param& q = g.param(p.name);  // same name in the Supergraph...
+      Param& q = g.param(p.name);                             // same name in the Supergraph...
       EXPECT_EQ(p.value.shape(), q.value.shape()) << p.name;  // ...and the same shape
       EXPECT_FALSE(p.frozen) << p.name;
       EXPECT_TRUE(p.grad.defined() && p.momentum.defined()) << p.name;
@@ -334,7 +338,8 @@ TEST(NetworkStructure, NamesShapesAndWeightDecay) {
   ASSERT_EQ(wd.size(), dense.params().size());
   for (size_t i = 0; i < wd.size(); ++i) {
     const std::string& n = dense.params()[i].name;
-    const bool decay = n.size() >= 6 && (n.compare(n.size() - 6, 6, "weight") == 0 || n.compare(n.size() - 5, 5, "gamma") == 0);
+    const bool decay =
+        n.size() >= 6 && (n.compare(n.size() - 6, 6, "weight") == 0 || n.compare(n.size() - 5, 5, "gamma") == 0);
     EXPECT_EQ(wd[i], decay ? 1e-4f : 0.f) << n;
   }
   EXPECT_EQ(wd[static_cast<size_t>(&dense.param("s1/u1/l2/o1/bn/gamma") - dense.params().data())], 1e-4f)
@@ -528,10 +533,10 @@ TEST(NetworkDropPath, LayerScheduleKeepRateAndScaling) {
   const Architecture a = Architecture::baseline(SearchSpace::preset_named("cifar10")).at_width(8);
   Network net(a, *be, 1, o);
   // docs/method.md §2.4: p_final = 0.5·(n+1)/112, n = 36(s−1) + 4(u−1).
-  EXPECT_NEAR(net.drop_path_final(0), 0.5 * 1 / 112, 1e-15);    // s1u1: 0.0045
-  EXPECT_NEAR(net.drop_path_final(7), 0.5 * 29 / 112, 1e-15);   // s1u8: 0.129
-  EXPECT_NEAR(net.drop_path_final(8), 0.5 * 37 / 112, 1e-15);   // s2u1: 0.165
-  EXPECT_NEAR(net.drop_path_final(23), 0.5 * 101 / 112, 1e-15); // s3u8: 0.451
+  EXPECT_NEAR(net.drop_path_final(0), 0.5 * 1 / 112, 1e-15);     // s1u1: 0.0045
+  EXPECT_NEAR(net.drop_path_final(7), 0.5 * 29 / 112, 1e-15);    // s1u8: 0.129
+  EXPECT_NEAR(net.drop_path_final(8), 0.5 * 37 / 112, 1e-15);    // s2u1: 0.165
+  EXPECT_NEAR(net.drop_path_final(23), 0.5 * 101 / 112, 1e-15);  // s3u8: 0.451
   // chains have single-input ops: one site per block, its output branch
   ASSERT_EQ(net.drop_path_sites().size(), 24u);
   EXPECT_EQ(net.drop_path_sites()[0].name, "s1/u1/out/c13");
@@ -546,8 +551,10 @@ TEST(NetworkDropPath, LayerScheduleKeepRateAndScaling) {
     int zeros = 0;
     double sum = 0;
     for (float v : s) {
-      if (v == 0.f) ++zeros;
-      else ASSERT_EQ(v, static_cast<float>(1.0 / (1.0 - p)));
+      if (v == 0.f)
+        ++zeros;
+      else
+        ASSERT_EQ(v, static_cast<float>(1.0 / (1.0 - p)));
       sum += v;
     }
     EXPECT_NEAR(static_cast<double>(zeros) / M, p, 0.006) << progress;  // > 5σ
@@ -574,7 +581,8 @@ TEST(NetworkDropPath, DeterministicAndOffAtProgressZero) {
   bool has_edge_site = false;
   {
     Network probe(a, *be, 4, dp);
-    for (const Network::DropPathSite& s : probe.drop_path_sites()) has_edge_site = has_edge_site || s.name.find("/in/") != std::string::npos;
+    for (const Network::DropPathSite& s : probe.drop_path_sites())
+      has_edge_site = has_edge_site || s.name.find("/in/") != std::string::npos;
   }
   EXPECT_TRUE(has_edge_site) << "multi-input ops get a site per input edge";
   auto run = [&](const NetworkOptions& o, int64_t step, double progress) {
@@ -854,7 +862,11 @@ TEST(NetworkFile, SaveLoadCheckpointAndInspect) {
     ADD_FAILURE() << "no error";
     return std::string();
   };
-  EXPECT_EQ(ckpt_error([&] { TrainState t; load_network_file(file, c, &t); }), file + ": a network file, not a checkpoint");
+  EXPECT_EQ(ckpt_error([&] {
+              TrainState t;
+              load_network_file(file, c, &t);
+            }),
+            file + ": a network file, not a checkpoint");
   // An evaluation network without the aux head loads the file (extra datasets ignored) ...
   Network eval(arch, *be, 5);
   load_network_file(file, eval);
@@ -868,8 +880,7 @@ TEST(NetworkFile, SaveLoadCheckpointAndInspect) {
             dir.file("noaux.h5") + ": missing dataset params/aux/bn/gamma");
   // Another architecture (or width) is refused, the field named.
   Network wide(arch.at_width(8), *be, 1);
-  EXPECT_EQ(ckpt_error([&] { load_network_file(file, wide); }),
-            file + ": arch.space.stem_channels: file=4 now=8");
+  EXPECT_EQ(ckpt_error([&] { load_network_file(file, wide); }), file + ": arch.space.stem_channels: file=4 now=8");
   Network other(random_arch(sp, 1234, 0.5), *be, 1);
   EXPECT_EQ(ckpt_error([&] { load_network_file(file, other); }).rfind(file + ": arch.blocks[", 0), 0u);
   // Not a network file; a truncated one.
@@ -880,7 +891,10 @@ TEST(NetworkFile, SaveLoadCheckpointAndInspect) {
     std::ofstream out(dir.file("cut.h5"), std::ios::binary);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
   }
-  ckpt_error([&] { Network n(arch, *be, 1, o); load_network_file(dir.file("cut.h5"), n); });
+  ckpt_error([&] {
+    Network n(arch, *be, 1, o);
+    load_network_file(dir.file("cut.h5"), n);
+  });
 
   // inspect
   const std::string desc = describe_network_file(ckpt);

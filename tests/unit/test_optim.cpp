@@ -163,8 +163,8 @@ TEST(ApgNag, ZeroGammaZeroMomentumIsProjectedSgd) {
 // ---- clipping ------------------------------------------------------------------------
 TEST(Clip, Elementwise) {
   const float inf = std::numeric_limits<float>::infinity();
-  std::vector<float> g = {-3.0f, -2.0f, -1.5f, 0.0f, 1.99f, 2.0f, 7.0f, inf, -inf,
-                          std::numeric_limits<float>::quiet_NaN()};
+  std::vector<float> g = {-3.0f, -2.0f, -1.5f, 0.0f, 1.99f,
+                          2.0f,  7.0f,  inf,   -inf, std::numeric_limits<float>::quiet_NaN()};
   clip_elementwise(g.data(), g.size(), 2.0f);
   const std::vector<float> want = {-2.0f, -2.0f, -1.5f, 0.0f, 1.99f, 2.0f, 2.0f, 2.0f, -2.0f};
   for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(g[i], want[i]) << i;
@@ -178,16 +178,16 @@ TEST(WeightDecay, NameTable) {
     bool pretrain, search, retrain;  // decayed?
   };
   const Row rows[] = {
-      {"s1/u2/l3/o1/pw/weight", true, true, true},   // pointwise conv
-      {"s1/u2/l3/o1/dw/weight", true, true, true},   // depthwise conv
-      {"s1/u2/out/k5/weight", true, true, true},     // 1×1 output conv
-      {"s2/u1/id/conv/weight", true, true, true},    // id_conv
-      {"s1/red/b1/conv/weight", true, true, true},   // reduction conv
+      {"s1/u2/l3/o1/pw/weight", true, true, true},  // pointwise conv
+      {"s1/u2/l3/o1/dw/weight", true, true, true},  // depthwise conv
+      {"s1/u2/out/k5/weight", true, true, true},    // 1×1 output conv
+      {"s2/u1/id/conv/weight", true, true, true},   // id_conv
+      {"s1/red/b1/conv/weight", true, true, true},  // reduction conv
       {"stem/conv1/weight", true, true, true},
       {"head/fc/weight", true, true, true},
       {"aux/fc/weight", true, true, true},
-      {"weight", true, true, true},                  // bare name
-      {"s1/u1/out/bn/gamma", true, false, true},     // BN γ: decayed except in search
+      {"weight", true, true, true},               // bare name
+      {"s1/u1/out/bn/gamma", true, false, true},  // BN γ: decayed except in search
       {"stem/bn1/gamma", true, false, true},
       {"head/bn/gamma", true, false, true},
       {"s1/u2/l3/o1/bn/gamma", true, false, true},
@@ -198,10 +198,10 @@ TEST(WeightDecay, NameTable) {
       {"lambda", false, false, false},
       {"lambda/s1/u1", false, false, false},
       {"s1/u1/lambda_after", false, false, false},
-      {"lambda/weight", false, false, false},        // λ never, whatever the suffix
+      {"lambda/weight", false, false, false},  // λ never, whatever the suffix
       {"s1/u1/out/bn/running_mean", false, false, false},
       {"s1/u1/out/bn/weightx", false, false, false},
-      {"s1/u1/conv_weight", false, false, false},    // MXNet-style '_weight' is not our naming
+      {"s1/u1/conv_weight", false, false, false},  // MXNet-style '_weight' is not our naming
       {"", false, false, false},
   };
   const float wd = 1e-4f;
@@ -296,27 +296,41 @@ TEST(LrSchedule, WarmupLinear) {
   p.total_epochs = 240;
   auto s = make_lr_schedule("warmup-linear", p);
   EXPECT_DOUBLE_EQ(s->lr(0), 0.1);
-  EXPECT_NEAR(s->lr(1), 0.1 + 0.4 / 6255, 1e-15);       // +0.4/(5·1251) per step
-  EXPECT_NEAR(s->lr(1251), 0.18, 1e-12);                // 0.1 + 0.4·1251/6255
+  EXPECT_NEAR(s->lr(1), 0.1 + 0.4 / 6255, 1e-15);  // +0.4/(5·1251) per step
+  EXPECT_NEAR(s->lr(1251), 0.18, 1e-12);           // 0.1 + 0.4·1251/6255
   EXPECT_NEAR(s->lr(6254), 0.5 - 0.4 / 6255, 1e-12);
   EXPECT_DOUBLE_EQ(s->lr(6255), 0.5);
   EXPECT_NEAR(s->lr(6256), 0.5 - 0.5 / 293985, 1e-15);
-  EXPECT_NEAR(s->lr(6255 + 293985 / 5), 0.4, 1e-12);    // 293985 = 5·58797
+  EXPECT_NEAR(s->lr(6255 + 293985 / 5), 0.4, 1e-12);  // 293985 = 5·58797
   EXPECT_NEAR(s->lr(300240), 0.0, 1e-15);
-  EXPECT_EQ(s->lr(400000), 0.0);                        // floor at 0
-  auto s3 = make_lr_schedule("warmup-linear:3", p);     // explicit warm-up epochs
+  EXPECT_EQ(s->lr(400000), 0.0);                     // floor at 0
+  auto s3 = make_lr_schedule("warmup-linear:3", p);  // explicit warm-up epochs
   EXPECT_DOUBLE_EQ(s3->lr(3 * 1251), 0.5);
-  auto s0 = make_lr_schedule("warmup-linear:0", p);     // no warm-up
+  auto s0 = make_lr_schedule("warmup-linear:0", p);  // no warm-up
   EXPECT_DOUBLE_EQ(s0->lr(0), 0.5);
 }
 
 TEST(LrSchedule, BadStringsRejected) {
   LrParams p;
-  const char* bad[] = {"",           "step",         "step:",        "step:30,20",
-                       "step:30,30", "step:a",       "step:-5",      "step:30,,60",
-                       "step: 30",   "linear",       "Constant",     "constant:3",
-                       "cosine:0",   "cosine:10,0",  "cosine:10,2,3", "cosine:x",
-                       "warmup-linear:x", "warmup-linear:1,2", "warmup-linear:240",
+  const char* bad[] = {"",
+                       "step",
+                       "step:",
+                       "step:30,20",
+                       "step:30,30",
+                       "step:a",
+                       "step:-5",
+                       "step:30,,60",
+                       "step: 30",
+                       "linear",
+                       "Constant",
+                       "constant:3",
+                       "cosine:0",
+                       "cosine:10,0",
+                       "cosine:10,2,3",
+                       "cosine:x",
+                       "warmup-linear:x",
+                       "warmup-linear:1,2",
+                       "warmup-linear:240",
                        "step:1.5"};
   for (const char* b : bad) {
     auto [code, msg] = error_of([&] { make_lr_schedule(b, p); });
@@ -415,8 +429,7 @@ TEST(Penalty, ProxyAfterKilling) {
   }
   // Everything dead: count = 2 (level-1 sep convs always counted) → 3/25.
   std::vector<float> zero(sp.total_lambda(), 0.0f);
-  EXPECT_DOUBLE_EQ(block_penalty_factor(sp, zero.data(), nullptr, 0, PenaltyMode::AdaptiveFlopsProxy),
-                   3.0 / 25.0);
+  EXPECT_DOUBLE_EQ(block_penalty_factor(sp, zero.data(), nullptr, 0, PenaltyMode::AdaptiveFlopsProxy), 3.0 / 25.0);
 }
 
 TEST(Penalty, ProxyGeneralLN) {
@@ -427,8 +440,7 @@ TEST(Penalty, ProxyGeneralLN) {
   const BlockLayout b = sp.block_layout();
   std::vector<float> lam(sp.total_lambda(), 1.0f);
   for (int l = 1; l <= 3; ++l) lam[b.after_offset() + b.after_index(l, 1)] = 0.0f;
-  EXPECT_DOUBLE_EQ(block_penalty_factor(sp, lam.data(), nullptr, 0, PenaltyMode::AdaptiveFlopsProxy),
-                   0.7);
+  EXPECT_DOUBLE_EQ(block_penalty_factor(sp, lam.data(), nullptr, 0, PenaltyMode::AdaptiveFlopsProxy), 0.7);
 }
 
 TEST(Penalty, ExactMacs) {
@@ -449,8 +461,8 @@ TEST(Penalty, ExactMacs) {
   EXPECT_NEAR(g[blk3 + 100], 12544.0 / 28928.0, 1e-6);
   // Kill also the level-2 sep5 row in block 0: 4224 − 656 = 3568.
   for (int i = 0; i < b.in_len(2); ++i) lam[blk0 + b.row_offset(2, 2) + i] = 0.0f;
-  EXPECT_NEAR(block_penalty_factor(sp, lam.data() + blk0, nullptr, 0, PenaltyMode::AdaptiveFlopsExact),
-              3568.0 / 8320.0, 1e-12);
+  EXPECT_NEAR(block_penalty_factor(sp, lam.data() + blk0, nullptr, 0, PenaltyMode::AdaptiveFlopsExact), 3568.0 / 8320.0,
+              1e-12);
   // Share: one block, stage-0 geometry (F = 16).
   SearchSpace sh = fmnist();
   sh.share = true;
@@ -495,7 +507,7 @@ TEST(Penalty, ParseMode) {
   auto [code, msg] = error_of([] { parse_penalty_mode("flops", "optim.penalty"); });
   EXPECT_EQ(code, kExitUsage);
   EXPECT_NE(msg.find("optim.penalty"), std::string::npos);
-  for (auto m : {PenaltyMode::None, PenaltyMode::AdaptiveFlopsProxy, PenaltyMode::AdaptiveFlopsExact,
-                 PenaltyMode::AdaptiveMac})
+  for (auto m :
+       {PenaltyMode::None, PenaltyMode::AdaptiveFlopsProxy, PenaltyMode::AdaptiveFlopsExact, PenaltyMode::AdaptiveMac})
     EXPECT_EQ(parse_penalty_mode(penalty_mode_name(m)), m);
 }

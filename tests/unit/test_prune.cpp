@@ -110,8 +110,8 @@ TEST(PruneBlock, InternalNodeWithoutAfterIsAlive) {
   k.prune();
   EXPECT_EQ(k.edge(2, 1, 1, 1), 0.5f);
   EXPECT_EQ(k.after(2, 1), 0.3f);
-  expect_all_zero_except(k, {k.b.row_offset(2, 1) + k.b.input_index(1, 1),
-                             k.b.after_offset() + k.b.after_index(2, 1)}, "internal");
+  expect_all_zero_except(k, {k.b.row_offset(2, 1) + k.b.input_index(1, 1), k.b.after_offset() + k.b.after_index(2, 1)},
+                         "internal");
   const BlockTopology t = k.topo();
   EXPECT_TRUE(t.alive(1, 1));
   EXPECT_TRUE(t.alive(2, 1));
@@ -143,8 +143,7 @@ TEST(PruneBlock, ZeroInputRowKillsOpAndCleansConsumers) {
   EXPECT_EQ(k.after(3, 1), 0.1f);
   EXPECT_EQ(k.edge(4, 1, 2, 2), 0.0f);
   EXPECT_EQ(k.after(4, 1), 0.0f);
-  expect_all_zero_except(k, {k.b.row_offset(3, 1), k.b.after_offset() + k.b.after_index(3, 1)},
-                         "zero row");
+  expect_all_zero_except(k, {k.b.row_offset(3, 1), k.b.after_offset() + k.b.after_index(3, 1)}, "zero row");
   const BlockTopology t = k.topo();
   EXPECT_EQ(t.live_ops(), 1);
   EXPECT_TRUE(t.alive(3, 1));
@@ -171,8 +170,8 @@ TEST(PruneBlock, ChainDeadnessPropagatesForward) {
   EXPECT_EQ(k.after(4, 1), 0.0f);
   EXPECT_EQ(k.edge(4, 2, 1, 3), 0.25f);
   EXPECT_EQ(k.after(4, 2), 0.125f);
-  expect_all_zero_except(k, {k.b.row_offset(4, 2) + k.b.input_index(1, 3),
-                             k.b.after_offset() + k.b.after_index(4, 2)}, "chain");
+  expect_all_zero_except(k, {k.b.row_offset(4, 2) + k.b.input_index(1, 3), k.b.after_offset() + k.b.after_index(4, 2)},
+                         "chain");
   const BlockTopology t = k.topo();
   EXPECT_EQ(t.live_ops(), 2);
   EXPECT_TRUE(t.alive(1, 3));
@@ -371,8 +370,8 @@ TEST(PruneAll, ReductionRule) {
     EXPECT_EQ(t.branch_live[0], mask[r] != 0);
     EXPECT_EQ(t.branch_live[1], mask[r + 1] != 0);
     EXPECT_GE(mask[r] + mask[r + 1], 1);  // a reduction always keeps a branch
-    return std::vector<float>{static_cast<float>(mask[r]), static_cast<float>(mask[r + 1]),
-                              lam[r], lam[r + 1], v[r], v[r + 1]};
+    return std::vector<float>{
+        static_cast<float>(mask[r]), static_cast<float>(mask[r + 1]), lam[r], lam[r + 1], v[r], v[r + 1]};
   };
   using V = std::vector<float>;
   // Both positive: both live, untouched.
@@ -414,7 +413,7 @@ TEST(Counts, LiveOpsPerType) {
   auto ops = live_ops_per_type(sp, lam.data(), nullptr);
   ASSERT_EQ(ops.size(), 4u);
   for (auto c : ops) EXPECT_EQ(c, 6 * 4);  // 6 blocks × 4 levels
-  sp.share = true;                            // shared topology counted per physical block
+  sp.share = true;                         // shared topology counted per physical block
   std::vector<float> ls(sp.total_lambda(), 1.0f);
   const BlockLayout b = sp.block_layout();
   for (int l = 1; l <= 4; ++l) ls[b.after_offset() + b.after_index(l, 2)] = 0.0f;  // sep5 unused
@@ -463,8 +462,8 @@ TEST(Macs, LiveMacsFollowTopology) {
   //   block = 4·((9F + F²) + (25F + F²))·HW + 16·F²·HW; id_conv F²HW.
   //   reductions: 10·F·2F·(HW/4 at the next stage); FC 64·10.
   auto blockm = [](double F, double hw) { return (4 * (34 * F + 2 * F * F) + 16 * F * F) * hw; };
-  const double hand = 112896 + 2 * blockm(16, 784) + 256 * 784 + 2 * blockm(32, 196) + 1024 * 196 +
-                      2 * blockm(64, 49) + 4096 * 49 + 10 * 16 * 32 * 196 + 10 * 32 * 64 * 49 + 640;
+  const double hand = 112896 + 2 * blockm(16, 784) + 256 * 784 + 2 * blockm(32, 196) + 1024 * 196 + 2 * blockm(64, 49) +
+                      4096 * 49 + 10 * 16 * 32 * 196 + 10 * 32 * 64 * 49 + 640;
   EXPECT_DOUBLE_EQ(full, hand);
 
   std::vector<float> lam(sp.total_lambda(), 1.0f);
@@ -475,13 +474,11 @@ TEST(Macs, LiveMacsFollowTopology) {
   EXPECT_DOUBLE_EQ(live_macs(sp, lam.data(), mask.data()), full - blockm(16, 784));
   // Reduction 1, branch 1 (3×3) masked: −9·32·64·49.
   mask[sp.reduction_lambda_offset(1) + 1] = 0;
-  EXPECT_DOUBLE_EQ(live_macs(sp, lam.data(), mask.data()),
-                   full - blockm(16, 784) - 9.0 * 32 * 64 * 49);
+  EXPECT_DOUBLE_EQ(live_macs(sp, lam.data(), mask.data()), full - blockm(16, 784) - 9.0 * 32 * 64 * 49);
   // Block (1,0): only op (1,1) (sep3) → output: (9F + F²)HW + F²HW at F = 32, HW = 196.
   const int blk2 = sp.block_lambda_offset(1, 0);
   for (int e = 0; e < b.size(); ++e) lam[blk2 + e] = 0.0f;
   lam[blk2 + b.after_offset() + b.after_index(1, 1)] = 0.3f;
   EXPECT_DOUBLE_EQ(live_macs(sp, lam.data(), mask.data()),
-                   full - blockm(16, 784) - 9.0 * 32 * 64 * 49 - blockm(32, 196) +
-                       (9.0 * 32 + 1024 + 1024) * 196);
+                   full - blockm(16, 784) - 9.0 * 32 * 64 * 49 - blockm(32, 196) + (9.0 * 32 + 1024 + 1024) * 196);
 }

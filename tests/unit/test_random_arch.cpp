@@ -51,7 +51,8 @@ TEST(RandomArch, SamplesAreValidAndOfTheSameCost) {
         std::vector<uint8_t> mask(lam.size(), 1);
         prune_all(found.space(), lam, mask);
         EXPECT_EQ(lam, r.lambda) << i;
-        const Architecture again = Architecture::from_lambda(scale_width(found.space(), r.width), r.lambda.data(), nullptr);
+        const Architecture again =
+            Architecture::from_lambda(scale_width(found.space(), r.width), r.lambda.data(), nullptr);
         EXPECT_EQ(again.structural_difference(a), "") << i;
         // reductions as searched
         ASSERT_EQ(a.reductions().size(), found.reductions().size());

@@ -82,9 +82,9 @@ TEST(PipelineClock, PredictsTheStagesAheadFromTheRunningOne) {
     EXPECT_EQ(p.planned_steps(PipelineClock::kPretrain), 200);
     EXPECT_LT(p.planned_steps(PipelineClock::kSearch), 0) << "dataset sizes unknown yet";
     p.started({64, 1e6, 30000, 60000});
-    EXPECT_EQ(p.planned_steps(PipelineClock::kSearch), 1872);   // floor(30000 / 64) · (1 + 1) / 1 · 2 epochs
-    EXPECT_EQ(p.planned_steps(PipelineClock::kRetrain), 1874);  // floor(60000 / 64) · 2 epochs
-    EXPECT_EQ(p.planned_steps(PipelineClock::kBaseline), 1875); // floor(60000 / 32) · 1 epoch
+    EXPECT_EQ(p.planned_steps(PipelineClock::kSearch), 1872);    // floor(30000 / 64) · (1 + 1) / 1 · 2 epochs
+    EXPECT_EQ(p.planned_steps(PipelineClock::kRetrain), 1874);   // floor(60000 / 64) · 2 epochs
+    EXPECT_EQ(p.planned_steps(PipelineClock::kBaseline), 1875);  // floor(60000 / 32) · 1 epoch
     EXPECT_LT(p.after_current(0), 0) << "no step timed yet";
     // 0.1 s per step of 64 images at 1 MMAC: the search 187.2 s; the retrains at the
     // supergraph's MACs (no live MACs noted yet): 187.4 s, and 93.75 s for the baseline's

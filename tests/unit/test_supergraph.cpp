@@ -79,11 +79,11 @@ TEST(Supergraph, LambdaCountsAndNames) {
                         "s1/red/b1/conv/weight", "s3/u2/out/c01/weight", "head/fc/weight", "head/fc/bias"})
     EXPECT_TRUE(names.count(n)) << n;
   EXPECT_FALSE(names.count("s1/u2/id/conv/weight"));
-  EXPECT_FALSE(names.count("s3/red/b0/conv/weight"));  // no reduction after the last stage
-  EXPECT_TRUE(g.param("s1/u1/l2/o1/bn/gamma").frozen);   // op BN γ fixed (§1.1)
+  EXPECT_FALSE(names.count("s3/red/b0/conv/weight"));   // no reduction after the last stage
+  EXPECT_TRUE(g.param("s1/u1/l2/o1/bn/gamma").frozen);  // op BN γ fixed (§1.1)
   EXPECT_TRUE(g.param("s1/u1/id/bn/gamma").frozen);
   EXPECT_TRUE(g.param("s1/red/b0/bn/gamma").frozen);
-  EXPECT_FALSE(g.param("s1/u1/out/bn/gamma").frozen);    // block-output, stem, head γ learned
+  EXPECT_FALSE(g.param("s1/u1/out/bn/gamma").frozen);  // block-output, stem, head γ learned
   EXPECT_FALSE(g.param("stem/bn/gamma").frozen);
   EXPECT_FALSE(g.param("head/bn/gamma").frozen);
   int rows = 0;
@@ -165,7 +165,14 @@ TEST_P(SupergraphGrad, FiniteDifferences) {
     }
     const float l0 = g.lambda()[i];
     const double h = 1e-2;
-    double num = fd4([&](double d) { g.lambda()[i] = l0 + static_cast<float>(d); double v = loss(); g.lambda()[i] = l0; return v; }, h);
+    double num = fd4(
+        [&](double d) {
+          g.lambda()[i] = l0 + static_cast<float>(d);
+          double v = loss();
+          g.lambda()[i] = l0;
+          return v;
+        },
+        h);
     ++checked;
     const double tol = 1.5 * eps / h + 2e-2 * std::fabs(num);
     if (std::fabs(num - dlam[i]) > tol) {
@@ -283,7 +290,8 @@ TEST(Supergraph, LambdaStepMatchesFullStep) {
       if (variant == 3) {  // a live λ_after too small for the division: GEMM path
         const BlockLayout lay = sp.block_layout();
         for (size_t i = 0; i < g.lambda().size(); ++i)
-          if (g.mask()[i] && static_cast<int>(i) >= lay.after_offset() && static_cast<int>(i) < lay.after_offset() + lay.N * sp.levels) {
+          if (g.mask()[i] && static_cast<int>(i) >= lay.after_offset() &&
+              static_cast<int>(i) < lay.after_offset() + lay.N * sp.levels) {
             g.lambda()[i] = 1e-25f;
             break;
           }
@@ -306,8 +314,10 @@ TEST(Supergraph, LambdaStepMatchesFullStep) {
       checked += f != 0.f;
     }
     EXPECT_GT(checked, 10) << variant;
-    EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[1].data(), lam[0].size() * sizeof(float))) << be2->threads() << " vs " << be1->threads() << " threads, variant " << variant;
-    EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[2].data(), lam[0].size() * sizeof(float))) << "recompute, variant " << variant;
+    EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[1].data(), lam[0].size() * sizeof(float)))
+        << be2->threads() << " vs " << be1->threads() << " threads, variant " << variant;
+    EXPECT_EQ(0, std::memcmp(lam[0].data(), lam[2].data(), lam[0].size() * sizeof(float)))
+        << "recompute, variant " << variant;
   }
 }
 

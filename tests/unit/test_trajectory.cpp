@@ -308,7 +308,8 @@ TEST(TrajectoryDamage, UnopenableOrShortDatasetIsExit3NamingIt) {
     }
     EXPECT_THAT(read_error(p), ::testing::HasSubstr(p + ": dataset /" + name + " cannot be opened"));
   }
-  for (const char* name : {"loss", "acc", "live_macs", "zero_lambda", "live_edges", "images", "lambda/s1/u1/lambda/after"}) {
+  for (const char* name :
+       {"loss", "acc", "live_macs", "zero_lambda", "live_edges", "images", "lambda/s1/u1/lambda/after"}) {
     SCOPED_TRACE(name);
     TempDir d;
     const std::string p = saved_file(d);
@@ -377,8 +378,10 @@ TEST(TrajectoryDamage, WrongTypeOrShapeOrExtentIsExit3) {
     ASSERT_GE(H5Ldelete(f, "loss", H5P_DEFAULT), 0);
     hsize_t n = 4, maxn = H5S_UNLIMITED, chunk = 256;
     hid_t sp = H5Screate_simple(1, &n, &maxn), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    if (chunked) H5Pset_chunk(dcpl, 1, &chunk);
-    else H5Sset_extent_simple(sp, 1, &n, nullptr);
+    if (chunked)
+      H5Pset_chunk(dcpl, 1, &chunk);
+    else
+      H5Sset_extent_simple(sp, 1, &n, nullptr);
     hid_t ds = H5Dcreate2(f, "loss", H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     ASSERT_GE(ds, 0);
     const double v[4] = {1, 2, 3, 4};

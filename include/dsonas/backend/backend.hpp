@@ -73,21 +73,21 @@ class Backend {
 
   // ---- convolution ----------------------------------------------------------
   /// y = alpha·conv(x, w) + beta·y.  x {Cin,N,H,W}, y {Cout,N,Ho,Wo}.
-  virtual void conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y,
-                            float alpha = 1.f, float beta = 0.f) = 0;
+  virtual void conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha = 1.f,
+                            float beta = 0.f) = 0;
   /// dx = alpha·conv_transpose(dy, w) + beta·dx.
-  virtual void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx,
-                                  float alpha = 1.f, float beta = 0.f) = 0;
+  virtual void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx, float alpha = 1.f,
+                                  float beta = 0.f) = 0;
   /// dw = alpha·(∂/∂w of <dy, conv(x,w)>) + beta·dw.
-  virtual void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw,
-                                    float alpha = 1.f, float beta = 0.f) = 0;
+  virtual void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw, float alpha = 1.f,
+                                    float beta = 0.f) = 0;
 
   // ---- pooling --------------------------------------------------------------
   virtual void pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) = 0;
   /// dx = grad + beta·dx.  Max pooling routes each output's gradient to the
   /// first (lowest h, then w) maximal input of its window; y is the forward output.
-  virtual void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy,
-                             Tensor& dx, float beta = 0.f) = 0;
+  virtual void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                             float beta = 0.f) = 0;
 
   // ---- batch-norm fused with ReLU ------------------------------------------
   /// Training mode: per channel, batch mean m and biased variance v over
@@ -95,18 +95,17 @@ class Backend {
   /// 1/sqrt(v+eps) in save_mean/save_invstd {C}.  Running statistics:
   /// run = momentum·run + (1 − momentum)·batch, with the unbiased variance
   /// v·M/(M−1) (M = N·H·W) going into run_var.  With relu = false, no ReLU.
-  virtual void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                Tensor& run_mean, Tensor& run_var, float momentum, float eps,
-                                Tensor& y, Tensor& save_mean, Tensor& save_invstd, bool relu = true) = 0;
+  virtual void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean,
+                                Tensor& run_var, float momentum, float eps, Tensor& y, Tensor& save_mean,
+                                Tensor& save_invstd, bool relu = true) = 0;
   /// Inference mode with running statistics.
-  virtual void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                const Tensor& run_mean, const Tensor& run_var, float eps, Tensor& y,
-                                bool relu = true) = 0;
+  virtual void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& run_mean,
+                                const Tensor& run_var, float eps, Tensor& y, bool relu = true) = 0;
   /// Backward of bn_forward_train.  y is its output (the ReLU mask is y > 0).
   /// dx = grad + beta_dx·dx.  dgamma/dbeta (each may be null) are overwritten.
   virtual void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
-                           const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
-                           Tensor* dgamma, Tensor* dbeta, bool relu = true, float beta_dx = 0.f) = 0;
+                           const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
+                           Tensor* dbeta, bool relu = true, float beta_dx = 0.f) = 0;
 
   // ---- λ-weighted sums (the supergraph's edges) ------------------------------
   /// For j < J: ys[j] = Σ_k lam[j·K + k]·xs[k] over the k with live[j·K + k] != 0.
@@ -114,32 +113,27 @@ class Backend {
   /// Every input is read once for all J outputs.  xs[k] may be null when
   /// column k has no live entry, ys[j] may be null when row j has none (dead
   /// ops and nodes of a pruned block have no tensors at all).
-  virtual void wsum_forward(int J, int K, const float* lam, const uint8_t* live,
-                            const std::vector<const Tensor*>& xs,
+  virtual void wsum_forward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
                             const std::vector<Tensor*>& ys) = 0;
   /// Backward of wsum_forward over the live entries:
   ///   dlam[j·K + k] += <dys[j], xs[k]>     (dlam: device memory, J·K floats;
   ///                                          may be null: no λ gradient wanted)
   ///   dxs[k]        += Σ_j lam[j·K + k]·dys[j]   (dxs[k] may be null: skipped)
   /// Null xs/dys entries are allowed for columns/rows without live entries.
-  virtual void wsum_backward(int J, int K, const float* lam, const uint8_t* live,
-                             const std::vector<const Tensor*>& xs,
-                             const std::vector<const Tensor*>& dys,
-                             const std::vector<Tensor*>& dxs, float* dlam) = 0;
+  virtual void wsum_backward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
+                             const std::vector<const Tensor*>& dys, const std::vector<Tensor*>& dxs, float* dlam) = 0;
 
   // ---- the block output's λ-scaled 1×1 convolutions as one GEMM ---------------
   /// Concatenates J weights ws[j] ({O, I, 1, 1} each) into out {O, J·I, 1, 1}
   /// scaled per block: out[o, j·I + i] = scale[j]·ws[j][o, i] (scale host floats).
   /// With the op outputs stacked along C ({J·I, N, H, W}, contiguous in CNHW),
   /// Σ_j W_j (λ_j h_j) is then one 1×1 convolution.
-  virtual void concat_scaled_columns(const std::vector<const Tensor*>& ws, const float* scale,
-                                     Tensor& out) = 0;
+  virtual void concat_scaled_columns(const std::vector<const Tensor*>& ws, const float* scale, Tensor& out) = 0;
   /// Backward through concat_scaled_columns, given m = ∂L/∂out {O, J·I, 1, 1}:
   ///   dws[j][o,i] += scale[j]·m[o, j·I + i]       (dws[j] may be null)
   ///   *dscale[j]  += Σ_{o,i} ws[j][o,i]·m[o, j·I + i]   (device floats; may be null)
-  virtual void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale,
-                                              const Tensor& m, const std::vector<Tensor*>& dws,
-                                              const std::vector<float*>& dscale) = 0;
+  virtual void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale, const Tensor& m,
+                                              const std::vector<Tensor*>& dws, const std::vector<float*>& dscale) = 0;
 
   // ---- elementwise ------------------------------------------------------------
   /// y += alpha·x
@@ -163,19 +157,18 @@ class Backend {
   /// y[N,O] = x[N,I]·wᵀ + b.
   virtual void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) = 0;
   /// dx (= , may be null), dw (=, may be null), db (=, may be null).
-  virtual void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
-                               Tensor* dw, Tensor* db) = 0;
+  virtual void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                               Tensor* db) = 0;
   /// Softmax cross-entropy over logits [N,K] with host labels (each in [0,K)).
   /// dlogits = grad_scale·(softmax − onehot).  Adds Σ CE to *loss_sum and the
   /// number of top-1 hits to *correct (both host).
-  virtual void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale,
-                            Tensor& dlogits, double* loss_sum, int64_t* correct) = 0;
+  virtual void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits,
+                            double* loss_sum, int64_t* correct) = 0;
 
   // ---- optimiser ------------------------------------------------------------
   /// MXNet NAG (docs/method.md §4.2): g ← g + wd·w; m ← μ·m + g; w ← w − lr·(g + μ·m).
   /// g is not modified.
-  virtual void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
-                          float wd) = 0;
+  virtual void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum, float wd) = 0;
 
   // ---- retraining (model/network.hpp) ------------------------------------------
   /// Label-smoothed softmax cross-entropy, MXNet `SoftmaxOutput(smooth_alpha)`
@@ -186,25 +179,22 @@ class Backend {
   /// (host; either may be null).  smoothing = 0 gives softmax_xent's numbers.
   /// 0 ≤ smoothing < 1; a label outside [0,K) fails with exit 2 naming its
   /// index and value.
-  virtual void softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing,
-                                     float grad_scale, Tensor& dlogits, double* loss_sum,
-                                     int64_t* correct) = 0;
+  virtual void softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing, float grad_scale,
+                                     Tensor& dlogits, double* loss_sum, int64_t* correct) = 0;
   /// Inverted dropout with a counter-based mask (no state, no mask tensor):
   ///   y[i] = x[i]·(U_i < keep ? 1/keep : 0),   keep = 1 − p (float),
   ///   U_i = (mix64(key, 0x64726f706f7574, index_base + i) >> 40) · 2⁻²⁴
   /// with mix64 from core/rng.hpp and i the flat element index of x.  The mask
   /// is a pure function of (key, index), so the backward pass is the same call
   /// on dy.  0 ≤ p < 1; x and y may be the same tensor.
-  virtual void dropout_apply(const Tensor& x, float p, uint64_t key, int64_t index_base,
-                             Tensor& y) = 0;
+  virtual void dropout_apply(const Tensor& x, float p, uint64_t key, int64_t index_base, Tensor& y) = 0;
   /// Per-(group, sample) scaling (drop-path masks): x and y are {C,N,H,W}, the
   /// C channels form `groups` equal consecutive groups of C/groups channels, and
   ///   y[c,n,h,w] = scale[(c / (C/groups))·N + n]·x[c,n,h,w] + beta·y[c,n,h,w]
   /// with `scale` groups·N host floats (beta = 0: y is not read).  Linear and
   /// diagonal, so it is its own adjoint: the backward is the same call on dy.
   /// x and y may be the same tensor.
-  virtual void scale_samples(const Tensor& x, int groups, const float* scale, Tensor& y,
-                             float beta = 0.f) = 0;
+  virtual void scale_samples(const Tensor& x, int groups, const float* scale, Tensor& y, float beta = 0.f) = 0;
 };
 
 /// Arithmetic of the CUDA backend's matrix products (`--gpu-math`):

@@ -25,10 +25,10 @@ namespace dsonas {
 
 /// The node-local rank a launcher announced in the environment.
 struct LaunchLocalRank {
-  int rank = -1;         ///< -1: no launcher variable set
-  int size = 0;          ///< ranks on this node; 0: not announced
-  std::string var;       ///< the variable the rank came from ("" when none)
-  std::string error;     ///< non-empty: a variable was set but unusable (one line)
+  int rank = -1;      ///< -1: no launcher variable set
+  int size = 0;       ///< ranks on this node; 0: not announced
+  std::string var;    ///< the variable the rank came from ("" when none)
+  std::string error;  ///< non-empty: a variable was set but unusable (one line)
 };
 
 /// Variables read, in this order (the first one set wins): Open MPI's mpirun,
@@ -52,15 +52,15 @@ struct VisibleDevices {
 VisibleDevices parse_visible_devices(const char* value);
 
 struct DeviceChoice {
-  int device = -1;          ///< index among the visible devices; -1: not chosen (see deferred / error)
-  bool deferred = false;    ///< no launcher variable and no MPI rank yet: choose after MPI_Init
-  int local_rank = -1;      ///< the node-local rank the choice used
-  int ranks_per_gpu = 1;    ///< ceil(local size / visible devices) when the local size is known
-  std::string source;       ///< "OMPI_COMM_WORLD_LOCAL_RANK", "MPI shared communicator", …
-  std::string physical;     ///< the CUDA_VISIBLE_DEVICES entry of `device` ("" when the variable is unset)
+  int device = -1;             ///< index among the visible devices; -1: not chosen (see deferred / error)
+  bool deferred = false;       ///< no launcher variable and no MPI rank yet: choose after MPI_Init
+  int local_rank = -1;         ///< the node-local rank the choice used
+  int ranks_per_gpu = 1;       ///< ceil(local size / visible devices) when the local size is known
+  std::string source;          ///< "OMPI_COMM_WORLD_LOCAL_RANK", "MPI shared communicator", …
+  std::string physical;        ///< the CUDA_VISIBLE_DEVICES entry of `device` ("" when the variable is unset)
   bool env_overruled = false;  ///< the launcher variable disagreed with MPI's local rank (said in note)
-  std::string note;         ///< a one-line remark for the log ("" when none)
-  std::string error;        ///< non-empty: refuse, with this line (exit 2)
+  std::string note;            ///< a one-line remark for the log ("" when none)
+  std::string error;           ///< non-empty: refuse, with this line (exit 2)
 };
 
 /// The device of this rank.  `env` from local_rank_from_env; `mpi_local_rank`

@@ -75,9 +75,8 @@ std::string str(const A&... a) {
 
 }  // namespace dsonas
 
-#define DSO_CHECK(cond, ...)                                                      \
-  do {                                                                            \
-    if (!(cond))                                                                  \
-      ::dsonas::fail_internal(__FILE__, __LINE__,                                 \
-                              ::dsonas::str("check failed: " #cond " ", ##__VA_ARGS__)); \
+#define DSO_CHECK(cond, ...)                                                                                 \
+  do {                                                                                                       \
+    if (!(cond))                                                                                             \
+      ::dsonas::fail_internal(__FILE__, __LINE__, ::dsonas::str("check failed: " #cond " ", ##__VA_ARGS__)); \
   } while (0)

@@ -34,17 +34,14 @@ inline uint64_t hash_name(const char* s) {
 class Rng {
  public:
   Rng() = default;
-  Rng(uint64_t seed, uint64_t stream, uint64_t counter = 0)
-      : seed_(seed), stream_(stream), counter_(counter) {}
+  Rng(uint64_t seed, uint64_t stream, uint64_t counter = 0) : seed_(seed), stream_(stream), counter_(counter) {}
   uint64_t next_u64() { return mix64(seed_, stream_, counter_++); }
   /// Uniform in [0, 1) with 24 random bits (exact in float).
   float uniform() { return static_cast<float>(next_u64() >> 40) * (1.0f / 16777216.0f); }
   /// Uniform in [0, 1) with 53 random bits.
   double uniform_double() { return static_cast<double>(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
   /// Uniform integer in [0, n), n > 0 (Lemire's multiply-shift; bias < 2^-32 for n < 2^32).
-  uint32_t below(uint32_t n) {
-    return static_cast<uint32_t>(((next_u64() >> 32) * static_cast<uint64_t>(n)) >> 32);
-  }
+  uint32_t below(uint32_t n) { return static_cast<uint32_t>(((next_u64() >> 32) * static_cast<uint64_t>(n)) >> 32); }
   /// Standard normal by Box-Muller (uses two draws, returns one value).
   double normal() {
     double u1 = uniform_double(), u2 = uniform_double();

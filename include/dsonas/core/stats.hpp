@@ -11,7 +11,7 @@ namespace dsonas {
 
 struct GroupStats {
   int n = 0;
-  double mean = 0, sd = 0;     ///< sd: sample standard deviation (n − 1); 0 for n < 2
+  double mean = 0, sd = 0;      ///< sd: sample standard deviation (n − 1); 0 for n < 2
   double ci_lo = 0, ci_hi = 0;  ///< 95 % interval of the mean (n ≥ 2; else = mean)
 };
 GroupStats group_stats(const std::vector<double>& x, double level = 0.95);

@@ -23,10 +23,10 @@
 namespace dsonas {
 
 struct Augment {
-  int pad = 0;            ///< P: pad each side, then random crop back to H×W (0 = off)
-  int pad_value = 0;      ///< pad pixel value on the 0..255 scale (CIFAR reference: 127)
-  bool flip = false;      ///< horizontal flip with p = 0.5
-  int cutout = 0;         ///< S: cutout square side (0 = off)
+  int pad = 0;                       ///< P: pad each side, then random crop back to H×W (0 = off)
+  int pad_value = 0;                 ///< pad pixel value on the 0..255 scale (CIFAR reference: 127)
+  bool flip = false;                 ///< horizontal flip with p = 0.5
+  int cutout = 0;                    ///< S: cutout square side (0 = off)
   std::vector<float> mean{0.2860f};  ///< per channel (size 1 = all channels), 0..1 scale
   std::vector<float> std{0.3530f};   ///< per channel (size 1 = all channels)
 
@@ -48,17 +48,15 @@ struct AugDraw {
 constexpr uint64_t kAugSlots = 8;  ///< counter values reserved per image
 
 /// The draws of image `slot` of batch `batch_counter`.
-AugDraw draw_augment(const Augment& a, int h, int w, uint64_t seed, uint64_t stream,
-                     uint64_t batch_counter, uint64_t slot);
+AugDraw draw_augment(const Augment& a, int h, int w, uint64_t seed, uint64_t stream, uint64_t batch_counter,
+                     uint64_t slot);
 
 /// Applies `a` with the choices `d` to one c×h×w uint8 image → c×h×w floats.
-void augment_image(const uint8_t* src, int c, int h, int w, const Augment& a, const AugDraw& d,
-                   float* out);
+void augment_image(const uint8_t* src, int c, int h, int w, const Augment& a, const AugDraw& d, float* out);
 
 /// Assembles a batch: out_nchw gets idx.size()·c·h·w floats, labels idx.size().
 /// Parallel over images (OpenMP); the result does not depend on the thread count.
-void make_batch(const ImageSet& set, const std::vector<int>& idx, const Augment& a, uint64_t seed,
-                uint64_t stream, uint64_t batch_counter, float* out_nchw, int32_t* labels,
-                uint64_t slot_offset = 0);
+void make_batch(const ImageSet& set, const std::vector<int>& idx, const Augment& a, uint64_t seed, uint64_t stream,
+                uint64_t batch_counter, float* out_nchw, int32_t* labels, uint64_t slot_offset = 0);
 
 }  // namespace dsonas

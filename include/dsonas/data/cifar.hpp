@@ -28,13 +28,13 @@
 
 namespace dsonas {
 
-constexpr int kCifarSide = 32;                                       ///< H = W
-constexpr int kCifarChannels = 3;                                    ///< RGB
+constexpr int kCifarSide = 32;     ///< H = W
+constexpr int kCifarChannels = 3;  ///< RGB
 constexpr int kCifarClasses = 10;
 constexpr size_t kCifarImageBytes = size_t(kCifarChannels) * 32 * 32;  ///< 3 072
-constexpr size_t kCifarRecordBytes = 1 + kCifarImageBytes;           ///< 3 073
+constexpr size_t kCifarRecordBytes = 1 + kCifarImageBytes;             ///< 3 073
 constexpr int kCifarTrainBatches = 5;
-constexpr int kCifarRecordsPerFile = 10000;                          ///< in the real files
+constexpr int kCifarRecordsPerFile = 10000;  ///< in the real files
 
 /// train = data_batch_1..5.bin in order (50 000 images), else test_batch.bin.
 /// classes = 10, c = 3, h = w = 32, pixels NCHW uint8.

@@ -40,8 +40,8 @@ struct ImageSet {
 /// label file (magic 0x00000801, N uint8).  Files may be gzipped or raw.
 /// `role` prefixes the roles in messages ("train" → "train images").
 /// Any problem → fail_usage (exit 2) with a one-line message naming the file.
-ImageSet load_idx(const std::string& images_path, const std::string& labels_path,
-                  int classes = 10, const std::string& role = "");
+ImageSet load_idx(const std::string& images_path, const std::string& labels_path, int classes = 10,
+                  const std::string& role = "");
 
 /// Fashion-MNIST from `dir` (default layout of Debian's dataset-fashion-mnist:
 /// {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz; the names without .gz are

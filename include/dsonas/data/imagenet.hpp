@@ -88,8 +88,8 @@ inline constexpr const char* kManifestName = "manifest.json";
 std::string shard_file_name(const std::string& split, int index);
 
 struct ShardEntry {
-  std::string file;    ///< name inside OUT
-  int64_t first = 0;   ///< index of its first image within the split
+  std::string file;   ///< name inside OUT
+  int64_t first = 0;  ///< index of its first image within the split
   int64_t images = 0;
   int64_t bytes = 0;   ///< file size
   uint32_t crc32 = 0;  ///< CRC-32 of the whole file
@@ -196,14 +196,14 @@ class ImageNetShards {
 // ---- packing ---------------------------------------------------------------------
 
 struct PackOptions {
-  std::string src;   ///< ROOT: ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG
-  std::string out;   ///< OUT: must not exist or be empty (or hold only an unfinished pack's leftovers)
+  std::string src;  ///< ROOT: ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG
+  std::string out;  ///< OUT: must not exist or be empty (or hold only an unfinished pack's leftovers)
   std::vector<std::string> splits{"train", "val"};  ///< a missing ROOT/val is skipped with a note
-  int resize = 0;        ///< > 0: shorter side of larger images reduced to this (re-encoded)
-  int quality = 90;      ///< JPEG quality of re-encoded images
-  int shard_size = 5000; ///< images per shard
-  int threads = 0;       ///< decoding threads (0 = all cores)
-  bool strict = false;   ///< an undecodable image (or a libjpeg warning) is fatal (exit 2) instead of skipped
+  int resize = 0;                                   ///< > 0: shorter side of larger images reduced to this (re-encoded)
+  int quality = 90;                                 ///< JPEG quality of re-encoded images
+  int shard_size = 5000;                            ///< images per shard
+  int threads = 0;                                  ///< decoding threads (0 = all cores)
+  bool strict = false;  ///< an undecodable image (or a libjpeg warning) is fatal (exit 2) instead of skipped
   /// Undecodable (skipped) images allowed, over all splits, before the pack
   /// fails (exit 2): max_corrupt >= 0: that many; otherwise
   /// max_corrupt_percent >= 0: that percentage of the images listed, rounded
@@ -230,8 +230,8 @@ Manifest pack_imagenet(const PackOptions& opt);
 // ---- validation ------------------------------------------------------------------
 
 struct FileCheck {
-  std::string path;    ///< the file checked
-  std::string role;    ///< e.g. "ImageNet train shard 3"
+  std::string path;  ///< the file checked
+  std::string role;  ///< e.g. "ImageNet train shard 3"
   bool ok = true;
   std::string detail;  ///< ok: what was found; bad: the one-line error
 };

@@ -61,14 +61,14 @@
 namespace dsonas {
 
 struct ImageNetAugment {
-  bool random_crop = true;  ///< training crop (true) or eval resize + centre crop (false)
-  int size = 224;           ///< output side
-  int eval_resize = 256;    ///< eval: shorter side before the centre crop
-  double area_min = 0.08, area_max = 1.0;             ///< fraction of the image area
+  bool random_crop = true;                              ///< training crop (true) or eval resize + centre crop (false)
+  int size = 224;                                       ///< output side
+  int eval_resize = 256;                                ///< eval: shorter side before the centre crop
+  double area_min = 0.08, area_max = 1.0;               ///< fraction of the image area
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;  ///< aspect ratio w/h
-  bool flip = true;         ///< training: horizontal flip p = 0.5
+  bool flip = true;                                     ///< training: horizontal flip p = 0.5
   float brightness = 0.4f, contrast = 0.4f, saturation = 0.4f;  ///< training jitter (0 = off)
-  std::array<float, 3> mean{{123.68f, 116.28f, 103.53f}};  ///< RGB, 0..255 scale
+  std::array<float, 3> mean{{123.68f, 116.28f, 103.53f}};       ///< RGB, 0..255 scale
   std::array<float, 3> std{{58.395f, 57.12f, 57.375f}};
   bool dct_scaling = true;
 
@@ -110,8 +110,8 @@ class ShardLoader : public BatchSource {
   /// sampler: indices into `set` (e.g. split_labels(set.labels(), ...).first),
   /// per-rank batch, rank, world.  workers: decoding threads (0 = in next()).
   /// depth: batches in flight (≥ 1).
-  ShardLoader(const ImageNetShards& set, Sampler sampler, ImageNetAugment aug, uint64_t aug_seed,
-              uint64_t aug_stream, int workers = 2, int depth = 2);
+  ShardLoader(const ImageNetShards& set, Sampler sampler, ImageNetAugment aug, uint64_t aug_seed, uint64_t aug_stream,
+              int workers = 2, int depth = 2);
   ~ShardLoader() override;
   ShardLoader(const ShardLoader&) = delete;
   ShardLoader& operator=(const ShardLoader&) = delete;

@@ -55,8 +55,8 @@ class JpegCodec {
 
   /// Decodes to packed RGB at scale num/8 (num in 1..8; see jpeg_scale_for).
   /// On Ok/Warning rgb holds (*h)·(*w)·3 bytes; *msg gets the warning/error text.
-  JpegStatus decode_rgb(const uint8_t* data, size_t n, int scale_num, std::vector<uint8_t>& rgb,
-                        int* w, int* h, std::string* msg);
+  JpegStatus decode_rgb(const uint8_t* data, size_t n, int scale_num, std::vector<uint8_t>& rgb, int* w, int* h,
+                        std::string* msg);
 
   /// Encodes w×h pixels (packed, `fmt` channels each) at quality 1..100 with
   /// 4:2:0 chroma subsampling (4:4:4 when subsample420 is false; grey ignores it).
@@ -86,8 +86,8 @@ int jpeg_scale_for(double rw, double rh, int out_w, int out_h);
 /// PIL-style antialiasing: when shrinking by s > 1 the kernel is widened by s.
 /// Taps outside the image are dropped and the weights renormalised.
 /// flip = mirror the output horizontally.  `scratch` is reused across calls.
-void resample_rgb(const uint8_t* rgb, int w, int h, double x0, double y0, double rw, double rh, int out_w,
-                  int out_h, bool flip, float* out_chw, std::vector<float>& scratch);
+void resample_rgb(const uint8_t* rgb, int w, int h, double x0, double y0, double rw, double rh, int out_w, int out_h,
+                  bool flip, float* out_chw, std::vector<float>& scratch);
 
 /// Whole-image resize of packed RGB to packed RGB (rounded, clamped to 0..255).
 void resize_rgb(const uint8_t* rgb, int w, int h, int out_w, int out_h, std::vector<uint8_t>& out);

@@ -101,7 +101,7 @@ class Sampler {
   int batch_ = 0, rank_ = 0, world_ = 1;
   uint64_t seed_ = 0, stream_ = 0;
   bool shuffle_ = true;
-  int64_t steps_ = 0;       // steps of an epoch at offset 0
+  int64_t steps_ = 0;        // steps of an epoch at offset 0
   int64_t epoch_steps_ = 0;  // steps of the current epoch (steps_in_epoch(state_.offset))
   SamplerState state_;
   std::vector<int> perm_;

@@ -22,26 +22,25 @@ namespace dsonas {
 class Supergraph;
 
 struct ModelFileInfo {
-  std::string stage;    // "pretrain" or "search"
+  std::string stage;  // "pretrain" or "search"
   int64_t step = 0;
   uint64_t seed = 0;
-  std::string config;   // resolved config text
+  std::string config;      // resolved config text
   std::string structural;  // "key=value;..." fields a resumed run must not change
   int world_size = 1;      // ranks of the run that wrote it
 };
 
 /// What a resumable checkpoint holds beyond the model (all host values).
 struct TrainState {
-  std::vector<float> lambda_v;                  // APG-NAG momentum of λ
-  std::map<std::string, int64_t> counters;      // step, sampler positions, ...
-  std::map<std::string, double> reals;          // metric window sums
+  std::vector<float> lambda_v;              // APG-NAG momentum of λ
+  std::map<std::string, int64_t> counters;  // step, sampler positions, ...
+  std::map<std::string, double> reals;      // metric window sums
 };
 
 /// Writes a model file, or a checkpoint when ts is given (then the parameter
 /// momenta are written too).  Write errors: exit 1 with the errno text; the
 /// destination is untouched unless the whole new file was written.
-void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo& info,
-                     const TrainState* ts = nullptr);
+void save_model_file(const std::string& path, Supergraph& g, const ModelFileInfo& info, const TrainState* ts = nullptr);
 
 /// Loads weights and BN statistics (and λ + mask when with_lambda) into g.
 /// The file's space must match g's in every structural field, else exit 3

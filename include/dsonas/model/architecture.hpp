@@ -47,11 +47,11 @@ struct ArchOp {
 };
 
 struct ArchBlock {
-  std::string name;        // "s1/u1"
+  std::string name;         // "s1/u1"
   int stage = 1, unit = 1;  // 1-based
   int channels = 0, height = 0, width = 0;
-  bool id_conv = false;    // shortcut = id_conv (first unit of a stage), else identity
-  bool empty = true;       // no live output branch: the block is its shortcut
+  bool id_conv = false;     // shortcut = id_conv (first unit of a stage), else identity
+  bool empty = true;        // no live output branch: the block is its shortcut
   std::vector<ArchOp> ops;  // live ops, level-major, op order
 
   int live_branches() const;

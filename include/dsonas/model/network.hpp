@@ -119,8 +119,7 @@ class Network {
                            double progress, int64_t sample_base = 0);
   /// Inference-mode forward (running BN statistics; no dropout, drop-path or aux head):
   /// adds plain (unsmoothed) CE and hits; logits [n, classes] to *logits_out if given.
-  NetStepResult eval_batch(const float* x_nchw, const int32_t* labels, int n,
-                           std::vector<float>* logits_out = nullptr);
+  NetStepResult eval_batch(const float* x_nchw, const int32_t* labels, int n, std::vector<float>* logits_out = nullptr);
   /// Logits of the last train_step (host copy, main head), for tests.
   const std::vector<float>& last_logits() const { return last_logits_; }
   const std::vector<float>& last_aux_logits() const { return last_aux_logits_; }

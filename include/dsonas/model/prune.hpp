@@ -19,11 +19,11 @@
 // Precondition everywhere: λ ≥ 0 (the APG clamp guarantees it); then "Σ λ == 0"
 // and "no entry > 0" coincide.
 #pragma once
-#include <cstddef>                          // defines: size_t
-#include <cstdint>                          // defines: uint8_t, int64_t
-#include <vector>                           // defines: std::vector
+#include <cstddef>  // defines: size_t
+#include <cstdint>  // defines: uint8_t, int64_t
+#include <vector>   // defines: std::vector
 
-#include "dsonas/model/search_space.hpp"    // defines: SearchSpace, BlockLayout
+#include "dsonas/model/search_space.hpp"  // defines: SearchSpace, BlockLayout
 
 namespace dsonas {
 
@@ -59,13 +59,10 @@ void prune_block(float* lam, const BlockLayout& b);
  * @param v           APG momentum, same length, or nullptr
  * @param lam_before  λ before the last APG step, same length, or nullptr
  */
-void prune_all(const SearchSpace& space, float* lam, uint8_t* mask, float* v,
-               const float* lam_before);
-inline void prune_all(const SearchSpace& space, std::vector<float>& lam,
-                      std::vector<uint8_t>& mask, std::vector<float>* v = nullptr,
-                      const std::vector<float>* lam_before = nullptr) {
-  prune_all(space, lam.data(), mask.data(), v ? v->data() : nullptr,
-            lam_before ? lam_before->data() : nullptr);
+void prune_all(const SearchSpace& space, float* lam, uint8_t* mask, float* v, const float* lam_before);
+inline void prune_all(const SearchSpace& space, std::vector<float>& lam, std::vector<uint8_t>& mask,
+                      std::vector<float>* v = nullptr, const std::vector<float>* lam_before = nullptr) {
+  prune_all(space, lam.data(), mask.data(), v ? v->data() : nullptr, lam_before ? lam_before->data() : nullptr);
 }
 
 /**
@@ -107,8 +104,7 @@ BlockTopology block_topology(const float* lam, const uint8_t* mask, const BlockL
 struct ReductionTopology {
   bool branch_live[2] = {true, true};
 };
-ReductionTopology reduction_topology(const SearchSpace& space, int s, const float* lam,
-                                     const uint8_t* mask);
+ReductionTopology reduction_topology(const SearchSpace& space, int s, const float* lam, const uint8_t* mask);
 
 // ---- counts -----------------------------------------------------------------------
 
@@ -121,8 +117,7 @@ ZeroCount count_zero(const float* lam, size_t n);
 /// Live ops of every normal block of the network, per op index j−1 (size N).  In
 /// share mode the shared topology is counted once per physical block, so the
 /// maximum is num_normal_blocks·L per op type in both modes.
-std::vector<int64_t> live_ops_per_type(const SearchSpace& space, const float* lam,
-                                       const uint8_t* mask);
+std::vector<int64_t> live_ops_per_type(const SearchSpace& space, const float* lam, const uint8_t* mask);
 
 /**
  * @brief MACs of the live network (docs/method.md §11.1: conv/FC weights only).

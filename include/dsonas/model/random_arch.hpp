@@ -29,11 +29,11 @@ struct RandomArchOptions {
 };
 
 struct RandomArch {
-  Architecture arch;             ///< at the chosen width
-  std::vector<float> lambda;     ///< the drawn 0/1 λ pattern (from_lambda of it is arch's topology)
-  int width = 0;                 ///< its stem width C
-  int64_t block_redraws = 0;     ///< block draws refused (not a §6.1 fixed point / empty)
-  int64_t width_redraws = 0;     ///< whole samples refused (no width within the tolerance)
+  Architecture arch;          ///< at the chosen width
+  std::vector<float> lambda;  ///< the drawn 0/1 λ pattern (from_lambda of it is arch's topology)
+  int width = 0;              ///< its stem width C
+  int64_t block_redraws = 0;  ///< block draws refused (not a §6.1 fixed point / empty)
+  int64_t width_redraws = 0;  ///< whole samples refused (no width within the tolerance)
 };
 
 /// Live λ entries of every normal block of `a` (share mode: one entry, the shared block).

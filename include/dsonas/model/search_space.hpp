@@ -31,16 +31,16 @@ inline bool op_is_conv(OpKind k) { return k == OpKind::Sep3 || k == OpKind::Sep5
 inline int op_kernel(OpKind k) { return k == OpKind::Sep5 ? 5 : 3; }
 
 enum class StemKind {
-  Conv3,        // 3×3 conv stride 1 → BN → ReLU            (CIFAR, Fashion-MNIST)
-  ImageNet2x,   // 3×3 s2 to C/2 → BN → ReLU → 3×3 s2 to C → BN → ReLU
+  Conv3,       // 3×3 conv stride 1 → BN → ReLU            (CIFAR, Fashion-MNIST)
+  ImageNet2x,  // 3×3 s2 to C/2 → BN → ReLU → 3×3 s2 to C → BN → ReLU
 };
 
 /// Offsets of one normal block's λ inside its 124-entry (L=N=4) segment.
 struct BlockLayout {
   int L = 4, N = 4;
-  int in_len(int l) const { return 1 + N * (l - 1); }             // K_l, l ≥ 2
-  int row_offset(int l, int j) const;                               // λ(l,j), l ≥ 2, j 1-based
-  int after_offset() const { return edges(); }                      // λ_after start
+  int in_len(int l) const { return 1 + N * (l - 1); }  // K_l, l ≥ 2
+  int row_offset(int l, int j) const;                  // λ(l,j), l ≥ 2, j 1-based
+  int after_offset() const { return edges(); }         // λ_after start
   int after_index(int l, int j) const { return N * (l - 1) + (j - 1); }
   int input_index(int lp, int jp) const { return 1 + N * (lp - 1) + (jp - 1); }  // inside a row
   int edges() const { return N * (L - 1) + N * N * L * (L - 1) / 2; }
@@ -49,11 +49,11 @@ struct BlockLayout {
 
 struct SearchSpace {
   std::string preset = "custom";
-  int levels = 4;                       // L
+  int levels = 4;  // L
   std::vector<OpKind> ops = {OpKind::Sep3, OpKind::Sep5, OpKind::Max3, OpKind::Avg3};
   int in_channels = 1, in_height = 28, in_width = 28, classes = 10;
   StemKind stem = StemKind::Conv3;
-  int stem_channels = 16;               // C
+  int stem_channels = 16;                     // C
   std::vector<int> normal_units = {2, 2, 2};  // per stage
   std::vector<int> widths = {16, 32, 64};     // per stage
   bool share = false;

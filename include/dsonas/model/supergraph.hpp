@@ -77,19 +77,21 @@ class Supergraph {
   /// Recompute the execution plan from the mask (call after pruning).
   void rebuild_plan();
   /// λ are treated as 1 everywhere and get no gradient (pretraining).
-  void set_lambda_fixed(bool fixed) { lambda_fixed_ = fixed; rebuild_plan(); }
+  void set_lambda_fixed(bool fixed) {
+    lambda_fixed_ = fixed;
+    rebuild_plan();
+  }
 
   // ---- compute ------------------------------------------------------------
   /// Training-mode forward + loss + backward for one local batch.
   /// x_nchw: [n, C, H, W] host floats; labels: n host ints.
   /// The gradient buffer is zeroed first; weight gradients are computed iff
   /// weight_grads, λ gradients iff lambda_grads (and λ not fixed).
-  StepResult train_step(const float* x_nchw, const int32_t* labels, int n, float grad_scale,
-                        bool weight_grads, bool lambda_grads);
+  StepResult train_step(const float* x_nchw, const int32_t* labels, int n, float grad_scale, bool weight_grads,
+                        bool lambda_grads);
   /// Inference-mode forward (running BN statistics); returns logits [n,classes] on host
   /// and adds to the loss/correct counts.
-  StepResult eval_batch(const float* x_nchw, const int32_t* labels, int n,
-                        std::vector<float>* logits_out = nullptr);
+  StepResult eval_batch(const float* x_nchw, const int32_t* labels, int n, std::vector<float>* logits_out = nullptr);
   /// Training-mode forward only (BN in training mode, running stats updated);
   /// used to re-estimate BN statistics (docs/method.md §12).
   void forward_train_only(const float* x_nchw, int n);
@@ -116,8 +118,8 @@ class Supergraph {
   std::vector<float> last_logits() const { return last_logits_; }
 
   // ---- structure summaries -----------------------------------------------
-  int live_ops() const;     // ops in the plan, over all normal blocks
-  int live_edges() const;   // λ entries in the plan (edges + output branches + reduction branches)
+  int live_ops() const;    // ops in the plan, over all normal blocks
+  int live_edges() const;  // λ entries in the plan (edges + output branches + reduction branches)
 
   struct Impl;
 

@@ -32,7 +32,8 @@ struct PruneSchedule {
   /// "step", or "reference:E:P" (the structural field of checkpoints).
   std::string to_string() const;
   /// Parses search.prune (+ the two numbers); exit 2 naming `field` on a bad value.
-  static PruneSchedule from(const std::string& kind, int dense_epochs, int every, const std::string& field = "search.prune");
+  static PruneSchedule from(const std::string& kind, int dense_epochs, int every,
+                            const std::string& field = "search.prune");
   /// Parses to_string()'s form ("" = a checkpoint from before schedules: "step").
   static PruneSchedule parse(const std::string& s, const std::string& source);
   bool operator==(const PruneSchedule& o) const {

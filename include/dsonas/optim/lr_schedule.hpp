@@ -16,10 +16,10 @@
 //                             (default LrParams::warmup_epochs), then linear decay
 //                             to 0 at total_epochs, floor 0
 #pragma once
-#include <cstdint>   // defines: int64_t
-#include <memory>    // defines: std::unique_ptr
-#include <string>    // defines: std::string
-#include <vector>    // defines: std::vector
+#include <cstdint>  // defines: int64_t
+#include <memory>   // defines: std::unique_ptr
+#include <string>   // defines: std::string
+#include <vector>   // defines: std::vector
 
 namespace dsonas {
 
@@ -87,8 +87,7 @@ class CosineLr : public LrSchedule {
  */
 class WarmupLinearLr : public LrSchedule {
  public:
-  WarmupLinearLr(double lr_start, double lr_peak, int warmup_epochs, int total_epochs,
-                 int64_t epoch_size);
+  WarmupLinearLr(double lr_start, double lr_peak, int warmup_epochs, int total_epochs, int64_t epoch_size);
   double lr(int64_t t) const override;
   std::string describe() const override;
 
@@ -99,12 +98,12 @@ class WarmupLinearLr : public LrSchedule {
 
 /// Numbers a schedule string does not carry.  Fields are checked by make_lr_schedule.
 struct LrParams {
-  double base_lr = 0.1;         ///< constant/step: base; cosine: lr_max; warmup-linear: peak
-  double lr_min = 1e-4;         ///< cosine floor
-  double warmup_lr = 0.1;       ///< warmup-linear: lr at t = 0
-  int64_t epoch_size = 390;     ///< steps per epoch (> 0)
-  int total_epochs = 240;       ///< warmup-linear: lr reaches 0 here
-  int warmup_epochs = 5;        ///< warmup-linear default W
+  double base_lr = 0.1;      ///< constant/step: base; cosine: lr_max; warmup-linear: peak
+  double lr_min = 1e-4;      ///< cosine floor
+  double warmup_lr = 0.1;    ///< warmup-linear: lr at t = 0
+  int64_t epoch_size = 390;  ///< steps per epoch (> 0)
+  int total_epochs = 240;    ///< warmup-linear: lr reaches 0 here
+  int warmup_epochs = 5;     ///< warmup-linear default W
 };
 
 /**

@@ -12,9 +12,9 @@
 // a masked entry (bit 0) is an edge removed from the execution plan.  It is held
 // at exactly λ = 0, v = 0 and is skipped by the update.  A null mask = all live.
 #pragma once
-#include <cstddef>   // defines: size_t
-#include <cstdint>   // defines: uint8_t
-#include <string>    // defines: std::string
+#include <cstddef>  // defines: size_t
+#include <cstdint>  // defines: uint8_t
+#include <string>   // defines: std::string
 
 #include "dsonas/model/weight_decay.hpp"  // defines: Phase, weight_decay_for
 
@@ -58,12 +58,12 @@ void nag_step(float* w, const float* g, float* m, size_t n, float lr, float mom,
  * @param lr       η (the same schedule as the weights)
  * @param mom      μ (0.9)
  */
-void apg_nag_step(float* lam, float* v, const float* g, const float* gamma_e,
-                  const uint8_t* mask, size_t n, float lr, float mom);
+void apg_nag_step(float* lam, float* v, const float* g, const float* gamma_e, const uint8_t* mask, size_t n, float lr,
+                  float mom);
 
 /// Same with one γ for every entry.
-void apg_nag_step(float* lam, float* v, const float* g, float gamma, const uint8_t* mask,
-                  size_t n, float lr, float mom);
+void apg_nag_step(float* lam, float* v, const float* g, float gamma, const uint8_t* mask, size_t n, float lr,
+                  float mom);
 
 /// Elementwise clip of g to [−c, c] in place (docs/method.md §4.1: c = 2, search only).
 /// NaN stays NaN (the caller's finiteness check must see it).  c must be > 0.

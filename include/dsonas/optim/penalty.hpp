@@ -24,11 +24,11 @@
 // depends on the stage only through F (HW cancels), and one number is needed.
 // "Live" for counting means mask bit set and λ > 0 (a masked entry is 0 anyway).
 #pragma once
-#include <cstdint>                          // defines: uint8_t
-#include <string>                           // defines: std::string
-#include <vector>                           // defines: std::vector
+#include <cstdint>  // defines: uint8_t
+#include <string>   // defines: std::string
+#include <vector>   // defines: std::vector
 
-#include "dsonas/model/search_space.hpp"    // defines: SearchSpace, OpKind
+#include "dsonas/model/search_space.hpp"  // defines: SearchSpace, OpKind
 
 namespace dsonas {
 
@@ -52,8 +52,8 @@ double adaptive_mac_after_factor();
 /// The factor (≤ 1) that multiplies γ for the normal block whose λ starts at `lam`
 /// (mask: the same block's bits, or nullptr).  `stage` picks F for the exact mode.
 /// Mode None → 1; AdaptiveMac has no per-block factor → 1 (see penalty_gamma).
-double block_penalty_factor(const SearchSpace& space, const float* lam, const uint8_t* mask,
-                            int stage, PenaltyMode mode);
+double block_penalty_factor(const SearchSpace& space, const float* lam, const uint8_t* mask, int stage,
+                            PenaltyMode mode);
 
 /**
  * @brief Fills γ_e for the whole flat λ (space.total_lambda() entries).
@@ -62,8 +62,8 @@ double block_penalty_factor(const SearchSpace& space, const float* lam, const ui
  * @param gamma  base γ (≥ 0)
  * @param out    γ_e, total_lambda() entries
  */
-void penalty_gamma(const SearchSpace& space, const float* lam, const uint8_t* mask,
-                   float gamma, PenaltyMode mode, float* out);
+void penalty_gamma(const SearchSpace& space, const float* lam, const uint8_t* mask, float gamma, PenaltyMode mode,
+                   float* out);
 std::vector<float> penalty_gamma(const SearchSpace& space, const std::vector<float>& lam,
                                  const std::vector<uint8_t>* mask, float gamma, PenaltyMode mode);
 

@@ -22,11 +22,11 @@ struct RunConfig {
   std::string device = "cpu";
   std::string gpu_math = "fp32";  // --gpu-math: fp32 | tf32 | bf16 (cuda only)
   uint64_t seed = 1;
-  int threads = 0;          // 0: all cores
-  int64_t max_steps = 0;    // 0: no limit (epochs decide)
+  int threads = 0;        // 0: all cores
+  int64_t max_steps = 0;  // 0: no limit (epochs decide)
   double epochs = 1;
   int log_every = 20;
-  bool progress = true;     // live line on a TTY
+  bool progress = true;          // live line on a TTY
   int64_t checkpoint_every = 0;  // steps; 0: only at the end of the stage and on signals
   bool resume = false;
   double checkpoint_secs = 0;     // also checkpoint when this many seconds passed (0 = off)
@@ -39,7 +39,7 @@ struct RunConfig {
   bool allow_world_size_change = false;  // resume a checkpoint of another world size (re-shard)
   int64_t lambda_check_every = 100;      // multi-rank: λ hash compared every N steps
   double bucket_mb = 4;                  // multi-rank: gradient bucket size
-  std::string recompute = "auto";  // none | blocks | auto (blocks when activations > 2 GiB)
+  std::string recompute = "auto";        // none | blocks | auto (blocks when activations > 2 GiB)
 
   SearchSpace space;
 
@@ -52,40 +52,41 @@ struct RunConfig {
   bool flip = true;
   int synthetic_train = 2048, synthetic_test = 512;
   bool prefetch = true;
-  int workers = 4;                 // imagenet: decoding threads per rank
-  int eval_batches = 0;            // 0: whole validation set
+  int workers = 4;       // imagenet: decoding threads per rank
+  int eval_batches = 0;  // 0: whole validation set
 
   // [optim]
   double lr = 0.1;
   double momentum = 0.9;
   double wd = 1e-4;
   std::string lr_schedule = "constant";
-  double clip = 2.0;               // search only (docs/method.md §4.1); 0 = off
+  double clip = 2.0;  // search only (docs/method.md §4.1); 0 = off
 
   // [search]
   double gamma = 0.001;
   double lambda_lr_mult = 1.0;
-  std::string penalty = "none";    // none | adaptive-flops | adaptive-flops-exact | adaptive-mac
+  std::string penalty = "none";  // none | adaptive-flops | adaptive-flops-exact | adaptive-mac
   int w_steps = 1, lambda_steps = 1;
-  double target_zero_frac = 0;     // 0 = off: stop when this fraction of λ is zero
+  double target_zero_frac = 0;  // 0 = off: stop when this fraction of λ is zero
   int64_t stable_steps = 0;
-  std::string prune = "step";      // step | reference (optim/lambda_step.hpp)
+  std::string prune = "step";  // step | reference (optim/lambda_step.hpp)
   int prune_dense_epochs = 5, prune_every = 5;
-  int latency_iters = 100, latency_warmup = 10;  // adaptive-latency timing (§5.3)        // 0 = off: stop when the live mask has not changed for this many λ-steps
-  int bn_reestimate = 512;         // images for BN re-estimation before evaluations (0 = off)
+  int latency_iters = 100, latency_warmup = 10;  // adaptive-latency timing (§5.3)        // 0 = off: stop when the live
+                                                 // mask has not changed for this many λ-steps
+  int bn_reestimate = 512;  // images for BN re-estimation before evaluations (0 = off)
 
   // retrain / eval / pipeline
-  std::string arch;           // --arch: architecture JSON or "baseline"
-  std::string run_dir;        // eval: --run
+  std::string arch;     // --arch: architecture JSON or "baseline"
+  std::string run_dir;  // eval: --run
   std::string eval_data = "test";
-  std::string logits_file;    // eval: --logits FILE (io/logits_file.hpp)
-  int logits_count = 64;      // eval: --logits-count K, the first K images of the set
-  int retrain_width = 0;      // 0: the architecture's own width
+  std::string logits_file;  // eval: --logits FILE (io/logits_file.hpp)
+  int logits_count = 64;    // eval: --logits-count K, the first K images of the set
+  int retrain_width = 0;    // 0: the architecture's own width
   double target_macs = 0, target_params = 0;
   double dropout = 0, drop_path = 0, label_smoothing = 0, aux_weight = 0.4;
   bool aux_head = false;
   int cutout = 0;
-  bool baseline = true;       // pipeline: also retrain the hand-made baseline
+  bool baseline = true;  // pipeline: also retrain the hand-made baseline
   std::string baseline_op = "sep3";
 
   // [study]

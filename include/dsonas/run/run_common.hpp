@@ -28,9 +28,7 @@
 namespace dsonas {
 
 using Clock = std::chrono::steady_clock;
-inline double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+inline double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Streams of the counter-based RNG (core/rng.hpp).
 constexpr uint64_t kStreamSplit = 11, kStreamW = 21, kStreamLam = 22, kStreamAugW = 31, kStreamAugLam = 32,
@@ -293,8 +291,7 @@ void truncate_metrics(const std::string& out, int64_t step, int64_t lines = -1);
 /// deleted); returns a line for the log, "" when nothing moved.  Called at the
 /// resume with keep = the checkpoint loaded, and again after the first new
 /// checkpoint with keep = that one.
-std::string set_aside_checkpoints(const std::string& out, const std::string& keep, int world_then,
-                                  int64_t step_then);
+std::string set_aside_checkpoints(const std::string& out, const std::string& keep, int world_then, int64_t step_then);
 
 // ---- data parallel --------------------------------------------------------------
 class Communicator;

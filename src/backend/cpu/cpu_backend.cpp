@@ -21,9 +21,7 @@
 namespace dsonas {
 using namespace cpu;
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) {
-  return std::make_unique<CpuBackend>(threads);
-}
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
 
 CpuBackend::CpuBackend(int threads) : nt_(threads > 0 ? threads : omp_get_num_procs()) {
   openblas_set_num_threads(1);  // we parallelise around the GEMMs ourselves
@@ -53,8 +51,7 @@ void CpuBackend::fill(Tensor& t, float v) {
 
 void CpuBackend::copy(const Tensor& src, Tensor& dst) {
   check_same(src, dst, "copy");
-  if (src.data() != dst.data() && src.numel() > 0)
-    std::memcpy(dst.data(), src.data(), src.bytes());
+  if (src.data() != dst.data() && src.numel() > 0) std::memcpy(dst.data(), src.data(), src.bytes());
 }
 
 void CpuBackend::upload(const float* host, Tensor& dst) {
@@ -71,8 +68,8 @@ Tensor CpuBackend::act_from_nchw(const float* host, int n, int c, int h, int w) 
   const int64_t hw = static_cast<int64_t>(h) * w;
   for (int ci = 0; ci < c; ++ci)
     for (int ni = 0; ni < n; ++ni)
-      std::memcpy(p + (static_cast<int64_t>(ci) * n + ni) * hw,
-                  host + (static_cast<int64_t>(ni) * c + ci) * hw, static_cast<size_t>(hw) * sizeof(float));
+      std::memcpy(p + (static_cast<int64_t>(ci) * n + ni) * hw, host + (static_cast<int64_t>(ni) * c + ci) * hw,
+                  static_cast<size_t>(hw) * sizeof(float));
   return t;
 }
 
@@ -169,8 +166,7 @@ double CpuBackend::sum_squares(const Tensor& t) {
 void CpuBackend::global_avg_pool_forward(const Tensor& x, Tensor& y) {
   DSO_CHECK(x.ndim() == 4, "global_avg_pool: x must be 4-D, got ", shape_str(x.shape()));
   const int64_t C = x.dim(0), N = x.dim(1), HW = x.dim(2) * x.dim(3);
-  DSO_CHECK(y.numel() == N * C, "global_avg_pool: y ", shape_str(y.shape()), " for x ",
-            shape_str(x.shape()));
+  DSO_CHECK(y.numel() == N * C, "global_avg_pool: y ", shape_str(y.shape()), " for x ", shape_str(x.shape()));
   const float* xp = x.data();
   float* yp = y.data();
   par_for(C * N * HW >= kParMin ? nt_ : 1, C * N, [&](int64_t pl, int) {
@@ -200,39 +196,36 @@ void CpuBackend::global_avg_pool_backward(const Tensor& dy, Tensor& dx, float be
 void CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   DSO_CHECK(x.ndim() == 2 && w.ndim() == 2 && x.dim(1) == w.dim(1) && b.numel() == w.dim(0) &&
                 y.numel() == x.dim(0) * w.dim(0),
-            "linear shapes: x ", shape_str(x.shape()), " w ", shape_str(w.shape()), " b ",
-            shape_str(b.shape()), " y ", shape_str(y.shape()));
-  const int N = static_cast<int>(x.dim(0)), I = static_cast<int>(x.dim(1)),
-            O = static_cast<int>(w.dim(0));
+            "linear shapes: x ", shape_str(x.shape()), " w ", shape_str(w.shape()), " b ", shape_str(b.shape()), " y ",
+            shape_str(y.shape()));
+  const int N = static_cast<int>(x.dim(0)), I = static_cast<int>(x.dim(1)), O = static_cast<int>(w.dim(0));
   float* yp = y.data();
   const float* bp = b.data();
   for (int n = 0; n < N; ++n) std::memcpy(yp + static_cast<int64_t>(n) * O, bp, static_cast<size_t>(O) * sizeof(float));
   if (N > 0 && O > 0 && I > 0)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.f, x.data(), I, w.data(), I,
-                1.f, yp, O);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.f, x.data(), I, w.data(), I, 1.f, yp, O);
 }
 
-void CpuBackend::linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
-                                 Tensor* dw, Tensor* db) {
-  DSO_CHECK(x.ndim() == 2 && w.ndim() == 2 && x.dim(1) == w.dim(1) &&
-                dy.numel() == x.dim(0) * w.dim(0),
-            "linear_backward shapes: x ", shape_str(x.shape()), " w ", shape_str(w.shape()),
-            " dy ", shape_str(dy.shape()));
-  const int N = static_cast<int>(x.dim(0)), I = static_cast<int>(x.dim(1)),
-            O = static_cast<int>(w.dim(0));
+void CpuBackend::linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                                 Tensor* db) {
+  DSO_CHECK(x.ndim() == 2 && w.ndim() == 2 && x.dim(1) == w.dim(1) && dy.numel() == x.dim(0) * w.dim(0),
+            "linear_backward shapes: x ", shape_str(x.shape()), " w ", shape_str(w.shape()), " dy ",
+            shape_str(dy.shape()));
+  const int N = static_cast<int>(x.dim(0)), I = static_cast<int>(x.dim(1)), O = static_cast<int>(w.dim(0));
   if (dx) {
     DSO_CHECK(dx->numel() == x.numel(), "linear_backward: dx ", shape_str(dx->shape()));
-    if (O == 0) std::memset(dx->data(), 0, dx->bytes());
+    if (O == 0)
+      std::memset(dx->data(), 0, dx->bytes());
     else if (N > 0 && I > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.f, dy.data(), O, w.data(),
-                  I, 0.f, dx->data(), I);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.f, dy.data(), O, w.data(), I, 0.f, dx->data(),
+                  I);
   }
   if (dw) {
     DSO_CHECK(dw->numel() == w.numel(), "linear_backward: dw ", shape_str(dw->shape()));
-    if (N == 0) std::memset(dw->data(), 0, dw->bytes());
+    if (N == 0)
+      std::memset(dw->data(), 0, dw->bytes());
     else if (O > 0 && I > 0)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.f, dy.data(), O, x.data(), I,
-                  0.f, dw->data(), I);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.f, dy.data(), O, x.data(), I, 0.f, dw->data(), I);
   }
   if (db) {
     DSO_CHECK(db->numel() == O, "linear_backward: db ", shape_str(db->shape()));
@@ -246,8 +239,8 @@ void CpuBackend::linear_backward(const Tensor& x, const Tensor& w, const Tensor&
   }
 }
 
-void CpuBackend::softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale,
-                              Tensor& dlogits, double* loss_sum, int64_t* correct) {
+void CpuBackend::softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits,
+                              double* loss_sum, int64_t* correct) {
   DSO_CHECK(logits.ndim() == 2 && dlogits.numel() == logits.numel(), "softmax_xent shapes: logits ",
             shape_str(logits.shape()), " dlogits ", shape_str(dlogits.shape()));
   const int64_t N = logits.dim(0), K = logits.dim(1);
@@ -282,8 +275,7 @@ void CpuBackend::softmax_xent(const Tensor& logits, const int32_t* labels, float
 
 // ---- optimiser ---------------------------------------------------------------------------
 
-void CpuBackend::nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
-                            float wd) {
+void CpuBackend::nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum, float wd) {
   check_same(w, g, "nag_update");
   check_same(w, m, "nag_update");
   float* __restrict wp = w.data();

@@ -35,32 +35,29 @@ class CpuBackend final : public Backend {
   Tensor act_from_nchw(const float* host, int n, int c, int h, int w) override;
   void act_to_nchw(const Tensor& act, float* host) override;
 
-  void conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha,
-                    float beta) override;
-  void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx,
-                          float alpha, float beta) override;
-  void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw,
-                            float alpha, float beta) override;
+  void conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha, float beta) override;
+  void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx, float alpha,
+                          float beta) override;
+  void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw, float alpha,
+                            float beta) override;
 
   void pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) override;
-  void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy,
-                     Tensor& dx, float beta) override;
+  void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                     float beta) override;
 
-  void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean,
-                        Tensor& run_var, float momentum, float eps, Tensor& y, Tensor& save_mean,
-                        Tensor& save_invstd, bool relu) override;
-  void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                        const Tensor& run_mean, const Tensor& run_var, float eps, Tensor& y,
+  void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean, Tensor& run_var,
+                        float momentum, float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd,
                         bool relu) override;
-  void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
-                   const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
-                   Tensor* dbeta, bool relu, float beta_dx) override;
+  void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& run_mean,
+                        const Tensor& run_var, float eps, Tensor& y, bool relu) override;
+  void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                   const Tensor& save_invstd, Tensor& dx, Tensor* dgamma, Tensor* dbeta, bool relu,
+                   float beta_dx) override;
 
-  void wsum_forward(int J, int K, const float* lam, const uint8_t* live,
-                    const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys) override;
-  void wsum_backward(int J, int K, const float* lam, const uint8_t* live,
-                     const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& dys,
-                     const std::vector<Tensor*>& dxs, float* dlam) override;
+  void wsum_forward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
+                    const std::vector<Tensor*>& ys) override;
+  void wsum_backward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
+                     const std::vector<const Tensor*>& dys, const std::vector<Tensor*>& dxs, float* dlam) override;
 
   void concat_scaled_columns(const std::vector<const Tensor*>& ws, const float* scale, Tensor& out) override;
   void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale, const Tensor& m,
@@ -75,13 +72,11 @@ class CpuBackend final : public Backend {
   void global_avg_pool_forward(const Tensor& x, Tensor& y) override;
   void global_avg_pool_backward(const Tensor& dy, Tensor& dx, float beta) override;
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
-  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
-                       Tensor* db) override;
-  void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits,
-                    double* loss_sum, int64_t* correct) override;
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* db) override;
+  void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits, double* loss_sum,
+                    int64_t* correct) override;
 
-  void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
-                  float wd) override;
+  void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum, float wd) override;
 
   // retraining primitives (cpu_retrain.cpp)
   void softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing, float grad_scale,
@@ -173,8 +168,7 @@ inline void tap_range(int kw, int s, int p, int W, int Wo, int& lo, int& hi) {
 }
 
 /// out = alpha·v + beta·out (beta == 0: out is not read).
-inline void store_scaled(float* __restrict out, const float* __restrict v, int64_t n, float alpha,
-                         float beta) {
+inline void store_scaled(float* __restrict out, const float* __restrict v, int64_t n, float alpha, float beta) {
   if (beta == 0.f) {
     if (alpha == 1.f)
       for (int64_t i = 0; i < n; ++i) out[i] = v[i];
@@ -201,15 +195,14 @@ void avx512_allow(bool on);
 // 1×1 stride-1 convolutions when avx512_available() and the shape suits (see
 // cpu_conv.cpp); otherwise OpenBLAS.  n is a multiple of 16 in all three.
 /// Y[M,n] = alpha·W·X + beta·Y with Wt = Wᵀ ([K][M]); M a multiple of 16.
-void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const float* X, int64_t ldx, float* Y,
-                      int64_t ldy, float alpha, float beta);
+void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const float* X, int64_t ldx, float* Y, int64_t ldy,
+                      float alpha, float beta);
 /// dX[K,n] = alpha·Wᵀ·dY + beta·dX with Wt = Wᵀ ([K][M]); T: 64-byte aligned
 /// scratch of 16·M floats.
-void gemm1x1_d_avx512(int M, int K, int64_t n, const float* Wt, const float* dY, int64_t ldy, float* dX,
-                      int64_t ldx, float alpha, float beta, float* T);
+void gemm1x1_d_avx512(int M, int K, int64_t n, const float* Wt, const float* dY, int64_t ldy, float* dX, int64_t ldx,
+                      float alpha, float beta, float* T);
 /// P[M,K] = dY[M,n]·X[K,n]ᵀ (overwritten).
-void gemm1x1_g_avx512(int M, int K, int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx,
-                      float* P);
+void gemm1x1_g_avx512(int M, int K, int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* P);
 
 }  // namespace cpu
 }  // namespace dsonas

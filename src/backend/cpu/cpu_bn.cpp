@@ -28,15 +28,14 @@ struct BnDims {
 BnDims bn_dims(const Tensor& x, const Tensor& y, const Tensor& gamma, const Tensor& beta) {
   DSO_CHECK(x.ndim() == 4, "bn: x must be 4-D, got ", shape_str(x.shape()));
   BnDims d{x.dim(0), x.dim(1) * x.dim(2) * x.dim(3)};
-  DSO_CHECK(y.numel() == x.numel() && gamma.numel() == d.C && beta.numel() == d.C,
-            "bn shapes: x ", shape_str(x.shape()), " y ", shape_str(y.shape()), " gamma ",
-            shape_str(gamma.shape()), " beta ", shape_str(beta.shape()));
+  DSO_CHECK(y.numel() == x.numel() && gamma.numel() == d.C && beta.numel() == d.C, "bn shapes: x ",
+            shape_str(x.shape()), " y ", shape_str(y.shape()), " gamma ", shape_str(gamma.shape()), " beta ",
+            shape_str(beta.shape()));
   return d;
 }
 
 /// y = [relu](x·scale + shift) over one channel.
-inline void bn_apply(const float* __restrict x, float* __restrict y, int64_t M, float scale,
-                     float shift, bool relu) {
+inline void bn_apply(const float* __restrict x, float* __restrict y, int64_t M, float scale, float shift, bool relu) {
   if (relu) {
     for (int64_t i = 0; i < M; ++i) {
       const float v = x[i] * scale + shift;
@@ -76,13 +75,12 @@ inline void sum_sumsq(const float* __restrict a, int64_t n, double& s1, double& 
 
 }  // namespace
 
-void CpuBackend::bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                  Tensor& run_mean, Tensor& run_var, float momentum, float eps,
-                                  Tensor& y, Tensor& save_mean, Tensor& save_invstd, bool relu) {
+void CpuBackend::bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean,
+                                  Tensor& run_var, float momentum, float eps, Tensor& y, Tensor& save_mean,
+                                  Tensor& save_invstd, bool relu) {
   const BnDims d = bn_dims(x, y, gamma, beta);
   const bool par = x.numel() >= kParMin;
-  DSO_CHECK(run_mean.numel() == d.C && run_var.numel() == d.C && save_mean.numel() == d.C &&
-                save_invstd.numel() == d.C,
+  DSO_CHECK(run_mean.numel() == d.C && run_var.numel() == d.C && save_mean.numel() == d.C && save_invstd.numel() == d.C,
             "bn_forward_train: statistics tensors must have C=", d.C, " elements");
   DSO_CHECK(d.M > 0, "bn_forward_train: empty batch");
   const float* xp = x.data();
@@ -113,13 +111,12 @@ void CpuBackend::bn_forward_train(const Tensor& x, const Tensor& gamma, const Te
   });
 }
 
-void CpuBackend::bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                  const Tensor& run_mean, const Tensor& run_var, float eps,
-                                  Tensor& y, bool relu) {
+void CpuBackend::bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& run_mean,
+                                  const Tensor& run_var, float eps, Tensor& y, bool relu) {
   const BnDims d = bn_dims(x, y, gamma, beta);
   const bool par = x.numel() >= kParMin;
-  DSO_CHECK(run_mean.numel() == d.C && run_var.numel() == d.C,
-            "bn_forward_infer: statistics tensors must have C=", d.C, " elements");
+  DSO_CHECK(run_mean.numel() == d.C && run_var.numel() == d.C, "bn_forward_infer: statistics tensors must have C=", d.C,
+            " elements");
   const float* xp = x.data();
   float* yp = y.data();
   const float* gp = gamma.data();
@@ -135,15 +132,14 @@ void CpuBackend::bn_forward_infer(const Tensor& x, const Tensor& gamma, const Te
   });
 }
 
-void CpuBackend::bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy,
-                             const Tensor& gamma, const Tensor& save_mean,
-                             const Tensor& save_invstd, Tensor& dx, Tensor* dgamma, Tensor* dbeta,
-                             bool relu, float beta_dx) {
+void CpuBackend::bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                             const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
+                             Tensor* dbeta, bool relu, float beta_dx) {
   const BnDims d = bn_dims(x, y, gamma, gamma);
   const bool par = x.numel() >= kParMin;
-  DSO_CHECK(dy.numel() == x.numel() && dx.numel() == x.numel() && save_mean.numel() == d.C &&
-                save_invstd.numel() == d.C,
-            "bn_backward shapes: dy ", shape_str(dy.shape()), " dx ", shape_str(dx.shape()));
+  DSO_CHECK(
+      dy.numel() == x.numel() && dx.numel() == x.numel() && save_mean.numel() == d.C && save_invstd.numel() == d.C,
+      "bn_backward shapes: dy ", shape_str(dy.shape()), " dx ", shape_str(dx.shape()));
   DSO_CHECK(!dgamma || dgamma->numel() == d.C, "bn_backward: dgamma must have C elements");
   DSO_CHECK(!dbeta || dbeta->numel() == d.C, "bn_backward: dbeta must have C elements");
   const float* xp = x.data();
@@ -195,8 +191,8 @@ void CpuBackend::bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy,
     const double k = static_cast<double>(gp[c]) * invstd;
     const float a = static_cast<float>(k);
     const float b = static_cast<float>(-k * sgxhat * invstd / static_cast<double>(M));
-    const float c0 = static_cast<float>(-k * sg / static_cast<double>(M) +
-                                        k * sgxhat * invstd * mean / static_cast<double>(M));
+    const float c0 =
+        static_cast<float>(-k * sg / static_cast<double>(M) + k * sgxhat * invstd * mean / static_cast<double>(M));
     // dx = a·g + b·x + c0
     if (beta_dx == 0.f) {
       for (int64_t q = 0; q < M; ++q) {

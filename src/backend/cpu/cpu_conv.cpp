@@ -34,17 +34,15 @@ struct Geom {
 };
 
 void check_conv_desc(const ConvDesc& d) {
-  DSO_CHECK(d.k >= 1 && d.stride >= 1 && d.pad >= 0, "bad conv desc k=", d.k, " s=", d.stride,
-            " p=", d.pad);
+  DSO_CHECK(d.k >= 1 && d.stride >= 1 && d.pad >= 0, "bad conv desc k=", d.k, " s=", d.stride, " p=", d.pad);
   DSO_CHECK(d.groups == 1 || (d.groups == d.cin && d.cin == d.cout),
-            "conv: groups must be 1 or cin==cout (depthwise), got groups=", d.groups,
-            " cin=", d.cin, " cout=", d.cout);
+            "conv: groups must be 1 or cin==cout (depthwise), got groups=", d.groups, " cin=", d.cin, " cout=", d.cout);
 }
 
 Geom conv_geom(const ConvDesc& d, const Tensor& x, const Tensor& y, const Tensor& w) {
   check_conv_desc(d);
-  DSO_CHECK(x.ndim() == 4 && y.ndim() == 4, "conv: activations must be 4-D, got ",
-            shape_str(x.shape()), " and ", shape_str(y.shape()));
+  DSO_CHECK(x.ndim() == 4 && y.ndim() == 4, "conv: activations must be 4-D, got ", shape_str(x.shape()), " and ",
+            shape_str(y.shape()));
   Geom g;
   g.Cin = static_cast<int>(x.dim(0));
   g.N = static_cast<int>(x.dim(1));
@@ -58,18 +56,17 @@ Geom conv_geom(const ConvDesc& d, const Tensor& x, const Tensor& y, const Tensor
   g.p = d.pad;
   DSO_CHECK(g.Cin == d.cin && g.Cout == d.cout && y.dim(1) == g.N && g.Ho == d.out_size(g.H) &&
                 g.Wo == d.out_size(g.W) && g.Ho > 0 && g.Wo > 0,
-            "conv shapes: x ", shape_str(x.shape()), " y ", shape_str(y.shape()), " desc cin=",
-            d.cin, " cout=", d.cout, " k=", d.k, " s=", d.stride, " p=", d.pad);
-  DSO_CHECK(w.numel() == shape_numel(d.weight_shape()), "conv weight ", shape_str(w.shape()),
-            " expected ", shape_str(d.weight_shape()));
+            "conv shapes: x ", shape_str(x.shape()), " y ", shape_str(y.shape()), " desc cin=", d.cin, " cout=", d.cout,
+            " k=", d.k, " s=", d.stride, " p=", d.pad);
+  DSO_CHECK(w.numel() == shape_numel(d.weight_shape()), "conv weight ", shape_str(w.shape()), " expected ",
+            shape_str(d.weight_shape()));
   return g;
 }
 
-
 // ---- depthwise ---------------------------------------------------------------
 
-void dw_fwd_plane(const float* __restrict x, const float* __restrict w, float* __restrict y,
-                  const Geom& g, const TapRanges& tr, float alpha, float beta, float* __restrict acc) {
+void dw_fwd_plane(const float* __restrict x, const float* __restrict w, float* __restrict y, const Geom& g,
+                  const TapRanges& tr, float alpha, float beta, float* __restrict acc) {
   const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
   for (int oh = 0; oh < g.Ho; ++oh) {
     for (int ow = 0; ow < Wo; ++ow) acc[ow] = 0.f;
@@ -93,9 +90,8 @@ void dw_fwd_plane(const float* __restrict x, const float* __restrict w, float* _
   }
 }
 
-void dw_bwd_data_plane(const float* __restrict dy, const float* __restrict w, float* __restrict dx,
-                       const Geom& g, const TapRanges& tr, float alpha, float beta,
-                       float* __restrict buf) {
+void dw_bwd_data_plane(const float* __restrict dy, const float* __restrict w, float* __restrict dx, const Geom& g,
+                       const TapRanges& tr, float alpha, float beta, float* __restrict buf) {
   const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
   const int64_t HW = static_cast<int64_t>(g.H) * W;
   for (int64_t i = 0; i < HW; ++i) buf[i] = 0.f;
@@ -122,8 +118,8 @@ void dw_bwd_data_plane(const float* __restrict dy, const float* __restrict w, fl
 }
 
 /// Adds the k·k tap gradients of one plane into dacc (double).
-void dw_bwd_filter_plane(const float* __restrict x, const float* __restrict dy, const Geom& g,
-                         const TapRanges& tr, double* __restrict dacc, float* __restrict tmp) {
+void dw_bwd_filter_plane(const float* __restrict x, const float* __restrict dy, const Geom& g, const TapRanges& tr,
+                         double* __restrict dacc, float* __restrict tmp) {
   const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
   const int taps = k * k;
   for (int64_t i = 0; i < static_cast<int64_t>(taps) * Wo; ++i) tmp[i] = 0.f;
@@ -148,7 +144,6 @@ void dw_bwd_filter_plane(const float* __restrict x, const float* __restrict dy, 
   }
   for (int t = 0; t < taps; ++t) dacc[t] += sum_d(tmp + static_cast<int64_t>(t) * Wo, Wo);
 }
-
 
 /// acc[tap] += Σ_{oh,ow} dy[oh][ow]·P[oh+kh][ow+kw]; dy padded to row stride
 /// Wr = round8(Wo) with zero tail lanes.
@@ -213,7 +208,8 @@ void corr_grad_plane_k(int k, const float* P, int Wp, const float* dyp, int Wr, 
 /// (written once, like PaddedPlane's border).
 class ZeroTailRows {
  public:
-  ZeroTailRows(int h, int w) : h_(h), w_(w), wr_(round8(w)), buf_(static_cast<size_t>(h) * static_cast<size_t>(round8(w)), 0.f) {}
+  ZeroTailRows(int h, int w)
+      : h_(h), w_(w), wr_(round8(w)), buf_(static_cast<size_t>(h) * static_cast<size_t>(round8(w)), 0.f) {}
   void load(const float* __restrict src) {
     for (int r = 0; r < h_; ++r)
       copy_run(src + static_cast<int64_t>(r) * w_, buf_.data() + static_cast<int64_t>(r) * wr_, w_);
@@ -229,8 +225,7 @@ class ZeroTailRows {
 // ---- im2col ------------------------------------------------------------------
 
 /// col[(ci·k+kh)·k+kw][oh·Wo+ow] for image n.
-void im2col(const float* __restrict x, int n, const Geom& g, const TapRanges& tr,
-            float* __restrict col) {
+void im2col(const float* __restrict x, int n, const Geom& g, const TapRanges& tr, float* __restrict col) {
   const int k = g.k, s = g.s, p = g.p, Wo = g.Wo;
   const int64_t HoWo = static_cast<int64_t>(g.Ho) * Wo;
   for (int ci = 0; ci < g.Cin; ++ci) {
@@ -331,8 +326,7 @@ std::vector<float> transposed(const float* w, int M, int K) {
   return t;
 }
 
-void sum_partials(const std::vector<float>& parts, int64_t nparts, int64_t len, float alpha,
-                  float beta, float* out) {
+void sum_partials(const std::vector<float>& parts, int64_t nparts, int64_t len, float alpha, float beta, float* out) {
   for (int64_t i = 0; i < len; ++i) {
     float s = 0.f;
     for (int64_t c = 0; c < nparts; ++c) s += parts[static_cast<size_t>(c * len + i)];
@@ -344,8 +338,7 @@ void sum_partials(const std::vector<float>& parts, int64_t nparts, int64_t len, 
 
 // ---- convolution ---------------------------------------------------------------
 
-void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y,
-                              float alpha, float beta) {
+void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha, float beta) {
   const Geom g = conv_geom(d, x, y, w);
   const bool par = std::max(x.numel(), y.numel()) >= kParMin;
   const float* xp = x.data();
@@ -361,8 +354,8 @@ void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& 
       PaddedPlane& P = Ps.get(tid, pg, g.H, g.W, 0.f);
       const int c = static_cast<int>(pl / g.N);
       P.load(xp + pl * HW);
-      corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wp + static_cast<int64_t>(c) * g.k * g.k,
-                                yp + pl * HoWo, g.Ho, g.Wo, alpha, beta);
+      corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wp + static_cast<int64_t>(c) * g.k * g.k, yp + pl * HoWo,
+                                g.Ho, g.Wo, alpha, beta);
     });
     return;
   }
@@ -374,8 +367,8 @@ void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& 
     par_for(nt, planes, [&](int64_t pl, int tid) {
       std::vector<float>& acc = accs.get(tid, static_cast<size_t>(g.Wo));
       const int c = static_cast<int>(pl / g.N);
-      dw_fwd_plane(xp + pl * HW, wp + static_cast<int64_t>(c) * g.k * g.k, yp + pl * HoWo, g, tr,
-                   alpha, beta, acc.data());
+      dw_fwd_plane(xp + pl * HW, wp + static_cast<int64_t>(c) * g.k * g.k, yp + pl * HoWo, g, tr, alpha, beta,
+                   acc.data());
     });
     return;
   }
@@ -393,9 +386,8 @@ void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& 
     par_for(par ? nt_ : 1, cp.nb, [&](int64_t b, int) {
       const int64_t j0 = cp.begin(b), nc = cp.begin(b + 1) - j0;
       if (nc <= 0) return;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.Cout, static_cast<int>(nc), g.Cin,
-                  alpha, wp, g.Cin, xp + j0, static_cast<int>(cols), beta, yp + j0,
-                  static_cast<int>(cols));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.Cout, static_cast<int>(nc), g.Cin, alpha, wp, g.Cin,
+                  xp + j0, static_cast<int>(cols), beta, yp + j0, static_cast<int>(cols));
     });
     return;
   }
@@ -407,13 +399,13 @@ void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& 
   par_for(nt, g.N, [&](int64_t n, int tid) {
     std::vector<float>& col = cols.get(tid, static_cast<size_t>(CKK * HoWo));
     im2col(xp, static_cast<int>(n), g, tr, col.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.Cout, static_cast<int>(HoWo), CKK,
-                alpha, wp, CKK, col.data(), static_cast<int>(HoWo), beta, yp + n * HoWo, ldy);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.Cout, static_cast<int>(HoWo), CKK, alpha, wp, CKK,
+                col.data(), static_cast<int>(HoWo), beta, yp + n * HoWo, ldy);
   });
 }
 
-void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w,
-                                    Tensor& dx, float alpha, float beta) {
+void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx, float alpha,
+                                    float beta) {
   const Geom g = conv_geom(d, dx, dy, w);
   const bool par = std::max(dx.numel(), dy.numel()) >= kParMin;
   const float* dyp = dy.data();
@@ -434,8 +426,8 @@ void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const T
       PaddedPlane& P = Ps.get(tid, pg, g.Ho, g.Wo, 0.f);
       const int c = static_cast<int>(pl / g.N);
       P.load(dyp + pl * HoWo);
-      corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wf.data() + static_cast<int64_t>(c) * kk,
-                                dxp + pl * HW, g.H, g.W, alpha, beta);
+      corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wf.data() + static_cast<int64_t>(c) * kk, dxp + pl * HW, g.H,
+                                g.W, alpha, beta);
     });
     return;
   }
@@ -447,8 +439,8 @@ void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const T
     par_for(nt, planes, [&](int64_t pl, int tid) {
       std::vector<float>& buf = bufs.get(tid, static_cast<size_t>(HW));
       const int c = static_cast<int>(pl / g.N);
-      dw_bwd_data_plane(dyp + pl * HoWo, wp + static_cast<int64_t>(c) * g.k * g.k, dxp + pl * HW,
-                        g, tr, alpha, beta, buf.data());
+      dw_bwd_data_plane(dyp + pl * HoWo, wp + static_cast<int64_t>(c) * g.k * g.k, dxp + pl * HW, g, tr, alpha, beta,
+                        buf.data());
     });
     return;
   }
@@ -472,9 +464,8 @@ void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const T
     par_for(par ? nt_ : 1, cp.nb, [&](int64_t b, int) {
       const int64_t j0 = cp.begin(b), nc = cp.begin(b + 1) - j0;
       if (nc <= 0) return;
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.Cin, static_cast<int>(nc), g.Cout,
-                  alpha, wp, g.Cin, dyp + j0, static_cast<int>(cols), beta, dxp + j0,
-                  static_cast<int>(cols));
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.Cin, static_cast<int>(nc), g.Cout, alpha, wp, g.Cin,
+                  dyp + j0, static_cast<int>(cols), beta, dxp + j0, static_cast<int>(cols));
     });
     return;
   }
@@ -489,18 +480,17 @@ void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const T
   PerThread<Scratch> scr(nt);
   par_for(nt, g.N, [&](int64_t n, int tid) {
     Scratch& S = scr.get(tid, static_cast<size_t>(CKK * HoWo), static_cast<size_t>(g.Cin * HW));
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, static_cast<int>(HoWo), g.Cout, 1.f,
-                wp, CKK, dyp + n * HoWo, ldy, 0.f, S.col.data(), static_cast<int>(HoWo));
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, static_cast<int>(HoWo), g.Cout, 1.f, wp, CKK,
+                dyp + n * HoWo, ldy, 0.f, S.col.data(), static_cast<int>(HoWo));
     std::fill(S.img.begin(), S.img.end(), 0.f);
     col2im(S.col.data(), g, tr, S.img.data());
     for (int ci = 0; ci < g.Cin; ++ci)
-      store_scaled(dxp + (static_cast<int64_t>(ci) * g.N + n) * HW, S.img.data() + ci * HW, HW,
-                   alpha, beta);
+      store_scaled(dxp + (static_cast<int64_t>(ci) * g.N + n) * HW, S.img.data() + ci * HW, HW, alpha, beta);
   });
 }
 
-void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy,
-                                      Tensor& dw, float alpha, float beta) {
+void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw, float alpha,
+                                      float beta) {
   const Geom g = conv_geom(d, x, dy, dw);
   const bool par = std::max(x.numel(), dy.numel()) >= kParMin;
   const float* xp = x.data();
@@ -518,7 +508,10 @@ void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const 
       std::vector<double> dacc;
       std::vector<float> res;
       Scratch(const PadGeom& pg_, const Geom& g_, int taps_)
-          : P(pg_, g_.H, g_.W, 0.f), D(g_.Ho, g_.Wo), dacc(static_cast<size_t>(taps_)), res(static_cast<size_t>(taps_)) {}
+          : P(pg_, g_.H, g_.W, 0.f),
+            D(g_.Ho, g_.Wo),
+            dacc(static_cast<size_t>(taps_)),
+            res(static_cast<size_t>(taps_)) {}
     };
     PerThread<Scratch> scr(nt);
     par_for(nt, g.Cin, [&](int64_t c, int tid) {
@@ -544,7 +537,8 @@ void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const 
       std::vector<float> tmp;
       std::vector<double> dacc;
       std::vector<float> res;
-      Scratch(int taps_, int Wo) : tmp(static_cast<size_t>(taps_ * Wo)), dacc(static_cast<size_t>(taps_)), res(static_cast<size_t>(taps_)) {}
+      Scratch(int taps_, int Wo)
+          : tmp(static_cast<size_t>(taps_ * Wo)), dacc(static_cast<size_t>(taps_)), res(static_cast<size_t>(taps_)) {}
     };
     PerThread<Scratch> scr(nt);
     par_for(nt, g.Cin, [&](int64_t c, int tid) {
@@ -578,9 +572,8 @@ void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const 
         gemm1x1_g_avx512(g.Cout, g.Cin, nc, dyp + j0, cols, xp + j0, cols, parts.data() + b * len);
         return;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.Cout, g.Cin, static_cast<int>(nc), 1.f,
-                  dyp + j0, static_cast<int>(cols), xp + j0, static_cast<int>(cols), 0.f,
-                  parts.data() + b * len, g.Cin);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.Cout, g.Cin, static_cast<int>(nc), 1.f, dyp + j0,
+                  static_cast<int>(cols), xp + j0, static_cast<int>(cols), 0.f, parts.data() + b * len, g.Cin);
     });
     sum_partials(parts, nch, len, alpha, beta, dwp);
     return;
@@ -601,9 +594,8 @@ void CpuBackend::conv_backward_filter(const ConvDesc& d, const Tensor& x, const 
     const int n0 = static_cast<int>(b * per), n1 = static_cast<int>(std::min<int64_t>(g.N, (b + 1) * per));
     for (int n = n0; n < n1; ++n) {
       im2col(xp, n, g, tr, col.data());
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.Cout, CKK, static_cast<int>(HoWo),
-                  1.f, dyp + n * HoWo, ldy, col.data(), static_cast<int>(HoWo),
-                  n == n0 ? 0.f : 1.f, parts.data() + b * len, CKK);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.Cout, CKK, static_cast<int>(HoWo), 1.f, dyp + n * HoWo,
+                  ldy, col.data(), static_cast<int>(HoWo), n == n0 ? 0.f : 1.f, parts.data() + b * len, CKK);
     }
   });
   sum_partials(parts, nch, len, alpha, beta, dwp);

@@ -73,8 +73,8 @@ DSO_AVX512 inline void store16(float* p, __m512 v, __m512 va, float alpha, float
 
 }  // namespace
 
-DSO_AVX512 void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const float* X, int64_t ldx,
-                                 float* Y, int64_t ldy, float alpha, float beta) {
+DSO_AVX512 void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const float* X, int64_t ldx, float* Y,
+                                 int64_t ldy, float alpha, float beta) {
   const __m512 va = _mm512_set1_ps(alpha);
   for (int64_t c = 0; c < n; c += 16) {
     const bool pf = c + kPfTiles * 16 < n;
@@ -102,8 +102,8 @@ DSO_AVX512 void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const
 
 namespace {
 template <int R>
-DSO_AVX512 inline void d_rows(int M, const float* T, const float* wk, float* out, int64_t ldx, __m512 va,
-                              float alpha, float beta) {
+DSO_AVX512 inline void d_rows(int M, const float* T, const float* wk, float* out, int64_t ldx, __m512 va, float alpha,
+                              float beta) {
   __m512 a[R];
   for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
   for (int m = 0; m < M; ++m) {
@@ -114,8 +114,8 @@ DSO_AVX512 inline void d_rows(int M, const float* T, const float* wk, float* out
 }
 }  // namespace
 
-DSO_AVX512 void gemm1x1_d_avx512(int M, int K, int64_t n, const float* Wt, const float* dY, int64_t ldy,
-                                 float* dX, int64_t ldx, float alpha, float beta, float* T) {
+DSO_AVX512 void gemm1x1_d_avx512(int M, int K, int64_t n, const float* Wt, const float* dY, int64_t ldy, float* dX,
+                                 int64_t ldx, float alpha, float beta, float* T) {
   const __m512 va = _mm512_set1_ps(alpha);
   for (int64_t c = 0; c < n; c += 16) {
     // the tile of dY, contiguous (its rows may share L1 sets)
@@ -129,8 +129,7 @@ DSO_AVX512 void gemm1x1_d_avx512(int M, int K, int64_t n, const float* Wt, const
 namespace {
 /// P[m0+i, k0+j] = Σ_cols dY[m0+i, ·]·X[k0+j, ·] over the block, MR × KR at once.
 template <int MR, int KR>
-DSO_AVX512 inline void g_tile(int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* P,
-                              int K) {
+DSO_AVX512 inline void g_tile(int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* P, int K) {
   __m512 a[MR][KR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < KR; ++j) a[i][j] = _mm512_setzero_ps();
@@ -153,16 +152,16 @@ DSO_AVX512 inline void g_tile(int64_t n, const float* dY, int64_t ldy, const flo
 }
 
 template <int MR>
-DSO_AVX512 inline void g_rows(int K, int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx,
-                              float* P, int k0, int k1) {
+DSO_AVX512 inline void g_rows(int K, int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* P,
+                              int k0, int k1) {
   int k = k0;
   for (; k + 5 <= k1; k += 5) g_tile<MR, 5>(n, dY, ldy, X + k * ldx, ldx, P + k, K);
   for (; k < k1; ++k) g_tile<MR, 1>(n, dY, ldy, X + k * ldx, ldx, P + k, K);
 }
 }  // namespace
 
-DSO_AVX512 void gemm1x1_g_avx512(int M, int K, int64_t n, const float* dY, int64_t ldy, const float* X,
-                                 int64_t ldx, float* P) {
+DSO_AVX512 void gemm1x1_g_avx512(int M, int K, int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx,
+                                 float* P) {
   // k outer in groups (their X rows come from memory once and stay in L2 for
   // the other m groups), m inner; 4×5 accumulators.
   constexpr int kKGroup = 40;
@@ -176,8 +175,7 @@ DSO_AVX512 void gemm1x1_g_avx512(int M, int K, int64_t n, const float* dY, int64
 
 #else  // no AVX-512 code on this target: never dispatched (available() is false)
 void gemm1x1_f_avx512(int, int, int64_t, const float*, const float*, int64_t, float*, int64_t, float, float) {}
-void gemm1x1_d_avx512(int, int, int64_t, const float*, const float*, int64_t, float*, int64_t, float, float,
-                      float*) {}
+void gemm1x1_d_avx512(int, int, int64_t, const float*, const float*, int64_t, float*, int64_t, float, float, float*) {}
 void gemm1x1_g_avx512(int, int, int64_t, const float*, int64_t, const float*, int64_t, float*) {}
 #endif
 

@@ -33,7 +33,6 @@ inline void kh_range(int oh, int s, int p, int H, int k, int& kh0, int& kh1) {
   kh1 = std::min(k, H - base);
 }
 
-
 // ---- stride-1 fast path: padded planes + register-blocked 8-wide vectors ---------
 //
 // The plane is read through a padded copy (zeros, or −inf for max pooling), so
@@ -177,8 +176,7 @@ inline void corr_block(const float* const* src, int64_t Wp, const float* __restr
 /// input vector is loaded once for both rows.  Every output still sums its
 /// taps in (kh, kw) order, so results equal corr_block's bit for bit.
 template <int K, int NV, CorrOp OP>
-inline void corr_block2(const float* const* src, int64_t Wp, const float* __restrict wt, v8f* a,
-                        v8f* b) {
+inline void corr_block2(const float* const* src, int64_t Wp, const float* __restrict wt, v8f* a, v8f* b) {
   for (int v = 0; v < NV; ++v)
     a[v] = b[v] = OP == CorrOp::Max ? splat8(-std::numeric_limits<float>::infinity()) : splat8(0.f);
   for (int r = 0; r <= K; ++r) {  // input row oh + r: tap row r of a, r−1 of b
@@ -238,8 +236,8 @@ struct CorrRowBlk {
 
 /// out (Ho×Wo) = alpha·corr(P, wt) + beta·out, P padded as PadGeom(Ho,Wo,K,·).
 template <int K, CorrOp OP>
-void corr_plane(const float* __restrict P, int Wp, const float* __restrict wt, float* __restrict out,
-                int Ho, int Wo, float alpha, float beta) {
+void corr_plane(const float* __restrict P, int Wp, const float* __restrict wt, float* __restrict out, int Ho, int Wo,
+                float alpha, float beta) {
   if (Wo < 8) {  // one partial vector per row
     for (int oh = 0; oh < Ho; ++oh) {
       v8f acc;
@@ -256,16 +254,15 @@ void corr_plane(const float* __restrict P, int Wp, const float* __restrict wt, f
   // 1.0 ms too).
   if (K <= 3)
     for (; oh + 2 <= Ho; oh += 2)
-      for_row_blocks(Wo, CorrRowBlk2<K, OP>{P + static_cast<int64_t>(oh) * Wp, wt,
-                                            out + static_cast<int64_t>(oh) * Wo, Wp, Wo, alpha, beta});
+      for_row_blocks(Wo, CorrRowBlk2<K, OP>{P + static_cast<int64_t>(oh) * Wp, wt, out + static_cast<int64_t>(oh) * Wo,
+                                            Wp, Wo, alpha, beta});
   for (; oh < Ho; ++oh)
-    for_row_blocks(Wo, CorrRowBlk<K, OP>{P + static_cast<int64_t>(oh) * Wp, wt,
-                                         out + static_cast<int64_t>(oh) * Wo, Wp, alpha, beta});
+    for_row_blocks(Wo, CorrRowBlk<K, OP>{P + static_cast<int64_t>(oh) * Wp, wt, out + static_cast<int64_t>(oh) * Wo, Wp,
+                                         alpha, beta});
 }
 
 template <CorrOp OP>
-void corr_plane_k(int k, const float* P, int Wp, const float* wt, float* out, int Ho, int Wo,
-                  float alpha, float beta) {
+void corr_plane_k(int k, const float* P, int Wp, const float* wt, float* out, int Ho, int Wo, float alpha, float beta) {
   switch (k) {
     case 1: corr_plane<1, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;
     case 2: corr_plane<2, OP>(P, Wp, wt, out, Ho, Wo, alpha, beta); break;

@@ -85,8 +85,8 @@ struct MaxGatherBlk {
 /// plane (border −1, never matches).  Pass 2, a gather per input vector:
 /// dx(ih,iw) = Σ_taps [code(o) == tap]·dy(o), o = (ih+p−kh, iw+p−kw).
 template <int K>
-void maxpool_bwd_plane_s1(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
-                          int H, int W, int Ho, int Wo, int p, float beta, MaxPoolBwdBufs& B) {
+void maxpool_bwd_plane_s1(const float* __restrict x, const float* __restrict dy, float* __restrict dx, int H, int W,
+                          int Ho, int Wo, int p, float beta, MaxPoolBwdBufs& B) {
   B.x.load(x);
   B.dy.load(dy);
   const int q = K - 1 - p;  // pad of the code/dy planes for the gather
@@ -119,8 +119,8 @@ void maxpool_bwd_plane_s1(const float* __restrict x, const float* __restrict dy,
   }
 }
 
-void maxpool_bwd_plane_s1_k(int k, const float* x, const float* dy, float* dx, int H, int W, int Ho,
-                            int Wo, int p, float beta, MaxPoolBwdBufs& B) {
+void maxpool_bwd_plane_s1_k(int k, const float* x, const float* dy, float* dx, int H, int W, int Ho, int Wo, int p,
+                            float beta, MaxPoolBwdBufs& B) {
   switch (k) {
     case 1: maxpool_bwd_plane_s1<1>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
     case 2: maxpool_bwd_plane_s1<2>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
@@ -145,8 +145,8 @@ struct PoolGeom {
 };
 
 PoolGeom pool_geom(const PoolDesc& d, const Tensor& x, const Tensor& y) {
-  DSO_CHECK(d.k >= 1 && d.stride >= 1 && d.pad >= 0 && d.pad < d.k, "bad pool desc k=", d.k,
-            " s=", d.stride, " p=", d.pad);
+  DSO_CHECK(d.k >= 1 && d.stride >= 1 && d.pad >= 0 && d.pad < d.k, "bad pool desc k=", d.k, " s=", d.stride,
+            " p=", d.pad);
   DSO_CHECK(x.ndim() == 4 && y.ndim() == 4 && x.dim(0) == y.dim(0) && x.dim(1) == y.dim(1) &&
                 y.dim(2) == d.out_size(static_cast<int>(x.dim(2))) &&
                 y.dim(3) == d.out_size(static_cast<int>(x.dim(3))),
@@ -163,8 +163,7 @@ PoolGeom pool_geom(const PoolDesc& d, const Tensor& x, const Tensor& y) {
   return g;
 }
 
-void maxpool_fwd_plane(const float* __restrict x, float* __restrict y, const PoolGeom& g,
-                       const TapRanges& tr) {
+void maxpool_fwd_plane(const float* __restrict x, float* __restrict y, const PoolGeom& g, const TapRanges& tr) {
   const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
   for (int oh = 0; oh < g.Ho; ++oh) {
     float* __restrict yr = y + static_cast<int64_t>(oh) * Wo;
@@ -190,8 +189,7 @@ void maxpool_fwd_plane(const float* __restrict x, float* __restrict y, const Poo
   }
 }
 
-void avgpool_fwd_plane(const float* __restrict x, float* __restrict y, const PoolGeom& g,
-                       const TapRanges& tr) {
+void avgpool_fwd_plane(const float* __restrict x, float* __restrict y, const PoolGeom& g, const TapRanges& tr) {
   const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
   const float inv = 1.f / static_cast<float>(k * k);
   for (int oh = 0; oh < g.Ho; ++oh) {
@@ -216,9 +214,8 @@ void avgpool_fwd_plane(const float* __restrict x, float* __restrict y, const Poo
   }
 }
 
-void maxpool_bwd_plane(const float* __restrict x, const float* __restrict y,
-                       const float* __restrict dy, float* __restrict buf, const PoolGeom& g,
-                       const TapRanges& tr, int* __restrict code) {
+void maxpool_bwd_plane(const float* __restrict x, const float* __restrict y, const float* __restrict dy,
+                       float* __restrict buf, const PoolGeom& g, const TapRanges& tr, int* __restrict code) {
   const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
   for (int oh = 0; oh < g.Ho; ++oh) {
     const float* __restrict yr = y + static_cast<int64_t>(oh) * Wo;
@@ -250,8 +247,7 @@ void maxpool_bwd_plane(const float* __restrict x, const float* __restrict y,
   }
 }
 
-void avgpool_bwd_plane(const float* __restrict dy, float* __restrict buf, const PoolGeom& g,
-                       const TapRanges& tr) {
+void avgpool_bwd_plane(const float* __restrict dy, float* __restrict buf, const PoolGeom& g, const TapRanges& tr) {
   const int k = g.k, s = g.s, p = g.p, W = g.W, Wo = g.Wo;
   const float inv = 1.f / static_cast<float>(k * k);
   for (int oh = 0; oh < g.Ho; ++oh) {
@@ -307,12 +303,12 @@ void CpuBackend::pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) {
   });
 }
 
-void CpuBackend::pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y,
-                               const Tensor& dy, Tensor& dx, float beta) {
+void CpuBackend::pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                               float beta) {
   const PoolGeom g = pool_geom(d, x, y);
   const bool par = x.numel() >= kParMin;
-  DSO_CHECK(dy.numel() == y.numel() && dx.numel() == x.numel(), "pool_backward shapes: dy ",
-            shape_str(dy.shape()), " dx ", shape_str(dx.shape()));
+  DSO_CHECK(dy.numel() == y.numel() && dx.numel() == x.numel(), "pool_backward shapes: dy ", shape_str(dy.shape()),
+            " dx ", shape_str(dx.shape()));
   const TapRanges tr(g.k, g.s, g.p, g.W, g.Wo);
   const float* xp = x.data();
   const float* yp = y.data();
@@ -329,8 +325,7 @@ void CpuBackend::pool_backward(const PoolDesc& d, const Tensor& x, const Tensor&
       PerThread<MaxPoolBwdBufs> Bs(nt);
       par_for(nt, g.planes, [&](int64_t pl, int tid) {
         MaxPoolBwdBufs& B = Bs.get(tid, g.k, g.H, g.W, g.Ho, g.Wo, g.p);
-        maxpool_bwd_plane_s1_k(g.k, xp + pl * HW, dyp + pl * HoWo, dxp + pl * HW, g.H, g.W, g.Ho, g.Wo,
-                               g.p, beta, B);
+        maxpool_bwd_plane_s1_k(g.k, xp + pl * HW, dyp + pl * HoWo, dxp + pl * HW, g.H, g.W, g.Ho, g.Wo, g.p, beta, B);
       });
     } else {
       PerThread<PaddedPlane> Ds(nt);

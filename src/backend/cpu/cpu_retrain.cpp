@@ -21,8 +21,8 @@ namespace {
 constexpr uint64_t kDropoutStream = 0x64726f706f7574ull;
 }  // namespace
 
-void CpuBackend::softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing,
-                                       float grad_scale, Tensor& dlogits, double* loss_sum, int64_t* correct) {
+void CpuBackend::softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing, float grad_scale,
+                                       Tensor& dlogits, double* loss_sum, int64_t* correct) {
   DSO_CHECK(logits.ndim() == 2 && dlogits.numel() == logits.numel(), "softmax_xent_smoothed shapes: logits ",
             shape_str(logits.shape()), " dlogits ", shape_str(dlogits.shape()));
   DSO_CHECK(smoothing >= 0.f && smoothing < 1.f, "softmax_xent_smoothed: smoothing ", smoothing);
@@ -31,7 +31,7 @@ void CpuBackend::softmax_xent_smoothed(const Tensor& logits, const int32_t* labe
   for (int64_t n = 0; n < N; ++n)
     if (labels[n] < 0 || labels[n] >= K)
       fail_usage(str("softmax_xent: label ", labels[n], " at index ", n, " is outside [0,", K, ")"));
-  const double on = 1.0 - static_cast<double>(smoothing);          // q at the label
+  const double on = 1.0 - static_cast<double>(smoothing);             // q at the label
   const double off = static_cast<double>(smoothing) / double(K - 1);  // q elsewhere
   const float* zp = logits.data();
   float* dp = dlogits.data();

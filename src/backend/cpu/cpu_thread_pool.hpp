@@ -64,8 +64,9 @@ void par_for(int nt, int64_t n, F&& body) {
     return;
   }
   using B = typename std::remove_reference<F>::type;
-  pool_run(nt, n, [](const void* c, int64_t i, int tid) { (*static_cast<B*>(const_cast<void*>(c)))(i, tid); },
-           static_cast<const void*>(&body));
+  pool_run(
+      nt, n, [](const void* c, int64_t i, int tid) { (*static_cast<B*>(const_cast<void*>(c)))(i, tid); },
+      static_cast<const void*>(&body));
 }
 
 /// body(i0, i1) over [0, n) cut into ranges of `grain` elements (fixed).

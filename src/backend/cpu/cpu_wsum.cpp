@@ -30,10 +30,8 @@ namespace {
 constexpr int64_t kWsBlock = 2048;
 constexpr int64_t kWsSub = 512;
 
-int64_t wsum_numel(int J, int K, const uint8_t* live, const std::vector<const Tensor*>& xs,
-                   const char* what) {
-  DSO_CHECK(J >= 0 && K >= 0 && static_cast<int64_t>(xs.size()) == K, what, ": xs has ",
-            xs.size(), " entries, K=", K);
+int64_t wsum_numel(int J, int K, const uint8_t* live, const std::vector<const Tensor*>& xs, const char* what) {
+  DSO_CHECK(J >= 0 && K >= 0 && static_cast<int64_t>(xs.size()) == K, what, ": xs has ", xs.size(), " entries, K=", K);
   int64_t n = -1;
   for (int j = 0; j < J; ++j)
     for (int k = 0; k < K; ++k) {
@@ -47,8 +45,7 @@ int64_t wsum_numel(int J, int K, const uint8_t* live, const std::vector<const Te
 }
 
 /// y[i] = Σ_q l[q]·x[q][off+i] for i < len (nq ≥ 1; q ascending).
-void wsum_run(float* __restrict y, const float* const* x, const float* l, int nq, int64_t off,
-              int64_t len) {
+void wsum_run(float* __restrict y, const float* const* x, const float* l, int nq, int64_t off, int64_t len) {
   int64_t i = 0;
   for (; i + 32 <= len; i += 32) {
     const float* x0 = x[0] + off + i;
@@ -80,8 +77,7 @@ void wsum_run(float* __restrict y, const float* const* x, const float* l, int nq
 }
 
 /// d[i] += Σ_q l[q]·g[q][off+i] for i < len (q ascending).
-void wsum_acc_run(float* __restrict d, const float* const* g, const float* l, int nq, int64_t off,
-                  int64_t len) {
+void wsum_acc_run(float* __restrict d, const float* const* g, const float* l, int nq, int64_t off, int64_t len) {
   int64_t i = 0;
   for (; i + 32 <= len; i += 32) {
     v8f a0 = ld8(d + i), a1 = ld8(d + i + 8), a2 = ld8(d + i + 16), a3 = ld8(d + i + 24);
@@ -162,8 +158,8 @@ struct WsRow {
 struct WsPlan {
   std::vector<const float*> src;
   std::vector<float*> out;
-  std::vector<float> coef;         // [row][source]
-  std::vector<uint16_t> mask;      // [row][source]: 0xFFFF live, 0 not a term of the row
+  std::vector<float> coef;     // [row][source]
+  std::vector<uint16_t> mask;  // [row][source]: 0xFFFF live, 0 not a term of the row
   /// rows[r] lists its terms as (source index, λ), indices ascending.
   WsPlan(const std::vector<float*>& outs, const std::vector<std::vector<std::pair<int, float>>>& rows,
          const std::vector<const float*>& by_index) {
@@ -199,15 +195,13 @@ DSO_AVX512 void wsum_zt(const WsPlan& p, bool acc, int64_t i0, int64_t i1) {
   const float* cf = p.coef.data();
   const uint16_t* mk = p.mask.data();
   for (int64_t i = i0; i < i1; i += 16) {
-    const __mmask16 m = i + 16 <= i1 ? static_cast<__mmask16>(0xFFFF)
-                                     : static_cast<__mmask16>((1u << (i1 - i)) - 1u);
+    const __mmask16 m = i + 16 <= i1 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (i1 - i)) - 1u);
     __m512 xv[NS];
     for (int t = 0; t < NS; ++t) xv[t] = _mm512_maskz_loadu_ps(m, S[t] + i);
     for (int r = 0; r < nr; ++r) {
       float* o = p.out[static_cast<size_t>(r)] + i;
       __m512 a = acc ? _mm512_maskz_loadu_ps(m, o) : _mm512_set1_ps(-0.f);
-      for (int t = 0; t < NS; ++t)
-        a = _mm512_mask3_fmadd_ps(_mm512_set1_ps(cf[r * NS + t]), xv[t], a, mk[r * NS + t]);
+      for (int t = 0; t < NS; ++t) a = _mm512_mask3_fmadd_ps(_mm512_set1_ps(cf[r * NS + t]), xv[t], a, mk[r * NS + t]);
       _mm512_mask_storeu_ps(o, m, a);
     }
   }
@@ -217,24 +211,22 @@ void wsum_z(const WsPlan& p, bool acc, int64_t i0, int64_t i1) {
   switch (p.src.size()) {
 #define DSO_WS(n) \
   case n: wsum_zt<n>(p, acc, i0, i1); break;
-    DSO_WS(1) DSO_WS(2) DSO_WS(3) DSO_WS(4) DSO_WS(5) DSO_WS(6) DSO_WS(7) DSO_WS(8)
-    DSO_WS(9) DSO_WS(10) DSO_WS(11) DSO_WS(12) DSO_WS(13) DSO_WS(14) DSO_WS(15) DSO_WS(16)
+    DSO_WS(1)
+    DSO_WS(2) DSO_WS(3) DSO_WS(4) DSO_WS(5) DSO_WS(6) DSO_WS(7) DSO_WS(8) DSO_WS(9) DSO_WS(10) DSO_WS(11) DSO_WS(12)
+        DSO_WS(13) DSO_WS(14) DSO_WS(15) DSO_WS(16)
 #undef DSO_WS
-    default: break;
+            default : break;
   }
 }
 #else
 void wsum_z(const WsPlan&, bool, int64_t, int64_t) {}
 #endif
 
-
 }  // namespace
 
-void CpuBackend::wsum_forward(int J, int K, const float* lam, const uint8_t* live,
-                              const std::vector<const Tensor*>& xs,
+void CpuBackend::wsum_forward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
                               const std::vector<Tensor*>& ys) {
-  DSO_CHECK(static_cast<int64_t>(ys.size()) == J, "wsum_forward: ys has ", ys.size(),
-            " entries, J=", J);
+  DSO_CHECK(static_cast<int64_t>(ys.size()) == J, "wsum_forward: ys has ", ys.size(), " entries, J=", J);
   int64_t n = wsum_numel(J, K, live, xs, "wsum_forward");
   for (int j = 0; j < J; ++j) {
     if (!ys[static_cast<size_t>(j)]) continue;
@@ -243,7 +235,7 @@ void CpuBackend::wsum_forward(int J, int K, const float* lam, const uint8_t* liv
               ys[static_cast<size_t>(j)]->numel(), " elements, inputs ", n);
   }
   if (n <= 0) return;
-  std::vector<WsRow> rows;  // live outputs, with their live inputs in k order
+  std::vector<WsRow> rows;   // live outputs, with their live inputs in k order
   std::vector<float*> dead;  // outputs with no live input: zeros
   for (int j = 0; j < J; ++j) {
     Tensor* y = ys[static_cast<size_t>(j)];
@@ -301,20 +293,18 @@ void CpuBackend::wsum_forward(int J, int K, const float* lam, const uint8_t* liv
 }
 
 void CpuBackend::wsum_backward(int J, int K, const float* lam, const uint8_t* live,
-                               const std::vector<const Tensor*>& xs,
-                               const std::vector<const Tensor*>& dys,
+                               const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& dys,
                                const std::vector<Tensor*>& dxs, float* dlam) {
-  DSO_CHECK(static_cast<int64_t>(dys.size()) == J && static_cast<int64_t>(dxs.size()) == K,
-            "wsum_backward: dys has ", dys.size(), " entries (J=", J, "), dxs ", dxs.size(),
-            " (K=", K, ")");
+  DSO_CHECK(static_cast<int64_t>(dys.size()) == J && static_cast<int64_t>(dxs.size()) == K, "wsum_backward: dys has ",
+            dys.size(), " entries (J=", J, "), dxs ", dxs.size(), " (K=", K, ")");
   int64_t n = -1;
   struct Pair {
     const float* dy;
     const float* x;
     int idx;  // j·K + k
   };
-  std::vector<Pair> pairs;     // dλ wanted, in (j,k) order
-  std::vector<WsRow> grads;    // per k with a dx: dx_k += Σ_j λ_jk·dy_j
+  std::vector<Pair> pairs;   // dλ wanted, in (j,k) order
+  std::vector<WsRow> grads;  // per k with a dx: dx_k += Σ_j λ_jk·dy_j
   for (int k = 0; k < K; ++k) {
     Tensor* dxt = dxs[static_cast<size_t>(k)];
     WsRow r;
@@ -340,8 +330,7 @@ void CpuBackend::wsum_backward(int J, int K, const float* lam, const uint8_t* li
       for (int k = 0; k < K; ++k) {
         if (!live[j * K + k]) continue;
         const Tensor* xt = xs[static_cast<size_t>(k)];
-        DSO_CHECK(xt != nullptr && xt->numel() == n, "wsum_backward: xs[", k,
-                  "] is null or of the wrong size");
+        DSO_CHECK(xt != nullptr && xt->numel() == n, "wsum_backward: xs[", k, "] is null or of the wrong size");
         pairs.push_back({dys[static_cast<size_t>(j)]->data(), xt->data(), j * K + k});
       }
   if (n <= 0) return;

@@ -63,8 +63,7 @@ void kernel_check(const char* what, const char* file, int line) {
   cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess && sync_debug()) e = cudaDeviceSynchronize();
   if (e != cudaSuccess)
-    fail_lib("CUDA", str("kernel ", what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"), file,
-             line);
+    fail_lib("CUDA", str("kernel ", what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"), file, line);
 }
 
 }  // namespace cuda
@@ -101,9 +100,9 @@ class CudaCachingAllocator final : public Allocator {
     if (e != cudaSuccess) {
       cudaGetLastError();
       in_use_ -= bytes;
-      throw Error(kExitInternal, str("CUDA: cannot allocate ", bytes, " bytes of device memory (",
-                                     cudaGetErrorString(e), "; dsonas tensors in use ", in_use_,
-                                     " bytes, reserved ", reserved_, " bytes)"));
+      throw Error(kExitInternal,
+                  str("CUDA: cannot allocate ", bytes, " bytes of device memory (", cudaGetErrorString(e),
+                      "; dsonas tensors in use ", in_use_, " bytes, reserved ", reserved_, " bytes)"));
     }
     reserved_ += r;
     return p;
@@ -266,11 +265,13 @@ void probe_kernel_image(const cudaDeviceProp& p) {
   cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
   cudaFree(d);
-  if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction || e == cudaErrorUnsupportedPtxVersion)
+  if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction ||
+      e == cudaErrorUnsupportedPtxVersion)
     fail_usage(str("--device cuda: this dsonas has no kernels for ", p.name, " (compute capability ", p.major, ".",
                    p.minor, "): rebuild with CUDA_ARCH=", p.major, p.minor, " (", cudaGetErrorString(e), ")"));
   if (e != cudaSuccess)
-    fail_lib("CUDA", str("first kernel launch on ", p.name, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"),
+    fail_lib("CUDA",
+             str("first kernel launch on ", p.name, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"),
              __FILE__, __LINE__);
 }
 
@@ -297,16 +298,23 @@ CudaBackend::CudaBackend(int threads, GpuMath math) : math_(math) {
   CUDNN_CHECK(cudnnCreate(&cudnn_));
   if (const char* e = std::getenv("DSONAS_CUDA_CONV")) {
     const std::string v = e;
-    if (v == "auto" || v.empty()) conv_mode_ = cuda::ConvMode::Auto;
-    else if (v == "cudnn") conv_mode_ = cuda::ConvMode::Cudnn;
-    else if (v == "gemm") conv_mode_ = cuda::ConvMode::Gemm;
-    else fail_usage(str("DSONAS_CUDA_CONV='", v, "' (expected auto, cudnn or gemm)"));
+    if (v == "auto" || v.empty())
+      conv_mode_ = cuda::ConvMode::Auto;
+    else if (v == "cudnn")
+      conv_mode_ = cuda::ConvMode::Cudnn;
+    else if (v == "gemm")
+      conv_mode_ = cuda::ConvMode::Gemm;
+    else
+      fail_usage(str("DSONAS_CUDA_CONV='", v, "' (expected auto, cudnn or gemm)"));
   }
   if (const char* e = std::getenv("DSONAS_CUDA_DW")) {
     const std::string v = e;
-    if (v == "own" || v.empty()) dw_cudnn_ = false;
-    else if (v == "cudnn") dw_cudnn_ = true;
-    else fail_usage(str("DSONAS_CUDA_DW='", v, "' (expected own or cudnn)"));
+    if (v == "own" || v.empty())
+      dw_cudnn_ = false;
+    else if (v == "cudnn")
+      dw_cudnn_ = true;
+    else
+      fail_usage(str("DSONAS_CUDA_DW='", v, "' (expected own or cudnn)"));
   }
   int cublas_ver = 0;
   CUBLAS_CHECK(cublasGetVersion(cublas_, &cublas_ver));
@@ -553,8 +561,8 @@ struct StoreFloat {
 
 /// One row of softmax cross-entropy per thread (K is small: 10 … 1000).
 __global__ void softmax_xent_kernel(const float* __restrict z, const int32_t* __restrict labels, float grad_scale,
-                                    float* __restrict dz, double* __restrict row_loss, int* __restrict row_hit,
-                                    int N, int K) {
+                                    float* __restrict dz, double* __restrict row_loss, int* __restrict row_hit, int N,
+                                    int K) {
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= N) return;
   row_loss[n] = km::softmax_xent_row(z + static_cast<int64_t>(n) * K, K, labels[n], false, 1.0, 0.0, grad_scale,
@@ -600,8 +608,8 @@ void CudaBackend::global_avg_pool_backward(const Tensor& dy, Tensor& dx, float b
 void CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   DSO_CHECK(x.ndim() == 2 && w.ndim() == 2 && x.dim(1) == w.dim(1) && b.numel() == w.dim(0) &&
                 y.numel() == x.dim(0) * w.dim(0),
-            "linear shapes: x ", shape_str(x.shape()), " w ", shape_str(w.shape()), " b ", shape_str(b.shape()),
-            " y ", shape_str(y.shape()));
+            "linear shapes: x ", shape_str(x.shape()), " w ", shape_str(w.shape()), " b ", shape_str(b.shape()), " y ",
+            shape_str(y.shape()));
   check_dev(x, "linear_forward");
   check_dev(w, "linear_forward");
   check_dev(b, "linear_forward");
@@ -626,14 +634,16 @@ void CudaBackend::linear_backward(const Tensor& x, const Tensor& w, const Tensor
   if (dx) {
     DSO_CHECK(dx->numel() == x.numel(), "linear_backward: dx ", shape_str(dx->shape()));
     check_dev(*dx, "linear_backward");
-    if (O == 0) fill(*dx, 0.f);
+    if (O == 0)
+      fill(*dx, 0.f);
     else if (N > 0 && I > 0)
       gemm(km::gemm_linear_bwd_data(N, I, O), 1.f, w.data(), dy.data(), 0.f, dx->data());
   }
   if (dw) {
     DSO_CHECK(dw->numel() == w.numel(), "linear_backward: dw ", shape_str(dw->shape()));
     check_dev(*dw, "linear_backward");
-    if (N == 0) fill(*dw, 0.f);
+    if (N == 0)
+      fill(*dw, 0.f);
     else if (O > 0 && I > 0)
       gemm(km::gemm_linear_bwd_weight(N, I, O), 1.f, x.data(), dy.data(), 0.f, dw->data());
   }

@@ -96,38 +96,33 @@ class CudaBackend final : public Backend {
   void act_to_nchw(const Tensor& act, float* host) override;
   void synchronize() override;
 
-  void conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha,
-                    float beta) override;
-  void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx,
-                          float alpha, float beta) override;
-  void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw,
-                            float alpha, float beta) override;
+  void conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha, float beta) override;
+  void conv_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx, float alpha,
+                          float beta) override;
+  void conv_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw, float alpha,
+                            float beta) override;
 
   void pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) override;
-  void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy,
-                     Tensor& dx, float beta) override;
+  void pool_backward(const PoolDesc& d, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx,
+                     float beta) override;
 
-  void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean,
-                        Tensor& run_var, float momentum, float eps, Tensor& y, Tensor& save_mean,
-                        Tensor& save_invstd, bool relu) override;
-  void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                        const Tensor& run_mean, const Tensor& run_var, float eps, Tensor& y,
+  void bn_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& run_mean, Tensor& run_var,
+                        float momentum, float eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd,
                         bool relu) override;
-  void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
-                   const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
-                   Tensor* dbeta, bool relu, float beta_dx) override;
+  void bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& run_mean,
+                        const Tensor& run_var, float eps, Tensor& y, bool relu) override;
+  void bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
+                   const Tensor& save_invstd, Tensor& dx, Tensor* dgamma, Tensor* dbeta, bool relu,
+                   float beta_dx) override;
 
-  void wsum_forward(int J, int K, const float* lam, const uint8_t* live,
-                    const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys) override;
-  void wsum_backward(int J, int K, const float* lam, const uint8_t* live,
-                     const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& dys,
-                     const std::vector<Tensor*>& dxs, float* dlam) override;
+  void wsum_forward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
+                    const std::vector<Tensor*>& ys) override;
+  void wsum_backward(int J, int K, const float* lam, const uint8_t* live, const std::vector<const Tensor*>& xs,
+                     const std::vector<const Tensor*>& dys, const std::vector<Tensor*>& dxs, float* dlam) override;
 
-  void concat_scaled_columns(const std::vector<const Tensor*>& ws, const float* scale,
-                             Tensor& out) override;
-  void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale,
-                                      const Tensor& m, const std::vector<Tensor*>& dws,
-                                      const std::vector<float*>& dscale) override;
+  void concat_scaled_columns(const std::vector<const Tensor*>& ws, const float* scale, Tensor& out) override;
+  void concat_scaled_columns_backward(const std::vector<const Tensor*>& ws, const float* scale, const Tensor& m,
+                                      const std::vector<Tensor*>& dws, const std::vector<float*>& dscale) override;
 
   void axpy(float alpha, const Tensor& x, Tensor& y) override;
   void add(const Tensor& a, const Tensor& b, Tensor& y) override;
@@ -139,13 +134,11 @@ class CudaBackend final : public Backend {
   void global_avg_pool_forward(const Tensor& x, Tensor& y) override;
   void global_avg_pool_backward(const Tensor& dy, Tensor& dx, float beta) override;
   void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) override;
-  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
-                       Tensor* db) override;
-  void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits,
-                    double* loss_sum, int64_t* correct) override;
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* db) override;
+  void softmax_xent(const Tensor& logits, const int32_t* labels, float grad_scale, Tensor& dlogits, double* loss_sum,
+                    int64_t* correct) override;
 
-  void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum,
-                  float wd) override;
+  void nag_update(Tensor& w, const Tensor& g, Tensor& m, float lr, float momentum, float wd) override;
 
   // retraining primitives (cuda_retrain.cu)
   void softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing, float grad_scale,
@@ -177,14 +170,13 @@ class CudaBackend final : public Backend {
   cuda::ConvPlan& conv_plan(const ConvDesc& d, int N, int H, int W, int Ho, int Wo);
   /// Runs direction dir through cuDNN; false when no deterministic supported
   /// algorithm exists for this shape (the caller then uses the GEMM path).
-  bool conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const Tensor& w, const Tensor& y,
-                  float* out, float alpha, float beta);
-  void conv_gemm_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha,
-                         float beta);
-  void conv_gemm_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx,
-                               float alpha, float beta);
-  void conv_gemm_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw,
-                                 float alpha, float beta);
+  bool conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const Tensor& w, const Tensor& y, float* out,
+                  float alpha, float beta);
+  void conv_gemm_forward(const ConvDesc& d, const Tensor& x, const Tensor& w, Tensor& y, float alpha, float beta);
+  void conv_gemm_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx, float alpha,
+                               float beta);
+  void conv_gemm_backward_filter(const ConvDesc& d, const Tensor& x, const Tensor& dy, Tensor& dw, float alpha,
+                                 float beta);
   /// Reduction partials for `count` doubles.
   double* partials(int64_t count) { return scratch_[kPartials].as<double>(static_cast<size_t>(count)); }
 

@@ -54,8 +54,8 @@ struct TrainFin {
   int64_t M;
   float momentum, eps;
   __device__ void operator()(int c, const cuda::Vals<2>& s) const {
-    km::bn_train_finalize(s.v[0], s.v[1], M, gamma[c], beta[c], momentum, eps, &run_mean[c], &run_var[c],
-                          &save_mean[c], &save_invstd[c], &coef[2 * c], &coef[2 * c + 1]);
+    km::bn_train_finalize(s.v[0], s.v[1], M, gamma[c], beta[c], momentum, eps, &run_mean[c], &run_var[c], &save_mean[c],
+                          &save_invstd[c], &coef[2 * c], &coef[2 * c + 1]);
   }
 };
 
@@ -106,9 +106,9 @@ struct BwdFin {
   }
 };
 
-__global__ void bn_bwd_apply_kernel(const float* __restrict x, const float* __restrict y,
-                                    const float* __restrict dy, float* __restrict dx, const float* __restrict coef,
-                                    int64_t total, int64_t M, bool relu, float beta_dx) {
+__global__ void bn_bwd_apply_kernel(const float* __restrict x, const float* __restrict y, const float* __restrict dy,
+                                    float* __restrict dx, const float* __restrict coef, int64_t total, int64_t M,
+                                    bool relu, float beta_dx) {
   GRID_STRIDE(e, total) {
     const int64_t c = e / M;
     const float g = km::bn_masked_grad(dy[e], y[e], relu);
@@ -123,8 +123,7 @@ void CudaBackend::bn_forward_train(const Tensor& x, const Tensor& gamma, const T
                                    Tensor& run_var, float momentum, float eps, Tensor& y, Tensor& save_mean,
                                    Tensor& save_invstd, bool relu) {
   const BnDims d = bn_dims(x, y, gamma, beta);
-  DSO_CHECK(run_mean.numel() == d.C && run_var.numel() == d.C && save_mean.numel() == d.C &&
-                save_invstd.numel() == d.C,
+  DSO_CHECK(run_mean.numel() == d.C && run_var.numel() == d.C && save_mean.numel() == d.C && save_invstd.numel() == d.C,
             "bn_forward_train: statistics tensors must have C=", d.C, " elements");
   DSO_CHECK(d.M > 0, "bn_forward_train: empty batch");
   check_dev(run_mean, "bn_forward_train");
@@ -134,8 +133,8 @@ void CudaBackend::bn_forward_train(const Tensor& x, const Tensor& gamma, const T
   if (d.C == 0) return;
   float* coef = scratch(kCoef).as<float>(static_cast<size_t>(2 * d.C));
   reduce<2>(static_cast<int>(d.C), d.M, StatTerm{x.data(), d.M},
-            TrainFin{gamma.data(), beta.data(), run_mean.data(), run_var.data(), save_mean.data(),
-                     save_invstd.data(), coef, d.M, momentum, eps},
+            TrainFin{gamma.data(), beta.data(), run_mean.data(), run_var.data(), save_mean.data(), save_invstd.data(),
+                     coef, d.M, momentum, eps},
             "bn_forward_train statistics");
   const int64_t total = x.numel();
   bn_apply_kernel<<<cuda::grid_for(total), cuda::kThreads>>>(x.data(), y.data(), coef, total, d.M, relu);
@@ -145,8 +144,8 @@ void CudaBackend::bn_forward_train(const Tensor& x, const Tensor& gamma, const T
 void CudaBackend::bn_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& run_mean,
                                    const Tensor& run_var, float eps, Tensor& y, bool relu) {
   const BnDims d = bn_dims(x, y, gamma, beta);
-  DSO_CHECK(run_mean.numel() == d.C && run_var.numel() == d.C, "bn_forward_infer: statistics tensors must have C=",
-            d.C, " elements");
+  DSO_CHECK(run_mean.numel() == d.C && run_var.numel() == d.C, "bn_forward_infer: statistics tensors must have C=", d.C,
+            " elements");
   check_dev(run_mean, "bn_forward_infer");
   check_dev(run_var, "bn_forward_infer");
   if (d.C == 0 || x.numel() == 0) return;
@@ -163,9 +162,9 @@ void CudaBackend::bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy
                               const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor* dgamma,
                               Tensor* dbeta, bool relu, float beta_dx) {
   const BnDims d = bn_dims(x, y, gamma, gamma);
-  DSO_CHECK(dy.numel() == x.numel() && dx.numel() == x.numel() && save_mean.numel() == d.C &&
-                save_invstd.numel() == d.C,
-            "bn_backward shapes: dy ", shape_str(dy.shape()), " dx ", shape_str(dx.shape()));
+  DSO_CHECK(
+      dy.numel() == x.numel() && dx.numel() == x.numel() && save_mean.numel() == d.C && save_invstd.numel() == d.C,
+      "bn_backward shapes: dy ", shape_str(dy.shape()), " dx ", shape_str(dx.shape()));
   DSO_CHECK(!dgamma || dgamma->numel() == d.C, "bn_backward: dgamma must have C elements");
   DSO_CHECK(!dbeta || dbeta->numel() == d.C, "bn_backward: dbeta must have C elements");
   check_dev(dy, "bn_backward");
@@ -182,8 +181,8 @@ void CudaBackend::bn_backward(const Tensor& x, const Tensor& y, const Tensor& dy
             "bn_backward sums");
   const int64_t total = x.numel();
   if (total == 0) return;
-  bn_bwd_apply_kernel<<<cuda::grid_for(total), cuda::kThreads>>>(x.data(), y.data(), dy.data(), dx.data(), coef,
-                                                                 total, d.M, relu, beta_dx);
+  bn_bwd_apply_kernel<<<cuda::grid_for(total), cuda::kThreads>>>(x.data(), y.data(), dy.data(), dx.data(), coef, total,
+                                                                 d.M, relu, beta_dx);
   KERNEL_CHECK("bn_backward apply");
 }
 

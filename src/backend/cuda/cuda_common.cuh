@@ -69,35 +69,34 @@ inline void check_same(const Tensor& a, const Tensor& b, const char* what) {
 }  // namespace dsonas
 
 /// for (int64_t i …) over [0, n) in a grid-stride loop.
-#define GRID_STRIDE(i, n)                                                                    \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n);     \
+#define GRID_STRIDE(i, n)                                                                \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-#define CUDA_CHECK(call)                                                                     \
-  do {                                                                                       \
-    cudaError_t dso_e_ = (call);                                                             \
-    if (dso_e_ != cudaSuccess)                                                               \
-      ::dsonas::fail_lib("CUDA", ::dsonas::str(#call, ": ", cudaGetErrorName(dso_e_), " (",  \
-                                               cudaGetErrorString(dso_e_), ")"),             \
-                         __FILE__, __LINE__);                                                \
+#define CUDA_CHECK(call)                                                                                              \
+  do {                                                                                                                \
+    cudaError_t dso_e_ = (call);                                                                                      \
+    if (dso_e_ != cudaSuccess)                                                                                        \
+      ::dsonas::fail_lib("CUDA",                                                                                      \
+                         ::dsonas::str(#call, ": ", cudaGetErrorName(dso_e_), " (", cudaGetErrorString(dso_e_), ")"), \
+                         __FILE__, __LINE__);                                                                         \
   } while (0)
 
-#define CUDNN_CHECK(call)                                                                    \
-  do {                                                                                       \
-    cudnnStatus_t dso_s_ = (call);                                                           \
-    if (dso_s_ != CUDNN_STATUS_SUCCESS)                                                      \
-      ::dsonas::fail_lib("cuDNN", ::dsonas::str(#call, ": ", cudnnGetErrorString(dso_s_),    \
-                                                ::dsonas::cuda::cudnn_last_error()),         \
-                         __FILE__, __LINE__);                                                \
+#define CUDNN_CHECK(call)                                                                                             \
+  do {                                                                                                                \
+    cudnnStatus_t dso_s_ = (call);                                                                                    \
+    if (dso_s_ != CUDNN_STATUS_SUCCESS)                                                                               \
+      ::dsonas::fail_lib("cuDNN",                                                                                     \
+                         ::dsonas::str(#call, ": ", cudnnGetErrorString(dso_s_), ::dsonas::cuda::cudnn_last_error()), \
+                         __FILE__, __LINE__);                                                                         \
   } while (0)
 
-#define CUBLAS_CHECK(call)                                                                   \
-  do {                                                                                       \
-    cublasStatus_t dso_s_ = (call);                                                          \
-    if (dso_s_ != CUBLAS_STATUS_SUCCESS)                                                     \
-      ::dsonas::fail_lib("cuBLAS",                                                           \
-                         ::dsonas::str(#call, ": ", ::dsonas::cuda::cublas_status_name(dso_s_)), \
-                         __FILE__, __LINE__);                                                \
+#define CUBLAS_CHECK(call)                                                                                           \
+  do {                                                                                                               \
+    cublasStatus_t dso_s_ = (call);                                                                                  \
+    if (dso_s_ != CUBLAS_STATUS_SUCCESS)                                                                             \
+      ::dsonas::fail_lib("cuBLAS", ::dsonas::str(#call, ": ", ::dsonas::cuda::cublas_status_name(dso_s_)), __FILE__, \
+                         __LINE__);                                                                                  \
   } while (0)
 
 #define KERNEL_CHECK(name) ::dsonas::cuda::kernel_check(name, __FILE__, __LINE__)
@@ -201,13 +200,12 @@ inline int64_t red_partials(int segs, int64_t seg_len, int nv) {
 /// Runs both passes on the default stream, in launches of ≤ kMaxRedSegs
 /// segments.  `partials` holds red_partials(segs, seg_len, NV) doubles.
 template <int NV, class Term, class Fin>
-void reduce_segments(int segs, int64_t seg_len, const Term& term, const Fin& fin, double* partials,
-                     const char* what) {
+void reduce_segments(int segs, int64_t seg_len, const Term& term, const Fin& fin, double* partials, const char* what) {
   const int nch = red_chunks(seg_len);
   for (int s0 = 0; s0 < segs; s0 += kMaxRedSegs) {
     const int ns = segs - s0 < kMaxRedSegs ? segs - s0 : kMaxRedSegs;
-    reduce_pass1<NV, Term><<<dim3(static_cast<unsigned>(nch), static_cast<unsigned>(ns)), km::kRedThreads>>>(
-        term, s0, seg_len, partials);
+    reduce_pass1<NV, Term>
+        <<<dim3(static_cast<unsigned>(nch), static_cast<unsigned>(ns)), km::kRedThreads>>>(term, s0, seg_len, partials);
     KERNEL_CHECK(what);
     reduce_pass2<NV, Fin><<<static_cast<unsigned>(ns), km::kRedThreads>>>(partials, s0, nch, fin);
     KERNEL_CHECK(what);

@@ -58,8 +58,7 @@ namespace {
 void check_conv_desc(const ConvDesc& d) {
   DSO_CHECK(d.k >= 1 && d.stride >= 1 && d.pad >= 0, "bad conv desc k=", d.k, " s=", d.stride, " p=", d.pad);
   DSO_CHECK(d.groups == 1 || (d.groups == d.cin && d.cin == d.cout),
-            "conv: groups must be 1 or cin==cout (depthwise), got groups=", d.groups, " cin=", d.cin,
-            " cout=", d.cout);
+            "conv: groups must be 1 or cin==cout (depthwise), got groups=", d.groups, " cin=", d.cin, " cout=", d.cout);
 }
 
 /// Geometry of x {Cin,N,H,W} → y {Cout,N,Ho,Wo} with the CPU backend's checks.
@@ -78,10 +77,10 @@ km::Geom conv_geom(const ConvDesc& d, const Tensor& x, const Tensor& y, const Te
   g.k = d.k;
   g.s = d.stride;
   g.p = d.pad;
-  DSO_CHECK(g.C == d.cin && g.Cout == d.cout && y.dim(1) == g.N && g.Ho == d.out_size(g.H) &&
-                g.Wo == d.out_size(g.W) && g.Ho > 0 && g.Wo > 0,
-            "conv shapes: x ", shape_str(x.shape()), " y ", shape_str(y.shape()), " desc cin=", d.cin,
-            " cout=", d.cout, " k=", d.k, " s=", d.stride, " p=", d.pad);
+  DSO_CHECK(g.C == d.cin && g.Cout == d.cout && y.dim(1) == g.N && g.Ho == d.out_size(g.H) && g.Wo == d.out_size(g.W) &&
+                g.Ho > 0 && g.Wo > 0,
+            "conv shapes: x ", shape_str(x.shape()), " y ", shape_str(y.shape()), " desc cin=", d.cin, " cout=", d.cout,
+            " k=", d.k, " s=", d.stride, " p=", d.pad);
   DSO_CHECK(w.numel() == shape_numel(d.weight_shape()), "conv weight ", shape_str(w.shape()), " expected ",
             shape_str(d.weight_shape()));
   check_dev(x, "conv");
@@ -97,8 +96,8 @@ bool is_gemm_1x1(const ConvDesc& d) { return !d.depthwise() && d.k == 1 && d.str
 // ---- depthwise kernels -------------------------------------------------------------------
 
 template <int KK>
-__global__ void dw_fwd_kernel(const float* __restrict x, const float* __restrict w, float* __restrict y,
-                              km::Geom g, int64_t n, float alpha, float beta) {
+__global__ void dw_fwd_kernel(const float* __restrict x, const float* __restrict w, float* __restrict y, km::Geom g,
+                              int64_t n, float alpha, float beta) {
   GRID_STRIDE(e, n) {
     const float v = km::dw_fwd_elem<KK>(x, w, g, e);
     y[e] = beta == 0.f ? alpha * v : alpha * v + beta * y[e];
@@ -149,8 +148,7 @@ void launch_by_k(int k, int64_t n, const char* what, A... args) {
 
 template <int KK>
 struct DwFwd {
-  static void launch(unsigned grid, const float* x, const float* w, float* y, km::Geom g, int64_t n, float a,
-                     float b) {
+  static void launch(unsigned grid, const float* x, const float* w, float* y, km::Geom g, int64_t n, float a, float b) {
     dw_fwd_kernel<KK><<<grid, cuda::kThreads>>>(x, w, y, g, n, a, b);
   }
 };
@@ -259,7 +257,9 @@ cuda::ConvPlan& CudaBackend::conv_plan(const ConvDesc& d, int N, int H, int W, i
       p->algo[dir] = -1;
       p->algo_name[dir] = "none: " + p->error;
     }
-    if (conv_verbose()) std::fprintf(stderr, "dsonas cuda: %s: cuDNN descriptor rejected (%s)\n", conv_str(d, N, H, W).c_str(), p->error.c_str());
+    if (conv_verbose())
+      std::fprintf(stderr, "dsonas cuda: %s: cuDNN descriptor rejected (%s)\n", conv_str(d, N, H, W).c_str(),
+                   p->error.c_str());
   }
   cuda::ConvPlan& ref = *p;
   plans_.emplace(key, std::move(p));
@@ -312,7 +312,8 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
     candidates = got;
     for (int i = 0; i < got && best < 0; ++i) {
       const auto& r = perf[static_cast<size_t>(i)];
-      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math))
+      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC ||
+          !acceptable_math(r.mathType, math))
         continue;
       const cudnnMathType_t m = run_math(r.mathType, math);
       size_t ws = 0;
@@ -336,8 +337,8 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
     for (int i = 0; i < got && best < 0; ++i) {
       const auto& r = perf[static_cast<size_t>(i)];
       // ALGO_0 sums with atomics (non-deterministic), whatever the field says
-      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math) ||
-          r.algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0)
+      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC ||
+          !acceptable_math(r.mathType, math) || r.algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0)
         continue;
       const cudnnMathType_t m = run_math(r.mathType, math);
       size_t ws = 0;
@@ -361,8 +362,9 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
     for (int i = 0; i < got && best < 0; ++i) {
       const auto& r = perf[static_cast<size_t>(i)];
       // ALGO_0 and ALGO_3 sum with atomics (non-deterministic)
-      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !acceptable_math(r.mathType, math) ||
-          r.algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || r.algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3)
+      if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC ||
+          !acceptable_math(r.mathType, math) || r.algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 ||
+          r.algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3)
         continue;
       const cudnnMathType_t m = run_math(r.mathType, math);
       size_t ws = 0;
@@ -385,22 +387,24 @@ void choose_algo(cudnnHandle_t h, cuda::ConvPlan& p, int dir, GpuMath math) {
   else if (st != CUDNN_STATUS_SUCCESS)
     p.algo_name[dir] = str("none: the heuristics query failed: ", cudnnGetErrorString(st));
   else
-    p.algo_name[dir] = str("none: no deterministic ", math == GpuMath::FP32 ? "FP32" : "FP32/TF32", " algorithm among ", candidates, " candidates");
+    p.algo_name[dir] = str("none: no deterministic ", math == GpuMath::FP32 ? "FP32" : "FP32/TF32", " algorithm among ",
+                           candidates, " candidates");
 }
 
 }  // namespace
 
-bool CudaBackend::conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const Tensor& w, const Tensor& y,
-                             float* out, float alpha, float beta) {
-  cuda::ConvPlan& p = conv_plan(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)),
-                                static_cast<int>(x.dim(3)), static_cast<int>(y.dim(2)), static_cast<int>(y.dim(3)));
+bool CudaBackend::conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const Tensor& w, const Tensor& y, float* out,
+                             float alpha, float beta) {
+  cuda::ConvPlan& p = conv_plan(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3)),
+                                static_cast<int>(y.dim(2)), static_cast<int>(y.dim(3)));
   static const char* const kDir[3] = {"forward", "backward-data", "backward-filter"};
   if (p.algo[dir] == -2) {
     choose_algo(cudnn_, p, dir, math_);
     if (conv_verbose())
-      std::fprintf(stderr, "dsonas cuda: %s %s: cuDNN %s, workspace %zu bytes\n",
-                   conv_str(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3))).c_str(),
-                   kDir[dir], p.algo_name[dir].c_str(), p.ws[dir]);
+      std::fprintf(
+          stderr, "dsonas cuda: %s %s: cuDNN %s, workspace %zu bytes\n",
+          conv_str(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3))).c_str(),
+          kDir[dir], p.algo_name[dir].c_str(), p.ws[dir]);
   }
   const bool forced = conv_mode_ == cuda::ConvMode::Cudnn || (d.depthwise() && dw_cudnn_);
   if (p.algo[dir] < 0) {
@@ -435,7 +439,8 @@ bool CudaBackend::conv_cudnn(int dir, const ConvDesc& d, const Tensor& x, const 
   if (cuda::cudnn_outcome(static_cast<int>(st)) == cuda::CudnnOutcome::UseGemm) {
     const std::string shape =
         conv_str(d, static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)), static_cast<int>(x.dim(3)));
-    const std::string why = str(p.algo_name[dir], " refused when run: ", cudnnGetErrorString(st), cuda::cudnn_last_error());
+    const std::string why =
+        str(p.algo_name[dir], " refused when run: ", cudnnGetErrorString(st), cuda::cudnn_last_error());
     p.algo[dir] = -1;  // this shape takes the GEMM path from now on
     p.algo_name[dir] = "none: " + why;
     if (forced)
@@ -475,8 +480,8 @@ void CudaBackend::conv_gemm_forward(const ConvDesc& d, const Tensor& x, const Te
   }
 }
 
-void CudaBackend::conv_gemm_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx,
-                                          float alpha, float beta) {
+void CudaBackend::conv_gemm_backward_data(const ConvDesc& d, const Tensor& dy, const Tensor& w, Tensor& dx, float alpha,
+                                          float beta) {
   const km::Geom g = conv_geom(d, dx, dy, w);
   const int64_t HoWo = static_cast<int64_t>(g.Ho) * g.Wo, CKK = static_cast<int64_t>(g.C) * g.k * g.k;
   const int64_t HW = static_cast<int64_t>(g.H) * g.W;
@@ -536,8 +541,7 @@ void CudaBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const 
   const km::Geom g = conv_geom(d, dx, dy, w);
   if (d.depthwise() && !dw_cudnn_) {
     const int64_t n = dx.numel();
-    launch_by_k<DwBwdData>(g.k, n, "conv_backward_data depthwise", dy.data(), w.data(), dx.data(), g, n, alpha,
-                           beta);
+    launch_by_k<DwBwdData>(g.k, n, "conv_backward_data depthwise", dy.data(), w.data(), dx.data(), g, n, alpha, beta);
     return;
   }
   if (is_gemm_1x1(d)) {
@@ -548,8 +552,7 @@ void CudaBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const 
   if (conv_mode_ != cuda::ConvMode::Gemm && conv_cudnn(1, d, dx, w, dy, dx.data(), alpha, beta)) return;
   if (d.depthwise()) {
     const int64_t n = dx.numel();
-    launch_by_k<DwBwdData>(g.k, n, "conv_backward_data depthwise", dy.data(), w.data(), dx.data(), g, n, alpha,
-                           beta);
+    launch_by_k<DwBwdData>(g.k, n, "conv_backward_data depthwise", dy.data(), w.data(), dx.data(), g, n, alpha, beta);
     return;
   }
   conv_gemm_backward_data(d, dy, w, dx, alpha, beta);

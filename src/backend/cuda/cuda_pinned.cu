@@ -53,8 +53,10 @@ void bind_device() {
   thread_local int bound = -1;
   const int d = g_device.load();
   if (d >= 0 && bound != d) {
-    if (cudaSetDevice(d) == cudaSuccess) bound = d;
-    else cudaGetLastError();
+    if (cudaSetDevice(d) == cudaSuccess)
+      bound = d;
+    else
+      cudaGetLastError();
   }
 }
 

@@ -8,8 +8,7 @@ using cuda::check_dev;
 
 namespace {
 
-__global__ void pool_fwd_kernel(const float* __restrict x, float* __restrict y, km::Geom g, int64_t n,
-                                bool is_max) {
+__global__ void pool_fwd_kernel(const float* __restrict x, float* __restrict y, km::Geom g, int64_t n, bool is_max) {
   GRID_STRIDE(e, n) y[e] = km::pool_fwd_elem(x, g, is_max, e);
 }
 
@@ -17,8 +16,8 @@ __global__ void pool_argmax_kernel(const float* __restrict x, int* __restrict am
   GRID_STRIDE(e, n) am[e] = km::pool_argmax_elem(x, g, e);
 }
 
-__global__ void pool_bwd_kernel(const float* __restrict dy, const int* __restrict am, float* __restrict dx,
-                                km::Geom g, int64_t n, bool is_max, float beta) {
+__global__ void pool_bwd_kernel(const float* __restrict dy, const int* __restrict am, float* __restrict dx, km::Geom g,
+                                int64_t n, bool is_max, float beta) {
   GRID_STRIDE(e, n) {
     const float v = km::pool_bwd_elem(dy, am, g, is_max, e);
     dx[e] = beta == 0.f ? v : v + beta * dx[e];

@@ -16,8 +16,8 @@ using cuda::check_dev;
 
 namespace {
 
-__global__ void softmax_xent_smoothed_kernel(const float* __restrict z, const int32_t* __restrict labels,
-                                             double on, double off, float grad_scale, float* __restrict dz,
+__global__ void softmax_xent_smoothed_kernel(const float* __restrict z, const int32_t* __restrict labels, double on,
+                                             double off, float grad_scale, float* __restrict dz,
                                              double* __restrict row_loss, int* __restrict row_hit, int N, int K) {
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= N) return;
@@ -53,8 +53,8 @@ __global__ void scale_samples_kernel(const float* x, float* y, int64_t e0, int64
 
 }  // namespace
 
-void CudaBackend::softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing,
-                                        float grad_scale, Tensor& dlogits, double* loss_sum, int64_t* correct) {
+void CudaBackend::softmax_xent_smoothed(const Tensor& logits, const int32_t* labels, float smoothing, float grad_scale,
+                                        Tensor& dlogits, double* loss_sum, int64_t* correct) {
   DSO_CHECK(logits.ndim() == 2 && dlogits.numel() == logits.numel(), "softmax_xent_smoothed shapes: logits ",
             shape_str(logits.shape()), " dlogits ", shape_str(dlogits.shape()));
   DSO_CHECK(smoothing >= 0.f && smoothing < 1.f, "softmax_xent_smoothed: smoothing ", smoothing);
@@ -75,8 +75,8 @@ void CudaBackend::softmax_xent_smoothed(const Tensor& logits, const int32_t* lab
   double* row_loss = reinterpret_cast<double*>(small);
   int* row_hit = reinterpret_cast<int*>(small + static_cast<size_t>(N) * sizeof(double));
   softmax_xent_smoothed_kernel<<<cuda::grid_for(N, 128), 128>>>(logits.data(), dlab, on, off, grad_scale,
-                                                                dlogits.data(), row_loss, row_hit,
-                                                                static_cast<int>(N), static_cast<int>(K));
+                                                                dlogits.data(), row_loss, row_hit, static_cast<int>(N),
+                                                                static_cast<int>(K));
   KERNEL_CHECK("softmax_xent_smoothed");
   std::vector<double> hl(static_cast<size_t>(N));
   std::vector<int> hh(static_cast<size_t>(N));

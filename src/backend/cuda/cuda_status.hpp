@@ -18,10 +18,10 @@ namespace dsonas {
 namespace cuda {
 
 constexpr int kCudnnSuccess = 0;
-constexpr int kCudnnBadParam = 2000;                  // CUDNN_STATUS_BAD_PARAM
+constexpr int kCudnnBadParam = 2000;                   // CUDNN_STATUS_BAD_PARAM
 constexpr int kCudnnBadParamMisalignedPointer = 2003;  // CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER
-constexpr int kCudnnNotSupported = 3000;              // CUDNN_STATUS_NOT_SUPPORTED
-constexpr int kCudnnNotSupportedLast = 3014;          // …_INVALID_DYNAMIC_SHAPE, the last sub-code of 9.19
+constexpr int kCudnnNotSupported = 3000;               // CUDNN_STATUS_NOT_SUPPORTED
+constexpr int kCudnnNotSupportedLast = 3014;           // …_INVALID_DYNAMIC_SHAPE, the last sub-code of 9.19
 
 /// CUDNN_STATUS_CATEGORY of cudnn_graph.h.
 constexpr int cudnn_category(int status) { return status / 1000 * 1000; }
@@ -39,10 +39,10 @@ enum class CudnnOutcome {
 /// layout and alignment.  Every other BAD_PARAM is a bug of ours (wrong
 /// descriptor, too small a workspace) and fails.
 constexpr CudnnOutcome cudnn_outcome(int status) {
-  return status == kCudnnSuccess                                 ? CudnnOutcome::Ran
-         : cudnn_category(status) == kCudnnNotSupported          ? CudnnOutcome::UseGemm
-         : status == kCudnnBadParamMisalignedPointer             ? CudnnOutcome::UseGemm
-                                                                 : CudnnOutcome::Fail;
+  return status == kCudnnSuccess                        ? CudnnOutcome::Ran
+         : cudnn_category(status) == kCudnnNotSupported ? CudnnOutcome::UseGemm
+         : status == kCudnnBadParamMisalignedPointer    ? CudnnOutcome::UseGemm
+                                                        : CudnnOutcome::Fail;
 }
 
 /// Refusals that do not depend on the shape (an old driver or runtime for this
@@ -64,8 +64,9 @@ struct LibVersion {
   int major = 0, minor = 0, patch = 0;
 };
 constexpr LibVersion cudnn_version_parts(long v) {
-  return v >= 90000 ? LibVersion{static_cast<int>(v / 10000), static_cast<int>(v / 100 % 100), static_cast<int>(v % 100)}
-                    : LibVersion{static_cast<int>(v / 1000), static_cast<int>(v / 100 % 10), static_cast<int>(v % 100)};
+  return v >= 90000
+             ? LibVersion{static_cast<int>(v / 10000), static_cast<int>(v / 100 % 100), static_cast<int>(v % 100)}
+             : LibVersion{static_cast<int>(v / 1000), static_cast<int>(v / 100 % 10), static_cast<int>(v % 100)};
 }
 inline std::string version_str(const LibVersion& v) {
   return std::to_string(v.major) + "." + std::to_string(v.minor) + "." + std::to_string(v.patch);

@@ -85,8 +85,10 @@ void cuda_check_library_versions() {
     std::string line;
     const cuda::VersionVerdict v =
         cuda::check_cudnn_version(CUDNN_VERSION, static_cast<long>(cudnnGetVersion()), &line);
-    if (v == cuda::VersionVerdict::Refuse) refuse = line;
-    else if (v == cuda::VersionVerdict::Note) std::fprintf(stderr, "dsonas: note: %s\n", line.c_str());
+    if (v == cuda::VersionVerdict::Refuse)
+      refuse = line;
+    else if (v == cuda::VersionVerdict::Note)
+      std::fprintf(stderr, "dsonas: note: %s\n", line.c_str());
   });
   if (!refuse.empty()) fail_usage(refuse);
 }

@@ -24,9 +24,7 @@ namespace {
 constexpr int kPairs = 64;  // dλ pairs per reduction launch
 using km::kCat;
 
-__global__ void wsum_kernel(const __grid_constant__ km::WsArgs a, int64_t n) {
-  GRID_STRIDE(i, n) km::wsum_elem(a, i);
-}
+__global__ void wsum_kernel(const __grid_constant__ km::WsArgs a, int64_t n) { GRID_STRIDE(i, n) km::wsum_elem(a, i); }
 
 /// Runs the rows over n elements; `in` maps input index → device pointer.
 void run_rows(const std::vector<km::WsRow>& rows, const std::vector<const float*>& in, int64_t n) {

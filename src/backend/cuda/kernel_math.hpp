@@ -114,8 +114,7 @@ DSO_HD float dw_bwd_data_elem(const float* dy, const float* w, const Geom& g, in
 
 /// One term of the depthwise filter gradient of channel c, tap (kh,kw):
 /// position q over N·Ho·Wo.  dw[c][tap] = Σ_q term.
-DSO_HD double dw_filter_term(const float* x, const float* dy, const Geom& g, int c, int tap,
-                             int64_t q) {
+DSO_HD double dw_filter_term(const float* x, const float* dy, const Geom& g, int c, int tap, int64_t q) {
   const int64_t HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
   const int64_t n = q / HoWo;
   const int r = static_cast<int>(q - n * HoWo);
@@ -124,8 +123,7 @@ DSO_HD double dw_filter_term(const float* x, const float* dy, const Geom& g, int
   const int ih = oh * g.s - g.p + kh, iw = ow * g.s - g.p + kw;
   if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0.0;
   const int64_t pl = static_cast<int64_t>(c) * g.N + n;
-  return static_cast<double>(dy[pl * HoWo + r]) *
-         static_cast<double>(x[(pl * g.H + ih) * g.W + iw]);
+  return static_cast<double>(dy[pl * HoWo + r]) * static_cast<double>(x[(pl * g.H + ih) * g.W + iw]);
 }
 
 // ---- im2col for dense convolutions ---------------------------------------------------
@@ -150,8 +148,7 @@ DSO_HD float im2col_elem(const float* x, const Geom& g, int n0, int nc, int64_t 
 /// col2im in gather form: input-gradient element (ci, n, ih, iw) — e over
 /// C·nc·H·W of images [n0, n0+nc), in (ci, n−n0, ih, iw) order — as the sum of
 /// the im2col-shaped gradient `col` entries that were read from it.
-DSO_HD float col2im_elem(const float* col, const Geom& g, int nc, int64_t e, int64_t* dst_index,
-                         int n0) {
+DSO_HD float col2im_elem(const float* col, const Geom& g, int nc, int64_t e, int64_t* dst_index, int n0) {
   const int64_t HW = static_cast<int64_t>(g.H) * g.W;
   const int64_t HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
   const int64_t cols = HoWo * nc;
@@ -313,19 +310,36 @@ struct GemmPlan {
 /// 1×1 conv, cols = N·H·W: Yᵀ (cols×Cout) = Xᵀ (cols×Cin) · Wᵀ (Cin×Cout).  A=x, B=w, C=y.
 inline GemmPlan gemm_conv1x1_fwd(int cin, int cout, int cols) {
   GemmPlan p;
-  p.m = cols; p.n = cout; p.k = cin; p.lda = cols; p.ldb = cin; p.ldc = cols;
+  p.m = cols;
+  p.n = cout;
+  p.k = cin;
+  p.lda = cols;
+  p.ldb = cin;
+  p.ldc = cols;
   return p;
 }
 /// dXᵀ (cols×Cin) = dYᵀ (cols×Cout) · W (Cout×Cin).  A=dy, B=w, C=dx.
 inline GemmPlan gemm_conv1x1_bwd_data(int cin, int cout, int cols) {
   GemmPlan p;
-  p.tb = true; p.m = cols; p.n = cin; p.k = cout; p.lda = cols; p.ldb = cin; p.ldc = cols;
+  p.tb = true;
+  p.m = cols;
+  p.n = cin;
+  p.k = cout;
+  p.lda = cols;
+  p.ldb = cin;
+  p.ldc = cols;
   return p;
 }
 /// dWᵀ (Cin×Cout) = X (Cin×cols) · dYᵀ (cols×Cout).  A=x, B=dy, C=dw.
 inline GemmPlan gemm_conv1x1_bwd_filter(int cin, int cout, int cols) {
   GemmPlan p;
-  p.ta = true; p.m = cin; p.n = cout; p.k = cols; p.lda = cols; p.ldb = cols; p.ldc = cin;
+  p.ta = true;
+  p.m = cin;
+  p.n = cout;
+  p.k = cols;
+  p.lda = cols;
+  p.ldb = cols;
+  p.ldc = cin;
   return p;
 }
 /// im2col conv, images [n0, n0+nc): Yᵀ chunk (cols×Cout, ld N·Ho·Wo) = colᵀ (cols×CKK) · Wᵀ (CKK×Cout).
@@ -334,7 +348,12 @@ inline GemmPlan gemm_im2col_fwd(const Geom& g, int n0, int nc) {
   const int64_t HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
   const int ckk = g.C * g.k * g.k, cols = static_cast<int>(HoWo * nc);
   GemmPlan p;
-  p.m = cols; p.n = g.Cout; p.k = ckk; p.lda = cols; p.ldb = ckk; p.ldc = static_cast<int>(HoWo * g.N);
+  p.m = cols;
+  p.n = g.Cout;
+  p.k = ckk;
+  p.lda = cols;
+  p.ldb = ckk;
+  p.ldc = static_cast<int>(HoWo * g.N);
   p.c_off = HoWo * n0;
   return p;
 }
@@ -343,7 +362,13 @@ inline GemmPlan gemm_im2col_bwd_data(const Geom& g, int n0, int nc) {
   const int64_t HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
   const int ckk = g.C * g.k * g.k, cols = static_cast<int>(HoWo * nc);
   GemmPlan p;
-  p.tb = true; p.m = cols; p.n = ckk; p.k = g.Cout; p.lda = static_cast<int>(HoWo * g.N); p.ldb = ckk; p.ldc = cols;
+  p.tb = true;
+  p.m = cols;
+  p.n = ckk;
+  p.k = g.Cout;
+  p.lda = static_cast<int>(HoWo * g.N);
+  p.ldb = ckk;
+  p.ldc = cols;
   p.a_off = HoWo * n0;
   return p;
 }
@@ -352,26 +377,49 @@ inline GemmPlan gemm_im2col_bwd_filter(const Geom& g, int n0, int nc) {
   const int64_t HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
   const int ckk = g.C * g.k * g.k, cols = static_cast<int>(HoWo * nc);
   GemmPlan p;
-  p.ta = true; p.m = ckk; p.n = g.Cout; p.k = cols; p.lda = cols; p.ldb = static_cast<int>(HoWo * g.N); p.ldc = ckk;
+  p.ta = true;
+  p.m = ckk;
+  p.n = g.Cout;
+  p.k = cols;
+  p.lda = cols;
+  p.ldb = static_cast<int>(HoWo * g.N);
+  p.ldc = ckk;
   p.b_off = HoWo * n0;
   return p;
 }
 /// Linear y[N,O] (+)= x[N,I]·Wᵀ: yᵀ (O×N) = W (O×I; storage I×O, op T) · xᵀ (I×N).  A=w, B=x, C=y.
 inline GemmPlan gemm_linear_fwd(int N, int I, int O) {
   GemmPlan p;
-  p.ta = true; p.m = O; p.n = N; p.k = I; p.lda = I; p.ldb = I; p.ldc = O;
+  p.ta = true;
+  p.m = O;
+  p.n = N;
+  p.k = I;
+  p.lda = I;
+  p.ldb = I;
+  p.ldc = O;
   return p;
 }
 /// dx[N,I] = dy[N,O]·W[O,I]: dxᵀ (I×N) = Wᵀ (I×O) · dyᵀ (O×N).  A=w, B=dy, C=dx.
 inline GemmPlan gemm_linear_bwd_data(int N, int I, int O) {
   GemmPlan p;
-  p.m = I; p.n = N; p.k = O; p.lda = I; p.ldb = O; p.ldc = I;
+  p.m = I;
+  p.n = N;
+  p.k = O;
+  p.lda = I;
+  p.ldb = O;
+  p.ldc = I;
   return p;
 }
 /// dW[O,I] = dyᵀ[O,N]·x[N,I]: dWᵀ (I×O) = xᵀ (I×N) · dy (N×O; storage O×N, op T).  A=x, B=dy, C=dw.
 inline GemmPlan gemm_linear_bwd_weight(int N, int I, int O) {
   GemmPlan p;
-  p.tb = true; p.m = I; p.n = O; p.k = N; p.lda = I; p.ldb = O; p.ldc = I;
+  p.tb = true;
+  p.m = I;
+  p.n = O;
+  p.k = N;
+  p.lda = I;
+  p.ldb = O;
+  p.ldc = I;
   return p;
 }
 
@@ -428,8 +476,8 @@ DSO_HD void bn_backward_finalize(double sg, double sgx, int64_t M, float gamma, 
 /// the loss; *hit = argmax (lowest index on ties) == lab.  smoothed = false:
 /// q = one-hot, loss = lse − z_lab (softmax_xent); true: q = on at the label,
 /// off elsewhere, loss = lse − on·z_lab − off·(Σz − z_lab) (softmax_xent_smoothed).
-DSO_HD double softmax_xent_row(const float* z, int K, int lab, bool smoothed, double on, double off,
-                               float grad_scale, float* dz, int* hit) {
+DSO_HD double softmax_xent_row(const float* z, int K, int lab, bool smoothed, double on, double off, float grad_scale,
+                               float* dz, int* hit) {
   int am = 0;
   for (int k = 1; k < K; ++k)
     if (z[k] > z[am]) am = k;
@@ -452,8 +500,8 @@ DSO_HD double softmax_xent_row(const float* z, int K, int lab, bool smoothed, do
 
 // ---- λ-weighted sums -----------------------------------------------------------------------
 
-constexpr int kWsOut = 8;   // outputs per launch
-constexpr int kWsIn = 32;   // inputs per launch (bits of the live mask)
+constexpr int kWsOut = 8;  // outputs per launch
+constexpr int kWsIn = 32;  // inputs per launch (bits of the live mask)
 
 /// One launch of the weighted-sum kernel: y[r] (=|+=) Σ_q lam[r][q]·x[q] over
 /// the bits q of live[r], q ascending.
@@ -545,8 +593,7 @@ struct CatArgs {
 
 /// Element e over O·jn·I of a launch: its weight jj, the index o·I + i into
 /// that weight and the index into the concatenation {O, J·I}.
-DSO_HD void concat_index(const CatArgs& a, int64_t e, int64_t I, int64_t J, int64_t* jj, int64_t* widx,
-                         int64_t* cidx) {
+DSO_HD void concat_index(const CatArgs& a, int64_t e, int64_t I, int64_t J, int64_t* jj, int64_t* widx, int64_t* cidx) {
   const int64_t JI = static_cast<int64_t>(a.jn) * I;
   const int64_t o = e / JI, r = e - o * JI;
   *jj = r / I;
