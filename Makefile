@@ -10,6 +10,7 @@
 #                   (make asan / make tsan for one of them)
 #   make odr        a -flto -Wodr build (One Definition Rule)
 #   make check-layers  includes follow the layers of docs/architecture.md (in make test)
+#   make lint       clang-format and clang-tidy, clean (in make test)
 #   make fuzz       libFuzzer campaigns over every parser of outside input
 #   make deps       utils/install-deps.sh (idempotent)
 #   make install    PREFIX=/opt/dsonas/0.6.0 [DESTDIR=] [MODULEFILES=] [MODULE_DEPS=]:
@@ -124,7 +125,7 @@ FUZZ_NAMES   := $(sort $(patsubst tests/fuzz/fuzz_%.cpp,%,$(wildcard tests/fuzz/
 REPLAY_BINS  := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 FUZZER_BINS  := $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz_%)
 
-.PHONY: install uninstall all deps test check-layers unit-test unit-matrix test-matrix mpi-test python-test e2e-test fuzz-replay fuzz fuzzers run bench asan tsan sanitize odr clean info
+.PHONY: install uninstall all deps test check-layers lint unit-test unit-matrix test-matrix mpi-test python-test e2e-test fuzz-replay fuzz fuzzers run bench asan tsan sanitize odr clean info
 all: info $(BIN) $(TEST_BIN) $(MPI_TEST_BIN) $(TOOL_BINS) $(GPU_TEST_BIN) $(REPLAY_BINS)
 
 info:
@@ -194,7 +195,7 @@ uninstall:
 # without a GPU says it was skipped.
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) all
-	@$(MAKE) --no-print-directory check-layers unit-test unit-matrix fuzz-replay mpi-test python-test e2e-test
+	@$(MAKE) --no-print-directory check-layers lint unit-test unit-matrix fuzz-replay mpi-test python-test e2e-test
 	@echo "make test: all test suites passed"
 
 unit-test: $(TEST_BIN) $(GPU_TEST_BIN)
@@ -237,6 +238,12 @@ mpi-test: $(BIN) $(MPI_TEST_BIN)
 	@if [ "$(USE_MPI)" != 1 ]; then echo "mpi-test: SKIPPED (built with USE_MPI=0)"; \
 	else echo "$(MPIRUN) -np 2 $(MPI_TEST_BIN)"; OMP_NUM_THREADS=1 $(MPIRUN) -np 2 $(MPI_TEST_BIN) --gtest_brief=1 && \
 	bash tests/e2e/mpi.sh $(BUILD); fi
+
+# clang-format (.clang-format) over every C++/CUDA source, clang-tidy over src/*.cpp
+# (the chosen checks and why the others are off: utils/lint.sh); findings in $(BUILD)/lint-*.txt.
+lint:
+	@mkdir -p $(BUILD)
+	bash utils/lint.sh "$(CPPFLAGS) -I$(BUILD) -std=c++17 $(ARCH_FLAGS) -fopenmp"
 
 # Includes run down the layers of docs/architecture.md, vendor headers stay in their layer.
 check-layers:

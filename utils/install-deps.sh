@@ -29,7 +29,7 @@ PKGS=(
   python3-torch python3-numpy python3-h5py python3-matplotlib python3-pytest python3-scipy
   python3-onnx python3-opencv
   slurm-wlm munge
-  clang libclang-rt-14-dev libomp-dev
+  clang libclang-rt-14-dev libomp-dev clang-format clang-tidy
   lmod help2man tcl
 )
 EM_ROOT=${EM_ROOT:-/opt/dsonas-deps/environment-modules}

@@ -98,7 +98,7 @@ std::string find_on_path(const std::string& prog) {
     size_t e = path.find(':', b);
     if (e == std::string::npos) e = path.size();
     const std::string dir = path.substr(b, e - b);
-    const std::string cand = (dir.empty() ? std::string(".") : dir) + "/" + prog;
+    std::string cand = (dir.empty() ? std::string(".") : dir) + "/" + prog;
     if (::access(cand.c_str(), X_OK) == 0) return cand;
     b = e + 1;
   }
@@ -110,6 +110,7 @@ std::string render_png(const std::string& dot, const std::string& dotfile, const
   const std::string tmp = png + ".tmp";
   std::vector<std::string> args = {dot, "-Tpng", "-o", tmp, dotfile};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(&a[0]);
   argv.push_back(nullptr);
   pid_t pid = 0;
@@ -177,6 +178,7 @@ int derive_random(int k, const std::string& like, const std::string& out, uint64
   o.target_macs = target_macs;
   o.tolerance = tolerance;
   std::vector<RandomArch> rs;
+  rs.reserve(static_cast<size_t>(k));
   for (int i = 0; i < k; ++i) rs.push_back(sample_random_like(found, seed, i, o));  // all drawn before any write
   if (!is_dir && ::mkdir(out.c_str(), 0755) != 0) fail_usage(str("derive: --out ", out, ": ", std::strerror(errno)));
   const double target = target_macs > 0 ? target_macs : found.macs();

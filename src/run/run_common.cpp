@@ -328,7 +328,7 @@ std::string resolve_init(const std::string& init) {
   struct stat st;
   if (::stat(init.c_str(), &st) != 0) fail_usage(str("--init: ", init, " does not exist"));
   if (S_ISDIR(st.st_mode)) {
-    const std::string f = init + "/model.h5";
+    std::string f = init + "/model.h5";
     if (::stat(f.c_str(), &st) != 0) fail_usage(str("--init: ", init, " holds no model.h5 (did its pretrain finish?)"));
     return f;
   }
@@ -513,6 +513,7 @@ void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_e
   const std::vector<std::string> files = checkpoint_candidates(out);  // latest first
   if (files.empty()) return;
   std::vector<std::pair<int64_t, std::string>> steps;
+  steps.reserve(files.size());
   for (const std::string& f : files) steps.push_back({std::stoll(f.substr(f.rfind("step_") + 5, 8)), f});
   std::sort(steps.rbegin(), steps.rend());  // newest first
   for (size_t i = 0; i < steps.size(); ++i) {

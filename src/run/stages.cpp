@@ -48,6 +48,7 @@ RunConfig stage_config(const std::string& command, const std::vector<std::string
   std::vector<std::string> a{command};
   a.insert(a.end(), args.begin(), args.end());
   std::vector<char*> argv;
+  argv.reserve(a.size());
   for (std::string& s : a) argv.push_back(&s[0]);
   return parse_config(command, static_cast<int>(argv.size()), argv.data());
 }
@@ -87,6 +88,7 @@ int derive_on_root(const std::string& run, const std::string& out, const std::st
     std::vector<std::string> a{"derive", "--run", run, "--out", out};
     if (!png.empty()) a.insert(a.end(), {"--png", png});
     std::vector<char*> av;
+    av.reserve(a.size());
     for (std::string& s : a) av.push_back(&s[0]);
     rc = run_derive(static_cast<int>(av.size()), av.data());
   }

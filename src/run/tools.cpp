@@ -34,7 +34,7 @@ std::vector<std::string> tool_homes() {
 
 std::string find_tool(const std::string& name) {
   for (const std::string& h : tool_homes()) {
-    const std::string p = h + "/utils/" + name;
+    std::string p = h + "/utils/" + name;
     struct stat st {};
     if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return p;
   }
@@ -52,6 +52,7 @@ ToolRun run_tool(const std::string& tool, const std::vector<std::string>& args, 
   std::vector<std::string> av = {py, tool};
   av.insert(av.end(), args.begin(), args.end());
   std::vector<char*> argv;
+  argv.reserve(av.size() + 1);
   for (std::string& a : av) argv.push_back(&a[0]);
   argv.push_back(nullptr);
   int fds[2];

@@ -161,6 +161,7 @@ void validate_stage_resume(ValidateReport& r, const std::string& folder, const s
     a.insert(a.end(), {"--out", folder});  // required by the stage commands; nothing is written
     if (stage == "retrain") a.insert(a.end(), {"--arch", "baseline"});  // required there; not compared
     std::vector<char*> av;
+    av.reserve(a.size());
     for (std::string& x : a) av.push_back(&x[0]);
     const RunConfig cfg = parse_config(stage, static_cast<int>(av.size()), av.data());
     int world = 0;
@@ -265,6 +266,7 @@ int run_validate(int argc, char** argv) {
     }
   }
   std::vector<char*> av;
+  av.reserve(args.size());
   for (std::string& x : args) av.push_back(&x[0]);
   const RunConfig cfg = parse_config("validate", static_cast<int>(av.size()), av.data());
   std::cout << "validate: data.dataset = " << cfg.dataset << ", data.dir = " << cfg.data_dir << "\n";

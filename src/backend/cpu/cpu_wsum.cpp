@@ -209,13 +209,14 @@ DSO_AVX512 void wsum_zt(const WsPlan& p, bool acc, int64_t i0, int64_t i1) {
 
 void wsum_z(const WsPlan& p, bool acc, int64_t i0, int64_t i1) {
   switch (p.src.size()) {
-#define DSO_WS(n) \
-  case n: wsum_zt<n>(p, acc, i0, i1); break;
-    DSO_WS(1)
-    DSO_WS(2) DSO_WS(3) DSO_WS(4) DSO_WS(5) DSO_WS(6) DSO_WS(7) DSO_WS(8) DSO_WS(9) DSO_WS(10) DSO_WS(11) DSO_WS(12)
-        DSO_WS(13) DSO_WS(14) DSO_WS(15) DSO_WS(16)
+    // (clang-format cannot lay out these macro cases)
+    // clang-format off
+#define DSO_WS(n) case n: wsum_zt<n>(p, acc, i0, i1); break;
+    DSO_WS(1) DSO_WS(2) DSO_WS(3) DSO_WS(4) DSO_WS(5) DSO_WS(6) DSO_WS(7) DSO_WS(8)
+    DSO_WS(9) DSO_WS(10) DSO_WS(11) DSO_WS(12) DSO_WS(13) DSO_WS(14) DSO_WS(15) DSO_WS(16)
 #undef DSO_WS
-            default : break;
+    default: break;
+    // clang-format on
   }
 }
 #else
