@@ -21,6 +21,7 @@
 #include "dsonas/data/dataset.hpp"
 #include "dsonas/data/imagenet.hpp"
 #include "dsonas/data/loader.hpp"
+#include "dsonas/io/checkpoint.hpp"     // ckpt_name, checkpoint_candidates, prune_checkpoints, …
 #include "dsonas/io/model_file.hpp"     // TrainState
 #include "dsonas/model/supergraph.hpp"  // Param, BnStats
 #include "dsonas/run/config.hpp"
@@ -231,16 +232,6 @@ int checkpoint_world_size(const RunConfig& cfg, const std::string& path, const s
 int64_t rescale_step(int64_t t, int world_then, int world, int cycle);
 /// The warning logged after such a resume.
 std::string world_change_note(int world_then, int world);
-/// "step_%08d.h5"
-std::string ckpt_name(int64_t step);
-/// Writes DIR/ckpt/latest naming `name` (atomically; after the checkpoint).
-void write_latest_pointer(const std::string& out, const std::string& name, int64_t step);
-/// Candidate checkpoints, best first: the one `latest` names, then every
-/// step_*.h5 from the newest down.  Orphaned *.tmp files are removed.
-std::vector<std::string> checkpoint_candidates(const std::string& out);
-/// Retention: keep the newest `keep_last` (0 = all) and multiples of
-/// `keep_every`; never the one `latest` names.
-void prune_checkpoints(const std::string& out, int64_t keep_last, int64_t keep_every);
 /// --resume: walks checkpoint_candidates(DIR) best first.  For each, its
 /// `structural` attribute is read with `read(path, "structural")` (the file
 /// kind's reader) and `check(path, structural)` called — it throws
@@ -284,14 +275,6 @@ Resumed resume_stage(const RunConfig& cfg, int world, bool root, const std::stri
 /// checkpoint's `metrics_lines` counter) or, for checkpoints without it
 /// (lines < 0), the lines of steps ≤ step; "final" events are dropped either way.
 void truncate_metrics(const std::string& out, int64_t step, int64_t lines = -1);
-/// After a resume that changed the world size, the checkpoints in DIR/ckpt are
-/// numbered in the old run's steps, which retention and resume's fallback
-/// order would mix with the new numbering.  Moves every DIR/ckpt/step_*.h5 but
-/// `keep` into DIR/ckpt/world<world_then>_until_step<step_then>/ (kept, never
-/// deleted); returns a line for the log, "" when nothing moved.  Called at the
-/// resume with keep = the checkpoint loaded, and again after the first new
-/// checkpoint with keep = that one.
-std::string set_aside_checkpoints(const std::string& out, const std::string& keep, int world_then, int64_t step_then);
 
 // ---- data parallel --------------------------------------------------------------
 class Communicator;
