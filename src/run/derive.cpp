@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "dsonas/backend/backend.hpp"
+#include "dsonas/run/args.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/io/model_file.hpp"
@@ -204,51 +205,21 @@ int run_derive(int argc, char** argv) {
   int width = 0, random = 0;
   uint64_t seed = 1;
   double target_macs = 0, tolerance = 0.02;
-  auto number = [](const std::string& opt, const std::string& v, double lo, double hi) {
-    char* end = nullptr;
-    const double x = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end != '\0' || !(x >= lo && x <= hi))
-      fail_usage(str("derive: ", opt, ": expected a number in [", lo, ", ", hi, "] (got '", v, "')"));
-    return x;
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](const char* opt) -> std::string {
-      if (i + 1 >= argc) fail_usage(str("derive: ", opt, " needs a value (", "dsonas derive --help)"));
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::cout << kDeriveUsage;
-      return kExitOk;
-    } else if (a == "--run")
-      run = value("--run");
-    else if (a == "--like")
-      like = value("--like");
-    else if (a == "--random")
-      random = static_cast<int>(number("--random", value("--random"), 1, 999));
-    else if (a == "--seed")
-      seed = static_cast<uint64_t>(number("--seed", value("--seed"), 0, 9e15));
-    else if (a == "--target-macs")
-      target_macs = number("--target-macs", value("--target-macs"), 1, 1e18);
-    else if (a == "--tolerance")
-      tolerance = number("--tolerance", value("--tolerance"), 1e-6, 1);
-    else if (a == "--out")
-      out = value("--out");
-    else if (a == "--dot")
-      dot = value("--dot");
-    else if (a == "--png")
-      png = value("--png");
-    else if (a == "--width") {
-      const std::string v = value("--width");
-      char* end = nullptr;
-      const long c = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || c < 1 || c > 1000000)
-        fail_usage(str("derive: --width: expected a positive integer (got '", v, "')"));
-      width = static_cast<int>(c);
-    } else {
-      fail_usage(str("derive: unexpected argument '", a, "' (dsonas derive --help)"));
-    }
-  }
+  double random_d = 0, seed_d = 1;
+  CommandArgs args("derive", kDeriveUsage, "dsonas derive --help");
+  args.text("--run", &run)
+      .text("--like", &like)
+      .number("--random", &random_d, 1, 999)
+      .number("--seed", &seed_d, 0, 9e15)
+      .number("--target-macs", &target_macs, 1, 1e18)
+      .number("--tolerance", &tolerance, 1e-6, 1)
+      .text("--out", &out)
+      .text("--dot", &dot)
+      .text("--png", &png)
+      .integer("--width", &width, 1, 1000000);
+  if (!args.parse(argc, argv)) return kExitOk;
+  random = static_cast<int>(random_d);
+  seed = static_cast<uint64_t>(seed_d);
   if (random > 0 || !like.empty()) {
     if (random <= 0 || like.empty()) fail_usage("derive: --random K and --like ARCH.json go together");
     if (!run.empty() || !dot.empty() || !png.empty() || width > 0)

@@ -22,6 +22,7 @@
 #include "dsonas/io/network_file.hpp"
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/network.hpp"
+#include "dsonas/run/args.hpp"
 #include "dsonas/run/config.hpp"
 #include "dsonas/run/run_common.hpp"
 #include "dsonas/run/tools.hpp"
@@ -112,32 +113,9 @@ std::string last_line(const std::string& text) {
 int run_export(int argc, char** argv) {
   std::string run, format, out;
   int batch = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](const char* opt) -> std::string {
-      if (i + 1 >= argc) fail_usage(str("export: ", opt, " needs a value (dsonas export --help)"));
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::cout << kExportUsage;
-      return kExitOk;
-    } else if (a == "--run")
-      run = value("--run");
-    else if (a == "--format")
-      format = value("--format");
-    else if (a == "--out")
-      out = value("--out");
-    else if (a == "--batch") {
-      const std::string v = value("--batch");
-      char* end = nullptr;
-      const long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n < 1 || n > 1000000)
-        fail_usage(str("export: --batch: expected a positive integer (got '", v, "')"));
-      batch = static_cast<int>(n);
-    } else {
-      fail_usage(str("export: unexpected argument '", a, "' (dsonas export --help)"));
-    }
-  }
+  CommandArgs cli("export", kExportUsage, "dsonas export --help");
+  cli.text("--run", &run).text("--format", &format).text("--out", &out).integer("--batch", &batch, 1, 1000000);
+  if (!cli.parse(argc, argv)) return kExitOk;
   if (run.empty()) fail_usage("export: --run is required (a retrain run folder or a network file)");
   if (format.empty()) fail_usage("export: --format is required (onnx or pytorch)");
   if (format != "onnx" && format != "pytorch")

@@ -16,6 +16,7 @@
 #include "dsonas/io/trajectory.hpp"
 #include "dsonas/model/supergraph.hpp"
 #include "dsonas/model/prune.hpp"
+#include "dsonas/run/args.hpp"
 #include "dsonas/run/config.hpp"
 
 namespace dsonas {
@@ -80,18 +81,10 @@ std::string written_by(const std::string& path) {
 
 int run_inspect(int argc, char** argv) {
   std::string path, other;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--diff" && i + 1 < argc)
-      other = argv[++i];
-    else if (a == "--help" || a == "-h") {
-      std::cout << "usage: dsonas inspect FILE.h5 [--diff OTHER.h5]\n";
-      return kExitOk;
-    } else if (path.empty() && a[0] != '-')
-      path = a;
-    else
-      fail_usage(str("inspect: unexpected argument '", a, "' (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])"));
-  }
+  CommandArgs args("inspect", "usage: dsonas inspect FILE.h5 [--diff OTHER.h5]\n",
+                   "usage: dsonas inspect FILE.h5 [--diff OTHER.h5]");
+  args.positional(&path).text("--diff", &other);
+  if (!args.parse(argc, argv)) return kExitOk;
   if (path.empty()) fail_usage("inspect: a file is required (usage: dsonas inspect FILE.h5 [--diff OTHER.h5])");
   const std::string fmt = read_root_attr(path, "format");
   if (fmt == "dsonas-network" || fmt == "dsonas-network-checkpoint") {  // retrain (io/network_file.hpp)

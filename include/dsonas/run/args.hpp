@@ -1,0 +1,43 @@
+// args.hpp — the command-line reader of the commands that take a few options of their
+// own (derive, export, inspect), so that they read options, check values and word their
+// errors alike.  The training commands read theirs with Boost.Program_options from the
+// configuration registry (run/config.hpp); pack has its own Boost set.
+//
+// Every error is a usage error (exit 2) of one line, "CMD: …", ending in the hint
+// (e.g. "(dsonas derive --help)"):
+//   CMD: --opt needs a value (HINT)
+//   CMD: --opt: expected a positive integer (got 'v')           integer(), lo = 1
+//   CMD: --opt: expected an integer in [lo, hi] (got 'v')       integer(), lo ≠ 1
+//   CMD: --opt: expected a number in [lo, hi] (got 'v')         number()
+//   CMD: unexpected argument 'a' (HINT)
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace dsonas {
+
+class CommandArgs {
+ public:
+  /// command: "derive"; usage: printed for --help / -h; hint: what errors end with.
+  CommandArgs(std::string command, std::string usage, std::string hint);
+  CommandArgs& text(const std::string& opt, std::string* v);
+  CommandArgs& integer(const std::string& opt, int* v, long lo, long hi);
+  CommandArgs& number(const std::string& opt, double* v, double lo, double hi);
+  /// One bare argument (not starting with '-'), e.g. inspect's FILE.
+  CommandArgs& positional(std::string* v);
+  /// Reads argv[1..argc); false when --help was asked for (the usage is printed: exit 0).
+  bool parse(int argc, char** argv);
+
+ private:
+  struct Opt {
+    std::string name;
+    std::function<void(const std::string&)> set;
+  };
+  std::string command_, usage_, hint_;
+  std::vector<Opt> opts_;
+  std::string* positional_ = nullptr;
+};
+
+}  // namespace dsonas

@@ -1,0 +1,85 @@
+// test_args.cpp — the option reader of derive, export and inspect (run/args.hpp): values,
+// ranges, positionals, --help, and the one-line usage errors (exit 2).
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "dsonas/core/error.hpp"
+#include "dsonas/run/args.hpp"
+
+namespace dsonas {
+namespace {
+
+/// argv of "cmd" + words; the strings live as long as the object.
+struct Argv {
+  explicit Argv(std::vector<std::string> w) : words(std::move(w)) {
+    words.insert(words.begin(), "cmd");
+    for (std::string& s : words) ptrs.push_back(&s[0]);
+  }
+  int argc() const { return static_cast<int>(ptrs.size()); }
+  char** argv() { return ptrs.data(); }
+  std::vector<std::string> words;
+  std::vector<char*> ptrs;
+};
+
+/// The usage error `words` give, or "" when they parse.
+std::string error_of(std::vector<std::string> words) {
+  std::string run, file;
+  int n = 0, k = 0;
+  double x = 0;
+  CommandArgs a("derive", "usage\n", "dsonas derive --help");
+  a.text("--run", &run).integer("--width", &n, 1, 100).integer("--level", &k, 0, 9).number("--tol", &x, 1e-6, 1);
+  a.positional(&file);
+  Argv av(std::move(words));
+  try {
+    a.parse(av.argc(), av.argv());
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitUsage) << e.what();
+    return e.what();
+  }
+  return "";
+}
+
+TEST(CommandArgs, ReadsEveryKindOfOption) {
+  std::string run, file;
+  int n = 0;
+  double x = 0;
+  CommandArgs a("derive", "usage\n", "dsonas derive --help");
+  a.text("--run", &run).integer("--width", &n, 1, 100).number("--tol", &x, 0, 1).positional(&file);
+  Argv av({"F.h5", "--run", "DIR", "--width", "12", "--tol", "0.25"});
+  EXPECT_TRUE(a.parse(av.argc(), av.argv()));
+  EXPECT_EQ(run, "DIR");
+  EXPECT_EQ(n, 12);
+  EXPECT_EQ(x, 0.25);
+  EXPECT_EQ(file, "F.h5");
+}
+
+TEST(CommandArgs, HelpPrintsTheUsageAndStops) {
+  std::string run;
+  CommandArgs a("derive", "usage: dsonas derive …\n", "dsonas derive --help");
+  a.text("--run", &run);
+  Argv av({"--help", "--run", "DIR"});
+  testing::internal::CaptureStdout();
+  EXPECT_FALSE(a.parse(av.argc(), av.argv()));
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), "usage: dsonas derive …\n");
+  EXPECT_EQ(run, "") << "nothing after --help is read";
+}
+
+TEST(CommandArgs, EveryMistakeIsOneUsageLineNamingTheOption) {
+  EXPECT_EQ(error_of({"--run", "a"}), "");
+  EXPECT_EQ(error_of({"--run"}), "derive: --run needs a value (dsonas derive --help)");
+  EXPECT_EQ(error_of({"--width", "0"}), "derive: --width: expected a positive integer (got '0')");
+  EXPECT_EQ(error_of({"--width", "12x"}), "derive: --width: expected a positive integer (got '12x')");
+  EXPECT_EQ(error_of({"--width", "101"}), "derive: --width: expected a positive integer (got '101')");
+  EXPECT_EQ(error_of({"--level", "10"}), "derive: --level: expected an integer in [0, 9] (got '10')");
+  EXPECT_EQ(error_of({"--tol", "2"}), "derive: --tol: expected a number in [1e-06, 1] (got '2')");
+  EXPECT_EQ(error_of({"--tol", "nan"}), "derive: --tol: expected a number in [1e-06, 1] (got 'nan')");
+  EXPECT_EQ(error_of({"--tol", ""}), "derive: --tol: expected a number in [1e-06, 1] (got '')");
+  EXPECT_EQ(error_of({"--bogus"}), "derive: unexpected argument '--bogus' (dsonas derive --help)");
+  EXPECT_EQ(error_of({"a.h5", "b.h5"}), "derive: unexpected argument 'b.h5' (dsonas derive --help)")
+      << "one positional only";
+}
+
+}  // namespace
+}  // namespace dsonas
