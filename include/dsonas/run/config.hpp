@@ -68,12 +68,11 @@ struct RunConfig {
   std::string penalty = "none";  // none | adaptive-flops | adaptive-flops-exact | adaptive-mac
   int w_steps = 1, lambda_steps = 1;
   double target_zero_frac = 0;  // 0 = off: stop when this fraction of λ is zero
-  int64_t stable_steps = 0;
-  std::string prune = "step";  // step | reference (optim/lambda_step.hpp)
+  int64_t stable_steps = 0;     // 0 = off: stop when the live mask has not changed for this many λ-steps
+  std::string prune = "step";   // step | reference (optim/lambda_step.hpp)
   int prune_dense_epochs = 5, prune_every = 5;
-  int latency_iters = 100, latency_warmup = 10;  // adaptive-latency timing (§5.3)        // 0 = off: stop when the live
-                                                 // mask has not changed for this many λ-steps
-  int bn_reestimate = 512;  // images for BN re-estimation before evaluations (0 = off)
+  int latency_iters = 100, latency_warmup = 10;  // adaptive-latency timing (§5.3)
+  int bn_reestimate = 512;                       // images for BN re-estimation before evaluations (0 = off)
 
   // retrain / eval / pipeline
   std::string arch;     // --arch: architecture JSON or "baseline"
