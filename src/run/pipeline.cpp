@@ -73,17 +73,13 @@ int run_pipeline(int argc, char** argv) {
   // configuration as it will run (the retrains' architecture does not change their steps)
   const RunConfig plan_pre = stage_config("pretrain", stage_args(args, D + "/pretrain", {}));
   const RunConfig plan_search = stage_config("search", stage_args(args, D + "/search", {"--init", D + "/pretrain"}));
+  // (the baseline is retrained with the found network's configuration)
   const RunConfig plan_re = stage_config("retrain", stage_args(args, D + "/retrain", {"--arch", "baseline"}));
-  const RunConfig plan_base = stage_config("retrain", stage_args(args, D + "/baseline", {"--arch", "baseline"}));
   const RunConfig* const plan[PipelineClock::kStages] = {&plan_pre, &plan_search, &plan_re,
-                                                         cfg.baseline ? &plan_base : nullptr};
+                                                         cfg.baseline ? &plan_re : nullptr};
   PipelineClock pclock(plan, comm.size());
-  auto stage = [&](const char* name, const std::string& out, const std::vector<std::string>& extra,
-                   int (*fn)(const RunConfig&)) {
-    const PipelineClock::Stage s = out == D + "/pretrain"  ? PipelineClock::kPretrain
-                                   : out == D + "/search"  ? PipelineClock::kSearch
-                                   : out == D + "/retrain" ? PipelineClock::kRetrain
-                                                           : PipelineClock::kBaseline;
+  auto stage = [&](PipelineClock::Stage s, const char* name, const std::string& out,
+                   const std::vector<std::string>& extra, int (*fn)(const RunConfig&)) {
     pclock.begin(s);
     const int64_t planned = pclock.planned_steps(s);  // known once a stage has reported the dataset's size
     say(str(name, " → ", out, exists(out + "/metrics.jsonl") ? " (resuming)" : "", "  (",
@@ -99,9 +95,9 @@ int run_pipeline(int argc, char** argv) {
   }
   comm.barrier();
 
-  int rc = stage("pretrain", D + "/pretrain", {}, run_pretrain);
+  int rc = stage(PipelineClock::kPretrain, "pretrain", D + "/pretrain", {}, run_pretrain);
   if (rc) return rc;
-  rc = stage("search", D + "/search", {"--init", D + "/pretrain"}, run_search);
+  rc = stage(PipelineClock::kSearch, "search", D + "/search", {"--init", D + "/pretrain"}, run_search);
   if (rc) return rc;
   if (!exists(D + "/arch.json")) {
     say("derive → " + D + "/arch.json");
@@ -109,7 +105,7 @@ int run_pipeline(int argc, char** argv) {
     if (rc) return rc;
   }
   const Architecture found = Architecture::from_json(read_text(D + "/arch.json"), D + "/arch.json");
-  rc = stage("retrain", D + "/retrain", {"--arch", D + "/arch.json"}, run_retrain);
+  rc = stage(PipelineClock::kRetrain, "retrain", D + "/retrain", {"--arch", D + "/arch.json"}, run_retrain);
   if (rc) return rc;
   RunConfig ec = stage_config("eval", eval_args(args, D + "/retrain"));
   const EvalSummary fe = evaluate_network_file(ec);
@@ -119,8 +115,8 @@ int run_pipeline(int argc, char** argv) {
   if (cfg.baseline) {
     // the hand-made design at the found architecture's retrain MACs, same budget
     const double target = fe.macs;
-    rc = stage("retrain", D + "/baseline", {"--arch", "baseline", "--retrain.target-macs", fmt("%.0f", target)},
-               run_retrain);
+    rc = stage(PipelineClock::kBaseline, "retrain", D + "/baseline",
+               {"--arch", "baseline", "--retrain.target-macs", fmt("%.0f", target)}, run_retrain);
     if (rc) return rc;
     RunConfig bc = stage_config("eval", eval_args(args, D + "/baseline"));
     be = evaluate_network_file(bc);

@@ -239,9 +239,7 @@ int run_retrain(const RunConfig& cfg) {
   std::unique_ptr<BatchSource> loaderp = train_source(cfg, data, train_idx, rank, world, kStreamW, kStreamAugW, &aug);
   BatchSource& loader = *loaderp;
   const int64_t epoch_steps = loader.steps_per_epoch();
-  int64_t total = cfg.max_steps > 0 ? cfg.max_steps
-                                    : static_cast<int64_t>(std::llround(cfg.epochs * static_cast<double>(epoch_steps)));
-  total = std::max<int64_t>(total, 1);
+  const int64_t total = stage_total_steps(cfg, epoch_steps);
   LrParams lp;
   lp.base_lr = cfg.lr;
   lp.epoch_size = std::max<int64_t>(1, epoch_steps);

@@ -131,6 +131,17 @@ std::string StageClock::json(int64_t done) const {
   return s;
 }
 
+int64_t stage_epoch_steps(const RunConfig& cfg, int64_t w_loader_steps, bool search) {
+  return search ? w_loader_steps * (cfg.w_steps + cfg.lambda_steps) / cfg.w_steps : w_loader_steps;
+}
+
+int64_t stage_total_steps(const RunConfig& cfg, int64_t epoch_steps) {
+  const int64_t total = cfg.max_steps > 0
+                            ? cfg.max_steps
+                            : static_cast<int64_t>(std::llround(cfg.epochs * static_cast<double>(epoch_steps)));
+  return std::max<int64_t>(total, 1);
+}
+
 namespace {
 PipelineClock* g_pipeline_clock = nullptr;
 }
@@ -157,14 +168,12 @@ void PipelineClock::started(const StageWork& w) {
 int64_t PipelineClock::planned_steps(Stage s) const {
   const RunConfig* c = cfg_[s];
   if (!c) return 0;
-  if (c->max_steps > 0) return c->max_steps;
+  if (c->max_steps > 0) return stage_total_steps(*c, 0);
   // as train.cpp and retrain.cpp plan them (a sampler drops the partial global batch)
   const int64_t gb = static_cast<int64_t>(c->batch) * world_;
   const int64_t n = s <= kSearch ? w_images_ : train_images_;
   if (n <= 0 || gb <= 0) return -1;
-  int64_t epoch_steps = n / gb;
-  if (s == kSearch) epoch_steps = epoch_steps * (c->w_steps + c->lambda_steps) / c->w_steps;
-  return std::max<int64_t>(1, std::llround(c->epochs * static_cast<double>(epoch_steps)));
+  return stage_total_steps(*c, stage_epoch_steps(*c, n / gb, s == kSearch));
 }
 
 double PipelineClock::after_current(double sec_per_step) const {

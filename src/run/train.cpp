@@ -391,10 +391,8 @@ int train_loop(const RunConfig& cfg, Phase phase) {
   std::unique_ptr<BatchSource> ll;
   if (search) ll = train_source(cfg, data, data.split.second, rank, world, kStreamLam, kStreamAugLam);
   const int cycle = search ? cfg.w_steps + cfg.lambda_steps : 1;
-  const int64_t epoch_steps = search ? wl.steps_per_epoch() * cycle / cfg.w_steps : wl.steps_per_epoch();
-  int64_t total = cfg.max_steps > 0 ? cfg.max_steps
-                                    : static_cast<int64_t>(std::llround(cfg.epochs * static_cast<double>(epoch_steps)));
-  total = std::max<int64_t>(total, 1);
+  const int64_t epoch_steps = stage_epoch_steps(cfg, wl.steps_per_epoch(), search);
+  const int64_t total = stage_total_steps(cfg, epoch_steps);
   out.line(str("W-half ", data.split.first.size(), " images, λ-half ", data.split.second.size(), ", test ",
                data.test_size(), "; ", epoch_steps, " steps per epoch, ", total, " steps; ", world, " rank",
                world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ", global_batch, "; backend ", be->name(),

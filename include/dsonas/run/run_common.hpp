@@ -65,6 +65,12 @@ class StageClock {
   bool bound_;
 };
 
+/// Steps per epoch of a training stage whose W-half loader has `w_loader_steps` per epoch:
+/// a search interleaves (w-steps + lambda-steps) steps per w-steps W-batches.
+int64_t stage_epoch_steps(const RunConfig& cfg, int64_t w_loader_steps, bool search);
+/// The steps a training stage runs: max-steps, or its epochs at `epoch_steps`; at least 1.
+int64_t stage_total_steps(const RunConfig& cfg, int64_t epoch_steps);
+
 /// What a training stage tells the pipeline's clock when it starts (or resumes).
 struct StageWork {
   int64_t global_batch = 0;  ///< images per step, all ranks
