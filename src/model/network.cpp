@@ -22,41 +22,28 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <sstream>
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/model/weight_decay.hpp"
+#include "cells.hpp"
 
 namespace dsonas {
 
 namespace {
-constexpr float kBnEps = 2e-5f;
-constexpr float kBnMomentum = 0.9f;
 /// Streams of the mask hashes (ASCII "droppath", "dropout-key").
 constexpr uint64_t kDropPathStream = 0x64726f7070617468ull;
 constexpr uint64_t kDropoutKeyStream = 0x64726f706b6579ull;
 
-enum class Init { ConvGauss, FcGauss, Zero, One };
-
-Shape act_shape(int64_t c, int64_t n, int64_t h, int64_t w) { return {c, n, h, w}; }
-
-ConvDesc conv_desc(int cin, int cout, int k, int stride, int pad, int groups = 1) {
-  ConvDesc d;
-  d.cin = cin;
-  d.cout = cout;
-  d.k = k;
-  d.stride = stride;
-  d.pad = pad;
-  d.groups = groups;
-  return d;
-}
-
-PoolDesc op_pool(OpKind k) {
-  PoolDesc pd;  // 3×3, stride 1, pad 1 (docs/method.md §1.1)
-  pd.kind = k == OpKind::Max3 ? PoolKind::Max : PoolKind::Avg;
-  return pd;
-}
+using cells::act_shape;
+using cells::bn_bwd;
+using cells::bn_fwd;
+using cells::BnRef;
+using cells::conv_desc;
+using cells::Ctx;
+using cells::Init;
 
 std::string fmt_double(double v) {
   char b[40];
@@ -138,24 +125,17 @@ NetworkOptions NetworkOptions::from_string(const std::string& s, const std::stri
 
 namespace {
 
-struct NBn {
-  int gamma = -1, beta = -1, stats = -1;
-};
-
-struct NOp {
+struct NOp : cells::Op {
   int level = 1, op = 1;
-  OpKind kind = OpKind::Sep3;
   bool output = false;
-  int dw = -1, pw = -1;
-  NBn bn;
   std::vector<int> in_nodes;          // 0 = block input, 1 + p = output of the op at position p
   std::vector<std::string> in_sites;  // drop-path site of every input (ops with ≥ 2 inputs)
   int branch = -1;                    // slice of hcat (output ops), else −1
   // per step
-  Tensor a, t1, t2, h, sm, si;
+  cells::OpActs acts;
   std::vector<std::vector<float>> in_scales;  // drop-path scales per input (active steps)
   void clear_acts() {
-    a = t1 = t2 = h = sm = si = Tensor();
+    acts = cells::OpActs();
     in_scales.clear();
   }
 };
@@ -177,65 +157,51 @@ struct NBlock {
   std::vector<int> branch_ops;   // positions of the output ops (hcat order)
   std::vector<int> out_w;        // 1×1 weight of each branch
   std::vector<std::string> branch_sites;
-  NBn out_bn;
+  BnRef out_bn;
   int id_w = -1;
-  NBn id_bn;
+  BnRef id_bn;
   std::vector<NLevelSum> sums;  // level l ≥ 2 → sums[l − 2]
   double p_final = 0;
   // per step
   bool dp = false;                   // drop-path active
   std::vector<float> branch_scales;  // G·n, branch-major
-  Tensor x, hcat, hs, wcat, y, r, ym, yi, tsc, sc, scm, sci;
+  Tensor x, hcat, hs, wcat;
+  cells::ConvBn y;   // the output GEMM's result (c), BN + ReLU of it (r)
+  cells::ConvBn sc;  // first block: the shortcut's 1×1 conv (c) and BN (r)
+  Tensor shortcut;   // what the block adds its branches to: sc.r, or x
   void release() {
     for (NOp& o : ops) o.clear_acts();
-    x = hcat = hs = wcat = y = r = ym = yi = tsc = sc = scm = sci = Tensor();
+    x = hcat = hs = wcat = shortcut = Tensor();
+    y.clear();
+    sc.clear();
     branch_scales.clear();
     dp = false;
   }
 };
 
-struct NRed {
-  int s = 0, Fin = 0, Fout = 0, H = 0, W = 0;
-  bool live[2] = {true, true};
-  int w[2] = {-1, -1};
-  NBn bn[2];
-  Tensor x, c[2], r[2], m[2], iv[2];
-  void clear_acts() {
-    x = Tensor();
-    for (int i = 0; i < 2; ++i) c[i] = r[i] = m[i] = iv[i] = Tensor();
-  }
-};
-
-struct NStem {
-  int w1 = -1, w2 = -1;
-  NBn bn1, bn2;
-  Tensor x, c1, r1, m1, i1, c2, r2, m2, i2;
-  void clear_acts() { x = c1 = r1 = m1 = i1 = c2 = r2 = m2 = i2 = Tensor(); }
-};
-
-struct NHead {
-  NBn bn;
-  int fc_w = -1, fc_b = -1;
-  Tensor x, hb, m, iv, pooled, dropped, logits;
-  void clear_acts() { x = hb = m = iv = pooled = dropped = logits = Tensor(); }
-};
-
 struct NAux {
   bool on = false;
   int F = 0, H = 0, W = 0, stride = 1;
-  NBn bn, bn1, bn2;
+  BnRef bn, bn1, bn2;
   int w1 = -1, w2 = -1, fc_w = -1, fc_b = -1;
-  Tensor x, hb, m, iv, p, c1, r1, m1, i1, c2, r2, m2, i2, pooled, logits;
-  void clear_acts() { x = hb = m = iv = p = c1 = r1 = m1 = i1 = c2 = r2 = m2 = i2 = pooled = logits = Tensor(); }
+  Tensor x, hb, mean, inv;  // input, BN + ReLU of it, the BN's batch mean and inverse std
+  Tensor p;                 // 5×5 average pool → 2×2
+  cells::ConvBn a1, a2;     // 1×1 conv → BN, 2×2 conv → BN
+  Tensor pooled, logits;
+  void clear_acts() {
+    x = hb = mean = inv = p = pooled = logits = Tensor();
+    a1.clear();
+    a2.clear();
+  }
 };
 
 }  // namespace
 
 struct Network::Impl {
-  NStem stem;
+  cells::Stem stem;
   std::vector<NBlock> blocks;
-  std::vector<NRed> reds;
-  NHead head;
+  std::vector<cells::Reduction> reds;
+  cells::Head head;
   NAux aux;
 };
 
@@ -252,55 +218,8 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
                 static_cast<int>(arch_.reductions().size()) == sp.num_reductions(),
             "architecture does not match its space");
 
-  std::vector<Shape> shapes;
-  std::vector<Init> inits;
-  std::vector<uint8_t> is_aux;
-  bool adding_aux = false;
-  auto add = [&](const std::string& name, const Shape& shape, Init init) {
-    Param p;
-    p.name = name;
-    param_index_[name] = static_cast<int>(params_.size());
-    params_.push_back(std::move(p));
-    shapes.push_back(shape);
-    inits.push_back(init);
-    is_aux.push_back(adding_aux);
-    return static_cast<int>(params_.size()) - 1;
-  };
-  auto add_bn = [&](const std::string& prefix, int c) {
-    NBn b;
-    b.gamma = add(prefix + "/gamma", {c}, Init::One);  // learned everywhere in retraining (§6.3)
-    b.beta = add(prefix + "/beta", {c}, Init::Zero);
-    BnStats st;
-    st.prefix = prefix;
-    st.mean = be_.alloc({c});
-    st.var = be_.alloc({c});
-    be_.fill(st.mean, 0.f);
-    be_.fill(st.var, 1.f);
-    b.stats = static_cast<int>(bn_.size());
-    bn_.push_back(std::move(st));
-    return b;
-  };
-  // MACs of a convolution as built: weight count × output positions (§11.1)
-  auto conv_w = [&](const std::string& name, int cout, int cin, int k, double out_hw) {
-    if (!adding_aux) macs_ += static_cast<double>(cout) * cin * k * k * out_hw;
-    return add(name, {cout, cin, k, k}, Init::ConvGauss);
-  };
-
-  // stem
-  {
-    const double hw0 = static_cast<double>(sp.stage_height(0)) * sp.stage_width(0);
-    if (sp.stem == StemKind::Conv3) {
-      I.stem.w1 = conv_w("stem/conv/weight", C, sp.in_channels, 3, hw0);
-      I.stem.bn1 = add_bn("stem/bn", C);
-    } else {
-      const int h1 = conv_desc(1, 1, 3, 2, 1).out_size(sp.in_height),
-                w1 = conv_desc(1, 1, 3, 2, 1).out_size(sp.in_width);
-      I.stem.w1 = conv_w("stem/conv1/weight", C / 2, sp.in_channels, 3, static_cast<double>(h1) * w1);
-      I.stem.bn1 = add_bn("stem/bn1", C / 2);
-      I.stem.w2 = conv_w("stem/conv2/weight", C, C / 2, 3, hw0);
-      I.stem.bn2 = add_bn("stem/bn2", C);
-    }
-  }
+  cells::ParamBuilder pb(be_, params_, param_index_, bn_);
+  I.stem.build(pb, sp);
 
   // drop-path layer indices (docs/method.md §2.4, generalised): a stage holds
   // units + 1 slots (the last one the reduction's), L layers each.
@@ -333,16 +252,10 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
         NOp op;
         op.level = ao.level;
         op.op = ao.op;
-        op.kind = ao.type;
         op.output = ao.output;
         DSO_CHECK(ao.type == sp.ops[static_cast<size_t>(ao.op - 1)], ab.name, " op type");
         const std::string opre = str(pre, "l", ao.level, "/o", ao.op, "/");
-        if (op_is_conv(op.kind)) {
-          const int k = op_kernel(op.kind);
-          op.dw = conv_w(opre + "dw/weight", F, 1, k, hw);
-          op.pw = conv_w(opre + "pw/weight", F, F, 1, hw);
-        }
-        op.bn = add_bn(opre + "bn", F);
+        op.build(pb, opre, ao.type, F, hw, false);
         for (int i : ao.inputs) {
           int node = 0;
           if (i > 0) {
@@ -364,19 +277,17 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
       for (size_t p = 0; p < b.ops.size(); ++p) {
         NOp& op = b.ops[p];
         if (!op.output) continue;
-        const int k = N * (op.level - 1) + (op.op - 1);
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "c%02d", k + 1);
+        const std::string cname = cells::out_conv_name(N * (op.level - 1) + (op.op - 1));
         op.branch = static_cast<int>(b.branch_ops.size());
         b.branch_ops.push_back(static_cast<int>(p));
-        b.out_w.push_back(conv_w(pre + "out/" + buf + "/weight", F, F, 1, hw));
-        b.branch_sites.push_back(pre + "out/" + buf);
+        b.out_w.push_back(pb.conv_w(pre + "out/" + cname + "/weight", F, F, 1, hw));
+        b.branch_sites.push_back(pre + "out/" + cname);
       }
       DSO_CHECK(b.branch_ops.empty() == ab.empty, ab.name, " empty flag");
-      if (!b.branch_ops.empty()) b.out_bn = add_bn(pre + "out/bn", F);
+      if (!b.branch_ops.empty()) b.out_bn = pb.add_bn(pre + "out/bn", F);
       if (b.first) {
-        b.id_w = conv_w(pre + "id/conv/weight", F, F, 1, hw);
-        b.id_bn = add_bn(pre + "id/bn", F);
+        b.id_w = pb.conv_w(pre + "id/conv/weight", F, F, 1, hw);
+        b.id_bn = pb.add_bn(pre + "id/bn", F);
       }
       // plain sums, one wsum call per level
       for (int l = 2; l <= L; ++l) {
@@ -401,31 +312,18 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
     slot_base += sp.normal_units[s] + 1;
     if (s + 1 < sp.stages()) {
       const ArchReduction& ar = arch_.reductions()[static_cast<size_t>(s)];
-      NRed r;
-      r.s = s;
-      r.Fin = F;
-      r.Fout = sp.widths[s + 1];
-      r.H = H;
-      r.W = W;
-      DSO_CHECK(ar.in_channels == r.Fin && ar.out_channels == r.Fout && (ar.branch[0] || ar.branch[1]), ar.name);
-      const double ohw = static_cast<double>(sp.stage_height(s + 1)) * sp.stage_width(s + 1);
-      const std::string pre = ar.name + "/";
-      for (int i = 0; i < 2; ++i) {
-        r.live[i] = ar.branch[i];
-        if (!r.live[i]) continue;
-        r.w[i] = conv_w(str(pre, "b", i, "/conv/weight"), r.Fout, r.Fin, i == 0 ? 1 : 3, ohw);
-        r.bn[i] = add_bn(str(pre, "b", i, "/bn"), r.Fout);
-      }
+      DSO_CHECK(ar.in_channels == F && ar.out_channels == sp.widths[static_cast<size_t>(s) + 1] &&
+                    (ar.branch[0] || ar.branch[1]),
+                ar.name);
+      cells::Reduction r;
+      r.build(pb, sp, s, ar.name + "/", ar.branch, false);
       I.reds.push_back(r);
     }
   }
-  const int Flast = sp.widths.back();
-  I.head.bn = add_bn("head/bn", Flast);
-  I.head.fc_w = add("head/fc/weight", {sp.classes, Flast}, Init::FcGauss);
-  I.head.fc_b = add("head/fc/bias", {sp.classes}, Init::Zero);
-  macs_ += static_cast<double>(Flast) * sp.classes;
+  I.head.build(pb, sp);
 
   // auxiliary head (§2.3) on the last reduction's output
+  size_t aux_first = std::numeric_limits<size_t>::max();  // its parameters come last
   if (opt_.aux_head) {
     if (sp.stages() < 2)
       fail_usage("retrain.aux-head: the space has no reduction block to attach the auxiliary head to");
@@ -438,45 +336,31 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
       fail_usage(str("retrain.aux-head: needs a square feature map of at least 6x6 after the last reduction (got ", A.H,
                      "x", A.W, ")"));
     A.stride = A.H - 5;  // 5×5 windows at the two corners: a 2×2 output
-    adding_aux = true;
-    A.bn = add_bn("aux/bn", A.F);
-    A.w1 = conv_w("aux/conv1/weight", opt_.aux_mid_channels, A.F, 1, 4);
-    A.bn1 = add_bn("aux/bn1", opt_.aux_mid_channels);
-    A.w2 = conv_w("aux/conv2/weight", opt_.aux_out_channels, opt_.aux_mid_channels, 2, 1);
-    A.bn2 = add_bn("aux/bn2", opt_.aux_out_channels);
-    A.fc_w = add("aux/fc/weight", {sp.classes, opt_.aux_out_channels}, Init::Zero);  // §9: zeros
-    A.fc_b = add("aux/fc/bias", {sp.classes}, Init::Zero);
-    adding_aux = false;
+    aux_first = params_.size();
+    pb.count_macs = false;  // training only: not part of the network's cost
+    A.bn = pb.add_bn("aux/bn", A.F);
+    A.w1 = pb.conv_w("aux/conv1/weight", opt_.aux_mid_channels, A.F, 1, 4);
+    A.bn1 = pb.add_bn("aux/bn1", opt_.aux_mid_channels);
+    A.w2 = pb.conv_w("aux/conv2/weight", opt_.aux_out_channels, opt_.aux_mid_channels, 2, 1);
+    A.bn2 = pb.add_bn("aux/bn2", opt_.aux_out_channels);
+    A.fc_w = pb.add("aux/fc/weight", {sp.classes, opt_.aux_out_channels}, Init::Zero);  // §9: zeros
+    A.fc_b = pb.add("aux/fc/bias", {sp.classes}, Init::Zero);
   }
+  macs_ = pb.macs();
 
   // values (§9), gradients (one flat buffer), momenta, counts
   int64_t total = 0;
-  for (const Shape& sh : shapes) total += shape_numel(sh);
+  for (size_t i = 0; i < params_.size(); ++i) total += shape_numel(pb.shape(i));
   flat_grad_ = be_.alloc({total});
   be_.fill(flat_grad_, 0.f);
   int64_t off = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
-    const Shape& sh = shapes[i];
+    const Shape& sh = pb.shape(i);
     const int64_t n = shape_numel(sh);
-    (is_aux[i] ? aux_params_count_ : params_count_) += static_cast<double>(n);
-    std::vector<float> host(static_cast<size_t>(n));
-    Rng rng(seed, hash_name(p.name.c_str()));
-    switch (inits[i]) {
-      case Init::ConvGauss: {
-        const double fan_out = static_cast<double>(sh[0]) * sh[2] * sh[3];
-        const double sigma = std::sqrt(2.0 / fan_out);
-        for (auto& v : host) v = static_cast<float>(sigma * rng.normal());
-        break;
-      }
-      case Init::FcGauss:
-        for (auto& v : host) v = static_cast<float>(0.01 * rng.normal());
-        break;
-      case Init::Zero: std::fill(host.begin(), host.end(), 0.f); break;
-      case Init::One: std::fill(host.begin(), host.end(), 1.f); break;
-    }
+    (i >= aux_first ? aux_params_count_ : params_count_) += static_cast<double>(n);
     p.value = be_.alloc(sh);
-    be_.upload(host.data(), p.value);
+    be_.upload(pb.initial_values(i, seed).data(), p.value);
     p.grad = flat_grad_.view(off, sh);
     off += n;
     p.momentum = be_.alloc(sh);
@@ -530,88 +414,20 @@ uint64_t Network::dropout_key(int64_t step) const {
 
 namespace {
 
-struct NCtx {
-  Backend& be;
-  std::vector<Param>& P;
-  std::vector<BnStats>& S;
-  bool train;
-};
-
-void bn_fwd(NCtx& c, const NBn& b, const Tensor& x, Tensor& y, Tensor& sm, Tensor& si) {
-  if (!y.defined()) y = c.be.alloc(x.shape());
-  if (c.train) {
-    sm = c.be.alloc({x.dim(0)});
-    si = c.be.alloc({x.dim(0)});
-    c.be.bn_forward_train(x, c.P[b.gamma].value, c.P[b.beta].value, c.S[b.stats].mean, c.S[b.stats].var, kBnMomentum,
-                          kBnEps, y, sm, si, true);
-  } else {
-    c.be.bn_forward_infer(x, c.P[b.gamma].value, c.P[b.beta].value, c.S[b.stats].mean, c.S[b.stats].var, kBnEps, y,
-                          true);
-  }
-}
-
-void bn_bwd(NCtx& c, const NBn& b, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& sm,
-            const Tensor& si, Tensor& dx, float beta_dx = 0.f) {
-  c.be.bn_backward(x, y, dy, c.P[b.gamma].value, sm, si, dx, &c.P[b.gamma].grad, &c.P[b.beta].grad, true, beta_dx);
-}
-
 struct NetFwd {
   Network& net;
   Network::Impl& I;
-  NCtx c;
+  Ctx c;
   int64_t step = 0;
   double progress = 0;
   int64_t sample_base = 0;
 
   const SearchSpace& sp() const { return net.space(); }
 
-  Tensor conv(const ConvDesc& d, const Tensor& x, int w) {
-    const int Ho = d.out_size(static_cast<int>(x.dim(2))), Wo = d.out_size(static_cast<int>(x.dim(3)));
-    Tensor y = c.be.alloc(act_shape(d.cout, x.dim(1), Ho, Wo));
-    c.be.conv_forward(d, x, c.P[w].value, y);
-    return y;
-  }
-
-  // ---- stem ----------------------------------------------------------------
-  Tensor stem_forward(const Tensor& x) {
-    NStem& s = I.stem;
-    s.x = x;
-    if (sp().stem == StemKind::Conv3) {
-      s.c1 = conv(conv_desc(sp().in_channels, sp().stem_channels, 3, 1, 1), x, s.w1);
-      bn_fwd(c, s.bn1, s.c1, s.r1, s.m1, s.i1);
-      return s.r1;
-    }
-    s.c1 = conv(conv_desc(sp().in_channels, sp().stem_channels / 2, 3, 2, 1), x, s.w1);
-    bn_fwd(c, s.bn1, s.c1, s.r1, s.m1, s.i1);
-    s.c2 = conv(conv_desc(sp().stem_channels / 2, sp().stem_channels, 3, 2, 1), s.r1, s.w2);
-    bn_fwd(c, s.bn2, s.c2, s.r2, s.m2, s.i2);
-    return s.r2;
-  }
-
-  void stem_backward(const Tensor& d) {
-    NStem& s = I.stem;
-    if (sp().stem == StemKind::Conv3) {
-      Tensor dc = c.be.alloc(s.c1.shape());
-      bn_bwd(c, s.bn1, s.c1, s.r1, d, s.m1, s.i1, dc);
-      c.be.conv_backward_filter(conv_desc(sp().in_channels, sp().stem_channels, 3, 1, 1), s.x, dc, c.P[s.w1].grad, 1.f,
-                                1.f);
-    } else {
-      const ConvDesc d2 = conv_desc(sp().stem_channels / 2, sp().stem_channels, 3, 2, 1);
-      Tensor dc2 = c.be.alloc(s.c2.shape());
-      bn_bwd(c, s.bn2, s.c2, s.r2, d, s.m2, s.i2, dc2);
-      c.be.conv_backward_filter(d2, s.r1, dc2, c.P[s.w2].grad, 1.f, 1.f);
-      Tensor dr1 = c.be.alloc(s.r1.shape());
-      c.be.conv_backward_data(d2, dc2, c.P[s.w2].value, dr1);
-      Tensor dc1 = c.be.alloc(s.c1.shape());
-      bn_bwd(c, s.bn1, s.c1, s.r1, dr1, s.m1, s.i1, dc1);
-      c.be.conv_backward_filter(conv_desc(sp().in_channels, sp().stem_channels / 2, 3, 2, 1), s.x, dc1, c.P[s.w1].grad,
-                                1.f, 1.f);
-    }
-    s.clear_acts();
-  }
+  Tensor conv(const ConvDesc& d, const Tensor& x, int w) { return cells::conv(c, d, x, w); }
 
   // ---- normal block ------------------------------------------------------------
-  static const Tensor& node(NBlock& b, int i) { return i == 0 ? b.x : b.ops[static_cast<size_t>(i - 1)].h; }
+  static const Tensor& node(NBlock& b, int i) { return i == 0 ? b.x : b.ops[static_cast<size_t>(i - 1)].acts.h; }
 
   /// Drop-path scales of this step (training, p > 0), else b.dp = false.
   void draw_drop_path(NBlock& b, int bi, int n) {
@@ -639,7 +455,7 @@ struct NetFwd {
     if (G > 0) {
       b.hcat = c.be.alloc(act_shape(static_cast<int64_t>(G) * F, n, b.H, b.W));
       for (int g = 0; g < G; ++g)
-        b.ops[static_cast<size_t>(b.branch_ops[static_cast<size_t>(g)])].h = b.hcat.view(g * plane, x.shape());
+        b.ops[static_cast<size_t>(b.branch_ops[static_cast<size_t>(g)])].acts.h = b.hcat.view(g * plane, x.shape());
     }
     for (int l = 1; l <= L; ++l) {
       const int p0 = b.level_begin[static_cast<size_t>(l - 1)], p1 = b.level_begin[static_cast<size_t>(l)];
@@ -654,32 +470,24 @@ struct NetFwd {
             std::vector<Tensor*> ys;
             for (int p : S.ops) {
               NOp& op = b.ops[static_cast<size_t>(p)];
-              op.a = c.be.alloc(x.shape());
-              ys.push_back(&op.a);
+              op.acts.a = c.be.alloc(x.shape());
+              ys.push_back(&op.acts.a);
             }
             c.be.wsum_forward(static_cast<int>(S.ops.size()), S.K, S.ones.data(), S.live.data(), xs, ys);
           } else {  // drop-path on every input edge, before the sum
             for (int p : S.ops) {
               NOp& op = b.ops[static_cast<size_t>(p)];
-              op.a = c.be.alloc(x.shape());
+              op.acts.a = c.be.alloc(x.shape());
               for (size_t k = 0; k < op.in_nodes.size(); ++k)
-                c.be.scale_samples(node(b, op.in_nodes[k]), 1, op.in_scales[k].data(), op.a, k == 0 ? 0.f : 1.f);
+                c.be.scale_samples(node(b, op.in_nodes[k]), 1, op.in_scales[k].data(), op.acts.a, k == 0 ? 0.f : 1.f);
             }
           }
         }
       }
       for (int p = p0; p < p1; ++p) {
         NOp& op = b.ops[static_cast<size_t>(p)];
-        if (op.in_nodes.size() == 1) op.a = node(b, op.in_nodes[0]);  // level 1, or a single input: no copy
-        if (op_is_conv(op.kind)) {
-          const int k = op_kernel(op.kind);
-          op.t1 = conv(conv_desc(F, F, k, 1, k / 2, F), op.a, op.dw);
-          op.t2 = conv(conv_desc(F, F, 1, 1, 0), op.t1, op.pw);
-        } else {
-          op.t2 = c.be.alloc(op.a.shape());
-          c.be.pool_forward(op_pool(op.kind), op.a, op.t2);
-        }
-        bn_fwd(c, op.bn, op.t2, op.h, op.sm, op.si);
+        if (op.in_nodes.size() == 1) op.acts.a = node(b, op.in_nodes[0]);  // level 1, or a single input: no copy
+        op.forward(c, F, op.acts.a, op.acts);
       }
     }
     Tensor out;
@@ -695,21 +503,22 @@ struct NetFwd {
         c.be.scale_samples(b.hcat, G, b.branch_scales.data(), b.hs);
         in = &b.hs;
       }
-      b.y = c.be.alloc(act_shape(F, n, b.H, b.W));
-      c.be.conv_forward(conv_desc(G * F, F, 1, 1, 0), *in, b.wcat, b.y);
-      bn_fwd(c, b.out_bn, b.y, b.r, b.ym, b.yi);
+      b.y.c = c.be.alloc(act_shape(F, n, b.H, b.W));
+      c.be.conv_forward(conv_desc(G * F, F, 1, 1, 0), *in, b.wcat, b.y.c);
+      bn_fwd(c, b.out_bn, b.y.c, b.y.r, b.y.mean, b.y.inv);
     }
     if (b.first) {
-      b.tsc = conv(conv_desc(F, F, 1, 1, 0), b.x, b.id_w);
-      bn_fwd(c, b.id_bn, b.tsc, b.sc, b.scm, b.sci);
+      b.sc.c = conv(conv_desc(F, F, 1, 1, 0), b.x, b.id_w);
+      bn_fwd(c, b.id_bn, b.sc.c, b.sc.r, b.sc.mean, b.sc.inv);
+      b.shortcut = b.sc.r;
     } else {
-      b.sc = b.x;
+      b.shortcut = b.x;
     }
     if (G > 0) {
-      out = c.be.alloc(b.sc.shape());
-      c.be.add(b.r, b.sc, out);
+      out = c.be.alloc(b.shortcut.shape());
+      c.be.add(b.y.r, b.shortcut, out);
     } else {
-      out = b.sc;
+      out = b.shortcut;
     }
     if (!c.train) b.release();
     return out;
@@ -722,8 +531,8 @@ struct NetFwd {
     // the output BN below reads it before anything accumulates into dx).
     Tensor dx = b.first ? c.be.alloc(b.x.shape()) : dout;
     if (b.first) {
-      Tensor dtsc = c.be.alloc(b.tsc.shape());
-      bn_bwd(c, b.id_bn, b.tsc, b.sc, dout, b.scm, b.sci, dtsc);
+      Tensor dtsc = c.be.alloc(b.sc.c.shape());
+      bn_bwd(c, b.id_bn, b.sc.c, b.sc.r, dout, b.sc.mean, b.sc.inv, dtsc);
       c.be.conv_backward_data(d1, dtsc, c.P[b.id_w].value, dx);
       c.be.conv_backward_filter(d1, b.x, dtsc, c.P[b.id_w].grad, 1.f, 1.f);
     }
@@ -732,9 +541,9 @@ struct NetFwd {
       b.release();
       return dx;
     }
-    Tensor dy = c.be.alloc(b.y.shape());
-    bn_bwd(c, b.out_bn, b.y, b.r, dout, b.ym, b.yi, dy);
-    b.y = b.r = Tensor();
+    Tensor dy = c.be.alloc(b.y.c.shape());
+    bn_bwd(c, b.out_bn, b.y.c, b.y.r, dout, b.y.mean, b.y.inv, dy);
+    b.y.c = b.y.r = Tensor();
 
     // ∂/∂(stacked branch inputs) in one GEMM; the per-op gradients are views of it
     const ConvDesc dcat = conv_desc(G * F, F, 1, 1, 0);
@@ -775,36 +584,16 @@ struct NetFwd {
       std::vector<Tensor> das(static_cast<size_t>(p1 - p0));
       for (int p = p0; p < p1; ++p) {
         NOp& op = b.ops[static_cast<size_t>(p)];
-        Tensor dt2 = c.be.alloc(op.t2.shape());
-        bn_bwd(c, op.bn, op.t2, op.h, dnodes[static_cast<size_t>(1 + p)], op.sm, op.si, dt2);
-        dnodes[static_cast<size_t>(1 + p)] = Tensor();
-        Tensor* target;
-        float beta;
-        if (op.in_nodes.size() == 1) {  // accumulate straight into the input's gradient
-          target = &dnodes[static_cast<size_t>(op.in_nodes[0])];
-          beta = 1.f;
-        } else {
-          das[static_cast<size_t>(p - p0)] = c.be.alloc(op.a.shape());
-          target = &das[static_cast<size_t>(p - p0)];
-          beta = 0.f;
-        }
-        if (op_is_conv(op.kind)) {
-          const int k = op_kernel(op.kind);
-          const ConvDesc ddw = conv_desc(F, F, k, 1, k / 2, F);
-          Tensor dt1 = c.be.alloc(op.t1.shape());
-          c.be.conv_backward_data(d1, dt2, c.P[op.pw].value, dt1);
-          c.be.conv_backward_filter(d1, op.t1, dt2, c.P[op.pw].grad, 1.f, 1.f);
-          dt2 = Tensor();
-          c.be.conv_backward_data(ddw, dt1, c.P[op.dw].value, *target, 1.f, beta);
-          c.be.conv_backward_filter(ddw, op.a, dt1, c.P[op.dw].grad, 1.f, 1.f);
-        } else {
-          c.be.pool_backward(op_pool(op.kind), op.a, op.t2, dt2, *target, beta);
-        }
+        const bool single = op.in_nodes.size() == 1;  // accumulate straight into the input's gradient
+        if (!single) das[static_cast<size_t>(p - p0)] = c.be.alloc(op.acts.a.shape());
+        op.backward(c, F, op.acts.a, op.acts, dnodes[static_cast<size_t>(1 + p)],
+                    single ? dnodes[static_cast<size_t>(op.in_nodes[0])] : das[static_cast<size_t>(p - p0)],
+                    single ? 1.f : 0.f);
         if (op.in_nodes.size() > 1 && b.dp)  // through the drop-path scales of every input edge
           for (size_t k = 0; k < op.in_nodes.size(); ++k)
             c.be.scale_samples(das[static_cast<size_t>(p - p0)], 1, op.in_scales[k].data(),
                                dnodes[static_cast<size_t>(op.in_nodes[k])], 1.f);
-        op.t1 = op.t2 = op.sm = op.si = op.h = Tensor();
+        op.acts.h = Tensor();
       }
       if (l >= 2 && !b.dp) {
         const NLevelSum& S = b.sums[static_cast<size_t>(l - 2)];
@@ -820,83 +609,15 @@ struct NetFwd {
           c.be.wsum_backward(static_cast<int>(S.ops.size()), S.K, S.ones.data(), S.live.data(), xs, dys, dxs, nullptr);
         }
       }
-      for (int p = p0; p < p1; ++p) b.ops[static_cast<size_t>(p)].a = Tensor();
+      for (int p = p0; p < p1; ++p) b.ops[static_cast<size_t>(p)].acts.a = Tensor();
     }
     b.release();
     return dx;
   }
 
-  // ---- reduction ----------------------------------------------------------------
-  Tensor reduction_forward(NRed& r, const Tensor& x) {
-    r.x = x;
-    const ConvDesc d[2] = {conv_desc(r.Fin, r.Fout, 1, 2, 0), conv_desc(r.Fin, r.Fout, 3, 2, 1)};
-    for (int i = 0; i < 2; ++i) {
-      if (!r.live[i]) continue;
-      r.c[i] = conv(d[i], x, r.w[i]);
-      bn_fwd(c, r.bn[i], r.c[i], r.r[i], r.m[i], r.iv[i]);
-    }
-    Tensor out;
-    if (r.live[0] && r.live[1]) {  // unweighted sum (§6.3)
-      out = c.be.alloc(r.r[0].shape());
-      c.be.add(r.r[0], r.r[1], out);
-    } else {
-      out = r.live[0] ? r.r[0] : r.r[1];
-    }
-    if (!c.train) r.clear_acts();
-    return out;
-  }
-
-  Tensor reduction_backward(NRed& r, const Tensor& dout) {
-    const ConvDesc d[2] = {conv_desc(r.Fin, r.Fout, 1, 2, 0), conv_desc(r.Fin, r.Fout, 3, 2, 1)};
-    Tensor dx = c.be.alloc(r.x.shape());
-    bool first = true;
-    for (int i = 0; i < 2; ++i) {
-      if (!r.live[i]) continue;
-      Tensor dc = c.be.alloc(r.c[i].shape());
-      bn_bwd(c, r.bn[i], r.c[i], r.r[i], dout, r.m[i], r.iv[i], dc);
-      c.be.conv_backward_data(d[i], dc, c.P[r.w[i]].value, dx, 1.f, first ? 0.f : 1.f);
-      c.be.conv_backward_filter(d[i], r.x, dc, c.P[r.w[i]].grad, 1.f, 1.f);
-      first = false;
-    }
-    r.clear_acts();
-    return dx;
-  }
-
-  // ---- heads ----------------------------------------------------------------------
-  Tensor head_forward(const Tensor& x) {
-    NHead& h = I.head;
-    h.x = x;
-    bn_fwd(c, h.bn, x, h.hb, h.m, h.iv);
-    const int64_t n = x.dim(1), C = x.dim(0);
-    h.pooled = c.be.alloc({n, C});
-    c.be.global_avg_pool_forward(h.hb, h.pooled);
-    const Tensor* feat = &h.pooled;
-    if (c.train && net.options().dropout > 0) {  // inverted dropout before the classifier (§2.4)
-      h.dropped = c.be.alloc({n, C});
-      c.be.dropout_apply(h.pooled, static_cast<float>(net.options().dropout), net.dropout_key(step), sample_base * C,
-                         h.dropped);
-      feat = &h.dropped;
-    }
-    h.logits = c.be.alloc({n, static_cast<int64_t>(sp().classes)});
-    c.be.linear_forward(*feat, c.P[h.fc_w].value, c.P[h.fc_b].value, h.logits);
-    return h.logits;
-  }
-
-  Tensor head_backward(const Tensor& dlogits) {
-    NHead& h = I.head;
-    const bool drop = h.dropped.defined();
-    Tensor dfeat = c.be.alloc(h.pooled.shape());
-    c.be.linear_backward(drop ? h.dropped : h.pooled, c.P[h.fc_w].value, dlogits, &dfeat, &c.P[h.fc_w].grad,
-                         &c.P[h.fc_b].grad);
-    if (drop)
-      c.be.dropout_apply(dfeat, static_cast<float>(net.options().dropout), net.dropout_key(step),
-                         sample_base * h.pooled.dim(1), dfeat);
-    Tensor dhb = c.be.alloc(h.hb.shape());
-    c.be.global_avg_pool_backward(dfeat, dhb);
-    Tensor dx = c.be.alloc(h.x.shape());
-    bn_bwd(c, h.bn, h.x, h.hb, dhb, h.m, h.iv, dx);
-    h.clear_acts();
-    return dx;
+  /// The head's dropout this step (§2.4).
+  cells::Dropout dropout() const {
+    return {static_cast<float>(net.options().dropout), net.dropout_key(step), sample_base};
   }
 
   PoolDesc aux_pool() const {
@@ -913,15 +634,15 @@ struct NetFwd {
     const NetworkOptions& o = net.options();
     const int64_t n = x.dim(1);
     A.x = x;
-    bn_fwd(c, A.bn, x, A.hb, A.m, A.iv);
+    bn_fwd(c, A.bn, x, A.hb, A.mean, A.inv);
     A.p = c.be.alloc(act_shape(A.F, n, 2, 2));
     c.be.pool_forward(aux_pool(), A.hb, A.p);
-    A.c1 = conv(conv_desc(A.F, o.aux_mid_channels, 1, 1, 0), A.p, A.w1);
-    bn_fwd(c, A.bn1, A.c1, A.r1, A.m1, A.i1);
-    A.c2 = conv(conv_desc(o.aux_mid_channels, o.aux_out_channels, 2, 1, 0), A.r1, A.w2);
-    bn_fwd(c, A.bn2, A.c2, A.r2, A.m2, A.i2);
+    A.a1.c = conv(conv_desc(A.F, o.aux_mid_channels, 1, 1, 0), A.p, A.w1);
+    bn_fwd(c, A.bn1, A.a1.c, A.a1.r, A.a1.mean, A.a1.inv);
+    A.a2.c = conv(conv_desc(o.aux_mid_channels, o.aux_out_channels, 2, 1, 0), A.a1.r, A.w2);
+    bn_fwd(c, A.bn2, A.a2.c, A.a2.r, A.a2.mean, A.a2.inv);
     A.pooled = c.be.alloc({n, static_cast<int64_t>(o.aux_out_channels)});
-    c.be.global_avg_pool_forward(A.r2, A.pooled);
+    c.be.global_avg_pool_forward(A.a2.r, A.pooled);
     A.logits = c.be.alloc({n, static_cast<int64_t>(sp().classes)});
     c.be.linear_forward(A.pooled, c.P[A.fc_w].value, c.P[A.fc_b].value, A.logits);
     return A.logits;
@@ -932,16 +653,16 @@ struct NetFwd {
     const NetworkOptions& o = net.options();
     Tensor dpooled = c.be.alloc(A.pooled.shape());
     c.be.linear_backward(A.pooled, c.P[A.fc_w].value, dlogits, &dpooled, &c.P[A.fc_w].grad, &c.P[A.fc_b].grad);
-    Tensor dr2 = c.be.alloc(A.r2.shape());
+    Tensor dr2 = c.be.alloc(A.a2.r.shape());
     c.be.global_avg_pool_backward(dpooled, dr2);
-    Tensor dc2 = c.be.alloc(A.c2.shape());
-    bn_bwd(c, A.bn2, A.c2, A.r2, dr2, A.m2, A.i2, dc2);
+    Tensor dc2 = c.be.alloc(A.a2.c.shape());
+    bn_bwd(c, A.bn2, A.a2.c, A.a2.r, dr2, A.a2.mean, A.a2.inv, dc2);
     const ConvDesc d2 = conv_desc(o.aux_mid_channels, o.aux_out_channels, 2, 1, 0);
-    c.be.conv_backward_filter(d2, A.r1, dc2, c.P[A.w2].grad, 1.f, 1.f);
-    Tensor dr1 = c.be.alloc(A.r1.shape());
+    c.be.conv_backward_filter(d2, A.a1.r, dc2, c.P[A.w2].grad, 1.f, 1.f);
+    Tensor dr1 = c.be.alloc(A.a1.r.shape());
     c.be.conv_backward_data(d2, dc2, c.P[A.w2].value, dr1);
-    Tensor dc1 = c.be.alloc(A.c1.shape());
-    bn_bwd(c, A.bn1, A.c1, A.r1, dr1, A.m1, A.i1, dc1);
+    Tensor dc1 = c.be.alloc(A.a1.c.shape());
+    bn_bwd(c, A.bn1, A.a1.c, A.a1.r, dr1, A.a1.mean, A.a1.inv, dc1);
     const ConvDesc d1 = conv_desc(A.F, o.aux_mid_channels, 1, 1, 0);
     c.be.conv_backward_filter(d1, A.p, dc1, c.P[A.w1].grad, 1.f, 1.f);
     Tensor dp = c.be.alloc(A.p.shape());
@@ -949,7 +670,7 @@ struct NetFwd {
     Tensor dhb = c.be.alloc(A.hb.shape());
     c.be.pool_backward(aux_pool(), A.hb, A.p, dp, dhb);
     Tensor dx = c.be.alloc(A.x.shape());
-    bn_bwd(c, A.bn, A.x, A.hb, dhb, A.m, A.iv, dx);
+    bn_bwd(c, A.bn, A.x, A.hb, dhb, A.mean, A.inv, dx);
     A.clear_acts();
     return dx;
   }
@@ -957,20 +678,22 @@ struct NetFwd {
   // ---- whole network -----------------------------------------------------------
   /// Returns the main logits; *aux_logits gets the aux head's (training with aux only).
   Tensor forward(const Tensor& x, Tensor* aux_logits) {
-    Tensor t = stem_forward(x);
+    Tensor t = I.stem.forward(c, sp(), x);
     size_t bi = 0;
     for (int s = 0; s < sp().stages(); ++s) {
       for (int u = 0; u < sp().normal_units[s]; ++u, ++bi) t = normal_forward(I.blocks[bi], static_cast<int>(bi), t);
       if (s + 1 < sp().stages()) {
-        t = reduction_forward(I.reds[static_cast<size_t>(s)], t);
+        t = I.reds[static_cast<size_t>(s)].forward(c, t, nullptr);
         if (aux_logits && s + 2 == sp().stages()) *aux_logits = aux_forward(t);
       }
     }
-    return head_forward(t);
+    const cells::Dropout drop = dropout();
+    return I.head.forward(c, t, sp().classes, &drop);
   }
 
   void backward(const Tensor& dlogits, const Tensor* daux) {
-    Tensor d = head_backward(dlogits);
+    const cells::Dropout drop = dropout();
+    Tensor d = I.head.backward(c, dlogits, &drop);
     size_t bi = I.blocks.size();
     for (int s = sp().stages() - 1; s >= 0; --s) {
       if (s + 1 < sp().stages()) {
@@ -978,16 +701,16 @@ struct NetFwd {
           Tensor da = aux_backward(*daux);
           c.be.axpy(1.f, da, d);
         }
-        d = reduction_backward(I.reds[static_cast<size_t>(s)], d);
+        d = I.reds[static_cast<size_t>(s)].backward(c, d, nullptr, nullptr);
       }
       for (int u = 0; u < sp().normal_units[s]; ++u) d = normal_backward(I.blocks[--bi], d);
     }
-    stem_backward(d);
+    I.stem.backward(c, sp(), d);
   }
 
   void release_all() {
     for (NBlock& b : I.blocks) b.release();
-    for (NRed& r : I.reds) r.clear_acts();
+    for (cells::Reduction& r : I.reds) r.clear_acts();
     I.stem.clear_acts();
     I.head.clear_acts();
     I.aux.clear_acts();
@@ -1011,7 +734,7 @@ NetStepResult Network::train_step(const float* x_nchw, const int32_t* labels, in
   check_batch(sp, labels, n);
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
   be_.fill(flat_grad_, 0.f);
-  NetFwd f{*this, *impl_, NCtx{be_, params_, bn_, true}, step, progress, sample_base};
+  NetFwd f{*this, *impl_, Ctx{be_, params_, bn_, true}, step, progress, sample_base};
   const bool aux = impl_->aux.on;
   Tensor aux_logits;
   Tensor logits = f.forward(x, aux ? &aux_logits : nullptr);
@@ -1043,7 +766,7 @@ NetStepResult Network::eval_batch(const float* x_nchw, const int32_t* labels, in
   const SearchSpace& sp = space();
   check_batch(sp, labels, n);
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
-  NetFwd f{*this, *impl_, NCtx{be_, params_, bn_, false}, 0, 0.0, 0};
+  NetFwd f{*this, *impl_, Ctx{be_, params_, bn_, false}, 0, 0.0, 0};
   Tensor logits = f.forward(x, nullptr);
   Tensor dlogits = be_.alloc(logits.shape());
   NetStepResult r;

@@ -12,30 +12,16 @@
 #include <cmath>
 
 #include "dsonas/core/error.hpp"
-#include "dsonas/core/rng.hpp"
+#include "cells.hpp"
 
 namespace dsonas {
 
 namespace {
-constexpr float kBnEps = 2e-5f;
-constexpr float kBnMomentum = 0.9f;
-
-enum class Init { ConvGauss, FcGauss, Zero, One };
-
-Shape act_shape(int c, int n, int h, int w) { return {c, n, h, w}; }
-struct BnIdx {
-  int gamma = -1, beta = -1, stats = -1;
-};
-
-struct OpDef {
-  OpKind kind = OpKind::Sep3;
-  int dw = -1, pw = -1;
-  BnIdx bn;
-};
-
-struct OpActs {
-  Tensor a, t1, t2, h, smean, sinv;
-};
+using cells::act_shape;
+using cells::BnRef;
+using cells::conv_desc;
+using cells::Ctx;
+using cells::OpActs;
 
 struct NormalBlock {
   int s = 0, u = 0, F = 0, H = 0, W = 0;
@@ -43,11 +29,11 @@ struct NormalBlock {
   int64_t grad_from = 0;  // its offset in the flat gradient buffer
   bool first = false;
   int lam_off = 0;
-  std::vector<OpDef> ops;  // (l-1)*N + (j-1)
-  std::vector<int> out_w;  // N*L
-  BnIdx out_bn;
+  std::vector<cells::Op> ops;  // (l-1)*N + (j-1)
+  std::vector<int> out_w;      // N*L
+  BnRef out_bn;
   int id_w = -1;
-  BnIdx id_bn;
+  BnRef id_bn;
   // plan
   std::vector<uint8_t> alive;                    // L*N
   std::vector<std::vector<uint8_t>> level_live;  // [l-1] → N*K_l (l ≥ 2)
@@ -55,50 +41,32 @@ struct NormalBlock {
   std::vector<int> alive_list;                   // alive ops in index order (their h are stacked)
   // stored activations; hcat stacks the alive ops' outputs along C so that the
   // block output's λ-scaled 1×1 convs are one GEMM with wcat (docs/method.md §1.3)
-  Tensor x, hcat, wcat, y, r, ymean, yinv, tsc, sc, scmean, scinv, out;
+  Tensor x, hcat, wcat, out;
+  cells::ConvBn y;   // the output GEMM's result (c), BN + ReLU of it (r)
+  cells::ConvBn sc;  // first block: the shortcut's 1×1 conv (c) and BN (r)
+  Tensor shortcut;   // what the block adds its branches to: sc.r, or x
   std::vector<OpActs> acts;
 };
 
-struct ReductionBlock {
-  int s = 0, Fin = 0, H = 0, W = 0;
+struct ReductionBlock : cells::Reduction {
   int first_param = 0;
   int64_t grad_from = 0;
-  int w[2] = {-1, -1};
-  BnIdx bn[2];
   int lam_off = 0;
-  uint8_t live[2] = {1, 1};
-  Tensor x, c[2], r[2], m[2], iv[2];
-  void clear_acts() {
-    x = Tensor();
-    for (int i = 0; i < 2; ++i) c[i] = r[i] = m[i] = iv[i] = Tensor();
-  }
 };
 
-struct StemDef {
-  int w1 = -1, w2 = -1;
-  BnIdx bn1, bn2;
-  Tensor x, c1, r1, m1, i1, c2, r2, m2, i2;
-  void clear_acts() { x = c1 = r1 = m1 = i1 = c2 = r2 = m2 = i2 = Tensor(); }
-};
-
-struct HeadDef {
+struct HeadBlock : cells::Head {
   int first_param = 0;
   int64_t grad_from = 0;
-  BnIdx bn;
-  int fc_w = -1, fc_b = -1;
-  Tensor x, hb, m, iv, pooled, logits;
-  void clear_acts() { x = hb = m = iv = pooled = logits = Tensor(); }
 };
 
 }  // namespace
 
 struct Supergraph::Impl {
-  StemDef stem;
+  cells::Stem stem;
   std::vector<NormalBlock> blocks;
   std::vector<ReductionBlock> reds;
-  HeadDef head;
+  HeadBlock head;
   std::vector<float> ones;  // λ when fixed
-  std::vector<Init> inits;
 };
 
 // ---------------------------------------------------------------------------
@@ -111,48 +79,11 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
   const int L = space_.levels, N = space_.N();
   const BlockLayout lay = space_.block_layout();
 
-  std::vector<Shape> shapes;
-  auto add = [&](const std::string& name, const Shape& shape, Init init, bool frozen) {
-    Param p;
-    p.name = name;
-    p.frozen = frozen;
-    param_index_[name] = static_cast<int>(params_.size());
-    params_.push_back(std::move(p));
-    shapes.push_back(shape);
-    I.inits.push_back(init);
-    return static_cast<int>(params_.size()) - 1;
-  };
-  auto add_bn = [&](const std::string& prefix, int c, bool gamma_fixed) {
-    BnIdx b;
-    b.gamma = add(prefix + "/gamma", {c}, Init::One, gamma_fixed);
-    b.beta = add(prefix + "/beta", {c}, Init::Zero, false);
-    BnStats st;
-    st.prefix = prefix;
-    st.mean = be_.alloc({c});
-    st.var = be_.alloc({c});
-    be_.fill(st.mean, 0.f);
-    be_.fill(st.var, 1.f);
-    b.stats = static_cast<int>(bn_.size());
-    bn_.push_back(std::move(st));
-    return b;
-  };
-  auto conv_w = [&](const std::string& name, int cout, int cin, int k) {
-    return add(name, {cout, cin, k, k}, Init::ConvGauss, false);
-  };
-
-  // stem
-  const int C = space_.stem_channels;
-  if (space_.stem == StemKind::Conv3) {
-    I.stem.w1 = conv_w("stem/conv/weight", C, space_.in_channels, 3);
-    I.stem.bn1 = add_bn("stem/bn", C, false);
-  } else {
-    I.stem.w1 = conv_w("stem/conv1/weight", C / 2, space_.in_channels, 3);
-    I.stem.bn1 = add_bn("stem/bn1", C / 2, false);
-    I.stem.w2 = conv_w("stem/conv2/weight", C, C / 2, 3);
-    I.stem.bn2 = add_bn("stem/bn2", C, false);
-  }
-  if (space_.widths[0] != C)
-    fail_usage(str("space.widths: stage 1 width ", space_.widths[0], " must equal stem-channels ", C));
+  cells::ParamBuilder pb(be_, params_, param_index_, bn_);
+  I.stem.build(pb, space_);
+  if (space_.widths[0] != space_.stem_channels)
+    fail_usage(
+        str("space.widths: stage 1 width ", space_.widths[0], " must equal stem-channels ", space_.stem_channels));
 
   // λ groups
   lam_.assign(static_cast<size_t>(space_.total_lambda()), 1.f);
@@ -181,59 +112,39 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
       const std::string pre = str("s", s + 1, "/u", u + 1, "/");
       if (!space_.share) add_block_groups(pre, b.lam_off);
       b.ops.resize(static_cast<size_t>(L * N));
+      const double hw = static_cast<double>(H) * W;
       for (int l = 1; l <= L; ++l)
-        for (int j = 1; j <= N; ++j) {
-          OpDef& op = b.ops[(l - 1) * N + (j - 1)];
-          op.kind = space_.ops[j - 1];
-          const std::string opre = str(pre, "l", l, "/o", j, "/");
-          if (op_is_conv(op.kind)) {
-            const int k = op_kernel(op.kind);
-            op.dw = conv_w(opre + "dw/weight", F, 1, k);
-            op.pw = conv_w(opre + "pw/weight", F, F, 1);
-          }
-          op.bn = add_bn(opre + "bn", F, true);
-        }
-      for (int k = 0; k < N * L; ++k) {
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "c%02d", k + 1);
-        b.out_w.push_back(conv_w(pre + "out/" + buf + "/weight", F, F, 1));
-      }
-      b.out_bn = add_bn(pre + "out/bn", F, false);
+        for (int j = 1; j <= N; ++j)
+          b.ops[static_cast<size_t>((l - 1) * N + (j - 1))].build(pb, str(pre, "l", l, "/o", j, "/"),
+                                                                  space_.ops[static_cast<size_t>(j - 1)], F, hw, true);
+      for (int k = 0; k < N * L; ++k)
+        b.out_w.push_back(pb.conv_w(pre + "out/" + cells::out_conv_name(k) + "/weight", F, F, 1, hw));
+      b.out_bn = pb.add_bn(pre + "out/bn", F);
       if (b.first) {
-        b.id_w = conv_w(pre + "id/conv/weight", F, F, 1);
-        b.id_bn = add_bn(pre + "id/bn", F, true);
+        b.id_w = pb.conv_w(pre + "id/conv/weight", F, F, 1, hw);
+        b.id_bn = pb.add_bn(pre + "id/bn", F, true);
       }
       b.acts.resize(static_cast<size_t>(L * N));
       I.blocks.push_back(std::move(b));
     }
     if (s + 1 < space_.stages()) {
       ReductionBlock r;
-      r.s = s;
-      r.Fin = F;
-      r.H = H;
-      r.W = W;
       r.first_param = static_cast<int>(params_.size());
-      const int Fout = space_.widths[s + 1];
       const std::string pre = str("s", s + 1, "/red/");
-      r.w[0] = conv_w(pre + "b0/conv/weight", Fout, F, 1);
-      r.bn[0] = add_bn(pre + "b0/bn", Fout, true);
-      r.w[1] = conv_w(pre + "b1/conv/weight", Fout, F, 3);
-      r.bn[1] = add_bn(pre + "b1/bn", Fout, true);
+      const bool both[2] = {true, true};
+      r.build(pb, space_, s, pre, both, true);
       r.lam_off = space_.reduction_lambda_offset(s);
       groups_.push_back({pre + "lambda", r.lam_off, 2});
       I.reds.push_back(std::move(r));
     }
   }
-  const int Flast = space_.widths.back();
   I.head.first_param = static_cast<int>(params_.size());
-  I.head.bn = add_bn("head/bn", Flast, false);
-  I.head.fc_w = add("head/fc/weight", {space_.classes, Flast}, Init::FcGauss, false);
-  I.head.fc_b = add("head/fc/bias", {space_.classes}, Init::Zero, false);
+  I.head.build(pb, space_);
 
   // values (docs/method.md §9), gradients (one flat buffer), momenta
   int64_t total = 0;
   for (size_t i = 0; i < params_.size(); ++i)
-    if (!params_[i].frozen) total += shape_numel(shapes[i]);
+    if (!params_[i].frozen) total += shape_numel(pb.shape(i));
   num_weights_ = total;
   flat_grad_ = be_.alloc({total + static_cast<int64_t>(lam_.size())});
   be_.fill(flat_grad_, 0.f);
@@ -241,28 +152,12 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
   int64_t off = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
-    const Shape& sh = shapes[i];
-    const int64_t n = shape_numel(sh);
-    std::vector<float> host(static_cast<size_t>(n));
-    Rng rng(seed, hash_name(p.name.c_str()));
-    switch (I.inits[i]) {
-      case Init::ConvGauss: {
-        const double fan_out = static_cast<double>(sh[0]) * sh[2] * sh[3];
-        const double sigma = std::sqrt(2.0 / fan_out);
-        for (auto& v : host) v = static_cast<float>(sigma * rng.normal());
-        break;
-      }
-      case Init::FcGauss:
-        for (auto& v : host) v = static_cast<float>(0.01 * rng.normal());
-        break;
-      case Init::Zero: std::fill(host.begin(), host.end(), 0.f); break;
-      case Init::One: std::fill(host.begin(), host.end(), 1.f); break;
-    }
+    const Shape& sh = pb.shape(i);
     p.value = be_.alloc(sh);
-    be_.upload(host.data(), p.value);
+    be_.upload(pb.initial_values(i, seed).data(), p.value);
     if (!p.frozen) {
       p.grad = flat_grad_.view(off, sh);
-      off += n;
+      off += shape_numel(sh);
       p.momentum = be_.alloc(sh);
       be_.fill(p.momentum, 0.f);
     }
@@ -364,103 +259,15 @@ int Supergraph::live_edges() const {
 
 namespace {
 
-struct Ctx {
-  Backend& be;
-  std::vector<Param>& P;
-  std::vector<BnStats>& S;
-  bool train;
-  float momentum = kBnMomentum;
-};
-
-void bn_fwd(Ctx& c, const BnIdx& b, const Tensor& x, Tensor& y, Tensor& sm, Tensor& si) {
-  if (!y.defined()) y = c.be.alloc(x.shape());
-  if (c.train) {
-    sm = c.be.alloc({x.dim(0)});
-    si = c.be.alloc({x.dim(0)});
-    c.be.bn_forward_train(x, c.P[b.gamma].value, c.P[b.beta].value, c.S[b.stats].mean, c.S[b.stats].var, c.momentum,
-                          kBnEps, y, sm, si, true);
-  } else {
-    c.be.bn_forward_infer(x, c.P[b.gamma].value, c.P[b.beta].value, c.S[b.stats].mean, c.S[b.stats].var, kBnEps, y,
-                          true);
-  }
-}
-
-void bn_bwd(Ctx& c, const BnIdx& b, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& sm,
-            const Tensor& si, Tensor& dx, bool wgrads, float beta_dx = 0.f) {
-  Param& g = c.P[b.gamma];
-  Param& bt = c.P[b.beta];
-  Tensor* dg = (wgrads && !g.frozen) ? &g.grad : nullptr;
-  Tensor* db = wgrads ? &bt.grad : nullptr;
-  c.be.bn_backward(x, y, dy, g.value, sm, si, dx, dg, db, true, beta_dx);
-}
-
-ConvDesc conv_desc(int cin, int cout, int k, int stride, int pad, int groups = 1) {
-  ConvDesc d;
-  d.cin = cin;
-  d.cout = cout;
-  d.k = k;
-  d.stride = stride;
-  d.pad = pad;
-  d.groups = groups;
-  return d;
-}
-
 struct Fwd {
   Supergraph& g;
   Supergraph::Impl& I;
   Ctx c;
   const float* lam;
-  float* dlam;  // null: no λ gradients
-  bool wgrads;
+  float* dlam;             // null: no λ gradients
   bool recompute = false;  // per-block recomputation in backward (memory ↓, time ↑)
 
-  Tensor conv(const ConvDesc& d, const Tensor& x, int w) {
-    const int Ho = d.out_size(static_cast<int>(x.dim(2))), Wo = d.out_size(static_cast<int>(x.dim(3)));
-    Tensor y = c.be.alloc(act_shape(d.cout, static_cast<int>(x.dim(1)), Ho, Wo));
-    c.be.conv_forward(d, x, c.P[w].value, y);
-    return y;
-  }
-
-  Tensor stem_forward(const Tensor& x) {
-    StemDef& s = I.stem;
-    const SearchSpace& sp = g.space();
-    s.x = x;
-    if (sp.stem == StemKind::Conv3) {
-      s.c1 = conv(conv_desc(sp.in_channels, sp.stem_channels, 3, 1, 1), x, s.w1);
-      bn_fwd(c, s.bn1, s.c1, s.r1, s.m1, s.i1);
-      return s.r1;
-    }
-    s.c1 = conv(conv_desc(sp.in_channels, sp.stem_channels / 2, 3, 2, 1), x, s.w1);
-    bn_fwd(c, s.bn1, s.c1, s.r1, s.m1, s.i1);
-    s.c2 = conv(conv_desc(sp.stem_channels / 2, sp.stem_channels, 3, 2, 1), s.r1, s.w2);
-    bn_fwd(c, s.bn2, s.c2, s.r2, s.m2, s.i2);
-    return s.r2;
-  }
-
-  void stem_backward(const Tensor& dout) {
-    StemDef& s = I.stem;
-    const SearchSpace& sp = g.space();
-    if (sp.stem == StemKind::Conv3) {
-      Tensor dc = c.be.alloc(s.c1.shape());
-      bn_bwd(c, s.bn1, s.c1, s.r1, dout, s.m1, s.i1, dc, wgrads);
-      if (wgrads)
-        c.be.conv_backward_filter(conv_desc(sp.in_channels, sp.stem_channels, 3, 1, 1), s.x, dc, c.P[s.w1].grad, 1.f,
-                                  1.f);
-    } else {
-      Tensor dc2 = c.be.alloc(s.c2.shape());
-      bn_bwd(c, s.bn2, s.c2, s.r2, dout, s.m2, s.i2, dc2, wgrads);
-      const ConvDesc d2 = conv_desc(sp.stem_channels / 2, sp.stem_channels, 3, 2, 1);
-      if (wgrads) c.be.conv_backward_filter(d2, s.r1, dc2, c.P[s.w2].grad, 1.f, 1.f);
-      Tensor dr1 = c.be.alloc(s.r1.shape());
-      c.be.conv_backward_data(d2, dc2, c.P[s.w2].value, dr1);
-      Tensor dc1 = c.be.alloc(s.c1.shape());
-      bn_bwd(c, s.bn1, s.c1, s.r1, dr1, s.m1, s.i1, dc1, wgrads);
-      if (wgrads)
-        c.be.conv_backward_filter(conv_desc(sp.in_channels, sp.stem_channels / 2, 3, 2, 1), s.x, dc1, c.P[s.w1].grad,
-                                  1.f, 1.f);
-    }
-    s.clear_acts();
-  }
+  Tensor conv(const ConvDesc& d, const Tensor& x, int w) { return cells::conv(c, d, x, w); }
 
   Tensor normal_forward(NormalBlock& b, const Tensor& x) {
     const SearchSpace& sp = g.space();
@@ -494,29 +301,13 @@ struct Fwd {
         const int idx = (l - 1) * N + j - 1;
         if (!b.alive[idx]) continue;
         OpActs& A = b.acts[idx];
-        const OpDef& op = b.ops[idx];
-        const Tensor& a = (l == 1) ? b.x : A.a;
-        if (op_is_conv(op.kind)) {
-          const int k = op_kernel(op.kind);
-          A.t1 = conv(conv_desc(F, F, k, 1, k / 2, F), a, op.dw);
-          A.t2 = conv(conv_desc(F, F, 1, 1, 0), A.t1, op.pw);
-        } else {
-          PoolDesc pd;
-          pd.kind = op.kind == OpKind::Max3 ? PoolKind::Max : PoolKind::Avg;
-          A.t2 = c.be.alloc(a.shape());
-          c.be.pool_forward(pd, a, A.t2);
-        }
-        bn_fwd(c, op.bn, A.t2, A.h, A.smean, A.sinv);
+        b.ops[idx].forward(c, F, (l == 1) ? b.x : A.a, A);
         nodes[static_cast<size_t>(1 + idx)] = &A.h;
       }
       if (!c.train) {  // inputs of this level are no longer needed
         for (int j = 1; j <= N; ++j) {
           OpActs& A = b.acts[(l - 1) * N + j - 1];
-          A.a = Tensor();
-          A.t1 = Tensor();
-          A.t2 = Tensor();
-          A.smean = Tensor();
-          A.sinv = Tensor();
+          A.a = A.t1 = A.t2 = A.mean = A.inv = Tensor();
         }
       }
     }
@@ -528,21 +319,22 @@ struct Fwd {
       out_columns(b, lb, &ws, &scale, nullptr, nullptr);
       b.wcat = c.be.alloc({F, nalive * F, 1, 1});
       c.be.concat_scaled_columns(ws, scale.data(), b.wcat);
-      b.y = c.be.alloc(act_shape(F, n, b.H, b.W));
-      c.be.conv_forward(conv_desc(nalive * F, F, 1, 1, 0), b.hcat, b.wcat, b.y);
-      bn_fwd(c, b.out_bn, b.y, b.r, b.ymean, b.yinv);
+      b.y.c = c.be.alloc(act_shape(F, n, b.H, b.W));
+      c.be.conv_forward(conv_desc(nalive * F, F, 1, 1, 0), b.hcat, b.wcat, b.y.c);
+      bn_fwd(c, b.out_bn, b.y.c, b.y.r, b.y.mean, b.y.inv);
     }
     if (b.first) {
-      b.tsc = conv(d1, b.x, b.id_w);
-      bn_fwd(c, b.id_bn, b.tsc, b.sc, b.scmean, b.scinv);
+      b.sc.c = conv(d1, b.x, b.id_w);
+      bn_fwd(c, b.id_bn, b.sc.c, b.sc.r, b.sc.mean, b.sc.inv);
+      b.shortcut = b.sc.r;
     } else {
-      b.sc = b.x;
+      b.shortcut = b.x;
     }
     if (!b.branches.empty()) {
-      out = c.be.alloc(b.sc.shape());
-      c.be.add(b.r, b.sc, out);
+      out = c.be.alloc(b.shortcut.shape());
+      c.be.add(b.y.r, b.shortcut, out);
     } else {
-      out = b.sc;
+      out = b.shortcut;
     }
     if (!c.train) {
       release(b);
@@ -556,7 +348,9 @@ struct Fwd {
 
   static void release(NormalBlock& b) {
     for (OpActs& A : b.acts) A = OpActs();
-    b.x = b.hcat = b.wcat = b.y = b.r = b.ymean = b.yinv = b.tsc = b.sc = b.scmean = b.scinv = b.out = Tensor();
+    b.x = b.hcat = b.wcat = b.shortcut = b.out = Tensor();
+    b.y.clear();
+    b.sc.clear();
   }
 
   /// Columns of the block's output GEMM, one per alive op (in alive_list
@@ -573,7 +367,7 @@ struct Fwd {
       Param& w = c.P[b.out_w[k]];
       if (ws) ws->push_back(&w.value);
       if (scale) scale->push_back(branch ? lb[lay.after_offset() + k] : 0.f);
-      if (dws) dws->push_back(branch && wgrads ? &w.grad : nullptr);
+      if (dws) dws->push_back(branch && c.wgrads ? &w.grad : nullptr);
       if (dscale) dscale->push_back(branch && dlb ? dlb + lay.after_offset() + k : nullptr);
     }
   }
@@ -629,18 +423,18 @@ struct Fwd {
     // the output BN below reads it before anything accumulates into dx).
     Tensor dx = !need_dx ? Tensor() : b.first ? c.be.alloc(b.x.shape()) : dout;
     if (b.first && need_dx) {
-      Tensor dtsc = c.be.alloc(b.tsc.shape());
-      bn_bwd(c, b.id_bn, b.tsc, b.sc, dout, b.scmean, b.scinv, dtsc, wgrads);
+      Tensor dtsc = c.be.alloc(b.sc.c.shape());
+      bn_bwd(c, b.id_bn, b.sc.c, b.sc.r, dout, b.sc.mean, b.sc.inv, dtsc);
       c.be.conv_backward_data(d1, dtsc, c.P[b.id_w].value, dx);
-      if (wgrads) c.be.conv_backward_filter(d1, b.x, dtsc, c.P[b.id_w].grad, 1.f, 1.f);
+      if (c.wgrads) c.be.conv_backward_filter(d1, b.x, dtsc, c.P[b.id_w].grad, 1.f, 1.f);
     }
     if (b.branches.empty()) {
       release(b);
       return dx;
     }
-    Tensor dy = c.be.alloc(b.y.shape());
-    bn_bwd(c, b.out_bn, b.y, b.r, dout, b.ymean, b.yinv, dy, wgrads);
-    b.y = b.r = Tensor();
+    Tensor dy = c.be.alloc(b.y.c.shape());
+    bn_bwd(c, b.out_bn, b.y.c, b.y.r, dout, b.y.mean, b.y.inv, dy);
+    b.y.c = b.y.r = Tensor();
 
     // ∂/∂(stacked op outputs) in one GEMM; the per-op gradients are views of it
     const int nalive = static_cast<int>(b.alive_list.size());
@@ -650,9 +444,9 @@ struct Fwd {
     std::vector<Tensor> dnodes(static_cast<size_t>(L * N));
     const int64_t plane = b.x.numel();
     for (int a = 0; a < nalive; ++a) dnodes[b.alive_list[a]] = dhcat.view(a * plane, b.x.shape());
-    if (dlb && !wgrads && branch_dots(b, lb, dlb, dhcat)) {
+    if (dlb && !c.wgrads && branch_dots(b, lb, dlb, dhcat)) {
       // λ-step: dλ_after from dot products (no weight-gradient GEMM)
-    } else if (dlb || wgrads) {
+    } else if (dlb || c.wgrads) {
       Tensor M = c.be.alloc(b.wcat.shape());
       c.be.conv_backward_filter(dcat, b.hcat, dy, M, 1.f, 0.f);
       std::vector<const Tensor*> ws;
@@ -677,36 +471,11 @@ struct Fwd {
         const int idx = (l - 1) * N + j - 1;
         if (!b.alive[idx]) continue;
         OpActs& A = b.acts[idx];
-        const OpDef& op = b.ops[idx];
         const Tensor& a = (l == 1) ? b.x : A.a;
-        Tensor dt2 = c.be.alloc(A.t2.shape());
-        bn_bwd(c, op.bn, A.t2, A.h, dnodes[idx], A.smean, A.sinv, dt2, wgrads);
-        dnodes[idx] = Tensor();
-        Tensor* target;
-        float beta;
-        if (l == 1) {
-          target = &dx;
-          beta = 1.f;
-        } else {
-          das[j - 1] = c.be.alloc(a.shape());
-          target = &das[j - 1];
-          beta = 0.f;
-        }
-        if (op_is_conv(op.kind)) {
-          const int k = op_kernel(op.kind);
-          const ConvDesc ddw = conv_desc(F, F, k, 1, k / 2, F);
-          Tensor dt1 = c.be.alloc(A.t1.shape());
-          c.be.conv_backward_data(d1, dt2, c.P[op.pw].value, dt1);
-          if (wgrads) c.be.conv_backward_filter(d1, A.t1, dt2, c.P[op.pw].grad, 1.f, 1.f);
-          dt2 = Tensor();
-          c.be.conv_backward_data(ddw, dt1, c.P[op.dw].value, *target, 1.f, beta);
-          if (wgrads) c.be.conv_backward_filter(ddw, a, dt1, c.P[op.dw].grad, 1.f, 1.f);
-        } else {
-          PoolDesc pd;
-          pd.kind = op.kind == OpKind::Max3 ? PoolKind::Max : PoolKind::Avg;
-          c.be.pool_backward(pd, a, A.t2, dt2, *target, beta);
-        }
-        A.t1 = A.t2 = A.smean = A.sinv = Tensor();
+        if (l > 1) das[j - 1] = c.be.alloc(a.shape());
+        // level 1 accumulates into the block input's gradient; higher levels
+        // into their input sum's, which the level's wsum_backward spreads
+        b.ops[idx].backward(c, F, a, A, dnodes[idx], l == 1 ? dx : das[j - 1], l == 1 ? 1.f : 0.f);
       }
       if (l >= 2) {
         const int K = lay.in_len(l);
@@ -727,103 +496,31 @@ struct Fwd {
     return dx;
   }
 
-  Tensor reduction_forward(ReductionBlock& r, const Tensor& x) {
-    const SearchSpace& sp = g.space();
-    const int Fout = sp.widths[r.s + 1];
-    r.x = x;
-    const ConvDesc d[2] = {conv_desc(r.Fin, Fout, 1, 2, 0), conv_desc(r.Fin, Fout, 3, 2, 1)};
-    std::vector<const Tensor*> xs(2, nullptr);
-    for (int i = 0; i < 2; ++i) {
-      if (!r.live[i]) continue;
-      r.c[i] = conv(d[i], x, r.w[i]);
-      bn_fwd(c, r.bn[i], r.c[i], r.r[i], r.m[i], r.iv[i]);
-      xs[i] = &r.r[i];
-    }
-    const int Ho = d[0].out_size(r.H), Wo = d[0].out_size(r.W);
-    Tensor out = c.be.alloc(act_shape(Fout, static_cast<int>(x.dim(1)), Ho, Wo));
-    std::vector<Tensor*> ys = {&out};
-    c.be.wsum_forward(1, 2, lam + r.lam_off, r.live, xs, ys);
-    if (!c.train) r.clear_acts();
-    return out;
-  }
-
-  Tensor reduction_backward(ReductionBlock& r, const Tensor& dout) {
-    const SearchSpace& sp = g.space();
-    const int Fout = sp.widths[r.s + 1];
-    const ConvDesc d[2] = {conv_desc(r.Fin, Fout, 1, 2, 0), conv_desc(r.Fin, Fout, 3, 2, 1)};
-    Tensor dr[2];
-    std::vector<const Tensor*> xs(2, nullptr);
-    std::vector<Tensor*> dxs(2, nullptr);
-    for (int i = 0; i < 2; ++i)
-      if (r.live[i]) {
-        dr[i] = c.be.alloc(r.r[i].shape());
-        c.be.fill(dr[i], 0.f);
-        xs[i] = &r.r[i];
-        dxs[i] = &dr[i];
-      }
-    std::vector<const Tensor*> dys = {&dout};
-    c.be.wsum_backward(1, 2, lam + r.lam_off, r.live, xs, dys, dxs, dlam ? dlam + r.lam_off : nullptr);
-    Tensor dx = c.be.alloc(r.x.shape());
-    bool first = true;
-    for (int i = 0; i < 2; ++i) {
-      if (!r.live[i]) continue;
-      Tensor dc = c.be.alloc(r.c[i].shape());
-      bn_bwd(c, r.bn[i], r.c[i], r.r[i], dr[i], r.m[i], r.iv[i], dc, wgrads);
-      c.be.conv_backward_data(d[i], dc, c.P[r.w[i]].value, dx, 1.f, first ? 0.f : 1.f);
-      if (wgrads) c.be.conv_backward_filter(d[i], r.x, dc, c.P[r.w[i]].grad, 1.f, 1.f);
-      first = false;
-    }
-    if (first) c.be.fill(dx, 0.f);
-    r.clear_acts();
-    return dx;
-  }
-
-  Tensor head_forward(const Tensor& x) {
-    HeadDef& h = I.head;
-    h.x = x;
-    bn_fwd(c, h.bn, x, h.hb, h.m, h.iv);
-    const int n = static_cast<int>(x.dim(1)), C = static_cast<int>(x.dim(0));
-    h.pooled = c.be.alloc({n, C});
-    c.be.global_avg_pool_forward(h.hb, h.pooled);
-    h.logits = c.be.alloc({n, g.space().classes});
-    c.be.linear_forward(h.pooled, c.P[h.fc_w].value, c.P[h.fc_b].value, h.logits);
-    return h.logits;
-  }
-
-  Tensor head_backward(const Tensor& dlogits) {
-    HeadDef& h = I.head;
-    Tensor dpooled = c.be.alloc(h.pooled.shape());
-    c.be.linear_backward(h.pooled, c.P[h.fc_w].value, dlogits, &dpooled, wgrads ? &c.P[h.fc_w].grad : nullptr,
-                         wgrads ? &c.P[h.fc_b].grad : nullptr);
-    Tensor dhb = c.be.alloc(h.hb.shape());
-    c.be.global_avg_pool_backward(dpooled, dhb);
-    Tensor dx = c.be.alloc(h.x.shape());
-    bn_bwd(c, h.bn, h.x, h.hb, dhb, h.m, h.iv, dx, wgrads);
-    h.clear_acts();
-    return dx;
-  }
-
   Tensor forward(const Tensor& x) {
-    Tensor t = stem_forward(x);
+    Tensor t = I.stem.forward(c, g.space(), x);
     size_t bi = 0;
     for (int s = 0; s < g.space().stages(); ++s) {
       for (int u = 0; u < g.space().normal_units[s]; ++u) t = normal_forward(I.blocks[bi++], t);
-      if (s + 1 < g.space().stages()) t = reduction_forward(I.reds[static_cast<size_t>(s)], t);
+      if (s + 1 < g.space().stages()) {
+        ReductionBlock& r = I.reds[static_cast<size_t>(s)];
+        t = r.forward(c, t, lam + r.lam_off);
+      }
     }
-    return head_forward(t);
+    return I.head.forward(c, t, g.space().classes, nullptr);
   }
 
   void backward(const Tensor& dlogits) {
     auto ready = [&](int64_t from) {
       if (g.grad_ready_hook()) g.grad_ready_hook()(from);
     };
-    Tensor d = head_backward(dlogits);
+    Tensor d = I.head.backward(c, dlogits, nullptr);
     ready(I.head.grad_from);
     size_t bi = I.blocks.size();
     for (int s = g.space().stages() - 1; s >= 0; --s) {
       if (s + 1 < g.space().stages()) {
-        d = reduction_backward(I.reds[static_cast<size_t>(s)], d);
-        ready(I.reds[static_cast<size_t>(s)].grad_from);
+        ReductionBlock& r = I.reds[static_cast<size_t>(s)];
+        d = r.backward(c, d, lam + r.lam_off, dlam ? dlam + r.lam_off : nullptr);
+        ready(r.grad_from);
       }
       for (int u = 0; u < g.space().normal_units[s]; ++u) {
         NormalBlock& b = I.blocks[--bi];
@@ -840,13 +537,13 @@ struct Fwd {
         }
         // Nothing before the first block has a λ: on a λ-step (no weight
         // gradients) its input gradient, and the stem's backward, are not needed.
-        const bool need_dx = wgrads || bi > 0 || b.s > 0;
+        const bool need_dx = c.wgrads || bi > 0 || b.s > 0;
         d = normal_backward(b, d, need_dx);
         ready(b.grad_from);
       }
     }
     if (d.defined())
-      stem_backward(d);
+      I.stem.backward(c, g.space(), d);
     else
       I.stem.clear_acts();
     ready(0);
@@ -861,12 +558,8 @@ StepResult Supergraph::train_step(const float* x_nchw, const int32_t* labels, in
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
   be_.fill(flat_grad_, 0.f);
   const bool lg = lambda_grads && !lambda_fixed_;
-  Fwd f{*this,
-        *impl_,
-        Ctx{be_, params_, bn_, true, bn_momentum_},
-        lambda_fixed_ ? impl_->ones.data() : lam_.data(),
-        lg ? lambda_grad_.data() : nullptr,
-        weight_grads};
+  Fwd f{*this, *impl_, Ctx{be_, params_, bn_, true, bn_momentum_, weight_grads},
+        lambda_fixed_ ? impl_->ones.data() : lam_.data(), lg ? lambda_grad_.data() : nullptr};
   f.recompute = recompute_;
   Tensor logits = f.forward(x);
   Tensor dlogits = be_.alloc(logits.shape());
@@ -882,8 +575,8 @@ StepResult Supergraph::train_step(const float* x_nchw, const int32_t* labels, in
 StepResult Supergraph::eval_batch(const float* x_nchw, const int32_t* labels, int n, std::vector<float>* logits_out) {
   const SearchSpace& sp = space_;
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
-  Fwd f{*this,   *impl_, Ctx{be_, params_, bn_, false, bn_momentum_}, lambda_fixed_ ? impl_->ones.data() : lam_.data(),
-        nullptr, false};
+  Fwd f{*this, *impl_, Ctx{be_, params_, bn_, false, bn_momentum_, false},
+        lambda_fixed_ ? impl_->ones.data() : lam_.data(), nullptr};
   Tensor logits = f.forward(x);
   Tensor dlogits = be_.alloc(logits.shape());
   StepResult r;
@@ -901,8 +594,8 @@ StepResult Supergraph::eval_batch(const float* x_nchw, const int32_t* labels, in
 void Supergraph::forward_train_only(const float* x_nchw, int n) {
   const SearchSpace& sp = space_;
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
-  Fwd f{*this,   *impl_, Ctx{be_, params_, bn_, true, bn_momentum_}, lambda_fixed_ ? impl_->ones.data() : lam_.data(),
-        nullptr, false};
+  Fwd f{*this, *impl_, Ctx{be_, params_, bn_, true, bn_momentum_, false},
+        lambda_fixed_ ? impl_->ones.data() : lam_.data(), nullptr};
   f.forward(x);
   // drop everything forward kept
   for (NormalBlock& b : impl_->blocks) Fwd::release(b);

@@ -1,0 +1,181 @@
+// cells.hpp — the pieces the search network (Supergraph) and the retrain network
+// (Network) are both made of, written once (docs/architecture.md, "model/"):
+//
+//  * ParamBuilder: parameters and BN statistics created in call order (that order
+//    is the flat gradient buffer's layout and the files'), the initial values of
+//    docs/method.md §9, and the MACs of the convolutions as built (§11.1);
+//  * Ctx, bn_fwd/bn_bwd, conv: one execution context and the BN(+ReLU) and
+//    convolution steps every cell uses;
+//  * the cells with their parameter names, forward and backward: Stem, Op (conv
+//    or pooling → BN + ReLU), Reduction (λ-weighted or plain sum of its two
+//    branches) and Head (BN + ReLU → global average pool → [dropout] → FC).
+//
+// Each cell keeps what its backward needs in small named structs (ConvBn,
+// OpActs) and frees them once its backward is done.  Internal to model/.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "dsonas/backend/backend.hpp"
+#include "dsonas/model/search_space.hpp"
+#include "dsonas/model/supergraph.hpp"  // Param, BnStats
+
+namespace dsonas {
+namespace cells {
+
+constexpr float kBnEps = 2e-5f;
+constexpr float kBnMomentum = 0.9f;
+
+enum class Init { ConvGauss, FcGauss, Zero, One };
+
+inline Shape act_shape(int64_t c, int64_t n, int64_t h, int64_t w) { return {c, n, h, w}; }
+ConvDesc conv_desc(int cin, int cout, int k, int stride, int pad, int groups = 1);
+/// The 3×3, stride 1, pad 1 pooling of a max3/avg3 op (docs/method.md §1.1).
+PoolDesc op_pool(OpKind k);
+/// Name of a block's k-th output 1×1 conv ("c01" .. "cNL", k from 0).
+std::string out_conv_name(int k);
+
+/// Indices of one BN's parameters γ, β and its running statistics.
+struct BnRef {
+  int gamma = -1, beta = -1, stats = -1;
+};
+
+/// Creates the parameters of a network in call order.
+class ParamBuilder {
+ public:
+  ParamBuilder(Backend& be, std::vector<Param>& params, std::map<std::string, int>& index, std::vector<BnStats>& bn)
+      : be_(be), params_(params), index_(index), bn_(bn) {}
+  int add(const std::string& name, const Shape& shape, Init init, bool frozen = false);
+  /// γ (frozen at 1 when gamma_frozen), β and the running statistics of "prefix/…".
+  BnRef add_bn(const std::string& prefix, int c, bool gamma_frozen = false);
+  /// A convolution weight [cout, cin, k, k] whose output has out_hw positions;
+  /// its MACs (weights × positions) count towards macs() while count_macs.
+  int conv_w(const std::string& name, int cout, int cin, int k, double out_hw);
+  void add_macs(double m) { macs_ += m; }
+  bool count_macs = true;
+  double macs() const { return macs_; }
+  const Shape& shape(size_t i) const { return shapes_[i]; }
+  /// Parameter i's initial values: deterministic in (seed, its name) (§9).
+  std::vector<float> initial_values(size_t i, uint64_t seed) const;
+
+ private:
+  Backend& be_;
+  std::vector<Param>& params_;
+  std::map<std::string, int>& index_;
+  std::vector<BnStats>& bn_;
+  std::vector<Shape> shapes_;
+  std::vector<Init> inits_;
+  double macs_ = 0;
+};
+
+/// Execution context of one forward/backward pass.
+struct Ctx {
+  Backend& be;
+  std::vector<Param>& P;
+  std::vector<BnStats>& S;
+  bool train;                    // batch statistics (and running-statistics update) vs running statistics
+  float momentum = kBnMomentum;  // running-statistics momentum
+  bool wgrads = true;            // backward computes weight gradients
+};
+
+/// BN + ReLU of x into y (allocated unless y is a view already), keeping the
+/// batch mean and inverse std in sm, si when training.
+void bn_fwd(Ctx& c, const BnRef& b, const Tensor& x, Tensor& y, Tensor& sm, Tensor& si);
+/// Its backward: dx (= beta_dx·dx + …), and γ, β gradients when c.wgrads (γ's unless frozen).
+void bn_bwd(Ctx& c, const BnRef& b, const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& sm,
+            const Tensor& si, Tensor& dx, float beta_dx = 0.f);
+/// A new tensor: x convolved with parameter w.
+Tensor conv(Ctx& c, const ConvDesc& d, const Tensor& x, int w);
+
+/// What a convolution followed by BN + ReLU keeps: the convolution's output c,
+/// the BN's output r, its batch mean and inverse std.
+struct ConvBn {
+  Tensor c, r, mean, inv;
+  void clear() { c = r = mean = inv = Tensor(); }
+};
+
+/// The stem: conv3 (3×3 conv → BN + ReLU) or imagenet2x (two stride-2 3×3
+/// convs, each → BN + ReLU).
+struct Stem {
+  int w1 = -1, w2 = -1;
+  BnRef bn1, bn2;
+  Tensor x;
+  ConvBn a1, a2;
+  void build(ParamBuilder& pb, const SearchSpace& sp);
+  Tensor forward(Ctx& c, const SearchSpace& sp, const Tensor& x);
+  void backward(Ctx& c, const SearchSpace& sp, const Tensor& dout);
+  void clear_acts() {
+    x = Tensor();
+    a1.clear();
+    a2.clear();
+  }
+};
+
+/// What an op keeps: its input a (a sum of nodes; the block input itself at
+/// level 1), the depthwise output t1 (sep ops), the pre-BN output t2, the node
+/// h (BN + ReLU of t2), the BN's batch mean and inverse std.
+struct OpActs {
+  Tensor a, t1, t2, h, mean, inv;
+};
+
+/// An op of a block: sepk (depthwise k×k → 1×1) or 3×3 pooling, then BN + ReLU.
+struct Op {
+  OpKind kind = OpKind::Sep3;
+  int dw = -1, pw = -1;
+  BnRef bn;
+  /// Parameters "<prefix>dw/weight", "<prefix>pw/weight" (sep ops), "<prefix>bn".
+  void build(ParamBuilder& pb, const std::string& prefix, OpKind k, int F, double hw, bool gamma_frozen);
+  /// A.h = op(a); A.h may be a view (into the block's stacked outputs) already.
+  void forward(Ctx& c, int F, const Tensor& a, OpActs& A) const;
+  /// From dh (released here): target = beta·target + ∂/∂a; frees A's t1, t2, mean, inv.
+  void backward(Ctx& c, int F, const Tensor& a, OpActs& A, Tensor& dh, Tensor& target, float beta) const;
+};
+
+/// A reduction block: two stride-2 branches (1×1 and 3×3 conv, each → BN + ReLU)
+/// summed, λ-weighted in the search, plainly in the retrained network (§6.3).
+struct Reduction {
+  int s = 0, Fin = 0, Fout = 0, H = 0, W = 0;
+  uint8_t live[2] = {1, 1};
+  int w[2] = {-1, -1};
+  BnRef bn[2];
+  Tensor x;
+  ConvBn br[2];
+  /// Parameters "<prefix>b<i>/conv/weight", "<prefix>b<i>/bn" of the branches given.
+  void build(ParamBuilder& pb, const SearchSpace& sp, int stage, const std::string& prefix, const bool branch[2],
+             bool gamma_frozen);
+  /// lam: the two λ (a λ-weighted sum), or null (the plain sum of the live branches).
+  Tensor forward(Ctx& c, const Tensor& x, const float* lam);
+  /// dlam: where the λ gradients accumulate (null: none).
+  Tensor backward(Ctx& c, const Tensor& dout, const float* lam, float* dlam);
+  void clear_acts() {
+    x = Tensor();
+    br[0].clear();
+    br[1].clear();
+  }
+};
+
+/// Inverted dropout before the classifier (§2.4): rate, mask key, the batch's
+/// first sample (its masks are a function of the global sample index).
+struct Dropout {
+  float rate = 0;
+  uint64_t key = 0;
+  int64_t sample_base = 0;
+};
+
+/// The head: BN + ReLU → global average pool → [dropout] → FC.
+struct Head {
+  BnRef bn;
+  int fc_w = -1, fc_b = -1;
+  Tensor x, hb, mean, inv, pooled, dropped, logits;
+  /// Parameters "head/bn", "head/fc/weight", "head/fc/bias" (its MACs counted).
+  void build(ParamBuilder& pb, const SearchSpace& sp);
+  /// drop: dropout while training (null or rate 0: none).
+  Tensor forward(Ctx& c, const Tensor& x, int classes, const Dropout* drop);
+  Tensor backward(Ctx& c, const Tensor& dlogits, const Dropout* drop);
+  void clear_acts() { x = hb = mean = inv = pooled = dropped = logits = Tensor(); }
+};
+
+}  // namespace cells
+}  // namespace dsonas
