@@ -21,10 +21,24 @@
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/json.hpp"
+#include "dsonas/model/cost.hpp"
 #include "dsonas/model/prune.hpp"
 
 namespace dsonas {
 namespace {
+
+/// Block u of stage s (0-based) without its ops: name, geometry, shortcut.
+ArchBlock block_frame(const SearchSpace& sp, int s, int u) {
+  ArchBlock blk;
+  blk.stage = s + 1;
+  blk.unit = u + 1;
+  blk.name = str("s", s + 1, "/u", u + 1);
+  blk.channels = sp.widths[static_cast<size_t>(s)];
+  blk.height = sp.stage_height(s);
+  blk.width = sp.stage_width(s);
+  blk.id_conv = u == 0;
+  return blk;
+}
 
 // ---- a minimal ordered JSON value and its printer ----------------------------------
 struct J {
@@ -242,14 +256,7 @@ Architecture Architecture::from_lambda(const SearchSpace& space, const float* la
     for (int u = 0; u < space.normal_units[s]; ++u) {
       const int off = space.block_lambda_offset(s, u);
       const BlockTopology t = block_topology(l.data() + off, m.data() + off, b);
-      ArchBlock blk;
-      blk.stage = s + 1;
-      blk.unit = u + 1;
-      blk.name = str("s", s + 1, "/u", u + 1);
-      blk.channels = space.widths[s];
-      blk.height = space.stage_height(s);
-      blk.width = space.stage_width(s);
-      blk.id_conv = u == 0;
+      ArchBlock blk = block_frame(space, s, u);
       blk.empty = t.block_empty;
       for (int li = 0; li < b.L; ++li)
         for (int ji = 0; ji < N; ++ji) {
@@ -299,20 +306,16 @@ double Architecture::macs() const {
   double macs = stem_macs(sp);
   for (const ArchBlock& blk : blocks_) {
     const double F = blk.channels, hw = static_cast<double>(blk.height) * blk.width;
-    for (const ArchOp& o : blk.ops)
-      if (op_is_conv(o.type)) {
-        const double k = op_kernel(o.type);
-        macs += (k * k * F + F * F) * hw;
-      }
-    macs += blk.live_branches() * F * F * hw;
-    if (blk.id_conv) macs += F * F * hw;
+    for (const ArchOp& o : blk.ops) macs += cost::op_macs(o.type, F, hw);
+    macs += blk.live_branches() * cost::pointwise_macs(F, hw);
+    if (blk.id_conv) macs += cost::pointwise_macs(F, hw);
   }
   for (const ArchReduction& r : reductions_) {
-    const double out = static_cast<double>(r.out_channels) * r.out_height * r.out_width;
-    if (r.branch[0]) macs += 1.0 * r.in_channels * out;
-    if (r.branch[1]) macs += 9.0 * r.in_channels * out;
+    const double out_hw = static_cast<double>(r.out_height) * r.out_width;
+    for (int i = 0; i < 2; ++i)
+      if (r.branch[i]) macs += cost::reduction_branch_macs(i, r.in_channels, r.out_channels, out_hw);
   }
-  macs += static_cast<double>(sp.widths.back()) * sp.classes;
+  macs += cost::head_macs(sp.widths.back(), sp.classes);
   return macs;
 }
 
@@ -321,31 +324,22 @@ double Architecture::params() const {
   const double C = sp.stem_channels, cin = sp.in_channels;
   double p = 0.0;
   if (sp.stem == StemKind::Conv3) {
-    p += 9.0 * cin * C + 2.0 * C;
+    p += cost::conv_macs(C, cin, 3, 1) + cost::bn_params(C);
   } else {
-    const double half = sp.stem_channels / 2;
-    p += 9.0 * cin * half + 2.0 * half + 9.0 * half * C + 2.0 * C;
+    const double half = sp.stem_channels / 2;  // integer division, §2.2
+    p += cost::conv_macs(half, cin, 3, 1) + cost::bn_params(half) + cost::conv_macs(C, half, 3, 1) + cost::bn_params(C);
   }
   for (const ArchBlock& blk : blocks_) {
     const double F = blk.channels;
-    for (const ArchOp& o : blk.ops) {
-      if (op_is_conv(o.type)) {
-        const double k = op_kernel(o.type);
-        p += k * k * F + F * F;
-      }
-      p += 2.0 * F;  // the op's BN
-    }
+    for (const ArchOp& o : blk.ops) p += cost::op_params(o.type, F);
     const int br = blk.live_branches();
-    if (br > 0) p += br * F * F + 2.0 * F;  // output 1×1 convs + block-output BN
-    if (blk.id_conv) p += F * F + 2.0 * F;
+    if (br > 0) p += br * cost::pointwise_macs(F, 1) + cost::bn_params(F);  // output 1×1 convs + block-output BN
+    if (blk.id_conv) p += cost::pointwise_macs(F, 1) + cost::bn_params(F);
   }
-  for (const ArchReduction& r : reductions_) {
-    const double fi = r.in_channels, fo = r.out_channels;
-    if (r.branch[0]) p += 1.0 * fi * fo + 2.0 * fo;
-    if (r.branch[1]) p += 9.0 * fi * fo + 2.0 * fo;
-  }
-  const double last = sp.widths.back();
-  p += 2.0 * last + last * sp.classes + sp.classes;  // head BN, FC with bias
+  for (const ArchReduction& r : reductions_)
+    for (int i = 0; i < 2; ++i)
+      if (r.branch[i]) p += cost::reduction_branch_params(i, r.in_channels, r.out_channels);
+  p += cost::head_params(sp.widths.back(), sp.classes);
   return p;
 }
 
@@ -631,14 +625,7 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
   for (int s = 0; s < sp.stages(); ++s)
     for (int u = 0; u < sp.normal_units[s]; ++u, ++bi) {
       JsonObject b(blocks.arr[bi], str("blocks[", bi, "]"), file);
-      ArchBlock blk;
-      blk.stage = s + 1;
-      blk.unit = u + 1;
-      blk.name = str("s", s + 1, "/u", u + 1);
-      blk.channels = sp.widths[s];
-      blk.height = sp.stage_height(s);
-      blk.width = sp.stage_width(s);
-      blk.id_conv = u == 0;
+      ArchBlock blk = block_frame(sp, s, u);
       const std::string name = b.text("name");
       if (name != blk.name) b.bad(b.field("name"), str("expected \"", blk.name, "\", got \"", name, "\""));
       auto expect_int = [&](const char* key, int want, const char* why) {

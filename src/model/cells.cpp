@@ -7,6 +7,7 @@
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/rng.hpp"
+#include "dsonas/model/cost.hpp"
 
 namespace dsonas {
 namespace cells {
@@ -64,7 +65,7 @@ BnRef ParamBuilder::add_bn(const std::string& prefix, int c, bool gamma_frozen) 
 }
 
 int ParamBuilder::conv_w(const std::string& name, int cout, int cin, int k, double out_hw) {
-  if (count_macs) macs_ += static_cast<double>(cout) * cin * k * k * out_hw;
+  if (count_macs) macs_ += cost::conv_macs(cout, cin, k, out_hw);
   return add(name, {cout, cin, k, k}, Init::ConvGauss);
 }
 
@@ -118,6 +119,19 @@ Tensor conv(Ctx& c, const ConvDesc& d, const Tensor& x, int w) {
   Tensor y = c.be.alloc(act_shape(d.cout, x.dim(1), Ho, Wo));
   c.be.conv_forward(d, x, c.P[w].value, y);
   return y;
+}
+
+StepResult score_batch(Backend& be, const Tensor& logits, const int32_t* labels, int n,
+                       std::vector<float>* logits_out) {
+  Tensor dlogits = be.alloc(logits.shape());
+  StepResult r;
+  r.n = n;
+  be.softmax_xent(logits, labels, 1.f, dlogits, &r.loss_sum, &r.correct);
+  if (logits_out) {
+    logits_out->resize(static_cast<size_t>(logits.numel()));
+    be.download(logits, logits_out->data());
+  }
+  return r;
 }
 
 // ---------------------------------------------------------------------------
@@ -312,7 +326,7 @@ void Head::build(ParamBuilder& pb, const SearchSpace& sp) {
   bn = pb.add_bn("head/bn", F);
   fc_w = pb.add("head/fc/weight", {sp.classes, F}, Init::FcGauss);
   fc_b = pb.add("head/fc/bias", {sp.classes}, Init::Zero);
-  pb.add_macs(static_cast<double>(F) * sp.classes);
+  pb.add_macs(cost::head_macs(F, sp.classes));
 }
 
 Tensor Head::forward(Ctx& c, const Tensor& in, int classes, const Dropout* drop) {

@@ -89,6 +89,10 @@ void bn_bwd(Ctx& c, const BnRef& b, const Tensor& x, const Tensor& y, const Tens
 /// A new tensor: x convolved with parameter w.
 Tensor conv(Ctx& c, const ConvDesc& d, const Tensor& x, int w);
 
+/// An evaluation batch's result from its logits: loss sum and top-1 hits
+/// (softmax cross-entropy), and the logits on the host when logits_out is given.
+StepResult score_batch(Backend& be, const Tensor& logits, const int32_t* labels, int n, std::vector<float>* logits_out);
+
 /// What a convolution followed by BN + ReLU keeps: the convolution's output c,
 /// the BN's output r, its batch mean and inverse std.
 struct ConvBn {

@@ -767,15 +767,8 @@ NetStepResult Network::eval_batch(const float* x_nchw, const int32_t* labels, in
   check_batch(sp, labels, n);
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
   NetFwd f{*this, *impl_, Ctx{be_, params_, bn_, false}, 0, 0.0, 0};
-  Tensor logits = f.forward(x, nullptr);
-  Tensor dlogits = be_.alloc(logits.shape());
   NetStepResult r;
-  r.n = n;
-  be_.softmax_xent(logits, labels, 1.f, dlogits, &r.loss_sum, &r.correct);
-  if (logits_out) {
-    logits_out->resize(static_cast<size_t>(logits.numel()));
-    be_.download(logits, logits_out->data());
-  }
+  static_cast<StepResult&>(r) = cells::score_batch(be_, f.forward(x, nullptr), labels, n, logits_out);
   f.release_all();
   return r;
 }

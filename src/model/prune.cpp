@@ -2,12 +2,13 @@
 #include "dsonas/model/prune.hpp"
 
 #include "dsonas/core/error.hpp"  // defines: DSO_CHECK
+#include "dsonas/model/cost.hpp"
 
 namespace dsonas {
 namespace {
 
 inline bool entry_live(const float* lam, const uint8_t* mask, int e) {
-  return (mask == nullptr || mask[e] != 0) && lam[e] > 0.0f;
+  return (mask == nullptr || mask[e] != 0) && (lam == nullptr || lam[e] > 0.0f);
 }
 
 double row_sum(const float* row, int len) {
@@ -31,11 +32,8 @@ double block_macs(const SearchSpace& sp, const BlockTopology& t, const Geometry&
   double macs = 0.0;
   for (int li = 0; li < t.L; ++li)
     for (int ji = 0; ji < t.N; ++ji)
-      if (t.op_alive[li][ji] && op_is_conv(sp.ops[ji])) {
-        const double k = op_kernel(sp.ops[ji]);
-        macs += (k * k * g.F + g.F * g.F) * hw;
-      }
-  macs += t.live_branches() * g.F * g.F * hw;
+      if (t.op_alive[li][ji]) macs += cost::op_macs(sp.ops[ji], g.F, hw);
+  macs += t.live_branches() * cost::pointwise_macs(g.F, hw);
   return macs;
 }
 
@@ -246,10 +244,11 @@ std::vector<int64_t> live_ops_per_type(const SearchSpace& space, const float* la
 
 double stem_macs(const SearchSpace& sp) {
   const double C = sp.stem_channels, cin = sp.in_channels;
-  if (sp.stem == StemKind::Conv3) return 9.0 * cin * C * sp.in_height * sp.in_width;
-  const double half = sp.stem_channels / 2;  // integer division, §2.2
-  const double h1 = (sp.in_height + 1) / 2, w1 = (sp.in_width + 1) / 2;
-  return 9.0 * cin * half * h1 * w1 + 9.0 * half * C * sp.stage_height(0) * sp.stage_width(0);
+  const double hw0 = static_cast<double>(sp.stage_height(0)) * sp.stage_width(0);
+  if (sp.stem == StemKind::Conv3) return cost::conv_macs(C, cin, 3, hw0);
+  const double half = sp.stem_channels / 2;                              // integer division, §2.2
+  const double h1 = (sp.in_height + 1) / 2, w1 = (sp.in_width + 1) / 2;  // the first stride-2 conv's output
+  return cost::conv_macs(half, cin, 3, h1 * w1) + cost::conv_macs(C, half, 3, hw0);
 }
 
 double live_macs(const SearchSpace& sp, const float* lam, const uint8_t* mask) {
@@ -258,20 +257,20 @@ double live_macs(const SearchSpace& sp, const float* lam, const uint8_t* mask) {
   // Normal blocks, id_conv, reductions.
   for (int s = 0; s < sp.stages(); ++s) {
     const Geometry g = stage_geometry(sp, s);
-    macs += g.F * g.F * g.H * g.W;  // id_conv of the first block of the stage
+    macs += cost::pointwise_macs(g.F, g.H * g.W);  // id_conv of the first block of the stage
     for (int u = 0; u < sp.normal_units[s]; ++u) {
       const int off = sp.block_lambda_offset(s, u);
       macs += block_macs(sp, block_topology(lam + off, mask ? mask + off : nullptr, b), g);
     }
     if (s + 1 < sp.stages()) {
       const ReductionTopology r = reduction_topology(sp, s, lam, mask);
-      const double out = static_cast<double>(sp.widths[s + 1]) * sp.stage_height(s + 1) * sp.stage_width(s + 1);
-      if (r.branch_live[0]) macs += 1.0 * g.F * out;
-      if (r.branch_live[1]) macs += 9.0 * g.F * out;
+      const double ohw = static_cast<double>(sp.stage_height(s + 1)) * sp.stage_width(s + 1);
+      for (int i = 0; i < 2; ++i)
+        if (r.branch_live[i]) macs += cost::reduction_branch_macs(i, g.F, sp.widths[s + 1], ohw);
     }
   }
   // Head FC.
-  macs += static_cast<double>(sp.widths.back()) * sp.classes;
+  macs += cost::head_macs(sp.widths.back(), sp.classes);
   return macs;
 }
 

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/model/prune.hpp"
 #include "cells.hpp"
 
 namespace dsonas {
@@ -193,43 +194,23 @@ void Supergraph::rebuild_plan() {
   std::vector<uint8_t> all(mask_.size(), 1);
   const uint8_t* mk = lambda_fixed_ ? all.data() : mask_.data();
   for (NormalBlock& b : I.blocks) {
-    const uint8_t* m = mk + b.lam_off;
-    auto live_in = [&](int l, int j, int i) { return m[lay.row_offset(l, j) + i] != 0; };
-    std::vector<uint8_t> reach(static_cast<size_t>(L * N), 0), alive(static_cast<size_t>(L * N), 0);
+    const BlockTopology t = block_topology(nullptr, mk + b.lam_off, lay);  // the mask alone decides
+    b.alive.assign(static_cast<size_t>(L * N), 0);
     for (int l = 1; l <= L; ++l)
-      for (int j = 1; j <= N; ++j) {
-        bool r = (l == 1);
-        if (l >= 2)
-          for (int i = 0; i < lay.in_len(l) && !r; ++i)
-            r = live_in(l, j, i) && (i == 0 || reach[static_cast<size_t>(i - 1)]);
-        reach[static_cast<size_t>((l - 1) * N + j - 1)] = r;
-      }
-    for (int l = L; l >= 1; --l)
-      for (int j = 1; j <= N; ++j) {
-        const int idx = (l - 1) * N + (j - 1);
-        bool need = m[lay.after_offset() + lay.after_index(l, j)] != 0;
-        for (int mm = l + 1; mm <= L && !need; ++mm)
-          for (int n = 1; n <= N && !need; ++n)
-            need = alive[static_cast<size_t>((mm - 1) * N + n - 1)] && live_in(mm, n, lay.input_index(l, j));
-        alive[static_cast<size_t>(idx)] = reach[static_cast<size_t>(idx)] && need;
-      }
-    b.alive = alive;
+      for (int j = 1; j <= N; ++j) b.alive[static_cast<size_t>((l - 1) * N + j - 1)] = t.alive(l, j);
     b.level_live.assign(static_cast<size_t>(L), {});
     for (int l = 2; l <= L; ++l) {
       const int K = lay.in_len(l);
       auto& lv = b.level_live[static_cast<size_t>(l - 1)];
       lv.assign(static_cast<size_t>(N * K), 0);
-      for (int j = 1; j <= N; ++j) {
-        if (!alive[static_cast<size_t>((l - 1) * N + j - 1)]) continue;
-        for (int i = 0; i < K; ++i)
-          lv[static_cast<size_t>((j - 1) * K + i)] = live_in(l, j, i) && (i == 0 || alive[static_cast<size_t>(i - 1)]);
-      }
+      for (int j = 1; j <= N; ++j)
+        for (int i = 0; i < K; ++i) lv[static_cast<size_t>((j - 1) * K + i)] = t.edge_live[l - 1][j - 1][i];
     }
     b.branches.clear();
     b.alive_list.clear();
     for (int k = 0; k < N * L; ++k) {
-      if (m[lay.after_offset() + k] && alive[static_cast<size_t>(k)]) b.branches.push_back(k);
-      if (alive[static_cast<size_t>(k)]) b.alive_list.push_back(k);
+      if (t.after_live[static_cast<size_t>(k)]) b.branches.push_back(k);
+      if (b.alive[static_cast<size_t>(k)]) b.alive_list.push_back(k);
     }
   }
   for (ReductionBlock& r : I.reds)
@@ -577,15 +558,7 @@ StepResult Supergraph::eval_batch(const float* x_nchw, const int32_t* labels, in
   Tensor x = be_.act_from_nchw(x_nchw, n, sp.in_channels, sp.in_height, sp.in_width);
   Fwd f{*this, *impl_, Ctx{be_, params_, bn_, false, bn_momentum_, false},
         lambda_fixed_ ? impl_->ones.data() : lam_.data(), nullptr};
-  Tensor logits = f.forward(x);
-  Tensor dlogits = be_.alloc(logits.shape());
-  StepResult r;
-  r.n = n;
-  be_.softmax_xent(logits, labels, 1.f, dlogits, &r.loss_sum, &r.correct);
-  if (logits_out) {
-    logits_out->resize(static_cast<size_t>(logits.numel()));
-    be_.download(logits, logits_out->data());
-  }
+  const StepResult r = cells::score_batch(be_, f.forward(x), labels, n, logits_out);
   impl_->stem.clear_acts();
   impl_->head.clear_acts();
   return r;

@@ -1,10 +1,9 @@
 // retrain.cpp — `dsonas retrain` and `dsonas eval` (design in run/retrain.hpp).
 //
-// The retrain loop is the search loop's little sibling: one kind of step (NAG on
-// every parameter, BN γ decayed, docs/method.md §4.2), the whole training set
-// (no W/λ split), and the same machinery around it from run_common: rank-aware
-// output, run lock, checkpoint files with retention and fallback, signals and
-// the deadline agreed over the ranks, bit-exact resume.
+// Retraining is a stage of run_stage (run/stage.hpp), as pretrain and search
+// are: the same folder, lock, resume, output, stop requests and checkpoint
+// lifecycle around one kind of step (NAG on every parameter, BN γ decayed,
+// docs/method.md §4.2) on the whole training set (no W/λ split).
 #include "dsonas/run/retrain.hpp"
 
 #include <sys/stat.h>
@@ -12,7 +11,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -33,6 +31,7 @@
 #include "dsonas/model/network.hpp"
 #include "dsonas/optim/lr_schedule.hpp"
 #include "dsonas/run/run_common.hpp"
+#include "dsonas/run/stage.hpp"
 
 namespace dsonas {
 namespace {
@@ -181,234 +180,201 @@ Architecture retrain_architecture(const RunConfig& cfg, std::string* how) {
   return a.at_width(C);
 }
 
-int run_retrain(const RunConfig& cfg) {
-  const char* stage = "retrain";
-  Communicator& comm = Communicator::world();
-  const int world = comm.size(), rank = comm.rank();
-  const bool root = comm.root();
-  // 1. everything that can fail on bad input, before anything is written
-  std::string how;
-  const Architecture arch = retrain_architecture(cfg, &how);
-  const NetworkOptions opt = network_options(cfg);
-  Data data = load_data(cfg);
-  std::string threads_note;
-  threads_for_rank(cfg, &threads_note);
-  std::unique_ptr<Backend> be = backend_for(cfg);
-  Network net(arch, *be, cfg.seed, opt);
-  const std::vector<int> train_idx = all_indices(data.train_size());
-  const int64_t global_batch = static_cast<int64_t>(cfg.batch) * world;
-  if (static_cast<int64_t>(train_idx.size()) < global_batch)
-    fail_usage(str("data.batch: ", cfg.batch, " × ", world, " ranks is larger than the training set"));
-  Augment aug = train_augment(cfg);
-  aug.cutout = cfg.cutout;
-  aug.validate(cfg.space.in_channels);
-  const double deadline = deadline_epoch(cfg);
-  std::unique_ptr<RunLock> lock;
-  if (root) {
-    prepare_out_dir(cfg.out, cfg.resume);
-    lock.reset(new RunLock(cfg.out));
+namespace {
+
+/// Retraining a derived network from scratch as a stage of run_stage: one kind
+/// of step (NAG on every parameter), the whole training set (no W/λ split).
+class RetrainStage : public Stage {
+ public:
+  /// Everything that can fail on bad input, before anything is written.
+  explicit RetrainStage(const RunConfig& cfg)
+      : cfg_(cfg), arch_(retrain_architecture(cfg, &how_)), opt_(network_options(cfg)), data_(load_data(cfg)) {
+    threads_for_rank(cfg, &threads_note_);
+    be_ = backend_for(cfg);
+    net_.reset(new Network(arch_, *be_, cfg.seed, opt_));
+    train_idx_ = all_indices(data_.train_size());
+    const int world = Communicator::world().size();
+    global_batch_ = static_cast<int64_t>(cfg.batch) * world;
+    if (static_cast<int64_t>(train_idx_.size()) < global_batch_)
+      fail_usage(str("data.batch: ", cfg.batch, " × ", world, " ranks is larger than the training set"));
+    aug_ = train_augment(cfg);
+    aug_.cutout = cfg.cutout;
+    aug_.validate(cfg.space.in_channels);
   }
-  comm.barrier();
-  install_stop_handlers();
-  const std::string structural = structural_fields(cfg, stage, world);
 
-  Resumed res = resume_stage(cfg, world, root, structural, read_root_attr,
-                             [&](const std::string& c, TrainState* st) { load_network_file(c, net, st); });
-  TrainState& rs = res.state;
-  const std::string& resumed_from = res.path;
-  const int world_then = res.world_then;
+  const char* name() const override { return "retrain"; }
+  std::string (*attr_reader() const)(const std::string&, const char*) override { return read_root_attr; }
+  void load_checkpoint(const std::string& path, TrainState* st) override { load_network_file(path, *net_, st); }
 
-  Output out(cfg.out, cfg.progress, rank);
-  for (const std::string& l : res.notes) out.line(l);
-  if (!resumed_from.empty() && rs.counters["finished"]) {
-    out.line("retrain had already finished; nothing to do");
-    return kExitOk;
+  int64_t begin(StageEnv& env) override {
+    Output& out = *env.out;
+    Network& net = *net_;
+    out.line(str("dsonas retrain: ",
+                 cfg_.arch == "baseline" ? str("hand-made baseline (", cfg_.baseline_op, " chains)") : cfg_.arch,
+                 " at ", how_, ": ", fmt("%.2fM", net.macs() / 1e6), " MACs, ", fmt("%.3fM", net.params_count() / 1e6),
+                 " parameters, ", arch_.live_ops(), " ops"));
+    out.line(cfg_.resolved);
+    if (env.root) {
+      std::ofstream(cfg_.out + "/config.resolved.cfg") << cfg_.resolved;
+      const std::string j = arch_.to_json();
+      write_file_atomically(cfg_.out + "/arch.json", j.data(), j.size());
+    }
+    if (!threads_note_.empty()) out.line("note: " + threads_note_);
+    loader_ = train_source(cfg_, data_, train_idx_, env.rank, env.world, kStreamW, kStreamAugW, &aug_);
+    epoch_steps_ = loader_->steps_per_epoch();
+    total_ = stage_total_steps(cfg_, epoch_steps_);
+    LrParams lp;
+    lp.base_lr = cfg_.lr;
+    lp.epoch_size = std::max<int64_t>(1, epoch_steps_);
+    lp.total_epochs =
+        std::max(1, static_cast<int>(std::ceil(static_cast<double>(total_) / static_cast<double>(epoch_steps_))));
+    sched_ = make_lr_schedule(cfg_.lr_schedule, lp);
+    wds_ = net.weight_decays(static_cast<float>(cfg_.wd));
+    out.line(str("train ", train_idx_.size(), " images, test ", data_.test_size(), "; ", epoch_steps_,
+                 " steps per epoch, ", total_, " steps; ", env.world, " rank", env.world > 1 ? "s" : "", " × batch ",
+                 cfg_.batch, " = global batch ", global_batch_, "; backend ", be_->name(), " with ", be_->threads(),
+                 " threads; ", net.num_weights(), " weights"));
+    red_.reset(new GradReducer(env.comm, *be_, net.flat_grad(),
+                               std::max<int64_t>(1, static_cast<int64_t>(cfg_.bucket_mb * (1 << 20) / 4))));
+    return total_;
   }
-  out.line(str(
-      "dsonas retrain: ", cfg.arch == "baseline" ? str("hand-made baseline (", cfg.baseline_op, " chains)") : cfg.arch,
-      " at ", how, ": ", fmt("%.2fM", net.macs() / 1e6), " MACs, ", fmt("%.3fM", net.params_count() / 1e6),
-      " parameters, ", arch.live_ops(), " ops"));
-  out.line(cfg.resolved);
-  if (root) {
-    std::ofstream(cfg.out + "/config.resolved.cfg") << cfg.resolved;
-    const std::string j = arch.to_json();
-    write_file_atomically(cfg.out + "/arch.json", j.data(), j.size());
+
+  void restore(StageEnv& env, const TrainState& st, int world_then) override {
+    auto k = [&](const char* key) {
+      auto it = st.counters.find(key);
+      return it == st.counters.end() ? int64_t(0) : it->second;
+    };
+    SamplerState s{k("epoch"), k("position"), k("offset")};
+    if (world_then != env.world)  // re-shard: none skipped or repeated
+      s = Sampler::reshard(s, static_cast<int64_t>(train_idx_.size()), cfg_.batch, world_then, env.world);
+    loader_->restore(s);
   }
-  if (!threads_note.empty()) out.line("note: " + threads_note);
 
-  std::unique_ptr<BatchSource> loaderp = train_source(cfg, data, train_idx, rank, world, kStreamW, kStreamAugW, &aug);
-  BatchSource& loader = *loaderp;
-  const int64_t epoch_steps = loader.steps_per_epoch();
-  const int64_t total = stage_total_steps(cfg, epoch_steps);
-  LrParams lp;
-  lp.base_lr = cfg.lr;
-  lp.epoch_size = std::max<int64_t>(1, epoch_steps);
-  lp.total_epochs =
-      std::max(1, static_cast<int>(std::ceil(static_cast<double>(total) / static_cast<double>(epoch_steps))));
-  std::unique_ptr<LrSchedule> sched = make_lr_schedule(cfg.lr_schedule, lp);
-  const std::vector<float> wds = net.weight_decays(static_cast<float>(cfg.wd));
-  out.line(str("train ", train_idx.size(), " images, test ", data.test_size(), "; ", epoch_steps, " steps per epoch, ",
-               total, " steps; ", world, " rank", world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ",
-               global_batch, "; backend ", be->name(), " with ", be->threads(), " threads; ", net.num_weights(),
-               " weights"));
-
-  GradReducer red(comm, *be, net.flat_grad(),
-                  std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * (1 << 20) / 4)));
-  Batch batch;
-  double win_loss = 0, win_time = 0, win_aux = 0;
-  int64_t win_correct = 0, win_n = 0;
-  int64_t t = 0;
-  if (!resumed_from.empty()) {
-    auto& k = rs.counters;
-    t = k["step"];
-    if (root) {
-      win_correct = k["win_correct"];
-      win_n = k["win_n"];
-      win_loss = rs.reals["win_loss"];
-      win_aux = rs.reals["win_aux"];
-    }
-    win_time = rs.reals["win_time"];
-    SamplerState s{k["epoch"], k["position"], k["offset"]};
-    if (world_then != world) {  // re-shard (none skipped or repeated) and rescale the step counter
-      s = Sampler::reshard(s, static_cast<int64_t>(train_idx.size()), cfg.batch, world_then, world);
-      t = rescale_step(t, world_then, world, 1);
-      out.line(str("step counter rescaled for the new global batch: ", k["step"], " steps of ",
-                   int64_t(cfg.batch) * world_then, " -> ", t, " steps of ", global_batch));
-    }
-    loader.restore(s);
+  void started(StageEnv& env, int64_t /*t*/) override {
+    info_.stage = name();
+    info_.seed = cfg_.seed;
+    info_.config = cfg_.resolved;
+    info_.structural = env.structural;
+    info_.world_size = env.world;
   }
-  NetworkFileInfo info;
-  info.stage = stage;
-  info.seed = cfg.seed;
-  info.config = cfg.resolved;
-  info.structural = structural;
-  info.world_size = world;
-  Clock::time_point last_ckpt = Clock::now();
-  double max_step_s = 0;
-  auto checkpoint = [&](int64_t step, bool finished) {
-    average_bn_stats(comm, net.backend(), net.bn_stats());
-    if (world > 1) comm.check_same(params_hash(net.backend(), net.params()), "the weights", step);
-    double w[4] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n), win_aux};
-    comm.sum(w, 4);
-    win_loss = root ? w[0] : 0;
-    win_correct = root ? static_cast<int64_t>(w[1]) : 0;
-    win_n = root ? static_cast<int64_t>(w[2]) : 0;
-    win_aux = root ? w[3] : 0;
-    const std::string name = ckpt_name(step);
-    if (root) {
-      TrainState ts;
-      auto& k = ts.counters;
-      k["step"] = step;
-      k["finished"] = finished;
-      k["win_correct"] = win_correct;
-      k["win_n"] = win_n;
-      k["metrics_lines"] = out.metrics_lines();
-      ts.reals["win_loss"] = win_loss;
-      ts.reals["win_aux"] = win_aux;
-      ts.reals["win_time"] = win_time;
-      const SamplerState s = loader.state();
-      k["epoch"] = s.epoch;
-      k["position"] = s.position;
-      k["offset"] = s.offset;
-      info.step = step;
-      const std::string dir = cfg.out + "/ckpt";
-      if (::mkdir(dir.c_str(), 0775) != 0 && errno != EEXIST)
-        throw Error(kExitInternal, str("cannot create ", dir, ": ", std::strerror(errno)));
-      save_network_file(dir + "/" + name, net, info, &ts);
-      write_latest_pointer(cfg.out, name, step);
-      const std::string note = res.after_checkpoint(cfg.out, dir + "/" + name);
-      if (!note.empty()) out.line(note);
-      prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
-    }
-    comm.barrier();
-    last_ckpt = Clock::now();
-    return str(cfg.out, "/ckpt/", name);
-  };
 
-  const auto t_start = Clock::now();
-  const StageClock clock(t, total, deadline, false);
-  if (PipelineClock* pc = PipelineClock::active())
-    pc->started({global_batch, net.macs(), 0, static_cast<int64_t>(train_idx.size())});
-  const int64_t W = net.num_weights();
-  const float scale = 1.f / static_cast<float>(global_batch);
-  for (; t < total; ++t) {
-    double flags[3] = {
-        g_stop_signal ? static_cast<double>(g_stop_signal) : 0.0,
-        deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline
-            ? 1.0
-            : 0.0,
-        cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs ? 1.0 : 0.0};
-    comm.sum(flags, 3);
-    if (flags[0] > 0 || flags[1] > 0) {
-      const std::string path = checkpoint(t, false);
-      out.line(str(stage, flags[0] > 0 ? ": signal" : ": deadline", " at step ", t, ": checkpoint ", path,
-                   " written; exiting with ", int(kExitRequeue), " (resume with --resume)"));
-      return kExitRequeue;
-    }
-    if (flags[2] > 0) checkpoint(t, false);
+  StageWork work() const override { return {global_batch_, net_->macs(), 0, static_cast<int64_t>(train_idx_.size())}; }
+
+  StageStep step(StageEnv& env, int64_t t) override {
+    Network& net = *net_;
     const auto t0 = Clock::now();
-    loader.next(batch);
-    if (fault_active("nan-grad", t + 1, rank)) batch.data[0] = std::numeric_limits<float>::quiet_NaN();
-    const double progress = std::min(1.0, static_cast<double>(t + 1) / static_cast<double>(total));
-    NetStepResult r = net.train_step(batch.data.data(), batch.labels.data(), batch.n, scale, t, progress,
-                                     static_cast<int64_t>(rank) * cfg.batch);
+    loader_->next(batch_);
+    if (fault_active("nan-grad", t + 1, env.rank)) batch_.data[0] = std::numeric_limits<float>::quiet_NaN();
+    const double progress = std::min(1.0, static_cast<double>(t + 1) / static_cast<double>(total_));
+    const NetStepResult r =
+        net.train_step(batch_.data.data(), batch_.labels.data(), batch_.n, 1.f / static_cast<float>(global_batch_), t,
+                       progress, static_cast<int64_t>(env.rank) * cfg_.batch);
     if (!std::isfinite(r.loss_sum))
-      fail_numerical(str("step ", t + 1, ": non-finite loss ", r.loss_sum, " on rank ", rank));
-    if (!be->all_finite(net.flat_grad())) {
+      fail_numerical(str("step ", t + 1, ": non-finite loss ", r.loss_sum, " on rank ", env.rank));
+    if (!be_->all_finite(net.flat_grad())) {
       for (Param& p : net.params())
-        if (!be->all_finite(p.grad))
-          fail_numerical(str("step ", t + 1, ": non-finite gradient in ", p.name, " on rank ", rank,
+        if (!be_->all_finite(p.grad))
+          fail_numerical(str("step ", t + 1, ": non-finite gradient in ", p.name, " on rank ", env.rank,
                              " (found before the reduction)"));
     }
-    red.begin(0, W);
-    red.finish();
-    const float lr = static_cast<float>(sched->lr(t));
+    red_->begin(0, net.num_weights());
+    red_->finish();
+    const float lr = static_cast<float>(sched_->lr(t));
     for (size_t i = 0; i < net.params().size(); ++i) {
       Param& p = net.params()[i];
-      be->nag_update(p.value, p.grad, p.momentum, lr, static_cast<float>(cfg.momentum), wds[i]);
+      be_->nag_update(p.value, p.grad, p.momentum, lr, static_cast<float>(cfg_.momentum), wds_[i]);
     }
-    be->synchronize();  // a GPU step's NAG kernels count in its own time
-    const double secs = seconds_since(t0);
-    max_step_s = std::max(max_step_s, secs);
-    win_loss += r.loss_sum;
-    win_aux += r.aux_loss_sum;
-    win_correct += r.correct;
-    win_n += r.n;
-    win_time += secs;
-    const bool last = t + 1 == total;
-    if ((t + 1) % cfg.log_every == 0 || last) {
-      double w[4] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n), win_aux};
-      comm.sum(w, 4);
-      const double ips = win_time > 0 ? w[2] / win_time : 0;
-      const double epoch = static_cast<double>(t + 1) / static_cast<double>(epoch_steps);
-      out.metrics(str("{\"stage\":\"retrain\",\"step\":", t + 1, ",\"epoch\":", fmt("%.4f", epoch), ",\"lr\":",
-                      fmt("%.6g", lr), ",\"loss\":", fmt("%.6f", w[0] / w[2]), ",\"acc\":", fmt("%.5f", w[1] / w[2]),
-                      opt.aux_head ? str(",\"aux_loss\":", fmt("%.6f", w[3] / w[2])) : std::string(),
-                      ",\"img_per_s\":", fmt("%.2f", ips), clock.json(t + 1), "}"));
-      out.progress(str("retrain epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total, "  ", fmt("%.1f", ips),
-                       " img/s  loss ", fmt("%.4f", w[0] / w[2]), "  acc ", fmt("%.3f", w[1] / w[2]), "  lr ",
-                       fmt("%.4g", lr), clock.text(t + 1)));
-      win_loss = win_time = win_aux = 0;
-      win_correct = win_n = 0;
-    }
-    if (cfg.checkpoint_every > 0 && (t + 1) % cfg.checkpoint_every == 0 && t + 1 < total) checkpoint(t + 1, false);
-    fault_point("kill-after-step", t + 1, rank);
-    fault_point("signal-after-step", t + 1, rank);
+    be_->synchronize();  // a GPU step's NAG kernels count in its own time
+    StageStep s;
+    s.loss_sum = r.loss_sum;
+    s.aux_loss_sum = r.aux_loss_sum;
+    s.correct = r.correct;
+    s.n = r.n;
+    s.seconds = seconds_since(t0);
+    return s;
   }
-  average_bn_stats(comm, net.backend(), net.bn_stats());
-  const Counts c = evaluate_net(cfg, comm, net, data, true, all_indices(data.test_size()), false);
-  const double acc = c.n > 0 ? c.top1 / c.n : 0, top5 = c.n > 0 ? c.top5 / c.n : 0;
-  out.metrics(str("{\"stage\":\"retrain\",\"event\":\"final\",\"step\":", t,
-                  ",\"test_loss\":", fmt("%.6f", c.n > 0 ? c.loss / c.n : 0), ",\"test_acc\":", fmt("%.5f", acc),
-                  ",\"test_top5\":", fmt("%.5f", top5), ",\"macs\":", fmt("%.0f", net.macs()), ",\"params\":",
-                  fmt("%.0f", net.params_count()), ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
-  info.step = t;
-  if (root) save_network_file(cfg.out + "/network.h5", net, info);
-  checkpoint(t, true);
-  out.line(str("retrain done: test acc ", fmt("%.4f", acc), " (top-5 ", fmt("%.4f", top5), ", ",
-               static_cast<int64_t>(c.n), " images), ", fmt("%.2fM", net.macs() / 1e6), " MACs, ",
-               fmt("%.3fM", net.params_count() / 1e6), " parameters; network in ", cfg.out, "/network.h5"));
-  return kExitOk;
+
+  void log(StageEnv& env, int64_t t, const StatsWindow::Totals& w, const StatsWindow& own) override {
+    const double lr = sched_->lr(t);
+    const double ips = own.time > 0 ? w.n / own.time : 0;
+    const double epoch = static_cast<double>(t + 1) / static_cast<double>(epoch_steps_);
+    env.out->metrics(str("{\"stage\":\"retrain\",\"step\":", t + 1, ",\"epoch\":", fmt("%.4f", epoch),
+                         ",\"lr\":", fmt("%.6g", static_cast<float>(lr)), ",\"loss\":", fmt("%.6f", w.loss / w.n),
+                         ",\"acc\":", fmt("%.5f", w.correct / w.n),
+                         opt_.aux_head ? str(",\"aux_loss\":", fmt("%.6f", w.aux / w.n)) : std::string(),
+                         ",\"img_per_s\":", fmt("%.2f", ips), env.clock->json(t + 1), "}"));
+    env.out->progress(str("retrain epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total_, "  ", fmt("%.1f", ips),
+                          " img/s  loss ", fmt("%.4f", w.loss / w.n), "  acc ", fmt("%.3f", w.correct / w.n), "  lr ",
+                          fmt("%.4g", static_cast<float>(lr)), env.clock->text(t + 1)));
+  }
+
+  void agree(StageEnv& env, int64_t step) override {
+    average_bn_stats(env.comm, net_->backend(), net_->bn_stats());
+    if (env.world > 1) env.comm.check_same(params_hash(net_->backend(), net_->params()), "the weights", step);
+  }
+
+  void save_state(StageEnv& /*env*/, TrainState& ts) override {
+    const SamplerState s = loader_->state();
+    ts.counters["epoch"] = s.epoch;
+    ts.counters["position"] = s.position;
+    ts.counters["offset"] = s.offset;
+  }
+
+  void write_checkpoint(StageEnv& /*env*/, const std::string& path, int64_t step, const TrainState& ts) override {
+    info_.step = step;
+    save_network_file(path, *net_, info_, &ts);
+  }
+
+  bool aux_window() const override { return true; }
+
+  void finish(StageEnv& env, int64_t t) override {
+    Network& net = *net_;
+    average_bn_stats(env.comm, net.backend(), net.bn_stats());
+    const Counts c = evaluate_net(cfg_, env.comm, net, data_, true, all_indices(data_.test_size()), false);
+    acc_ = c.n > 0 ? c.top1 / c.n : 0;
+    top5_ = c.n > 0 ? c.top5 / c.n : 0;
+    n_test_ = static_cast<int64_t>(c.n);
+    env.out->metrics(str("{\"stage\":\"retrain\",\"event\":\"final\",\"step\":", t,
+                         ",\"test_loss\":", fmt("%.6f", c.n > 0 ? c.loss / c.n : 0),
+                         ",\"test_acc\":", fmt("%.5f", acc_), ",\"test_top5\":", fmt("%.5f", top5_),
+                         ",\"macs\":", fmt("%.0f", net.macs()), ",\"params\":", fmt("%.0f", net.params_count()),
+                         ",\"time_s\":", fmt("%.3f", env.clock->elapsed()), "}"));
+    info_.step = t;
+    if (env.root) save_network_file(cfg_.out + "/network.h5", net, info_);
+  }
+
+  void done(StageEnv& env, int64_t /*t*/) override {
+    env.out->line(str("retrain done: test acc ", fmt("%.4f", acc_), " (top-5 ", fmt("%.4f", top5_), ", ", n_test_,
+                      " images), ", fmt("%.2fM", net_->macs() / 1e6), " MACs, ",
+                      fmt("%.3fM", net_->params_count() / 1e6), " parameters; network in ", cfg_.out, "/network.h5"));
+  }
+
+ private:
+  const RunConfig& cfg_;
+  std::string how_;  // the width and why (a log line)
+  const Architecture arch_;
+  const NetworkOptions opt_;
+  Data data_;
+  std::string threads_note_;
+  std::unique_ptr<Backend> be_;
+  std::unique_ptr<Network> net_;
+  std::vector<int> train_idx_;
+  Augment aug_;
+  std::unique_ptr<BatchSource> loader_;
+  std::unique_ptr<LrSchedule> sched_;
+  std::unique_ptr<GradReducer> red_;
+  std::vector<float> wds_;
+  Batch batch_;
+  NetworkFileInfo info_;
+  int64_t global_batch_ = 0, epoch_steps_ = 0, total_ = 0, n_test_ = 0;
+  double acc_ = 0, top5_ = 0;
+};
+
+}  // namespace
+
+int run_retrain(const RunConfig& cfg) {
+  RetrainStage s(cfg);
+  return run_stage(cfg, s);
 }
 
 EvalSummary evaluate_network_file(const RunConfig& cfg_in) {

@@ -1,4 +1,5 @@
-// train.cpp — pretrain and search loops, evaluation, metrics and the bench.
+// train.cpp — pretrain and search as stages of run_stage (run/stage.hpp):
+// the Trainer's steps, evaluation, metrics, the λ trajectory; and the bench.
 //
 // Order of work in one search step (docs/design.md §3): batch from the W- or
 // λ-loader (this rank's slice of the global batch) → Supergraph::train_step
@@ -10,21 +11,11 @@
 // (hash-checked every --lambda-check-every steps and at every checkpoint).
 #include "dsonas/run/train.hpp"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <csignal>
 #include <cstdlib>
-#include <map>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <ctime>
 #include <fstream>
 #include <limits>
 #include <iostream>
@@ -53,6 +44,7 @@
 #include "dsonas/optim/penalty.hpp"
 #include "dsonas/model/prune.hpp"
 #include "dsonas/run/run_common.hpp"
+#include "dsonas/run/stage.hpp"
 
 namespace dsonas {
 namespace {
@@ -307,390 +299,322 @@ std::string ops_summary(const SearchSpace& s, Supergraph& g) {
   return r;
 }
 
-/// Writes the checkpoint (rank 0), then the `latest` pointer (both atomically).
-std::string write_checkpoint(const std::string& out, Supergraph& g, const ModelFileInfo& info, const TrainState& ts) {
-  const std::string dir = out + "/ckpt";
-  if (::mkdir(dir.c_str(), 0775) != 0 && errno != EEXIST)
-    throw Error(kExitInternal, str("cannot create ", dir, ": ", std::strerror(errno)));
-  const std::string name = ckpt_name(info.step);
-  save_model_file(dir + "/" + name, g, info, &ts);
-  write_latest_pointer(out, name, info.step);
-  return dir + "/" + name;
-}
-
-/// The shared loop of pretrain and search.
-int train_loop(const RunConfig& cfg, Phase phase) {
-  const bool search = phase == Phase::Search;
-  const char* stage = search ? "search" : "pretrain";
-  Communicator& comm = Communicator::world();
-  const int world = comm.size(), rank = comm.rank();
-  const bool root = comm.root();
-  // 1. everything that can fail on bad input, before anything is written
-  Data data = load_data(cfg);
-  std::string init_path;
-  if (search && !cfg.init.empty()) {
-    init_path = resolve_init(cfg.init);
-    read_model_space(init_path);
-  }
-  std::string threads_note;
-  threads_for_rank(cfg, &threads_note);
-  std::unique_ptr<Backend> be = backend_for(cfg);
-  Supergraph g(cfg.space, *be, cfg.seed);
-  if (!init_path.empty()) load_model_file(init_path, g, false);
-  g.set_lambda_fixed(!search);
-  const int64_t global_batch = static_cast<int64_t>(cfg.batch) * world;
-  if (static_cast<int64_t>(data.split.first.size()) < global_batch ||
-      static_cast<int64_t>(data.split.second.size()) < global_batch)
-    fail_usage(str("data.batch: ", cfg.batch, " × ", world, " ranks is larger than a half of the training set"));
-  const double deadline = deadline_epoch(cfg);
-  // rank 0 creates the folder and takes the lock; the others wait for it
-  std::unique_ptr<RunLock> lock;
-  if (root) {
-    prepare_out_dir(cfg.out, cfg.resume);
-    lock.reset(new RunLock(cfg.out));
-  }
-  comm.barrier();
-  install_stop_handlers();
-  const std::string structural = structural_fields(cfg, stage, world);
-
-  // resume: the newest checkpoint that loads (or, under --strict-resume, the
-  // newest or nothing).  Every rank reads the same files and takes the same
-  // decisions; a changed world size is refused unless --allow-world-size-change.
-  Resumed res = resume_stage(cfg, world, root, structural, read_file_attr,
-                             [&](const std::string& c, TrainState* st) { load_model_file(c, g, true, st); });
-  TrainState& rs = res.state;
-  const std::string& resumed_from = res.path;
-  const int world_then = res.world_then;
-
-  Output out(cfg.out, cfg.progress, rank);
-  for (const std::string& l : res.notes) out.line(l);
-  if (!resumed_from.empty()) {  // runtime options may change across a resume: say which did
-    const auto was = ini_map(read_root_attr(resumed_from, "config")), now = ini_map(cfg.resolved);
-    for (const auto& kv : now) {
-      auto it = was.find(kv.first);
-      if (it != was.end() && it->second != kv.second)
-        out.line(str("changed since the checkpoint: ", kv.first, " = ", it->second, " -> ", kv.second));
+/// Pretrain and search as a stage of run_stage: the supergraph, its W- and
+/// λ-halves, the Trainer's steps, the search's stop rules, λ trajectory and
+/// adaptive latency.
+class SupergraphStage : public Stage {
+ public:
+  /// Everything that can fail on bad input, before anything is written.
+  SupergraphStage(const RunConfig& cfg, Phase phase)
+      : cfg_(cfg), search_(phase == Phase::Search), phase_(phase), data_(load_data(cfg)) {
+    if (search_ && !cfg.init.empty()) {
+      init_path_ = resolve_init(cfg.init);
+      read_model_space(init_path_);
     }
+    threads_for_rank(cfg, &threads_note_);
+    be_ = backend_for(cfg);
+    g_.reset(new Supergraph(cfg.space, *be_, cfg.seed));
+    if (!init_path_.empty()) load_model_file(init_path_, *g_, false);
+    g_->set_lambda_fixed(!search_);
+    global_batch_ = static_cast<int64_t>(cfg.batch) * Communicator::world().size();
+    if (static_cast<int64_t>(data_.split.first.size()) < global_batch_ ||
+        static_cast<int64_t>(data_.split.second.size()) < global_batch_)
+      fail_usage(str("data.batch: ", cfg.batch, " × ", Communicator::world().size(),
+                     " ranks is larger than a half of the training set"));
   }
-  if (!resumed_from.empty() && rs.counters["finished"]) {
-    out.line(str(stage, " had already finished; nothing to do"));
-    return kExitOk;
-  }
-  out.line(str("dsonas ", stage, ": ", cfg.space.to_json()));
-  out.line(cfg.resolved);
-  if (root) {
-    std::ofstream f(cfg.out + "/config.resolved.cfg");
-    f << cfg.resolved;
-  }
-  if (!init_path.empty()) out.line(str("initialised from ", init_path));
-  if (!threads_note.empty()) out.line("note: " + threads_note);
-  out.line(apply_recompute(cfg, g, *be));
 
-  std::unique_ptr<BatchSource> wlp = train_source(cfg, data, data.split.first, rank, world, kStreamW, kStreamAugW);
-  BatchSource& wl = *wlp;
-  std::unique_ptr<BatchSource> ll;
-  if (search) ll = train_source(cfg, data, data.split.second, rank, world, kStreamLam, kStreamAugLam);
-  const int cycle = search ? cfg.w_steps + cfg.lambda_steps : 1;
-  const int64_t epoch_steps = stage_epoch_steps(cfg, wl.steps_per_epoch(), search);
-  const int64_t total = stage_total_steps(cfg, epoch_steps);
-  out.line(str("W-half ", data.split.first.size(), " images, λ-half ", data.split.second.size(), ", test ",
-               data.test_size(), "; ", epoch_steps, " steps per epoch, ", total, " steps; ", world, " rank",
-               world > 1 ? "s" : "", " × batch ", cfg.batch, " = global batch ", global_batch, "; backend ", be->name(),
-               " with ", be->threads(), " threads; ", g.num_weights(), " weights, ", g.lambda().size(), " λ"));
+  const char* name() const override { return search_ ? "search" : "pretrain"; }
+  std::string (*attr_reader() const)(const std::string&, const char*) override { return read_file_attr; }
+  void load_checkpoint(const std::string& path, TrainState* st) override { load_model_file(path, *g_, true, st); }
 
-  Trainer tr(cfg, phase, *be, g, epoch_steps, comm);
-  const double full = full_macs(cfg.space);
-  Batch batch;
-  // window sums for the metrics line: per rank, reduced when a line is written
-  double win_loss = 0, win_time = 0, win_reduce = 0;
-  int64_t win_correct = 0, win_n = 0;
-  int64_t stable = 0, lambda_steps = 0;
-  // reference pruning schedule: λ entries revived so far (0 → > 0 while wired)
-  const bool reference = tr.prune_schedule().kind == PruneSchedule::Kind::Reference;
-  int64_t revivals = 0, last_zero = 0;
-  int64_t t = 0;
-  // training images consumed (global batch summed over the steps) and trajectory
-  // records written (traj_records -1: unknown, a checkpoint of an older version)
-  int64_t images_seen = 0, traj_records = 0;
-  if (!resumed_from.empty()) {
-    auto& k = rs.counters;
-    t = k["step"];
-    stable = k["stable"];
-    lambda_steps = k["lambda_steps"];
-    revivals = k.count("revivals") ? k["revivals"] : 0;
+  int64_t begin(StageEnv& env) override {
+    Output& out = *env.out;
+    Supergraph& g = *g_;
+    out.line(str("dsonas ", name(), ": ", cfg_.space.to_json()));
+    out.line(cfg_.resolved);
+    if (env.root) std::ofstream(cfg_.out + "/config.resolved.cfg") << cfg_.resolved;
+    if (!init_path_.empty()) out.line(str("initialised from ", init_path_));
+    if (!threads_note_.empty()) out.line("note: " + threads_note_);
+    out.line(apply_recompute(cfg_, g, *be_));
+    wl_ = train_source(cfg_, data_, data_.split.first, env.rank, env.world, kStreamW, kStreamAugW);
+    if (search_) ll_ = train_source(cfg_, data_, data_.split.second, env.rank, env.world, kStreamLam, kStreamAugLam);
+    epoch_steps_ = stage_epoch_steps(cfg_, wl_->steps_per_epoch(), search_);
+    total_ = stage_total_steps(cfg_, epoch_steps_);
+    out.line(str("W-half ", data_.split.first.size(), " images, λ-half ", data_.split.second.size(), ", test ",
+                 data_.test_size(), "; ", epoch_steps_, " steps per epoch, ", total_, " steps; ", env.world, " rank",
+                 env.world > 1 ? "s" : "", " × batch ", cfg_.batch, " = global batch ", global_batch_, "; backend ",
+                 be_->name(), " with ", be_->threads(), " threads; ", g.num_weights(), " weights, ", g.lambda().size(),
+                 " λ"));
+    tr_.reset(new Trainer(cfg_, phase_, *be_, g, epoch_steps_, env.comm));
+    reference_ = tr_->prune_schedule().kind == PruneSchedule::Kind::Reference;
+    full_ = full_macs(cfg_.space);
+    return total_;
+  }
+
+  int cycle() const override { return search_ ? cfg_.w_steps + cfg_.lambda_steps : 1; }
+
+  void restore(StageEnv& env, const TrainState& st, int world_then) override {
+    auto k = [&](const std::string& key, int64_t absent = 0) {
+      auto it = st.counters.find(key);
+      return it == st.counters.end() ? absent : it->second;
+    };
+    resumed_step_ = k("step");
+    stable_ = k("stable");
+    lambda_steps_ = k("lambda_steps");
+    revivals_ = k("revivals");
     // older checkpoints lack images_seen: their steps × their global batch (exact
     // unless that run had already changed its world size)
-    images_seen = k.count("images_seen") ? k["images_seen"] : t * cfg.batch * world_then;
-    traj_records = k.count("traj_records") ? k["traj_records"] : -1;
-    // the checkpoint holds the window summed over the ranks: rank 0 carries it on
-    if (root) {
-      win_correct = k["win_correct"];
-      win_n = k["win_n"];
-      win_loss = rs.reals["win_loss"];
+    images_seen_ = k("images_seen", resumed_step_ * cfg_.batch * world_then);
+    traj_records_ = k("traj_records", -1);
+    tr_->lambda_momentum() = st.lambda_v;
+    for (size_t e = 0; e < tr_->latency_factors().size(); ++e) {
+      auto it = st.reals.find(str("latency_r/", e));
+      if (it != st.reals.end()) tr_->latency_factors()[e] = static_cast<float>(it->second);
     }
-    win_time = rs.reals["win_time"];
-    tr.lambda_momentum() = rs.lambda_v;
-    for (size_t e = 0; e < tr.latency_factors().size(); ++e) {
-      auto it = rs.reals.find(str("latency_r/", e));
-      if (it != rs.reals.end()) tr.latency_factors()[e] = static_cast<float>(it->second);
-    }
-    // A checkpoint of another world size (--allow-world-size-change): each
-    // loader continues from the samples its epoch has already taken
-    // (Sampler::reshard: none skipped, none repeated), and the step counter
-    // is rescaled by the global batch ratio so that the lr schedule, the epoch
-    // count and the step budget keep meaning the same amount of data; the
-    // W/λ phase of the step is kept.
-    auto resume_state = [&](BatchSource& L, size_t n, const std::string& prefix) {
-      SamplerState s{k[prefix + "epoch"], k[prefix + "position"], k[prefix + "offset"]};
-      if (world_then != world) s = Sampler::reshard(s, static_cast<int64_t>(n), cfg.batch, world_then, world);
+    auto resume_loader = [&](BatchSource& L, size_t n, const std::string& prefix) {
+      SamplerState s{k(prefix + "epoch"), k(prefix + "position"), k(prefix + "offset")};
+      if (world_then != env.world) s = Sampler::reshard(s, static_cast<int64_t>(n), cfg_.batch, world_then, env.world);
       L.restore(s);
     };
-    resume_state(wl, data.split.first.size(), "w_");
-    if (ll) resume_state(*ll, data.split.second.size(), "l_");
-    if (world_then != world) {
-      const int64_t rescaled = rescale_step(t, world_then, world, cycle);
-      out.line(str("step counter rescaled for the new global batch: ", t, " steps of ", int64_t(cfg.batch) * world_then,
-                   " -> ", rescaled, " steps of ", global_batch));
-      t = rescaled;
-    }
+    resume_loader(*wl_, data_.split.first.size(), "w_");
+    if (ll_) resume_loader(*ll_, data_.split.second.size(), "l_");
   }
-  last_zero = count_zero(g.lambda().data(), g.lambda().size()).zero;
-  // λ trajectory (search, rank 0): saved before every checkpoint, so it is never
-  // behind the newest checkpoint; on resume it keeps the checkpoint's traj_records
-  // records (older checkpoints: those with step ≤ its step, in its own numbering)
-  std::unique_ptr<Trajectory> traj;
-  if (search && cfg.trajectory_every > 0 && root) {
-    traj.reset(new Trajectory(cfg.out + "/lambda_trajectory.h5", cfg.space.to_json(), g.lambda_groups()));
-    if (!resumed_from.empty() && traj_records < 0)
-      traj->load(rs.counters["step"]);
-    else if (!resumed_from.empty() && !traj->load_count(traj_records) && traj_records > 0)
-      out.line(str("note: ", cfg.out, "/lambda_trajectory.h5 is missing (the checkpoint counts ", traj_records,
-                   " records); a new one starts at step ", t));
-    traj_records = static_cast<int64_t>(traj->records().size());
+
+  void started(StageEnv& env, int64_t t) override {
+    Supergraph& g = *g_;
+    last_zero_ = count_zero(g.lambda().data(), g.lambda().size()).zero;
+    // λ trajectory (search, rank 0): saved before every checkpoint, so it is never
+    // behind the newest checkpoint; on resume it keeps the checkpoint's traj_records
+    // records (older checkpoints: those with step ≤ its step, in its own numbering)
+    if (search_ && cfg_.trajectory_every > 0 && env.root) {
+      traj_.reset(new Trajectory(cfg_.out + "/lambda_trajectory.h5", cfg_.space.to_json(), g.lambda_groups()));
+      if (resumed_step_ >= 0 && traj_records_ < 0)
+        traj_->load(resumed_step_);
+      else if (resumed_step_ >= 0 && !traj_->load_count(traj_records_) && traj_records_ > 0)
+        env.out->line(str("note: ", cfg_.out, "/lambda_trajectory.h5 is missing (the checkpoint counts ", traj_records_,
+                          " records); a new one starts at step ", t));
+      traj_records_ = static_cast<int64_t>(traj_->records().size());
+    }
+    info_.stage = name();
+    info_.seed = cfg_.seed;
+    info_.config = cfg_.resolved;
+    info_.structural = env.structural;
+    info_.world_size = env.world;
+    last_traj_save_ = Clock::now();
   }
-  ModelFileInfo info;
-  info.stage = stage;
-  info.seed = cfg.seed;
-  info.config = cfg.resolved;
-  info.structural = structural;
-  info.world_size = world;
-  Clock::time_point last_ckpt = Clock::now(), last_traj_save = Clock::now();
-  double max_step_s = 0;
-  auto checkpoint = [&](int64_t step, bool finished) {
-    // replicas must agree before one of them speaks for all
-    if (search) comm.check_same(tr.lambda_hash(), "λ (values, live mask, momentum)", step);
-    average_bn_stats(comm, g.backend(), g.bn_stats());
-    if (world > 1) comm.check_same(params_hash(g.backend(), g.params()), "the weights", step);
-    // the window, summed over the ranks, continues on rank 0 (as after a resume)
-    double wsum[3] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n)};
-    comm.sum(wsum, 3);
-    win_loss = root ? wsum[0] : 0;
-    win_correct = root ? static_cast<int64_t>(wsum[1]) : 0;
-    win_n = root ? static_cast<int64_t>(wsum[2]) : 0;
-    std::string path;
-    if (root) {
-      TrainState ts;
-      ts.lambda_v = tr.lambda_momentum();
-      auto& k = ts.counters;
-      k["step"] = step;
-      k["finished"] = finished;
-      k["stable"] = stable;
-      k["lambda_steps"] = lambda_steps;
-      if (reference) k["revivals"] = revivals;
-      k["win_correct"] = win_correct;
-      k["win_n"] = win_n;
-      k["images_seen"] = images_seen;
-      k["metrics_lines"] = out.metrics_lines();
-      if (traj) traj_records = static_cast<int64_t>(traj->records().size());
-      if (search && traj_records >= 0) k["traj_records"] = traj_records;
-      ts.reals["win_loss"] = win_loss;
-      ts.reals["win_time"] = win_time;
-      if (tr.adaptive_latency())
-        for (size_t e = 0; e < tr.latency_factors().size(); ++e)
-          if (tr.latency_factors()[e] != 1.f) ts.reals[str("latency_r/", e)] = tr.latency_factors()[e];
-      const SamplerState ws = wl.state();
-      k["w_epoch"] = ws.epoch;
-      k["w_position"] = ws.position;
-      k["w_offset"] = ws.offset;
-      if (ll) {
-        const SamplerState ls = ll->state();
-        k["l_epoch"] = ls.epoch;
-        k["l_position"] = ls.position;
-        k["l_offset"] = ls.offset;
-      }
-      info.step = step;
-      if (traj) traj->save();
-      path = write_checkpoint(cfg.out, g, info, ts);
-      const std::string note = res.after_checkpoint(cfg.out, path);
-      if (!note.empty()) out.line(note);
-      prune_checkpoints(cfg.out, cfg.keep_last, cfg.keep_every);
-    }
-    comm.barrier();  // the others wait for rank 0's commit
-    last_ckpt = Clock::now();
-    return path.empty() ? str(cfg.out, "/ckpt/", ckpt_name(step)) : path;
-  };
-  const auto t_start = Clock::now();
-  const StageClock clock(t, total, deadline, search && (cfg.target_zero_frac > 0 || cfg.stable_steps > 0));
-  if (PipelineClock* pc = PipelineClock::active())
-    pc->started(
-        {global_batch, full, static_cast<int64_t>(data.split.first.size()), static_cast<int64_t>(data.train_size())});
-  std::string stop_reason = "step budget reached";
-  for (; t < total; ++t) {
-    // Signals, the deadline and the checkpoint timer are seen by each rank at
-    // its own moment: one small sum makes every rank act on the same step.
-    double flags[3] = {
-        g_stop_signal ? static_cast<double>(g_stop_signal) : 0.0,
-        deadline > 0 && static_cast<double>(std::time(nullptr)) + cfg.deadline_margin + 2 * max_step_s >= deadline
-            ? 1.0
-            : 0.0,
-        cfg.checkpoint_secs > 0 && t > 0 && seconds_since(last_ckpt) >= cfg.checkpoint_secs ? 1.0 : 0.0};
-    comm.sum(flags, 3);
-    if (flags[0] > 0) {
-      const int sig = g_stop_signal ? static_cast<int>(g_stop_signal) : SIGTERM;
-      const std::string path = checkpoint(t, false);
-      out.line(str(stage, ": signal ", sig, " (", sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM", ") at step ", t,
-                   ": checkpoint ", path, " written; exiting with ", int(kExitRequeue), " (resume with --resume)"));
-      return kExitRequeue;
-    }
-    // stop before the deadline: margin plus two of the slowest steps so far
-    if (flags[1] > 0) {
-      const std::string path = checkpoint(t, false);
-      out.line(str(stage, ": deadline in ", fmt("%.0f", deadline - static_cast<double>(std::time(nullptr))),
-                   " s at step ", t, ": checkpoint ", path, " written; exiting with ", int(kExitRequeue)));
-      return kExitRequeue;
-    }
-    if (flags[2] > 0) checkpoint(t, false);
-    const StepKind kind = (t % cycle) < (search ? cfg.w_steps : 1) ? StepKind::W : StepKind::Lambda;
-    BatchSource& L = kind == StepKind::W ? wl : *ll;
-    L.next(batch);
-    if (fault_active("nan-grad", t + 1, rank)) batch.data[0] = std::numeric_limits<float>::quiet_NaN();
-    Trainer::Out o = tr.step(kind, t, batch.data.data(), batch.labels.data(), batch.n);
-    images_seen += global_batch;
-    max_step_s = std::max(max_step_s, o.seconds);
-    win_loss += o.r.loss_sum;
-    win_correct += o.r.correct;
-    win_n += o.r.n;
-    win_time += o.seconds;
-    win_reduce += o.reduce_seconds;
+
+  bool may_stop_early() const override { return search_ && (cfg_.target_zero_frac > 0 || cfg_.stable_steps > 0); }
+  StageWork work() const override {
+    return {global_batch_, full_, static_cast<int64_t>(data_.split.first.size()),
+            static_cast<int64_t>(data_.train_size())};
+  }
+
+  StageStep step(StageEnv& env, int64_t t) override {
+    Supergraph& g = *g_;
+    const StepKind kind = (t % cycle()) < (search_ ? cfg_.w_steps : 1) ? StepKind::W : StepKind::Lambda;
+    BatchSource& L = kind == StepKind::W ? *wl_ : *ll_;
+    L.next(batch_);
+    if (fault_active("nan-grad", t + 1, env.rank)) batch_.data[0] = std::numeric_limits<float>::quiet_NaN();
+    const Trainer::Out o = tr_->step(kind, t, batch_.data.data(), batch_.labels.data(), batch_.n);
+    images_seen_ += global_batch_;
+    StageStep r;
+    r.loss_sum = o.r.loss_sum;
+    r.correct = o.r.correct;
+    r.n = o.r.n;
+    r.seconds = o.seconds;
+    r.reduce_seconds = o.reduce_seconds;
     if (kind == StepKind::Lambda) {
-      ++lambda_steps;
-      if (!reference) {
-        stable = o.lam.mask_changed ? 0 : stable + 1;
+      ++lambda_steps_;
+      if (!reference_) {
+        stable_ = o.lam.mask_changed ? 0 : stable_ + 1;
       } else {  // the plan changes only at rebuilds: "stable" = no λ crossed zero either way
         const int64_t zero_now = count_zero(g.lambda().data(), g.lambda().size()).zero;
-        stable = o.lam.mask_changed || o.lam.revived > 0 || zero_now != last_zero ? 0 : stable + 1;
-        last_zero = zero_now;
-        revivals += o.lam.revived;
+        stable_ = o.lam.mask_changed || o.lam.revived > 0 || zero_now != last_zero_ ? 0 : stable_ + 1;
+        last_zero_ = zero_now;
+        revivals_ += o.lam.revived;
         if (o.lam.rebuilt)
-          out.line(str("search: rebuild at step ", t + 1, " (epoch ", (t + 1 + epoch_steps - 1) / epoch_steps,
-                       "): ", o.lam.pruned, " λ entries left the plan, ", g.live_edges(), " live edges, ", g.live_ops(),
-                       " live ops; ", revivals, " revivals so far"));
+          env.out->line(str("search: rebuild at step ", t + 1, " (epoch ", (t + 1 + epoch_steps_ - 1) / epoch_steps_,
+                            "): ", o.lam.pruned, " λ entries left the plan, ", g.live_edges(), " live edges, ",
+                            g.live_ops(), " live ops; ", revivals_, " revivals so far"));
       }
     }
-    if (search && world > 1 && cfg.lambda_check_every > 0 && (t + 1) % cfg.lambda_check_every == 0)
-      comm.check_same(tr.lambda_hash(), "λ (values, live mask, momentum)", t + 1);
-    const bool last = t + 1 == total;
-    ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
+    if (search_ && env.world > 1 && cfg_.lambda_check_every > 0 && (t + 1) % cfg_.lambda_check_every == 0)
+      env.comm.check_same(tr_->lambda_hash(), "λ (values, live mask, momentum)", t + 1);
+    const ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
     const double zero_frac = static_cast<double>(z.zero) / static_cast<double>(z.total);
-    bool stop = false;
-    if (search && cfg.target_zero_frac > 0 && zero_frac >= cfg.target_zero_frac) {
-      stop = true;
-      stop_reason = str("target zero fraction ", cfg.target_zero_frac, " reached");
+    if (search_ && cfg_.target_zero_frac > 0 && zero_frac >= cfg_.target_zero_frac) {
+      r.stop = true;
+      r.stop_reason = str("target zero fraction ", cfg_.target_zero_frac, " reached");
     }
-    if (search && cfg.stable_steps > 0 && stable >= cfg.stable_steps && z.zero > 0) {
-      stop = true;
-      stop_reason = str("live mask unchanged for ", cfg.stable_steps, " λ-steps");
+    if (search_ && cfg_.stable_steps > 0 && stable_ >= cfg_.stable_steps && z.zero > 0) {
+      r.stop = true;
+      r.stop_reason = str("live mask unchanged for ", cfg_.stable_steps, " λ-steps");
     }
-    if ((t + 1) % cfg.log_every == 0 || last || stop) {
-      double w[3] = {win_loss, static_cast<double>(win_correct), static_cast<double>(win_n)};
-      comm.sum(w, 3);
-      const double macs = search ? live_macs(cfg.space, g.lambda().data(), g.mask().data()) : full;
-      if (PipelineClock* pc = PipelineClock::active(); pc && search) pc->note_live_macs(macs);
-      const double ips = win_time > 0 ? w[2] / win_time : 0;  // global images / rank 0's time
-      const double epoch = static_cast<double>(t + 1) / static_cast<double>(epoch_steps);
-      out.metrics(str("{\"stage\":\"", stage, "\",\"step\":", t + 1, ",\"epoch\":", fmt("%.4f", epoch),
-                      ",\"lr\":", fmt("%.6g", tr.lr(t)), ",\"loss\":", fmt("%.6f", w[0] / w[2]),
-                      ",\"acc\":", fmt("%.5f", w[1] / w[2]), ",\"img_per_s\":", fmt("%.2f", ips),
-                      ",\"live_macs\":", fmt("%.0f", macs), ",\"zero_lambda\":", z.zero, ",\"total_lambda\":", z.total,
-                      ",\"live_ops\":", g.live_ops(), ",\"live_edges\":", g.live_edges(),
-                      reference ? str(",\"revivals\":", revivals) : std::string(),
-                      world > 1 ? str(",\"ranks\":", world,
-                                      ",\"reduce_share\":", fmt("%.4f", win_time > 0 ? win_reduce / win_time : 0))
-                                : std::string(),
-                      clock.json(t + 1), "}"));
-      out.progress(str(stage, " epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total, "  ", fmt("%.1f", ips),
-                       " img/s  loss ", fmt("%.4f", w[0] / w[2]), "  acc ", fmt("%.3f", w[1] / w[2]), "  MACs ",
-                       fmt("%.2fM", macs / 1e6), "  zero λ ", z.zero, "/", z.total, clock.text(t + 1)));
-      win_loss = win_time = win_reduce = 0;
-      win_correct = win_n = 0;
-    }
-    if (search && cfg.trajectory_every > 0 && ((t + 1) % cfg.trajectory_every == 0 || last || stop)) {
-      double s[3] = {o.r.loss_sum, static_cast<double>(o.r.correct), static_cast<double>(o.r.n)};
-      comm.sum(s, 3);  // the step's loss over the global batch
-      if (traj) {
+    return r;
+  }
+
+  void log(StageEnv& env, int64_t t, const StatsWindow::Totals& w, const StatsWindow& own) override {
+    Supergraph& g = *g_;
+    const ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
+    const double macs = live_macs_now();
+    if (PipelineClock* pc = PipelineClock::active(); pc && search_) pc->note_live_macs(macs);
+    const double ips = own.time > 0 ? w.n / own.time : 0;  // global images / rank 0's time
+    const double epoch = static_cast<double>(t + 1) / static_cast<double>(epoch_steps_);
+    env.out->metrics(str(
+        "{\"stage\":\"", name(), "\",\"step\":", t + 1, ",\"epoch\":", fmt("%.4f", epoch), ",\"lr\":",
+        fmt("%.6g", tr_->lr(t)), ",\"loss\":", fmt("%.6f", w.loss / w.n), ",\"acc\":", fmt("%.5f", w.correct / w.n),
+        ",\"img_per_s\":", fmt("%.2f", ips), ",\"live_macs\":", fmt("%.0f", macs), ",\"zero_lambda\":", z.zero,
+        ",\"total_lambda\":", z.total, ",\"live_ops\":", g.live_ops(), ",\"live_edges\":", g.live_edges(),
+        reference_ ? str(",\"revivals\":", revivals_) : std::string(),
+        env.world > 1
+            ? str(",\"ranks\":", env.world, ",\"reduce_share\":", fmt("%.4f", own.time > 0 ? own.reduce / own.time : 0))
+            : std::string(),
+        env.clock->json(t + 1), "}"));
+    env.out->progress(str(name(), " epoch ", fmt("%.2f", epoch), " step ", t + 1, "/", total_, "  ", fmt("%.1f", ips),
+                          " img/s  loss ", fmt("%.4f", w.loss / w.n), "  acc ", fmt("%.3f", w.correct / w.n), "  MACs ",
+                          fmt("%.2fM", macs / 1e6), "  zero λ ", z.zero, "/", z.total, env.clock->text(t + 1)));
+  }
+
+  void after_step(StageEnv& env, int64_t t, const StageStep& o, bool last) override {
+    if (search_ && cfg_.trajectory_every > 0 && ((t + 1) % cfg_.trajectory_every == 0 || last || o.stop)) {
+      double s[3] = {o.loss_sum, static_cast<double>(o.correct), static_cast<double>(o.n)};
+      env.comm.sum(s, 3);  // the step's loss over the global batch
+      if (traj_) {
+        Supergraph& g = *g_;
         TrajectoryRecord rec;
         rec.step = t + 1;
-        rec.images = images_seen;
+        rec.images = images_seen_;
         rec.loss = s[0] / s[2];
         rec.acc = s[1] / s[2];
-        rec.live_macs = live_macs(cfg.space, g.lambda().data(), g.mask().data());
-        rec.zero_lambda = z.zero;
+        rec.live_macs = live_macs_now();
+        rec.zero_lambda = count_zero(g.lambda().data(), g.lambda().size()).zero;
         rec.live_edges = g.live_edges();
-        rec.revivals = reference ? revivals : -1;
+        rec.revivals = reference_ ? revivals_ : -1;
         rec.lambda = g.lambda();
-        traj->append(std::move(rec));
+        traj_->append(std::move(rec));
         // also persist between checkpoints, at most once a minute, so a running
         // search can be watched (a file ahead of the checkpoint is trimmed on resume)
-        if (seconds_since(last_traj_save) >= kTrajectorySaveSecs) {
-          traj->save();
-          last_traj_save = Clock::now();
+        if (seconds_since(last_traj_save_) >= kTrajectorySaveSecs) {
+          traj_->save();
+          last_traj_save_ = Clock::now();
         }
       }
     }
-    if (tr.adaptive_latency() && (t + 1) % epoch_steps == 0 && !stop && t + 1 < total) {
-      const std::string j = tr.update_latency();  // §5.3: at the end of every search epoch
-      out.metrics(str("{\"stage\":\"search\",\"step\":", t + 1, ",", j.substr(1)));
-      out.line(str("adaptive latency at step ", t + 1, ": ",
-                   j.substr(0, std::min<size_t>(j.find(",\"bits\""), j.size())), "}"));
-    }
-    if (cfg.checkpoint_every > 0 && (t + 1) % cfg.checkpoint_every == 0 && !stop && t + 1 < total)
-      checkpoint(t + 1, false);
-    fault_point("kill-after-step", t + 1, rank);
-    fault_point("signal-after-step", t + 1, rank);
-    if (stop) {
-      ++t;
-      break;
+    if (tr_->adaptive_latency() && (t + 1) % epoch_steps_ == 0 && !o.stop && t + 1 < total_) {
+      const std::string j = tr_->update_latency();  // §5.3: at the end of every search epoch
+      env.out->metrics(str("{\"stage\":\"search\",\"step\":", t + 1, ",", j.substr(1)));
+      env.out->line(str("adaptive latency at step ", t + 1, ": ",
+                        j.substr(0, std::min<size_t>(j.find(",\"bits\""), j.size())), "}"));
     }
   }
-  out.line(str(stage, " stopped after ", t, " steps: ", stop_reason));
 
-  // validation on the λ-half (no augmentation) and test, after BN re-estimation
-  EvalResult val = evaluate(cfg, comm, g, data, false, data.split.second, data.split.first, cfg.eval_batches);
-  EvalResult test = evaluate(cfg, comm, g, data, true, all_indices(data.test_size()), data.split.first, 0);
-  ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
-  const double macs = search ? live_macs(cfg.space, g.lambda().data(), g.mask().data()) : full;
-  out.metrics(str("{\"stage\":\"", stage, "\",\"event\":\"final\",\"step\":", t,
-                  ",\"val_loss\":", fmt("%.6f", val.loss), ",\"val_acc\":", fmt("%.5f", val.acc), ",\"test_loss\":",
-                  fmt("%.6f", test.loss), ",\"test_acc\":", fmt("%.5f", test.acc), ",\"live_macs\":", fmt("%.0f", macs),
-                  ",\"full_macs\":", fmt("%.0f", full), ",\"zero_lambda\":", z.zero, ",\"total_lambda\":", z.total,
-                  ",\"live_ops\":", g.live_ops(), ",\"time_s\":", fmt("%.3f", seconds_since(t_start)), "}"));
-  info.step = t;
-  if (root) save_model_file(cfg.out + "/model.h5", g, info);
-  checkpoint(t, true);  // also checks that λ and the weights agree on every rank
-  if (search)
-    out.line(str("λ hash ", std::hex, tr.lambda_hash(), std::dec, " (values, live mask, momentum)",
-                 world > 1 ? str("; identical on all ", world, " ranks") : std::string()));
-  out.line(str(stage, " done: val acc ", fmt("%.4f", val.acc), " (λ-half, ", val.n, " images), test acc ",
-               fmt("%.4f", test.acc), ", live MACs ", fmt("%.2fM", macs / 1e6), " of ", fmt("%.2fM", full / 1e6),
-               ", zero λ ", z.zero, "/", z.total, ", live ops ", g.live_ops(), " (", ops_summary(cfg.space, g),
-               "); model in ", cfg.out, "/model.h5"));
-  return kExitOk;
-}
+  void agree(StageEnv& env, int64_t step) override {
+    if (search_) env.comm.check_same(tr_->lambda_hash(), "λ (values, live mask, momentum)", step);
+    average_bn_stats(env.comm, g_->backend(), g_->bn_stats());
+    if (env.world > 1) env.comm.check_same(params_hash(g_->backend(), g_->params()), "the weights", step);
+  }
+
+  void save_state(StageEnv& /*env*/, TrainState& ts) override {
+    ts.lambda_v = tr_->lambda_momentum();
+    auto& k = ts.counters;
+    k["stable"] = stable_;
+    k["lambda_steps"] = lambda_steps_;
+    if (reference_) k["revivals"] = revivals_;
+    k["images_seen"] = images_seen_;
+    if (traj_) traj_records_ = static_cast<int64_t>(traj_->records().size());
+    if (search_ && traj_records_ >= 0) k["traj_records"] = traj_records_;
+    if (tr_->adaptive_latency())
+      for (size_t e = 0; e < tr_->latency_factors().size(); ++e)
+        if (tr_->latency_factors()[e] != 1.f) ts.reals[str("latency_r/", e)] = tr_->latency_factors()[e];
+    auto save_loader = [&](const BatchSource& L, const std::string& prefix) {
+      const SamplerState s = L.state();
+      k[prefix + "epoch"] = s.epoch;
+      k[prefix + "position"] = s.position;
+      k[prefix + "offset"] = s.offset;
+    };
+    save_loader(*wl_, "w_");
+    if (ll_) save_loader(*ll_, "l_");
+  }
+
+  void write_checkpoint(StageEnv& /*env*/, const std::string& path, int64_t step, const TrainState& ts) override {
+    info_.step = step;
+    if (traj_) traj_->save();
+    save_model_file(path, *g_, info_, &ts);
+  }
+
+  void finish(StageEnv& env, int64_t t) override {
+    Supergraph& g = *g_;
+    // validation on the λ-half (no augmentation) and test, after BN re-estimation
+    val_ = evaluate(cfg_, env.comm, g, data_, false, data_.split.second, data_.split.first, cfg_.eval_batches);
+    const EvalResult test =
+        evaluate(cfg_, env.comm, g, data_, true, all_indices(data_.test_size()), data_.split.first, 0);
+    test_acc_ = test.acc;
+    const ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
+    env.out->metrics(str("{\"stage\":\"", name(), "\",\"event\":\"final\",\"step\":", t,
+                         ",\"val_loss\":", fmt("%.6f", val_.loss), ",\"val_acc\":", fmt("%.5f", val_.acc),
+                         ",\"test_loss\":", fmt("%.6f", test.loss), ",\"test_acc\":", fmt("%.5f", test.acc),
+                         ",\"live_macs\":", fmt("%.0f", live_macs_now()), ",\"full_macs\":", fmt("%.0f", full_),
+                         ",\"zero_lambda\":", z.zero, ",\"total_lambda\":", z.total, ",\"live_ops\":", g.live_ops(),
+                         ",\"time_s\":", fmt("%.3f", env.clock->elapsed()), "}"));
+    info_.step = t;
+    if (env.root) save_model_file(cfg_.out + "/model.h5", g, info_);
+  }
+
+  void done(StageEnv& env, int64_t /*t*/) override {
+    Supergraph& g = *g_;
+    if (search_)
+      env.out->line(str("λ hash ", std::hex, tr_->lambda_hash(), std::dec, " (values, live mask, momentum)",
+                        env.world > 1 ? str("; identical on all ", env.world, " ranks") : std::string()));
+    const ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
+    const double macs = live_macs_now();
+    env.out->line(str(name(), " done: val acc ", fmt("%.4f", val_.acc), " (λ-half, ", val_.n, " images), test acc ",
+                      fmt("%.4f", test_acc_), ", live MACs ", fmt("%.2fM", macs / 1e6), " of ",
+                      fmt("%.2fM", full_ / 1e6), ", zero λ ", z.zero, "/", z.total, ", live ops ", g.live_ops(), " (",
+                      ops_summary(cfg_.space, g), "); model in ", cfg_.out, "/model.h5"));
+  }
+
+ private:
+  double live_macs_now() const {
+    return search_ ? live_macs(cfg_.space, g_->lambda().data(), g_->mask().data()) : full_;
+  }
+
+  const RunConfig& cfg_;
+  const bool search_;
+  const Phase phase_;
+  Data data_;
+  std::string init_path_, threads_note_;
+  std::unique_ptr<Backend> be_;
+  std::unique_ptr<Supergraph> g_;
+  std::unique_ptr<Trainer> tr_;
+  std::unique_ptr<BatchSource> wl_, ll_;  // W-half, λ-half (search)
+  std::unique_ptr<Trajectory> traj_;
+  Batch batch_;
+  ModelFileInfo info_;
+  Clock::time_point last_traj_save_;
+  int64_t global_batch_ = 0, epoch_steps_ = 0, total_ = 0;
+  double full_ = 0;
+  bool reference_ = false;  // reference pruning schedule: revivals counted
+  // the search's counters (kept in checkpoints)
+  int64_t stable_ = 0;        // λ-steps without a change of the live mask
+  int64_t lambda_steps_ = 0;  // λ-steps done
+  int64_t revivals_ = 0;      // λ entries revived (0 → > 0 while wired; reference schedule)
+  int64_t images_seen_ = 0;   // training images consumed (global batch summed over the steps)
+  int64_t traj_records_ = 0;  // trajectory records written (−1: unknown, a checkpoint of an older version)
+  int64_t last_zero_ = 0, resumed_step_ = -1;
+  EvalResult val_;
+  double test_acc_ = 0;
+};
 
 }  // namespace
 
-int run_pretrain(const RunConfig& cfg) { return train_loop(cfg, Phase::Pretrain); }
-int run_search(const RunConfig& cfg) { return train_loop(cfg, Phase::Search); }
+int run_pretrain(const RunConfig& cfg) {
+  SupergraphStage s(cfg, Phase::Pretrain);
+  return run_stage(cfg, s);
+}
+int run_search(const RunConfig& cfg) {
+  SupergraphStage s(cfg, Phase::Search);
+  return run_stage(cfg, s);
+}
 
 int run_bench(const RunConfig& cfg) {
   const SearchSpace& s = cfg.space;

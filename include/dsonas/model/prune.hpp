@@ -94,7 +94,9 @@ struct BlockTopology {
   int live_inputs(int l, int j) const;
 };
 
-/// Topology of one normal block from its λ (and mask, nullptr = all set).
+/// Topology of one normal block from its λ (and mask, nullptr = all set).  lam
+/// nullptr: the mask alone (the search's execution plan, where an entry stays wired
+/// until it is pruned even at λ = 0: the reference schedule between rebuilds).
 BlockTopology block_topology(const float* lam, const uint8_t* mask, const BlockLayout& b);
 
 /// Live branches of the reduction after stage s (0-based): [0] 1×1 s2, [1] 3×3 s2.
