@@ -73,4 +73,12 @@ bool CommandArgs::parse(int argc, char** argv) {
   return true;
 }
 
+std::vector<char*> argv_of(std::vector<std::string>& args, bool null_terminated) {
+  std::vector<char*> v;
+  v.reserve(args.size() + 1);
+  for (std::string& a : args) v.push_back(&a[0]);
+  if (null_terminated) v.push_back(nullptr);
+  return v;
+}
+
 }  // namespace dsonas

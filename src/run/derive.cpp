@@ -110,10 +110,7 @@ std::string find_on_path(const std::string& prog) {
 std::string render_png(const std::string& dot, const std::string& dotfile, const std::string& png) {
   const std::string tmp = png + ".tmp";
   std::vector<std::string> args = {dot, "-Tpng", "-o", tmp, dotfile};
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (std::string& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
+  std::vector<char*> argv = argv_of(args, true);
   pid_t pid = 0;
   if (posix_spawn(&pid, dot.c_str(), nullptr, nullptr, argv.data(), environ) != 0)
     return str("cannot start ", dot, ": ", std::strerror(errno));

@@ -9,6 +9,7 @@
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/dist/communicator.hpp"
+#include "dsonas/run/args.hpp"
 #include "dsonas/run/derive.hpp"
 
 namespace dsonas {
@@ -47,9 +48,7 @@ std::vector<std::string> stage_args(const std::vector<std::string>& args, const 
 RunConfig stage_config(const std::string& command, const std::vector<std::string>& args) {
   std::vector<std::string> a{command};
   a.insert(a.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  argv.reserve(a.size());
-  for (std::string& s : a) argv.push_back(&s[0]);
+  std::vector<char*> argv = argv_of(a);
   return parse_config(command, static_cast<int>(argv.size()), argv.data());
 }
 
@@ -87,9 +86,7 @@ int derive_on_root(const std::string& run, const std::string& out, const std::st
   if (comm.root()) {
     std::vector<std::string> a{"derive", "--run", run, "--out", out};
     if (!png.empty()) a.insert(a.end(), {"--png", png});
-    std::vector<char*> av;
-    av.reserve(a.size());
-    for (std::string& s : a) av.push_back(&s[0]);
+    std::vector<char*> av = argv_of(a);
     rc = run_derive(static_cast<int>(av.size()), av.data());
   }
   double r = rc;

@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/run/args.hpp"
 
 extern char** environ;
 
@@ -51,10 +52,7 @@ ToolRun run_tool(const std::string& tool, const std::vector<std::string>& args, 
   const std::string py = python_interpreter();
   std::vector<std::string> av = {py, tool};
   av.insert(av.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  argv.reserve(av.size() + 1);
-  for (std::string& a : av) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
+  std::vector<char*> argv = argv_of(av, true);
   int fds[2];
   if (::pipe(fds) != 0) {
     r.error = str("pipe: ", std::strerror(errno));

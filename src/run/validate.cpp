@@ -22,6 +22,7 @@
 #include "dsonas/io/network_file.hpp"
 #include "dsonas/model/network.hpp"
 #include "dsonas/model/supergraph.hpp"
+#include "dsonas/run/args.hpp"
 #include "dsonas/run/run_common.hpp"
 #if defined(DSONAS_USE_CUDA) && DSONAS_USE_CUDA
 #include "dsonas/backend/cuda_probe.hpp"  // host-only declarations, no CUDA header
@@ -160,9 +161,7 @@ void validate_stage_resume(ValidateReport& r, const std::string& folder, const s
     std::vector<std::string> a = args;
     a.insert(a.end(), {"--out", folder});  // required by the stage commands; nothing is written
     if (stage == "retrain") a.insert(a.end(), {"--arch", "baseline"});  // required there; not compared
-    std::vector<char*> av;
-    av.reserve(a.size());
-    for (std::string& x : a) av.push_back(&x[0]);
+    std::vector<char*> av = argv_of(a);
     const RunConfig cfg = parse_config(stage, static_cast<int>(av.size()), av.data());
     int world = 0;
     try {
@@ -265,9 +264,7 @@ int run_validate(int argc, char** argv) {
       args.push_back(a);
     }
   }
-  std::vector<char*> av;
-  av.reserve(args.size());
-  for (std::string& x : args) av.push_back(&x[0]);
+  std::vector<char*> av = argv_of(args);
   const RunConfig cfg = parse_config("validate", static_cast<int>(av.size()), av.data());
   std::cout << "validate: data.dataset = " << cfg.dataset << ", data.dir = " << cfg.data_dir << "\n";
   ValidateReport r = validate_data(cfg);

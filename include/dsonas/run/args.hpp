@@ -40,4 +40,9 @@ class CommandArgs {
   std::string* positional_ = nullptr;
 };
 
+/// argv-style pointers to the strings of `args` (which must outlive them and not
+/// change size); null_terminated adds the nullptr an exec-style call needs (not
+/// counted: argc = size() − 1 then).
+std::vector<char*> argv_of(std::vector<std::string>& args, bool null_terminated = false);
+
 }  // namespace dsonas

@@ -102,7 +102,7 @@ class PipelineClock {
   static PipelineClock* active();
   /// The pipeline enters stage s.
   void begin(Stage s);
-  /// The running stage's work (train.cpp, retrain.cpp, where they create their StageClock).
+  /// The running stage's work (run_stage tells it, where it creates the StageClock).
   void started(const StageWork& w);
   /// The search's live MACs now: the prediction of the found network's size.
   void note_live_macs(double macs) { live_macs_ = macs; }
