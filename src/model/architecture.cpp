@@ -598,6 +598,86 @@ int parse_input_name(const std::string& s, int N, int* level) {
 
 }  // namespace
 
+namespace {
+
+/// Block u of stage s (blocks[bi] of an architecture JSON), checked against the
+/// space and against itself; exit 2 naming the field.
+ArchBlock block_from_json(const JsonValue& v, size_t bi, const SearchSpace& sp, int s, int u, const std::string& file) {
+  const int L = sp.levels, N = sp.N();
+  JsonObject b(v, str("blocks[", bi, "]"), file);
+  ArchBlock blk = block_frame(sp, s, u);
+  const std::string name = b.text("name");
+  if (name != blk.name) b.bad(b.field("name"), str("expected \"", blk.name, "\", got \"", name, "\""));
+  auto expect_int = [&](const char* key, int want, const char* why) {
+    const int64_t got = b.i64(key, INT64_MIN, INT64_MAX);
+    if (got != want) b.bad(b.field(key), str("expected ", want, " (", why, "), got ", got));
+  };
+  expect_int("stage", blk.stage, "blocks are listed in stage order");
+  expect_int("unit", blk.unit, "blocks are listed in unit order");
+  expect_int("channels", blk.channels, "the space's stage width");
+  expect_int("height", blk.height, "the stage's feature-map height");
+  expect_int("width", blk.width, "the stage's feature-map width");
+  const std::string sc = b.text("shortcut"), want_sc = blk.id_conv ? "id_conv" : "identity";
+  if (sc != want_sc)
+    b.bad(b.field("shortcut"), str("expected \"", want_sc, "\" (", blk.id_conv ? "the first" : "not the first",
+                                   " unit of its stage), got \"", sc, "\""));
+  const bool empty = b.boolean("empty");
+  const JsonValue& ops = b.array("ops", "an array of ops");
+  std::vector<int> pos_of(static_cast<size_t>(L * N), -1);  // op index → position in blk.ops
+  std::vector<uint8_t> consumed;
+  for (size_t k = 0; k < ops.arr.size(); ++k) {
+    JsonObject o(ops.arr[k], str(b.field("ops"), "[", k, "]"), file);
+    ArchOp op;
+    op.level = static_cast<int>(o.i64("level", 1, L));
+    op.op = static_cast<int>(o.i64("op", 1, N));
+    const int idx = N * (op.level - 1) + (op.op - 1);
+    if (!blk.ops.empty()) {
+      const ArchOp& prev = blk.ops.back();
+      if (N * (prev.level - 1) + (prev.op - 1) >= idx)
+        o.bad(o.path(), str("l", op.level, "/o", op.op,
+                            " is out of order or repeated (ops are listed level-major, "
+                            "in op order, once each)"));
+    }
+    const std::string type = o.text("type");
+    op.type = parse_op(type, str(file, ": ", o.field("type")));
+    if (op.type != sp.ops[static_cast<size_t>(op.op - 1)])
+      o.bad(o.field("type"), str("expected \"", op_name(sp.ops[static_cast<size_t>(op.op - 1)]), "\" (op ", op.op,
+                                 " of the space), got \"", type, "\""));
+    const std::vector<std::string> inputs = o.string_array("inputs", "an array of input names");
+    if (inputs.empty()) o.bad(o.field("inputs"), "an op needs at least one input");
+    int last = -1;
+    for (const std::string& in : inputs) {
+      int lvl = 0;
+      const int i = parse_input_name(in, N, &lvl);
+      if (i < 0) o.bad(o.field("inputs"), str("\"", in, "\" is not an input name (\"in\" or \"l<level>/o<op>\")"));
+      if (op.level == 1 && i != 0) o.bad(o.field("inputs"), "a level-1 op reads the block input only ([\"in\"])");
+      if (i > 0 && (lvl >= op.level || pos_of[static_cast<size_t>(i - 1)] < 0))
+        o.bad(o.field("inputs"), str("\"", in, "\" is not an earlier op of this block"));
+      if (i <= last) o.bad(o.field("inputs"), "inputs must be sorted (\"in\" first, then level-major) without repeats");
+      last = i;
+      op.inputs.push_back(i);
+      if (i > 0) consumed[static_cast<size_t>(pos_of[static_cast<size_t>(i - 1)])] = 1;
+    }
+    op.output = o.boolean("output");
+    o.finish();
+    pos_of[static_cast<size_t>(idx)] = static_cast<int>(blk.ops.size());
+    blk.ops.push_back(std::move(op));
+    consumed.push_back(0);
+  }
+  for (size_t k = 0; k < blk.ops.size(); ++k)
+    if (!blk.ops[k].output && !consumed[k])
+      b.bad(str(b.field("ops"), "[", k, "]"),
+            str("l", blk.ops[k].level, "/o", blk.ops[k].op, " feeds neither the block output nor a later op"));
+  blk.empty = blk.live_branches() == 0;
+  if (empty != blk.empty)
+    b.bad(b.field("empty"),
+          str("expected ", blk.empty ? "true (no op has \"output\": true)" : "false (an op has \"output\": true)"));
+  b.finish();
+  return blk;
+}
+
+}  // namespace
+
 Architecture Architecture::from_json(const std::string& text, const std::string& file) {
   const JsonValue root_v = parse_json(text, file);
   JsonObject root(root_v, "", file);
@@ -624,77 +704,7 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
   size_t bi = 0;
   for (int s = 0; s < sp.stages(); ++s)
     for (int u = 0; u < sp.normal_units[s]; ++u, ++bi) {
-      JsonObject b(blocks.arr[bi], str("blocks[", bi, "]"), file);
-      ArchBlock blk = block_frame(sp, s, u);
-      const std::string name = b.text("name");
-      if (name != blk.name) b.bad(b.field("name"), str("expected \"", blk.name, "\", got \"", name, "\""));
-      auto expect_int = [&](const char* key, int want, const char* why) {
-        const int64_t got = b.i64(key, INT64_MIN, INT64_MAX);
-        if (got != want) b.bad(b.field(key), str("expected ", want, " (", why, "), got ", got));
-      };
-      expect_int("stage", blk.stage, "blocks are listed in stage order");
-      expect_int("unit", blk.unit, "blocks are listed in unit order");
-      expect_int("channels", blk.channels, "the space's stage width");
-      expect_int("height", blk.height, "the stage's feature-map height");
-      expect_int("width", blk.width, "the stage's feature-map width");
-      const std::string sc = b.text("shortcut"), want_sc = blk.id_conv ? "id_conv" : "identity";
-      if (sc != want_sc)
-        b.bad(b.field("shortcut"), str("expected \"", want_sc, "\" (", blk.id_conv ? "the first" : "not the first",
-                                       " unit of its stage), got \"", sc, "\""));
-      const bool empty = b.boolean("empty");
-      const JsonValue& ops = b.array("ops", "an array of ops");
-      std::vector<int> pos_of(static_cast<size_t>(L * N), -1);  // op index → position in blk.ops
-      std::vector<uint8_t> consumed;
-      for (size_t k = 0; k < ops.arr.size(); ++k) {
-        JsonObject o(ops.arr[k], str(b.field("ops"), "[", k, "]"), file);
-        ArchOp op;
-        op.level = static_cast<int>(o.i64("level", 1, L));
-        op.op = static_cast<int>(o.i64("op", 1, N));
-        const int idx = N * (op.level - 1) + (op.op - 1);
-        if (!blk.ops.empty()) {
-          const ArchOp& prev = blk.ops.back();
-          if (N * (prev.level - 1) + (prev.op - 1) >= idx)
-            o.bad(o.path(), str("l", op.level, "/o", op.op,
-                                " is out of order or repeated (ops are listed level-major, "
-                                "in op order, once each)"));
-        }
-        const std::string type = o.text("type");
-        op.type = parse_op(type, str(file, ": ", o.field("type")));
-        if (op.type != sp.ops[static_cast<size_t>(op.op - 1)])
-          o.bad(o.field("type"), str("expected \"", op_name(sp.ops[static_cast<size_t>(op.op - 1)]), "\" (op ", op.op,
-                                     " of the space), got \"", type, "\""));
-        const std::vector<std::string> inputs = o.string_array("inputs", "an array of input names");
-        if (inputs.empty()) o.bad(o.field("inputs"), "an op needs at least one input");
-        int last = -1;
-        for (const std::string& in : inputs) {
-          int lvl = 0;
-          const int i = parse_input_name(in, N, &lvl);
-          if (i < 0) o.bad(o.field("inputs"), str("\"", in, "\" is not an input name (\"in\" or \"l<level>/o<op>\")"));
-          if (op.level == 1 && i != 0) o.bad(o.field("inputs"), "a level-1 op reads the block input only ([\"in\"])");
-          if (i > 0 && (lvl >= op.level || pos_of[static_cast<size_t>(i - 1)] < 0))
-            o.bad(o.field("inputs"), str("\"", in, "\" is not an earlier op of this block"));
-          if (i <= last)
-            o.bad(o.field("inputs"), "inputs must be sorted (\"in\" first, then level-major) without repeats");
-          last = i;
-          op.inputs.push_back(i);
-          if (i > 0) consumed[static_cast<size_t>(pos_of[static_cast<size_t>(i - 1)])] = 1;
-        }
-        op.output = o.boolean("output");
-        o.finish();
-        pos_of[static_cast<size_t>(idx)] = static_cast<int>(blk.ops.size());
-        blk.ops.push_back(std::move(op));
-        consumed.push_back(0);
-      }
-      for (size_t k = 0; k < blk.ops.size(); ++k)
-        if (!blk.ops[k].output && !consumed[k])
-          b.bad(str(b.field("ops"), "[", k, "]"),
-                str("l", blk.ops[k].level, "/o", blk.ops[k].op, " feeds neither the block output nor a later op"));
-      blk.empty = blk.live_branches() == 0;
-      if (empty != blk.empty)
-        b.bad(b.field("empty"),
-              str("expected ", blk.empty ? "true (no op has \"output\": true)" : "false (an op has \"output\": true)"));
-      b.finish();
-      a.blocks_.push_back(std::move(blk));
+      a.blocks_.push_back(block_from_json(blocks.arr[bi], bi, sp, s, u, file));
     }
 
   // ---- reductions

@@ -234,6 +234,62 @@ void Op::backward(Ctx& c, int F, const Tensor& a, OpActs& A, Tensor& dh, Tensor&
 }
 
 // ---------------------------------------------------------------------------
+// block output
+
+void BlockOutput::build(ParamBuilder& pb, const std::string& prefix, int F, double hw, const std::vector<int>& ks,
+                        bool with_bn, bool id_gamma_frozen) {
+  for (int k : ks) out_w.push_back(pb.conv_w(prefix + "out/" + out_conv_name(k) + "/weight", F, F, 1, hw));
+  if (with_bn) out_bn = pb.add_bn(prefix + "out/bn", F);
+  if (first) {
+    id_w = pb.conv_w(prefix + "id/conv/weight", F, F, 1, hw);
+    id_bn = pb.add_bn(prefix + "id/bn", F, id_gamma_frozen);
+  }
+}
+
+Tensor BlockOutput::forward(Ctx& c, int F, const Tensor& x, const Tensor* stacked, const std::vector<const Tensor*>& ws,
+                            const float* scale) {
+  if (stacked) {
+    const int cols = static_cast<int>(ws.size());
+    wcat = c.be.alloc({F, static_cast<int64_t>(cols) * F, 1, 1});
+    c.be.concat_scaled_columns(ws, scale, wcat);
+    y.c = c.be.alloc(act_shape(F, x.dim(1), x.dim(2), x.dim(3)));
+    c.be.conv_forward(conv_desc(cols * F, F, 1, 1, 0), *stacked, wcat, y.c);
+    bn_fwd(c, out_bn, y.c, y.r, y.mean, y.inv);
+  }
+  if (first) {
+    sc.c = conv(c, conv_desc(F, F, 1, 1, 0), x, id_w);
+    bn_fwd(c, id_bn, sc.c, sc.r, sc.mean, sc.inv);
+    shortcut = sc.r;
+  } else {
+    shortcut = x;
+  }
+  if (!stacked) return shortcut;
+  Tensor out = c.be.alloc(shortcut.shape());
+  c.be.add(y.r, shortcut, out);
+  return out;
+}
+
+Tensor BlockOutput::backward(Ctx& c, int F, const Tensor& x, const Tensor& dout, bool branches, bool need_dx,
+                             Tensor* dy) {
+  // Identity shortcut: dx starts as dout itself (a temporary of the caller's;
+  // the output BN below reads it before anything accumulates into dx).
+  Tensor dx = !need_dx ? Tensor() : first ? c.be.alloc(x.shape()) : dout;
+  if (first && need_dx) {
+    const ConvDesc d1 = conv_desc(F, F, 1, 1, 0);
+    Tensor dtsc = c.be.alloc(sc.c.shape());
+    bn_bwd(c, id_bn, sc.c, sc.r, dout, sc.mean, sc.inv, dtsc);
+    c.be.conv_backward_data(d1, dtsc, c.P[id_w].value, dx);
+    if (c.wgrads) c.be.conv_backward_filter(d1, x, dtsc, c.P[id_w].grad, 1.f, 1.f);
+  }
+  if (branches) {
+    *dy = c.be.alloc(y.c.shape());
+    bn_bwd(c, out_bn, y.c, y.r, dout, y.mean, y.inv, *dy);
+    y.c = y.r = Tensor();
+  }
+  return dx;
+}
+
+// ---------------------------------------------------------------------------
 // reduction
 
 namespace {

@@ -137,6 +137,40 @@ struct Op {
   void backward(Ctx& c, int F, const Tensor& a, OpActs& A, Tensor& dh, Tensor& target, float beta) const;
 };
 
+/// A normal block's output: BN + ReLU of the sum of its output branches' 1×1
+/// convs — one GEMM of the concatenated (scaled) branch weights over the op
+/// outputs stacked along C — plus the shortcut: the first block of a stage a 1×1
+/// conv → BN + ReLU of the block input, the others the input itself.
+struct BlockOutput {
+  bool first = false;      // 1×1 shortcut
+  std::vector<int> out_w;  // 1×1 weights of the branches
+  BnRef out_bn;            // after the GEMM
+  int id_w = -1;           // the shortcut's weight and BN (first)
+  BnRef id_bn;
+  Tensor wcat;      // the concatenated scaled weights [F, cols·F, 1, 1]
+  ConvBn y;         // the GEMM's result (c), BN + ReLU of it (r)
+  ConvBn sc;        // first block: the shortcut's 1×1 conv (c) and BN (r)
+  Tensor shortcut;  // what the branches are added to: sc.r, or the block input
+  /// Parameters "<prefix>out/cKK/weight" for the branch indices ks (k from 0),
+  /// "<prefix>out/bn" (with_bn), then the shortcut's "<prefix>id/conv/weight" and
+  /// "<prefix>id/bn" (γ frozen when id_gamma_frozen).
+  void build(ParamBuilder& pb, const std::string& prefix, int F, double hw, const std::vector<int>& ks, bool with_bn,
+             bool id_gamma_frozen);
+  /// stacked: the op outputs [cols·F, n, H, W] of the GEMM's columns ws (weights)
+  /// with scale[cols]; null: the block has no branch (its output is the shortcut).
+  Tensor forward(Ctx& c, int F, const Tensor& x, const Tensor* stacked, const std::vector<const Tensor*>& ws,
+                 const float* scale);
+  /// The shortcut's and the output BN's backward: returns the block input's
+  /// gradient so far (dout itself for an identity shortcut; undefined when
+  /// !need_dx) and, with branches, *dy = ∂/∂(the GEMM's result).
+  Tensor backward(Ctx& c, int F, const Tensor& x, const Tensor& dout, bool branches, bool need_dx, Tensor* dy);
+  void clear_output() {
+    wcat = shortcut = Tensor();
+    y.clear();
+    sc.clear();
+  }
+};
+
 /// A reduction block: two stride-2 branches (1×1 and 3×3 conv, each → BN + ReLU)
 /// summed, λ-weighted in the search, plainly in the retrained network (§6.3).
 struct Reduction {

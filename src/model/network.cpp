@@ -148,37 +148,51 @@ struct NLevelSum {
   std::vector<float> ones;    // J×K unit weights
 };
 
-struct NBlock {
+struct NBlock : cells::BlockOutput {  // out_w: one per branch
   int s = 0, u = 0, F = 0, H = 0, W = 0;
-  bool first = false;
   std::string name;
   std::vector<NOp> ops;          // the live ops, level-major
   std::vector<int> level_begin;  // ops of level l: positions [level_begin[l−1], level_begin[l])
   std::vector<int> branch_ops;   // positions of the output ops (hcat order)
-  std::vector<int> out_w;        // 1×1 weight of each branch
   std::vector<std::string> branch_sites;
-  BnRef out_bn;
-  int id_w = -1;
-  BnRef id_bn;
   std::vector<NLevelSum> sums;  // level l ≥ 2 → sums[l − 2]
   double p_final = 0;
   // per step
   bool dp = false;                   // drop-path active
   std::vector<float> branch_scales;  // G·n, branch-major
-  Tensor x, hcat, hs, wcat;
-  cells::ConvBn y;   // the output GEMM's result (c), BN + ReLU of it (r)
-  cells::ConvBn sc;  // first block: the shortcut's 1×1 conv (c) and BN (r)
-  Tensor shortcut;   // what the block adds its branches to: sc.r, or x
+  Tensor x, hcat, hs;                // block input, the branch ops' outputs stacked along C, hcat drop-path scaled
   void release() {
     for (NOp& o : ops) o.clear_acts();
-    x = hcat = hs = wcat = shortcut = Tensor();
-    y.clear();
-    sc.clear();
+    x = hcat = hs = Tensor();
+    clear_output();
     branch_scales.clear();
     dp = false;
   }
 };
 
+/// The plain sums of each level ≥ 2's multi-input ops: one wsum call per level.
+std::vector<NLevelSum> level_sums(const NBlock& b, int L) {
+  std::vector<NLevelSum> sums;
+  for (int l = 2; l <= L; ++l) {
+    NLevelSum S;
+    S.K = 1 + b.level_begin[static_cast<size_t>(l - 1)];
+    for (int p = b.level_begin[static_cast<size_t>(l - 1)]; p < b.level_begin[static_cast<size_t>(l)]; ++p)
+      if (b.ops[static_cast<size_t>(p)].in_nodes.size() > 1) S.ops.push_back(p);
+    S.live.assign(S.ops.size() * static_cast<size_t>(S.K), 0);
+    S.ones.assign(S.live.size(), 1.f);
+    for (size_t j = 0; j < S.ops.size(); ++j)
+      for (int node : b.ops[static_cast<size_t>(S.ops[j])].in_nodes) {
+        DSO_CHECK(node < S.K, "input node ", node, " of a level-", l, " op");
+        S.live[j * static_cast<size_t>(S.K) + static_cast<size_t>(node)] = 1;
+      }
+    sums.push_back(std::move(S));
+  }
+  return sums;
+}
+
+/// The auxiliary head (§2.3) on the last reduction's output: BN + ReLU → 5×5
+/// average pool to 2×2 → 1×1 conv → BN + ReLU → 2×2 conv → BN + ReLU → global
+/// pool → FC.
 struct NAux {
   bool on = false;
   int F = 0, H = 0, W = 0, stride = 1;
@@ -192,6 +206,25 @@ struct NAux {
     x = hb = mean = inv = p = pooled = logits = Tensor();
     a1.clear();
     a2.clear();
+  }
+  void build(cells::ParamBuilder& pb, const SearchSpace& sp, const NetworkOptions& o) {
+    if (sp.stages() < 2)
+      fail_usage("retrain.aux-head: the space has no reduction block to attach the auxiliary head to");
+    on = true;
+    F = sp.widths.back();
+    H = sp.stage_height(sp.stages() - 1);
+    W = sp.stage_width(sp.stages() - 1);
+    if (H != W || H < 6)
+      fail_usage(str("retrain.aux-head: needs a square feature map of at least 6x6 after the last reduction (got ", H,
+                     "x", W, ")"));
+    stride = H - 5;  // 5×5 windows at the two corners: a 2×2 output
+    bn = pb.add_bn("aux/bn", F);
+    w1 = pb.conv_w("aux/conv1/weight", o.aux_mid_channels, F, 1, 4);
+    bn1 = pb.add_bn("aux/bn1", o.aux_mid_channels);
+    w2 = pb.conv_w("aux/conv2/weight", o.aux_out_channels, o.aux_mid_channels, 2, 1);
+    bn2 = pb.add_bn("aux/bn2", o.aux_out_channels);
+    fc_w = pb.add("aux/fc/weight", {sp.classes, o.aux_out_channels}, Init::Zero);  // §9: zeros
+    fc_b = pb.add("aux/fc/bias", {sp.classes}, Init::Zero);
   }
 };
 
@@ -274,36 +307,18 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
       for (int l = 1; l <= L; ++l)  // levels without ops start where the previous ended
         b.level_begin[static_cast<size_t>(l)] =
             std::max(b.level_begin[static_cast<size_t>(l)], b.level_begin[static_cast<size_t>(l - 1)]);
+      std::vector<int> ks;  // the branches' output indices k
       for (size_t p = 0; p < b.ops.size(); ++p) {
         NOp& op = b.ops[p];
         if (!op.output) continue;
-        const std::string cname = cells::out_conv_name(N * (op.level - 1) + (op.op - 1));
+        ks.push_back(N * (op.level - 1) + (op.op - 1));
         op.branch = static_cast<int>(b.branch_ops.size());
         b.branch_ops.push_back(static_cast<int>(p));
-        b.out_w.push_back(pb.conv_w(pre + "out/" + cname + "/weight", F, F, 1, hw));
-        b.branch_sites.push_back(pre + "out/" + cname);
+        b.branch_sites.push_back(pre + "out/" + cells::out_conv_name(ks.back()));
       }
       DSO_CHECK(b.branch_ops.empty() == ab.empty, ab.name, " empty flag");
-      if (!b.branch_ops.empty()) b.out_bn = pb.add_bn(pre + "out/bn", F);
-      if (b.first) {
-        b.id_w = pb.conv_w(pre + "id/conv/weight", F, F, 1, hw);
-        b.id_bn = pb.add_bn(pre + "id/bn", F);
-      }
-      // plain sums, one wsum call per level
-      for (int l = 2; l <= L; ++l) {
-        NLevelSum S;
-        S.K = 1 + b.level_begin[static_cast<size_t>(l - 1)];
-        for (int p = b.level_begin[static_cast<size_t>(l - 1)]; p < b.level_begin[static_cast<size_t>(l)]; ++p)
-          if (b.ops[static_cast<size_t>(p)].in_nodes.size() > 1) S.ops.push_back(p);
-        S.live.assign(S.ops.size() * static_cast<size_t>(S.K), 0);
-        S.ones.assign(S.live.size(), 1.f);
-        for (size_t j = 0; j < S.ops.size(); ++j)
-          for (int node : b.ops[static_cast<size_t>(S.ops[j])].in_nodes) {
-            DSO_CHECK(node < S.K, "input node ", node, " of a level-", l, " op");
-            S.live[j * static_cast<size_t>(S.K) + static_cast<size_t>(node)] = 1;
-          }
-        b.sums.push_back(std::move(S));
-      }
+      b.build(pb, pre, F, hw, ks, !ks.empty(), false);
+      b.sums = level_sums(b, L);
       for (const NOp& op : b.ops)
         for (const std::string& site : op.in_sites) sites_.push_back({site, static_cast<int>(bi)});
       for (const std::string& site : b.branch_sites) sites_.push_back({site, static_cast<int>(bi)});
@@ -325,26 +340,9 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
   // auxiliary head (§2.3) on the last reduction's output
   size_t aux_first = std::numeric_limits<size_t>::max();  // its parameters come last
   if (opt_.aux_head) {
-    if (sp.stages() < 2)
-      fail_usage("retrain.aux-head: the space has no reduction block to attach the auxiliary head to");
-    NAux& A = I.aux;
-    A.on = true;
-    A.F = sp.widths.back();
-    A.H = sp.stage_height(sp.stages() - 1);
-    A.W = sp.stage_width(sp.stages() - 1);
-    if (A.H != A.W || A.H < 6)
-      fail_usage(str("retrain.aux-head: needs a square feature map of at least 6x6 after the last reduction (got ", A.H,
-                     "x", A.W, ")"));
-    A.stride = A.H - 5;  // 5×5 windows at the two corners: a 2×2 output
     aux_first = params_.size();
     pb.count_macs = false;  // training only: not part of the network's cost
-    A.bn = pb.add_bn("aux/bn", A.F);
-    A.w1 = pb.conv_w("aux/conv1/weight", opt_.aux_mid_channels, A.F, 1, 4);
-    A.bn1 = pb.add_bn("aux/bn1", opt_.aux_mid_channels);
-    A.w2 = pb.conv_w("aux/conv2/weight", opt_.aux_out_channels, opt_.aux_mid_channels, 2, 1);
-    A.bn2 = pb.add_bn("aux/bn2", opt_.aux_out_channels);
-    A.fc_w = pb.add("aux/fc/weight", {sp.classes, opt_.aux_out_channels}, Init::Zero);  // §9: zeros
-    A.fc_b = pb.add("aux/fc/bias", {sp.classes}, Init::Zero);
+    I.aux.build(pb, sp, opt_);
   }
   macs_ = pb.macs();
 
@@ -490,60 +488,29 @@ struct NetFwd {
         op.forward(c, F, op.acts.a, op.acts);
       }
     }
-    Tensor out;
-    if (G > 0) {
-      std::vector<const Tensor*> ws;
-      for (int w : b.out_w) ws.push_back(&c.P[w].value);
-      const std::vector<float> ones(static_cast<size_t>(G), 1.f);
-      b.wcat = c.be.alloc({F, static_cast<int64_t>(G) * F, 1, 1});
-      c.be.concat_scaled_columns(ws, ones.data(), b.wcat);
-      const Tensor* in = &b.hcat;
-      if (b.dp) {  // drop-path on every branch (scaling its input = scaling its 1×1 conv's output)
-        b.hs = c.be.alloc(b.hcat.shape());
-        c.be.scale_samples(b.hcat, G, b.branch_scales.data(), b.hs);
-        in = &b.hs;
-      }
-      b.y.c = c.be.alloc(act_shape(F, n, b.H, b.W));
-      c.be.conv_forward(conv_desc(G * F, F, 1, 1, 0), *in, b.wcat, b.y.c);
-      bn_fwd(c, b.out_bn, b.y.c, b.y.r, b.y.mean, b.y.inv);
+    std::vector<const Tensor*> ws;
+    for (int w : b.out_w) ws.push_back(&c.P[w].value);
+    const std::vector<float> ones(static_cast<size_t>(G), 1.f);
+    const Tensor* in = G > 0 ? &b.hcat : nullptr;
+    if (G > 0 && b.dp) {  // drop-path on every branch (scaling its input = scaling its 1×1 conv's output)
+      b.hs = c.be.alloc(b.hcat.shape());
+      c.be.scale_samples(b.hcat, G, b.branch_scales.data(), b.hs);
+      in = &b.hs;
     }
-    if (b.first) {
-      b.sc.c = conv(conv_desc(F, F, 1, 1, 0), b.x, b.id_w);
-      bn_fwd(c, b.id_bn, b.sc.c, b.sc.r, b.sc.mean, b.sc.inv);
-      b.shortcut = b.sc.r;
-    } else {
-      b.shortcut = b.x;
-    }
-    if (G > 0) {
-      out = c.be.alloc(b.shortcut.shape());
-      c.be.add(b.y.r, b.shortcut, out);
-    } else {
-      out = b.shortcut;
-    }
+    Tensor out = b.forward(c, F, b.x, in, ws, ones.data());
     if (!c.train) b.release();
     return out;
   }
 
   Tensor normal_backward(NBlock& b, const Tensor& dout) {
     const int L = sp().levels, F = b.F;
-    const ConvDesc d1 = conv_desc(F, F, 1, 1, 0);
-    // Identity shortcut: dx starts as dout itself (a temporary of the caller's;
-    // the output BN below reads it before anything accumulates into dx).
-    Tensor dx = b.first ? c.be.alloc(b.x.shape()) : dout;
-    if (b.first) {
-      Tensor dtsc = c.be.alloc(b.sc.c.shape());
-      bn_bwd(c, b.id_bn, b.sc.c, b.sc.r, dout, b.sc.mean, b.sc.inv, dtsc);
-      c.be.conv_backward_data(d1, dtsc, c.P[b.id_w].value, dx);
-      c.be.conv_backward_filter(d1, b.x, dtsc, c.P[b.id_w].grad, 1.f, 1.f);
-    }
     const int G = static_cast<int>(b.branch_ops.size());
+    Tensor dy;
+    Tensor dx = b.backward(c, F, b.x, dout, G > 0, true, &dy);
     if (G == 0) {
       b.release();
       return dx;
     }
-    Tensor dy = c.be.alloc(b.y.c.shape());
-    bn_bwd(c, b.out_bn, b.y.c, b.y.r, dout, b.y.mean, b.y.inv, dy);
-    b.y.c = b.y.r = Tensor();
 
     // ∂/∂(stacked branch inputs) in one GEMM; the per-op gradients are views of it
     const ConvDesc dcat = conv_desc(G * F, F, 1, 1, 0);

@@ -19,22 +19,16 @@ namespace dsonas {
 
 namespace {
 using cells::act_shape;
-using cells::BnRef;
 using cells::conv_desc;
 using cells::Ctx;
 using cells::OpActs;
 
-struct NormalBlock {
+struct NormalBlock : cells::BlockOutput {  // out_w: one per op, N*L
   int s = 0, u = 0, F = 0, H = 0, W = 0;
   int first_param = 0;    // index of the block's first parameter
   int64_t grad_from = 0;  // its offset in the flat gradient buffer
-  bool first = false;
   int lam_off = 0;
   std::vector<cells::Op> ops;  // (l-1)*N + (j-1)
-  std::vector<int> out_w;      // N*L
-  BnRef out_bn;
-  int id_w = -1;
-  BnRef id_bn;
   // plan
   std::vector<uint8_t> alive;                    // L*N
   std::vector<std::vector<uint8_t>> level_live;  // [l-1] → N*K_l (l ≥ 2)
@@ -42,10 +36,7 @@ struct NormalBlock {
   std::vector<int> alive_list;                   // alive ops in index order (their h are stacked)
   // stored activations; hcat stacks the alive ops' outputs along C so that the
   // block output's λ-scaled 1×1 convs are one GEMM with wcat (docs/method.md §1.3)
-  Tensor x, hcat, wcat, out;
-  cells::ConvBn y;   // the output GEMM's result (c), BN + ReLU of it (r)
-  cells::ConvBn sc;  // first block: the shortcut's 1×1 conv (c) and BN (r)
-  Tensor shortcut;   // what the block adds its branches to: sc.r, or x
+  Tensor x, hcat;
   std::vector<OpActs> acts;
 };
 
@@ -118,13 +109,9 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
         for (int j = 1; j <= N; ++j)
           b.ops[static_cast<size_t>((l - 1) * N + (j - 1))].build(pb, str(pre, "l", l, "/o", j, "/"),
                                                                   space_.ops[static_cast<size_t>(j - 1)], F, hw, true);
-      for (int k = 0; k < N * L; ++k)
-        b.out_w.push_back(pb.conv_w(pre + "out/" + cells::out_conv_name(k) + "/weight", F, F, 1, hw));
-      b.out_bn = pb.add_bn(pre + "out/bn", F);
-      if (b.first) {
-        b.id_w = pb.conv_w(pre + "id/conv/weight", F, F, 1, hw);
-        b.id_bn = pb.add_bn(pre + "id/bn", F, true);
-      }
+      std::vector<int> every(static_cast<size_t>(N * L));
+      for (int k = 0; k < N * L; ++k) every[static_cast<size_t>(k)] = k;
+      b.build(pb, pre, F, hw, every, true, true);
       b.acts.resize(static_cast<size_t>(L * N));
       I.blocks.push_back(std::move(b));
     }
@@ -292,31 +279,10 @@ struct Fwd {
         }
       }
     }
-    const ConvDesc d1 = conv_desc(F, F, 1, 1, 0);
-    Tensor out;
-    if (!b.branches.empty()) {
-      std::vector<const Tensor*> ws;
-      std::vector<float> scale;
-      out_columns(b, lb, &ws, &scale, nullptr, nullptr);
-      b.wcat = c.be.alloc({F, nalive * F, 1, 1});
-      c.be.concat_scaled_columns(ws, scale.data(), b.wcat);
-      b.y.c = c.be.alloc(act_shape(F, n, b.H, b.W));
-      c.be.conv_forward(conv_desc(nalive * F, F, 1, 1, 0), b.hcat, b.wcat, b.y.c);
-      bn_fwd(c, b.out_bn, b.y.c, b.y.r, b.y.mean, b.y.inv);
-    }
-    if (b.first) {
-      b.sc.c = conv(d1, b.x, b.id_w);
-      bn_fwd(c, b.id_bn, b.sc.c, b.sc.r, b.sc.mean, b.sc.inv);
-      b.shortcut = b.sc.r;
-    } else {
-      b.shortcut = b.x;
-    }
-    if (!b.branches.empty()) {
-      out = c.be.alloc(b.shortcut.shape());
-      c.be.add(b.y.r, b.shortcut, out);
-    } else {
-      out = b.shortcut;
-    }
+    std::vector<const Tensor*> ws;
+    std::vector<float> scale;
+    if (!b.branches.empty()) out_columns(b, lb, &ws, &scale, nullptr, nullptr);
+    Tensor out = b.forward(c, F, b.x, b.branches.empty() ? nullptr : &b.hcat, ws, scale.data());
     if (!c.train) {
       release(b);
     } else if (recompute) {  // keep only the block input; backward recomputes the rest
@@ -329,9 +295,8 @@ struct Fwd {
 
   static void release(NormalBlock& b) {
     for (OpActs& A : b.acts) A = OpActs();
-    b.x = b.hcat = b.wcat = b.shortcut = b.out = Tensor();
-    b.y.clear();
-    b.sc.clear();
+    b.x = b.hcat = Tensor();
+    b.clear_output();
   }
 
   /// Columns of the block's output GEMM, one per alive op (in alive_list
@@ -398,24 +363,13 @@ struct Fwd {
     const int F = b.F;
     const float* lb = lam + b.lam_off;
     float* dlb = dlam ? dlam + b.lam_off : nullptr;
-    const ConvDesc d1 = conv_desc(F, F, 1, 1, 0);
 
-    // Identity shortcut: dx starts as dout itself (a temporary of the caller's;
-    // the output BN below reads it before anything accumulates into dx).
-    Tensor dx = !need_dx ? Tensor() : b.first ? c.be.alloc(b.x.shape()) : dout;
-    if (b.first && need_dx) {
-      Tensor dtsc = c.be.alloc(b.sc.c.shape());
-      bn_bwd(c, b.id_bn, b.sc.c, b.sc.r, dout, b.sc.mean, b.sc.inv, dtsc);
-      c.be.conv_backward_data(d1, dtsc, c.P[b.id_w].value, dx);
-      if (c.wgrads) c.be.conv_backward_filter(d1, b.x, dtsc, c.P[b.id_w].grad, 1.f, 1.f);
-    }
+    Tensor dy;
+    Tensor dx = b.backward(c, F, b.x, dout, !b.branches.empty(), need_dx, &dy);
     if (b.branches.empty()) {
       release(b);
       return dx;
     }
-    Tensor dy = c.be.alloc(b.y.c.shape());
-    bn_bwd(c, b.out_bn, b.y.c, b.y.r, dout, b.y.mean, b.y.inv, dy);
-    b.y.c = b.y.r = Tensor();
 
     // ∂/∂(stacked op outputs) in one GEMM; the per-op gradients are views of it
     const int nalive = static_cast<int>(b.alive_list.size());

@@ -54,6 +54,17 @@ struct Registry {
       study{"[study] (study, pipeline report)"};
 
   explicit Registry(RunConfig& c) {
+    add_general(c);
+    add_space_data(c);
+    add_training(c);
+    add_retrain(c);
+    add_study_bench(c);
+    all.add(general).add(space).add(data).add(optim).add(pretrain).add(search).add(retrain).add(study).add(bench);
+  }
+
+ private:
+  /// the commands' own options and the run-time ones
+  void add_general(RunConfig& c) {
     general.add_options()("help,h", "print this help and exit")(
         "config", po::value<std::string>(&c.config_file),
         "INI config file (e.g. jobs/fmnist.cfg); the command line wins")(
@@ -105,6 +116,9 @@ struct Registry {
         "recompute", po::value<std::string>(&c.recompute)->default_value("auto"),
         "none | blocks (keep only block inputs, recompute in backward) | auto (blocks when activations would exceed 2 "
         "GiB)");
+  }
+  /// [space], [data]
+  void add_space_data(RunConfig& c) {
     space.add_options()("space.preset", po::value<std::string>()->default_value("fmnist"),
                         "fmnist | bench_fmnist | cifar10 | imagenet | tiny")("space.levels", po::value<int>(),
                                                                              "L: levels per block (preset: 4)")(
@@ -130,6 +144,9 @@ struct Registry {
         "data.workers", po::value<int>(&c.workers)->default_value(4),
         "imagenet: JPEG decoding threads per rank (≈ img/s ÷ 670 per thread)")(
         "data.eval-batches", po::value<int>(&c.eval_batches)->default_value(0), "batches per validation (0 = all)");
+  }
+  /// [optim], [pretrain], [search]
+  void add_training(RunConfig& c) {
     optim.add_options()("optim.lr", po::value<double>(&c.lr)->default_value(0.1), "base learning rate")(
         "optim.momentum", po::value<double>(&c.momentum)->default_value(0.9), "NAG momentum (weights and λ)")(
         "optim.wd", po::value<double>(&c.wd)->default_value(1e-4), "weight decay (docs/method.md §4.2 rules)")(
@@ -165,6 +182,9 @@ struct Registry {
         "reference schedule: epochs between rebuilds (CIFAR: 5, ImageNet: 1)")(
         "search.bn-reestimate", po::value<int>(&c.bn_reestimate)->default_value(512),
         "images used to re-estimate BN statistics before each evaluation (0 = off)");
+  }
+  /// [retrain]
+  void add_retrain(RunConfig& c) {
     retrain.add_options()("retrain.epochs", po::value<double>(), "retrain: epochs (when --epochs is not given)")(
         "retrain.max-steps", po::value<int64_t>(), "retrain: step limit (when --max-steps is not given)")(
         "retrain.lr", po::value<double>(), "retrain: base learning rate (default optim.lr)")(
@@ -192,6 +212,9 @@ struct Registry {
         "pipeline: also retrain the hand-made baseline at the found architecture's MACs")(
         "retrain.baseline-op", po::value<std::string>(&c.baseline_op)->default_value("sep3"),
         "the baseline's op (a chain of it in every block)");
+  }
+  /// [study], [bench]
+  void add_study_bench(RunConfig& c) {
     study.add_options()("study.random", po::value<int>(&c.study_random)->default_value(4),
                         "study: random architectures of the found one's cost (dsonas derive --random)")(
         "study.seeds", po::value<int>(&c.study_seeds)->default_value(3), "study: retrain seeds per architecture")(
@@ -215,12 +238,165 @@ struct Registry {
                         "timed search steps (after 2 warm-up steps); 0: report the model's sizes only")(
         "bench.json", po::value<std::string>(&c.bench_json), "write the results as JSON here")(
         "bench.profile", po::value<bool>(&c.bench_profile)->default_value(false), "print time per backend primitive");
-    all.add(general).add(space).add(data).add(optim).add(pretrain).add(search).add(retrain).add(study).add(bench);
   }
 };
 
 void check(bool ok, const std::string& field, const std::string& why) {
   if (!ok) fail_usage(str(field, ": ", why));
+}
+
+/// The search space: the preset, then the [space] overrides.
+SearchSpace space_from(const po::variables_map& vm) {
+  SearchSpace s = SearchSpace::preset_named(vm["space.preset"].as<std::string>());
+  if (vm.count("space.levels")) s.levels = vm["space.levels"].as<int>();
+  if (vm.count("space.ops")) {
+    s.ops.clear();
+    std::stringstream ss(vm["space.ops"].as<std::string>());
+    std::string tok;
+    while (std::getline(ss, tok, ',')) s.ops.push_back(parse_op(tok, "space.ops"));
+  }
+  if (vm.count("space.input")) {
+    const std::string v = vm["space.input"].as<std::string>();
+    int a = 0, b = 0, d = 0;
+    char x1 = 0, x2 = 0;
+    std::stringstream ss(v);
+    if (!(ss >> a >> x1 >> b >> x2 >> d) || x1 != 'x' || x2 != 'x')
+      fail_usage(str("space.input: '", v, "' is not CxHxW"));
+    s.in_channels = a;
+    s.in_height = b;
+    s.in_width = d;
+  }
+  if (vm.count("space.classes")) s.classes = vm["space.classes"].as<int>();
+  if (vm.count("space.stem-channels")) s.stem_channels = vm["space.stem-channels"].as<int>();
+  if (vm.count("space.units")) s.normal_units = parse_int_list(vm["space.units"].as<std::string>(), "space.units");
+  if (vm.count("space.widths")) s.widths = parse_int_list(vm["space.widths"].as<std::string>(), "space.widths");
+  if (vm.count("space.share")) s.share = vm["space.share"].as<bool>();
+  s.validate();
+  if (s.widths[0] != s.stem_channels)
+    fail_usage(str("space.widths: stage-1 width ", s.widths[0], " must equal space.stem-channels ", s.stem_channels));
+
+  return s;
+}
+
+/// Every value's range and the combinations that cannot work: exit 2 naming the field.
+void check_values(const RunConfig& c, const po::variables_map& vm, const std::string& command) {
+  const SearchSpace& s = c.space;
+  check(c.device == "cpu" || c.device == "cuda", "--device", str("'", c.device, "' (expected cpu or cuda)"));
+  gpu_math_from(c.gpu_math, "--gpu-math");  // a bad name is a usage error naming the field
+  check(c.gpu_math == "fp32" || c.device == "cuda", "--gpu-math",
+        str(c.gpu_math, " needs --device cuda (the CPU computes in fp32)"));
+  check(c.threads >= 0, "--threads", "must be >= 0");
+  check(c.recompute == "none" || c.recompute == "blocks" || c.recompute == "auto", "--recompute",
+        str("'", c.recompute, "' (expected none, blocks or auto)"));
+  check(c.max_steps >= 0, "--max-steps", "must be >= 0");
+  check(c.checkpoint_every >= 0, "--checkpoint-every", "must be >= 0");
+  check(c.trajectory_every >= 0, "--trajectory-every", "must be >= 0");
+  check(c.lambda_check_every >= 0, "--lambda-check-every", "must be >= 0");
+  check(c.bucket_mb > 0 && c.bucket_mb <= 1024, "--bucket-mb", "must be in (0, 1024]");
+  check(c.checkpoint_secs >= 0, "--checkpoint-secs", "must be >= 0");
+  check(c.keep_last >= 0, "--keep-last", "must be >= 0");
+  check(c.keep_every >= 0, "--keep-every", "must be >= 0");
+  check(c.deadline_margin >= 0, "--deadline-margin", "must be >= 0");
+  check(c.epochs > 0 && std::isfinite(c.epochs), "--epochs", str("must be > 0 (got ", c.epochs, ")"));
+  check(c.log_every >= 1, "--log-every", "must be >= 1");
+  check(c.dataset == "fmnist" || c.dataset == "cifar10" || c.dataset == "synthetic" || c.dataset == "imagenet",
+        "data.dataset", str("'", c.dataset, "' (expected fmnist, cifar10, imagenet or synthetic)"));
+  if (c.dataset == "imagenet" && vm["data.dir"].defaulted())
+    fail_usage("data.dir: ImageNet is read from the HDF5 shards of `dsonas pack`; point data.dir at its output folder");
+  check(c.workers >= 0 && c.workers <= 256, "data.workers", "must be in 0..256");
+  if (c.dataset == "cifar10" && vm["data.dir"].defaulted())
+    fail_usage(
+        "data.dir: CIFAR-10 is not shipped with Debian; download the binary version and point data.dir at its "
+        "cifar-10-batches-bin folder");
+  check(c.batch >= 1, "data.batch", str("must be >= 1 (got ", c.batch, ")"));
+  check(c.split > 0 && c.split < 1, "data.split", str("must be in (0,1) (got ", c.split, ")"));
+  check(c.pad >= -1 && c.pad < s.in_height, "data.pad", str("must be -1 or in [0, H) (got ", c.pad, ")"));
+  check(c.synthetic_train >= 2 && c.synthetic_test >= 1, "data.synthetic-train", "too small");
+  check(c.eval_batches >= 0, "data.eval-batches", "must be >= 0");
+  check(c.lr > 0 && std::isfinite(c.lr), "optim.lr", str("must be > 0 (got ", c.lr, ")"));
+  check(c.momentum >= 0 && c.momentum < 1, "optim.momentum", str("must be in [0,1) (got ", c.momentum, ")"));
+  check(c.wd >= 0, "optim.wd", str("must be >= 0 (got ", c.wd, ")"));
+  check(c.clip >= 0, "optim.clip", str("must be >= 0 (got ", c.clip, ")"));
+  check(c.gamma >= 0, "search.gamma", str("must be >= 0 (got ", c.gamma, ")"));
+  check(c.lambda_lr_mult > 0, "search.lambda-lr-mult", str("must be > 0 (got ", c.lambda_lr_mult, ")"));
+  parse_penalty_mode(c.penalty, "search.penalty");
+  check(c.w_steps >= 1, "search.w-steps", "must be >= 1");
+  check(c.lambda_steps >= 1, "search.lambda-steps", "must be >= 1");
+  check(c.target_zero_frac >= 0 && c.target_zero_frac < 1, "search.target-zero-frac", "must be in [0,1)");
+  check(c.stable_steps >= 0, "search.stable-steps", "must be >= 0");
+  check(c.study_random >= 0 && c.study_random <= 999, "study.random", "must be in [0, 999]");
+  check(c.study_seeds >= 1 && c.study_seeds <= 999, "study.seeds", "must be in [1, 999]");
+  check(c.study_search_seeds >= 1 && c.study_search_seeds <= 99, "study.search-seeds", "must be in [1, 99]");
+  check(c.study_tolerance > 0 && c.study_tolerance < 1, "study.tolerance", "must be in (0, 1)");
+  check(c.study_reference_sd >= 0, "study.reference-sd", "must be >= 0");
+  PruneSchedule::from(c.prune, c.prune_dense_epochs, c.prune_every, "search.prune");
+  check(c.bn_reestimate >= 0, "search.bn-reestimate", "must be >= 0");
+  check(c.latency_iters > c.latency_warmup && c.latency_warmup >= 0, "search.latency-iters",
+        "must exceed search.latency-warmup (>= 0)");
+  if (c.penalty == "adaptive-latency" && !c.space.share)
+    fail_usage("search.penalty: adaptive-latency needs the share space (space.share = true, docs/method.md §5.3)");
+  {
+    LrParams lp;
+    lp.base_lr = c.lr;
+    make_lr_schedule(c.lr_schedule, lp);  // validates optim.lr-schedule
+  }
+  check(c.bench_steps >= 0, "bench.steps", "must be >= 0 (0: build the model and report its sizes only)");
+  if (command != "bench" && command != "validate" && command != "eval")
+    check(!c.out.empty(), "--out", "an output folder is required");
+  if (command == "retrain")
+    check(!c.arch.empty(), "--arch", "an architecture JSON (dsonas derive) or 'baseline' is required");
+  if (command == "eval") check(!c.run_dir.empty(), "--run", "a retrain run folder or network file is required");
+  check(c.eval_data == "test" || c.eval_data == "train", "--data", str("'", c.eval_data, "' (expected test or train)"));
+  check(c.logits_count >= 1 && c.logits_count <= 1000000, "--logits-count", "must be in [1, 1000000]");
+  check(c.retrain_width >= 0, "retrain.width", "must be >= 0");
+  check(c.target_macs >= 0 && c.target_params >= 0, "retrain.target-macs", "targets must be >= 0");
+  check(!(c.target_macs > 0 && c.target_params > 0), "retrain.target-params",
+        "give target-macs or target-params, not both");
+  check(c.cutout >= 0, "retrain.cutout", "must be >= 0");
+  check(c.aux_weight >= 0, "retrain.aux-weight", "must be >= 0");
+  parse_op(c.baseline_op, "retrain.baseline-op");
+}
+
+/// The resolved configuration as INI text (config.resolved.cfg, the files' `config`).
+std::string resolved_text(const RunConfig& c, const std::string& command) {
+  const SearchSpace& s = c.space;
+  std::ostringstream os;
+  os << "# resolved configuration (dsonas " << command << ")\n"
+     << "seed = " << c.seed << "\ndevice = " << c.device << "\ngpu-math = " << c.gpu_math << "\nthreads = " << c.threads
+     << "\nrecompute = " << c.recompute << "\ncheckpoint-every = " << c.checkpoint_every
+     << "\ncheckpoint-secs = " << c.checkpoint_secs << "\nkeep-last = " << c.keep_last
+     << "\nkeep-every = " << c.keep_every << "\ntrajectory-every = " << c.trajectory_every
+     << "\nlambda-check-every = " << c.lambda_check_every << "\nbucket-mb = " << c.bucket_mb
+     << "\ndeadline-margin = " << c.deadline_margin << "\nmax-steps = " << c.max_steps << "\nepochs = " << c.epochs
+     << "\nlog-every = " << c.log_every << "\n\n[space]\npreset = " << s.preset << "\nlevels = " << s.levels
+     << "\nops = ";
+  for (size_t i = 0; i < s.ops.size(); ++i) os << (i ? "," : "") << op_name(s.ops[i]);
+  os << "\ninput = " << s.in_channels << "x" << s.in_height << "x" << s.in_width << "\nclasses = " << s.classes
+     << "\nstem-channels = " << s.stem_channels << "\nunits = " << join(s.normal_units)
+     << "\nwidths = " << join(s.widths) << "\nshare = " << (s.share ? "true" : "false")
+     << "\n\n[data]\ndataset = " << c.dataset << "\ndir = " << c.data_dir << "\nbatch = " << c.batch
+     << "\nsplit = " << c.split << "\npad = " << c.pad << "\nflip = " << (c.flip ? "true" : "false")
+     << "\nsynthetic-train = " << c.synthetic_train << "\nsynthetic-test = " << c.synthetic_test
+     << "\n\n[optim]\nlr = " << c.lr << "\nmomentum = " << c.momentum << "\nwd = " << c.wd
+     << "\nlr-schedule = " << c.lr_schedule << "\nclip = " << c.clip << "\n\n[search]\ngamma = " << c.gamma
+     << "\nlambda-lr-mult = " << c.lambda_lr_mult << "\npenalty = " << c.penalty << "\nw-steps = " << c.w_steps
+     << "\nlambda-steps = " << c.lambda_steps << "\ntarget-zero-frac = " << c.target_zero_frac
+     << "\nstable-steps = " << c.stable_steps << "\nbn-reestimate = " << c.bn_reestimate
+     << "\nlatency-iters = " << c.latency_iters << "\nlatency-warmup = " << c.latency_warmup << "\nprune = " << c.prune;
+  if (c.prune == "reference")
+    os << "\nprune-dense-epochs = " << c.prune_dense_epochs << "\nprune-every = " << c.prune_every;
+  if (command == "retrain" || command == "eval" || command == "pipeline" || command == "study")
+    os << "\n\n[retrain]\nwidth = " << c.retrain_width << "\ntarget-macs = " << c.target_macs
+       << "\ntarget-params = " << c.target_params << "\ndropout = " << c.dropout << "\ndrop-path = " << c.drop_path
+       << "\naux-head = " << (c.aux_head ? "true" : "false") << "\naux-weight = " << c.aux_weight
+       << "\nlabel-smoothing = " << c.label_smoothing << "\ncutout = " << c.cutout
+       << "\nbaseline = " << (c.baseline ? "true" : "false") << "\nbaseline-op = " << c.baseline_op;
+  if (command == "study")
+    os << "\n\n[study]\nrandom = " << c.study_random << "\nseeds = " << c.study_seeds
+       << "\nsearch-seeds = " << c.study_search_seeds << "\ntolerance = " << c.study_tolerance
+       << "\nrandom-seed = " << c.study_random_seed;
+  os << "\n";
+  return os.str();
 }
 
 }  // namespace
@@ -303,149 +479,9 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
     if (vm.count("retrain.batch")) c.batch = vm["retrain.batch"].as<int>();
   }
 
-  // search space: preset, then overrides
-  c.space = SearchSpace::preset_named(vm["space.preset"].as<std::string>());
-  SearchSpace& s = c.space;
-  if (vm.count("space.levels")) s.levels = vm["space.levels"].as<int>();
-  if (vm.count("space.ops")) {
-    s.ops.clear();
-    std::stringstream ss(vm["space.ops"].as<std::string>());
-    std::string tok;
-    while (std::getline(ss, tok, ',')) s.ops.push_back(parse_op(tok, "space.ops"));
-  }
-  if (vm.count("space.input")) {
-    const std::string v = vm["space.input"].as<std::string>();
-    int a = 0, b = 0, d = 0;
-    char x1 = 0, x2 = 0;
-    std::stringstream ss(v);
-    if (!(ss >> a >> x1 >> b >> x2 >> d) || x1 != 'x' || x2 != 'x')
-      fail_usage(str("space.input: '", v, "' is not CxHxW"));
-    s.in_channels = a;
-    s.in_height = b;
-    s.in_width = d;
-  }
-  if (vm.count("space.classes")) s.classes = vm["space.classes"].as<int>();
-  if (vm.count("space.stem-channels")) s.stem_channels = vm["space.stem-channels"].as<int>();
-  if (vm.count("space.units")) s.normal_units = parse_int_list(vm["space.units"].as<std::string>(), "space.units");
-  if (vm.count("space.widths")) s.widths = parse_int_list(vm["space.widths"].as<std::string>(), "space.widths");
-  if (vm.count("space.share")) s.share = vm["space.share"].as<bool>();
-  s.validate();
-  if (s.widths[0] != s.stem_channels)
-    fail_usage(str("space.widths: stage-1 width ", s.widths[0], " must equal space.stem-channels ", s.stem_channels));
-
-  // values
-  check(c.device == "cpu" || c.device == "cuda", "--device", str("'", c.device, "' (expected cpu or cuda)"));
-  gpu_math_from(c.gpu_math, "--gpu-math");  // a bad name is a usage error naming the field
-  check(c.gpu_math == "fp32" || c.device == "cuda", "--gpu-math",
-        str(c.gpu_math, " needs --device cuda (the CPU computes in fp32)"));
-  check(c.threads >= 0, "--threads", "must be >= 0");
-  check(c.recompute == "none" || c.recompute == "blocks" || c.recompute == "auto", "--recompute",
-        str("'", c.recompute, "' (expected none, blocks or auto)"));
-  check(c.max_steps >= 0, "--max-steps", "must be >= 0");
-  check(c.checkpoint_every >= 0, "--checkpoint-every", "must be >= 0");
-  check(c.trajectory_every >= 0, "--trajectory-every", "must be >= 0");
-  check(c.lambda_check_every >= 0, "--lambda-check-every", "must be >= 0");
-  check(c.bucket_mb > 0 && c.bucket_mb <= 1024, "--bucket-mb", "must be in (0, 1024]");
-  check(c.checkpoint_secs >= 0, "--checkpoint-secs", "must be >= 0");
-  check(c.keep_last >= 0, "--keep-last", "must be >= 0");
-  check(c.keep_every >= 0, "--keep-every", "must be >= 0");
-  check(c.deadline_margin >= 0, "--deadline-margin", "must be >= 0");
-  check(c.epochs > 0 && std::isfinite(c.epochs), "--epochs", str("must be > 0 (got ", c.epochs, ")"));
-  check(c.log_every >= 1, "--log-every", "must be >= 1");
-  check(c.dataset == "fmnist" || c.dataset == "cifar10" || c.dataset == "synthetic" || c.dataset == "imagenet",
-        "data.dataset", str("'", c.dataset, "' (expected fmnist, cifar10, imagenet or synthetic)"));
-  if (c.dataset == "imagenet" && vm["data.dir"].defaulted())
-    fail_usage("data.dir: ImageNet is read from the HDF5 shards of `dsonas pack`; point data.dir at its output folder");
-  check(c.workers >= 0 && c.workers <= 256, "data.workers", "must be in 0..256");
-  if (c.dataset == "cifar10" && vm["data.dir"].defaulted())
-    fail_usage(
-        "data.dir: CIFAR-10 is not shipped with Debian; download the binary version and point data.dir at its "
-        "cifar-10-batches-bin folder");
-  check(c.batch >= 1, "data.batch", str("must be >= 1 (got ", c.batch, ")"));
-  check(c.split > 0 && c.split < 1, "data.split", str("must be in (0,1) (got ", c.split, ")"));
-  check(c.pad >= -1 && c.pad < s.in_height, "data.pad", str("must be -1 or in [0, H) (got ", c.pad, ")"));
-  check(c.synthetic_train >= 2 && c.synthetic_test >= 1, "data.synthetic-train", "too small");
-  check(c.eval_batches >= 0, "data.eval-batches", "must be >= 0");
-  check(c.lr > 0 && std::isfinite(c.lr), "optim.lr", str("must be > 0 (got ", c.lr, ")"));
-  check(c.momentum >= 0 && c.momentum < 1, "optim.momentum", str("must be in [0,1) (got ", c.momentum, ")"));
-  check(c.wd >= 0, "optim.wd", str("must be >= 0 (got ", c.wd, ")"));
-  check(c.clip >= 0, "optim.clip", str("must be >= 0 (got ", c.clip, ")"));
-  check(c.gamma >= 0, "search.gamma", str("must be >= 0 (got ", c.gamma, ")"));
-  check(c.lambda_lr_mult > 0, "search.lambda-lr-mult", str("must be > 0 (got ", c.lambda_lr_mult, ")"));
-  parse_penalty_mode(c.penalty, "search.penalty");
-  check(c.w_steps >= 1, "search.w-steps", "must be >= 1");
-  check(c.lambda_steps >= 1, "search.lambda-steps", "must be >= 1");
-  check(c.target_zero_frac >= 0 && c.target_zero_frac < 1, "search.target-zero-frac", "must be in [0,1)");
-  check(c.stable_steps >= 0, "search.stable-steps", "must be >= 0");
-  check(c.study_random >= 0 && c.study_random <= 999, "study.random", "must be in [0, 999]");
-  check(c.study_seeds >= 1 && c.study_seeds <= 999, "study.seeds", "must be in [1, 999]");
-  check(c.study_search_seeds >= 1 && c.study_search_seeds <= 99, "study.search-seeds", "must be in [1, 99]");
-  check(c.study_tolerance > 0 && c.study_tolerance < 1, "study.tolerance", "must be in (0, 1)");
-  check(c.study_reference_sd >= 0, "study.reference-sd", "must be >= 0");
-  PruneSchedule::from(c.prune, c.prune_dense_epochs, c.prune_every, "search.prune");
-  check(c.bn_reestimate >= 0, "search.bn-reestimate", "must be >= 0");
-  check(c.latency_iters > c.latency_warmup && c.latency_warmup >= 0, "search.latency-iters",
-        "must exceed search.latency-warmup (>= 0)");
-  if (c.penalty == "adaptive-latency" && !c.space.share)
-    fail_usage("search.penalty: adaptive-latency needs the share space (space.share = true, docs/method.md §5.3)");
-  {
-    LrParams lp;
-    lp.base_lr = c.lr;
-    make_lr_schedule(c.lr_schedule, lp);  // validates optim.lr-schedule
-  }
-  check(c.bench_steps >= 0, "bench.steps", "must be >= 0 (0: build the model and report its sizes only)");
-  if (command != "bench" && command != "validate" && command != "eval")
-    check(!c.out.empty(), "--out", "an output folder is required");
-  if (command == "retrain")
-    check(!c.arch.empty(), "--arch", "an architecture JSON (dsonas derive) or 'baseline' is required");
-  if (command == "eval") check(!c.run_dir.empty(), "--run", "a retrain run folder or network file is required");
-  check(c.eval_data == "test" || c.eval_data == "train", "--data", str("'", c.eval_data, "' (expected test or train)"));
-  check(c.logits_count >= 1 && c.logits_count <= 1000000, "--logits-count", "must be in [1, 1000000]");
-  check(c.retrain_width >= 0, "retrain.width", "must be >= 0");
-  check(c.target_macs >= 0 && c.target_params >= 0, "retrain.target-macs", "targets must be >= 0");
-  check(!(c.target_macs > 0 && c.target_params > 0), "retrain.target-params",
-        "give target-macs or target-params, not both");
-  check(c.cutout >= 0, "retrain.cutout", "must be >= 0");
-  check(c.aux_weight >= 0, "retrain.aux-weight", "must be >= 0");
-  parse_op(c.baseline_op, "retrain.baseline-op");
-
-  std::ostringstream os;
-  os << "# resolved configuration (dsonas " << command << ")\n"
-     << "seed = " << c.seed << "\ndevice = " << c.device << "\ngpu-math = " << c.gpu_math << "\nthreads = " << c.threads
-     << "\nrecompute = " << c.recompute << "\ncheckpoint-every = " << c.checkpoint_every
-     << "\ncheckpoint-secs = " << c.checkpoint_secs << "\nkeep-last = " << c.keep_last
-     << "\nkeep-every = " << c.keep_every << "\ntrajectory-every = " << c.trajectory_every
-     << "\nlambda-check-every = " << c.lambda_check_every << "\nbucket-mb = " << c.bucket_mb
-     << "\ndeadline-margin = " << c.deadline_margin << "\nmax-steps = " << c.max_steps << "\nepochs = " << c.epochs
-     << "\nlog-every = " << c.log_every << "\n\n[space]\npreset = " << s.preset << "\nlevels = " << s.levels
-     << "\nops = ";
-  for (size_t i = 0; i < s.ops.size(); ++i) os << (i ? "," : "") << op_name(s.ops[i]);
-  os << "\ninput = " << s.in_channels << "x" << s.in_height << "x" << s.in_width << "\nclasses = " << s.classes
-     << "\nstem-channels = " << s.stem_channels << "\nunits = " << join(s.normal_units)
-     << "\nwidths = " << join(s.widths) << "\nshare = " << (s.share ? "true" : "false")
-     << "\n\n[data]\ndataset = " << c.dataset << "\ndir = " << c.data_dir << "\nbatch = " << c.batch
-     << "\nsplit = " << c.split << "\npad = " << c.pad << "\nflip = " << (c.flip ? "true" : "false")
-     << "\nsynthetic-train = " << c.synthetic_train << "\nsynthetic-test = " << c.synthetic_test
-     << "\n\n[optim]\nlr = " << c.lr << "\nmomentum = " << c.momentum << "\nwd = " << c.wd
-     << "\nlr-schedule = " << c.lr_schedule << "\nclip = " << c.clip << "\n\n[search]\ngamma = " << c.gamma
-     << "\nlambda-lr-mult = " << c.lambda_lr_mult << "\npenalty = " << c.penalty << "\nw-steps = " << c.w_steps
-     << "\nlambda-steps = " << c.lambda_steps << "\ntarget-zero-frac = " << c.target_zero_frac
-     << "\nstable-steps = " << c.stable_steps << "\nbn-reestimate = " << c.bn_reestimate
-     << "\nlatency-iters = " << c.latency_iters << "\nlatency-warmup = " << c.latency_warmup << "\nprune = " << c.prune;
-  if (c.prune == "reference")
-    os << "\nprune-dense-epochs = " << c.prune_dense_epochs << "\nprune-every = " << c.prune_every;
-  if (command == "retrain" || command == "eval" || command == "pipeline" || command == "study")
-    os << "\n\n[retrain]\nwidth = " << c.retrain_width << "\ntarget-macs = " << c.target_macs
-       << "\ntarget-params = " << c.target_params << "\ndropout = " << c.dropout << "\ndrop-path = " << c.drop_path
-       << "\naux-head = " << (c.aux_head ? "true" : "false") << "\naux-weight = " << c.aux_weight
-       << "\nlabel-smoothing = " << c.label_smoothing << "\ncutout = " << c.cutout
-       << "\nbaseline = " << (c.baseline ? "true" : "false") << "\nbaseline-op = " << c.baseline_op;
-  if (command == "study")
-    os << "\n\n[study]\nrandom = " << c.study_random << "\nseeds = " << c.study_seeds
-       << "\nsearch-seeds = " << c.study_search_seeds << "\ntolerance = " << c.study_tolerance
-       << "\nrandom-seed = " << c.study_random_seed;
-  os << "\n";
-  c.resolved = os.str();
+  c.space = space_from(vm);
+  check_values(c, vm, command);
+  c.resolved = resolved_text(c, command);
   return c;
 }
 
