@@ -4,6 +4,7 @@
 # usage: utils/lint.sh "COMPILER FLAGS"   (the Makefile passes its -I/-D/-isystem/-std flags)
 #
 # Checks: bugprone-* and performance-*, misc-redundant-expression, misc-unused-using-decls,
+# readability-function-size with a 150-line limit (no function longer: issue 20),
 # without these, each for its reason:
 #   bugprone-easily-swappable-parameters  style advice (adjacent ints are everywhere in kernels)
 #   bugprone-narrowing-conversions        int64 ↔ int ↔ float conversions are deliberate and
@@ -22,7 +23,8 @@ set -uo pipefail
 FLAGS=${1:?usage: utils/lint.sh "FLAGS"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-CHECKS='-*,bugprone-*,-bugprone-easily-swappable-parameters,-bugprone-narrowing-conversions,-bugprone-implicit-widening-of-multiplication-result,-bugprone-misplaced-widening-cast,-bugprone-integer-division,-bugprone-incorrect-roundings,-bugprone-branch-clone,-bugprone-exception-escape,performance-*,-performance-inefficient-string-concatenation,misc-redundant-expression,misc-unused-using-decls'
+CHECKS='-*,bugprone-*,-bugprone-easily-swappable-parameters,-bugprone-narrowing-conversions,-bugprone-implicit-widening-of-multiplication-result,-bugprone-misplaced-widening-cast,-bugprone-integer-division,-bugprone-incorrect-roundings,-bugprone-branch-clone,-bugprone-exception-escape,performance-*,-performance-inefficient-string-concatenation,misc-redundant-expression,misc-unused-using-decls,readability-function-size'
+TIDY_CONFIG='{CheckOptions: [{key: readability-function-size.LineThreshold, value: 150}]}'
 for t in clang-format clang-tidy; do
   command -v $t >/dev/null || { echo "lint: $t missing (make deps installs clang-format and clang-tidy)" >&2; exit 1; }
 done
@@ -35,8 +37,8 @@ else
   fail=1
 fi
 mapfile -t TIDY < <(git ls-files 'src/*.cpp')
-export CHECKS FLAGS
-printf '%s\n' "${TIDY[@]}" | xargs -n 4 -P "${LINT_JOBS:-2}" sh -c 'clang-tidy -quiet -checks="$CHECKS" "$@" -- $FLAGS' _ \
+export CHECKS FLAGS TIDY_CONFIG
+printf '%s\n' "${TIDY[@]}" | xargs -n 4 -P "${LINT_JOBS:-2}" sh -c 'clang-tidy -quiet -checks="$CHECKS" -config="$TIDY_CONFIG" "$@" -- $FLAGS' _ \
   >"$ROOT/build/lint-tidy.txt" 2>&1
 n=$(grep -c -E ': (warning|error): ' "$ROOT/build/lint-tidy.txt")
 if [ "$n" -eq 0 ]; then

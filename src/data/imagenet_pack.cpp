@@ -297,10 +297,11 @@ int64_t pack_corrupt_limit(const PackOptions& o, int64_t images) {
   return std::max<int64_t>(10, images / 1000);
 }
 
-Manifest pack_imagenet(const PackOptions& o) {
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  // ---- options
+namespace {
+
+/// The options and the source folder's shape, before anything is listed or written; exit 2
+/// naming the option.  Returns ROOT/train.
+std::string check_pack_options(const PackOptions& o) {
   if (o.src.empty()) fail_usage("--src: the ImageNet folder (ROOT/train/<class>/*.JPEG) is required");
   if (o.out.empty()) fail_usage("--out: the output folder is required");
   if (o.shard_size < 1) fail_usage(str("--shard-size: must be >= 1 (got ", o.shard_size, ")"));
@@ -318,17 +319,20 @@ Manifest pack_imagenet(const PackOptions& o) {
   struct stat st;
   if (::stat(o.src.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     fail_usage(str("--src: ", o.src, ": ", ::stat(o.src.c_str(), &st) != 0 ? std::strerror(errno) : "not a folder"));
-  const std::string train_dir = join_path(o.src, "train");
+  std::string train_dir = join_path(o.src, "train");
   if (::stat(train_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     fail_usage(str("--src: ", train_dir,
                    " is missing: ROOT must hold train/<class>/*.JPEG (classes are the train "
                    "folder names)"));
 
-  // ---- list the source (nothing written yet)
-  Manifest man;
-  man.source = o.src;
-  man.resize = o.resize;
-  man.quality = o.quality;
+  return train_dir;
+}
+
+/// The classes (train folder names, sorted) into man and each split's images; nothing is
+/// written.  Exit 2 naming what is wrong with the tree.
+std::vector<std::pair<std::string, std::vector<Item>>> list_source(const PackOptions& o, const std::string& train_dir,
+                                                                   Manifest& man) {
+  struct stat st;
   {
     std::vector<bool> dirs;
     const std::vector<std::string> names = list_dir(train_dir, "ImageNet train folder", &dirs, nullptr);
@@ -383,16 +387,46 @@ Manifest pack_imagenet(const PackOptions& o) {
   if (ignored && o.log)
     *o.log << "pack: note: ignored " << ignored
            << " entries that are not .jpg/.jpeg files in class folders (first: " << first_ignored << ")\n";
-  {
-    uint64_t h = fnv(14695981039346656037ull, "dsonas-imagenet-shards/1");
-    for (const std::string& c : man.classes) h = fnv(h, c);
-    for (const auto& sp : splits)
-      for (const Item& it : sp.second) h = fnv(fnv(h, it.rel), std::to_string(it.size));
-    h = fnv(h, str(o.resize, "/", o.quality, "/", o.shard_size));
-    char b[24];
-    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(splitmix64(h)));
-    man.pack_id = b;
-  }
+  return splits;
+}
+
+/// The pack's identity: a hash of the classes, every image's path and size and the
+/// packing options (an unfinished pack is continued only by the same pack).
+std::string pack_id(const PackOptions& o, const Manifest& man,
+                    const std::vector<std::pair<std::string, std::vector<Item>>>& splits) {
+  uint64_t h = fnv(14695981039346656037ull, "dsonas-imagenet-shards/1");
+  for (const std::string& c : man.classes) h = fnv(h, c);
+  for (const auto& sp : splits)
+    for (const Item& it : sp.second) h = fnv(fnv(h, it.rel), std::to_string(it.size));
+  h = fnv(h, str(o.resize, "/", o.quality, "/", o.shard_size));
+  char b[24];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(splitmix64(h)));
+  return b;
+}
+
+/// The closing log line of a finished pack.
+void log_done(const PackOptions& o, const Manifest& man, int64_t max_bad, double seconds) {
+  *o.log << "pack: done in " << str(static_cast<int64_t>(seconds + 0.5)) << " s:";
+  for (const SplitEntry& se : man.splits)
+    *o.log << " " << se.name << " " << se.images << " images / " << se.shards.size() << " shards;";
+  *o.log << " " << man.skipped.size() << " skipped (undecodable; limit " << max_bad << "), " << man.warnings
+         << " kept with warnings; " << join_path(o.out, kManifestName) << " written\n";
+}
+
+}  // namespace
+
+Manifest pack_imagenet(const PackOptions& o) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  const std::string train_dir = check_pack_options(o);
+
+  // ---- list the source (nothing written yet)
+  Manifest man;
+  man.source = o.src;
+  man.resize = o.resize;
+  man.quality = o.quality;
+  const std::vector<std::pair<std::string, std::vector<Item>>> splits = list_source(o, train_dir, man);
+  man.pack_id = pack_id(o, man, splits);
 
   int64_t listed = 0;
   for (const auto& sp : splits) listed += static_cast<int64_t>(sp.second.size());
@@ -527,14 +561,7 @@ Manifest pack_imagenet(const PackOptions& o) {
     }
     throw;
   }
-  if (o.log) {
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    *o.log << "pack: done in " << str(static_cast<int64_t>(s + 0.5)) << " s:";
-    for (const SplitEntry& se : man.splits)
-      *o.log << " " << se.name << " " << se.images << " images / " << se.shards.size() << " shards;";
-    *o.log << " " << man.skipped.size() << " skipped (undecodable; limit " << max_bad << "), " << man.warnings
-           << " kept with warnings; " << join_path(o.out, kManifestName) << " written\n";
-  }
+  if (o.log) log_done(o, man, max_bad, std::chrono::duration<double>(Clock::now() - t0).count());
   return man;
 }
 
