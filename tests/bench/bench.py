@@ -19,6 +19,10 @@ which
       --threads 1` as 1 rank and under `mpirun -np 2` (one core each), interleaved over R
       rounds; global img/s of each (median over rounds) and the share of the 2-rank step
       time spent waiting for the gradient reduction (reduce_share);
+  (f) measures the machine's own limits first (tests/bench/machine_limits.cpp, built by
+      `make all`): peak FP32 FMA throughput of a register-resident FMA loop and OpenBLAS
+      sgemm (n = 2048), on 1 thread and on --threads, and a STREAM-style triad's memory
+      bandwidth: the roofs the per-primitive figures are read against (issue 17);
   (d) writes the output JSON (dsonas_img_per_s, pytorch_img_per_s, ratio, dsonas_step_ms,
       pytorch_step_ms, cifar10_search_step_peak_rss_mb, machine, date, commands, plus
       every step time) and prints a short table.
@@ -169,6 +173,20 @@ def main():
         # (a)+(b) dsonas and the twin, interleaved in rounds so that a change of load
         # on this shared machine hits both sides alike.  A search alternates W- and
         # λ-steps 1:1, so the step time is the mean of the two kinds' medians.
+        # (f) the machine's limits, before anything else loads the machine
+        limits = None
+        ml = os.path.join(args.build, "tests", "machine_limits")
+        if os.path.exists(ml):
+            cmd = [ml, "--threads", str(args.threads), "--json", os.path.join(tmp, "limits.json")]
+            commands.append(" ".join(cmd))
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+            if p.returncode == 0:
+                with open(os.path.join(tmp, "limits.json")) as f:
+                    limits = json.load(f)
+            else:
+                errors.append(f"machine_limits: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        else:
+            errors.append(f"{ml} is missing (make all builds it)")
         blas = blas_info()
         if blas["blas"] is None:
             errors.append("torch uses neither OpenBLAS nor MKL (BLAS_INFO=%s)" % blas["blas_info_build"])
@@ -264,6 +282,7 @@ def main():
         "dsonas_detail": ds,
         "cifar10_detail": cf,
         "scaling": scaling,
+        "machine_limits": limits,
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
@@ -297,6 +316,11 @@ def main():
         print(f"{'1 rank x 1 thread img/s':28s}{scaling['img_per_s_1rank_1thread']:12.1f}")
         print(f"{'2 ranks x 1 thread img/s':28s}{scaling['img_per_s_2ranks_1thread']:12.1f}"
               f"   speed-up {scaling['speedup_2ranks']:.2f}, reduction {100 * scaling['reduce_share_2ranks']:.2f} % of step")
+    if limits:
+        print(f"machine limits ({limits['threads']} threads): FMA peak {limits['fma_gflops_node']['best']:.0f} GFLOP/s "
+              f"({limits['fma_isa']}; 1 thread {limits['fma_gflops_1thread']['best']:.0f}), OpenBLAS sgemm "
+              f"{limits['sgemm_gflops_node']['best']:.0f} GFLOP/s (1 thread {limits['sgemm_gflops_1thread']['best']:.0f}), "
+              f"triad {limits['triad_gbs_node']['best']:.1f} GB/s (1 thread {limits['triad_gbs_1thread']['best']:.1f})")
     print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch "
           f"{torch.__version__}, BLAS {blas['blas']}")
     print(f"wrote {args.out}")
