@@ -17,9 +17,12 @@
 #include <sstream>
 
 #include "dsonas/backend/backend.hpp"
+#include "dsonas/backend/profiling.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/fault.hpp"
+#include "dsonas/data/augment.hpp"
 #include "dsonas/data/cifar.hpp"
+#include "dsonas/data/dataset.hpp"
 #include "dsonas/data/loader.hpp"
 #include "dsonas/data/sampler.hpp"
 #include "dsonas/dist/communicator.hpp"
@@ -375,6 +378,55 @@ class RetrainStage : public Stage {
 int run_retrain(const RunConfig& cfg) {
   RetrainStage s(cfg);
   return run_stage(cfg, s);
+}
+
+int run_bench_retrain(const RunConfig& cfg) {
+  Communicator& comm = Communicator::world();
+  if (comm.size() > 1) fail_usage("bench --arch: times one rank's retrain steps; run it without mpirun");
+  std::string how;
+  const Architecture arch = retrain_architecture(cfg, &how);
+  std::unique_ptr<Backend> base = backend_for(cfg);
+  std::unique_ptr<Backend> prof = cfg.bench_profile ? make_profiling_backend(*base) : nullptr;
+  Backend* be = prof ? prof.get() : base.get();
+  Network net(arch, *be, cfg.seed, network_options(cfg));
+  const SearchSpace& s = net.space();
+  ImageSet data = make_synthetic(cfg.batch, s.in_channels, s.in_height, s.in_width, s.classes, cfg.seed);
+  std::vector<float> x(static_cast<size_t>(cfg.batch) * data.image_size());
+  std::vector<int32_t> y(static_cast<size_t>(cfg.batch));
+  make_batch(data, all_indices(cfg.batch), eval_augment(cfg), cfg.seed, 0, 0, x.data(), y.data());
+  const std::vector<float> wds = net.weight_decays(static_cast<float>(cfg.wd));
+  auto step = [&](int64_t t) {  // as a retrain step: forward, backward, NAG on every parameter
+    const auto t0 = Clock::now();
+    net.train_step(x.data(), y.data(), cfg.batch, 1.f / static_cast<float>(cfg.batch), t, 0.5, 0);
+    for (size_t i = 0; i < net.params().size(); ++i) {
+      Param& p = net.params()[i];
+      be->nag_update(p.value, p.grad, p.momentum, static_cast<float>(cfg.lr), static_cast<float>(cfg.momentum), wds[i]);
+    }
+    be->synchronize();
+    return seconds_since(t0) * 1e3;
+  };
+  const int warm = std::min(2, cfg.bench_steps);
+  for (int i = 0; i < warm; ++i) step(i);
+  if (prof) profiling_report(*be, 1);  // drop the warm-up
+  std::vector<double> ms;
+  ms.reserve(static_cast<size_t>(cfg.bench_steps));
+  for (int i = 0; i < cfg.bench_steps; ++i) ms.push_back(step(warm + i));
+  const double med = median_of(ms);
+  const std::string json = str(
+      "{\"kind\":\"retrain\",\"arch\":\"", cfg.arch, "\",\"width\":", s.stem_channels,
+      ",\"macs\":", fmt("%.0f", net.macs()), ",\"params\":", fmt("%.0f", net.params_count()), ",\"batch\":", cfg.batch,
+      ",\"backend\":\"", be->name(), "\",\"threads\":", be->threads(), ",\"steps\":", cfg.bench_steps,
+      ",\"step_ms_median\":", fmt("%.3f", med), ",\"img_per_s\":", fmt("%.3f", cfg.batch / (med / 1e3)),
+      ",\"peak_rss_mb\":", fmt("%.1f", static_cast<double>(peak_rss_kb()) / 1024.0), ",\"step_ms\":", json_list(ms),
+      prof ? str(",\"profile\":", profiling_json(*be, cfg.bench_steps)) : std::string(),
+      ",\"architecture\":", arch.to_json(), "}");
+  if (prof) std::cout << profiling_report(*be, cfg.bench_steps);
+  std::cout << json << std::endl;
+  if (!cfg.bench_json.empty()) {
+    std::ofstream f(cfg.bench_json);
+    if (!(f << json << "\n")) throw Error(kExitInternal, str("cannot write ", cfg.bench_json));
+  }
+  return kExitOk;
 }
 
 EvalSummary evaluate_network_file(const RunConfig& cfg_in) {

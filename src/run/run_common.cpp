@@ -77,6 +77,19 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string json_list(const std::vector<double>& v) {
+  std::string r = "[";
+  for (size_t i = 0; i < v.size(); ++i) r += str(i ? "," : "", fmt("%.3f", v[i]));
+  return r + "]";
+}
+
 std::string human_duration(double s) {
   if (!(s >= 0) || s > 1e9) return "?";
   const int64_t n = static_cast<int64_t>(s + 0.5);

@@ -43,6 +43,7 @@
 #include "dsonas/optim/optimizer.hpp"
 #include "dsonas/optim/penalty.hpp"
 #include "dsonas/model/prune.hpp"
+#include "dsonas/run/retrain.hpp"
 #include "dsonas/run/run_common.hpp"
 #include "dsonas/run/stage.hpp"
 
@@ -617,6 +618,7 @@ int run_search(const RunConfig& cfg) {
 }
 
 int run_bench(const RunConfig& cfg) {
+  if (!cfg.arch.empty()) return run_bench_retrain(cfg);  // retrain steps of a derived network
   const SearchSpace& s = cfg.space;
   std::unique_ptr<Backend> base = backend_for(cfg);
   std::unique_ptr<Backend> prof = cfg.bench_profile ? make_profiling_backend(*base) : nullptr;
@@ -652,17 +654,8 @@ int run_bench(const RunConfig& cfg) {
     all_ms.push_back(o.seconds * 1e3);
     red_ms.push_back(o.reduce_seconds * 1e3);
   }
-  auto median = [](std::vector<double> v) {
-    if (v.empty()) return 0.0;
-    std::sort(v.begin(), v.end());
-    const size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-  };
-  auto list = [](const std::vector<double>& v) {
-    std::string r = "[";
-    for (size_t i = 0; i < v.size(); ++i) r += str(i ? "," : "", fmt("%.3f", v[i]));
-    return r + "]";
-  };
+  const auto median = median_of;
+  const auto list = json_list;
   const double med = median(all_ms);
   const double ips = cfg.batch * comm.size() / (med / 1e3);  // global images per second
   double red_total = 0, all_total = 0;
@@ -679,7 +672,8 @@ int run_bench(const RunConfig& cfg) {
       ",\"w_step_ms_median\":", fmt("%.3f", median(w_ms)), ",\"lambda_step_ms_median\":", fmt("%.3f", median(l_ms)),
       ",\"img_per_s\":", fmt("%.3f", ips), ",\"peak_rss_mb\":", fmt("%.1f", rss_mb),
       ",\"peak_tensor_mb\":", fmt("%.1f", alloc_mb), ",\"weights\":", g.num_weights(),
-      ",\"lambda\":", g.lambda().size(), ",\"w_step_ms\":", list(w_ms), ",\"lambda_step_ms\":", list(l_ms), "}");
+      ",\"lambda\":", g.lambda().size(), ",\"w_step_ms\":", list(w_ms), ",\"lambda_step_ms\":", list(l_ms),
+      prof ? str(",\"profile\":", profiling_json(*be, cfg.bench_steps)) : std::string(), "}");
   if (!comm.root()) return kExitOk;
   if (prof) std::cout << profiling_report(*be, cfg.bench_steps);
   std::cout << json << std::endl;

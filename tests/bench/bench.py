@@ -23,6 +23,13 @@ which
       `make all`): peak FP32 FMA throughput of a register-resident FMA loop and OpenBLAS
       sgemm (n = 2048), on 1 thread and on --threads, and a STREAM-style triad's memory
       bandwidth: the roofs the per-primitive figures are read against (issue 17);
+  (g) a roofline table per primitive family (tests/bench/roofline.py) of the search step
+      and of the found network's retrain step, from `dsonas bench --bench.profile true`
+      runs, against (f);
+  (h) retrain steps: `dsonas bench --arch A` for the found network of jobs/fmnist.cfg
+      (FOUND_ARCH) and the hand-made baseline at its MACs, each against a PyTorch model
+      of the same network (roofline.RetrainTwin), interleaved over R rounds; the ratio of
+      the medians;
   (d) writes the output JSON (dsonas_img_per_s, pytorch_img_per_s, ratio, dsonas_step_ms,
       pytorch_step_ms, cifar10_search_step_peak_rss_mb, machine, date, commands, plus
       every step time) and prints a short table.
@@ -49,7 +56,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import roofline  # noqa: E402
 import twin  # noqa: E402
+
+# The found network of jobs/fmnist.cfg (README "Results"), for the retrain comparison.
+FOUND_ARCH = "docs/results/fmnist-2026-11-28/arch.json"
 
 FMNIST_SPACE = {"preset": "fmnist", "levels": 4, "ops": ["sep3", "sep5", "max3", "avg3"],
                 "input": [1, 28, 28], "classes": 10, "stem": "conv3", "stem_channels": 16,
@@ -162,6 +173,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--skip-dsonas", action="store_true", help="time the twin only")
     ap.add_argument("--skip-mpi", action="store_true", help="no 1- vs 2-rank measurement")
+    ap.add_argument("--skip-retrain", action="store_true", help="no retrain comparison, no roofline")
     args = ap.parse_args()
     if args.torch_steps < 2 or args.torch_steps % 2 or args.rounds < 1:
         ap.error("--torch-steps must be even and >= 2, --rounds >= 1")
@@ -265,6 +277,65 @@ def main():
                            "flat_grad_bytes": 4 * (last[2]["weights"] + last[2]["lambda"]),
                            "img_per_s_rounds": ips, "reduce_share_rounds": shares}
 
+        # (g) rooflines, (h) retrain steps against the PyTorch model of the same network
+        rl_search = rl_retrain = None
+        retrain = {}
+        if not args.skip_dsonas and not args.skip_retrain:
+            base = [exe, "bench", "--config", args.config, "--threads", str(args.threads),
+                    "--bench.steps", str(args.dsonas_steps)]
+            if limits:
+                out = os.path.join(tmp, "prof_search.json")
+                cmd = base + ["--bench.profile", "true", "--bench.json", out]
+                commands.append(" ".join(cmd))
+                d, err = run_dsonas(cmd, timeout=1800)
+                if err:
+                    errors.append(f"dsonas bench --bench.profile: {err}")
+                else:
+                    rl_search = roofline.roofline(d["profile"], limits)
+            found_macs = None
+            for name in ("found", "baseline"):
+                arch = ["--arch", FOUND_ARCH] if name == "found" else ["--arch", "baseline"]
+                if name == "baseline":
+                    if found_macs is None:
+                        break
+                    arch += ["--retrain.target-macs", "%.0f" % found_macs]
+                out = os.path.join(tmp, f"retrain_{name}.json")
+                ds_ms, tw, first = [], None, None
+                for r in range(args.rounds):
+                    cmd = base + arch + ["--bench.json", out]
+                    if r == 0:
+                        commands.append(" ".join(cmd) + f"   (x{args.rounds} rounds)")
+                    d, err = run_dsonas(cmd, timeout=1800)
+                    if err:
+                        errors.append(f"dsonas bench {' '.join(arch)}: {err}")
+                        break
+                    first = first or d
+                    ds_ms += d["step_ms"]
+                    if tw is None:
+                        tw = roofline.RetrainTwin(d["architecture"], args.batch, args.threads)
+                    tw.round(args.torch_steps)
+                if not ds_ms:
+                    continue
+                if name == "found":
+                    found_macs = first["macs"]
+                pt_r = tw.result()
+                med = statistics.median(ds_ms)
+                retrain[name] = {"macs": first["macs"], "params": first["params"], "width": first["width"],
+                                 "dsonas_step_ms_median": med, "dsonas_img_per_s": args.batch / (med / 1e3),
+                                 "pytorch_step_ms_median": pt_r["step_ms_median"],
+                                 "pytorch_img_per_s": pt_r["img_per_s"],
+                                 "ratio": pt_r["step_ms_median"] / med, "dsonas_step_ms": ds_ms,
+                                 "pytorch_step_ms": pt_r["step_ms"]}
+            if limits and "found" in retrain:
+                out = os.path.join(tmp, "prof_retrain.json")
+                cmd = base + ["--arch", FOUND_ARCH, "--bench.profile", "true", "--bench.json", out]
+                commands.append(" ".join(cmd))
+                d, err = run_dsonas(cmd, timeout=1800)
+                if err:
+                    errors.append(f"dsonas bench --arch --bench.profile: {err}")
+                else:
+                    rl_retrain = roofline.roofline(d["profile"], limits)
+
     def get(d, k):
         return d.get(k) if isinstance(d, dict) else None
 
@@ -283,6 +354,9 @@ def main():
         "cifar10_detail": cf,
         "scaling": scaling,
         "machine_limits": limits,
+        "roofline_search": rl_search,
+        "roofline_retrain": rl_retrain,
+        "retrain": retrain,
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
@@ -316,6 +390,13 @@ def main():
         print(f"{'1 rank x 1 thread img/s':28s}{scaling['img_per_s_1rank_1thread']:12.1f}")
         print(f"{'2 ranks x 1 thread img/s':28s}{scaling['img_per_s_2ranks_1thread']:12.1f}"
               f"   speed-up {scaling['speedup_2ranks']:.2f}, reduction {100 * scaling['reduce_share_2ranks']:.2f} % of step")
+    for name, rt in retrain.items():
+        print(f"{'retrain ' + name + ' img/s':28s}{rt['dsonas_img_per_s']:12.1f}{rt['pytorch_img_per_s']:12.1f}"
+              f"   ratio {rt['ratio']:.2f} ({rt['macs'] / 1e6:.2f} M MACs)")
+    if rl_search:
+        roofline.print_roofline("search step", rl_search)
+    if rl_retrain:
+        roofline.print_roofline("retrain step (found network)", rl_retrain)
     if limits:
         print(f"machine limits ({limits['threads']} threads): FMA peak {limits['fma_gflops_node']['best']:.0f} GFLOP/s "
               f"({limits['fma_isa']}; 1 thread {limits['fma_gflops_1thread']['best']:.0f}), OpenBLAS sgemm "

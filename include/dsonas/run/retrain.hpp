@@ -28,6 +28,12 @@ namespace dsonas {
 Architecture retrain_architecture(const RunConfig& cfg, std::string* how);
 
 int run_retrain(const RunConfig& cfg);
+/// `dsonas bench --arch ARCH.json|baseline`: retrain steps of that network (the
+/// [retrain] options, data.batch per step, synthetic images of the space's shape),
+/// 2 warm-up steps then --bench.steps timed; the JSON as the search bench's
+/// ("kind": "retrain", "step_ms", "architecture": the JSON at the width timed, and
+/// "profile" with --bench.profile).
+int run_bench_retrain(const RunConfig& cfg);
 int run_eval(const RunConfig& cfg);
 
 /// Result of an evaluation (also used by the pipeline's report).

@@ -37,6 +37,10 @@ constexpr uint64_t kStreamSplit = 11, kStreamW = 21, kStreamLam = 22, kStreamAug
 
 /// printf of one number.
 std::string fmt(const char* f, double v);
+/// The median (0 for none).
+double median_of(std::vector<double> v);
+/// "[1.000,2.500]": a JSON list of numbers with 3 decimals (bench step times).
+std::string json_list(const std::vector<double>& v);
 
 /// "45s", "4m10s", "2h03m", "3d04h": a duration for a log line (negative: "?").
 std::string human_duration(double seconds);
