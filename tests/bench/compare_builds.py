@@ -7,9 +7,10 @@ For a refactoring's "no slower" check (and any change that may cost speed).  In 
 R rounds, alternating which build goes first, it times with both builds:
   * search steps: `dsonas bench --config jobs/bench_fmnist.cfg --threads T --bench.steps 10`
     (its JSON lists every W- and λ-step's time; 2 warm-up steps are not timed);
-  * retrain steps: `dsonas retrain --arch baseline` on synthetic data of the Fashion-MNIST
-    shape (the fmnist space, batch 32, 120 steps, --log-every 10), the step time from each
-    metrics window after the first (img/s of the window → ms per step).
+  * retrain steps: `dsonas retrain --arch docs/results/fmnist-2026-11-28/arch.json` (the
+    found network of jobs/fmnist.cfg) on synthetic data of the Fashion-MNIST shape (batch
+    64, 100 steps, --log-every 1), every step's time from its metrics line (img/s → ms)
+    after the first two.
 Per build and kind: the median over all rounds' steps; the ratio after/before of the
 medians (> 1: the new build is slower), with the spread of the per-round ratios
 (min..max), and the verdict "no slower" when the ratio is ≤ 1 + the larger of 3 % and the
@@ -25,6 +26,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+# The found network of jobs/fmnist.cfg: a retrain network with every op type.
+FOUND_ARCH = "docs/results/fmnist-2026-11-28/arch.json"
 
 
 def run(cmd, timeout=1800):
@@ -43,17 +47,17 @@ def search_steps(exe, threads, tmp):
     return d["w_step_ms"] + d["lambda_step_ms"]
 
 
-def retrain_steps(exe, threads, tmp, batch=32, steps=120, every=10):
+def retrain_steps(exe, threads, tmp, batch=64, steps=100, every=1):
     out = os.path.join(tmp, "rt")
     subprocess.run(["rm", "-rf", out])
-    run([exe, "retrain", "--arch", "baseline", "--data.dataset", "synthetic", "--space.preset", "fmnist",
+    run([exe, "retrain", "--arch", FOUND_ARCH, "--data.dataset", "synthetic", "--space.preset", "fmnist",
          "--data.synthetic-train", "2048", "--data.synthetic-test", "64", "--data.batch", str(batch),
          "--threads", str(threads), "--max-steps", str(steps), "--log-every", str(every), "--progress", "false",
          "--out", out])
     ms = []
     with open(os.path.join(out, "metrics.jsonl")) as f:
         rows = [json.loads(x) for x in f if '"img_per_s"' in x and '"event"' not in x]
-    for r in rows[1:]:  # the first window holds the warm-up
+    for r in rows[2:]:  # the first steps warm up
         ms.append(1e3 * batch / r["img_per_s"])
     return ms
 
