@@ -275,6 +275,8 @@ std::string json_quote(const std::string& s) {
       r += "\\n";
     else if (c == '\t')
       r += "\\t";
+    else if (c == '\r')
+      r += "\\r";
     else if (c < 0x20) {
       char b[8];
       std::snprintf(b, sizeof b, "\\u%04x", c);

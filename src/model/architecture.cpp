@@ -40,6 +40,18 @@ ArchBlock block_frame(const SearchSpace& sp, int s, int u) {
   return blk;
 }
 
+/// The reduction after stage s (0-based) without its branches: name and geometry.
+ArchReduction reduction_frame(const SearchSpace& sp, int s) {
+  ArchReduction r;
+  r.stage = s + 1;
+  r.name = str("s", s + 1, "/red");
+  r.in_channels = sp.widths[static_cast<size_t>(s)];
+  r.out_channels = sp.widths[static_cast<size_t>(s) + 1];
+  r.out_height = sp.stage_height(s + 1);
+  r.out_width = sp.stage_width(s + 1);
+  return r;
+}
+
 // ---- a minimal ordered JSON value and its printer ----------------------------------
 struct J {
   enum Kind { Int, Str, Bool, Arr, Obj } kind = Obj;
@@ -102,32 +114,10 @@ struct J {
   }
 };
 
-std::string quote(const std::string& s) {
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\t': o += "\\t"; break;
-      case '\r': o += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          o += buf;
-        } else {
-          o += static_cast<char>(c);
-        }
-    }
-  }
-  return o + "\"";
-}
-
 void print_inline(const J& v, std::string& out) {
   switch (v.kind) {
     case J::Int: out += std::to_string(v.i); return;
-    case J::Str: out += quote(v.s); return;
+    case J::Str: out += json_quote(v.s); return;
     case J::Bool: out += v.b ? "true" : "false"; return;
     case J::Arr:
       out += "[";
@@ -141,7 +131,7 @@ void print_inline(const J& v, std::string& out) {
       out += "{";
       for (size_t k = 0; k < v.obj.size(); ++k) {
         if (k) out += ", ";
-        out += quote(v.obj[k].first) + ": ";
+        out += json_quote(v.obj[k].first) + ": ";
         print_inline(v.obj[k].second, out);
       }
       out += "}";
@@ -182,7 +172,7 @@ void print_pretty(const J& v, int depth, std::string& out) {
     if (scalars) return print_inline(v, out);
     out += "{\n";
     for (size_t k = 0; k < v.obj.size(); ++k) {
-      out += pad + quote(v.obj[k].first) + ": ";
+      out += pad + json_quote(v.obj[k].first) + ": ";
       print_pretty(v.obj[k].second, depth + 1, out);
       out += k + 1 < v.obj.size() ? ",\n" : "\n";
     }
@@ -278,13 +268,7 @@ Architecture Architecture::from_lambda(const SearchSpace& space, const float* la
     }
     if (s + 1 < space.stages()) {
       const ReductionTopology rt = reduction_topology(space, s, l.data(), m.data());
-      ArchReduction r;
-      r.stage = s + 1;
-      r.name = str("s", s + 1, "/red");
-      r.in_channels = space.widths[s];
-      r.out_channels = space.widths[s + 1];
-      r.out_height = space.stage_height(s + 1);
-      r.out_width = space.stage_width(s + 1);
+      ArchReduction r = reduction_frame(space, s);
       r.branch[0] = rt.branch_live[0];
       r.branch[1] = rt.branch_live[1];
       r.lambda_zero = red_zero[static_cast<size_t>(s)];
@@ -714,13 +698,7 @@ Architecture Architecture::from_json(const std::string& text, const std::string&
                                " reductions (one after every stage but the last), got ", reds.arr.size()));
   for (int s = 0; s < sp.num_reductions(); ++s) {
     JsonObject r(reds.arr[static_cast<size_t>(s)], str("reductions[", s, "]"), file);
-    ArchReduction red;
-    red.stage = s + 1;
-    red.name = str("s", s + 1, "/red");
-    red.in_channels = sp.widths[s];
-    red.out_channels = sp.widths[s + 1];
-    red.out_height = sp.stage_height(s + 1);
-    red.out_width = sp.stage_width(s + 1);
+    ArchReduction red = reduction_frame(sp, s);
     const std::string name = r.text("name");
     if (name != red.name) r.bad(r.field("name"), str("expected \"", red.name, "\", got \"", name, "\""));
     const int64_t ci = r.i64("in_channels", INT64_MIN, INT64_MAX), co = r.i64("out_channels", INT64_MIN, INT64_MAX);

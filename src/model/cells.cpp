@@ -13,14 +13,7 @@ namespace dsonas {
 namespace cells {
 
 ConvDesc conv_desc(int cin, int cout, int k, int stride, int pad, int groups) {
-  ConvDesc d;
-  d.cin = cin;
-  d.cout = cout;
-  d.k = k;
-  d.stride = stride;
-  d.pad = pad;
-  d.groups = groups;
-  return d;
+  return ConvDesc{cin, cout, k, stride, pad, groups};
 }
 
 PoolDesc op_pool(OpKind k) {

@@ -37,6 +37,17 @@ PoolDesc op_pool(OpKind k);
 /// Name of a block's k-th output 1×1 conv ("c01" .. "cNL", k from 0).
 std::string out_conv_name(int k);
 
+/// Unit u of stage s (0-based) and its geometry, set on a block type with the
+/// fields s, u, F (width), H, W.
+template <class Block>
+void place_block(Block& b, const SearchSpace& sp, int s, int u) {
+  b.s = s;
+  b.u = u;
+  b.F = sp.widths[static_cast<size_t>(s)];
+  b.H = sp.stage_height(s);
+  b.W = sp.stage_width(s);
+}
+
 /// Indices of one BN's parameters γ, β and its running statistics.
 struct BnRef {
   int gamma = -1, beta = -1, stats = -1;

@@ -269,11 +269,7 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
       const ArchBlock& ab = arch_.blocks()[bi];
       DSO_CHECK(ab.channels == F && ab.height == H && ab.width == W, "block ", ab.name, " geometry");
       NBlock b;
-      b.s = s;
-      b.u = u;
-      b.F = F;
-      b.H = H;
-      b.W = W;
+      cells::place_block(b, sp, s, u);
       b.first = ab.id_conv;
       b.name = ab.name;
       const double n_layer = static_cast<double>(L) * (slot_base + u);

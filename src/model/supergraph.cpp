@@ -93,11 +93,7 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
     const int F = space_.widths[s], H = space_.stage_height(s), W = space_.stage_width(s);
     for (int u = 0; u < space_.normal_units[s]; ++u) {
       NormalBlock b;
-      b.s = s;
-      b.u = u;
-      b.F = F;
-      b.H = H;
-      b.W = W;
+      cells::place_block(b, space_, s, u);
       b.first_param = static_cast<int>(params_.size());
       b.first = (u == 0);
       b.lam_off = space_.block_lambda_offset(s, u);

@@ -28,6 +28,7 @@
 
 #include "dsonas/backend/backend.hpp"
 #include "dsonas/run/args.hpp"
+#include "dsonas/run/run_common.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/io/atomic_file.hpp"
 #include "dsonas/io/model_file.hpp"
@@ -56,13 +57,6 @@ const char* kDeriveUsage =
     "  branches as searched, the width chosen for the MACs of ARCH.json (or M) within ±T (default\n"
     "  0.02); refused draws are redrawn and counted.  Writes DIR/random_001.json + .dot, …;\n"
     "  sample k depends on (S, k) only (default S = 1).\n";
-
-bool path_exists(const std::string& p, bool* is_dir = nullptr) {
-  struct stat st {};
-  if (::stat(p.c_str(), &st) != 0) return false;
-  if (is_dir) *is_dir = S_ISDIR(st.st_mode);
-  return true;
-}
 
 std::string read_head(const std::string& p, size_t n) {
   std::ifstream f(p, std::ios::binary);

@@ -1,7 +1,6 @@
 // export.cpp — see export.hpp.
 #include "dsonas/run/export.hpp"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,13 +43,6 @@ const char* kExportUsage =
     "make deps installs them) under $DSONAS_PYTHON or /usr/bin/python3.\n"
     "exit codes: 0 done, 2 bad usage (nothing written), 3 network file unusable,\n"
     "            1 the conversion tool failed (its message on one line)\n";
-
-bool path_exists(const std::string& p, bool* is_dir = nullptr) {
-  struct stat st {};
-  if (::stat(p.c_str(), &st) != 0) return false;
-  if (is_dir) *is_dir = S_ISDIR(st.st_mode);
-  return true;
-}
 
 /// Bytes [from, from + n) of a file (fewer at its end).
 std::string read_part(const std::string& p, std::streamoff from, size_t n) {

@@ -82,7 +82,7 @@ int run_pipeline(int argc, char** argv) {
                    const std::vector<std::string>& extra, int (*fn)(const RunConfig&)) {
     pclock.begin(s);
     const int64_t planned = pclock.planned_steps(s);  // known once a stage has reported the dataset's size
-    say(str(name, " → ", out, exists(out + "/metrics.jsonl") ? " (resuming)" : "", "  (",
+    say(str(name, " → ", out, path_exists(out + "/metrics.jsonl") ? " (resuming)" : "", "  (",
             planned > 0 ? str(planned, " steps planned; ") : std::string(), "pipeline elapsed ",
             human_duration(seconds_since(t0)), ")"));
     const RunConfig c = stage_config(name, stage_args(args, out, extra));
@@ -99,7 +99,7 @@ int run_pipeline(int argc, char** argv) {
   if (rc) return rc;
   rc = stage(PipelineClock::kSearch, "search", D + "/search", {"--init", D + "/pretrain"}, run_search);
   if (rc) return rc;
-  if (!exists(D + "/arch.json")) {
+  if (!path_exists(D + "/arch.json")) {
     say("derive → " + D + "/arch.json");
     rc = derive_on_root(D + "/search", D + "/arch.json", D + "/arch.png");
     if (rc) return rc;

@@ -39,16 +39,9 @@
 namespace dsonas {
 namespace {
 
-bool file_exists(const std::string& p, bool* dir = nullptr) {
-  struct stat st {};
-  if (::stat(p.c_str(), &st) != 0) return false;
-  if (dir) *dir = S_ISDIR(st.st_mode);
-  return true;
-}
-
 std::string read_text(const std::string& path, const char* field) {
   bool dir = false;
-  if (!file_exists(path, &dir)) fail_usage(str(field, ": ", path, " does not exist"));
+  if (!path_exists(path, &dir)) fail_usage(str(field, ": ", path, " does not exist"));
   if (dir) fail_usage(str(field, ": ", path, " is a folder, not an architecture JSON"));
   std::ifstream f(path, std::ios::binary);
   if (!f) fail_usage(str(field, ": cannot read ", path));
@@ -117,10 +110,10 @@ Counts evaluate_net(const RunConfig& cfg, Communicator& comm, Network& net, cons
 /// --logits: refuses (exit 2) a path in a missing folder or naming a folder.
 void check_logits_path(const std::string& p) {
   bool dir = false;
-  if (file_exists(p, &dir) && dir) fail_usage(str("--logits: ", p, " is a folder"));
+  if (path_exists(p, &dir) && dir) fail_usage(str("--logits: ", p, " is a folder"));
   const size_t slash = p.find_last_of('/');
   const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : p.substr(0, slash));
-  if (!file_exists(parent, &dir) || !dir) fail_usage(str("--logits: ", p, ": folder ", parent, " does not exist"));
+  if (!path_exists(parent, &dir) || !dir) fail_usage(str("--logits: ", p, ": folder ", parent, " does not exist"));
 }
 
 /// --logits: the first K images of the set through the evaluation preprocessing,
@@ -432,11 +425,11 @@ int run_bench_retrain(const RunConfig& cfg) {
 EvalSummary evaluate_network_file(const RunConfig& cfg_in) {
   Communicator& comm = Communicator::world();
   bool dir = false;
-  if (!file_exists(cfg_in.run_dir, &dir)) fail_usage(str("--run: ", cfg_in.run_dir, " does not exist"));
+  if (!path_exists(cfg_in.run_dir, &dir)) fail_usage(str("--run: ", cfg_in.run_dir, " does not exist"));
   const std::string file = dir ? cfg_in.run_dir + "/network.h5" : cfg_in.run_dir;
   const size_t slash = cfg_in.run_dir.rfind('/');
   const std::string run = dir ? cfg_in.run_dir : slash == std::string::npos ? "." : cfg_in.run_dir.substr(0, slash);
-  if (!file_exists(file))
+  if (!path_exists(file))
     throw Error(kExitCheckpoint, str("--run: ", cfg_in.run_dir, " holds no network.h5 (did its retrain finish?)"));
   if (!cfg_in.logits_file.empty()) check_logits_path(cfg_in.logits_file);
   RunConfig cfg = cfg_in;

@@ -77,6 +77,13 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
+bool path_exists(const std::string& p, bool* is_dir) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return false;
+  if (is_dir) *is_dir = S_ISDIR(st.st_mode);
+  return true;
+}
+
 double median_of(std::vector<double> v) {
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());

@@ -1,8 +1,6 @@
 // stages.cpp — see stages.hpp.
 #include "stages.hpp"
 
-#include <sys/stat.h>
-
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -11,14 +9,10 @@
 #include "dsonas/dist/communicator.hpp"
 #include "dsonas/run/args.hpp"
 #include "dsonas/run/derive.hpp"
+#include "dsonas/run/run_common.hpp"
 
 namespace dsonas {
 namespace stages {
-
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
 
 namespace {
 std::vector<std::string> without_out(const std::vector<std::string>& args) {
@@ -40,7 +34,7 @@ std::vector<std::string> stage_args(const std::vector<std::string>& args, const 
   std::vector<std::string> r = without_out(args);
   r.push_back("--out");
   r.push_back(out);
-  if (exists(out + "/metrics.jsonl")) r.push_back("--resume");
+  if (path_exists(out + "/metrics.jsonl")) r.push_back("--resume");
   for (const std::string& e : extra) r.push_back(e);
   return r;
 }

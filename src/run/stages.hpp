@@ -12,7 +12,6 @@
 namespace dsonas {
 namespace stages {
 
-bool exists(const std::string& p);
 /// The parent's arguments without its --out, then --out OUT, --resume if OUT holds
 /// a run (OUT/metrics.jsonl), then `extra` (which win, coming last).
 std::vector<std::string> stage_args(const std::vector<std::string>& args, const std::string& out,

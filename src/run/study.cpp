@@ -79,7 +79,7 @@ void write_text(const std::string& p, const std::string& text) { write_file_atom
 /// random ones at its MACs) and plan.json, unless plan.json exists.
 void write_architectures(const RunConfig& cfg, const std::vector<Task>& tasks) {
   const std::string D = cfg.out, A = D + "/archs";
-  if (exists(D + "/plan.json")) return;
+  if (path_exists(D + "/plan.json")) return;
   ::mkdir(A.c_str(), 0755);
   std::vector<Architecture> found;
   for (int r = 1; r <= cfg.study_search_seeds; ++r) {
@@ -129,12 +129,12 @@ int run_task(const RunConfig& cfg, const std::vector<std::string>& args, const T
     ::mkdir((D + "/retrain").c_str(), 0755);
     write_text(str(D, "/retrain/task_", index, ".started"), t.name + "\n");
   }
-  if (exists(eval_file(D, t))) {
+  if (path_exists(eval_file(D, t))) {
     if (comm.root()) std::cout << "== study: " << t.name << " done" << std::endl;
     return kExitOk;
   }
   if (comm.root())
-    std::cout << "== study: " << t.name << " → " << out << (exists(out + "/metrics.jsonl") ? " (resuming)" : "")
+    std::cout << "== study: " << t.name << " → " << out << (path_exists(out + "/metrics.jsonl") ? " (resuming)" : "")
               << std::endl;
   comm.barrier();
   const RunConfig rc = stage_config(
@@ -159,7 +159,7 @@ std::vector<Result> read_results(const std::string& D, const std::vector<Task>& 
     Result r;
     r.task = t;
     const std::string f = eval_file(D, t);
-    if (exists(f)) {
+    if (path_exists(f)) {
       const JsonValue v = parse_json(read_text(f), f);
       JsonObject o(v, "", f);
       auto num = [&](const char* k) {
@@ -245,7 +245,7 @@ void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
     return v.empty() ? 0.0 : s / static_cast<double>(v.size());
   };
   double target = 0;
-  if (exists(D + "/plan.json")) {
+  if (path_exists(D + "/plan.json")) {
     const JsonValue pv = parse_json(read_text(D + "/plan.json"), D + "/plan.json");
     for (const auto& kv : pv.obj)
       if (kv.first == "target_macs") target = std::atof(kv.second.text.c_str());
@@ -359,7 +359,7 @@ int run_study(int argc, char** argv) {
     if (prepare) write_text(D + "/study.cfg", cfg.resolved);
   }
   comm.barrier();
-  if (!cfg.study_report && !exists(D + "/plan.json")) {
+  if (!cfg.study_report && !path_exists(D + "/plan.json")) {
     if (cfg.study_task >= 0) fail_usage(str("--study.task: ", D, "/plan.json is missing: run --study.prepare first"));
     for (int r = 1; r <= cfg.study_search_seeds; ++r) {
       const std::string R = search_dir(D, r), seed = std::to_string(cfg.seed + r - 1);
@@ -371,7 +371,7 @@ int run_study(int argc, char** argv) {
       rc = run_search(
           stage_config("search", stage_args(args, R + "/search", {"--init", R + "/pretrain", "--seed", seed})));
       if (rc) return rc;
-      if (!exists(R + "/arch.json")) {
+      if (!path_exists(R + "/arch.json")) {
         rc = derive_on_root(R + "/search", R + "/arch.json", R + "/arch.png");
         if (rc) return rc;
       }

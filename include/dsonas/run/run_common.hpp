@@ -187,6 +187,8 @@ Augment eval_augment(const RunConfig& cfg);
 Augment train_augment(const RunConfig& cfg);
 
 // ---- folders, lock, backend ---------------------------------------------------
+/// Whether a path exists (*is_dir: whether it is a folder).
+bool path_exists(const std::string& p, bool* is_dir = nullptr);
 /// Creates DIR (and parents) only after every input was checked; refuses a
 /// folder that already holds a run unless resuming (exit 2).
 void prepare_out_dir(const std::string& dir, bool resume);
