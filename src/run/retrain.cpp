@@ -235,14 +235,10 @@ class RetrainStage : public Stage {
     return total_;
   }
 
-  void restore(StageEnv& env, const TrainState& st, int world_then) override {
-    auto k = [&](const char* key) {
-      auto it = st.counters.find(key);
-      return it == st.counters.end() ? int64_t(0) : it->second;
-    };
-    SamplerState s{k("epoch"), k("position"), k("offset")};
-    if (world_then != env.world)  // re-shard: none skipped or repeated
-      s = Sampler::reshard(s, static_cast<int64_t>(train_idx_.size()), cfg_.batch, world_then, env.world);
+  void restore(StageEnv& env, const Resumed& res) override {
+    SamplerState s{res.counter("epoch"), res.counter("position"), res.counter("offset")};
+    if (res.world_then != env.world)  // re-shard: none skipped or repeated
+      s = Sampler::reshard(s, static_cast<int64_t>(train_idx_.size()), cfg_.batch, res.world_then, env.world);
     loader_->restore(s);
   }
 
@@ -413,12 +409,7 @@ int run_bench_retrain(const RunConfig& cfg) {
       ",\"peak_rss_mb\":", fmt("%.1f", static_cast<double>(peak_rss_kb()) / 1024.0), ",\"step_ms\":", json_list(ms),
       prof ? str(",\"profile\":", profiling_json(*be, cfg.bench_steps)) : std::string(),
       ",\"architecture\":", arch.to_json(), "}");
-  if (prof) std::cout << profiling_report(*be, cfg.bench_steps);
-  std::cout << json << std::endl;
-  if (!cfg.bench_json.empty()) {
-    std::ofstream f(cfg.bench_json);
-    if (!(f << json << "\n")) throw Error(kExitInternal, str("cannot write ", cfg.bench_json));
-  }
+  report_bench(cfg, prof ? be : nullptr, json);
   return kExitOk;
 }
 

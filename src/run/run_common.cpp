@@ -14,11 +14,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
 #include <thread>
 
+#include "dsonas/backend/profiling.hpp"
 #include "dsonas/core/error.hpp"
 #include "dsonas/optim/lambda_step.hpp"
 #include "dsonas/core/fault.hpp"
@@ -89,6 +91,15 @@ double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void report_bench(const RunConfig& cfg, Backend* profiled, const std::string& json) {
+  if (profiled) std::cout << profiling_report(*profiled, cfg.bench_steps);
+  std::cout << json << std::endl;
+  if (!cfg.bench_json.empty()) {
+    std::ofstream f(cfg.bench_json);
+    if (!(f << json << "\n")) throw Error(kExitInternal, str("cannot write ", cfg.bench_json));
+  }
 }
 
 std::string json_list(const std::vector<double>& v) {

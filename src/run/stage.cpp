@@ -48,22 +48,14 @@ void StatsWindow::save(TrainState& ts, bool with_aux) const {
   if (with_aux) ts.reals["win_aux"] = aux;
 }
 
-void StatsWindow::restore(const TrainState& ts, bool root) {
-  auto counter = [&](const char* k) {
-    auto it = ts.counters.find(k);
-    return it == ts.counters.end() ? int64_t(0) : it->second;
-  };
-  auto real = [&](const char* k) {
-    auto it = ts.reals.find(k);
-    return it == ts.reals.end() ? 0.0 : it->second;
-  };
+void StatsWindow::restore(const Resumed& res, bool root) {
   if (root) {  // the checkpoint holds the window summed over the ranks: rank 0 carries it on
-    correct = counter("win_correct");
-    n = counter("win_n");
-    loss = real("win_loss");
-    aux = real("win_aux");
+    correct = res.counter("win_correct");
+    n = res.counter("win_n");
+    loss = res.real("win_loss");
+    aux = res.real("win_aux");
   }
-  time = real("win_time");
+  time = res.real("win_time");
 }
 
 // ---------------------------------------------------------------------------
@@ -139,14 +131,14 @@ int run_stage(const RunConfig& cfg, Stage& s) {
   int64_t t = 0;
   if (res.loaded()) {
     t = res.step();
-    win.restore(res.state, env.root);
+    win.restore(res, env.root);
     // A checkpoint of another world size (--allow-world-size-change): the stage's
     // loaders continue from the samples their epochs have already taken
     // (Sampler::reshard: none skipped, none repeated), and the step counter is
     // rescaled by the global batch ratio so that the lr schedule, the epoch count
     // and the step budget keep meaning the same amount of data; the W/λ phase of
     // the step is kept.
-    s.restore(env, res.state, res.world_then);
+    s.restore(env, res);
     if (res.world_then != env.world) {
       const int64_t rescaled = rescale_step(t, res.world_then, env.world, s.cycle());
       out.line(str("step counter rescaled for the new global batch: ", t, " steps of ",

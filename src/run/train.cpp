@@ -354,26 +354,21 @@ class SupergraphStage : public Stage {
 
   int cycle() const override { return search_ ? cfg_.w_steps + cfg_.lambda_steps : 1; }
 
-  void restore(StageEnv& env, const TrainState& st, int world_then) override {
-    auto k = [&](const std::string& key, int64_t absent = 0) {
-      auto it = st.counters.find(key);
-      return it == st.counters.end() ? absent : it->second;
-    };
-    resumed_step_ = k("step");
-    stable_ = k("stable");
-    lambda_steps_ = k("lambda_steps");
-    revivals_ = k("revivals");
+  void restore(StageEnv& env, const Resumed& res) override {
+    const int world_then = res.world_then;
+    resumed_step_ = res.counter("step");
+    stable_ = res.counter("stable");
+    lambda_steps_ = res.counter("lambda_steps");
+    revivals_ = res.counter("revivals");
     // older checkpoints lack images_seen: their steps × their global batch (exact
     // unless that run had already changed its world size)
-    images_seen_ = k("images_seen", resumed_step_ * cfg_.batch * world_then);
-    traj_records_ = k("traj_records", -1);
-    tr_->lambda_momentum() = st.lambda_v;
-    for (size_t e = 0; e < tr_->latency_factors().size(); ++e) {
-      auto it = st.reals.find(str("latency_r/", e));
-      if (it != st.reals.end()) tr_->latency_factors()[e] = static_cast<float>(it->second);
-    }
+    images_seen_ = res.counter("images_seen", resumed_step_ * cfg_.batch * world_then);
+    traj_records_ = res.counter("traj_records", -1);
+    tr_->lambda_momentum() = res.state.lambda_v;
+    for (size_t e = 0; e < tr_->latency_factors().size(); ++e)
+      tr_->latency_factors()[e] = static_cast<float>(res.real(str("latency_r/", e), tr_->latency_factors()[e]));
     auto resume_loader = [&](BatchSource& L, size_t n, const std::string& prefix) {
-      SamplerState s{k(prefix + "epoch"), k(prefix + "position"), k(prefix + "offset")};
+      SamplerState s{res.counter(prefix + "epoch"), res.counter(prefix + "position"), res.counter(prefix + "offset")};
       if (world_then != env.world) s = Sampler::reshard(s, static_cast<int64_t>(n), cfg_.batch, world_then, env.world);
       L.restore(s);
     };
@@ -418,6 +413,7 @@ class SupergraphStage : public Stage {
     if (fault_active("nan-grad", t + 1, env.rank)) batch_.data[0] = std::numeric_limits<float>::quiet_NaN();
     const Trainer::Out o = tr_->step(kind, t, batch_.data.data(), batch_.labels.data(), batch_.n);
     images_seen_ += global_batch_;
+    zero_ = count_zero(g.lambda().data(), g.lambda().size());
     StageStep r;
     r.loss_sum = o.r.loss_sum;
     r.correct = o.r.correct;
@@ -429,9 +425,8 @@ class SupergraphStage : public Stage {
       if (!reference_) {
         stable_ = o.lam.mask_changed ? 0 : stable_ + 1;
       } else {  // the plan changes only at rebuilds: "stable" = no λ crossed zero either way
-        const int64_t zero_now = count_zero(g.lambda().data(), g.lambda().size()).zero;
-        stable_ = o.lam.mask_changed || o.lam.revived > 0 || zero_now != last_zero_ ? 0 : stable_ + 1;
-        last_zero_ = zero_now;
+        stable_ = o.lam.mask_changed || o.lam.revived > 0 || zero_.zero != last_zero_ ? 0 : stable_ + 1;
+        last_zero_ = zero_.zero;
         revivals_ += o.lam.revived;
         if (o.lam.rebuilt)
           env.out->line(str("search: rebuild at step ", t + 1, " (epoch ", (t + 1 + epoch_steps_ - 1) / epoch_steps_,
@@ -441,7 +436,7 @@ class SupergraphStage : public Stage {
     }
     if (search_ && env.world > 1 && cfg_.lambda_check_every > 0 && (t + 1) % cfg_.lambda_check_every == 0)
       env.comm.check_same(tr_->lambda_hash(), "λ (values, live mask, momentum)", t + 1);
-    const ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
+    const ZeroCount& z = zero_;
     const double zero_frac = static_cast<double>(z.zero) / static_cast<double>(z.total);
     if (search_ && cfg_.target_zero_frac > 0 && zero_frac >= cfg_.target_zero_frac) {
       r.stop = true;
@@ -456,7 +451,7 @@ class SupergraphStage : public Stage {
 
   void log(StageEnv& env, int64_t t, const StatsWindow::Totals& w, const StatsWindow& own) override {
     Supergraph& g = *g_;
-    const ZeroCount z = count_zero(g.lambda().data(), g.lambda().size());
+    const ZeroCount& z = zero_;  // this step's, from step()
     const double macs = live_macs_now();
     if (PipelineClock* pc = PipelineClock::active(); pc && search_) pc->note_live_macs(macs);
     const double ips = own.time > 0 ? w.n / own.time : 0;  // global images / rank 0's time
@@ -488,7 +483,7 @@ class SupergraphStage : public Stage {
         rec.loss = s[0] / s[2];
         rec.acc = s[1] / s[2];
         rec.live_macs = live_macs_now();
-        rec.zero_lambda = count_zero(g.lambda().data(), g.lambda().size()).zero;
+        rec.zero_lambda = zero_.zero;
         rec.live_edges = g.live_edges();
         rec.revivals = reference_ ? revivals_ : -1;
         rec.lambda = g.lambda();
@@ -602,6 +597,7 @@ class SupergraphStage : public Stage {
   int64_t images_seen_ = 0;   // training images consumed (global batch summed over the steps)
   int64_t traj_records_ = 0;  // trajectory records written (−1: unknown, a checkpoint of an older version)
   int64_t last_zero_ = 0, resumed_step_ = -1;
+  ZeroCount zero_;  // λ exactly zero after the last step (its stop rules, metrics line, trajectory)
   EvalResult val_;
   double test_acc_ = 0;
 };
@@ -675,13 +671,7 @@ int run_bench(const RunConfig& cfg) {
       ",\"lambda\":", g.lambda().size(), ",\"w_step_ms\":", list(w_ms), ",\"lambda_step_ms\":", list(l_ms),
       prof ? str(",\"profile\":", profiling_json(*be, cfg.bench_steps)) : std::string(), "}");
   if (!comm.root()) return kExitOk;
-  if (prof) std::cout << profiling_report(*be, cfg.bench_steps);
-  std::cout << json << std::endl;
-  if (!cfg.bench_json.empty()) {
-    std::ofstream f(cfg.bench_json);
-    if (!f) throw Error(kExitInternal, str("cannot write ", cfg.bench_json));
-    f << json << "\n";
-  }
+  report_bench(cfg, prof ? be : nullptr, json);
   return kExitOk;
 }
 

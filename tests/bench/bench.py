@@ -283,15 +283,19 @@ def main():
         if not args.skip_dsonas and not args.skip_retrain:
             base = [exe, "bench", "--config", args.config, "--threads", str(args.threads),
                     "--bench.steps", str(args.dsonas_steps)]
-            if limits:
-                out = os.path.join(tmp, "prof_search.json")
-                cmd = base + ["--bench.profile", "true", "--bench.json", out]
+
+            def profiled_roofline(extra, name):
+                """The roofline of a `dsonas bench --bench.profile true` run (None on failure)."""
+                cmd = base + extra + ["--bench.profile", "true", "--bench.json", os.path.join(tmp, f"prof_{name}.json")]
                 commands.append(" ".join(cmd))
                 d, err = run_dsonas(cmd, timeout=1800)
                 if err:
-                    errors.append(f"dsonas bench --bench.profile: {err}")
-                else:
-                    rl_search = roofline.roofline(d["profile"], limits)
+                    errors.append(f"dsonas bench {' '.join(extra)} --bench.profile: {err}")
+                    return None
+                return roofline.roofline(d["profile"], limits)
+
+            if limits:
+                rl_search = profiled_roofline([], "search")
             found_macs = None
             for name in ("found", "baseline"):
                 arch = ["--arch", FOUND_ARCH] if name == "found" else ["--arch", "baseline"]
@@ -327,14 +331,7 @@ def main():
                                  "ratio": pt_r["step_ms_median"] / med, "dsonas_step_ms": ds_ms,
                                  "pytorch_step_ms": pt_r["step_ms"]}
             if limits and "found" in retrain:
-                out = os.path.join(tmp, "prof_retrain.json")
-                cmd = base + ["--arch", FOUND_ARCH, "--bench.profile", "true", "--bench.json", out]
-                commands.append(" ".join(cmd))
-                d, err = run_dsonas(cmd, timeout=1800)
-                if err:
-                    errors.append(f"dsonas bench --arch --bench.profile: {err}")
-                else:
-                    rl_retrain = roofline.roofline(d["profile"], limits)
+                rl_retrain = profiled_roofline(["--arch", FOUND_ARCH], "retrain")
 
     def get(d, k):
         return d.get(k) if isinstance(d, dict) else None

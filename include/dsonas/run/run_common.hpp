@@ -41,6 +41,9 @@ std::string fmt(const char* f, double v);
 double median_of(std::vector<double> v);
 /// "[1.000,2.500]": a JSON list of numbers with 3 decimals (bench step times).
 std::string json_list(const std::vector<double>& v);
+/// The end of `dsonas bench` (search or retrain steps): the per-primitive table of
+/// `profiled` (a profiling backend, or null), the JSON on stdout and in --bench.json.
+void report_bench(const RunConfig& cfg, Backend* profiled, const std::string& json);
 
 /// "45s", "4m10s", "2h03m", "3d04h": a duration for a log line (negative: "?").
 std::string human_duration(double seconds);
@@ -266,6 +269,10 @@ struct Resumed {
   int64_t counter(const std::string& k, int64_t absent = 0) const {
     auto it = state.counters.find(k);
     return it == state.counters.end() ? absent : it->second;
+  }
+  double real(const std::string& k, double absent = 0) const {
+    auto it = state.reals.find(k);
+    return it == state.reals.end() ? absent : it->second;
   }
   /// Rank 0, after each committed checkpoint `ckpt` of the resumed run: the
   /// first one moves the checkpoint resumed from aside when the world size

@@ -44,7 +44,7 @@ struct StatsWindow {
   void reset();
   /// Into / out of a checkpoint's state (aux only where the stage has an aux loss).
   void save(TrainState& ts, bool with_aux) const;
-  void restore(const TrainState& ts, bool root);
+  void restore(const Resumed& res, bool root);
 };
 
 /// What one Stage::step did on this rank.
@@ -80,8 +80,8 @@ class Stage {
   /// loaders and the plan; returns the stage's total steps.
   virtual int64_t begin(StageEnv& env) = 0;
   /// A resumed run: the stage's own counters, loaders and optimiser state back
-  /// from `st` (written by save_state at world size world_then).
-  virtual void restore(StageEnv& env, const TrainState& st, int world_then) = 0;
+  /// from res.state (written by save_state at world size res.world_then).
+  virtual void restore(StageEnv& env, const Resumed& res) = 0;
   /// Steps per W/λ cycle (1 but in a search): a changed world size rescales the
   /// step counter in whole cycles.
   virtual int cycle() const { return 1; }
