@@ -372,6 +372,67 @@ TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
   }
 }
 
+// The stride-1 plane correlation has two forms: the flattened AVX-512 kernel
+// (cpu_corr_avx512.cpp) and the 8-wide corr_plane.  Both sum every output's
+// taps in the same order with FMA (or take the max with strict >), so they
+// must agree bit for bit: depthwise forward and backward-data, max and average
+// pooling forward, average-pool backward, with alpha/beta, on plane sizes that
+// hit every edge case (rows shorter than 8 and 16, odd row counts, rows of
+// several vectors, 1×1 planes).
+TEST_F(CpuBackendTest, CorrAvx512MatchesAvx2) {
+  if (!cpu::avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU (or DSONAS_CPU_AVX512=0): one form only";
+  struct Shape2 {
+    int H, W;
+  };
+  const std::vector<Shape2> planes = {{28, 28}, {14, 14}, {7, 7}, {5, 7}, {9, 17}, {6, 45}, {1, 1}, {2, 3}, {16, 16}};
+  const int C = 3, N = 2;
+  uint32_t seed = 300;
+  for (const Shape2& pl : planes)
+    for (int k : {1, 2, 3, 5, 7})
+      for (int p : {k / 2, k - 1, 0}) {
+        ConvDesc d{C, C, k, 1, p, C};
+        const int Ho = d.out_size(pl.H), Wo = d.out_size(pl.W);
+        if (Ho < 1 || Wo < 1) continue;
+        SCOPED_TRACE(str("plane ", pl.H, "x", pl.W, " k", k, " p", p));
+        const Vec xv = rand_vec(static_cast<size_t>(C) * N * pl.H * pl.W, ++seed);
+        const Vec dyv = rand_vec(static_cast<size_t>(C) * N * Ho * Wo, ++seed);
+        const Vec wv = rand_vec(static_cast<size_t>(C) * k * k, ++seed);
+        const Vec y0 = rand_vec(dyv.size(), ++seed), dx0 = rand_vec(xv.size(), ++seed);
+        Tensor x = make(*be, {C, N, pl.H, pl.W}, xv), dy = make(*be, {C, N, Ho, Wo}, dyv),
+               w = make(*be, {C, 1, k, k}, wv);
+        std::vector<Vec> out[2];
+        for (int z = 0; z < 2; ++z) {
+          cpu::avx512_allow(z == 0);
+          for (auto [alpha, beta] : {std::pair<float, float>{1.f, 0.f}, {0.7f, 0.3f}, {1.f, 1.f}, {1.f, 0.6f}, {-1.3f, 0.f}}) {
+            Tensor y = make(*be, dy.shape(), y0), dx = make(*be, x.shape(), dx0);
+            be->conv_forward(d, x, w, y, alpha, beta);
+            be->conv_backward_data(d, dy, w, dx, alpha, beta);
+            out[z].push_back(get(*be, y));
+            out[z].push_back(get(*be, dx));
+          }
+          for (PoolKind kind : {PoolKind::Max, PoolKind::Avg}) {
+            PoolDesc pd;
+            pd.kind = kind;
+            pd.k = k;
+            pd.stride = 1;
+            pd.pad = p;
+            Tensor y = be->alloc(dy.shape());
+            be->pool_forward(pd, x, y);
+            out[z].push_back(get(*be, y));
+            if (kind == PoolKind::Avg)
+              for (float beta : {0.f, 1.f}) {
+                Tensor dx = make(*be, x.shape(), dx0);
+                be->pool_backward(pd, x, y, dy, dx, beta);
+                out[z].push_back(get(*be, dx));
+              }
+          }
+        }
+        cpu::avx512_allow(true);
+        ASSERT_EQ(out[0].size(), out[1].size());
+        for (size_t i = 0; i < out[0].size(); ++i) EXPECT_TRUE(same_bits(out[0][i], out[1][i])) << "result " << i;
+      }
+}
+
 // The kernels' thread pool (cpu_thread_pool.hpp): every chunk runs exactly once,
 // jobs back to back (workers arriving late must not take chunks of a later
 // job), nested calls run serially, and an exception in a chunk reaches the

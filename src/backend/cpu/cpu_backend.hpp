@@ -7,7 +7,12 @@
 // partial results are combined in chunk order.  So results are bit-identical
 // between runs and also between thread counts.
 #pragma once
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -104,6 +109,18 @@ inline v8f ld8(const float* p) {
 }
 inline void st8(float* p, const v8f& v) { std::memcpy(p, &v, sizeof(v)); }
 inline v8f splat8(float f) { return v8f{f, f, f, f, f, f, f, f}; }
+/// a·b + c rounded once where the target has FMA (every x86-64-v3 build): the
+/// kernels that must agree bit for bit with their AVX-512 twins say so
+/// explicitly instead of relying on how the compiler contracts a·b + c (a
+/// -march=native build contracted the 7×7 correlation differently).
+inline v8f fma8(const v8f& a, const v8f& b, const v8f& c) {
+#if defined(__FMA__) && defined(__x86_64__)
+  return reinterpret_cast<v8f>(
+      _mm256_fmadd_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
+#else
+  return a * b + c;
+#endif
+}
 
 /// Elements per reduction chunk (fixed: independent of the thread count).
 constexpr int64_t kRedChunk = 4096;
@@ -179,7 +196,7 @@ inline void store_scaled(float* __restrict out, const float* __restrict v, int64
   }
 }
 
-// ---- AVX-512 kernels (cpu_gemm1x1.cpp, cpu_wsum.cpp) --------------------------
+// ---- AVX-512 kernels (cpu_gemm1x1.cpp, cpu_wsum.cpp, cpu_corr_avx512.cpp) ------
 // The build targets x86-64-v3 (AVX2); functions marked DSO_AVX512 are compiled
 // for AVX-512F as well and called only when avx512_available(): the CPU has
 // AVX-512F and neither DSONAS_CPU_AVX512=0 nor avx512_allow(false) (tests)
@@ -203,6 +220,17 @@ void gemm1x1_d_avx512(int M, int K, int64_t n, const float* Wt, const float* dY,
                       float alpha, float beta, float* T);
 /// P[M,K] = dY[M,n]·X[K,n]ᵀ (overwritten).
 void gemm1x1_g_avx512(int M, int K, int64_t n, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* P);
+
+// The stride-1 plane correlation (cpu_corr_avx512.cpp; the 8-wide form is
+// corr_plane in cpu_plane_kernels.hpp, the caller PlaneCorr): out (Ho×Wo) =
+// alpha·corr(P, wt) + beta·out, P a padded plane of the tight row stride
+// Wp = Wo + k − 1 (PadGeom::tight), wt k·k weights (unused for max),
+// T scratch of corr_flat_scratch(k, Ho, Wo) floats.
+void corr_flat_avx512(int k, bool max_op, const float* P, int Wp, const float* wt, float* out, int Ho, int Wo,
+                      float alpha, float beta, float* T);
+inline size_t corr_flat_scratch(int k, int Ho, int Wo) {
+  return static_cast<size_t>(Ho) * static_cast<size_t>(Wo + k - 1) + 16 + static_cast<size_t>(Ho) * Wo + 16;
+}
 
 }  // namespace cpu
 }  // namespace dsonas

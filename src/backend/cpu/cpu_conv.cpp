@@ -346,16 +346,13 @@ void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& 
   float* yp = y.data();
   const int64_t HW = static_cast<int64_t>(g.H) * g.W, HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
   if (d.depthwise() && fast_s1(g.k, g.s, g.p)) {
-    const PadGeom pg(g.Ho, g.Wo, g.k, g.p);
     const int64_t planes = static_cast<int64_t>(g.Cin) * g.N;
     const int nt = par ? nt_ : 1;
-    PerThread<PaddedPlane> Ps(nt);
+    PerThread<PlaneCorr> Ps(nt);
     par_for(nt, planes, [&](int64_t pl, int tid) {
-      PaddedPlane& P = Ps.get(tid, pg, g.H, g.W, 0.f);
       const int c = static_cast<int>(pl / g.N);
-      P.load(xp + pl * HW);
-      corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wp + static_cast<int64_t>(c) * g.k * g.k, yp + pl * HoWo,
-                                g.Ho, g.Wo, alpha, beta);
+      Ps.get(tid, g.k, g.Ho, g.Wo, g.p, g.H, g.W, 0.f)
+          .run(CorrOp::Fma, xp + pl * HW, wp + static_cast<int64_t>(c) * g.k * g.k, yp + pl * HoWo, alpha, beta);
     });
     return;
   }
@@ -418,16 +415,13 @@ void CpuBackend::conv_backward_data(const ConvDesc& d, const Tensor& dy, const T
     std::vector<float> wf(static_cast<size_t>(g.Cin * kk));
     for (int c = 0; c < g.Cin; ++c)
       for (int t = 0; t < kk; ++t) wf[static_cast<size_t>(c * kk + t)] = wp[c * kk + kk - 1 - t];
-    const PadGeom pg(g.H, g.W, g.k, g.k - 1 - g.p);
     const int64_t planes = static_cast<int64_t>(g.Cin) * g.N;
     const int nt = par ? nt_ : 1;
-    PerThread<PaddedPlane> Ps(nt);
+    PerThread<PlaneCorr> Ps(nt);
     par_for(nt, planes, [&](int64_t pl, int tid) {
-      PaddedPlane& P = Ps.get(tid, pg, g.Ho, g.Wo, 0.f);
       const int c = static_cast<int>(pl / g.N);
-      P.load(dyp + pl * HoWo);
-      corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wf.data() + static_cast<int64_t>(c) * kk, dxp + pl * HW, g.H,
-                                g.W, alpha, beta);
+      Ps.get(tid, g.k, g.H, g.W, g.k - 1 - g.p, g.Ho, g.Wo, 0.f)
+          .run(CorrOp::Fma, dyp + pl * HoWo, wf.data() + static_cast<int64_t>(c) * kk, dxp + pl * HW, alpha, beta);
     });
     return;
   }

@@ -53,11 +53,20 @@ inline int round8(int v) { return (v + 7) / 8 * 8; }
 constexpr int kFastMaxK = 7;
 
 /// Padded-plane geometry for a stride-1 correlation with kernel k producing
-/// Ho×Wo from an h×w plane padded by `pad` (rows Ho+k−1, row stride Wp).
+/// Ho×Wo from an h×w plane padded by `pad` (rows Ho+k−1, row stride Wp): the
+/// 8-wide kernels' rows (round8(Wo) + 8 + k − 1) or, tight(), the flattened
+/// AVX-512 kernel's (Wo + k − 1; cpu_corr_avx512.cpp).  The buffer has k + 32
+/// floats of slack after the last row: the flattened kernel's last vectors
+/// read up to k + 15 floats past it.
 struct PadGeom {
-  int Hp, Wp, pad;
-  PadGeom(int Ho, int Wo, int k, int pad_) : Hp(Ho + k - 1), Wp(round8(Wo) + 8 + k - 1), pad(pad_) {}
-  size_t size() const { return static_cast<size_t>(Hp) * static_cast<size_t>(Wp); }
+  int Hp, Wp, pad, k;
+  PadGeom(int Ho, int Wo, int k_, int pad_) : Hp(Ho + k_ - 1), Wp(round8(Wo) + 8 + k_ - 1), pad(pad_), k(k_) {}
+  static PadGeom tight(int Ho, int Wo, int k_, int pad_) {
+    PadGeom g(Ho, Wo, k_, pad_);
+    g.Wp = Wo + k_ - 1;
+    return g;
+  }
+  size_t size() const { return static_cast<size_t>(Hp) * static_cast<size_t>(Wp) + static_cast<size_t>(k) + 32; }
 };
 
 /// d[0..n) = s[0..n): 8-wide, the last vector overlapping (n ≥ 8).
@@ -102,12 +111,12 @@ inline void store_lanes(float* out, const v8f& v, int n, float alpha, float beta
     if (beta == 0.f)
       st8(out, alpha == 1.f ? v : v * alpha);
     else
-      st8(out, v * alpha + ld8(out) * beta);
+      st8(out, fma8(v, splat8(alpha), ld8(out) * beta));
     return;
   }
   float t[8];
   st8(t, v);
-  for (int i = 0; i < n; ++i) out[i] = beta == 0.f ? alpha * t[i] : alpha * t[i] + beta * out[i];
+  for (int i = 0; i < n; ++i) out[i] = beta == 0.f ? alpha * t[i] : std::fma(alpha, t[i], beta * out[i]);
 }
 
 /// Start column of vector v of a row of n ≥ 8 outputs (see the cost notes).
@@ -127,7 +136,7 @@ inline void store_block(float* __restrict row, const int* c, const v8f* acc, flo
   }
   v8f old[NV];
   for (int v = 0; v < NV; ++v) old[v] = ld8(row + c[v]);
-  for (int v = 0; v < NV; ++v) st8(row + c[v], acc[v] * alpha + old[v] * beta);
+  for (int v = 0; v < NV; ++v) st8(row + c[v], fma8(acc[v], splat8(alpha), old[v] * beta));
 }
 
 /// Calls blk.template run<NV>(c) over the vectors of a row of n ≥ 8 outputs,
@@ -166,7 +175,7 @@ inline void corr_block(const float* const* src, int64_t Wp, const float* __restr
         }
       } else {
         const v8f wv = splat8(wt[kh * K + kw]);
-        for (int v = 0; v < NV; ++v) acc[v] += wv * ld8(src[v] + ro + kw);
+        for (int v = 0; v < NV; ++v) acc[v] = fma8(wv, ld8(src[v] + ro + kw), acc[v]);
       }
     }
   }
@@ -188,8 +197,8 @@ inline void corr_block2(const float* const* src, int64_t Wp, const float* __rest
           if (r < K) a[v] = x > a[v] ? x : a[v];
           if (r > 0) b[v] = x > b[v] ? x : b[v];
         } else {
-          if (r < K) a[v] += splat8(wt[r * K + kw]) * x;
-          if (r > 0) b[v] += splat8(wt[(r - 1) * K + kw]) * x;
+          if (r < K) a[v] = fma8(splat8(wt[r * K + kw]), x, a[v]);
+          if (r > 0) b[v] = fma8(splat8(wt[(r - 1) * K + kw]), x, b[v]);
         }
       }
     }
@@ -278,6 +287,42 @@ void corr_plane_k(int k, const float* P, int Wp, const float* wt, float* out, in
 /// Fast path applies: stride 1, k ≤ kFastMaxK, pad ≤ k−1 (so the flipped
 /// transposed conv has a non-negative pad).
 inline bool fast_s1(int k, int s, int p) { return s == 1 && k <= kFastMaxK && p <= k - 1; }
+
+/// One thread's stride-1 plane correlation: out (Ho×Wo) = alpha·corr(P, wt) +
+/// beta·out, P the h×w source placed at (pad, pad) in a plane of fill value
+/// fillv.  The flattened AVX-512 kernel (corr_flat_avx512) where
+/// avx512_available() at construction and rows are wider than 8, the 8-wide
+/// corr_plane otherwise (a 7-wide plane fills 7/8 of its lanes, and was as
+/// fast as the flattened kernel, whose per-plane costs dominate there).  Both
+/// form every output as one chain over the taps in (kh, kw) order (FMA from 0,
+/// or max with strict > from −inf) and scale it the same way, so the two paths
+/// give the same bits (test_backend_cpu: CorrAvx512MatchesAvx2).
+class PlaneCorr {
+ public:
+  PlaneCorr(int k, int Ho, int Wo, int pad, int h, int w, float fillv)
+      : k_(k),
+        Ho_(Ho),
+        Wo_(Wo),
+        flat_(avx512_available() && Wo > 8),
+        P_(flat_ ? PadGeom::tight(Ho, Wo, k, pad) : PadGeom(Ho, Wo, k, pad), h, w, fillv),
+        T_(flat_ ? corr_flat_scratch(k, Ho, Wo) : 0) {}
+  /// Loads the source plane src (h×w) and correlates it.
+  void run(CorrOp op, const float* src, const float* wt, float* out, float alpha, float beta) {
+    P_.load(src);
+    if (flat_)
+      corr_flat_avx512(k_, op == CorrOp::Max, P_.data(), P_.stride(), wt, out, Ho_, Wo_, alpha, beta, T_.data());
+    else if (op == CorrOp::Max)
+      corr_plane_k<CorrOp::Max>(k_, P_.data(), P_.stride(), wt, out, Ho_, Wo_, alpha, beta);
+    else
+      corr_plane_k<CorrOp::Fma>(k_, P_.data(), P_.stride(), wt, out, Ho_, Wo_, alpha, beta);
+  }
+
+ private:
+  int k_, Ho_, Wo_;
+  bool flat_;
+  PaddedPlane P_;
+  std::vector<float> T_;
+};
 
 }  // namespace
 }  // namespace cpu

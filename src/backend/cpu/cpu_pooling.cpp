@@ -281,17 +281,12 @@ void CpuBackend::pool_forward(const PoolDesc& d, const Tensor& x, Tensor& y) {
   const int64_t HW = static_cast<int64_t>(g.H) * g.W, HoWo = static_cast<int64_t>(g.Ho) * g.Wo;
   const bool mx = d.kind == PoolKind::Max;
   if (fast_s1(g.k, g.s, g.p)) {
-    const PadGeom pg(g.Ho, g.Wo, g.k, g.p);
     const std::vector<float> wt(static_cast<size_t>(g.k * g.k), 1.f / static_cast<float>(g.k * g.k));
     const int nt = par ? nt_ : 1;
-    PerThread<PaddedPlane> Ps(nt);
+    PerThread<PlaneCorr> Ps(nt);
     par_for(nt, g.planes, [&](int64_t pl, int tid) {
-      PaddedPlane& P = Ps.get(tid, pg, g.H, g.W, mx ? -std::numeric_limits<float>::infinity() : 0.f);
-      P.load(xp + pl * HW);
-      if (mx)
-        corr_plane_k<CorrOp::Max>(g.k, P.data(), P.stride(), nullptr, yp + pl * HoWo, g.Ho, g.Wo, 1.f, 0.f);
-      else
-        corr_plane_k<CorrOp::Fma>(g.k, P.data(), P.stride(), wt.data(), yp + pl * HoWo, g.Ho, g.Wo, 1.f, 0.f);
+      Ps.get(tid, g.k, g.Ho, g.Wo, g.p, g.H, g.W, mx ? -std::numeric_limits<float>::infinity() : 0.f)
+          .run(mx ? CorrOp::Max : CorrOp::Fma, xp + pl * HW, wt.data(), yp + pl * HoWo, 1.f, 0.f);
     });
     return;
   }
@@ -318,7 +313,6 @@ void CpuBackend::pool_backward(const PoolDesc& d, const Tensor& x, const Tensor&
   const bool mx = d.kind == PoolKind::Max;
   if (fast_s1(g.k, g.s, g.p)) {
     // Max: argmax codes recomputed from x (max is exact, so they match y).
-    const PadGeom cg(g.H, g.W, g.k, g.k - 1 - g.p);
     const std::vector<float> wt(static_cast<size_t>(g.k * g.k), 1.f / static_cast<float>(g.k * g.k));
     const int nt = par ? nt_ : 1;
     if (mx) {
@@ -328,11 +322,10 @@ void CpuBackend::pool_backward(const PoolDesc& d, const Tensor& x, const Tensor&
         maxpool_bwd_plane_s1_k(g.k, xp + pl * HW, dyp + pl * HoWo, dxp + pl * HW, g.H, g.W, g.Ho, g.Wo, g.p, beta, B);
       });
     } else {
-      PerThread<PaddedPlane> Ds(nt);
+      PerThread<PlaneCorr> Ds(nt);
       par_for(nt, g.planes, [&](int64_t pl, int tid) {
-        PaddedPlane& D = Ds.get(tid, cg, g.Ho, g.Wo, 0.f);
-        D.load(dyp + pl * HoWo);
-        corr_plane_k<CorrOp::Fma>(g.k, D.data(), D.stride(), wt.data(), dxp + pl * HW, g.H, g.W, 1.f, beta);
+        Ds.get(tid, g.k, g.H, g.W, g.k - 1 - g.p, g.Ho, g.Wo, 0.f)
+            .run(CorrOp::Fma, dyp + pl * HoWo, wt.data(), dxp + pl * HW, 1.f, beta);
       });
     }
     return;
