@@ -372,11 +372,12 @@ TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
   }
 }
 
-// The stride-1 plane correlation has two forms: the flattened AVX-512 kernel
-// (cpu_corr_avx512.cpp) and the 8-wide corr_plane.  Both sum every output's
-// taps in the same order with FMA (or take the max with strict >), so they
-// must agree bit for bit: depthwise forward and backward-data, max and average
-// pooling forward, average-pool backward, with alpha/beta, on plane sizes that
+// The stride-1 plane kernels have two forms: the flattened AVX-512 kernels
+// (cpu_corr_avx512.cpp) and the 8-wide ones (corr_plane, maxpool_bwd_plane_s1).
+// Both sum every output's taps in the same order with FMA (or take the max with
+// strict >, or gather by argmax code in the same order), so they must agree bit
+// for bit: depthwise forward and backward-data, max and average pooling forward
+// and backward (max also with many ties), with alpha/beta, on plane sizes that
 // hit every edge case (rows shorter than 8 and 16, odd row counts, rows of
 // several vectors, 1×1 planes).
 TEST_F(CpuBackendTest, CorrAvx512MatchesAvx2) {
@@ -403,7 +404,8 @@ TEST_F(CpuBackendTest, CorrAvx512MatchesAvx2) {
         std::vector<Vec> out[2];
         for (int z = 0; z < 2; ++z) {
           cpu::avx512_allow(z == 0);
-          for (auto [alpha, beta] : {std::pair<float, float>{1.f, 0.f}, {0.7f, 0.3f}, {1.f, 1.f}, {1.f, 0.6f}, {-1.3f, 0.f}}) {
+          for (auto [alpha, beta] :
+               {std::pair<float, float>{1.f, 0.f}, {0.7f, 0.3f}, {1.f, 1.f}, {1.f, 0.6f}, {-1.3f, 0.f}}) {
             Tensor y = make(*be, dy.shape(), y0), dx = make(*be, x.shape(), dx0);
             be->conv_forward(d, x, w, y, alpha, beta);
             be->conv_backward_data(d, dy, w, dx, alpha, beta);
@@ -419,12 +421,23 @@ TEST_F(CpuBackendTest, CorrAvx512MatchesAvx2) {
             Tensor y = be->alloc(dy.shape());
             be->pool_forward(pd, x, y);
             out[z].push_back(get(*be, y));
-            if (kind == PoolKind::Avg)
-              for (float beta : {0.f, 1.f}) {
-                Tensor dx = make(*be, x.shape(), dx0);
-                be->pool_backward(pd, x, y, dy, dx, beta);
-                out[z].push_back(get(*be, dx));
-              }
+            for (float beta : {0.f, 1.f, 0.3f}) {
+              Tensor dx = make(*be, x.shape(), dx0);
+              be->pool_backward(pd, x, y, dy, dx, beta);
+              out[z].push_back(get(*be, dx));
+            }
+          }
+          {  // max pooling with many ties (values 0, 1, 2): the first maximum takes the gradient
+            PoolDesc pd;
+            pd.k = k;
+            pd.stride = 1;
+            pd.pad = p;
+            Vec tv(xv.size());
+            for (size_t i = 0; i < tv.size(); ++i) tv[i] = static_cast<float>((i * 2654435761u >> 7) % 3);
+            Tensor xt = make(*be, x.shape(), tv), y = be->alloc(dy.shape()), dx = make(*be, x.shape(), dx0);
+            be->pool_forward(pd, xt, y);
+            be->pool_backward(pd, xt, y, dy, dx, 1.f);
+            out[z].push_back(get(*be, dx));
           }
         }
         cpu::avx512_allow(true);

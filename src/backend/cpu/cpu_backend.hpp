@@ -228,6 +228,19 @@ void gemm1x1_g_avx512(int M, int K, int64_t n, const float* dY, int64_t ldy, con
 // T scratch of corr_flat_scratch(k, Ho, Wo) floats.
 void corr_flat_avx512(int k, bool max_op, const float* P, int Wp, const float* wt, float* out, int Ho, int Wo,
                       float alpha, float beta, float* T);
+// Max-pool backward of one plane, stride 1 (the 8-wide form: cpu_pooling.cpp):
+// dx (H×W) = grad + beta·dx.  P: x in a tight padded plane (PadGeom::tight(Ho,
+// Wo, k, p), fill −inf, stride Wp); C, D: tight planes for the gather
+// (PadGeom::tight(H, W, k, q = k−1−p), stride Wc), C filled with −1 (its
+// interior is written here), D holding dy; T scratch of
+// maxpool_bwd_flat_scratch floats.
+void maxpool_bwd_flat_avx512(int k, const float* P, int Wp, float* C, const float* D, int Wc, int q, float* dx, int H,
+                             int W, int Ho, int Wo, float beta, float* T);
+inline size_t maxpool_bwd_flat_scratch(int k, int H, int W, int Ho, int Wo) {
+  const size_t a = static_cast<size_t>(Ho) * static_cast<size_t>(Wo + k - 1) + 16;
+  const size_t b = static_cast<size_t>(H) * static_cast<size_t>(W + k - 1) + 16 + static_cast<size_t>(H) * W + 16;
+  return std::max(a, b);
+}
 inline size_t corr_flat_scratch(int k, int Ho, int Wo) {
   return static_cast<size_t>(Ho) * static_cast<size_t>(Wo + k - 1) + 16 + static_cast<size_t>(Ho) * Wo + 16;
 }

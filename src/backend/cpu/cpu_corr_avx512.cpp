@@ -19,6 +19,7 @@
 #include <immintrin.h>
 #endif
 
+#include <cstring>
 #include <limits>
 
 #include "cpu_backend.hpp"
@@ -114,6 +115,23 @@ DSO_AVX512 inline void store_row(float* __restrict out, const float* __restrict 
 // old·beta rounded first.  store_row computes exactly that
 // (CorrAvx512MatchesAvx2 checks it with alpha, beta that are not powers of two).
 
+/// out (rows × cols) = alpha·T + beta·out, T of row stride W (rows·W + 16
+/// floats, then rows·cols + 16 of scratch).
+DSO_AVX512 inline void store_plane(float* out, float* T, int64_t W, int rows, int cols, float alpha, float beta) {
+  if (cols >= 16) {
+    for (int r = 0; r < rows; ++r)
+      store_row(out + static_cast<int64_t>(r) * cols, T + static_cast<int64_t>(r) * W, cols, alpha, beta);
+    return;
+  }
+  // Short rows: gathered into one contiguous run first (each row a full
+  // vector store, the next row overwriting the excess), then scaled into out
+  // with full vectors.  Row by row, masked loads and stores of out that
+  // overlap the previous row's store measured 1.3–1.6× slower with beta ≠ 0.
+  float* C = T + rows * W + 16;
+  for (int r = 0; r < rows; ++r) _mm512_storeu_ps(C + static_cast<int64_t>(r) * cols, _mm512_loadu_ps(T + r * W));
+  store_row(out, C, rows * cols, alpha, beta);
+}
+
 template <int K, bool MAX>
 DSO_AVX512 void corr_flat(const float* P, int Wp, const float* wt, float* out, int Ho, int Wo, float alpha, float beta,
                           float* T) {
@@ -141,21 +159,100 @@ DSO_AVX512 void corr_flat(const float* P, int Wp, const float* wt, float* out, i
   int64_t j = oh * W;
   for (; j + 16 * NV <= span; j += 16 * NV) flat_block<K, MAX, NV, false>(P, W, w, T, j);
   for (; j < span; j += 16) flat_block<K, MAX, 1, false>(P, W, w, T, j);
-  if (Wo >= 16) {
-    for (int r = 0; r < Ho; ++r)
-      store_row(out + static_cast<int64_t>(r) * Wo, T + static_cast<int64_t>(r) * W, Wo, alpha, beta);
-    return;
+  store_plane(out, T, W, Ho, Wo, alpha, beta);
+}
+
+// ---- max-pool backward, stride 1 ----------------------------------------------
+//
+// The 8-wide form is maxpool_bwd_plane_s1 (cpu_pooling.cpp); the same two passes,
+// flattened, with the same operations in the same order.  Pass 1: per output,
+// the code kh·K+kw of the first maximum of its window (strict >).  Pass 2: per
+// input cell, Σ over the K² reversed taps (a, b) of dy where the code there
+// names this cell, in (a, b) order.
+
+/// Pass 1 for NV vectors at position j of the padded x plane (stride Wp).
+template <int K, int NV>
+DSO_AVX512 inline void code_block(const float* __restrict P, int64_t Wp, float* __restrict CT, int64_t j) {
+  __m512 best[NV], code[NV];
+  for (int v = 0; v < NV; ++v) best[v] = code[v] = _mm512_setzero_ps();  // set by tap 0; for the compiler
+  for (int r = 0; r < K; ++r) {
+    __m512 X[NV + 1];
+    for (int v = 0; v <= NV; ++v) X[v] = _mm512_loadu_ps(P + j + r * Wp + 16 * v);
+    for (int kw = 0; kw < K; ++kw) {
+      const int t = r * K + kw;
+      const __m512 tv = _mm512_set1_ps(static_cast<float>(t));
+      for (int v = 0; v < NV; ++v) {
+        const __m512 x = shift_lanes(X[v], X[v + 1], kw);
+        if (t == 0) {
+          best[v] = x;
+          code[v] = _mm512_setzero_ps();
+        } else {
+          const __mmask16 gt = _mm512_cmp_ps_mask(x, best[v], _CMP_GT_OQ);
+          best[v] = _mm512_mask_mov_ps(best[v], gt, x);
+          code[v] = _mm512_mask_mov_ps(code[v], gt, tv);
+        }
+      }
+    }
   }
-  // Short rows: gathered into one contiguous run first (each row a full
-  // vector store, the next row overwriting the excess), then scaled into out
-  // with full vectors.  Row by row, masked loads and stores of out that
-  // overlap the previous row's store measured 1.3–1.6× slower with beta ≠ 0.
-  float* C = T + span + 16;
-  for (int r = 0; r < Ho; ++r) _mm512_storeu_ps(C + static_cast<int64_t>(r) * Wo, _mm512_loadu_ps(T + r * W));
-  store_row(out, C, Ho * Wo, alpha, beta);
+  for (int v = 0; v < NV; ++v) _mm512_storeu_ps(CT + j + 16 * v, code[v]);
+}
+
+/// Pass 2 for NV vectors at position i of the padded code and dy planes (stride Wc).
+template <int K, int NV>
+DSO_AVX512 inline void gather_block(const float* __restrict C, const float* __restrict D, int64_t Wc,
+                                    float* __restrict T, int64_t i) {
+  __m512 acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_ps();
+  for (int a = 0; a < K; ++a) {  // a = K−1−kh
+    __m512 Cv[NV + 1], Dv[NV + 1];
+    for (int v = 0; v <= NV; ++v) {
+      Cv[v] = _mm512_loadu_ps(C + i + a * Wc + 16 * v);
+      Dv[v] = _mm512_loadu_ps(D + i + a * Wc + 16 * v);
+    }
+    for (int b = 0; b < K; ++b) {  // b = K−1−kw
+      const __m512 want = _mm512_set1_ps(static_cast<float>((K - 1 - a) * K + (K - 1 - b)));
+      for (int v = 0; v < NV; ++v) {
+        const __mmask16 eq = _mm512_cmp_ps_mask(shift_lanes(Cv[v], Cv[v + 1], b), want, _CMP_EQ_OQ);
+        acc[v] = _mm512_add_ps(acc[v], _mm512_maskz_mov_ps(eq, shift_lanes(Dv[v], Dv[v + 1], b)));
+      }
+    }
+  }
+  for (int v = 0; v < NV; ++v) _mm512_storeu_ps(T + i + 16 * v, acc[v]);
+}
+
+template <int K>
+DSO_AVX512 void maxpool_bwd_flat(const float* P, int Wp, float* C, const float* D, int Wc, int q, float* dx, int H,
+                                 int W, int Ho, int Wo, float beta, float* T) {
+  constexpr int NV = 2;
+  const int64_t span1 = static_cast<int64_t>(Ho) * Wp;
+  int64_t j = 0;
+  for (; j + 16 * NV <= span1; j += 16 * NV) code_block<K, NV>(P, Wp, T, j);
+  for (; j < span1; j += 16) code_block<K, 1>(P, Wp, T, j);
+  for (int oh = 0; oh < Ho; ++oh)
+    std::memcpy(C + static_cast<int64_t>(q + oh) * Wc + q, T + static_cast<int64_t>(oh) * Wp,
+                sizeof(float) * static_cast<size_t>(Wo));
+  const int64_t span2 = static_cast<int64_t>(H) * Wc;
+  int64_t i = 0;
+  for (; i + 16 * NV <= span2; i += 16 * NV) gather_block<K, NV>(C, D, Wc, T, i);
+  for (; i < span2; i += 16) gather_block<K, 1>(C, D, Wc, T, i);
+  store_plane(dx, T, Wc, H, W, 1.f, beta);
 }
 
 }  // namespace
+
+DSO_AVX512 void maxpool_bwd_flat_avx512(int k, const float* P, int Wp, float* C, const float* D, int Wc, int q,
+                                        float* dx, int H, int W, int Ho, int Wo, float beta, float* T) {
+  switch (k) {
+    case 1: maxpool_bwd_flat<1>(P, Wp, C, D, Wc, q, dx, H, W, Ho, Wo, beta, T); break;
+    case 2: maxpool_bwd_flat<2>(P, Wp, C, D, Wc, q, dx, H, W, Ho, Wo, beta, T); break;
+    case 3: maxpool_bwd_flat<3>(P, Wp, C, D, Wc, q, dx, H, W, Ho, Wo, beta, T); break;
+    case 4: maxpool_bwd_flat<4>(P, Wp, C, D, Wc, q, dx, H, W, Ho, Wo, beta, T); break;
+    case 5: maxpool_bwd_flat<5>(P, Wp, C, D, Wc, q, dx, H, W, Ho, Wo, beta, T); break;
+    case 6: maxpool_bwd_flat<6>(P, Wp, C, D, Wc, q, dx, H, W, Ho, Wo, beta, T); break;
+    case 7: maxpool_bwd_flat<7>(P, Wp, C, D, Wc, q, dx, H, W, Ho, Wo, beta, T); break;
+    default: DSO_CHECK(false, "maxpool_bwd_flat_avx512: k=", k, " has no fast path");
+  }
+}
 
 DSO_AVX512 void corr_flat_avx512(int k, bool max_op, const float* P, int Wp, const float* wt, float* out, int Ho,
                                  int Wo, float alpha, float beta, float* T) {
@@ -181,6 +278,8 @@ DSO_AVX512 void corr_flat_avx512(int k, bool max_op, const float* P, int Wp, con
 
 #else  // no AVX-512 code on this target: never dispatched (avx512_available() is false)
 void corr_flat_avx512(int, bool, const float*, int, const float*, float*, int, int, float, float, float*) {}
+void maxpool_bwd_flat_avx512(int, const float*, int, float*, const float*, int, int, float*, int, int, int, int, float,
+                             float*) {}
 #endif
 
 }  // namespace cpu

@@ -15,13 +15,23 @@ using namespace cpu;
 
 namespace {
 
-/// Per-thread buffers of the stride-1 max-pool backward (see below).
+/// Per-thread buffers of the stride-1 max-pool backward (see below): the
+/// 8-wide kernel's padded planes, or (flat: AVX-512 available and rows wider
+/// than 8, as PlaneCorr decides) the flattened kernel's tight ones and its
+/// scratch.
 struct MaxPoolBwdBufs {
+  bool flat;
   PaddedPlane x, code, dy;
+  std::vector<float> T;
+  static PadGeom geom(bool flat, int Ho, int Wo, int k, int p) {
+    return flat ? PadGeom::tight(Ho, Wo, k, p) : PadGeom(Ho, Wo, k, p);
+  }
   MaxPoolBwdBufs(int k, int H, int W, int Ho, int Wo, int p)
-      : x(PadGeom(Ho, Wo, k, p), H, W, -std::numeric_limits<float>::infinity()),
-        code(PadGeom(H, W, k, k - 1 - p), Ho, Wo, -1.f),
-        dy(PadGeom(H, W, k, k - 1 - p), Ho, Wo, 0.f) {}
+      : flat(avx512_available() && W > 8 && Wo > 8),
+        x(geom(flat, Ho, Wo, k, p), H, W, -std::numeric_limits<float>::infinity()),
+        code(geom(flat, H, W, k, k - 1 - p), Ho, Wo, -1.f),
+        dy(geom(flat, H, W, k, k - 1 - p), Ho, Wo, 0.f),
+        T(flat ? maxpool_bwd_flat_scratch(k, H, W, Ho, Wo) : 0) {}
 };
 
 /// Max-pool backward, pass 1 for NV vectors of output row oh: the code
@@ -121,6 +131,13 @@ void maxpool_bwd_plane_s1(const float* __restrict x, const float* __restrict dy,
 
 void maxpool_bwd_plane_s1_k(int k, const float* x, const float* dy, float* dx, int H, int W, int Ho, int Wo, int p,
                             float beta, MaxPoolBwdBufs& B) {
+  if (B.flat) {
+    B.x.load(x);
+    B.dy.load(dy);
+    maxpool_bwd_flat_avx512(k, B.x.data(), B.x.stride(), B.code.data(), B.dy.data(), B.dy.stride(), k - 1 - p, dx, H, W,
+                            Ho, Wo, beta, B.T.data());
+    return;
+  }
   switch (k) {
     case 1: maxpool_bwd_plane_s1<1>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
     case 2: maxpool_bwd_plane_s1<2>(x, dy, dx, H, W, Ho, Wo, p, beta, B); break;
