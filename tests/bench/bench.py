@@ -30,6 +30,8 @@ which
       (FOUND_ARCH) and the hand-made baseline at its MACs, each against a PyTorch model
       of the same network (roofline.RetrainTwin), interleaved over R rounds; the ratio of
       the medians;
+  (i) the stride-1 plane kernels (depthwise conv, pooling) in their AVX-512 and 8-wide
+      forms side by side (tests/bench/plane_bench.cpp; same bits, so only time differs);
   (d) writes the output JSON (dsonas_img_per_s, pytorch_img_per_s, ratio, dsonas_step_ms,
       pytorch_step_ms, cifar10_search_step_peak_rss_mb, machine, date, commands, plus
       every step time) and prints a short table.
@@ -199,6 +201,21 @@ def main():
                 errors.append(f"machine_limits: exit {p.returncode}: {p.stderr.strip()[-300:]}")
         else:
             errors.append(f"{ml} is missing (make all builds it)")
+        # (i) the stride-1 plane kernels, AVX-512 form against 8-wide, side by side
+        planes = None
+        pb = os.path.join(args.build, "tests", "plane_bench")
+        if os.path.exists(pb):
+            cmd = [pb, "--threads", str(args.threads), "--json", os.path.join(tmp, "planes.json")]
+            commands.append(" ".join(cmd))
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+            if p.returncode == 0:
+                with open(os.path.join(tmp, "planes.json")) as f:
+                    planes = json.load(f)
+                planes_table = p.stdout
+            else:
+                errors.append(f"plane_bench: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+        else:
+            errors.append(f"{pb} is missing (make all builds it)")
         blas = blas_info()
         if blas["blas"] is None:
             errors.append("torch uses neither OpenBLAS nor MKL (BLAS_INFO=%s)" % blas["blas_info_build"])
@@ -351,6 +368,7 @@ def main():
         "cifar10_detail": cf,
         "scaling": scaling,
         "machine_limits": limits,
+        "plane_kernels": planes,
         "roofline_search": rl_search,
         "roofline_retrain": rl_retrain,
         "retrain": retrain,
@@ -394,6 +412,9 @@ def main():
         roofline.print_roofline("search step", rl_search)
     if rl_retrain:
         roofline.print_roofline("retrain step (found network)", rl_retrain)
+    if planes:
+        print()
+        print(planes_table.rstrip())
     if limits:
         print(f"machine limits ({limits['threads']} threads): FMA peak {limits['fma_gflops_node']['best']:.0f} GFLOP/s "
               f"({limits['fma_isa']}; 1 thread {limits['fma_gflops_1thread']['best']:.0f}), OpenBLAS sgemm "

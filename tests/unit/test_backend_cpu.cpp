@@ -427,16 +427,20 @@ TEST_F(CpuBackendTest, CorrAvx512MatchesAvx2) {
               out[z].push_back(get(*be, dx));
             }
           }
-          {  // max pooling with many ties (values 0, 1, 2): the first maximum takes the gradient
+          {  // max pooling with many ties (values −0, +0, 1, 2): the first maximum takes the gradient
             PoolDesc pd;
             pd.k = k;
             pd.stride = 1;
             pd.pad = p;
             Vec tv(xv.size());
-            for (size_t i = 0; i < tv.size(); ++i) tv[i] = static_cast<float>((i * 2654435761u >> 7) % 3);
+            for (size_t i = 0; i < tv.size(); ++i) {
+              const uint32_t q = (static_cast<uint32_t>(i) * 2654435761u >> 7) % 4;
+              tv[i] = q == 0 ? -0.f : static_cast<float>(q - 1);
+            }
             Tensor xt = make(*be, x.shape(), tv), y = be->alloc(dy.shape()), dx = make(*be, x.shape(), dx0);
             be->pool_forward(pd, xt, y);
             be->pool_backward(pd, xt, y, dy, dx, 1.f);
+            out[z].push_back(get(*be, y));
             out[z].push_back(get(*be, dx));
           }
         }

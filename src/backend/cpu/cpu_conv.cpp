@@ -1,9 +1,11 @@
 // cpu_conv.cpp — convolution kernels of CpuBackend (pooling: cpu_pooling.cpp).
 //
-//  * depthwise: a direct kernel per (c,n) plane.  For each output row and each
-//    kernel tap the valid output-column range is precomputed (tap_range), so
-//    the inner loop is branch-free and contiguous for stride 1 (vectorised);
-//    the borders are handled by the clipped ranges and the clipped tap rows.
+//  * depthwise: a direct kernel per (c,n) plane.  Stride 1 (forward, and
+//    backward-data as the flipped correlation): PlaneCorr (cpu_plane_kernels.hpp)
+//    over a padded copy of the plane, AVX-512 (cpu_corr_avx512.cpp) or 8-wide,
+//    bit-identical.  Other strides: for each output row and each kernel tap the
+//    valid output-column range is precomputed (tap_range), so the inner loop is
+//    branch-free; the borders are handled by the clipped ranges and tap rows.
 //  * 1×1 stride 1 pad 0 dense: one GEMM [Cout,Cin]×[Cin,N·H·W] split into fixed
 //    column blocks (ColPart) across threads; own AVX-512 kernels
 //    (cpu_gemm1x1.cpp) for up to 64 output channels where the CPU has them,

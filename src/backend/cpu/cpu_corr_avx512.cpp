@@ -32,12 +32,14 @@ namespace cpu {
 
 namespace {
 
+/// Every lane: the maskz forms of valignd and vmaxps with this mask are the
+/// plain instructions (GCC drops the mask); the plain intrinsics' "undefined"
+/// source operand trips GCC 12's -Wmaybe-uninitialized.
+constexpr __mmask16 kAll = 0xFFFF;
+
 /// Lanes kw .. kw+15 of the 32 lanes lo:hi (valignd; kw < 16 a constant
 /// after unrolling, dispatched by the switch).
 DSO_AVX512 inline __m512 shift_lanes(__m512 lo, __m512 hi, int kw) {
-  // the maskz form with every lane selected is the same instruction; the plain
-  // form's "undefined" source trips GCC 12's -Wmaybe-uninitialized
-  constexpr __mmask16 kAll = 0xFFFF;
   const __m512i a = _mm512_castps_si512(lo), b = _mm512_castps_si512(hi);
   switch (kw) {
     case 0: return lo;
@@ -68,9 +70,9 @@ DSO_AVX512 inline void flat_block(const float* __restrict P, int64_t Wp, const _
     for (int kw = 0; kw < K; ++kw)
       for (int v = 0; v < NV; ++v) {
         const __m512 x = shift_lanes(X[v], X[v + 1], kw);
-        if (MAX) {
-          if (r < K) a[v] = _mm512_mask_mov_ps(a[v], _mm512_cmp_ps_mask(x, a[v], _CMP_GT_OQ), x);
-          if (PAIR && r > 0) b[v] = _mm512_mask_mov_ps(b[v], _mm512_cmp_ps_mask(x, b[v], _CMP_GT_OQ), x);
+        if (MAX) {  // vmaxps(x, a) is x > a ? x : a, the 8-wide form's rule, NaN and ±0 included
+          if (r < K) a[v] = _mm512_maskz_max_ps(kAll, x, a[v]);
+          if (PAIR && r > 0) b[v] = _mm512_maskz_max_ps(kAll, x, b[v]);
         } else {
           if (r < K) a[v] = _mm512_fmadd_ps(w[r * K + kw], x, a[v]);
           if (PAIR && r > 0) b[v] = _mm512_fmadd_ps(w[(r - 1) * K + kw], x, b[v]);

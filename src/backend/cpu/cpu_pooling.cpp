@@ -1,5 +1,7 @@
 // cpu_pooling.cpp — max and average pooling of CpuBackend, forward and backward, one
-// (c,n) plane at a time (the CUDA twin: cuda_pooling.cu).
+// (c,n) plane at a time (the CUDA twin: cuda_pooling.cu).  Stride 1 runs the
+// padded-plane kernels (cpu_plane_kernels.hpp; AVX-512 forms in
+// cpu_corr_avx512.cpp, bit-identical); other strides the clipped-range loops below.
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
