@@ -1,6 +1,7 @@
-// cpu_corr_avx512.cpp — the stride-1 plane correlation with AVX-512 (depthwise conv
-// forward and backward-data, pooling forward, average-pool backward; the 8-wide
-// AVX2 form is corr_plane in cpu_plane_kernels.hpp).
+// cpu_corr_avx512.cpp — the stride-1 plane kernels with AVX-512: the correlation
+// (depthwise conv forward and backward-data, pooling forward, average-pool
+// backward; the 8-wide AVX2 form is corr_plane in cpu_plane_kernels.hpp) and the
+// max-pool backward (8-wide form: maxpool_bwd_plane_s1 in cpu_pooling.cpp).
 //
 // Flattened rows: the padded plane has the tight row stride Wp = Wo + K − 1, and
 // output position j = oh·Wp + ow reads P[j + kh·Wp + kw] — the same formula for
@@ -9,7 +10,7 @@
 // out; at these planes' sizes (28, 14, 7 columns) that wastes less than rows of
 // 16-wide vectors would (a 7-wide row in a 16-lane vector wastes 9 lanes, here
 // K − 1 = 2 or 4 of every Wp).  Each output is one chain over the taps in
-// (kh, kw) order — FMA from zero, or max with strict > from −inf — exactly as
+// (kh, kw) order — FMA from zero, or x > a ? x : a from −inf — exactly as
 // corr_plane forms it, so both give the same bits.
 //
 // Vertical reuse: vectors of positions j and j + Wp (the same columns one row
@@ -85,7 +86,10 @@ DSO_AVX512 inline void flat_block(const float* __restrict P, int64_t Wp, const _
   }
 }
 
-/// alpha·t + beta·old for one vector (see the note below on the order).
+/// alpha·t + beta·old for one vector.  The 8-wide form (store_block,
+/// store_lanes) writes fma(acc, alpha, old·beta): old·beta rounded first; so
+/// does this (CorrAvx512MatchesAvx2 checks it with alpha, beta that are not
+/// powers of two).
 DSO_AVX512 inline __m512 scaled(__m512 t, __m512 old, __m512 va, __m512 vb, float alpha, float beta) {
   if (beta == 0.f) return alpha == 1.f ? t : _mm512_mul_ps(t, va);
   return _mm512_fmadd_ps(t, va, _mm512_mul_ps(old, vb));
@@ -112,10 +116,6 @@ DSO_AVX512 inline void store_row(float* __restrict out, const float* __restrict 
                      scaled(_mm512_loadu_ps(t + i), beta == 0.f ? z : _mm512_loadu_ps(out + i), va, vb, alpha, beta));
   _mm512_storeu_ps(out + last, rl);
 }
-
-// The 8-wide form (store_block, store_lanes) writes fma(acc, alpha, old·beta):
-// old·beta rounded first.  store_row computes exactly that
-// (CorrAvx512MatchesAvx2 checks it with alpha, beta that are not powers of two).
 
 /// out (rows × cols) = alpha·T + beta·out, T of row stride W (rows·W + 16
 /// floats, then rows·cols + 16 of scratch).
