@@ -439,7 +439,14 @@ RunConfig parse_config(const std::string& command, int argc, char** argv) {
   po::variables_map vm;
   for (int i = 1; i < argc; ++i) check_option_text(argv[i], str("command line argument ", i));
   try {
-    po::store(po::command_line_parser(argc, argv).options(r.all).run(), vm);
+    const po::parsed_options cl = po::command_line_parser(argc, argv).options(r.all).run();
+    po::store(cl, vm);
+    for (const po::option& o : cl.options) {
+      if (o.string_key == "config" || o.string_key == "out" || o.string_key == "help") continue;
+      std::string typed;
+      for (const std::string& t : o.original_tokens) typed += (typed.empty() ? "" : " ") + t;
+      c.cli_settings.emplace_back(o.string_key, typed);
+    }
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
       struct stat st;

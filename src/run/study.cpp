@@ -260,11 +260,22 @@ void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
         << (r.done ? fmt("%.0f", r.macs) : "") << "," << (r.done ? fmt("%.0f", r.params) : "") << "\n";
   write_text(D + "/study.csv", csv.str());
 
+  // the settings given on the command line, apart from how the study is run
+  // (--study.prepare/task/report/plan), so every way of running it reports the same
+  std::vector<std::string> settings;
+  std::string typed_all;
+  for (const auto& [key, typed] : cfg.cli_settings)
+    if (key != "study.prepare" && key != "study.task" && key != "study.report" && key != "study.plan") {
+      settings.push_back(typed);
+      typed_all += (typed_all.empty() ? "" : " ") + typed;
+    }
+
   // study.json
   std::ostringstream js;
   js << "{\"format\": \"dsonas-study\", \"format_version\": 1, \"config\": "
-     << json_quote(cfg.config_file.empty() ? "(command line)" : cfg.config_file)
-     << ", \"search_seeds\": " << cfg.study_search_seeds << ", \"random\": " << cfg.study_random
+     << json_quote(cfg.config_file.empty() ? "(command line)" : cfg.config_file) << ", \"command_line\": [";
+  for (size_t i = 0; i < settings.size(); ++i) js << (i ? ", " : "") << json_quote(settings[i]);
+  js << "], \"search_seeds\": " << cfg.study_search_seeds << ", \"random\": " << cfg.study_random
      << ", \"seeds\": " << cfg.study_seeds << ", \"tolerance\": " << cfg.study_tolerance
      << ", \"target_macs\": " << fmt("%.0f", target) << ", \"tasks_done\": " << done << ", \"tasks\": " << tasks.size()
      << ",\n \"results\": [";
@@ -289,9 +300,10 @@ void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
   // study.md
   std::ostringstream m;
   m << "# dsonas study: does the search beat chance?\n\n"
-    << "Configuration `" << (cfg.config_file.empty() ? "(command line)" : cfg.config_file)
-    << "`: " << cfg.study_search_seeds << " search" << (cfg.study_search_seeds > 1 ? "es" : "")
-    << ", the hand-made baseline (" << cfg.baseline_op << " chains) and " << cfg.study_random
+    << "Configuration `" << (cfg.config_file.empty() ? "(command line)" : cfg.config_file) << "`"
+    << (settings.empty() ? "" : str(" with `", typed_all, "` on the command line")) << ": " << cfg.study_search_seeds
+    << " search" << (cfg.study_search_seeds > 1 ? "es" : "") << ", the hand-made baseline (" << cfg.baseline_op
+    << " chains) and " << cfg.study_random
     << " random architectures of the same cost (per block the found architecture's number of live λ entries at "
        "random positions, §6.1 applied, reductions as searched, MACs within ±"
     << fmt("%.1f", 100 * cfg.study_tolerance) << " % of " << fmt("%.3fM", target / 1e6) << "), each retrained with "

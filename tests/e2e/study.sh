@@ -50,8 +50,11 @@ for g, n in (("found", 2), ("baseline", 2), ("random", 4)):
     assert s["groups"][g]["n"] == n, (g, s["groups"][g])
 md = open(d + "/study.md").read()
 assert "found vs random:" in md and "found vs hand-made:" in md
+# the settings typed on the command line, as typed, in the report
+assert s["command_line"][0] == "--data.dataset synthetic" and s["command_line"][-1] == "--study.seeds 2", s["command_line"]
+assert "`--data.dataset synthetic --space.preset tiny" in md and "--study.random 2 --study.seeds 2` on the command line" in md
 PYEOF
-then ok "random architectures within ±2 % of the found one's MACs; every retrain at its architecture's MACs; groups 2/2/4"
+then ok "random architectures within ±2 % of the found one's MACs; every retrain at its architecture's MACs; groups 2/2/4; the command-line settings reported"
 else bad "study contents"; fi
 
 # interrupted twice, re-run: the same report

@@ -1,12 +1,17 @@
 // test_args.cpp — the option reader of derive, export and inspect (run/args.hpp): values,
-// ranges, positionals, --help, and the one-line usage errors (exit 2).
+// ranges, positionals, --help, and the one-line usage errors (exit 2); and what the
+// configuration reader (run/config.hpp) records of the command line.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "dsonas/core/error.hpp"
 #include "dsonas/run/args.hpp"
+#include "dsonas/run/config.hpp"
 
 namespace dsonas {
 namespace {
@@ -79,6 +84,28 @@ TEST(CommandArgs, EveryMistakeIsOneUsageLineNamingTheOption) {
   EXPECT_EQ(error_of({"--bogus"}), "derive: unexpected argument '--bogus' (dsonas derive --help)");
   EXPECT_EQ(error_of({"a.h5", "b.h5"}), "derive: unexpected argument 'b.h5' (dsonas derive --help)")
       << "one positional only";
+}
+
+// parse_config keeps the options typed on the command line, in order and as typed
+// (a study report lists them): not --config and --out, not the file's settings.
+TEST(ParseConfig, RecordsTheCommandLineSettings) {
+  char path[] = "/tmp/dsonas_test_cfg_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream f(path);
+    f << "[search]\ngamma = 0.005\n";
+  }
+  Argv av(
+      {"--config", path, "--search.gamma", "0.01", "--out", "/tmp/x", "--threads=1", "--data.dataset", "synthetic"});
+  const RunConfig c = parse_config("search", av.argc(), av.argv());
+  std::remove(path);
+  const std::vector<std::pair<std::string, std::string>> want = {{"search.gamma", "--search.gamma 0.01"},
+                                                                 {"threads", "--threads=1"},
+                                                                 {"data.dataset", "--data.dataset synthetic"}};
+  EXPECT_EQ(c.cli_settings, want);
+  EXPECT_DOUBLE_EQ(c.gamma, 0.01);  // the command line wins over the file
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dsonas/model/search_space.hpp"
@@ -102,6 +103,11 @@ struct RunConfig {
 
   /// The resolved configuration as INI text (printed by rank 0, stored in files).
   std::string resolved;
+  /// The options given on the command line, in order, apart from --config,
+  /// --out and --help: {name, what was typed} (e.g. {"search.prune",
+  /// "--search.prune reference"}): what a report says was set on top of the
+  /// configuration file.
+  std::vector<std::pair<std::string, std::string>> cli_settings;
 };
 
 /// Parses argv after the command word.  `--help` prints the options and exits 0.
