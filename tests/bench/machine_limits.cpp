@@ -8,7 +8,10 @@
 //   OpenBLAS sgemm on n × n matrices (n = 2048; 1536 with --quick), 1 thread and T threads;
 //   memory bandwidth: a STREAM-style triad a[i] = b[i] + s·c[i] over three arrays of
 //     64 MiB each (far beyond the caches), 1 thread and T threads, counted as STREAM does
-//     (12 bytes per element: two reads, one write; the write-allocate read not counted).
+//     (12 bytes per element: two reads, one write; the write-allocate read not counted);
+//   cache bandwidth: the same triad on arrays that together take half of the L2 (per
+//     core, sizes from sysfs) or of the L3, swept many times by the same T threads: the
+//     roofs of primitives whose tensors stay in those caches.
 // Each figure: the best and the median of R repetitions (best: the STREAM convention).
 //
 // usage: machine_limits [--threads T] [--reps R] [--quick] [--json FILE]
@@ -114,13 +117,49 @@ double sgemm_gflops(int n, int threads) {
 }
 
 // ---- triad -------------------------------------------------------------------------
-double triad_gbs(float* a, const float* b, const float* c, int64_t n, int threads) {
+double triad_gbs(float* a, const float* b, const float* c, int64_t n, int threads, int passes = 1) {
   const float s = 3.f;
   const double t0 = now_s();
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
+#pragma omp parallel num_threads(threads)
+  for (int q = 0; q < passes; ++q) {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
+  }
   const double t = now_s() - t0;
-  return 12.0 * static_cast<double>(n) / t / 1e9;
+  return 12.0 * static_cast<double>(n) * passes / t / 1e9;
+}
+
+/// Bytes of the level-`level` data (or unified) cache seen by CPU 0, from sysfs (a
+/// VM's sysconf may report the host's); 0 if unknown.
+int64_t cache_bytes(int level) {
+  for (int i = 0; i < 8; ++i) {
+    const std::string d = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream lv(d + "level"), ty(d + "type"), sz(d + "size");
+    int l = 0;
+    std::string type, size;
+    if (!(lv >> l) || !(ty >> type) || !(sz >> size)) continue;
+    if (l != level || type == "Instruction" || size.empty()) continue;
+    int64_t v = std::atoll(size.c_str());
+    if (size.back() == 'K') v <<= 10;
+    if (size.back() == 'M') v <<= 20;
+    return v;
+  }
+  return 0;
+}
+
+/// Triad bandwidth on arrays that fit a cache level: the three arrays together take
+/// half of `bytes` (per thread for a private cache), swept `passes` times by the same
+/// threads in the same static partition, so each thread's share stays in its cache.
+struct CacheTriad {
+  int64_t array_bytes = 0;
+  std::vector<double> gbs;
+};
+void cache_triad(CacheTriad& ct, int64_t bytes, int threads, int passes) {
+  const int64_t n = std::max<int64_t>(4096, bytes / 2 / 12);  // floats per array
+  ct.array_bytes = 4 * n;
+  std::vector<float> a(static_cast<size_t>(n), 0.f), b(a.size(), 1.f), c(a.size(), 2.f);
+  triad_gbs(a.data(), b.data(), c.data(), n, threads, 2);  // warm
+  ct.gbs.push_back(triad_gbs(a.data(), b.data(), c.data(), n, threads, passes));
 }
 
 std::string cpu_model() {
@@ -181,7 +220,11 @@ int main(int argc, char** argv) {
     c[static_cast<size_t>(i)] = 2.f;
   }
   std::vector<double> f1, fT, g1, gT, s1, sT;
+  const int64_t l2 = cache_bytes(2), l3 = cache_bytes(3);
+  CacheTriad t2, t3;
   for (int r = 0; r < reps; ++r) {
+    if (l2 > 0) cache_triad(t2, l2 * threads, threads, quick ? 2000 : 5000);  // L2: private, one per core
+    if (l3 > 0) cache_triad(t3, l3, threads, quick ? 100 : 250);
     f1.push_back(fma_gflops(1, avx512, iters));
     fT.push_back(fma_gflops(threads, avx512, iters));
     g1.push_back(sgemm_gflops(n, 1));
@@ -196,8 +239,15 @@ int main(int argc, char** argv) {
     << ", \"fma_gflops_node\": " << stat_json(stat_of(fT)) << ", \"sgemm_n\": " << n
     << ", \"sgemm_gflops_1thread\": " << stat_json(stat_of(g1)) << ", \"sgemm_gflops_node\": " << stat_json(stat_of(gT))
     << ", \"triad_gbs_1thread\": " << stat_json(stat_of(s1)) << ", \"triad_gbs_node\": " << stat_json(stat_of(sT))
-    << ", \"triad_array_mib\": " << (elems * 4 >> 20) << ", \"openblas_coretype\": \"" << (coretype ? coretype : "")
-    << "\", \"openblas_config\": \"" << openblas_get_config() << "\"}";
+    << ", \"triad_array_mib\": " << (elems * 4 >> 20);
+  if (l2 > 0)
+    j << ", \"l2_bytes\": " << l2 << ", \"triad_l2_gbs_node\": " << stat_json(stat_of(t2.gbs))
+      << ", \"triad_l2_array_kib\": " << (t2.array_bytes >> 10);
+  if (l3 > 0)
+    j << ", \"l3_bytes\": " << l3 << ", \"triad_l3_gbs_node\": " << stat_json(stat_of(t3.gbs))
+      << ", \"triad_l3_array_kib\": " << (t3.array_bytes >> 10);
+  j << ", \"openblas_coretype\": \"" << (coretype ? coretype : "") << "\", \"openblas_config\": \""
+    << openblas_get_config() << "\"}";
   std::printf("%s\n", j.str().c_str());
   if (!json_path.empty()) {
     std::ofstream f(json_path);

@@ -9,6 +9,7 @@ every tensor the call must read and write, once).  Here the kinds are summed int
 optimiser, …) and each family's achieved GFLOP/s and GB/s are set against the machine's
 roof at its arithmetic intensity I = FLOPs / bytes:
     roof(I) = min(peak FMA GFLOP/s, I × triad GB/s)
+    L3 roof(I) = min(peak, I × L3 triad GB/s)      (where machine_limits measured the L3)
 (machine_limits.cpp: all threads, best of 5), and % of roof = achieved / roof(I).  The
 bound is "compute" when I × bandwidth exceeds the peak, else "memory".
 
@@ -56,6 +57,9 @@ def roofline(profile, limits):
     """Rows per family (largest time first) from a dsonas bench profile and machine limits."""
     peak = limits["fma_gflops_node"]["best"]
     bw = limits["triad_gbs_node"]["best"]
+    # the L3's triad (machine_limits, where sysfs names the cache): the roof of a family
+    # whose tensors stay in the L3 between the op that writes them and the one that reads
+    bw3 = (limits.get("triad_l3_gbs_node") or {}).get("best")
     fam = {}
     for r in profile:
         f = fam.setdefault(family_of(r["primitive"]), {"ms": 0.0, "flop": 0.0, "bytes": 0.0, "calls": 0.0})
@@ -72,21 +76,30 @@ def roofline(profile, limits):
         ai = f["flop"] / f["bytes"] if f["bytes"] > 0 else 0.0
         roof = min(peak, ai * bw) if ai > 0 else bw  # no FLOPs: the bandwidth roof (GB/s)
         pct = (gflops / roof if ai > 0 else gbs / bw) if roof > 0 else 0.0
-        rows.append({"family": name, "ms_per_step": f["ms"], "share": f["ms"] / total if total else 0.0,
+        pct3 = None
+        if bw3:
+            roof3 = min(peak, ai * bw3) if ai > 0 else bw3
+            pct3 = (gflops / roof3 if ai > 0 else gbs / bw3) if roof3 > 0 else 0.0
+        rows.append({"pct_of_l3_roof": pct3, "family": name, "ms_per_step": f["ms"], "share": f["ms"] / total if total else 0.0,
                      "calls_per_step": f["calls"], "gflop_per_step": f["flop"] / 1e9,
                      "mbytes_per_step": f["bytes"] / 1e6, "gflops": gflops, "gbs": gbs, "flop_per_byte": ai,
                      "bound": "compute" if ai * bw >= peak else "memory", "roof_gflops": roof if ai > 0 else None,
                      "pct_of_roof": pct})
-    return {"peak_gflops": peak, "triad_gbs": bw, "total_ms_per_step": total, "families": rows}
+    return {"peak_gflops": peak, "triad_gbs": bw, "triad_l3_gbs": bw3, "total_ms_per_step": total, "families": rows}
 
 
 def print_roofline(title, rl):
+    l3 = rl.get("triad_l3_gbs")
     print(f"\n{title}: roofline per primitive family (peak {rl['peak_gflops']:.0f} GFLOP/s, "
-          f"triad {rl['triad_gbs']:.1f} GB/s; {rl['total_ms_per_step']:.1f} ms per step in primitives)")
-    print(f"{'family':<46}{'ms/step':>9}{'share':>7}{'GFLOP/s':>9}{'GB/s':>7}{'F/B':>7}  {'bound':<8}{'% roof':>7}")
+          f"triad {rl['triad_gbs']:.1f} GB/s" + (f", L3 triad {l3:.1f} GB/s" if l3 else "") +
+          f"; {rl['total_ms_per_step']:.1f} ms per step in primitives)")
+    print(f"{'family':<46}{'ms/step':>9}{'share':>7}{'GFLOP/s':>9}{'GB/s':>7}{'F/B':>7}  {'bound':<8}{'% roof':>7}"
+          + (f"{'% L3':>7}" if l3 else ""))
     for r in rl["families"]:
+        p3 = r.get("pct_of_l3_roof")
         print(f"{r['family']:<46}{r['ms_per_step']:>9.2f}{100 * r['share']:>6.1f}%{r['gflops']:>9.2f}{r['gbs']:>7.2f}"
-              f"{r['flop_per_byte']:>7.2f}  {r['bound']:<8}{100 * r['pct_of_roof']:>6.1f}%")
+              f"{r['flop_per_byte']:>7.2f}  {r['bound']:<8}{100 * r['pct_of_roof']:>6.1f}%"
+              + (f"{100 * p3:>6.1f}%" if l3 and p3 is not None else ""))
 
 
 class RetrainTwin:
