@@ -15,23 +15,37 @@ namespace dsonas {
 namespace stages {
 
 namespace {
-std::vector<std::string> without_out(const std::vector<std::string>& args) {
+// `args` without every occurrence of the named options ("--name value" and
+// "--name=value" for those that take a value, "--name" for the switches).
+std::vector<std::string> without(const std::vector<std::string>& args, const std::vector<std::string>& valued,
+                                 const std::vector<std::string>& switches) {
+  auto named = [](const std::vector<std::string>& names, const std::string& a) {
+    for (const std::string& n : names)
+      if (a == n || a.rfind(n + "=", 0) == 0) return true;
+    return false;
+  };
   std::vector<std::string> r;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--out") {
-      ++i;
+    if (named(valued, args[i])) {
+      if (args[i].find('=') == std::string::npos) ++i;  // its value is the next argument
       continue;
     }
-    if (args[i].rfind("--out=", 0) == 0) continue;
+    if (named(switches, args[i])) continue;
     r.push_back(args[i]);
   }
   return r;
 }
+std::vector<std::string> without_out(const std::vector<std::string>& args) { return without(args, {"--out"}, {}); }
 }  // namespace
 
 std::vector<std::string> stage_args(const std::vector<std::string>& args, const std::string& out,
                                     const std::vector<std::string>& extra) {
-  std::vector<std::string> r = without_out(args);
+  DSO_CHECK(extra.size() % 2 == 0, "stage_args: `extra` holds option/value pairs");
+  std::vector<std::string> names{"--out"};
+  for (size_t i = 0; i < extra.size(); i += 2) names.push_back(extra[i]);
+  // the parent's own --resume, --out and every option `extra` sets are left out: a
+  // stage's folder decides --resume, and Boost refuses an option given twice
+  std::vector<std::string> r = without(args, names, {"--resume"});
   r.push_back("--out");
   r.push_back(out);
   if (path_exists(out + "/metrics.jsonl")) r.push_back("--resume");

@@ -12,8 +12,9 @@
 namespace dsonas {
 namespace stages {
 
-/// The parent's arguments without its --out, then --out OUT, --resume if OUT holds
-/// a run (OUT/metrics.jsonl), then `extra` (which win, coming last).
+/// The parent's arguments without its --out, its --resume and the options `extra`
+/// sets, then --out OUT, --resume if OUT holds a run (OUT/metrics.jsonl), then `extra`
+/// (option/value pairs, so they win: `study --seed 7` gives each stage its own --seed).
 std::vector<std::string> stage_args(const std::vector<std::string>& args, const std::string& out,
                                     const std::vector<std::string>& extra);
 /// The configuration `command` resolves from `args`.

@@ -1,9 +1,11 @@
 // test_args.cpp — the option reader of derive, export and inspect (run/args.hpp): values,
-// ranges, positionals, --help, and the one-line usage errors (exit 2); and what the
-// configuration reader (run/config.hpp) records of the command line.
+// ranges, positionals, --help, and the one-line usage errors (exit 2); what the
+// configuration reader (run/config.hpp) records of the command line; and the arguments
+// `pipeline` and `study` hand their stages (run/stages.hpp).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -12,6 +14,7 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/run/args.hpp"
 #include "dsonas/run/config.hpp"
+#include "../../src/run/stages.hpp"
 
 namespace dsonas {
 namespace {
@@ -106,6 +109,32 @@ TEST(ParseConfig, RecordsTheCommandLineSettings) {
                                                                  {"data.dataset", "--data.dataset synthetic"}};
   EXPECT_EQ(c.cli_settings, want);
   EXPECT_DOUBLE_EQ(c.gamma, 0.01);  // the command line wins over the file
+}
+
+// A stage gets the parent's arguments with the options the parent sets for it replaced,
+// not repeated (Boost refuses an option given twice: `study --seed 7` once failed so),
+// and --resume exactly when its folder holds a run, whatever the parent was given.
+TEST(StageArgs, TheParentsSettingsForTheStageReplaceTheUsers) {
+  const std::vector<std::string> parent = {"--seed",         "7",         "--out",         "/tmp/parent", "--resume",
+                                           "--data.dataset", "synthetic", "--arch=x.json", "--threads=1"};
+  char dir[] = "/tmp/dsonas_test_stage_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string out = dir;
+  const std::vector<std::string> fresh = stages::stage_args(parent, out, {"--seed", "9", "--arch", "a.json"});
+  const std::vector<std::string> want = {"--data.dataset", "synthetic", "--threads=1", "--out", out,
+                                         "--seed",         "9",         "--arch",      "a.json"};
+  EXPECT_EQ(fresh, want);
+  const RunConfig c = stages::stage_config("pretrain", stages::stage_args(parent, out, {"--seed", "9"}));
+  EXPECT_EQ(c.seed, 9u);
+  EXPECT_EQ(c.out, out);
+  EXPECT_FALSE(c.resume);
+  std::ofstream(out + "/metrics.jsonl") << "{}\n";
+  const std::vector<std::string> again = stages::stage_args(parent, out, {"--seed", "9"});
+  EXPECT_EQ(std::count(again.begin(), again.end(), "--resume"), 1);
+  EXPECT_EQ(std::count(again.begin(), again.end(), "--seed"), 1);
+  EXPECT_TRUE(stages::stage_config("pretrain", again).resume);
+  std::remove((out + "/metrics.jsonl").c_str());
+  rmdir(dir);
 }
 
 }  // namespace
