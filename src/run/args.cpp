@@ -1,6 +1,7 @@
 // args.cpp — see args.hpp.
 #include "dsonas/run/args.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <utility>
@@ -19,15 +20,16 @@ CommandArgs& CommandArgs::text(const std::string& opt, std::string* v) {
 
 CommandArgs& CommandArgs::integer(const std::string& opt, int* v, long lo, long hi) {
   const std::string c = command_;
-  opts_.push_back(
-      {opt, [=](const std::string& s) {
-         char* end = nullptr;
-         const long x = std::strtol(s.c_str(), &end, 10);
-         if (s.empty() || *end != '\0' || x < lo || x > hi)
-           fail_usage(lo == 1 ? str(c, ": ", opt, ": expected a positive integer (got '", s, "')")
-                              : str(c, ": ", opt, ": expected an integer in [", lo, ", ", hi, "] (got '", s, "')"));
-         *v = static_cast<int>(x);
-       }});
+  opts_.push_back({opt, [=](const std::string& s) {
+                     char* end = nullptr;
+                     const long x = std::strtol(s.c_str(), &end, 10);
+                     if (s.empty() || *end != '\0' || x < lo || x > hi)
+                       fail_usage(
+                           lo == 1 && hi >= 1000000
+                               ? str(c, ": ", opt, ": expected a positive integer (got '", s, "')")
+                               : str(c, ": ", opt, ": expected an integer in [", lo, ", ", hi, "] (got '", s, "')"));
+                     *v = static_cast<int>(x);
+                   }});
   return *this;
 }
 
@@ -43,6 +45,11 @@ CommandArgs& CommandArgs::number(const std::string& opt, double* v, double lo, d
   return *this;
 }
 
+CommandArgs& CommandArgs::flag(const std::string& opt, bool* v) {
+  opts_.push_back({opt, [v](const std::string&) { *v = true; }, false});
+  return *this;
+}
+
 CommandArgs& CommandArgs::positional(std::string* v) {
   positional_ = v;
   return *this;
@@ -55,11 +62,21 @@ bool CommandArgs::parse(int argc, char** argv) {
       std::cout << usage_;
       return false;
     }
+    const size_t eq = a.rfind("--", 0) == 0 ? a.find('=') : std::string::npos;
+    const std::string name = a.substr(0, eq);
     bool known = false;
     for (const Opt& o : opts_) {
-      if (a != o.name) continue;
-      if (i + 1 >= argc) fail_usage(str(command_, ": ", o.name, " needs a value (", hint_, ")"));
-      o.set(argv[++i]);
+      if (name != o.name) continue;
+      if (!o.takes_value) {
+        if (eq != std::string::npos) fail_usage(str(command_, ": ", o.name, " takes no value (", hint_, ")"));
+        o.set("");
+      } else if (eq != std::string::npos) {
+        o.set(a.substr(eq + 1));
+      } else {
+        if (i + 1 >= argc) fail_usage(str(command_, ": ", o.name, " needs a value (", hint_, ")"));
+        o.set(argv[++i]);
+      }
+      given_.push_back(o.name);
       known = true;
       break;
     }
@@ -71,6 +88,10 @@ bool CommandArgs::parse(int argc, char** argv) {
     fail_usage(str(command_, ": unexpected argument '", a, "' (", hint_, ")"));
   }
   return true;
+}
+
+bool CommandArgs::given(const std::string& opt) const {
+  return std::find(given_.begin(), given_.end(), opt) != given_.end();
 }
 
 std::vector<char*> argv_of(std::vector<std::string>& args, bool null_terminated) {

@@ -1,6 +1,5 @@
 // pack.cpp — `dsonas pack` (see validate.hpp and data/imagenet.hpp): option
-// parsing around pack_imagenet().
-#include <boost/program_options.hpp>
+// parsing (run/args.hpp) around pack_imagenet().
 #include <exception>
 #include <iostream>
 #include <sstream>
@@ -9,10 +8,8 @@
 #include "dsonas/core/error.hpp"
 #include "dsonas/core/fault.hpp"
 #include "dsonas/data/imagenet.hpp"
-#include "dsonas/run/config.hpp"
+#include "dsonas/run/args.hpp"
 #include "dsonas/run/validate.hpp"  // defines: run_pack
-
-namespace po = boost::program_options;
 
 namespace dsonas {
 
@@ -41,47 +38,46 @@ void parse_max_corrupt(const std::string& text, PackOptions* o) {
   o->max_corrupt = std::stoll(text);
 }
 
+constexpr const char* kPackUsage =
+    "usage: dsonas pack --src ROOT --out OUT [options]\n"
+    "  Packs ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG into HDF5 shards OUT/<split>-NNNNN.h5\n"
+    "  plus OUT/manifest.json (written last; classes = sorted train folder names).  Undecodable images\n"
+    "  are skipped with a warning and listed in the manifest; more of them than --max-corrupt allows, or\n"
+    "  any one with --strict, is an error (exit 2) and removes the shards written so far.\n"
+    "  exit codes: 0 done, 2 bad usage or input, 1 write error\n"
+    "options (a value follows its option or is joined to it with '='):\n"
+    "  -h, --help                print this help and exit\n"
+    "  --src ROOT                ROOT of the JPEG tree (required)\n"
+    "  --out OUT                 output folder: new, empty, or an unfinished pack's (required)\n"
+    "  --resize S (=0)           0: store the original JPEG bytes; S >= 8: images whose shorter side\n"
+    "                            exceeds S are resized to S and re-encoded\n"
+    "  --quality Q (=90)         JPEG quality of re-encoded images (1..100)\n"
+    "  --shard-size N (=5000)    images per shard (memory while packing ~ 3x a shard)\n"
+    "  --threads N (=0)          decoding threads (0 = all cores)\n"
+    "  --splits LIST (=train,val)  comma-separated split folders (a missing one other than train is\n"
+    "                            skipped with a note)\n"
+    "  --max-corrupt LIMIT       undecodable images allowed (over all splits) before the pack fails:\n"
+    "                            N (a count) or P% (of the images listed); default: 0.1% of the\n"
+    "                            images, at least 10\n"
+    "  --strict                  an undecodable image (or one with a libjpeg warning) is fatal\n";
+
 }  // namespace
 
 int run_pack(int argc, char** argv) {
   PackOptions o;
   std::string splits = "train,val", max_corrupt;
-  bool help = false;
-  po::options_description d(
-      "usage: dsonas pack --src ROOT --out OUT [options]\n"
-      "  Packs ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG into HDF5 shards OUT/<split>-NNNNN.h5\n"
-      "  plus OUT/manifest.json (written last; classes = sorted train folder names).  Undecodable images\n"
-      "  are skipped with a warning and listed in the manifest; more of them than --max-corrupt allows, or\n"
-      "  any one with --strict, is an error (exit 2) and removes the shards written so far.\n"
-      "  exit codes: 0 done, 2 bad usage or input, 1 write error\noptions");
-  d.add_options()("help,h", po::bool_switch(&help), "print this help and exit")("src", po::value<std::string>(&o.src),
-                                                                                "ROOT of the JPEG tree (required)")(
-      "out", po::value<std::string>(&o.out), "output folder: new, empty, or an unfinished pack's (required)")(
-      "resize", po::value<int>(&o.resize)->default_value(0),
-      "0: store the original JPEG bytes; S > 0: images whose shorter side exceeds S are resized to S and re-encoded")(
-      "quality", po::value<int>(&o.quality)->default_value(90), "JPEG quality of re-encoded images (1..100)")(
-      "shard-size", po::value<int>(&o.shard_size)->default_value(5000),
-      "images per shard (memory while packing ~ 3x a shard)")("threads", po::value<int>(&o.threads)->default_value(0),
-                                                              "decoding threads (0 = all cores)")(
-      "splits", po::value<std::string>(&splits)->default_value("train,val"),
-      "comma-separated split folders (a missing one other than train is skipped with a note)")(
-      "max-corrupt", po::value<std::string>(&max_corrupt),
-      "undecodable images allowed (over all splits) before the pack fails: N (a count) or P% (of the images "
-      "listed); default: 0.1% of the images, at least 10")(
-      "strict", po::bool_switch(&o.strict), "an undecodable image (or one with a libjpeg warning) is fatal");
-  po::variables_map vm;
-  for (int i = 1; i < argc; ++i) check_option_text(argv[i], str("pack: command line argument ", i));
-  try {
-    po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    fail_usage(str("pack: ", e.what(), " (dsonas pack --help lists the options)"));
-  }
-  if (help) {
-    std::cout << d;
-    return kExitOk;
-  }
-  if (vm.count("max-corrupt")) parse_max_corrupt(max_corrupt, &o);
+  CommandArgs args("pack", kPackUsage, "dsonas pack --help lists the options");
+  args.text("--src", &o.src)
+      .text("--out", &o.out)
+      .integer("--resize", &o.resize, 0, 1000000)
+      .integer("--quality", &o.quality, 1, 100)
+      .integer("--shard-size", &o.shard_size, 1, 1000000000)
+      .integer("--threads", &o.threads, 0, 100000)
+      .text("--splits", &splits)
+      .text("--max-corrupt", &max_corrupt)
+      .flag("--strict", &o.strict);
+  if (!args.parse(argc, argv)) return kExitOk;
+  if (args.given("--max-corrupt")) parse_max_corrupt(max_corrupt, &o);  // "" is an error, not the default
   o.splits.clear();
   std::stringstream ss(splits);
   for (std::string tok; std::getline(ss, tok, ',');)

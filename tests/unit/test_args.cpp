@@ -37,8 +37,10 @@ std::string error_of(std::vector<std::string> words) {
   int n = 0, k = 0;
   double x = 0;
   CommandArgs a("derive", "usage\n", "dsonas derive --help");
+  bool strict = false;
   a.text("--run", &run).integer("--width", &n, 1, 100).integer("--level", &k, 0, 9).number("--tol", &x, 1e-6, 1);
-  a.positional(&file);
+  a.integer("--big", &k, 1, 1000000);
+  a.flag("--strict", &strict).positional(&file);
   Argv av(std::move(words));
   try {
     a.parse(av.argc(), av.argv());
@@ -54,13 +56,32 @@ TEST(CommandArgs, ReadsEveryKindOfOption) {
   int n = 0;
   double x = 0;
   CommandArgs a("derive", "usage\n", "dsonas derive --help");
+  bool strict = false, quiet = false;
   a.text("--run", &run).integer("--width", &n, 1, 100).number("--tol", &x, 0, 1).positional(&file);
-  Argv av({"F.h5", "--run", "DIR", "--width", "12", "--tol", "0.25"});
+  a.flag("--strict", &strict).flag("--quiet", &quiet);
+  Argv av({"F.h5", "--run", "DIR", "--width", "12", "--strict", "--tol", "0.25"});
   EXPECT_TRUE(a.parse(av.argc(), av.argv()));
   EXPECT_EQ(run, "DIR");
   EXPECT_EQ(n, 12);
   EXPECT_EQ(x, 0.25);
   EXPECT_EQ(file, "F.h5");
+  EXPECT_TRUE(strict);
+  EXPECT_FALSE(quiet);
+  EXPECT_TRUE(a.given("--tol"));
+  EXPECT_FALSE(a.given("--quiet"));
+  // the value joined with '=' (a value may hold '=' itself)
+  CommandArgs b("derive", "usage\n", "dsonas derive --help");
+  std::string out, bare;
+  b.text("--run", &run).text("--out", &out).integer("--width", &n, 1, 100).number("--tol", &x, 0, 1);
+  Argv bv({"--run=a=b", "--width=7", "--tol=0.5", "--out=", "x=y"});
+  b.positional(&bare);
+  EXPECT_TRUE(b.parse(bv.argc(), bv.argv()));
+  EXPECT_EQ(run, "a=b");
+  EXPECT_EQ(n, 7);
+  EXPECT_EQ(x, 0.5);
+  EXPECT_EQ(out, "");
+  EXPECT_TRUE(b.given("--out")) << "given, with an empty value";
+  EXPECT_EQ(bare, "x=y") << "a bare argument with '=' is the positional";
 }
 
 TEST(CommandArgs, HelpPrintsTheUsageAndStops) {
@@ -77,14 +98,22 @@ TEST(CommandArgs, HelpPrintsTheUsageAndStops) {
 TEST(CommandArgs, EveryMistakeIsOneUsageLineNamingTheOption) {
   EXPECT_EQ(error_of({"--run", "a"}), "");
   EXPECT_EQ(error_of({"--run"}), "derive: --run needs a value (dsonas derive --help)");
-  EXPECT_EQ(error_of({"--width", "0"}), "derive: --width: expected a positive integer (got '0')");
-  EXPECT_EQ(error_of({"--width", "12x"}), "derive: --width: expected a positive integer (got '12x')");
-  EXPECT_EQ(error_of({"--width", "101"}), "derive: --width: expected a positive integer (got '101')");
+  EXPECT_EQ(error_of({"--width", "0"}), "derive: --width: expected an integer in [1, 100] (got '0')");
+  EXPECT_EQ(error_of({"--width", "12x"}), "derive: --width: expected an integer in [1, 100] (got '12x')");
+  EXPECT_EQ(error_of({"--big", "0"}), "derive: --big: expected a positive integer (got '0')");
+  EXPECT_EQ(error_of({"--width", "101"}), "derive: --width: expected an integer in [1, 100] (got '101')")
+      << "'positive' only where the upper bound is out of sight (hi >= 10^6)";
   EXPECT_EQ(error_of({"--level", "10"}), "derive: --level: expected an integer in [0, 9] (got '10')");
   EXPECT_EQ(error_of({"--tol", "2"}), "derive: --tol: expected a number in [1e-06, 1] (got '2')");
   EXPECT_EQ(error_of({"--tol", "nan"}), "derive: --tol: expected a number in [1e-06, 1] (got 'nan')");
   EXPECT_EQ(error_of({"--tol", ""}), "derive: --tol: expected a number in [1e-06, 1] (got '')");
+  EXPECT_EQ(error_of({"--width=0"}), "derive: --width: expected an integer in [1, 100] (got '0')");
+  EXPECT_EQ(error_of({"--strict"}), "");
+  EXPECT_EQ(error_of({"--strict=1"}), "derive: --strict takes no value (dsonas derive --help)");
   EXPECT_EQ(error_of({"--bogus"}), "derive: unexpected argument '--bogus' (dsonas derive --help)");
+  EXPECT_EQ(error_of({"--bogus=1"}), "derive: unexpected argument '--bogus=1' (dsonas derive --help)");
+  EXPECT_EQ(error_of({"--wid", "3"}), "derive: unexpected argument '--wid' (dsonas derive --help)")
+      << "no abbreviations";
   EXPECT_EQ(error_of({"a.h5", "b.h5"}), "derive: unexpected argument 'b.h5' (dsonas derive --help)")
       << "one positional only";
 }

@@ -833,6 +833,24 @@ TEST(ImageNetPack, MaxCorruptCommandLineOption) {
   std::vector<std::string> s = base;
   s.insert(s.end(), {"--out", t.file("s"), "--strict"});
   EXPECT_THAT(usage_error([&] { run_pack_args(s); }), HasSubstr("--strict stops here"));
+  // the other options: joined values, ranges, unknown and repeated-value mistakes (exit 2, nothing written)
+  std::vector<std::string> j = {"--src=" + root, "--shard-size=4", "--threads=1", "--out=" + t.file("j"),
+                                "--max-corrupt=3"};
+  EXPECT_EQ(run_pack_args(j), 0);
+  EXPECT_EQ(read_manifest(t.file("j")).skipped.size(), 3u);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> mistakes = {
+      {{"--quality", "0"}, "pack: --quality: expected an integer in [1, 100] (got '0')"},
+      {{"--shard-size", "x"}, "pack: --shard-size: expected a positive integer (got 'x')"},
+      {{"--threads=-1"}, "pack: --threads: expected an integer in [0, 100000] (got '-1')"},
+      {{"--strict=1"}, "pack: --strict takes no value (dsonas pack --help lists the options)"},
+      {{"--shard"}, "pack: unexpected argument '--shard' (dsonas pack --help lists the options)"},
+      {{"--splits"}, "pack: --splits needs a value (dsonas pack --help lists the options)"}};
+  for (const auto& m : mistakes) {
+    std::vector<std::string> a = {"--src", root, "--out", t.file("m")};
+    a.insert(a.end(), m.first.begin(), m.first.end());
+    EXPECT_EQ(usage_error([&] { run_pack_args(a); }), m.second);
+  }
+  EXPECT_EQ(entries(t.file("m")), std::vector<std::string>({"<missing>"}));
 }
 
 // ---- corrupt shards ---------------------------------------------------------------------
