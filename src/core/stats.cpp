@@ -1,6 +1,7 @@
 // stats.cpp — see stats.hpp.
 #include "dsonas/core/stats.hpp"
 
+#include <boost/math/distributions/fisher_f.hpp>
 #include <boost/math/distributions/students_t.hpp>
 #include <cmath>
 #include <numeric>
@@ -58,6 +59,36 @@ WelchTest welch_test(const std::vector<double>& a, const std::vector<double>& b,
   const double J = 1 - 3 / (4 * (na + nb) - 9);  // Hedges' small-sample correction
   w.hedges_g = pooled > 0 ? J * w.diff / pooled : 0;
   return w;
+}
+
+Anova one_way_anova(const std::vector<std::vector<double>>& groups) {
+  Anova a;
+  double n = 0, k = 0, total = 0;
+  for (const std::vector<double>& g : groups) {
+    if (g.empty()) continue;
+    n += static_cast<double>(g.size());
+    k += 1;
+    total += std::accumulate(g.begin(), g.end(), 0.0);
+  }
+  if (n - k < 1) return a;
+  const double grand = total / n;
+  double ssb = 0, ssw = 0;
+  for (const std::vector<double>& g : groups) {
+    if (g.empty()) continue;
+    const double m = mean_of(g);
+    ssb += static_cast<double>(g.size()) * (m - grand) * (m - grand);
+    for (double v : g) ssw += (v - m) * (v - m);
+  }
+  a.df_between = k - 1;
+  a.df_within = n - k;
+  const double msw = ssw / a.df_within;
+  a.within_sd = std::sqrt(msw);
+  if (k < 2 || !(msw > 0)) return a;
+  a.valid = true;
+  a.F = (ssb / a.df_between) / msw;
+  const boost::math::fisher_f dist(a.df_between, a.df_within);
+  a.p = boost::math::cdf(boost::math::complement(dist, a.F));
+  return a;
 }
 
 }  // namespace dsonas

@@ -23,7 +23,7 @@ STAGES="--pretrain.max-steps 20 --search.max-steps 60 --search.gamma 0.01 --sear
 ST="--study.random 2 --study.seeds 2"
 STUDY="$BIN study $SYN $STAGES $ST"
 same_report() {  # the report files of two studies are identical
-  for f in study.md study.json study.csv plan.json archs/found.json archs/baseline.json archs/random_001.json archs/random_002.json; do
+  for f in study.md study.json study.csv looks.jsonl plan.json archs/found.json archs/baseline.json archs/random_001.json archs/random_002.json; do
     cmp -s "$1/$f" "$2/$f" || { echo "    differs: $f"; return 1; }
   done
 }

@@ -1,7 +1,9 @@
 """The statistics of `dsonas study --study.report` against SciPy (python3-scipy),
 computed here from the same values: per group mean, sd, 95 % interval (Student's t),
 Welch's t-test (t, df, two-sided p, interval of the difference) and Hedges' g, for
-found vs random and found vs hand-made; and study.csv lists every retrain.
+found vs random and found vs hand-made; the checks (random architectures as the units,
+one-way ANOVA among them, the pooled within-architecture sd); study.csv lists every
+retrain; and looks.jsonl counts the reports over different sets of finished retrains.
 
 The study folder is made here: DIR/plan.json and one eval_test/eval.json per retrain
 task with chosen accuracies, as finished retrains leave them (run: /usr/bin/python3 -m
@@ -100,3 +102,60 @@ def test_unfinished_study_says_so(tmp_path):
     s = json.load(open(os.path.join(d, "study.json")))
     assert s["tasks_done"] == 11 and s["groups"]["random"]["n"] == 5
     assert "the study is not finished" in open(os.path.join(d, "study.md")).read()
+
+
+def report(d, seeds=3):
+    r = subprocess.run([BIN, "study"] + SYN + ["--study.random", "2", "--study.seeds", str(seeds), "--study.report",
+                                               "--out", d], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.load(open(os.path.join(d, "study.json"))), open(os.path.join(d, "study.md")).read()
+
+
+@pytest.mark.skipif(not os.path.exists(BIN), reason="the dsonas binary is not built (DSONAS_BIN)")
+def test_checks_match_scipy(tmp_path):
+    d = str(tmp_path / "study")
+    make_study(d)
+    s, md = report(d)
+    c = s["checks"]
+    found = [100 * v for v in TOP1["found"]]
+    rmeans = [100 * np.mean(TOP1[k]) for k in ("random_001", "random_002")]
+    ref = stats.ttest_ind(found, rmeans, equal_var=False)
+    t = c["found_vs_random_architectures"]
+    assert t["valid"] and c["found_units"] == 3 and c["random_units"] == 2
+    assert t["t"] == pytest.approx(ref.statistic, abs=1e-5)
+    assert t["p"] == pytest.approx(ref.pvalue, rel=1e-4)
+    an = stats.f_oneway(*[[100 * v for v in TOP1[k]] for k in ("random_001", "random_002")])
+    assert c["random_anova"]["valid"]
+    assert c["random_anova"]["F"] == pytest.approx(an.statistic, rel=1e-5)
+    assert c["random_anova"]["p"] == pytest.approx(an.pvalue, rel=1e-4)
+    assert (c["random_anova"]["df_between"], c["random_anova"]["df_within"]) == (1, 4)
+    groups = [[100 * v for v in vals] for vals in TOP1.values()]
+    ss = sum(((np.array(g) - np.mean(g)) ** 2).sum() for g in groups)
+    assert c["within_architecture_df"] == 8 and c["architectures"] == 4
+    assert c["within_architecture_sd"] == pytest.approx(np.sqrt(ss / 8), abs=1e-5)
+    assert "## Checks" in md and "Random architectures as the units" in md
+    assert ("p = %.4f (significant)" % ref.pvalue in md) == (ref.pvalue < 0.05)
+
+
+@pytest.mark.skipif(not os.path.exists(BIN), reason="the dsonas binary is not built (DSONAS_BIN)")
+def test_looks_are_counted(tmp_path):
+    d = str(tmp_path / "study")
+    make_study(d)
+    gone = os.path.join(d, "retrain", "random_002_s3", "eval_test", "eval.json")
+    keep = open(gone).read()
+    os.remove(gone)
+    s, md = report(d)  # 11 of 12: look 1
+    assert len(s["looks"]) == 1 and s["looks"][0]["retrains"] == 11
+    assert "This is the only report" in md
+    s, md = report(d)  # the same retrains again: not a new look
+    assert len(s["looks"]) == 1
+    with open(gone, "w") as f:
+        f.write(keep)
+    s, md = report(d)  # all 12: look 2
+    assert [k["retrains"] for k in s["looks"]] == [11, 12]
+    assert s["looks"][1]["p_random"] == pytest.approx(s["tests"]["found_vs_random"]["p"], rel=1e-5)
+    assert "This is look 2 at this study" in md and "not corrected for repeated looks" in md
+    s, md = report(d, seeds=2)  # fewer seeds read: another set of retrains, look 3
+    assert [(k["retrains"], k["tasks"]) for k in s["looks"]] == [(11, 12), (12, 12), (8, 8)]
+    lines = open(os.path.join(d, "looks.jsonl")).read().splitlines()
+    assert len(lines) == 3 and all(json.loads(x)["tasks"] in (8, 12) for x in lines)

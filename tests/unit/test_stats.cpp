@@ -1,7 +1,8 @@
 // test_stats.cpp — the study's statistics (core/stats.hpp) against values computed
 // independently with SciPy 1.10.1 (Debian's python3-scipy):
 //   stats.ttest_ind(a, b, equal_var=False), the Welch–Satterthwaite df,
-//   stats.t.ppf(0.975, df) for the intervals, Hedges' g = J·d with the pooled sd.
+//   stats.t.ppf(0.975, df) for the intervals, Hedges' g = J·d with the pooled sd,
+//   stats.f_oneway(*groups) and the pooled within-group sd √(SS_within / (n − k)).
 // (tests/python/test_study.py repeats the comparison live on a study's report.)
 #include <gtest/gtest.h>
 
@@ -48,4 +49,32 @@ TEST(Stats, TooFewValuesAreNotATest) {
   EXPECT_FALSE(welch_test({1.0}, {2.0, 3.0}).valid);
   EXPECT_FALSE(welch_test({1.0, 1.0}, {2.0, 2.0}).valid) << "no variance at all";
   EXPECT_EQ(welch_test({1.0}, {2.0, 3.0}).p, 1.0);
+}
+
+TEST(Stats, AnovaAgainstScipy) {
+  const Anova a = one_way_anova({{93.01, 93.22, 92.88}, {93.55, 93.10, 93.34}, {92.9, 93.4, 93.0, 93.2}});
+  ASSERT_TRUE(a.valid);
+  EXPECT_NEAR(a.F, 1.5606520090977558, 1e-10);
+  EXPECT_NEAR(a.p, 0.27511577574722695, 1e-10);
+  EXPECT_EQ(a.df_between, 2);
+  EXPECT_EQ(a.df_within, 7);
+  EXPECT_NEAR(a.within_sd, 0.20968229936422178, 1e-12);
+  // the four random architectures of the 6-seed Fashion-MNIST study (README)
+  const Anova r = one_way_anova({{90.31, 90.48, 90.2, 90.38, 90.54, 90.84},
+                                 {90.54, 90.05, 90.39, 90.36, 90.66, 90.43},
+                                 {90.73, 90.75, 90.66, 90.18, 90.75, 90.25},
+                                 {90.7, 90.42, 90.21, 90.22, 90.79, 90.38},
+                                 {}});
+  EXPECT_NEAR(r.F, 0.41821197045077374, 1e-10);
+  EXPECT_NEAR(r.p, 0.7418735997195833, 1e-10);
+  EXPECT_EQ(r.df_within, 20) << "an empty group is left out";
+}
+
+TEST(Stats, AnovaNeedsGroupsAndSpread) {
+  const Anova one = one_way_anova({{1.0, 2.0, 3.0}});
+  EXPECT_FALSE(one.valid);
+  EXPECT_NEAR(one.within_sd, 1.0, 1e-12) << "the pooled sd of a single group is its sd";
+  EXPECT_FALSE(one_way_anova({{1.0}, {2.0}}).valid) << "no within-group degrees of freedom";
+  EXPECT_FALSE(one_way_anova({{1.0, 1.0}, {2.0, 2.0}}).valid) << "no spread within the groups";
+  EXPECT_FALSE(one_way_anova({}).valid);
 }

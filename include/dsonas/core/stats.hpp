@@ -2,8 +2,10 @@
 // sample standard deviation and a 95 % confidence interval of the mean (Student's
 // t), and between two groups Welch's unequal-variance t-test (t, the
 // Welch–Satterthwaite degrees of freedom, the two-sided p-value, the 95 % interval
-// of the difference) and Hedges' g.  Student's t distribution comes from
-// Boost.Math (students_t, quantile and cdf), not from code of our own.
+// of the difference) and Hedges' g; among several groups the one-way analysis of
+// variance (F test) and the pooled within-group standard deviation.  Student's t and
+// Fisher's F distributions come from Boost.Math (students_t, fisher_f), not from code
+// of our own.
 #pragma once
 #include <vector>
 
@@ -24,5 +26,14 @@ struct WelchTest {
   bool valid = false;           ///< both groups have n ≥ 2 and not both zero variance
 };
 WelchTest welch_test(const std::vector<double>& a, const std::vector<double>& b, double level = 0.95);
+
+struct Anova {
+  double F = 0, df_between = 0, df_within = 0, p = 1;
+  double within_sd = 0;  ///< √(within-group mean square): the pooled sd of the groups
+  bool valid = false;    ///< ≥ 2 groups, some within-group spread, df_within ≥ 1
+};
+/// One-way ANOVA of groups (groups with no values are left out); within_sd is
+/// reported whenever df_within ≥ 1, also with a single group.
+Anova one_way_anova(const std::vector<std::vector<double>>& groups);
 
 }  // namespace dsonas
