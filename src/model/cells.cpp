@@ -409,5 +409,123 @@ Tensor Head::backward(Ctx& c, const Tensor& dlogits, const Dropout* drop) {
   return dx;
 }
 
+// ---------------------------------------------------------------------------
+// the ops of a normal block
+
+const Tensor* OpGraph::node(int i) const {
+  if (i == 0) return &x;
+  const Slot& o = ops[static_cast<size_t>(i - 1)];
+  return o.alive ? &o.acts.h : nullptr;
+}
+
+void OpGraph::forward(Ctx& c, int F, int H, int W, const Tensor& xin, const std::vector<const float*>& coeff) {
+  const int L = levels();
+  const int64_t n = xin.dim(1), plane = xin.numel();
+  x = xin;
+  if (!stacked.empty()) {
+    hcat = c.be.alloc(act_shape(static_cast<int64_t>(stacked.size()) * F, n, H, W));
+    for (size_t g = 0; g < stacked.size(); ++g)
+      ops[static_cast<size_t>(stacked[g])].acts.h = hcat.view(static_cast<int64_t>(g) * plane, xin.shape());
+  }
+  for (int l = 1; l <= L; ++l) {
+    const int p0 = level_begin[static_cast<size_t>(l - 1)], p1 = level_begin[static_cast<size_t>(l)];
+    if (p0 == p1) continue;
+    if (l >= 2 && !sums[static_cast<size_t>(l - 2)].rows.empty()) {  // the level's sums
+      const LevelSum& S = sums[static_cast<size_t>(l - 2)];
+      if (!dp) {
+        std::vector<Tensor*> ys(S.rows.size(), nullptr);
+        for (size_t j = 0; j < S.rows.size(); ++j) {
+          if (S.rows[j] < 0 || !ops[static_cast<size_t>(S.rows[j])].alive) continue;
+          Slot& o = ops[static_cast<size_t>(S.rows[j])];
+          o.acts.a = c.be.alloc(xin.shape());
+          ys[j] = &o.acts.a;
+        }
+        std::vector<const Tensor*> xs(static_cast<size_t>(S.K));
+        for (int k = 0; k < S.K; ++k) xs[static_cast<size_t>(k)] = node(k);
+        c.be.wsum_forward(static_cast<int>(S.rows.size()), S.K, coeff[static_cast<size_t>(l - 2)], S.live.data(), xs,
+                          ys);
+      } else {  // drop-path on every input edge, before the sum
+        for (int p : S.rows) {
+          Slot& o = ops[static_cast<size_t>(p)];
+          o.acts.a = c.be.alloc(xin.shape());
+          for (size_t k = 0; k < o.in_nodes.size(); ++k)
+            c.be.scale_samples(*node(o.in_nodes[k]), 1, o.in_scales[k].data(), o.acts.a, k == 0 ? 0.f : 1.f);
+        }
+      }
+    }
+    for (int p = p0; p < p1; ++p) {
+      Slot& o = ops[static_cast<size_t>(p)];
+      if (!o.alive) continue;
+      if (o.direct >= 0) o.acts.a = *node(o.direct);  // no copy
+      o.op.forward(c, F, o.acts.a, o.acts);
+    }
+    if (!c.train)  // the level's inputs and saved tensors are no longer needed
+      for (int p = p0; p < p1; ++p) {
+        OpActs& A = ops[static_cast<size_t>(p)].acts;
+        A.a = A.t1 = A.t2 = A.mean = A.inv = Tensor();
+      }
+  }
+}
+
+void OpGraph::backward(Ctx& c, int F, const Tensor& dhcat, Tensor& dx, const std::vector<const float*>& coeff,
+                       const std::vector<float*>& dcoeff, bool need_dx) {
+  const int L = levels();
+  const int64_t plane = x.numel();
+  std::vector<Tensor> dnodes(1 + ops.size());
+  dnodes[0] = dx;
+  for (size_t g = 0; g < stacked.size(); ++g)
+    dnodes[static_cast<size_t>(1 + stacked[g])] = dhcat.view(static_cast<int64_t>(g) * plane, x.shape());
+  for (size_t p = 0; p < ops.size(); ++p)
+    if (ops[p].alive && !dnodes[1 + p].defined()) {  // a node only: gradients arrive from its consumers
+      dnodes[1 + p] = c.be.alloc(x.shape());
+      c.be.fill(dnodes[1 + p], 0.f);
+    }
+  for (int l = L; l >= 1; --l) {
+    if (l == 1 && !need_dx) break;
+    const int p0 = level_begin[static_cast<size_t>(l - 1)], p1 = level_begin[static_cast<size_t>(l)];
+    std::vector<Tensor> das(static_cast<size_t>(p1 - p0));
+    for (int p = p0; p < p1; ++p) {
+      Slot& o = ops[static_cast<size_t>(p)];
+      if (!o.alive) continue;
+      Tensor& da = das[static_cast<size_t>(p - p0)];
+      // an op reading one node accumulates into that node's gradient; a sum row
+      // into its own, which the level's wsum_backward spreads
+      if (o.direct < 0) da = c.be.alloc(o.acts.a.shape());
+      o.op.backward(c, F, o.acts.a, o.acts, dnodes[static_cast<size_t>(1 + p)],
+                    o.direct >= 0 ? dnodes[static_cast<size_t>(o.direct)] : da, o.direct >= 0 ? 1.f : 0.f);
+      if (o.direct < 0 && dp)  // through the drop-path scales of every input edge
+        for (size_t k = 0; k < o.in_nodes.size(); ++k)
+          c.be.scale_samples(da, 1, o.in_scales[k].data(), dnodes[static_cast<size_t>(o.in_nodes[k])], 1.f);
+      o.acts.h = Tensor();
+    }
+    if (l >= 2 && !dp && !sums[static_cast<size_t>(l - 2)].rows.empty()) {
+      const LevelSum& S = sums[static_cast<size_t>(l - 2)];
+      std::vector<const Tensor*> xs(static_cast<size_t>(S.K));
+      std::vector<Tensor*> dxs(static_cast<size_t>(S.K), nullptr);
+      for (int k = 0; k < S.K; ++k) {
+        xs[static_cast<size_t>(k)] = node(k);
+        const bool level1 = k == 0 || k - 1 < level_begin[1];  // x or a level-1 op: skipped without need_dx
+        if (dnodes[static_cast<size_t>(k)].defined() && (need_dx || !level1))
+          dxs[static_cast<size_t>(k)] = &dnodes[static_cast<size_t>(k)];
+      }
+      std::vector<const Tensor*> dys(S.rows.size(), nullptr);
+      for (size_t j = 0; j < S.rows.size(); ++j)
+        if (S.rows[j] >= 0 && das[static_cast<size_t>(S.rows[j] - p0)].defined())
+          dys[j] = &das[static_cast<size_t>(S.rows[j] - p0)];
+      c.be.wsum_backward(static_cast<int>(S.rows.size()), S.K, coeff[static_cast<size_t>(l - 2)], S.live.data(), xs,
+                         dys, dxs, dcoeff[static_cast<size_t>(l - 2)]);
+    }
+    for (int p = p0; p < p1; ++p) ops[static_cast<size_t>(p)].acts.a = Tensor();
+  }
+}
+
+void OpGraph::clear_acts() {
+  for (Slot& o : ops) {
+    o.acts = OpActs();
+    o.in_scales.clear();
+  }
+  x = hcat = Tensor();
+}
+
 }  // namespace cells
 }  // namespace dsonas

@@ -148,6 +148,54 @@ struct Op {
   void backward(Ctx& c, int F, const Tensor& a, OpActs& A, Tensor& dh, Tensor& target, float beta) const;
 };
 
+/// The ops of a normal block wired in levels (docs/method.md §1.2), written once for
+/// the search network (every op of the space, λ-weighted sums, ops switched off as
+/// their λ die) and the retrained one (its live ops only, plain sums, drop-path):
+///  * positions p, level-major: level l's ops are [level_begin[l−1], level_begin[l]);
+///    node 0 is the block input x, node 1 + p the output h of the op at p;
+///  * an op reads one node as it is (`direct`: the block input at level 1, or a
+///    retrained op with one input) or its row of its level's sum: one wsum call
+///    per level over nodes 0 … K−1, J rows, the coefficients given per pass (λ, or
+///    ones) and a live mask;
+///  * `stacked`: the positions whose outputs lie in one tensor hcat along C, in
+///    order (the block output's 1×1 convs are then one GEMM over hcat).
+struct OpGraph {
+  struct Slot {
+    Op op;
+    OpActs acts;
+    bool alive = true;
+    int direct = -1;                            // the node read as it is, or −1: a sum row
+    std::vector<int> in_nodes;                  // a sum row's nodes (drop-path)
+    std::vector<std::vector<float>> in_scales;  // drop-path: their per-sample scales this step
+  };
+  struct LevelSum {
+    int K = 0;
+    std::vector<int> rows;      // the position of row j, −1 for a row without an op
+    std::vector<uint8_t> live;  // J×K
+  };
+  std::vector<Slot> ops;
+  std::vector<int> level_begin;  // L + 1 entries
+  std::vector<LevelSum> sums;    // level l ≥ 2 → sums[l − 2]
+  std::vector<int> stacked;
+  Tensor x, hcat;
+  bool dp = false;  // this step: drop-path on every input edge of the sums (their rows' in_scales)
+
+  int levels() const { return static_cast<int>(level_begin.size()) - 1; }
+  /// Node i, or null (a dead op's).
+  const Tensor* node(int i) const;
+  /// x → every live op's output; coeff[l − 2]: level l's J×K sum coefficients.  In
+  /// evaluation (!c.train) each level's inputs and the ops' saved tensors are freed
+  /// as soon as the level is done.
+  void forward(Ctx& c, int F, int H, int W, const Tensor& x, const std::vector<const float*>& coeff);
+  /// From dhcat (∂/∂hcat, its slices the stacked ops' output gradients): every live
+  /// op's backward and the sums' (dcoeff[l − 2]: where level l's coefficient
+  /// gradients accumulate, or null), into dx (the block input's gradient so far).
+  /// need_dx = false: nothing into x or into level-1 ops (their backward is skipped).
+  void backward(Ctx& c, int F, const Tensor& dhcat, Tensor& dx, const std::vector<const float*>& coeff,
+                const std::vector<float*>& dcoeff, bool need_dx);
+  void clear_acts();
+};
+
 /// A normal block's output: BN + ReLU of the sum of its output branches' 1×1
 /// convs — one GEMM of the concatenated (scaled) branch weights over the op
 /// outputs stacked along C — plus the shortcut: the first block of a stage a 1×1

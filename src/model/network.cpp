@@ -125,69 +125,55 @@ NetworkOptions NetworkOptions::from_string(const std::string& s, const std::stri
 
 namespace {
 
-struct NOp : cells::Op {
+/// What the retrained network knows of an op beyond its place in the block's op
+/// graph: where it came from in the architecture and its drop-path sites.
+struct NOpInfo {
   int level = 1, op = 1;
   bool output = false;
-  std::vector<int> in_nodes;          // 0 = block input, 1 + p = output of the op at position p
   std::vector<std::string> in_sites;  // drop-path site of every input (ops with ≥ 2 inputs)
-  int branch = -1;                    // slice of hcat (output ops), else −1
-  // per step
-  cells::OpActs acts;
-  std::vector<std::vector<float>> in_scales;  // drop-path scales per input (active steps)
-  void clear_acts() {
-    acts = cells::OpActs();
-    in_scales.clear();
-  }
-};
-
-/// The plain sums of one level's multi-input ops: one wsum_forward call.
-struct NLevelSum {
-  std::vector<int> ops;       // positions of the J ops
-  int K = 0;                  // columns: nodes 0 .. K−1
-  std::vector<uint8_t> live;  // J×K
-  std::vector<float> ones;    // J×K unit weights
 };
 
 struct NBlock : cells::BlockOutput {  // out_w: one per branch
   int s = 0, u = 0, F = 0, H = 0, W = 0;
   std::string name;
-  std::vector<NOp> ops;          // the live ops, level-major
-  std::vector<int> level_begin;  // ops of level l: positions [level_begin[l−1], level_begin[l])
-  std::vector<int> branch_ops;   // positions of the output ops (hcat order)
+  // the live ops, level-major, each reading one node (direct) or its row of its
+  // level's plain sum (one wsum call over the level's multi-input ops); the output
+  // ops' outputs stacked (graph.stacked, in branch order)
+  cells::OpGraph graph;
+  std::vector<NOpInfo> info;                 // per op of graph.ops
+  std::vector<std::vector<float>> sum_ones;  // level l ≥ 2 → J×K unit coefficients
   std::vector<std::string> branch_sites;
-  std::vector<NLevelSum> sums;  // level l ≥ 2 → sums[l − 2]
   double p_final = 0;
   // per step
-  bool dp = false;                   // drop-path active
   std::vector<float> branch_scales;  // G·n, branch-major
-  Tensor x, hcat, hs;                // block input, the branch ops' outputs stacked along C, hcat drop-path scaled
+  Tensor hs;                         // graph.hcat drop-path scaled
   void release() {
-    for (NOp& o : ops) o.clear_acts();
-    x = hcat = hs = Tensor();
+    graph.clear_acts();
+    graph.dp = false;
+    hs = Tensor();
     clear_output();
     branch_scales.clear();
-    dp = false;
   }
 };
 
 /// The plain sums of each level ≥ 2's multi-input ops: one wsum call per level.
-std::vector<NLevelSum> level_sums(const NBlock& b, int L) {
-  std::vector<NLevelSum> sums;
+void plan_sums(NBlock& b, int L) {
+  cells::OpGraph& g = b.graph;
+  g.sums.assign(static_cast<size_t>(L - 1), {});
+  b.sum_ones.assign(static_cast<size_t>(L - 1), {});
   for (int l = 2; l <= L; ++l) {
-    NLevelSum S;
-    S.K = 1 + b.level_begin[static_cast<size_t>(l - 1)];
-    for (int p = b.level_begin[static_cast<size_t>(l - 1)]; p < b.level_begin[static_cast<size_t>(l)]; ++p)
-      if (b.ops[static_cast<size_t>(p)].in_nodes.size() > 1) S.ops.push_back(p);
-    S.live.assign(S.ops.size() * static_cast<size_t>(S.K), 0);
-    S.ones.assign(S.live.size(), 1.f);
-    for (size_t j = 0; j < S.ops.size(); ++j)
-      for (int node : b.ops[static_cast<size_t>(S.ops[j])].in_nodes) {
+    cells::OpGraph::LevelSum& S = g.sums[static_cast<size_t>(l - 2)];
+    S.K = 1 + g.level_begin[static_cast<size_t>(l - 1)];
+    for (int p = g.level_begin[static_cast<size_t>(l - 1)]; p < g.level_begin[static_cast<size_t>(l)]; ++p)
+      if (g.ops[static_cast<size_t>(p)].direct < 0) S.rows.push_back(p);
+    S.live.assign(S.rows.size() * static_cast<size_t>(S.K), 0);
+    b.sum_ones[static_cast<size_t>(l - 2)].assign(S.live.size(), 1.f);
+    for (size_t j = 0; j < S.rows.size(); ++j)
+      for (int node : g.ops[static_cast<size_t>(S.rows[j])].in_nodes) {
         DSO_CHECK(node < S.K, "input node ", node, " of a level-", l, " op");
         S.live[j * static_cast<size_t>(S.K) + static_cast<size_t>(node)] = 1;
       }
-    sums.push_back(std::move(S));
   }
-  return sums;
 }
 
 /// The auxiliary head (§2.3) on the last reduction's output: BN + ReLU → 5×5
@@ -276,15 +262,17 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
       b.p_final = opt_.drop_path * (n_layer + 1.0) / (depth + 2.0);
       const std::string pre = ab.name + "/";
       std::vector<int> pos_of(static_cast<size_t>(L * N), -1);
-      b.level_begin.assign(static_cast<size_t>(L + 1), 0);
+      cells::OpGraph& g = b.graph;
+      g.level_begin.assign(static_cast<size_t>(L + 1), 0);
       for (const ArchOp& ao : ab.ops) {
-        NOp op;
-        op.level = ao.level;
-        op.op = ao.op;
-        op.output = ao.output;
+        cells::OpGraph::Slot o;
+        NOpInfo info;
+        info.level = ao.level;
+        info.op = ao.op;
+        info.output = ao.output;
         DSO_CHECK(ao.type == sp.ops[static_cast<size_t>(ao.op - 1)], ab.name, " op type");
         const std::string opre = str(pre, "l", ao.level, "/o", ao.op, "/");
-        op.build(pb, opre, ao.type, F, hw, false);
+        o.op.build(pb, opre, ao.type, F, hw, false);
         for (int i : ao.inputs) {
           int node = 0;
           if (i > 0) {
@@ -292,31 +280,32 @@ Network::Network(const Architecture& arch, Backend& backend, uint64_t seed, cons
                       ao.level, "/o", ao.op, " is not a live op");
             node = 1 + pos_of[static_cast<size_t>(i - 1)];
           }
-          op.in_nodes.push_back(node);
-          if (ao.inputs.size() > 1) op.in_sites.push_back(str(opre, "in/", arch_.input_name(i)));
+          o.in_nodes.push_back(node);
+          if (ao.inputs.size() > 1) info.in_sites.push_back(str(opre, "in/", arch_.input_name(i)));
         }
-        DSO_CHECK(!op.in_nodes.empty() && (op.level > 1 || op.in_nodes == std::vector<int>{0}), ab.name, " op inputs");
-        pos_of[static_cast<size_t>(N * (ao.level - 1) + ao.op - 1)] = static_cast<int>(b.ops.size());
-        for (int l = ao.level; l <= L; ++l) b.level_begin[static_cast<size_t>(l)] = static_cast<int>(b.ops.size()) + 1;
-        b.ops.push_back(std::move(op));
+        DSO_CHECK(!o.in_nodes.empty() && (ao.level > 1 || o.in_nodes == std::vector<int>{0}), ab.name, " op inputs");
+        if (o.in_nodes.size() == 1) o.direct = o.in_nodes[0];  // level 1, or one input: read as it is
+        pos_of[static_cast<size_t>(N * (ao.level - 1) + ao.op - 1)] = static_cast<int>(g.ops.size());
+        for (int l = ao.level; l <= L; ++l) g.level_begin[static_cast<size_t>(l)] = static_cast<int>(g.ops.size()) + 1;
+        g.ops.push_back(std::move(o));
+        b.info.push_back(std::move(info));
       }
       for (int l = 1; l <= L; ++l)  // levels without ops start where the previous ended
-        b.level_begin[static_cast<size_t>(l)] =
-            std::max(b.level_begin[static_cast<size_t>(l)], b.level_begin[static_cast<size_t>(l - 1)]);
+        g.level_begin[static_cast<size_t>(l)] =
+            std::max(g.level_begin[static_cast<size_t>(l)], g.level_begin[static_cast<size_t>(l - 1)]);
       std::vector<int> ks;  // the branches' output indices k
-      for (size_t p = 0; p < b.ops.size(); ++p) {
-        NOp& op = b.ops[p];
-        if (!op.output) continue;
-        ks.push_back(N * (op.level - 1) + (op.op - 1));
-        op.branch = static_cast<int>(b.branch_ops.size());
-        b.branch_ops.push_back(static_cast<int>(p));
+      for (size_t p = 0; p < g.ops.size(); ++p) {
+        const NOpInfo& info = b.info[p];
+        if (!info.output) continue;
+        ks.push_back(N * (info.level - 1) + (info.op - 1));
+        g.stacked.push_back(static_cast<int>(p));
         b.branch_sites.push_back(pre + "out/" + cells::out_conv_name(ks.back()));
       }
-      DSO_CHECK(b.branch_ops.empty() == ab.empty, ab.name, " empty flag");
+      DSO_CHECK(g.stacked.empty() == ab.empty, ab.name, " empty flag");
       b.build(pb, pre, F, hw, ks, !ks.empty(), false);
-      b.sums = level_sums(b, L);
-      for (const NOp& op : b.ops)
-        for (const std::string& site : op.in_sites) sites_.push_back({site, static_cast<int>(bi)});
+      plan_sums(b, L);
+      for (const NOpInfo& info : b.info)
+        for (const std::string& site : info.in_sites) sites_.push_back({site, static_cast<int>(bi)});
       for (const std::string& site : b.branch_sites) sites_.push_back({site, static_cast<int>(bi)});
       I.blocks.push_back(std::move(b));
     }
@@ -421,16 +410,16 @@ struct NetFwd {
   Tensor conv(const ConvDesc& d, const Tensor& x, int w) { return cells::conv(c, d, x, w); }
 
   // ---- normal block ------------------------------------------------------------
-  static const Tensor& node(NBlock& b, int i) { return i == 0 ? b.x : b.ops[static_cast<size_t>(i - 1)].acts.h; }
-
-  /// Drop-path scales of this step (training, p > 0), else b.dp = false.
+  /// Drop-path scales of this step (training, p > 0), else graph.dp = false.
   void draw_drop_path(NBlock& b, int bi, int n) {
-    b.dp = c.train && b.p_final * std::min(1.0, std::max(0.0, progress)) > 0.0;
-    if (!b.dp) return;
-    for (NOp& op : b.ops) {
-      op.in_scales.clear();
-      for (const std::string& site : op.in_sites)
-        op.in_scales.push_back(net.drop_path_scales(site, bi, step, progress, n, sample_base));
+    cells::OpGraph& g = b.graph;
+    g.dp = c.train && b.p_final * std::min(1.0, std::max(0.0, progress)) > 0.0;
+    if (!g.dp) return;
+    for (size_t p = 0; p < g.ops.size(); ++p) {
+      cells::OpGraph::Slot& o = g.ops[p];
+      o.in_scales.clear();
+      for (const std::string& site : b.info[p].in_sites)
+        o.in_scales.push_back(net.drop_path_scales(site, bi, step, progress, n, sample_base));
     }
     b.branch_scales.clear();
     for (const std::string& site : b.branch_sites) {
@@ -439,70 +428,38 @@ struct NetFwd {
     }
   }
 
+  std::vector<const float*> sum_ones(const NBlock& b) const {
+    std::vector<const float*> v;
+    for (const std::vector<float>& o : b.sum_ones) v.push_back(o.data());
+    return v;
+  }
+
   Tensor normal_forward(NBlock& b, int bi, const Tensor& x) {
-    const int L = sp().levels, F = b.F;
     const int n = static_cast<int>(x.dim(1));
     draw_drop_path(b, bi, n);
-    b.x = x;
-    const int G = static_cast<int>(b.branch_ops.size());
-    const int64_t plane = x.numel();
-    if (G > 0) {
-      b.hcat = c.be.alloc(act_shape(static_cast<int64_t>(G) * F, n, b.H, b.W));
-      for (int g = 0; g < G; ++g)
-        b.ops[static_cast<size_t>(b.branch_ops[static_cast<size_t>(g)])].acts.h = b.hcat.view(g * plane, x.shape());
-    }
-    for (int l = 1; l <= L; ++l) {
-      const int p0 = b.level_begin[static_cast<size_t>(l - 1)], p1 = b.level_begin[static_cast<size_t>(l)];
-      if (p0 == p1) continue;
-      // op inputs
-      if (l >= 2) {
-        const NLevelSum& S = b.sums[static_cast<size_t>(l - 2)];
-        if (!S.ops.empty()) {
-          if (!b.dp) {
-            std::vector<const Tensor*> xs(static_cast<size_t>(S.K));
-            for (int k = 0; k < S.K; ++k) xs[static_cast<size_t>(k)] = &node(b, k);
-            std::vector<Tensor*> ys;
-            for (int p : S.ops) {
-              NOp& op = b.ops[static_cast<size_t>(p)];
-              op.acts.a = c.be.alloc(x.shape());
-              ys.push_back(&op.acts.a);
-            }
-            c.be.wsum_forward(static_cast<int>(S.ops.size()), S.K, S.ones.data(), S.live.data(), xs, ys);
-          } else {  // drop-path on every input edge, before the sum
-            for (int p : S.ops) {
-              NOp& op = b.ops[static_cast<size_t>(p)];
-              op.acts.a = c.be.alloc(x.shape());
-              for (size_t k = 0; k < op.in_nodes.size(); ++k)
-                c.be.scale_samples(node(b, op.in_nodes[k]), 1, op.in_scales[k].data(), op.acts.a, k == 0 ? 0.f : 1.f);
-            }
-          }
-        }
-      }
-      for (int p = p0; p < p1; ++p) {
-        NOp& op = b.ops[static_cast<size_t>(p)];
-        if (op.in_nodes.size() == 1) op.acts.a = node(b, op.in_nodes[0]);  // level 1, or a single input: no copy
-        op.forward(c, F, op.acts.a, op.acts);
-      }
-    }
+    cells::OpGraph& g = b.graph;
+    g.forward(c, b.F, b.H, b.W, x, sum_ones(b));
+    const int G = static_cast<int>(g.stacked.size());
     std::vector<const Tensor*> ws;
     for (int w : b.out_w) ws.push_back(&c.P[w].value);
     const std::vector<float> ones(static_cast<size_t>(G), 1.f);
-    const Tensor* in = G > 0 ? &b.hcat : nullptr;
-    if (G > 0 && b.dp) {  // drop-path on every branch (scaling its input = scaling its 1×1 conv's output)
-      b.hs = c.be.alloc(b.hcat.shape());
-      c.be.scale_samples(b.hcat, G, b.branch_scales.data(), b.hs);
+    const Tensor* in = G > 0 ? &g.hcat : nullptr;
+    if (G > 0 && g.dp) {  // drop-path on every branch (scaling its input = scaling its 1×1 conv's output)
+      b.hs = c.be.alloc(g.hcat.shape());
+      c.be.scale_samples(g.hcat, G, b.branch_scales.data(), b.hs);
       in = &b.hs;
     }
-    Tensor out = b.forward(c, F, b.x, in, ws, ones.data());
+    Tensor out = b.forward(c, b.F, g.x, in, ws, ones.data());
     if (!c.train) b.release();
     return out;
   }
 
   Tensor normal_backward(NBlock& b, const Tensor& dout) {
-    const int L = sp().levels, F = b.F;
-    const int G = static_cast<int>(b.branch_ops.size());
+    const int F = b.F;
+    cells::OpGraph& g = b.graph;
+    const int G = static_cast<int>(g.stacked.size());
     Tensor dy;
-    Tensor dx = b.backward(c, F, b.x, dout, G > 0, true, &dy);
+    Tensor dx = b.backward(c, F, g.x, dout, G > 0, true, &dy);
     if (G == 0) {
       b.release();
       return dx;
@@ -510,11 +467,11 @@ struct NetFwd {
 
     // ∂/∂(stacked branch inputs) in one GEMM; the per-op gradients are views of it
     const ConvDesc dcat = conv_desc(G * F, F, 1, 1, 0);
-    Tensor dhcat = c.be.alloc(b.hcat.shape());
+    Tensor dhcat = c.be.alloc(g.hcat.shape());
     c.be.conv_backward_data(dcat, dy, b.wcat, dhcat);
     {
       Tensor M = c.be.alloc(b.wcat.shape());
-      c.be.conv_backward_filter(dcat, b.dp ? b.hs : b.hcat, dy, M, 1.f, 0.f);
+      c.be.conv_backward_filter(dcat, g.dp ? b.hs : g.hcat, dy, M, 1.f, 0.f);
       std::vector<const Tensor*> ws;
       std::vector<Tensor*> dws;
       for (int w : b.out_w) {
@@ -525,55 +482,10 @@ struct NetFwd {
       c.be.concat_scaled_columns_backward(ws, ones.data(), M, dws,
                                           std::vector<float*>(static_cast<size_t>(G), nullptr));
     }
-    if (b.dp) c.be.scale_samples(dhcat, G, b.branch_scales.data(), dhcat);
+    if (g.dp) c.be.scale_samples(dhcat, G, b.branch_scales.data(), dhcat);
     dy = Tensor();
     b.wcat = b.hs = Tensor();
-
-    const int64_t plane = b.x.numel();
-    std::vector<Tensor> dnodes(1 + b.ops.size());
-    dnodes[0] = dx;
-    for (size_t p = 0; p < b.ops.size(); ++p) {
-      const NOp& op = b.ops[p];
-      if (op.branch >= 0) {
-        dnodes[1 + p] = dhcat.view(op.branch * plane, b.x.shape());
-      } else {  // alive only as an internal node: gradients arrive from its consumers
-        dnodes[1 + p] = c.be.alloc(b.x.shape());
-        c.be.fill(dnodes[1 + p], 0.f);
-      }
-    }
-
-    for (int l = L; l >= 1; --l) {
-      const int p0 = b.level_begin[static_cast<size_t>(l - 1)], p1 = b.level_begin[static_cast<size_t>(l)];
-      std::vector<Tensor> das(static_cast<size_t>(p1 - p0));
-      for (int p = p0; p < p1; ++p) {
-        NOp& op = b.ops[static_cast<size_t>(p)];
-        const bool single = op.in_nodes.size() == 1;  // accumulate straight into the input's gradient
-        if (!single) das[static_cast<size_t>(p - p0)] = c.be.alloc(op.acts.a.shape());
-        op.backward(c, F, op.acts.a, op.acts, dnodes[static_cast<size_t>(1 + p)],
-                    single ? dnodes[static_cast<size_t>(op.in_nodes[0])] : das[static_cast<size_t>(p - p0)],
-                    single ? 1.f : 0.f);
-        if (op.in_nodes.size() > 1 && b.dp)  // through the drop-path scales of every input edge
-          for (size_t k = 0; k < op.in_nodes.size(); ++k)
-            c.be.scale_samples(das[static_cast<size_t>(p - p0)], 1, op.in_scales[k].data(),
-                               dnodes[static_cast<size_t>(op.in_nodes[k])], 1.f);
-        op.acts.h = Tensor();
-      }
-      if (l >= 2 && !b.dp) {
-        const NLevelSum& S = b.sums[static_cast<size_t>(l - 2)];
-        if (!S.ops.empty()) {
-          std::vector<const Tensor*> xs(static_cast<size_t>(S.K));
-          std::vector<Tensor*> dxs(static_cast<size_t>(S.K));
-          for (int k = 0; k < S.K; ++k) {
-            xs[static_cast<size_t>(k)] = &node(b, k);
-            dxs[static_cast<size_t>(k)] = &dnodes[static_cast<size_t>(k)];
-          }
-          std::vector<const Tensor*> dys;
-          for (int p : S.ops) dys.push_back(&das[static_cast<size_t>(p - p0)]);
-          c.be.wsum_backward(static_cast<int>(S.ops.size()), S.K, S.ones.data(), S.live.data(), xs, dys, dxs, nullptr);
-        }
-      }
-      for (int p = p0; p < p1; ++p) b.ops[static_cast<size_t>(p)].acts.a = Tensor();
-    }
+    g.backward(c, F, dhcat, dx, sum_ones(b), std::vector<float*>(b.sum_ones.size(), nullptr), true);
     b.release();
     return dx;
   }

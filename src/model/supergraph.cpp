@@ -18,26 +18,20 @@
 namespace dsonas {
 
 namespace {
-using cells::act_shape;
 using cells::conv_desc;
 using cells::Ctx;
-using cells::OpActs;
 
 struct NormalBlock : cells::BlockOutput {  // out_w: one per op, N*L
   int s = 0, u = 0, F = 0, H = 0, W = 0;
   int first_param = 0;    // index of the block's first parameter
   int64_t grad_from = 0;  // its offset in the flat gradient buffer
   int lam_off = 0;
-  std::vector<cells::Op> ops;  // (l-1)*N + (j-1)
-  // plan
-  std::vector<uint8_t> alive;                    // L*N
-  std::vector<std::vector<uint8_t>> level_live;  // [l-1] → N*K_l (l ≥ 2)
-  std::vector<int> branches;                     // live output branches k
-  std::vector<int> alive_list;                   // alive ops in index order (their h are stacked)
-  // stored activations; hcat stacks the alive ops' outputs along C so that the
-  // block output's λ-scaled 1×1 convs are one GEMM with wcat (docs/method.md §1.3)
-  Tensor x, hcat;
-  std::vector<OpActs> acts;
+  // every op of the space at position (l-1)*N + (j-1); the plan switches them on
+  // and off (alive), sets the sums' live masks and stacks the alive ops' outputs
+  // (graph.stacked, in index order) so that the block output's λ-scaled 1×1
+  // convs are one GEMM with wcat (docs/method.md §1.3)
+  cells::OpGraph graph;
+  std::vector<int> branches;  // live output branches k
 };
 
 struct ReductionBlock : cells::Reduction {
@@ -99,16 +93,26 @@ Supergraph::Supergraph(const SearchSpace& space, Backend& backend, uint64_t seed
       b.lam_off = space_.block_lambda_offset(s, u);
       const std::string pre = str("s", s + 1, "/u", u + 1, "/");
       if (!space_.share) add_block_groups(pre, b.lam_off);
-      b.ops.resize(static_cast<size_t>(L * N));
+      cells::OpGraph& g = b.graph;
+      g.ops.resize(static_cast<size_t>(L * N));
+      g.level_begin.resize(static_cast<size_t>(L + 1));
+      for (int l = 0; l <= L; ++l) g.level_begin[static_cast<size_t>(l)] = l * N;
+      g.sums.resize(static_cast<size_t>(L - 1));
       const double hw = static_cast<double>(H) * W;
       for (int l = 1; l <= L; ++l)
-        for (int j = 1; j <= N; ++j)
-          b.ops[static_cast<size_t>((l - 1) * N + (j - 1))].build(pb, str(pre, "l", l, "/o", j, "/"),
-                                                                  space_.ops[static_cast<size_t>(j - 1)], F, hw, true);
+        for (int j = 1; j <= N; ++j) {
+          const int k = (l - 1) * N + (j - 1);
+          cells::OpGraph::Slot& o = g.ops[static_cast<size_t>(k)];
+          o.op.build(pb, str(pre, "l", l, "/o", j, "/"), space_.ops[static_cast<size_t>(j - 1)], F, hw, true);
+          if (l == 1)
+            o.direct = 0;  // the block input itself
+          else
+            g.sums[static_cast<size_t>(l - 2)].rows.push_back(k);
+        }
+      for (int l = 2; l <= L; ++l) g.sums[static_cast<size_t>(l - 2)].K = lay.in_len(l);
       std::vector<int> every(static_cast<size_t>(N * L));
       for (int k = 0; k < N * L; ++k) every[static_cast<size_t>(k)] = k;
       b.build(pb, pre, F, hw, every, true, true);
-      b.acts.resize(static_cast<size_t>(L * N));
       I.blocks.push_back(std::move(b));
     }
     if (s + 1 < space_.stages()) {
@@ -178,22 +182,21 @@ void Supergraph::rebuild_plan() {
   const uint8_t* mk = lambda_fixed_ ? all.data() : mask_.data();
   for (NormalBlock& b : I.blocks) {
     const BlockTopology t = block_topology(nullptr, mk + b.lam_off, lay);  // the mask alone decides
-    b.alive.assign(static_cast<size_t>(L * N), 0);
+    cells::OpGraph& g = b.graph;
     for (int l = 1; l <= L; ++l)
-      for (int j = 1; j <= N; ++j) b.alive[static_cast<size_t>((l - 1) * N + j - 1)] = t.alive(l, j);
-    b.level_live.assign(static_cast<size_t>(L), {});
+      for (int j = 1; j <= N; ++j) g.ops[static_cast<size_t>((l - 1) * N + j - 1)].alive = t.alive(l, j);
     for (int l = 2; l <= L; ++l) {
       const int K = lay.in_len(l);
-      auto& lv = b.level_live[static_cast<size_t>(l - 1)];
+      auto& lv = g.sums[static_cast<size_t>(l - 2)].live;
       lv.assign(static_cast<size_t>(N * K), 0);
       for (int j = 1; j <= N; ++j)
         for (int i = 0; i < K; ++i) lv[static_cast<size_t>((j - 1) * K + i)] = t.edge_live[l - 1][j - 1][i];
     }
     b.branches.clear();
-    b.alive_list.clear();
+    g.stacked.clear();
     for (int k = 0; k < N * L; ++k) {
       if (t.after_live[static_cast<size_t>(k)]) b.branches.push_back(k);
-      if (b.alive[static_cast<size_t>(k)]) b.alive_list.push_back(k);
+      if (g.ops[static_cast<size_t>(k)].alive) g.stacked.push_back(k);
     }
   }
   for (ReductionBlock& r : I.reds)
@@ -203,15 +206,15 @@ void Supergraph::rebuild_plan() {
 int Supergraph::live_ops() const {
   int n = 0;
   for (const NormalBlock& b : impl_->blocks)
-    for (uint8_t a : b.alive) n += a;
+    for (const cells::OpGraph::Slot& o : b.graph.ops) n += o.alive ? 1 : 0;
   return n;
 }
 
 int Supergraph::live_edges() const {
   int n = 0;
   for (const NormalBlock& b : impl_->blocks) {
-    for (const auto& lv : b.level_live)
-      for (uint8_t a : lv) n += a;
+    for (const cells::OpGraph::LevelSum& S : b.graph.sums)
+      for (uint8_t a : S.live) n += a;
     n += static_cast<int>(b.branches.size());
   }
   for (const ReductionBlock& r : impl_->reds) n += r.live[0] + r.live[1];
@@ -233,69 +236,43 @@ struct Fwd {
 
   Tensor conv(const ConvDesc& d, const Tensor& x, int w) { return cells::conv(c, d, x, w); }
 
+  /// Level l's λ rows (l ≥ 2) for the block's op graph, and where their gradients go.
+  std::vector<const float*> sum_coeffs(const NormalBlock& b) const {
+    const BlockLayout lay = g.space().block_layout();
+    std::vector<const float*> v;
+    for (int l = 2; l <= g.space().levels; ++l) v.push_back(lam + b.lam_off + lay.row_offset(l, 1));
+    return v;
+  }
+  std::vector<float*> sum_dcoeffs(const NormalBlock& b) const {
+    const BlockLayout lay = g.space().block_layout();
+    std::vector<float*> v;
+    for (int l = 2; l <= g.space().levels; ++l) v.push_back(dlam ? dlam + b.lam_off + lay.row_offset(l, 1) : nullptr);
+    return v;
+  }
+
   Tensor normal_forward(NormalBlock& b, const Tensor& x) {
-    const SearchSpace& sp = g.space();
-    const int L = sp.levels, N = sp.N();
-    const BlockLayout lay = sp.block_layout();
-    const int F = b.F, n = static_cast<int>(x.dim(1));
     const float* lb = lam + b.lam_off;
-    b.x = x;
-    const int nalive = static_cast<int>(b.alive_list.size());
-    const int64_t plane = static_cast<int64_t>(F) * n * b.H * b.W;
-    if (nalive > 0) {
-      b.hcat = c.be.alloc(act_shape(nalive * F, n, b.H, b.W));
-      for (int a = 0; a < nalive; ++a) b.acts[b.alive_list[a]].h = b.hcat.view(a * plane, x.shape());
-    }
-    std::vector<const Tensor*> nodes(static_cast<size_t>(1 + L * N), nullptr);
-    nodes[0] = &b.x;
-    for (int l = 1; l <= L; ++l) {
-      if (l >= 2) {
-        const int K = lay.in_len(l);
-        std::vector<Tensor*> ys(static_cast<size_t>(N), nullptr);
-        for (int j = 1; j <= N; ++j) {
-          const int idx = (l - 1) * N + j - 1;
-          if (!b.alive[idx]) continue;
-          b.acts[idx].a = c.be.alloc(x.shape());
-          ys[static_cast<size_t>(j - 1)] = &b.acts[idx].a;
-        }
-        std::vector<const Tensor*> xs(nodes.begin(), nodes.begin() + K);
-        c.be.wsum_forward(N, K, lb + lay.row_offset(l, 1), b.level_live[l - 1].data(), xs, ys);
-      }
-      for (int j = 1; j <= N; ++j) {
-        const int idx = (l - 1) * N + j - 1;
-        if (!b.alive[idx]) continue;
-        OpActs& A = b.acts[idx];
-        b.ops[idx].forward(c, F, (l == 1) ? b.x : A.a, A);
-        nodes[static_cast<size_t>(1 + idx)] = &A.h;
-      }
-      if (!c.train) {  // inputs of this level are no longer needed
-        for (int j = 1; j <= N; ++j) {
-          OpActs& A = b.acts[(l - 1) * N + j - 1];
-          A.a = A.t1 = A.t2 = A.mean = A.inv = Tensor();
-        }
-      }
-    }
+    b.graph.forward(c, b.F, b.H, b.W, x, sum_coeffs(b));
     std::vector<const Tensor*> ws;
     std::vector<float> scale;
     if (!b.branches.empty()) out_columns(b, lb, &ws, &scale, nullptr, nullptr);
-    Tensor out = b.forward(c, F, b.x, b.branches.empty() ? nullptr : &b.hcat, ws, scale.data());
+    Tensor out = b.forward(c, b.F, b.graph.x, b.branches.empty() ? nullptr : &b.graph.hcat, ws, scale.data());
     if (!c.train) {
       release(b);
     } else if (recompute) {  // keep only the block input; backward recomputes the rest
-      Tensor keep = b.x;
+      Tensor keep = b.graph.x;
       release(b);
-      b.x = keep;
+      b.graph.x = keep;
     }
     return out;
   }
 
   static void release(NormalBlock& b) {
-    for (OpActs& A : b.acts) A = OpActs();
-    b.x = b.hcat = Tensor();
+    b.graph.clear_acts();
     b.clear_output();
   }
 
-  /// Columns of the block's output GEMM, one per alive op (in alive_list
+  /// Columns of the block's output GEMM, one per alive op (in graph.stacked
   /// order): its 1×1 weight and λ_after scale, 0 for ops that are alive only as
   /// internal nodes (their branch is dead).  Optionally the gradient targets.
   void out_columns(NormalBlock& b, const float* lb, std::vector<const Tensor*>* ws, std::vector<float>* scale,
@@ -303,7 +280,7 @@ struct Fwd {
     const BlockLayout lay = g.space().block_layout();
     float* dlb = dlam ? dlam + b.lam_off : nullptr;
     size_t bi = 0;
-    for (int k : b.alive_list) {
+    for (int k : b.graph.stacked) {
       const bool branch = bi < b.branches.size() && b.branches[bi] == k;
       if (branch) ++bi;
       Param& w = c.P[b.out_w[k]];
@@ -322,10 +299,11 @@ struct Fwd {
   /// if a live branch has a λ too small or not finite to divide by.
   bool branch_dots(NormalBlock& b, const float* lb, float* dlb, const Tensor& dhcat) {
     const BlockLayout lay = g.space().block_layout();
-    std::vector<std::pair<int, int>> br;  // (alive position, k)
+    const std::vector<int>& stacked = b.graph.stacked;
+    std::vector<std::pair<int, int>> br;  // (stacked position, k)
     size_t bi = 0;
-    for (int a = 0; a < static_cast<int>(b.alive_list.size()); ++a) {
-      const int k = b.alive_list[static_cast<size_t>(a)];
+    for (int a = 0; a < static_cast<int>(stacked.size()); ++a) {
+      const int k = stacked[static_cast<size_t>(a)];
       if (bi < b.branches.size() && b.branches[bi] == k) {
         ++bi;
         const float lk = lb[lay.after_offset() + k];
@@ -334,14 +312,15 @@ struct Fwd {
       }
     }
     if (br.empty()) return true;
-    const int64_t plane = b.x.numel();
+    const Tensor& x = b.graph.x;
+    const int64_t plane = x.numel();
     Tensor t = c.be.alloc({static_cast<int64_t>(br.size())});
     c.be.fill(t, 0.f);
     const int64_t base = (dlb - g.lambda_grad().data()) + lay.after_offset();
     for (size_t q = 0; q < br.size(); ++q) {
       const int a = br[q].first, k = br[q].second;
       Tensor tq = t.view(static_cast<int64_t>(q), {1});
-      c.be.dot_accumulate(dhcat.view(a * plane, b.x.shape()), b.hcat.view(a * plane, b.x.shape()), tq.data());
+      c.be.dot_accumulate(dhcat.view(a * plane, x.shape()), b.graph.hcat.view(a * plane, x.shape()), tq.data());
       Tensor dq = g.lambda_grad().view(base + k, {1});
       c.be.axpy(1.f / lb[lay.after_offset() + k], tq, dq);
     }
@@ -353,33 +332,27 @@ struct Fwd {
   /// level-1 ops and the level ≥ 2 sums' contributions to x and to level-1
   /// nodes are skipped; returns an undefined tensor.
   Tensor normal_backward(NormalBlock& b, const Tensor& dout, bool need_dx = true) {
-    const SearchSpace& sp = g.space();
-    const int L = sp.levels, N = sp.N();
-    const BlockLayout lay = sp.block_layout();
     const int F = b.F;
     const float* lb = lam + b.lam_off;
     float* dlb = dlam ? dlam + b.lam_off : nullptr;
 
     Tensor dy;
-    Tensor dx = b.backward(c, F, b.x, dout, !b.branches.empty(), need_dx, &dy);
+    Tensor dx = b.backward(c, F, b.graph.x, dout, !b.branches.empty(), need_dx, &dy);
     if (b.branches.empty()) {
       release(b);
       return dx;
     }
 
     // ∂/∂(stacked op outputs) in one GEMM; the per-op gradients are views of it
-    const int nalive = static_cast<int>(b.alive_list.size());
+    const int nalive = static_cast<int>(b.graph.stacked.size());
     const ConvDesc dcat = conv_desc(nalive * F, F, 1, 1, 0);
-    Tensor dhcat = c.be.alloc(b.hcat.shape());
+    Tensor dhcat = c.be.alloc(b.graph.hcat.shape());
     c.be.conv_backward_data(dcat, dy, b.wcat, dhcat);
-    std::vector<Tensor> dnodes(static_cast<size_t>(L * N));
-    const int64_t plane = b.x.numel();
-    for (int a = 0; a < nalive; ++a) dnodes[b.alive_list[a]] = dhcat.view(a * plane, b.x.shape());
     if (dlb && !c.wgrads && branch_dots(b, lb, dlb, dhcat)) {
       // λ-step: dλ_after from dot products (no weight-gradient GEMM)
     } else if (dlb || c.wgrads) {
       Tensor M = c.be.alloc(b.wcat.shape());
-      c.be.conv_backward_filter(dcat, b.hcat, dy, M, 1.f, 0.f);
+      c.be.conv_backward_filter(dcat, b.graph.hcat, dy, M, 1.f, 0.f);
       std::vector<const Tensor*> ws;
       std::vector<float> scale;
       std::vector<Tensor*> dws;
@@ -389,40 +362,7 @@ struct Fwd {
     }
     dy = Tensor();
     b.wcat = Tensor();
-
-    std::vector<const Tensor*> nodes(static_cast<size_t>(1 + L * N), nullptr);
-    nodes[0] = &b.x;
-    for (int idx = 0; idx < L * N; ++idx)
-      if (b.alive[idx]) nodes[static_cast<size_t>(1 + idx)] = &b.acts[idx].h;
-
-    for (int l = L; l >= 1; --l) {
-      if (l == 1 && !need_dx) break;
-      std::vector<Tensor> das(static_cast<size_t>(N));
-      for (int j = 1; j <= N; ++j) {
-        const int idx = (l - 1) * N + j - 1;
-        if (!b.alive[idx]) continue;
-        OpActs& A = b.acts[idx];
-        const Tensor& a = (l == 1) ? b.x : A.a;
-        if (l > 1) das[j - 1] = c.be.alloc(a.shape());
-        // level 1 accumulates into the block input's gradient; higher levels
-        // into their input sum's, which the level's wsum_backward spreads
-        b.ops[idx].backward(c, F, a, A, dnodes[idx], l == 1 ? dx : das[j - 1], l == 1 ? 1.f : 0.f);
-      }
-      if (l >= 2) {
-        const int K = lay.in_len(l);
-        std::vector<const Tensor*> xs(nodes.begin(), nodes.begin() + K);
-        std::vector<const Tensor*> dys(static_cast<size_t>(N), nullptr);
-        for (int j = 0; j < N; ++j)
-          if (das[j].defined()) dys[j] = &das[j];
-        std::vector<Tensor*> dxs(static_cast<size_t>(K), nullptr);
-        if (need_dx) dxs[0] = &dx;
-        for (int i = 1; i < K; ++i)
-          if (b.alive[i - 1] && (need_dx || i > N)) dxs[i] = &dnodes[i - 1];
-        c.be.wsum_backward(N, K, lb + lay.row_offset(l, 1), b.level_live[l - 1].data(), xs, dys, dxs,
-                           dlb ? dlb + lay.row_offset(l, 1) : nullptr);
-        for (int j = 1; j <= N; ++j) b.acts[(l - 1) * N + j - 1].a = Tensor();
-      }
-    }
+    b.graph.backward(c, F, dhcat, dx, sum_coeffs(b), sum_dcoeffs(b), need_dx);
     release(b);
     return dx;
   }
@@ -461,7 +401,7 @@ struct Fwd {
           const float m = c.momentum;
           c.momentum = 1.f;
           recompute = false;
-          Tensor x = b.x;
+          Tensor x = b.graph.x;
           normal_forward(b, x);
           recompute = true;
           c.momentum = m;
