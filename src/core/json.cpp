@@ -369,4 +369,138 @@ int64_t JsonObject::as_i64(const JsonValue& v, const std::string& f, int64_t lo,
   return x;
 }
 
+JsonValue JsonValue::integer(int64_t v) {
+  JsonValue j;
+  j.kind = Num;
+  j.text = std::to_string(v);
+  j.integral = true;
+  return j;
+}
+JsonValue JsonValue::string(const std::string& v) {
+  JsonValue j;
+  j.kind = Str;
+  j.text = v;
+  return j;
+}
+JsonValue JsonValue::boolean(bool v) {
+  JsonValue j;
+  j.kind = Bool;
+  j.b = v;
+  return j;
+}
+JsonValue JsonValue::array() {
+  JsonValue j;
+  j.kind = Arr;
+  return j;
+}
+JsonValue JsonValue::object() {
+  JsonValue j;
+  j.kind = Obj;
+  return j;
+}
+JsonValue& JsonValue::add(const std::string& key, JsonValue v) {
+  obj.emplace_back(key, std::move(v));
+  return *this;
+}
+JsonValue& JsonValue::push(JsonValue v) {
+  arr.push_back(std::move(v));
+  return *this;
+}
+
+namespace {
+
+/// Printed on one line inside a multi-line array: scalars, arrays of scalars,
+/// objects of those.
+bool flat(const JsonValue& v) {
+  if (v.scalar()) return true;
+  if (v.kind == JsonValue::Arr) {
+    for (const JsonValue& e : v.arr)
+      if (!e.scalar()) return false;
+    return true;
+  }
+  for (const auto& kv : v.obj)
+    if (!(kv.second.scalar() || (kv.second.kind == JsonValue::Arr && flat(kv.second)))) return false;
+  return true;
+}
+
+void print_inline(const JsonValue& v, std::string& out) {
+  switch (v.kind) {
+    case JsonValue::Null: out += "null"; return;
+    case JsonValue::Num: out += v.text; return;
+    case JsonValue::Str: out += json_quote(v.text); return;
+    case JsonValue::Bool: out += v.b ? "true" : "false"; return;
+    case JsonValue::Arr:
+      out += "[";
+      for (size_t k = 0; k < v.arr.size(); ++k) {
+        if (k) out += ", ";
+        print_inline(v.arr[k], out);
+      }
+      out += "]";
+      return;
+    case JsonValue::Obj:
+      out += "{";
+      for (size_t k = 0; k < v.obj.size(); ++k) {
+        if (k) out += ", ";
+        out += json_quote(v.obj[k].first) + ": ";
+        print_inline(v.obj[k].second, out);
+      }
+      out += "}";
+      return;
+  }
+}
+
+void print_pretty(const JsonValue& v, int depth, std::string& out) {
+  const std::string pad(static_cast<size_t>(2 * (depth + 1)), ' '), end(static_cast<size_t>(2 * depth), ' ');
+  if (v.kind == JsonValue::Arr) {
+    if (v.arr.empty()) return print_inline(v, out);
+    if (flat(v)) {  // scalars: one line unless long (e.g. several warnings)
+      std::string line;
+      print_inline(v, line);
+      if (line.size() <= 100) {
+        out += line;
+        return;
+      }
+    }
+    out += "[\n";
+    for (size_t k = 0; k < v.arr.size(); ++k) {
+      out += pad;
+      if (flat(v.arr[k]))
+        print_inline(v.arr[k], out);
+      else
+        print_pretty(v.arr[k], depth + 1, out);
+      out += k + 1 < v.arr.size() ? ",\n" : "\n";
+    }
+    out += end + "]";
+    return;
+  }
+  if (v.kind == JsonValue::Obj) {
+    bool scalars = true;  // an object of scalars only (e.g. per-type counts): one line
+    for (const auto& kv : v.obj) scalars = scalars && kv.second.scalar();
+    if (scalars) return print_inline(v, out);
+    out += "{\n";
+    for (size_t k = 0; k < v.obj.size(); ++k) {
+      out += pad + json_quote(v.obj[k].first) + ": ";
+      print_pretty(v.obj[k].second, depth + 1, out);
+      out += k + 1 < v.obj.size() ? ",\n" : "\n";
+    }
+    out += end + "}";
+    return;
+  }
+  print_inline(v, out);
+}
+
+}  // namespace
+
+std::string json_inline(const JsonValue& v) {
+  std::string out;
+  print_inline(v, out);
+  return out;
+}
+
+std::string json_pretty(const JsonValue& v) {
+  std::string out;
+  print_pretty(v, 0, out);
+  return out;
+}
+
 }  // namespace dsonas

@@ -52,135 +52,9 @@ ArchReduction reduction_frame(const SearchSpace& sp, int s) {
   return r;
 }
 
-// ---- a minimal ordered JSON value and its printer ----------------------------------
-struct J {
-  enum Kind { Int, Str, Bool, Arr, Obj } kind = Obj;
-  int64_t i = 0;
-  std::string s;
-  bool b = false;
-  std::vector<J> arr;
-  std::vector<std::pair<std::string, J>> obj;
-
-  static J num(int64_t v) {
-    J j;
-    j.kind = Int;
-    j.i = v;
-    return j;
-  }
-  static J num_d(double v) { return num(static_cast<int64_t>(std::llround(v))); }
-  static J text(const std::string& v) {
-    J j;
-    j.kind = Str;
-    j.s = v;
-    return j;
-  }
-  static J boolean(bool v) {
-    J j;
-    j.kind = Bool;
-    j.b = v;
-    return j;
-  }
-  static J array() {
-    J j;
-    j.kind = Arr;
-    return j;
-  }
-  static J object() {
-    J j;
-    j.kind = Obj;
-    return j;
-  }
-  J& add(const std::string& key, J v) {
-    obj.emplace_back(key, std::move(v));
-    return *this;
-  }
-  J& push(J v) {
-    arr.push_back(std::move(v));
-    return *this;
-  }
-
-  bool scalar() const { return kind == Int || kind == Str || kind == Bool; }
-  /// Printed on one line: scalars, arrays of scalars, objects of those.
-  bool flat() const {
-    if (scalar()) return true;
-    if (kind == Arr) {
-      for (const J& e : arr)
-        if (!e.scalar()) return false;
-      return true;
-    }
-    for (const auto& kv : obj)
-      if (!(kv.second.scalar() || (kv.second.kind == Arr && kv.second.flat()))) return false;
-    return true;
-  }
-};
-
-void print_inline(const J& v, std::string& out) {
-  switch (v.kind) {
-    case J::Int: out += std::to_string(v.i); return;
-    case J::Str: out += json_quote(v.s); return;
-    case J::Bool: out += v.b ? "true" : "false"; return;
-    case J::Arr:
-      out += "[";
-      for (size_t k = 0; k < v.arr.size(); ++k) {
-        if (k) out += ", ";
-        print_inline(v.arr[k], out);
-      }
-      out += "]";
-      return;
-    case J::Obj:
-      out += "{";
-      for (size_t k = 0; k < v.obj.size(); ++k) {
-        if (k) out += ", ";
-        out += json_quote(v.obj[k].first) + ": ";
-        print_inline(v.obj[k].second, out);
-      }
-      out += "}";
-      return;
-  }
-}
-
-/// Objects are multi-line unless all their members are scalars; an array is one
-/// line when it holds only scalars (and fits in 100 characters); a "flat" element
-/// of an array (e.g. one op: scalars and scalar arrays) is printed on one line.
-void print_pretty(const J& v, int depth, std::string& out) {
-  const std::string pad(static_cast<size_t>(2 * (depth + 1)), ' '), end(static_cast<size_t>(2 * depth), ' ');
-  if (v.kind == J::Arr) {
-    if (v.arr.empty()) return print_inline(v, out);
-    if (v.flat()) {  // scalars: one line unless long (e.g. several warnings)
-      std::string line;
-      print_inline(v, line);
-      if (line.size() <= 100) {
-        out += line;
-        return;
-      }
-    }
-    out += "[\n";
-    for (size_t k = 0; k < v.arr.size(); ++k) {
-      out += pad;
-      if (v.arr[k].flat())
-        print_inline(v.arr[k], out);
-      else
-        print_pretty(v.arr[k], depth + 1, out);
-      out += k + 1 < v.arr.size() ? ",\n" : "\n";
-    }
-    out += end + "]";
-    return;
-  }
-  if (v.kind == J::Obj) {
-    bool scalars = true;  // an object of scalars only (e.g. per-type counts): one line
-    for (const auto& kv : v.obj) scalars = scalars && kv.second.scalar();
-    if (scalars) return print_inline(v, out);
-    out += "{\n";
-    for (size_t k = 0; k < v.obj.size(); ++k) {
-      out += pad + json_quote(v.obj[k].first) + ": ";
-      print_pretty(v.obj[k].second, depth + 1, out);
-      out += k + 1 < v.obj.size() ? ",\n" : "\n";
-    }
-    out += end + "}";
-    return;
-  }
-  print_inline(v, out);
-}
+using J = JsonValue;
+J num(int64_t v) { return J::integer(v); }
+J num_d(double v) { return J::integer(static_cast<int64_t>(std::llround(v))); }
 
 std::string fixed1(double x) {
   char buf[32];
@@ -393,88 +267,86 @@ std::string Architecture::to_json() const {
   J space = J::object();
   {
     J ops = J::array(), units = J::array(), widths = J::array(), input = J::array();
-    for (OpKind k : sp.ops) ops.push(J::text(op_name(k)));
-    for (int u : sp.normal_units) units.push(J::num(u));
-    for (int wd : sp.widths) widths.push(J::num(wd));
-    input.push(J::num(sp.in_channels)).push(J::num(sp.in_height)).push(J::num(sp.in_width));
-    space.add("preset", J::text(sp.preset))
-        .add("levels", J::num(sp.levels))
+    for (OpKind k : sp.ops) ops.push(J::string(op_name(k)));
+    for (int u : sp.normal_units) units.push(num(u));
+    for (int wd : sp.widths) widths.push(num(wd));
+    input.push(num(sp.in_channels)).push(num(sp.in_height)).push(num(sp.in_width));
+    space.add("preset", J::string(sp.preset))
+        .add("levels", num(sp.levels))
         .add("ops", ops)
         .add("input", input)
-        .add("classes", J::num(sp.classes))
-        .add("stem", J::text(sp.stem == StemKind::Conv3 ? "conv3" : "imagenet2x"))
-        .add("stem_channels", J::num(sp.stem_channels))
+        .add("classes", num(sp.classes))
+        .add("stem", J::string(sp.stem == StemKind::Conv3 ? "conv3" : "imagenet2x"))
+        .add("stem_channels", num(sp.stem_channels))
         .add("normal_units", units)
         .add("widths", widths)
         .add("share", J::boolean(sp.share))
-        .add("total_lambda", J::num(sp.total_lambda()));
+        .add("total_lambda", num(sp.total_lambda()));
   }
   J blocks = J::array();
   for (const ArchBlock& blk : blocks_) {
     J ops = J::array();
     for (const ArchOp& o : blk.ops) {
       J in = J::array();
-      for (int i : o.inputs) in.push(J::text(input_name(i)));
+      for (int i : o.inputs) in.push(J::string(input_name(i)));
       ops.push(J::object()
-                   .add("level", J::num(o.level))
-                   .add("op", J::num(o.op))
-                   .add("type", J::text(op_name(o.type)))
+                   .add("level", num(o.level))
+                   .add("op", num(o.op))
+                   .add("type", J::string(op_name(o.type)))
                    .add("inputs", in)
                    .add("output", J::boolean(o.output)));
     }
     blocks.push(J::object()
-                    .add("name", J::text(blk.name))
-                    .add("stage", J::num(blk.stage))
-                    .add("unit", J::num(blk.unit))
-                    .add("channels", J::num(blk.channels))
-                    .add("height", J::num(blk.height))
-                    .add("width", J::num(blk.width))
-                    .add("shortcut", J::text(blk.id_conv ? "id_conv" : "identity"))
+                    .add("name", J::string(blk.name))
+                    .add("stage", num(blk.stage))
+                    .add("unit", num(blk.unit))
+                    .add("channels", num(blk.channels))
+                    .add("height", num(blk.height))
+                    .add("width", num(blk.width))
+                    .add("shortcut", J::string(blk.id_conv ? "id_conv" : "identity"))
                     .add("empty", J::boolean(blk.empty))
                     .add("ops", ops));
   }
   J reds = J::array();
   for (const ArchReduction& r : reductions_) {
     J br = J::array();
-    if (r.branch[0]) br.push(J::text("1x1"));
-    if (r.branch[1]) br.push(J::text("3x3"));
+    if (r.branch[0]) br.push(J::string("1x1"));
+    if (r.branch[1]) br.push(J::string("3x3"));
     reds.push(J::object()
-                  .add("name", J::text(r.name))
-                  .add("in_channels", J::num(r.in_channels))
-                  .add("out_channels", J::num(r.out_channels))
+                  .add("name", J::string(r.name))
+                  .add("in_channels", num(r.in_channels))
+                  .add("out_channels", num(r.out_channels))
                   .add("branches", br));
   }
   J per_type = J::object(), per_level = J::object();
   const std::vector<int64_t> pt = survivors_per_type(), pl = survivors_per_level();
-  for (size_t j = 0; j < pt.size(); ++j) per_type.add(op_name(sp.ops[j]), J::num(pt[j]));
-  for (size_t l = 0; l < pl.size(); ++l) per_level.add(str("l", l + 1), J::num(pl[l]));
+  for (size_t j = 0; j < pt.size(); ++j) per_type.add(op_name(sp.ops[j]), num(pt[j]));
+  for (size_t l = 0; l < pl.size(); ++l) per_level.add(str("l", l + 1), num(pl[l]));
   J survivors = J::object();
-  survivors.add("ops", J::num(live_ops()))
-      .add("of", J::num(static_cast<int64_t>(sp.num_normal_blocks()) * sp.levels * sp.N()))
+  survivors.add("ops", num(live_ops()))
+      .add("of", num(static_cast<int64_t>(sp.num_normal_blocks()) * sp.levels * sp.N()))
       .add("per_type", per_type)
       .add("per_level", per_level);
   J warn = J::array();
-  for (const std::string& s : warnings()) warn.push(J::text(s));
+  for (const std::string& s : warnings()) warn.push(J::string(s));
 
   J root = J::object();
-  root.add("format", J::text("dsonas-architecture"))
-      .add("format_version", J::num(1))
-      .add("source", J::text(source))
-      .add("stage", J::text(stage))
-      .add("step", J::num(step))
+  root.add("format", J::string("dsonas-architecture"))
+      .add("format_version", num(1))
+      .add("source", J::string(source))
+      .add("stage", J::string(stage))
+      .add("step", num(step))
       .add("space", space)
       .add("share", J::boolean(sp.share))
       .add("blocks", blocks)
       .add("reductions", reds)
       .add("survivors", survivors)
-      .add("macs", J::num_d(macs()))
-      .add("params", J::num_d(params()))
-      .add("macs_full", J::num_d(macs_full()))
-      .add("params_full", J::num_d(params_full()))
+      .add("macs", num_d(macs()))
+      .add("params", num_d(params()))
+      .add("macs_full", num_d(macs_full()))
+      .add("params_full", num_d(params_full()))
       .add("warnings", warn);
-  std::string out;
-  print_pretty(root, 0, out);
-  return out + "\n";
+  return json_pretty(root) + "\n";
 }
 
 // ---- DOT ---------------------------------------------------------------------------

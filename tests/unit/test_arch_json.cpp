@@ -1,14 +1,16 @@
 // test_arch_json.cpp — reading an architecture back (Architecture::from_json): byte-for-
 // byte round trips, one named error per malformed field, check_fits against a config's
 // space, structural differences, width selection for a MAC / parameter budget and the
-// hand-made baseline.
+// hand-made baseline; and the JSON writer they are printed with (core/json).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "dsonas/core/error.hpp"
+#include "dsonas/core/json.hpp"
 #include "dsonas/core/rng.hpp"
 #include "dsonas/model/architecture.hpp"
 #include "dsonas/model/search_space.hpp"
@@ -366,4 +368,44 @@ TEST(ArchJson, BaselineIsAChainOfSep3) {
   no_sep3.ops = {OpKind::Sep5, OpKind::Max3};
   EXPECT_EQ(usage_error([&] { Architecture::baseline(no_sep3); }),
             "baseline: the space's ops (sep5,max3) do not include sep3");
+}
+
+// The JSON writer of core/json (what architecture files are printed with): the
+// layout rules, quoting, and reading back what it wrote.
+TEST(JsonWriter, LayoutQuotingAndRoundTrip) {
+  using J = JsonValue;
+  J scalars = J::object();
+  scalars.add("a", J::integer(-3)).add("b", J::boolean(true)).add("c", J::string("x\"y\n"));
+  EXPECT_EQ(json_pretty(scalars), "{\"a\": -3, \"b\": true, \"c\": \"x\\\"y\\n\"}") << "an object of scalars: one line";
+  J arr = J::array();
+  for (int i = 0; i < 3; ++i) arr.push(J::integer(i));
+  J op = J::object();
+  op.add("level", J::integer(2)).add("inputs", J::array().push(J::string("in")).push(J::string("l1/o1")));
+  J ops = J::array();
+  ops.push(op).push(op);
+  J root = J::object();
+  root.add("ints", arr).add("ops", ops).add("empty", J::array()).add("none", J());
+  const std::string want =
+      "{\n"
+      "  \"ints\": [0, 1, 2],\n"
+      "  \"ops\": [\n"
+      "    {\"level\": 2, \"inputs\": [\"in\", \"l1/o1\"]},\n"
+      "    {\"level\": 2, \"inputs\": [\"in\", \"l1/o1\"]}\n"
+      "  ],\n"
+      "  \"empty\": [],\n"
+      "  \"none\": null\n"
+      "}";
+  EXPECT_EQ(json_pretty(root), want);
+  EXPECT_EQ(json_inline(root),
+            "{\"ints\": [0, 1, 2], \"ops\": [{\"level\": 2, \"inputs\": [\"in\", \"l1/o1\"]}, {\"level\": 2, "
+            "\"inputs\": [\"in\", \"l1/o1\"]}], \"empty\": [], \"none\": null}");
+  // a scalar array longer than 100 characters: one element a line
+  J words = J::array();
+  for (int i = 0; i < 12; ++i) words.push(J::string("warning number " + std::to_string(i)));
+  const std::string w = json_pretty(words);
+  EXPECT_EQ(std::count(w.begin(), w.end(), '\n'), 13);
+  // what it writes reads back to the same tree (and prints the same again)
+  const JsonValue back = parse_json(json_pretty(root), "written.json");
+  EXPECT_EQ(json_pretty(back), want);
+  EXPECT_EQ(parse_json(json_pretty(scalars), "s.json").obj[2].second.text, "x\"y\n");
 }

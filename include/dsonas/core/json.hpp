@@ -1,5 +1,6 @@
-// json.hpp — the one JSON reader of dsonas (architecture files, the `space`
-// attribute of model files, ImageNet manifests).
+// json.hpp — the one JSON module of dsonas: the reader (architecture files, the
+// `space` attribute of model files, ImageNet manifests) and the writer of the files
+// built as a tree (architecture files).
 //
 // parse_json(): a recursive-descent parser for RFC 8259 JSON into a JsonValue tree
 // (objects keep their member order and may repeat a key; numbers keep the literal
@@ -26,7 +27,25 @@ struct JsonValue {
   bool integral = false;
   std::vector<JsonValue> arr;
   std::vector<std::pair<std::string, JsonValue>> obj;
+
+  // building a tree to write
+  static JsonValue integer(int64_t v);
+  static JsonValue string(const std::string& v);
+  static JsonValue boolean(bool v);
+  static JsonValue array();
+  static JsonValue object();
+  JsonValue& add(const std::string& key, JsonValue v);  ///< an object's next member
+  JsonValue& push(JsonValue v);                         ///< an array's next element
+  bool scalar() const { return kind != Arr && kind != Obj; }
 };
+
+/// The tree as text on one line: `{"a": 1, "b": [1, 2]}`.
+std::string json_inline(const JsonValue& v);
+/// The tree as indented text (2 spaces a level, no final newline): an object is
+/// one line when all its members are scalars, else one member a line; an array is
+/// one line when it holds only scalars and fits in 100 characters, else one
+/// element a line, elements made of scalars and scalar arrays on one line each.
+std::string json_pretty(const JsonValue& v);
 
 /// "null", "a boolean", "a number", "a string", "an array", "an object".
 const char* json_kind_name(JsonValue::Kind k);
