@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -558,10 +560,27 @@ int run_study(int argc, char** argv) {
   }
   if (cfg.study_prepare) return kExitOk;
   if (!cfg.study_report) {
+    std::vector<double> took;  // wall seconds of the retrains this invocation ran
     for (size_t i = 0; i < tasks.size(); ++i) {
       if (cfg.study_task >= 0 && static_cast<int>(i) != cfg.study_task) continue;
+      const bool fresh = !path_exists(eval_file(D, tasks[i]));
+      const auto t0 = std::chrono::steady_clock::now();
       const int rc = run_task(cfg, args, tasks[i], i);
       if (rc) return rc;
+      if (!fresh || cfg.study_task >= 0) continue;
+      took.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      size_t left = 0;
+      for (size_t k = i + 1; k < tasks.size(); ++k) left += path_exists(eval_file(D, tasks[k])) ? 0 : 1;
+      std::vector<double> sorted = took;
+      std::sort(sorted.begin(), sorted.end());
+      const double median = sorted[sorted.size() / 2];
+      if (comm.root())
+        std::cout << "== study: " << tasks[i].name << " took " << human_duration(took.back()) << "; " << left
+                  << " retrain" << (left == 1 ? "" : "s") << " left"
+                  << (left ? str(", ~", human_duration(median * static_cast<double>(left)), " (median retrain so far ",
+                                 human_duration(median), ", of ", took.size(), ")")
+                           : "")
+                  << std::endl;
     }
     if (cfg.study_task >= 0) return kExitOk;
   }

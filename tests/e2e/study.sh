@@ -32,8 +32,9 @@ echo "e2e: dsonas study (tiny synthetic)"
 if $STUDY --out "$T/a" >"$T/a.log" 2>&1; then ok "study ran: $(grep -c '^== study: .* → ' "$T/a.log") stages and retrains"
 else bad "study: $(tail -3 "$T/a.log")"; fi
 n=$(ls -d "$T"/a/retrain/*/eval_test 2>/dev/null | wc -l)
-if [ "$n" -eq 8 ] && [ -s "$T/a/study.png" ] && [ -s "$T/a/r1/search/model.h5" ] && grep -q '"tasks_done": 8' "$T/a/study.json"; then
-  ok "8 retrains (found, baseline, 2 random × 2 seeds) evaluated; study.md, study.json, study.csv, study.png"
+if [ "$n" -eq 8 ] && [ -s "$T/a/study.png" ] && grep -q "found_s1 took .*; 7 retrains left, ~.* (median retrain so far .*, of 1)" "$T/a.log" \
+   && grep -q "random_002_s2 took .*; 0 retrains left$" "$T/a.log" && [ -s "$T/a/r1/search/model.h5" ] && grep -q '"tasks_done": 8' "$T/a/study.json"; then
+  ok "8 retrains (found, baseline, 2 random × 2 seeds) evaluated; study.md, study.json, study.csv, study.png; the time left after each"
 else bad "study outputs: $n evaluations; $(ls "$T/a")"; fi
 if "$PY" - "$T/a" <<'PYEOF'
 import json, sys
