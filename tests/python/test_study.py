@@ -159,3 +159,18 @@ def test_looks_are_counted(tmp_path):
     assert [(k["retrains"], k["tasks"]) for k in s["looks"]] == [(11, 12), (12, 12), (8, 8)]
     lines = open(os.path.join(d, "looks.jsonl")).read().splitlines()
     assert len(lines) == 3 and all(json.loads(x)["tasks"] in (8, 12) for x in lines)
+
+
+@pytest.mark.skipif(not os.path.exists(BIN), reason="the dsonas binary is not built (DSONAS_BIN)")
+def test_corrupt_looks_file_is_named(tmp_path):
+    d = str(tmp_path / "study")
+    make_study(d)
+    report(d)
+    before = open(os.path.join(d, "study.md")).read()
+    with open(os.path.join(d, "looks.jsonl"), "a") as f:
+        f.write("{\"retrains\": 12,\n")
+    r = subprocess.run([BIN, "study"] + SYN + ["--study.random", "2", "--study.seeds", "2", "--study.report",
+                                               "--out", d], capture_output=True, text=True)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "looks.jsonl" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert open(os.path.join(d, "study.md")).read() == before, "the report already there is kept"
