@@ -340,7 +340,8 @@ INSTANTIATE_TEST_SUITE_P(
                       // 1x1 with N·H·W a multiple of 16: the AVX-512 kernels where the CPU has them
                       ConvCase{48, 16, 1, 1, 0, 1, 4, 8, 8},   // 16 outputs (F, D, G)
                       ConvCase{24, 32, 1, 1, 0, 1, 2, 4, 8},   // 32 outputs: two row groups
-                      ConvCase{7, 21, 1, 1, 0, 1, 3, 4, 4}));  // 21 outputs (D, G with tails; F via BLAS)
+                      ConvCase{7, 21, 1, 1, 0, 1, 3, 4, 4},    // 21 outputs: every kernel with a tail group
+                      ConvCase{12, 100, 1, 1, 0, 1, 1, 4, 4}));  // 100 outputs: 7 row groups, the last of 4
 
 TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
   auto be1 = make_backend(Device::CPU, dsonas_test::other_threads());
@@ -499,18 +500,20 @@ TEST(CpuPool, ChunksOnceNestedAndExceptions) {
 }
 
 // The AVX-512 1×1 kernels (cpu_gemm1x1.cpp) against the OpenBLAS path on the
-// bench's block-output shapes (256 -> 16 and 16 -> 16 channels, 28×28), and
-// thread-count independence of both.
+// bench's block-output shapes (256 -> 16 and 16 -> 16 channels, 28×28), on widths
+// that are not multiples of 16 (a retrain width chosen for a MAC target: 27, 54,
+// 108; 18 -> 100), and thread-count independence of both.
 TEST_F(CpuBackendTest, Gemm1x1Avx512MatchesBlas) {
   if (!cpu::avx512_available()) GTEST_SKIP() << "no AVX-512 on this CPU";
   auto be1 = make_backend(Device::CPU, dsonas_test::other_threads());
-  for (int cin : {256, 16}) {
-    SCOPED_TRACE(str("cin ", cin));
-    ConvDesc d{cin, 16, 1, 1, 0, 1};
-    const int N = 6, H = 28, W = 28;
+  const std::pair<int, int> shapes[] = {{256, 16}, {16, 16}, {27, 27}, {54, 54}, {108, 108}, {18, 100}};
+  for (const auto& [cin, cout] : shapes) {
+    SCOPED_TRACE(str("cin ", cin, ", cout ", cout));
+    ConvDesc d{cin, cout, 1, 1, 0, 1};
+    const int N = cin * cout > 4096 ? 2 : 6, H = 28, W = 28;
     Tensor x = make(*be, {cin, N, H, W}, rand_vec(static_cast<size_t>(cin) * N * H * W, 31));
-    Tensor dy = make(*be, {16, N, H, W}, rand_vec(static_cast<size_t>(16) * N * H * W, 32));
-    Tensor w = make(*be, d.weight_shape(), rand_vec(static_cast<size_t>(16) * cin, 33));
+    Tensor dy = make(*be, {cout, N, H, W}, rand_vec(static_cast<size_t>(cout) * N * H * W, 32));
+    Tensor w = make(*be, d.weight_shape(), rand_vec(static_cast<size_t>(cout) * cin, 33));
     Vec out[2][3], out1[3];
     for (int blas = 0; blas < 2; ++blas) {
       cpu::avx512_allow(blas == 0);
@@ -529,7 +532,7 @@ TEST_F(CpuBackendTest, Gemm1x1Avx512MatchesBlas) {
     cpu::avx512_allow(true);
     // Two float results of the same sums differ by at most twice the error model's
     // bound (naive_ref.hpp); the magnitudes Σ|a·b| are the products of |W|, |X|, |dY|
-    // (CNHW: X is [cin, N·H·W], dY [16, N·H·W], W [16, cin]).
+    // (CNHW: X is [cin, N·H·W], dY [cout, N·H·W], W [cout, cin]).
     const int64_t P = static_cast<int64_t>(N) * H * W;
     auto absmm = [](const Vec& A, bool ta, const Vec& B, bool tb, int64_t M, int64_t K, int64_t Nn) {
       Vec C(static_cast<size_t>(M * Nn));
@@ -544,14 +547,14 @@ TEST_F(CpuBackendTest, Gemm1x1Avx512MatchesBlas) {
       return C;
     };
     const Vec hx = get(*be, x), hdy = get(*be, dy), hw = get(*be, w);
-    const Vec mag_y = absmm(hw, false, hx, false, 16, cin, P), mag_dx = absmm(hw, true, hdy, false, cin, 16, P),
-              mag_dw = absmm(hdy, false, hx, true, 16, P, cin);
+    const Vec mag_y = absmm(hw, false, hx, false, cout, cin, P), mag_dx = absmm(hw, true, hdy, false, cin, cout, P),
+              mag_dw = absmm(hdy, false, hx, true, cout, P, cin);
     auto twice = [](std::vector<double> t) {
       for (double& v : t) v *= 2;
       return t;
     };
     expect_within(out[0][0], out[1][0], twice(sum_tol(cin, mag_y, out[1][0])), "forward");
-    expect_within(out[0][1], out[1][1], twice(sum_tol(16, mag_dx, out[1][1])), "backward data");
+    expect_within(out[0][1], out[1][1], twice(sum_tol(cout, mag_dx, out[1][1])), "backward data");
     expect_within(out[0][2], out[1][2], twice(sum_tol(P, mag_dw, out[1][2])), "backward filter");
     for (int q = 0; q < 3; ++q)
       EXPECT_TRUE(same_bits(out[0][q], out1[q]))

@@ -211,7 +211,8 @@ void avx512_allow(bool on);
 // The 1×1 GEMMs: used by conv_forward/backward_data/backward_filter for dense
 // 1×1 stride-1 convolutions when avx512_available() and the shape suits (see
 // cpu_conv.cpp); otherwise OpenBLAS.  n is a multiple of 16 in all three.
-/// Y[M,n] = alpha·W·X + beta·Y with Wt = Wᵀ ([K][M]); M a multiple of 16.
+/// Y[M,n] = alpha·W·X + beta·Y with Wt = Wᵀ ([K][Mp], Mp = M rounded up to a
+/// multiple of 16, the columns past M zero); rows in groups of 16.
 void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const float* X, int64_t ldx, float* Y, int64_t ldy,
                       float alpha, float beta);
 /// dX[K,n] = alpha·Wᵀ·dY + beta·dX with Wt = Wᵀ ([K][M]); T: 64-byte aligned

@@ -304,27 +304,31 @@ struct ColPart {
 };
 
 /// Which 1×1 GEMMs take the AVX-512 kernels (cpu_gemm1x1.cpp): all columns in
-/// whole 16-column tiles and at most 64 output channels.  Measured on the bench
+/// whole 16-column tiles and at most 128 output channels (any number: F's last
+/// row group computes zero rows it does not store).  Measured on the bench
 /// shapes (one thread, EPYC Zen 4): 256→16 F/D/G 4.9/4.5/6.7 ms against
 /// OpenBLAS's 11.4/11.2/12.3; 512→32 4.2/4.0/5.6 against 6.7/6.6/6.1;
 /// 1024→64 4.3/3.8/5.2 against 5.4/5.4/5.4; the per-op 16→16 ones 0.42/0.56
-/// against 0.77/0.79.
+/// against 0.77/0.79.  On the hand-made baseline at width 27 (2 threads, per
+/// step, 2026-12-08): F 27→27 8.3–9.8 → 5.0–6.0 ms, 54→54 5.8–7.2 → 3.4–3.8,
+/// 108→108 4.5–6.1 → 2.4–2.7; D/G 108→108 4.2–5.8/4.9–6.5 → 3.5–3.8/3.6–3.9.
 enum class G1 { F, D, G };
 bool use_avx512_1x1(G1 kind, int cout, int cin, int64_t cols) {
   if (cols % 16 != 0 || !avx512_available()) return false;
   switch (kind) {
-    case G1::F: return cout % 16 == 0 && cout <= 64;
-    case G1::D: return cout <= 64;
-    case G1::G: return cout <= 64;
+    case G1::F: return cout <= 128;
+    case G1::D: return cout <= 128;
+    case G1::G: return cout <= 128;
   }
   return false;
 }
 
-/// Wᵀ of a [M, K] row-major matrix ([K][M]).
-std::vector<float> transposed(const float* w, int M, int K) {
-  std::vector<float> t(static_cast<size_t>(M) * K);
+/// Wᵀ of a [M, K] row-major matrix ([K][ld], ld ≥ M; the columns past M zero).
+std::vector<float> transposed(const float* w, int M, int K, int ld = 0) {
+  if (ld < M) ld = M;
+  std::vector<float> t(static_cast<size_t>(ld) * K, 0.f);
   for (int m = 0; m < M; ++m)
-    for (int k = 0; k < K; ++k) t[static_cast<size_t>(k) * M + m] = w[static_cast<size_t>(m) * K + k];
+    for (int k = 0; k < K; ++k) t[static_cast<size_t>(k) * ld + m] = w[static_cast<size_t>(m) * K + k];
   return t;
 }
 
@@ -375,7 +379,7 @@ void CpuBackend::conv_forward(const ConvDesc& d, const Tensor& x, const Tensor& 
     const int64_t cols = static_cast<int64_t>(g.N) * HW;
     const ColPart cp(cols);
     if (use_avx512_1x1(G1::F, g.Cout, g.Cin, cols)) {
-      const std::vector<float> wt = transposed(wp, g.Cout, g.Cin);
+      const std::vector<float> wt = transposed(wp, g.Cout, g.Cin, (g.Cout + 15) / 16 * 16);
       par_for(par ? nt_ : 1, cp.nb, [&](int64_t b, int) {
         const int64_t j0 = cp.begin(b), nc = cp.begin(b + 1) - j0;
         if (nc > 0) gemm1x1_f_avx512(g.Cout, g.Cin, nc, wt.data(), xp + j0, cols, yp + j0, cols, alpha, beta);

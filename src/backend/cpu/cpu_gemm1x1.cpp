@@ -76,6 +76,7 @@ DSO_AVX512 inline void store16(float* p, __m512 v, __m512 va, float alpha, float
 DSO_AVX512 void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const float* X, int64_t ldx, float* Y,
                                  int64_t ldy, float alpha, float beta) {
   const __m512 va = _mm512_set1_ps(alpha);
+  const int Mp = (M + 15) / 16 * 16;  // Wt's row stride: M rounded up (zero columns)
   for (int64_t c = 0; c < n; c += 16) {
     const bool pf = c + kPfTiles * 16 < n;
     for (int mg = 0; mg < M; mg += 16) {
@@ -87,15 +88,16 @@ DSO_AVX512 void gemm1x1_f_avx512(int M, int K, int64_t n, const float* Wt, const
         for (int k = 0; k < K; ++k) {
           _mm_prefetch(reinterpret_cast<const char*>(xp + k * ldx + kPfTiles * 16), _MM_HINT_T0);
           const __m512 x = _mm512_loadu_ps(xp + k * ldx);
-          for (int m = 0; m < 16; ++m) a[m] = _mm512_fmadd_ps(_mm512_set1_ps(wk[k * M + m]), x, a[m]);
+          for (int m = 0; m < 16; ++m) a[m] = _mm512_fmadd_ps(_mm512_set1_ps(wk[k * Mp + m]), x, a[m]);
         }
       } else {
         for (int k = 0; k < K; ++k) {
           const __m512 x = _mm512_loadu_ps(xp + k * ldx);
-          for (int m = 0; m < 16; ++m) a[m] = _mm512_fmadd_ps(_mm512_set1_ps(wk[k * M + m]), x, a[m]);
+          for (int m = 0; m < 16; ++m) a[m] = _mm512_fmadd_ps(_mm512_set1_ps(wk[k * Mp + m]), x, a[m]);
         }
       }
-      for (int m = 0; m < 16; ++m) store16(Y + (mg + m) * ldy + c, a[m], va, alpha, beta);
+      const int rows = std::min(16, M - mg);  // the last group's rows past M (zero weights) are not stored
+      for (int m = 0; m < rows; ++m) store16(Y + (mg + m) * ldy + c, a[m], va, alpha, beta);
     }
   }
 }
