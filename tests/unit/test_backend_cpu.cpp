@@ -338,9 +338,9 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{2, 2, 3, 1, 1, 2, 2, 5, 37},    // depthwise, rows of 5 vectors (overlap)
                       ConvCase{2, 2, 5, 1, 2, 2, 2, 4, 45},    // depthwise 5x5, rows of 6 vectors
                       // 1x1 with N·H·W a multiple of 16: the AVX-512 kernels where the CPU has them
-                      ConvCase{48, 16, 1, 1, 0, 1, 4, 8, 8},   // 16 outputs (F, D, G)
-                      ConvCase{24, 32, 1, 1, 0, 1, 2, 4, 8},   // 32 outputs: two row groups
-                      ConvCase{7, 21, 1, 1, 0, 1, 3, 4, 4},    // 21 outputs: every kernel with a tail group
+                      ConvCase{48, 16, 1, 1, 0, 1, 4, 8, 8},     // 16 outputs (F, D, G)
+                      ConvCase{24, 32, 1, 1, 0, 1, 2, 4, 8},     // 32 outputs: two row groups
+                      ConvCase{7, 21, 1, 1, 0, 1, 3, 4, 4},      // 21 outputs: every kernel with a tail group
                       ConvCase{12, 100, 1, 1, 0, 1, 1, 4, 4}));  // 100 outputs: 7 row groups, the last of 4
 
 TEST_F(CpuBackendTest, ConvDeterministicAndThreadIndependent) {
