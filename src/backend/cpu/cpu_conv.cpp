@@ -305,18 +305,24 @@ struct ColPart {
 
 /// Which 1×1 GEMMs take the AVX-512 kernels (cpu_gemm1x1.cpp): all columns in
 /// whole 16-column tiles and at most 128 output channels (any number: F's last
-/// row group computes zero rows it does not store).  Measured on the bench
+/// row group computes zero rows it does not store; F past 64 outputs only up to
+/// 256 inputs).  Measured on the bench
 /// shapes (one thread, EPYC Zen 4): 256→16 F/D/G 4.9/4.5/6.7 ms against
 /// OpenBLAS's 11.4/11.2/12.3; 512→32 4.2/4.0/5.6 against 6.7/6.6/6.1;
 /// 1024→64 4.3/3.8/5.2 against 5.4/5.4/5.4; the per-op 16→16 ones 0.42/0.56
 /// against 0.77/0.79.  On the hand-made baseline at width 27 (2 threads, per
 /// step, 2026-12-08): F 27→27 8.3–9.8 → 5.0–6.0 ms, 54→54 5.8–7.2 → 3.4–3.8,
-/// 108→108 4.5–6.1 → 2.4–2.7; D/G 108→108 4.2–5.8/4.9–6.5 → 3.5–3.8/3.6–3.9.
+/// 108→108 4.5–6.1 → 2.4–2.7; D/G 108→108 4.2–5.8/4.9–6.5 → 3.5–3.8/3.6–3.9.  F
+/// re-reads the 16-column tile of X (cin × 64 bytes) once per 16 output rows, so
+/// past 64 rows it needs the tile in L1: on the CIFAR-10 search's 1536→96 output
+/// GEMM it took 244–260 ms per step against OpenBLAS's 202–209, so F with more
+/// than 64 outputs is used up to 256 inputs only (D and G: 82–91 against 114–118
+/// and 43–45 against 53–55 ms on that shape; they keep it).
 enum class G1 { F, D, G };
 bool use_avx512_1x1(G1 kind, int cout, int cin, int64_t cols) {
   if (cols % 16 != 0 || !avx512_available()) return false;
   switch (kind) {
-    case G1::F: return cout <= 128;
+    case G1::F: return cout <= 64 || (cout <= 128 && cin <= 256);  // past 64 rows: X's tile must stay in L1
     case G1::D: return cout <= 128;
     case G1::G: return cout <= 128;
   }
