@@ -244,18 +244,13 @@ Checks checks(const RunConfig& cfg, const std::vector<Result>& rs, const std::ve
     }
     by[i].push_back(r.top1);
   }
-  auto mean = [](const std::vector<double>& v) {
-    double t = 0;
-    for (double x : v) t += x;
-    return t / static_cast<double>(v.size());
-  };
   Checks c;
   std::vector<double> found_means, random_means;
   std::vector<std::vector<double>> random_vals;
   for (size_t i = 0; i < names.size(); ++i) {
-    if (group[i] == "found") found_means.push_back(mean(by[i]));
+    if (group[i] == "found") found_means.push_back(group_stats(by[i]).mean);
     if (group[i] == "random") {
-      random_means.push_back(mean(by[i]));
+      random_means.push_back(group_stats(by[i]).mean);
       random_vals.push_back(by[i]);
     }
   }
@@ -274,6 +269,13 @@ struct Look {
   int retrains = 0, tasks = 0;
   double p_random = -1, p_baseline = -1;  // −1: no test
 };
+
+/// A look as one JSON object (a line of looks.jsonl, an element of study.json's "looks").
+std::string look_json(const Look& k) {
+  auto p = [](double v) { return v < 0 ? std::string("null") : fmt("%.6g", v); };
+  return str("{\"retrains\": ", k.retrains, ", \"tasks\": ", k.tasks, ", \"p_random\": ", p(k.p_random),
+             ", \"p_baseline\": ", p(k.p_baseline), "}");
+}
 
 /// The looks so far, this one appended when the finished retrains differ from the
 /// last look's (re-running the report on the same retrains is not a new look).
@@ -300,10 +302,7 @@ std::vector<Look> record_look(const std::string& D, int done, int tasks, const W
   if (!looks.empty() && looks.back().retrains == done && looks.back().tasks == tasks) return looks;
   Look k{done, tasks, r.valid ? r.p : -1, b.valid ? b.p : -1};
   looks.push_back(k);
-  auto p = [](double v) { return v < 0 ? std::string("null") : fmt("%.6g", v); };
-  text += str("{\"retrains\": ", done, ", \"tasks\": ", tasks, ", \"p_random\": ", p(k.p_random),
-              ", \"p_baseline\": ", p(k.p_baseline), "}\n");
-  write_text(f, text);
+  write_text(f, text + look_json(k) + "\n");
   return looks;
 }
 
@@ -454,10 +453,7 @@ void write_report(const RunConfig& cfg, const std::vector<Task>& tasks) {
      << ", \"within_architecture_sd\": " << fmt("%.6f", ck.all_archs.within_sd)
      << ", \"within_architecture_df\": " << fmt("%.0f", ck.all_archs.df_within) << ", \"architectures\": " << ck.archs
      << "},\n \"looks\": [";
-  for (size_t i = 0; i < looks.size(); ++i)
-    js << (i ? ", " : "") << "{\"retrains\": " << looks[i].retrains << ", \"tasks\": " << looks[i].tasks
-       << ", \"p_random\": " << (looks[i].p_random < 0 ? "null" : fmt("%.6g", looks[i].p_random))
-       << ", \"p_baseline\": " << (looks[i].p_baseline < 0 ? "null" : fmt("%.6g", looks[i].p_baseline)) << "}";
+  for (size_t i = 0; i < looks.size(); ++i) js << (i ? ", " : "") << look_json(looks[i]);
   js << "]}\n";
   write_text(D + "/study.json", js.str());
 
